@@ -1,0 +1,276 @@
+//! The codecs whipgate forwards, and the consumer SDP that describes what it forwards.
+//!
+//! The consumer SDP is plain text for FFmpeg / GStreamer (`-protocol_whitelist file,udp,rtp`).
+//! Its payload types are fixed per codec, and the media path rewrites every forwarded packet
+//! to them, so the SDP is known at registration time and never depends on what a publisher
+//! happened to negotiate.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+/// Video codecs accepted from publishers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VideoCodec {
+    /// H.264, packetization-mode 1.
+    H264,
+    /// VP8.
+    Vp8,
+}
+
+/// Audio codecs accepted from publishers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AudioCodec {
+    /// Opus, 48 kHz stereo.
+    Opus,
+}
+
+/// Audio or video.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    /// Video track.
+    Video,
+    /// Audio track.
+    Audio,
+}
+
+impl fmt::Display for MediaKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl MediaKind {
+    /// Lower-case name, used in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Video => "video",
+            MediaKind::Audio => "audio",
+        }
+    }
+}
+
+impl VideoCodec {
+    /// Default preference when a registration names none.
+    pub const DEFAULT: &'static [VideoCodec] = &[VideoCodec::H264, VideoCodec::Vp8];
+
+    /// SDP encoding name.
+    pub fn encoding_name(self) -> &'static str {
+        match self {
+            VideoCodec::H264 => "H264",
+            VideoCodec::Vp8 => "VP8",
+        }
+    }
+
+    /// Payload type promised in the consumer SDP.
+    pub fn consumer_payload_type(self) -> u8 {
+        match self {
+            VideoCodec::H264 => 96,
+            VideoCodec::Vp8 => 97,
+        }
+    }
+
+    fn consumer_fmtp(self) -> Option<&'static str> {
+        match self {
+            VideoCodec::H264 => Some("packetization-mode=1"),
+            VideoCodec::Vp8 => None,
+        }
+    }
+
+    /// Parses an SDP encoding name (case-insensitive).
+    pub fn from_encoding_name(name: &str) -> Option<Self> {
+        [VideoCodec::H264, VideoCodec::Vp8]
+            .into_iter()
+            .find(|c| c.encoding_name().eq_ignore_ascii_case(name))
+    }
+}
+
+impl AudioCodec {
+    /// Default preference when a registration names none.
+    pub const DEFAULT: &'static [AudioCodec] = &[AudioCodec::Opus];
+
+    /// SDP encoding name.
+    pub fn encoding_name(self) -> &'static str {
+        match self {
+            AudioCodec::Opus => "opus",
+        }
+    }
+
+    /// Payload type promised in the consumer SDP.
+    pub fn consumer_payload_type(self) -> u8 {
+        match self {
+            AudioCodec::Opus => 111,
+        }
+    }
+
+    /// Parses an SDP encoding name (case-insensitive).
+    pub fn from_encoding_name(name: &str) -> Option<Self> {
+        name.eq_ignore_ascii_case("opus")
+            .then_some(AudioCodec::Opus)
+    }
+}
+
+/// One codec picked from an offer: the publisher's payload type and parameters for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chosen<C> {
+    /// Which codec.
+    pub codec: C,
+    /// The publisher's payload type for it.
+    pub payload_type: u8,
+    /// RTP clock rate.
+    pub clock_rate: u32,
+    /// Audio channels (0 for video).
+    pub channels: u16,
+    /// The offered `a=fmtp` line, verbatim.
+    pub fmtp: String,
+}
+
+/// What to answer: at most one video and one audio codec.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OfferPlan {
+    /// Video codec to receive, if the offer sends video.
+    pub video: Option<Chosen<VideoCodec>>,
+    /// Audio codec to receive, if the offer sends audio.
+    pub audio: Option<Chosen<AudioCodec>>,
+}
+
+impl OfferPlan {
+    /// Kind of a received packet, from its payload type (unique within a BUNDLE).
+    pub fn kind_of(&self, payload_type: u8) -> Option<MediaKind> {
+        if self
+            .video
+            .as_ref()
+            .is_some_and(|c| c.payload_type == payload_type)
+        {
+            Some(MediaKind::Video)
+        } else if self
+            .audio
+            .as_ref()
+            .is_some_and(|c| c.payload_type == payload_type)
+        {
+            Some(MediaKind::Audio)
+        } else {
+            None
+        }
+    }
+}
+
+/// Builds the SDP a consumer opens to receive an ingest's forwarded media.
+///
+/// When several codecs are allowed, all are listed, the preferred first. FFmpeg only reads the
+/// first payload type of an `m=` line, so a consumer that must not guess registers one codec.
+pub fn consumer_sdp(
+    ingest_id: &str,
+    video: Option<(SocketAddr, &[VideoCodec])>,
+    audio: Option<(SocketAddr, &[AudioCodec])>,
+) -> String {
+    let origin = video
+        .map(|(addr, _)| addr)
+        .or(audio.map(|(addr, _)| addr))
+        .map_or_else(|| "127.0.0.1".to_owned(), |addr| addr.ip().to_string());
+    let mut sdp = format!(
+        "v=0\r\no=- 0 0 IN {} {origin}\r\ns=whipgate {ingest_id}\r\nt=0 0\r\n",
+        addr_type(&origin)
+    );
+    if let Some((addr, codecs)) = video {
+        let lines: Vec<_> = codecs
+            .iter()
+            .map(|c| {
+                (
+                    c.consumer_payload_type(),
+                    c.encoding_name(),
+                    "90000",
+                    c.consumer_fmtp(),
+                )
+            })
+            .collect();
+        push_media(&mut sdp, "video", addr, &lines);
+    }
+    if let Some((addr, codecs)) = audio {
+        let lines: Vec<_> = codecs
+            .iter()
+            .map(|c| {
+                (
+                    c.consumer_payload_type(),
+                    c.encoding_name(),
+                    "48000/2",
+                    None,
+                )
+            })
+            .collect();
+        push_media(&mut sdp, "audio", addr, &lines);
+    }
+    sdp
+}
+
+fn addr_type(ip: &str) -> &'static str {
+    if ip.contains(':') { "IP6" } else { "IP4" }
+}
+
+fn push_media(
+    sdp: &mut String,
+    kind: &str,
+    addr: SocketAddr,
+    codecs: &[(u8, &str, &str, Option<&str>)],
+) {
+    let pts: Vec<String> = codecs.iter().map(|(pt, ..)| pt.to_string()).collect();
+    let ip = addr.ip().to_string();
+    sdp.push_str(&format!(
+        "m={kind} {} RTP/AVP {}\r\nc=IN {} {ip}\r\n",
+        addr.port(),
+        pts.join(" "),
+        addr_type(&ip)
+    ));
+    for (pt, name, rate, fmtp) in codecs {
+        sdp.push_str(&format!("a=rtpmap:{pt} {name}/{rate}\r\n"));
+        if let Some(fmtp) = fmtp {
+            sdp.push_str(&format!("a=fmtp:{pt} {fmtp}\r\n"));
+        }
+    }
+    sdp.push_str("a=recvonly\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_sdp_lists_each_forwarded_kind_at_its_target() {
+        let v: SocketAddr = "127.0.0.1:5004".parse().unwrap();
+        let a: SocketAddr = "127.0.0.1:5006".parse().unwrap();
+        let sdp = consumer_sdp(
+            "cam1",
+            Some((v, &[VideoCodec::H264])),
+            Some((a, AudioCodec::DEFAULT)),
+        );
+        assert!(sdp.contains("m=video 5004 RTP/AVP 96\r\nc=IN IP4 127.0.0.1"));
+        assert!(sdp.contains("a=rtpmap:96 H264/90000"));
+        assert!(sdp.contains("a=fmtp:96 packetization-mode=1"));
+        assert!(sdp.contains("m=audio 5006 RTP/AVP 111"));
+        assert!(sdp.contains("a=rtpmap:111 opus/48000/2"));
+        // It must parse as SDP.
+        let mut reader = std::io::Cursor::new(sdp.as_bytes());
+        sdp::SessionDescription::unmarshal(&mut reader).unwrap();
+    }
+
+    #[test]
+    fn omitted_kind_has_no_media_section() {
+        let a: SocketAddr = "[::1]:5006".parse().unwrap();
+        let sdp = consumer_sdp("x", None, Some((a, AudioCodec::DEFAULT)));
+        assert!(!sdp.contains("m=video"));
+        assert!(sdp.contains("c=IN IP6 ::1"));
+    }
+
+    #[test]
+    fn encoding_names_parse_case_insensitively() {
+        assert_eq!(
+            VideoCodec::from_encoding_name("h264"),
+            Some(VideoCodec::H264)
+        );
+        assert_eq!(VideoCodec::from_encoding_name("vp8"), Some(VideoCodec::Vp8));
+        assert_eq!(VideoCodec::from_encoding_name("AV1"), None);
+        assert_eq!(
+            AudioCodec::from_encoding_name("OPUS"),
+            Some(AudioCodec::Opus)
+        );
+    }
+}

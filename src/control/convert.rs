@@ -1,0 +1,288 @@
+//! Proto <-> domain conversions for the control plane.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use super::pb;
+use crate::codec::{AudioCodec, MediaKind, VideoCodec};
+use crate::error::Error;
+use crate::registry::{
+    Caps, CountersSnapshot, EndReason, Event, EventPayload, IngestSpec, IngestView, Limits,
+    RejectReason, SessionState, SessionView, validate_ingest_id,
+};
+
+/// Resolves a `host:port` target; empty means "not forwarded".
+pub(crate) async fn target(kind: &str, value: &str) -> Result<Option<SocketAddr>, Error> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let invalid = || {
+        Error::BadRequest(format!(
+            "invalid {kind}_target {value:?}: expected host:port"
+        ))
+    };
+    let mut addrs = tokio::net::lookup_host(value)
+        .await
+        .map_err(|_| invalid())?;
+    let addr = addrs.next().ok_or_else(invalid)?;
+    if addr.port() == 0 {
+        return Err(invalid());
+    }
+    Ok(Some(addr))
+}
+
+/// Builds a spec from a register request (targets already resolved).
+pub(crate) fn spec(
+    req: &pb::RegisterIngestRequest,
+    video_target: Option<SocketAddr>,
+    audio_target: Option<SocketAddr>,
+) -> Result<IngestSpec, Error> {
+    validate_ingest_id(&req.ingest_id)?;
+    let mut video_codecs = Vec::new();
+    for &c in &req.video_codecs {
+        let codec = match pb::VideoCodec::try_from(c) {
+            Ok(pb::VideoCodec::H264) => VideoCodec::H264,
+            Ok(pb::VideoCodec::Vp8) => VideoCodec::Vp8,
+            _ => return Err(Error::BadRequest(format!("unknown video codec {c}"))),
+        };
+        if !video_codecs.contains(&codec) {
+            video_codecs.push(codec);
+        }
+    }
+    let mut audio_codecs = Vec::new();
+    for &c in &req.audio_codecs {
+        let codec = match pb::AudioCodec::try_from(c) {
+            Ok(pb::AudioCodec::Opus) => AudioCodec::Opus,
+            _ => return Err(Error::BadRequest(format!("unknown audio codec {c}"))),
+        };
+        if !audio_codecs.contains(&codec) {
+            audio_codecs.push(codec);
+        }
+    }
+    if video_codecs.is_empty() {
+        video_codecs = VideoCodec::DEFAULT.to_vec();
+    }
+    if audio_codecs.is_empty() {
+        audio_codecs = AudioCodec::DEFAULT.to_vec();
+    }
+    Ok(IngestSpec {
+        id: req.ingest_id.clone(),
+        video_target,
+        audio_target,
+        bearer_token: Some(req.bearer_token.clone()).filter(|t| !t.is_empty()),
+        labels: req
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>(),
+        video_codecs,
+        audio_codecs,
+        limits: req.limits.map(limits).unwrap_or_default(),
+    })
+}
+
+pub(crate) fn limits(l: pb::IngestLimits) -> Limits {
+    Limits {
+        max_bitrate_bps: Some(l.max_bitrate_bps).filter(|v| *v > 0),
+        max_session: Some(l.max_session_seconds)
+            .filter(|v| *v > 0)
+            .map(Duration::from_secs),
+    }
+}
+
+fn limits_pb(l: Limits) -> pb::IngestLimits {
+    pb::IngestLimits {
+        max_bitrate_bps: l.max_bitrate_bps.unwrap_or(0),
+        max_session_seconds: l.max_session.map_or(0, |d| d.as_secs()),
+    }
+}
+
+pub(crate) fn caps(c: Caps) -> pb::Caps {
+    pb::Caps {
+        max_publishers: u32::try_from(c.max_publishers).unwrap_or(u32::MAX),
+    }
+}
+
+fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(t)
+}
+
+fn counters(c: CountersSnapshot) -> pb::SessionCounters {
+    pb::SessionCounters {
+        video_packets: c.video_packets,
+        video_bytes: c.video_bytes,
+        audio_packets: c.audio_packets,
+        audio_bytes: c.audio_bytes,
+        packets_forwarded: c.packets_forwarded,
+        packets_lost: c.packets_lost,
+        nacks_sent: c.nacks_sent,
+        plis_sent: c.plis_sent,
+        keyframes: c.keyframes,
+    }
+}
+
+fn session(s: &SessionView) -> pb::Session {
+    pb::Session {
+        session_id: s.id.to_string(),
+        state: match s.state {
+            SessionState::Connecting => pb::SessionState::Connecting,
+            SessionState::Connected => pb::SessionState::Connected,
+        } as i32,
+        remote_addr: s.remote_addr.map(|a| a.to_string()).unwrap_or_default(),
+        video_codec: s.video_codec.clone().unwrap_or_default(),
+        audio_codec: s.audio_codec.clone().unwrap_or_default(),
+        started_at: Some(timestamp(s.started_at)),
+        counters: Some(counters(s.counters)),
+    }
+}
+
+pub(crate) fn ingest(v: &IngestView) -> pb::Ingest {
+    let spec = &v.spec;
+    pb::Ingest {
+        ingest_id: spec.id.clone(),
+        video_target: spec.video_target.map(|a| a.to_string()).unwrap_or_default(),
+        audio_target: spec.audio_target.map(|a| a.to_string()).unwrap_or_default(),
+        labels: spec
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        video_codecs: spec
+            .video_codecs
+            .iter()
+            .map(|c| match c {
+                VideoCodec::H264 => pb::VideoCodec::H264 as i32,
+                VideoCodec::Vp8 => pb::VideoCodec::Vp8 as i32,
+            })
+            .collect(),
+        audio_codecs: spec
+            .audio_codecs
+            .iter()
+            .map(|_| pb::AudioCodec::Opus as i32)
+            .collect(),
+        has_bearer_token: v.has_bearer_token,
+        consumer_sdp: v.consumer_sdp.clone(),
+        limits: Some(limits_pb(spec.limits)),
+        created_at: Some(timestamp(v.created_at)),
+        session: v.session.as_ref().map(session),
+    }
+}
+
+fn reject_reason(r: RejectReason) -> pb::RejectReason {
+    match r {
+        RejectReason::Cap => pb::RejectReason::Cap,
+        RejectReason::Conflict => pb::RejectReason::Conflict,
+        RejectReason::Auth => pb::RejectReason::Auth,
+        RejectReason::NotFound => pb::RejectReason::NotFound,
+        RejectReason::BadSdp => pb::RejectReason::BadSdp,
+        RejectReason::Draining => pb::RejectReason::Draining,
+        RejectReason::Internal => pb::RejectReason::Internal,
+    }
+}
+
+fn end_reason(r: EndReason) -> pb::EndReason {
+    match r {
+        EndReason::PublisherDelete => pb::EndReason::PublisherDelete,
+        EndReason::IceFailure => pb::EndReason::IceFailure,
+        EndReason::Inactivity => pb::EndReason::Inactivity,
+        EndReason::Teardown => pb::EndReason::Teardown,
+        EndReason::Unregister => pb::EndReason::Unregister,
+        EndReason::Shutdown => pb::EndReason::Shutdown,
+        EndReason::BitrateCap => pb::EndReason::BitrateCap,
+        EndReason::DurationCap => pb::EndReason::DurationCap,
+        EndReason::Replaced => pb::EndReason::Replaced,
+        EndReason::Error => pb::EndReason::Error,
+    }
+}
+
+/// The proto kind of an event, for filtering.
+pub(crate) fn event_kind(p: &EventPayload) -> pb::EventKind {
+    use pb::EventKind as K;
+    match p {
+        EventPayload::IngestRegistered(_) => K::IngestRegistered,
+        EventPayload::IngestUpdated(_) => K::IngestUpdated,
+        EventPayload::IngestUnregistered => K::IngestUnregistered,
+        EventPayload::PublishAccepted { .. } => K::PublishAccepted,
+        EventPayload::PublishRejected { .. } => K::PublishRejected,
+        EventPayload::SessionConnected { .. } => K::SessionConnected,
+        EventPayload::TrackStarted { .. } => K::TrackStarted,
+        EventPayload::SessionStats { .. } => K::SessionStats,
+        EventPayload::SessionEnded { .. } => K::SessionEnded,
+        EventPayload::CapsChanged { .. } => K::CapsChanged,
+    }
+}
+
+pub(crate) fn event(e: &Event) -> pb::Event {
+    use pb::event::Payload;
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let payload = match &e.payload {
+        EventPayload::IngestRegistered(v) => Payload::IngestRegistered(pb::IngestRegistered {
+            ingest: Some(ingest(v)),
+        }),
+        EventPayload::IngestUpdated(v) => Payload::IngestUpdated(pb::IngestUpdated {
+            ingest: Some(ingest(v)),
+        }),
+        EventPayload::IngestUnregistered => Payload::IngestUnregistered(pb::IngestUnregistered {}),
+        EventPayload::PublishAccepted { remote_addr } => {
+            Payload::PublishAccepted(pb::PublishAccepted {
+                remote_addr: remote_addr.map(|a| a.to_string()).unwrap_or_default(),
+            })
+        }
+        EventPayload::PublishRejected { reason, detail } => {
+            Payload::PublishRejected(pb::PublishRejected {
+                reason: reject_reason(*reason) as i32,
+                detail: detail.clone(),
+            })
+        }
+        EventPayload::SessionConnected {
+            remote_addr,
+            connect_time,
+        } => Payload::SessionConnected(pb::SessionConnected {
+            remote_addr: remote_addr.map(|a| a.to_string()).unwrap_or_default(),
+            connect_millis: millis(*connect_time),
+        }),
+        EventPayload::TrackStarted { kind, codec, ssrc } => {
+            Payload::TrackStarted(pb::TrackStarted {
+                kind: match kind {
+                    MediaKind::Video => pb::MediaKind::Video,
+                    MediaKind::Audio => pb::MediaKind::Audio,
+                } as i32,
+                codec: codec.clone(),
+                ssrc: *ssrc,
+            })
+        }
+        EventPayload::SessionStats {
+            bitrate_bps,
+            counters: c,
+            video_jitter_ms,
+        } => Payload::SessionStats(pb::SessionStats {
+            bitrate_bps: *bitrate_bps,
+            counters: Some(counters(*c)),
+            video_jitter_ms: *video_jitter_ms,
+        }),
+        EventPayload::SessionEnded {
+            reason,
+            detail,
+            duration,
+            counters: c,
+        } => Payload::SessionEnded(pb::SessionEnded {
+            reason: end_reason(*reason) as i32,
+            detail: detail.clone(),
+            duration_millis: millis(*duration),
+            counters: Some(counters(*c)),
+        }),
+        EventPayload::CapsChanged { caps: c, limits: l } => Payload::CapsChanged(pb::CapsChanged {
+            caps: Some(caps(*c)),
+            limits: l.map(limits_pb),
+        }),
+    };
+    pb::Event {
+        seq: e.seq,
+        at: Some(timestamp(e.at)),
+        ingest_id: e.ingest_id.clone(),
+        session_id: e.session_id.map(|s| s.to_string()).unwrap_or_default(),
+        payload: Some(payload),
+    }
+}

@@ -1,0 +1,322 @@
+//! The gRPC control plane (`whipgate.v1.IngestControl`), over the shared registry.
+
+mod convert;
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::error::Error;
+use crate::registry::{Event, Registry};
+
+/// Generated protobuf and gRPC code.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("whipgate.v1");
+
+    /// Encoded descriptors, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("whipgate_descriptor");
+}
+
+use pb::ingest_control_server::IngestControl;
+
+/// The service implementation.
+#[derive(Clone)]
+pub struct ControlService {
+    registry: Registry,
+    shutdown: CancellationToken,
+}
+
+impl ControlService {
+    /// A service over `registry`; event streams end when `shutdown` is cancelled.
+    pub fn new(registry: Registry, shutdown: CancellationToken) -> Self {
+        ControlService { registry, shutdown }
+    }
+
+    fn done<T>(&self, method: &str, result: Result<T, Error>) -> Result<Response<T>, Status> {
+        let result = result.map(Response::new).map_err(Status::from);
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        self.registry
+            .metrics()
+            .control_requests
+            .with_label_values(&[method, code_name(code)])
+            .inc();
+        result
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        InvalidArgument => "INVALID_ARGUMENT",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Unavailable => "UNAVAILABLE",
+        Unauthenticated => "UNAUTHENTICATED",
+        OutOfRange => "OUT_OF_RANGE",
+        DataLoss => "DATA_LOSS",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Internal => "INTERNAL",
+        _ => "OTHER",
+    }
+}
+
+/// Checks `authorization: Bearer <key>` on every control RPC (constant-time compare).
+pub fn api_key_interceptor(
+    key: Option<String>,
+    registry: Registry,
+) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    let key: Option<Arc<[u8]>> = key.map(|k| Arc::from(k.into_bytes()));
+    move |request: Request<()>| {
+        let Some(expected) = &key else {
+            return Ok(request);
+        };
+        let given = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim().as_bytes().to_vec());
+        use subtle::ConstantTimeEq;
+        match given {
+            Some(given) if bool::from(given.as_slice().ct_eq(expected)) => Ok(request),
+            _ => {
+                registry
+                    .metrics()
+                    .control_requests
+                    .with_label_values(&["auth", "UNAUTHENTICATED"])
+                    .inc();
+                Err(Status::unauthenticated("missing or invalid API key"))
+            }
+        }
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl IngestControl for ControlService {
+    async fn register_ingest(
+        &self,
+        request: Request<pb::RegisterIngestRequest>,
+    ) -> Result<Response<pb::RegisterIngestResponse>, Status> {
+        let req = request.into_inner();
+        let result = async {
+            let video = convert::target("video", &req.video_target).await?;
+            let audio = convert::target("audio", &req.audio_target).await?;
+            let spec = convert::spec(&req, video, audio)?;
+            let (view, created) = self.registry.register(spec, req.replace)?;
+            Ok(pb::RegisterIngestResponse {
+                ingest: Some(convert::ingest(&view)),
+                created,
+            })
+        }
+        .await;
+        self.done("RegisterIngest", result)
+    }
+
+    async fn unregister_ingest(
+        &self,
+        request: Request<pb::UnregisterIngestRequest>,
+    ) -> Result<Response<pb::UnregisterIngestResponse>, Status> {
+        let result = self
+            .registry
+            .unregister(&request.into_inner().ingest_id)
+            .map(|session_closed| pb::UnregisterIngestResponse { session_closed });
+        self.done("UnregisterIngest", result)
+    }
+
+    async fn get_ingest(
+        &self,
+        request: Request<pb::GetIngestRequest>,
+    ) -> Result<Response<pb::GetIngestResponse>, Status> {
+        let result =
+            self.registry
+                .get(&request.into_inner().ingest_id)
+                .map(|v| pb::GetIngestResponse {
+                    ingest: Some(convert::ingest(&v)),
+                });
+        self.done("GetIngest", result)
+    }
+
+    async fn list_ingests(
+        &self,
+        _request: Request<pb::ListIngestsRequest>,
+    ) -> Result<Response<pb::ListIngestsResponse>, Status> {
+        let ingests = self.registry.list().iter().map(convert::ingest).collect();
+        self.done("ListIngests", Ok(pb::ListIngestsResponse { ingests }))
+    }
+
+    async fn set_caps(
+        &self,
+        request: Request<pb::SetCapsRequest>,
+    ) -> Result<Response<pb::SetCapsResponse>, Status> {
+        let req = request.into_inner();
+        let result = (|| {
+            if req.max_publishers.is_none() && req.ingest_id.is_empty() {
+                return Err(Error::BadRequest(
+                    "set max_publishers and/or ingest_id with limits".into(),
+                ));
+            }
+            if !req.ingest_id.is_empty() {
+                self.registry.set_limits(
+                    &req.ingest_id,
+                    req.limits.map(convert::limits).unwrap_or_default(),
+                )?;
+            }
+            if let Some(max) = req.max_publishers {
+                self.registry.set_max_publishers(max as usize);
+            }
+            let (caps, live) = self.registry.caps();
+            Ok(pb::SetCapsResponse {
+                caps: Some(convert::caps(caps)),
+                live_publishers: u32::try_from(live).unwrap_or(u32::MAX),
+            })
+        })();
+        self.done("SetCaps", result)
+    }
+
+    async fn get_caps(
+        &self,
+        _request: Request<pb::GetCapsRequest>,
+    ) -> Result<Response<pb::GetCapsResponse>, Status> {
+        let (caps, live) = self.registry.caps();
+        self.done(
+            "GetCaps",
+            Ok(pb::GetCapsResponse {
+                caps: Some(convert::caps(caps)),
+                live_publishers: u32::try_from(live).unwrap_or(u32::MAX),
+            }),
+        )
+    }
+
+    async fn teardown_stream(
+        &self,
+        request: Request<pb::TeardownStreamRequest>,
+    ) -> Result<Response<pb::TeardownStreamResponse>, Status> {
+        let req = request.into_inner();
+        let result = self
+            .registry
+            .teardown(&req.ingest_id, &req.reason)
+            .map(|session_closed| pb::TeardownStreamResponse { session_closed });
+        self.done("TeardownStream", result)
+    }
+
+    async fn request_keyframe(
+        &self,
+        request: Request<pb::RequestKeyframeRequest>,
+    ) -> Result<Response<pb::RequestKeyframeResponse>, Status> {
+        let result = self
+            .registry
+            .request_keyframe(&request.into_inner().ingest_id)
+            .map(|()| pb::RequestKeyframeResponse {});
+        self.done("RequestKeyframe", result)
+    }
+
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let req = request.into_inner();
+        let subscription = match self.registry.subscribe(req.from_seq) {
+            Ok(s) => s,
+            Err(err) => return self.done("WatchEvents", Err(err)),
+        };
+        let filter = Filter {
+            ingests: req.ingest_ids.into_iter().collect(),
+            kinds: req.kinds.into_iter().collect(),
+        };
+        let state = WatchState {
+            replay: subscription.replay.into_iter(),
+            live: subscription.live,
+            filter,
+            shutdown: self.shutdown.clone(),
+            last_seq: req.from_seq.saturating_sub(1),
+            finished: false,
+        };
+        let stream = futures_util::stream::unfold(state, next_event);
+        self.done("WatchEvents", Ok(Box::pin(stream) as EventStream))
+    }
+}
+
+struct Filter {
+    ingests: HashSet<String>,
+    kinds: HashSet<i32>,
+}
+
+impl Filter {
+    fn accepts(&self, event: &Event) -> bool {
+        (self.ingests.is_empty() || self.ingests.contains(&event.ingest_id))
+            && (self.kinds.is_empty()
+                || self
+                    .kinds
+                    .contains(&(convert::event_kind(&event.payload) as i32)))
+    }
+}
+
+struct WatchState {
+    replay: std::vec::IntoIter<Arc<Event>>,
+    live: tokio::sync::broadcast::Receiver<Arc<Event>>,
+    filter: Filter,
+    shutdown: CancellationToken,
+    last_seq: u64,
+    finished: bool,
+}
+
+async fn next_event(mut s: WatchState) -> Option<(Result<pb::Event, Status>, WatchState)> {
+    if s.finished {
+        return None;
+    }
+    loop {
+        let event = match s.replay.next() {
+            Some(event) => event,
+            None => {
+                // Biased to the channel: events emitted while draining (session-ended with
+                // reason shutdown) still reach the watcher before the stream ends.
+                let received = tokio::select! {
+                    biased;
+                    received = s.live.recv() => received,
+                    _ = s.shutdown.cancelled() => {
+                        s.finished = true;
+                        return Some((Err(Status::unavailable("gateway is shutting down")), s));
+                    }
+                };
+                match received {
+                    Ok(event) => event,
+                    Err(RecvError::Lagged(_)) => {
+                        s.finished = true;
+                        let resume = s.last_seq + 1;
+                        let status = Status::resource_exhausted(format!(
+                            "watcher fell behind the event stream; resume with from_seq={resume}"
+                        ));
+                        return Some((Err(status), s));
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        };
+        // The replay and the live tail may overlap by the events emitted in between.
+        if event.seq <= s.last_seq {
+            continue;
+        }
+        s.last_seq = event.seq;
+        if s.filter.accepts(&event) {
+            return Some((Ok(convert::event(&event)), s));
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The one error type, and the only place an error becomes an HTTP status or a gRPC code.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::registry::RejectReason;
+
+/// Seconds a publisher is told to wait before retrying when the gateway is full or draining.
+const RETRY_AFTER_SECS: &str = "5";
+
+/// Everything that can go wrong at the WHIP edge or on the control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Malformed or unusable input (SDP, ids, targets, fragments).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing or wrong bearer token / API key.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// No ingest registered under this id.
+    #[error("no such ingest: {0}")]
+    IngestNotFound(String),
+    /// No live session under this id.
+    #[error("no such session")]
+    SessionNotFound,
+    /// The ingest already has a live publisher (one publisher per stream).
+    #[error("ingest {0} already has a live publisher")]
+    PublisherConflict(String),
+    /// A different ingest is registered under this id.
+    #[error("ingest {0} already exists with different parameters (set replace to overwrite)")]
+    IngestExists(String),
+    /// The global publisher cap is reached.
+    #[error("publisher cap reached ({0} live publishers)")]
+    CapReached(usize),
+    /// The gateway is shutting down and takes no new work.
+    #[error("gateway is shutting down")]
+    Draining,
+    /// Request body of the wrong content type.
+    #[error("unsupported content type, expected {0}")]
+    UnsupportedMediaType(&'static str),
+    /// The answer (ICE gathering included) was not ready in time.
+    #[error("ICE gathering did not finish in time")]
+    GatherTimeout,
+    /// `If-Match` does not match the session's ETag.
+    #[error("If-Match does not match the session ETag")]
+    PreconditionFailed,
+    /// `If-Match` is required and missing.
+    #[error("If-Match header required")]
+    PreconditionRequired,
+    /// Well-formed but not something this server can do.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// A watcher asked for history the gateway no longer holds.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// A watcher could not keep up with the event stream.
+    #[error("{0}")]
+    Lagged(String),
+    /// A bug or an environment failure; details go to the log, not to the client.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl Error {
+    /// Wraps any failure as an internal error.
+    pub fn internal(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Error::Internal(err.into())
+    }
+
+    /// The HTTP status this error answers with at the WHIP edge.
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::IngestNotFound(_) | Error::SessionNotFound => StatusCode::NOT_FOUND,
+            Error::PublisherConflict(_) | Error::IngestExists(_) => StatusCode::CONFLICT,
+            Error::CapReached(_) | Error::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::GatherTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Error::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            Error::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
+            Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::OutOfRange(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            Error::Lagged(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The gRPC code this error answers with on the control plane.
+    pub fn grpc_code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            Error::BadRequest(_) | Error::UnsupportedMediaType(_) | Error::Unprocessable(_) => {
+                Code::InvalidArgument
+            }
+            Error::Unauthorized => Code::Unauthenticated,
+            Error::IngestNotFound(_) | Error::SessionNotFound => Code::NotFound,
+            Error::PublisherConflict(_) | Error::IngestExists(_) => Code::AlreadyExists,
+            Error::CapReached(_) => Code::ResourceExhausted,
+            Error::Draining => Code::Unavailable,
+            Error::GatherTimeout => Code::DeadlineExceeded,
+            Error::PreconditionFailed | Error::PreconditionRequired => Code::FailedPrecondition,
+            Error::OutOfRange(_) => Code::OutOfRange,
+            Error::Lagged(_) => Code::DataLoss,
+            Error::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// Why a publish was refused, for the publish-rejected event.
+    pub fn reject_reason(&self) -> RejectReason {
+        match self {
+            Error::CapReached(_) => RejectReason::Cap,
+            Error::PublisherConflict(_) => RejectReason::Conflict,
+            Error::Unauthorized => RejectReason::Auth,
+            Error::IngestNotFound(_) => RejectReason::NotFound,
+            Error::BadRequest(_) | Error::Unprocessable(_) | Error::UnsupportedMediaType(_) => {
+                RejectReason::BadSdp
+            }
+            Error::Draining => RejectReason::Draining,
+            _ => RejectReason::Internal,
+        }
+    }
+
+    /// The short text a client sees; internal details are logged instead.
+    fn public_message(&self) -> String {
+        if let Error::Internal(source) = self {
+            tracing::error!(error = %error_chain(source.as_ref()), "internal error");
+        }
+        self.to_string()
+    }
+}
+
+/// Formats an error with its whole source chain, for logs.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.http_status();
+        let mut response = (status, self.public_message() + "\n").into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        response
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(err: Error) -> Self {
+        tonic::Status::new(err.grpc_code(), err.public_message())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_publish_failure_has_distinct_http_status() {
+        assert_eq!(Error::Unauthorized.http_status(), 401);
+        assert_eq!(Error::IngestNotFound("x".into()).http_status(), 404);
+        assert_eq!(Error::PublisherConflict("x".into()).http_status(), 409);
+        assert_eq!(Error::CapReached(1).http_status(), 503);
+        assert_eq!(Error::GatherTimeout.http_status(), 504);
+        assert_eq!(
+            Error::UnsupportedMediaType("application/sdp").http_status(),
+            415
+        );
+    }
+
+    #[test]
+    fn unavailable_answers_carry_retry_after() {
+        let response = Error::CapReached(64).into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], RETRY_AFTER_SECS);
+    }
+
+    #[test]
+    fn grpc_codes_follow_the_contract() {
+        use tonic::Code;
+        assert_eq!(
+            Error::IngestNotFound("x".into()).grpc_code(),
+            Code::NotFound
+        );
+        assert_eq!(
+            Error::IngestExists("x".into()).grpc_code(),
+            Code::AlreadyExists
+        );
+        assert_eq!(
+            Error::BadRequest("x".into()).grpc_code(),
+            Code::InvalidArgument
+        );
+        assert_eq!(Error::CapReached(1).grpc_code(), Code::ResourceExhausted);
+        assert_eq!(Error::Draining.grpc_code(), Code::Unavailable);
+        assert_eq!(Error::Unauthorized.grpc_code(), Code::Unauthenticated);
+    }
+}

@@ -1,0 +1,61 @@
+//! The `whipgate` binary: parse configuration, init logging, run until SIGINT/SIGTERM.
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use whipgate::Gateway;
+use whipgate::config::Cli;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Cli::parse()
+        .into_config()
+        .map_err(anyhow::Error::msg)
+        .context("invalid configuration")?;
+    let gateway = Gateway::bind(config).await.context("binding listeners")?;
+    let bound = gateway.bound();
+    // One machine-readable line on stdout, for scripts that start whipgate on port 0.
+    println!(
+        "{}",
+        serde_json::json!({
+            "http": bound.http.to_string(),
+            "grpc": bound.grpc.to_string(),
+            "udp": bound.udp.to_string(),
+        })
+    );
+    gateway.run(shutdown_signal()).await.context("running")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "listening for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "listening for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

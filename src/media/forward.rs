@@ -1,0 +1,229 @@
+//! RTP -> UDP: rewrite the payload type to the consumer SDP's and send, without re-encoding
+//! and without per-packet allocation (one marshal buffer per session).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rtc::rtp;
+use rtc::shared::marshal::{Marshal, MarshalSize};
+use tokio::net::UdpSocket;
+
+use crate::codec::{MediaKind, OfferPlan, VideoCodec};
+use crate::metrics::{KindCounters, Metrics};
+use crate::registry::IngestSpec;
+
+/// Sockets used to send forwarded media (one per address family).
+#[derive(Clone)]
+pub(crate) struct ForwardSockets {
+    pub(crate) v4: Arc<UdpSocket>,
+    pub(crate) v6: Option<Arc<UdpSocket>>,
+}
+
+impl ForwardSockets {
+    pub(crate) async fn bind() -> std::io::Result<Self> {
+        let v4 = Arc::new(UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0))).await?);
+        let v6 = UdpSocket::bind(SocketAddr::from(([0u16; 8], 0)))
+            .await
+            .ok()
+            .map(Arc::new);
+        Ok(ForwardSockets { v4, v6 })
+    }
+
+    fn for_addr(&self, addr: SocketAddr) -> Option<&Arc<UdpSocket>> {
+        if addr.is_ipv4() {
+            Some(&self.v4)
+        } else {
+            self.v6.as_ref()
+        }
+    }
+}
+
+struct Target {
+    addr: SocketAddr,
+    payload_type: u8,
+    counters: KindCounters,
+}
+
+/// Forwards one session's packets to its ingest's targets.
+pub(crate) struct Forwarder {
+    sockets: ForwardSockets,
+    video: Option<Target>,
+    audio: Option<Target>,
+    video_received: KindCounters,
+    audio_received: KindCounters,
+    buf: Vec<u8>,
+}
+
+impl Forwarder {
+    pub(crate) fn new(
+        sockets: ForwardSockets,
+        spec: &IngestSpec,
+        plan: &OfferPlan,
+        metrics: &Metrics,
+    ) -> Self {
+        let video_counters = metrics.kind(MediaKind::Video);
+        let audio_counters = metrics.kind(MediaKind::Audio);
+        Forwarder {
+            video: spec
+                .video_target
+                .zip(plan.video.as_ref())
+                .map(|(addr, chosen)| Target {
+                    addr,
+                    payload_type: chosen.codec.consumer_payload_type(),
+                    counters: video_counters.clone(),
+                }),
+            audio: spec
+                .audio_target
+                .zip(plan.audio.as_ref())
+                .map(|(addr, chosen)| Target {
+                    addr,
+                    payload_type: chosen.codec.consumer_payload_type(),
+                    counters: audio_counters.clone(),
+                }),
+            video_received: video_counters,
+            audio_received: audio_counters,
+            sockets,
+            buf: vec![0u8; 1500],
+        }
+    }
+
+    /// Counts a received packet and forwards it; returns whether it was sent.
+    pub(crate) fn forward(
+        &mut self,
+        kind: MediaKind,
+        packet: &mut rtp::Packet,
+        size: usize,
+    ) -> bool {
+        let (target, received) = match kind {
+            MediaKind::Video => (self.video.as_ref(), &self.video_received),
+            MediaKind::Audio => (self.audio.as_ref(), &self.audio_received),
+        };
+        received.packets_received.inc();
+        received.bytes_received.inc_by(size as u64);
+        let Some(target) = target else { return false };
+        packet.header.payload_type = target.payload_type;
+        let needed = packet.marshal_size();
+        if self.buf.len() < needed {
+            self.buf.resize(needed, 0);
+        }
+        let sent = match packet.marshal_to(&mut self.buf) {
+            Ok(n) => self
+                .sockets
+                .for_addr(target.addr)
+                .is_some_and(|socket| socket.try_send_to(&self.buf[..n], target.addr).is_ok())
+                .then_some(n),
+            Err(err) => {
+                tracing::debug!(%err, "marshalling RTP");
+                None
+            }
+        };
+        match sent {
+            Some(n) => {
+                target.counters.packets_forwarded.inc();
+                target.counters.bytes_forwarded.inc_by(n as u64);
+                true
+            }
+            None => {
+                target.counters.forward_errors.inc();
+                false
+            }
+        }
+    }
+}
+
+/// Whether a video RTP payload starts a keyframe.
+pub(crate) fn starts_keyframe(codec: VideoCodec, payload: &[u8]) -> bool {
+    match codec {
+        VideoCodec::H264 => h264_starts_idr(payload),
+        VideoCodec::Vp8 => vp8_starts_keyframe(payload),
+    }
+}
+
+fn h264_starts_idr(payload: &[u8]) -> bool {
+    const IDR: u8 = 5;
+    let Some(&first) = payload.first() else {
+        return false;
+    };
+    match first & 0x1f {
+        IDR => true,
+        // STAP-A: 2-byte sizes, each followed by a NAL unit.
+        24 => {
+            let mut rest = &payload[1..];
+            while rest.len() > 2 {
+                let size = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                if rest.get(2).is_some_and(|nal| nal & 0x1f == IDR) {
+                    return true;
+                }
+                rest = rest.get(2 + size..).unwrap_or(&[]);
+            }
+            false
+        }
+        // FU-A: the start fragment of an IDR.
+        28 => payload
+            .get(1)
+            .is_some_and(|fu| fu & 0x80 != 0 && fu & 0x1f == IDR),
+        _ => false,
+    }
+}
+
+fn vp8_starts_keyframe(payload: &[u8]) -> bool {
+    let Some(&desc) = payload.first() else {
+        return false;
+    };
+    let start_of_partition = desc & 0x10 != 0 && desc & 0x07 == 0;
+    if !start_of_partition {
+        return false;
+    }
+    let mut offset = 1;
+    if desc & 0x80 != 0 {
+        let Some(&ext) = payload.get(1) else {
+            return false;
+        };
+        offset += 1;
+        if ext & 0x80 != 0 {
+            // Picture ID: 7 or 15 bits.
+            let long = payload.get(offset).is_some_and(|b| b & 0x80 != 0);
+            offset += if long { 2 } else { 1 };
+        }
+        if ext & 0x40 != 0 {
+            offset += 1;
+        }
+        if ext & 0x30 != 0 {
+            offset += 1;
+        }
+    }
+    // VP8 payload header: P bit 0 means keyframe.
+    payload.get(offset).is_some_and(|b| b & 0x01 == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h264_idr_is_found_alone_in_stap_a_and_in_fu_a_start() {
+        assert!(starts_keyframe(VideoCodec::H264, &[0x65, 0x88]));
+        assert!(!starts_keyframe(VideoCodec::H264, &[0x41, 0x9a]));
+        // STAP-A with SPS (2 bytes) then IDR.
+        assert!(starts_keyframe(
+            VideoCodec::H264,
+            &[0x78, 0, 2, 0x67, 0x42, 0, 2, 0x65, 0x88]
+        ));
+        assert!(starts_keyframe(VideoCodec::H264, &[0x7c, 0x85, 0x88]));
+        assert!(!starts_keyframe(VideoCodec::H264, &[0x7c, 0x05, 0x88]));
+    }
+
+    #[test]
+    fn vp8_keyframe_bit_is_read_after_the_descriptor() {
+        // S=1, PID=0, no extension, P=0.
+        assert!(starts_keyframe(VideoCodec::Vp8, &[0x10, 0x00]));
+        assert!(!starts_keyframe(VideoCodec::Vp8, &[0x10, 0x01]));
+        // X=1 with a 15-bit picture id.
+        assert!(starts_keyframe(
+            VideoCodec::Vp8,
+            &[0x90, 0x80, 0x81, 0x23, 0x00]
+        ));
+        // Not a partition start.
+        assert!(!starts_keyframe(VideoCodec::Vp8, &[0x00, 0x00]));
+    }
+}

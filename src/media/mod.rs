@@ -1,0 +1,177 @@
+//! The media path, and the only module that imports webrtc-rs (`rtc`, its sans-IO core).
+//!
+//! One UDP socket ([`mux`]) carries every session. Each publish gets an ICE-lite, receive-only
+//! peer connection ([`peer`]) driven by its own task ([`session`]), which forwards RTP to the
+//! ingest's UDP targets ([`forward`]).
+
+mod forward;
+mod mux;
+mod peer;
+mod session;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::codec::OfferPlan;
+use crate::config::Config;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::registry::Admission;
+use forward::{ForwardSockets, Forwarder};
+use mux::UdpMux;
+use peer::PeerFactory;
+use session::{Session, SessionTimers};
+
+/// What a successful publish answers.
+#[derive(Debug)]
+pub struct Answer {
+    /// SDP answer (ICE-lite, all candidates included).
+    pub sdp: String,
+    /// Strong ETag of the ICE session.
+    pub etag: String,
+}
+
+/// Shared media state: the socket, the DTLS certificate, forwarding sockets.
+#[derive(Clone)]
+pub struct Media {
+    mux: UdpMux,
+    factory: Arc<PeerFactory>,
+    forward: ForwardSockets,
+    timers: SessionTimers,
+    answer_timeout: Duration,
+    metrics: Arc<Metrics>,
+    tracker: TaskTracker,
+}
+
+impl Media {
+    /// Binds the media port and prepares what every session shares.
+    pub async fn bind(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        tracker: TaskTracker,
+    ) -> Result<Self, Error> {
+        let socket = UdpSocket::bind(config.udp_listen)
+            .await
+            .map_err(Error::internal)?;
+        let local = socket.local_addr().map_err(Error::internal)?;
+        let candidates = advertised_addrs(local, &config.public_ip);
+        tracing::info!(udp = %local, candidates = ?candidates, "media port bound");
+        let factory =
+            PeerFactory::new(candidates, config.media_timeout).map_err(Error::internal)?;
+        Ok(Media {
+            mux: UdpMux::new(socket),
+            factory: Arc::new(factory),
+            forward: ForwardSockets::bind().await.map_err(Error::internal)?,
+            timers: SessionTimers {
+                media_timeout: config.media_timeout,
+                connect_timeout: config.connect_timeout,
+                stats_interval: config.stats_interval,
+            },
+            answer_timeout: config.answer_timeout,
+            metrics,
+            tracker,
+        })
+    }
+
+    /// The bound media address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.mux.socket().local_addr()
+    }
+
+    /// Addresses routed to sessions right now (diagnostics, leak checks).
+    pub fn routed_addrs(&self) -> usize {
+        self.mux.routed_addrs()
+    }
+
+    /// Starts the receive loop of the shared socket.
+    pub fn spawn_receiver(&self, cancel: CancellationToken) {
+        let mux = self.mux.clone();
+        let metrics = Arc::clone(&self.metrics);
+        self.tracker.spawn(
+            mux.run(metrics, cancel)
+                .instrument(tracing::info_span!("udp_mux")),
+        );
+    }
+
+    /// Negotiates an admitted publish and starts its session task. Dropping the admission on
+    /// any failure ends the session in the registry.
+    pub async fn publish(
+        &self,
+        admission: Admission,
+        offer: String,
+        plan: OfferPlan,
+    ) -> Result<Answer, Error> {
+        let ufrag = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
+        let pwd = uuid::Uuid::new_v4().simple().to_string();
+        let factory = Arc::clone(&self.factory);
+        let blocking_plan = plan.clone();
+        let (ufrag_c, pwd_c) = (ufrag.clone(), pwd.clone());
+        let negotiation = tokio::task::spawn_blocking(move || {
+            factory.negotiate(offer, &blocking_plan, &ufrag_c, &pwd_c)
+        });
+        let negotiated = match tokio::time::timeout(self.answer_timeout, negotiation).await {
+            Err(_) => return Err(Error::GatherTimeout),
+            Ok(Err(join)) => return Err(Error::internal(join)),
+            Ok(Ok(Err(err))) => {
+                return Err(Error::BadRequest(format!(
+                    "cannot answer this offer: {err}"
+                )));
+            }
+            Ok(Ok(Ok(negotiated))) => negotiated,
+        };
+        let session_id = admission.session_id;
+        let (route, inbound) = self.mux.route(ufrag.clone(), session_id);
+        let session = Session {
+            forwarder: Forwarder::new(self.forward.clone(), &admission.spec, &plan, &self.metrics),
+            admission,
+            plan,
+            peer: negotiated.peer,
+            inbound,
+            route,
+            socket: Arc::clone(self.mux.socket()),
+            ice_local: self.factory.ice_local_addr(),
+            timers: self.timers,
+        };
+        let span = tracing::info_span!("session", ingest = %session.admission.spec.id, %session_id);
+        self.tracker.spawn(session.run().instrument(span));
+        Ok(Answer {
+            sdp: negotiated.answer_sdp,
+            etag: format!("\"{ufrag}\""),
+        })
+    }
+}
+
+/// The addresses put in ICE candidates: the configured public ones, else the bound one, else
+/// (wildcard bind) every interface address of the socket's family.
+fn advertised_addrs(local: SocketAddr, public: &[IpAddr]) -> Vec<SocketAddr> {
+    let port = local.port();
+    if !public.is_empty() {
+        return public.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+    }
+    if !local.ip().is_unspecified() {
+        return vec![local];
+    }
+    let mut addrs: Vec<SocketAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|iface| iface.ip())
+        .filter(|ip| local.is_ipv6() || ip.is_ipv4())
+        .filter(|ip| match ip {
+            IpAddr::V6(v6) => !v6.is_unicast_link_local(),
+            IpAddr::V4(v4) => !v4.is_link_local(),
+        })
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect();
+    // Non-loopback first: the first address is the one ICE treats as local.
+    addrs.sort_by_key(|a| a.ip().is_loopback());
+    if addrs.is_empty() {
+        addrs.push(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port));
+    }
+    addrs
+}

@@ -1,0 +1,195 @@
+//! Builds one receive-only, ICE-lite peer connection for a publish.
+//!
+//! The media engine holds exactly the codecs chosen from the offer (with the publisher's payload
+//! types and fmtp), so the answer keeps one video and one audio codec. Interceptors are only
+//! what a receiver needs: receiver reports, a NACK generator, and TWCC feedback so that
+//! browsers ramp up to their target bitrate.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::{NackGeneratorBuilder, ReceiverReportBuilder, Registry, Slot};
+use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::configure_twcc_receiver_only;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind, TYPE_RTCP_FB_NACK,
+};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+
+use crate::codec::{AudioCodec, Chosen, OfferPlan, VideoCodec};
+
+/// Gateway-wide ingredients shared by every session: one DTLS certificate (no key generation
+/// per publish) and the candidates to advertise.
+pub(crate) struct PeerFactory {
+    certificate: RTCCertificate,
+    candidates: Vec<SocketAddr>,
+    ice_disconnected: Duration,
+    ice_failed: Duration,
+}
+
+/// A new peer connection and its answer.
+pub(crate) struct Negotiated {
+    pub(crate) peer: RTCPeerConnection,
+    pub(crate) answer_sdp: String,
+}
+
+impl PeerFactory {
+    pub(crate) fn new(
+        candidates: Vec<SocketAddr>,
+        media_timeout: Duration,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let provider = rtc::crypto::default_provider()?;
+        let certificate = RTCCertificate::generate(
+            provider.crypto(),
+            rtc::crypto::SignatureScheme::EcdsaP256Sha256,
+            CertificateParams::new(vec!["whipgate".to_owned()])?,
+        )?;
+        Ok(PeerFactory {
+            certificate,
+            candidates,
+            ice_disconnected: Duration::from_secs(5).min(media_timeout),
+            ice_failed: media_timeout.max(Duration::from_secs(5)),
+        })
+    }
+
+    /// The address ICE sees as "local" for every datagram: the first advertised candidate.
+    /// The shared socket may be bound to a wildcard or sit behind NAT 1:1, so the real
+    /// destination address is not known per packet; using one fixed candidate keeps ICE's
+    /// local-candidate lookup consistent.
+    pub(crate) fn ice_local_addr(&self) -> SocketAddr {
+        self.candidates[0]
+    }
+
+    /// Builds the peer connection, applies the offer and produces the answer.
+    pub(crate) fn negotiate(
+        &self,
+        offer_sdp: String,
+        plan: &OfferPlan,
+        ufrag: &str,
+        pwd: &str,
+    ) -> rtc::shared::error::Result<Negotiated> {
+        let now = Instant::now();
+        let mut media = MediaEngine::default();
+        if let Some(video) = &plan.video {
+            media.register_codec(video_parameters(video), RtpCodecKind::Video)?;
+        }
+        if let Some(audio) = &plan.audio {
+            media.register_codec(audio_parameters(audio), RtpCodecKind::Audio)?;
+        }
+        let interceptors = Registry::new()
+            .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
+        let interceptors = configure_twcc_receiver_only(interceptors, &mut media)?;
+
+        let settings = SettingEngineBuilder::new()
+            .with_lite(true)
+            .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
+            .with_answering_dtls_role(RTCDtlsRole::Server)
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+            .with_ice_timeouts(Some(self.ice_disconnected), Some(self.ice_failed), None)
+            .build();
+        let config = RTCConfigurationBuilder::new()
+            .with_certificates(vec![self.certificate.clone()])
+            .build();
+        let mut peer = RTCPeerConnectionBuilder::new()
+            .with_configuration(config)
+            .with_media_engine(media)
+            .with_setting_engine(settings)
+            .with_interceptor_registry(interceptors)
+            .build(now)?;
+
+        for (present, kind) in [
+            (plan.video.is_some(), RtpCodecKind::Video),
+            (plan.audio.is_some(), RtpCodecKind::Audio),
+        ] {
+            if present {
+                peer.add_transceiver_from_kind(
+                    kind,
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Recvonly,
+                        ..Default::default()
+                    }),
+                )?;
+            }
+        }
+        peer.set_remote_description(now, RTCSessionDescription::offer(offer_sdp)?)?;
+        for addr in &self.candidates {
+            let candidate = CandidateHostConfig {
+                base_config: CandidateConfig {
+                    network: "udp".to_owned(),
+                    address: addr.ip().to_string(),
+                    port: addr.port(),
+                    component: 1,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }
+            .new_candidate_host()?;
+            peer.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+        }
+        peer.add_local_candidate(RTCIceCandidateInit::default())?;
+        let answer = peer.create_answer(None)?;
+        peer.set_local_description(now, answer)?;
+        let answer_sdp = peer
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or(rtc::shared::error::Error::ErrNoRemoteDescription)?;
+        Ok(Negotiated { peer, answer_sdp })
+    }
+}
+
+fn nack_feedback() -> Vec<RTCPFeedback> {
+    vec![
+        RTCPFeedback {
+            typ: TYPE_RTCP_FB_NACK.to_owned(),
+            parameter: String::new(),
+        },
+        RTCPFeedback {
+            typ: TYPE_RTCP_FB_NACK.to_owned(),
+            parameter: "pli".to_owned(),
+        },
+    ]
+}
+
+fn video_parameters(chosen: &Chosen<VideoCodec>) -> RTCRtpCodecParameters {
+    let mime = match chosen.codec {
+        VideoCodec::H264 => MIME_TYPE_H264,
+        VideoCodec::Vp8 => MIME_TYPE_VP8,
+    };
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: mime.to_owned(),
+            clock_rate: chosen.clock_rate,
+            channels: 0,
+            sdp_fmtp_line: chosen.fmtp.clone(),
+            rtcp_feedback: nack_feedback(),
+        },
+        payload_type: chosen.payload_type,
+        ..Default::default()
+    }
+}
+
+fn audio_parameters(chosen: &Chosen<AudioCodec>) -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: chosen.clock_rate,
+            channels: chosen.channels.max(1),
+            sdp_fmtp_line: chosen.fmtp.clone(),
+            rtcp_feedback: Vec::new(),
+        },
+        payload_type: chosen.payload_type,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,384 @@
+//! One publisher's task: owns its peer connection, feeds it the datagrams the mux routes to
+//! it, forwards its RTP, and reports to the registry. Ends on cancellation (DELETE, teardown,
+//! unregister, shutdown), ICE failure, inactivity or a cap.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::sansio::Protocol;
+use rtc::shared::marshal::MarshalSize;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use rtc::statistics::StatsSelector;
+use rtc::statistics::report::RTCStatsReportEntry;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::forward::{Forwarder, starts_keyframe};
+use super::mux::{Datagram, Route};
+use crate::codec::{MediaKind, OfferPlan};
+use crate::registry::{Admission, EndReason, SessionCommand};
+
+/// Timing knobs of a session.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SessionTimers {
+    pub(crate) media_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) stats_interval: Duration,
+}
+
+/// Everything a session task owns.
+pub(crate) struct Session {
+    pub(crate) admission: Admission,
+    pub(crate) plan: OfferPlan,
+    pub(crate) peer: RTCPeerConnection,
+    pub(crate) inbound: mpsc::Receiver<Datagram>,
+    pub(crate) route: Route,
+    pub(crate) socket: Arc<UdpSocket>,
+    pub(crate) ice_local: SocketAddr,
+    pub(crate) forwarder: Forwarder,
+    pub(crate) timers: SessionTimers,
+}
+
+/// Mutable bookkeeping of the loop.
+struct Progress {
+    remote: Option<SocketAddr>,
+    connected: bool,
+    last_media: Instant,
+    started: Instant,
+    video_ssrc: Option<u32>,
+    audio_ssrc: Option<u32>,
+    bytes_at_last_stats: u64,
+    nacks_seen: u64,
+    end: Option<(EndReason, String)>,
+}
+
+impl Session {
+    /// Runs until the session ends, then closes the peer connection and releases its routes.
+    pub(crate) async fn run(mut self) {
+        let session_id = self.admission.session_id;
+        let now = Instant::now();
+        let mut p = Progress {
+            remote: None,
+            connected: false,
+            last_media: now,
+            started: now,
+            video_ssrc: None,
+            audio_ssrc: None,
+            bytes_at_last_stats: 0,
+            nacks_seen: 0,
+            end: None,
+        };
+        let mut housekeeping = tokio::time::interval(Duration::from_millis(500));
+        let mut stats = tokio::time::interval(self.timers.stats_interval);
+        stats.reset();
+        let mut last_stats = Instant::now();
+        let cancel = self.admission.cancel.clone();
+        loop {
+            self.drain(&mut p);
+            if p.end.is_some() {
+                break;
+            }
+            let deadline = self
+                .peer
+                .poll_timeout()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                datagram = self.inbound.recv() => match datagram {
+                    Some(d) => self.read(d, &mut p),
+                    None => break,
+                },
+                Some(command) = self.admission.commands.recv() => match command {
+                    SessionCommand::RequestKeyframe => self.request_keyframe(&p),
+                },
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                    if let Err(err) = self.peer.handle_timeout(Instant::now()) {
+                        tracing::debug!(%err, "peer timeout handling");
+                    }
+                }
+                _ = housekeeping.tick() => self.check_limits(&mut p),
+                _ = stats.tick() => {
+                    let elapsed = last_stats.elapsed();
+                    last_stats = Instant::now();
+                    self.report_stats(&mut p, elapsed);
+                }
+            }
+        }
+        if let Err(err) = self.peer.close() {
+            tracing::debug!(%err, "closing peer connection");
+        }
+        // Flush what close produced (DTLS close_notify), best effort.
+        while let Some(out) = self.peer.poll_write() {
+            let _ = self
+                .socket
+                .try_send_to(&out.message, out.transport.peer_addr);
+        }
+        let (reason, detail) = p
+            .end
+            .take()
+            .unwrap_or((EndReason::Error, "session stopped".to_owned()));
+        // No-op when the session was ended from outside (that path already emitted the event).
+        self.admission
+            .guard
+            .registry()
+            .end_session(session_id, reason, &detail);
+        drop(self.route);
+        tracing::info!(%session_id, reason = reason.as_str(), "session closed");
+    }
+
+    fn read(&mut self, d: Datagram, p: &mut Progress) {
+        p.remote = Some(d.from);
+        let tagged = TaggedBytesMut {
+            now: d.at,
+            transport: TransportContext {
+                local_addr: self.ice_local,
+                peer_addr: d.from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: d.data,
+        };
+        if let Err(err) = self.peer.handle_read(tagged) {
+            tracing::debug!(%err, from = %d.from, "dropping datagram");
+        }
+    }
+
+    /// Sends queued output, handles events and forwards received media.
+    fn drain(&mut self, p: &mut Progress) {
+        while let Some(out) = self.peer.poll_write() {
+            if let Err(err) = self
+                .socket
+                .try_send_to(&out.message, out.transport.peer_addr)
+            {
+                tracing::debug!(%err, to = %out.transport.peer_addr, "media socket send");
+            }
+        }
+        while let Some(event) = self.peer.poll_event() {
+            self.on_event(event, p);
+        }
+        while let Some(message) = self.peer.poll_read() {
+            if let RTCMessage::RtpPacket(_, mut packet) = message.message {
+                self.on_rtp(&mut packet, p);
+            }
+        }
+        // Events and RTP handling may have queued RTCP (PLI).
+        while let Some(out) = self.peer.poll_write() {
+            let _ = self
+                .socket
+                .try_send_to(&out.message, out.transport.peer_addr);
+        }
+    }
+
+    fn on_event(&mut self, event: RTCPeerConnectionEvent, p: &mut Progress) {
+        let registry = self.admission.guard.registry();
+        match event {
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                tracing::debug!(%state, "peer connection state");
+                match state {
+                    RTCPeerConnectionState::Connected if !p.connected => {
+                        p.connected = true;
+                        p.last_media = Instant::now();
+                        registry.session_connected(self.admission.session_id, p.remote);
+                    }
+                    RTCPeerConnectionState::Failed => {
+                        p.end = Some((EndReason::IceFailure, "ICE/DTLS failed".into()));
+                    }
+                    RTCPeerConnectionState::Closed => {
+                        p.end.get_or_insert((
+                            EndReason::IceFailure,
+                            "peer connection closed".into(),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                RTCIceConnectionState::Failed,
+            ) => {
+                p.end = Some((EndReason::IceFailure, "ICE consent lost".into()));
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                tracing::debug!(track = %init.track_id, "track open");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_rtp(&mut self, packet: &mut rtc::rtp::Packet, p: &mut Progress) {
+        let Some(kind) = self.plan.kind_of(packet.header.payload_type) else {
+            return;
+        };
+        let size = packet.marshal_size();
+        let counters = Arc::clone(&self.admission.counters);
+        let ssrc = packet.header.ssrc;
+        p.last_media = Instant::now();
+        match kind {
+            MediaKind::Video => {
+                counters.video_packets.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .video_bytes
+                    .fetch_add(size as u64, Ordering::Relaxed);
+                if let Some(video) = &self.plan.video {
+                    if starts_keyframe(video.codec, &packet.payload) {
+                        counters.keyframes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if p.video_ssrc != Some(ssrc) {
+                        p.video_ssrc = Some(ssrc);
+                        let registry = self.admission.guard.registry();
+                        registry.track_started(
+                            self.admission.session_id,
+                            kind,
+                            video.codec.encoding_name(),
+                            ssrc,
+                        );
+                        // The consumer can only start decoding at a keyframe: ask for one now.
+                        self.request_keyframe(p);
+                    }
+                }
+            }
+            MediaKind::Audio => {
+                counters.audio_packets.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .audio_bytes
+                    .fetch_add(size as u64, Ordering::Relaxed);
+                if p.audio_ssrc != Some(ssrc) {
+                    p.audio_ssrc = Some(ssrc);
+                    if let Some(audio) = &self.plan.audio {
+                        let registry = self.admission.guard.registry();
+                        registry.track_started(
+                            self.admission.session_id,
+                            kind,
+                            audio.codec.encoding_name(),
+                            ssrc,
+                        );
+                    }
+                }
+            }
+        }
+        if self.forwarder.forward(kind, packet, size) {
+            counters.packets_forwarded.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends an RTCP PLI for the video stream, if there is one yet.
+    fn request_keyframe(&mut self, p: &Progress) {
+        let Some(media_ssrc) = p.video_ssrc else {
+            return;
+        };
+        let receivers: Vec<_> = self.peer.get_receivers().collect();
+        for id in receivers {
+            let Some(mut receiver) = self.peer.rtp_receiver(id) else {
+                continue;
+            };
+            if receiver.track().kind() != RtpCodecKind::Video {
+                continue;
+            }
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            };
+            match receiver.write_rtcp(Instant::now(), vec![Box::new(pli)]) {
+                Ok(()) => {
+                    self.admission
+                        .counters
+                        .plis_sent
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.admission.guard.registry().metrics().plis_sent.inc();
+                }
+                Err(err) => tracing::debug!(%err, "sending PLI"),
+            }
+        }
+    }
+
+    fn check_limits(&mut self, p: &mut Progress) {
+        let idle = p.last_media.elapsed();
+        if !p.connected && p.started.elapsed() > self.timers.connect_timeout {
+            p.end = Some((EndReason::Inactivity, "never connected".into()));
+        } else if p.connected && idle > self.timers.media_timeout {
+            p.end = Some((
+                EndReason::Inactivity,
+                format!("no media for {}s", idle.as_secs()),
+            ));
+        }
+        let registry = self.admission.guard.registry();
+        let limits = registry.limits(&self.admission.spec.id).unwrap_or_default();
+        if let Some(max) = limits.max_session {
+            if p.started.elapsed() >= max {
+                p.end = Some((
+                    EndReason::DurationCap,
+                    format!("session longer than {}s", max.as_secs()),
+                ));
+            }
+        }
+    }
+
+    fn report_stats(&mut self, p: &mut Progress, elapsed: Duration) {
+        let counters = &self.admission.counters;
+        let mut lost = 0i64;
+        let mut nacks = 0u64;
+        let mut jitter_ms = 0.0;
+        let report = self.peer.get_stats(Instant::now(), StatsSelector::None);
+        for entry in report.iter() {
+            if let RTCStatsReportEntry::InboundRtp(inbound) = entry {
+                let received = &inbound.received_rtp_stream_stats;
+                lost += received.packets_lost.max(0);
+                nacks += u64::from(inbound.nack_count);
+                if received.rtp_stream_stats.kind == RtpCodecKind::Video {
+                    jitter_ms = received.jitter * 1000.0;
+                }
+            }
+        }
+        let registry = self.admission.guard.registry();
+        let metrics = registry.metrics();
+        let lost = u64::try_from(lost).unwrap_or(0);
+        let previous_lost = counters.packets_lost.swap(lost, Ordering::Relaxed);
+        metrics
+            .rtp_packets_lost
+            .inc_by(lost.saturating_sub(previous_lost));
+        metrics
+            .nacks_sent
+            .inc_by(nacks.saturating_sub(p.nacks_seen));
+        p.nacks_seen = nacks.max(p.nacks_seen);
+        counters.nacks_sent.store(p.nacks_seen, Ordering::Relaxed);
+
+        let bytes = counters.snapshot().total_bytes();
+        let delta = bytes.saturating_sub(p.bytes_at_last_stats);
+        p.bytes_at_last_stats = bytes;
+        let secs = elapsed.as_secs_f64().max(0.001);
+        let bitrate = (delta as f64 * 8.0 / secs) as u64;
+        if metrics.ingest_label {
+            metrics
+                .ingest_bytes_received
+                .with_label_values(&[self.admission.spec.id.as_str(), "all"])
+                .inc_by(delta);
+        }
+        if let Some(max) = self
+            .admission
+            .guard
+            .registry()
+            .limits(&self.admission.spec.id)
+            .and_then(|l| l.max_bitrate_bps)
+        {
+            if bitrate > max && p.connected {
+                p.end = Some((
+                    EndReason::BitrateCap,
+                    format!("{bitrate} bps above the cap of {max} bps"),
+                ));
+            }
+        }
+        self.admission.guard.registry().session_stats(
+            self.admission.session_id,
+            bitrate,
+            jitter_ms,
+        );
+    }
+}

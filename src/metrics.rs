@@ -1,0 +1,255 @@
+//! Prometheus metrics, in a `prometheus::Registry` owned by the gateway and passed down
+//! explicitly (no global registry). Label sets are bounded: the ingest id appears only in the
+//! opt-in per-ingest family.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    TextEncoder,
+};
+
+use crate::codec::MediaKind;
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: prometheus::Registry,
+    /// Per-ingest labels enabled by configuration.
+    pub ingest_label: bool,
+    /// WHIP requests by route, method and status code.
+    pub whip_requests: IntCounterVec,
+    /// WHIP request latency by route.
+    pub whip_request_duration: HistogramVec,
+    /// Refused publishes by reason.
+    pub publish_rejections: IntCounterVec,
+    /// ICE+DTLS establishment time by result.
+    pub ice_connect_duration: HistogramVec,
+    /// Live publishers.
+    pub live_publishers: IntGauge,
+    /// Sessions admitted.
+    pub sessions_started: IntCounter,
+    /// Sessions ended by reason.
+    pub sessions_ended: IntCounterVec,
+    /// RTP packets received by kind.
+    pub rtp_packets_received: IntCounterVec,
+    /// RTP bytes received by kind.
+    pub rtp_bytes_received: IntCounterVec,
+    /// RTP packets forwarded by kind.
+    pub rtp_packets_forwarded: IntCounterVec,
+    /// RTP bytes forwarded by kind.
+    pub rtp_bytes_forwarded: IntCounterVec,
+    /// Forwarding failures (socket errors, full buffers) by kind.
+    pub rtp_forward_errors: IntCounterVec,
+    /// Packets lost (receiver statistics).
+    pub rtp_packets_lost: IntCounter,
+    /// NACKs sent to publishers.
+    pub nacks_sent: IntCounter,
+    /// PLIs sent to publishers.
+    pub plis_sent: IntCounter,
+    /// Datagrams on the media port that matched no session.
+    pub udp_unmatched: IntCounter,
+    /// Datagrams dropped because a session's queue was full.
+    pub udp_queue_drops: IntCounter,
+    /// Control RPCs by method and gRPC code.
+    pub control_requests: IntCounterVec,
+    /// Events emitted by kind.
+    pub events: IntCounterVec,
+    /// Bytes received per ingest (only when `ingest_label` is on).
+    pub ingest_bytes_received: IntCounterVec,
+}
+
+/// Per-kind counters resolved once per session, so the packet path does no label lookup.
+#[derive(Clone)]
+pub struct KindCounters {
+    /// Packets received.
+    pub packets_received: IntCounter,
+    /// Bytes received.
+    pub bytes_received: IntCounter,
+    /// Packets forwarded.
+    pub packets_forwarded: IntCounter,
+    /// Bytes forwarded.
+    pub bytes_forwarded: IntCounter,
+    /// Forwarding failures.
+    pub forward_errors: IntCounter,
+}
+
+fn counter_vec(
+    registry: &prometheus::Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn counter(
+    registry: &prometheus::Registry,
+    name: &str,
+    help: &str,
+) -> prometheus::Result<IntCounter> {
+    let c = IntCounter::new(name, help)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn histogram_vec(
+    registry: &prometheus::Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> prometheus::Result<HistogramVec> {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)?;
+    registry.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new(ingest_label: bool) -> prometheus::Result<Self> {
+        let r = prometheus::Registry::new();
+        let live_publishers = IntGauge::new("whipgate_live_publishers", "Live publishers")?;
+        r.register(Box::new(live_publishers.clone()))?;
+        let latency = vec![
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ];
+        let connect = vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
+        Ok(Metrics {
+            ingest_label,
+            whip_requests: counter_vec(
+                &r,
+                "whipgate_whip_requests_total",
+                "WHIP requests by route, method and status code",
+                &["route", "method", "code"],
+            )?,
+            whip_request_duration: histogram_vec(
+                &r,
+                "whipgate_whip_request_duration_seconds",
+                "WHIP request duration by route",
+                &["route"],
+                latency,
+            )?,
+            publish_rejections: counter_vec(
+                &r,
+                "whipgate_publish_rejections_total",
+                "Refused publishes by reason (cap, conflict, auth, not_found, bad_sdp, draining, internal)",
+                &["reason"],
+            )?,
+            ice_connect_duration: histogram_vec(
+                &r,
+                "whipgate_ice_connect_duration_seconds",
+                "Time from answer to ICE+DTLS connected, by result (connected, failed, timeout)",
+                &["result"],
+                connect,
+            )?,
+            live_publishers,
+            sessions_started: counter(&r, "whipgate_sessions_started_total", "Sessions admitted")?,
+            sessions_ended: counter_vec(
+                &r,
+                "whipgate_sessions_ended_total",
+                "Sessions ended by reason",
+                &["reason"],
+            )?,
+            rtp_packets_received: counter_vec(
+                &r,
+                "whipgate_rtp_packets_received_total",
+                "RTP packets received from publishers",
+                &["kind"],
+            )?,
+            rtp_bytes_received: counter_vec(
+                &r,
+                "whipgate_rtp_bytes_received_total",
+                "RTP bytes received from publishers",
+                &["kind"],
+            )?,
+            rtp_packets_forwarded: counter_vec(
+                &r,
+                "whipgate_rtp_packets_forwarded_total",
+                "RTP packets forwarded to UDP targets",
+                &["kind"],
+            )?,
+            rtp_bytes_forwarded: counter_vec(
+                &r,
+                "whipgate_rtp_bytes_forwarded_total",
+                "RTP bytes forwarded to UDP targets",
+                &["kind"],
+            )?,
+            rtp_forward_errors: counter_vec(
+                &r,
+                "whipgate_rtp_forward_errors_total",
+                "RTP packets that could not be forwarded",
+                &["kind"],
+            )?,
+            rtp_packets_lost: counter(
+                &r,
+                "whipgate_rtp_packets_lost_total",
+                "RTP packets lost between publishers and the gateway",
+            )?,
+            nacks_sent: counter(
+                &r,
+                "whipgate_rtcp_nacks_sent_total",
+                "RTCP NACKs sent to publishers",
+            )?,
+            plis_sent: counter(
+                &r,
+                "whipgate_rtcp_plis_sent_total",
+                "RTCP PLIs sent to publishers",
+            )?,
+            udp_unmatched: counter(
+                &r,
+                "whipgate_udp_unmatched_datagrams_total",
+                "Datagrams on the media port that matched no session",
+            )?,
+            udp_queue_drops: counter(
+                &r,
+                "whipgate_udp_queue_drops_total",
+                "Datagrams dropped because a session could not keep up",
+            )?,
+            control_requests: counter_vec(
+                &r,
+                "whipgate_control_requests_total",
+                "Control-plane RPCs by method and gRPC code",
+                &["method", "code"],
+            )?,
+            events: counter_vec(
+                &r,
+                "whipgate_events_total",
+                "Session events emitted by kind",
+                &["kind"],
+            )?,
+            ingest_bytes_received: counter_vec(
+                &r,
+                "whipgate_ingest_bytes_received_total",
+                "RTP bytes received per ingest (only with metrics_ingest_label)",
+                &["ingest", "kind"],
+            )?,
+            registry: r,
+        })
+    }
+
+    /// Counters for one media kind.
+    pub fn kind(&self, kind: MediaKind) -> KindCounters {
+        let k = [kind.as_str()];
+        KindCounters {
+            packets_received: self.rtp_packets_received.with_label_values(&k),
+            bytes_received: self.rtp_bytes_received.with_label_values(&k),
+            packets_forwarded: self.rtp_packets_forwarded.with_label_values(&k),
+            bytes_forwarded: self.rtp_bytes_forwarded.with_label_values(&k),
+            forward_errors: self.rtp_forward_errors.with_label_values(&k),
+        }
+    }
+
+    /// The ICE connect histogram for one result.
+    pub fn ice_connect(&self, result: &str) -> Histogram {
+        self.ice_connect_duration.with_label_values(&[result])
+    }
+
+    /// Text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(%err, "encoding metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,306 @@
+//! Session events: what happened, in order, with a gap-free sequence number.
+//!
+//! Events are created by the registry inside the critical section that makes the change, so
+//! their order is the order things happened. A bounded history lets a watcher resume from a
+//! sequence number; the live tail comes from a `broadcast` channel subscribed under the same
+//! lock, so nothing falls between the replay and the live stream.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use super::model::{Caps, CountersSnapshot, IngestView, Limits};
+use crate::codec::MediaKind;
+
+/// Why a publish was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Global publisher cap.
+    Cap,
+    /// The ingest already has a publisher.
+    Conflict,
+    /// Bad or missing bearer token.
+    Auth,
+    /// No such ingest.
+    NotFound,
+    /// Offer unusable.
+    BadSdp,
+    /// Gateway shutting down.
+    Draining,
+    /// Failure inside the gateway (including answer timeouts).
+    Internal,
+}
+
+impl RejectReason {
+    /// Lower-case name, for metric labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Cap => "cap",
+            RejectReason::Conflict => "conflict",
+            RejectReason::Auth => "auth",
+            RejectReason::NotFound => "not_found",
+            RejectReason::BadSdp => "bad_sdp",
+            RejectReason::Draining => "draining",
+            RejectReason::Internal => "internal",
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// The publisher sent DELETE.
+    PublisherDelete,
+    /// ICE failed or disconnected for good (consent lost).
+    IceFailure,
+    /// No media for the configured timeout (or never connected).
+    Inactivity,
+    /// `TeardownStream` on the control plane.
+    Teardown,
+    /// The ingest was unregistered.
+    Unregister,
+    /// The gateway shut down.
+    Shutdown,
+    /// Above the ingest's bitrate cap.
+    BitrateCap,
+    /// Longer than the ingest's duration cap.
+    DurationCap,
+    /// The ingest was replaced with different media parameters.
+    Replaced,
+    /// Negotiation or internal failure.
+    Error,
+}
+
+impl EndReason {
+    /// Lower-case name, for metric labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::PublisherDelete => "publisher_delete",
+            EndReason::IceFailure => "ice_failure",
+            EndReason::Inactivity => "inactivity",
+            EndReason::Teardown => "teardown",
+            EndReason::Unregister => "unregister",
+            EndReason::Shutdown => "shutdown",
+            EndReason::BitrateCap => "bitrate_cap",
+            EndReason::DurationCap => "duration_cap",
+            EndReason::Replaced => "replaced",
+            EndReason::Error => "error",
+        }
+    }
+}
+
+/// What an event says.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EventPayload {
+    /// A new ingest.
+    IngestRegistered(Box<IngestView>),
+    /// An ingest replaced with new parameters.
+    IngestUpdated(Box<IngestView>),
+    /// An ingest removed.
+    IngestUnregistered,
+    /// A publish was admitted (answer about to be sent).
+    PublishAccepted {
+        /// HTTP peer of the POST.
+        remote_addr: Option<SocketAddr>,
+    },
+    /// A publish was refused.
+    PublishRejected {
+        /// Category.
+        reason: RejectReason,
+        /// The message the publisher got.
+        detail: String,
+    },
+    /// ICE and DTLS are up.
+    SessionConnected {
+        /// Media address of the publisher.
+        remote_addr: Option<SocketAddr>,
+        /// From admission to connected.
+        connect_time: Duration,
+    },
+    /// First packet of a track.
+    TrackStarted {
+        /// Audio or video.
+        kind: MediaKind,
+        /// Negotiated codec.
+        codec: String,
+        /// Publisher SSRC.
+        ssrc: u32,
+    },
+    /// Periodic statistics of a live session.
+    SessionStats {
+        /// Received bitrate over the last interval.
+        bitrate_bps: u64,
+        /// Counters so far.
+        counters: CountersSnapshot,
+        /// Video interarrival jitter.
+        video_jitter_ms: f64,
+    },
+    /// A session is gone.
+    SessionEnded {
+        /// Why.
+        reason: EndReason,
+        /// Human-readable detail.
+        detail: String,
+        /// How long it lived.
+        duration: Duration,
+        /// Final counters.
+        counters: CountersSnapshot,
+    },
+    /// Caps changed (global, or one ingest's limits).
+    CapsChanged {
+        /// Global caps after the change.
+        caps: Caps,
+        /// The ingest's new limits when the change was per-ingest.
+        limits: Option<Limits>,
+    },
+}
+
+impl EventPayload {
+    /// Stable kind name (metric label, filter key).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            EventPayload::IngestRegistered(_) => "ingest_registered",
+            EventPayload::IngestUpdated(_) => "ingest_updated",
+            EventPayload::IngestUnregistered => "ingest_unregistered",
+            EventPayload::PublishAccepted { .. } => "publish_accepted",
+            EventPayload::PublishRejected { .. } => "publish_rejected",
+            EventPayload::SessionConnected { .. } => "session_connected",
+            EventPayload::TrackStarted { .. } => "track_started",
+            EventPayload::SessionStats { .. } => "session_stats",
+            EventPayload::SessionEnded { .. } => "session_ended",
+            EventPayload::CapsChanged { .. } => "caps_changed",
+        }
+    }
+}
+
+/// One registry change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// Monotonic per run, from 1, without gaps.
+    pub seq: u64,
+    /// Wall-clock time of the change.
+    pub at: SystemTime,
+    /// The ingest concerned; empty for gateway-wide caps changes.
+    pub ingest_id: String,
+    /// The session concerned, if any.
+    pub session_id: Option<Uuid>,
+    /// What happened.
+    pub payload: EventPayload,
+}
+
+/// Sequence numbers, history and the live channel. Lives inside the registry lock.
+pub(crate) struct EventLog {
+    next_seq: u64,
+    history: VecDeque<Arc<Event>>,
+    capacity: usize,
+    live: broadcast::Sender<Arc<Event>>,
+}
+
+/// What a new watcher gets: the replay and the live receiver, taken atomically.
+pub struct Subscription {
+    /// Events from the requested sequence number that the history still held.
+    pub replay: Vec<Arc<Event>>,
+    /// Everything after the replay.
+    pub live: broadcast::Receiver<Arc<Event>>,
+}
+
+impl EventLog {
+    pub(crate) fn new(capacity: usize) -> Self {
+        // The live channel is as deep as the history: a watcher that falls further behind
+        // than a resume could recover is told it lagged.
+        let (live, _) = broadcast::channel(capacity.max(16));
+        EventLog {
+            next_seq: 1,
+            history: VecDeque::with_capacity(capacity),
+            capacity,
+            live,
+        }
+    }
+
+    pub(crate) fn emit(
+        &mut self,
+        ingest_id: &str,
+        session_id: Option<Uuid>,
+        payload: EventPayload,
+    ) {
+        let event = Arc::new(Event {
+            seq: self.next_seq,
+            at: SystemTime::now(),
+            ingest_id: ingest_id.to_owned(),
+            session_id,
+            payload,
+        });
+        self.next_seq += 1;
+        if self.history.len() == self.capacity {
+            self.history.pop_front();
+        }
+        self.history.push_back(Arc::clone(&event));
+        // No receiver is fine: nobody is watching.
+        let _ = self.live.send(event);
+    }
+
+    /// Last sequence number handed out (0 before the first event).
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// Replays from `from_seq` (0: live only). `Err(oldest)` when the history no longer
+    /// reaches back that far.
+    pub(crate) fn subscribe(&self, from_seq: u64) -> Result<Subscription, u64> {
+        let live = self.live.subscribe();
+        if from_seq == 0 || from_seq > self.last_seq() {
+            return Ok(Subscription {
+                replay: Vec::new(),
+                live,
+            });
+        }
+        let oldest = self.history.front().map_or(self.next_seq, |e| e.seq);
+        if from_seq < oldest {
+            return Err(oldest);
+        }
+        let skip = usize::try_from(from_seq - oldest).unwrap_or(usize::MAX);
+        let replay = self.history.iter().skip(skip).cloned().collect();
+        Ok(Subscription { replay, live })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emit_n(log: &mut EventLog, n: usize) {
+        for _ in 0..n {
+            log.emit("a", None, EventPayload::IngestUnregistered);
+        }
+    }
+
+    #[test]
+    fn sequence_numbers_start_at_one_without_gaps() {
+        let mut log = EventLog::new(8);
+        let mut sub = log.subscribe(0).unwrap();
+        emit_n(&mut log, 3);
+        let seqs: Vec<u64> = (0..3).map(|_| sub.live.try_recv().unwrap().seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+    }
+
+    #[test]
+    fn resume_replays_the_history_from_the_requested_seq() {
+        let mut log = EventLog::new(8);
+        emit_n(&mut log, 5);
+        let sub = log.subscribe(3).unwrap();
+        let seqs: Vec<u64> = sub.replay.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [3, 4, 5]);
+    }
+
+    #[test]
+    fn resume_older_than_history_is_refused() {
+        let mut log = EventLog::new(4);
+        emit_n(&mut log, 10);
+        assert_eq!(log.subscribe(2).err(), Some(7));
+        assert_eq!(log.subscribe(7).unwrap().replay.len(), 4);
+    }
+}

@@ -1,0 +1,216 @@
+//! Plain data the registry stores and hands out: ingest specs, session views, counters, caps.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use uuid::Uuid;
+
+use crate::codec::{self, AudioCodec, VideoCodec};
+use crate::error::Error;
+
+/// Longest accepted ingest id.
+pub(super) const MAX_INGEST_ID_LEN: usize = 128;
+
+/// Checks an ingest id: 1 to 128 characters of `[A-Za-z0-9._~-]` (URL-safe, no escaping).
+pub fn validate_ingest_id(id: &str) -> Result<(), Error> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_INGEST_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!(
+            "invalid ingest id {id:?}: 1 to {MAX_INGEST_ID_LEN} characters of [A-Za-z0-9._~-]"
+        )))
+    }
+}
+
+/// Per-ingest limits; `None` means no limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Publishers above this are told (REMB) to slow down.
+    pub max_bitrate_bps: Option<u64>,
+    /// Sessions are closed after this long.
+    pub max_session: Option<Duration>,
+}
+
+/// Gateway-wide caps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caps {
+    /// Maximum live publishers across all ingests.
+    pub max_publishers: usize,
+}
+
+/// What an orchestrator registers: a stream id and where its media goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngestSpec {
+    /// URL-safe stream id.
+    pub id: String,
+    /// Video RTP destination; `None` drops video.
+    pub video_target: Option<SocketAddr>,
+    /// Audio RTP destination; `None` drops audio.
+    pub audio_target: Option<SocketAddr>,
+    /// Required WHIP bearer token, if any.
+    pub bearer_token: Option<String>,
+    /// Free-form labels for the orchestrator.
+    pub labels: BTreeMap<String, String>,
+    /// Accepted video codecs in preference order (never empty).
+    pub video_codecs: Vec<VideoCodec>,
+    /// Accepted audio codecs in preference order (never empty).
+    pub audio_codecs: Vec<AudioCodec>,
+    /// Per-ingest limits.
+    pub limits: Limits,
+}
+
+impl IngestSpec {
+    /// The SDP a consumer opens for this ingest.
+    pub fn consumer_sdp(&self) -> String {
+        codec::consumer_sdp(
+            &self.id,
+            self.video_target.map(|t| (t, self.video_codecs.as_slice())),
+            self.audio_target.map(|t| (t, self.audio_codecs.as_slice())),
+        )
+    }
+
+    /// Whether a live publisher must be closed to move from `self` to `other`.
+    pub fn media_differs(&self, other: &IngestSpec) -> bool {
+        self.video_target != other.video_target
+            || self.audio_target != other.audio_target
+            || self.video_codecs != other.video_codecs
+            || self.audio_codecs != other.audio_codecs
+            || self.bearer_token != other.bearer_token
+    }
+}
+
+/// Connection progress of a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionState {
+    /// Answer sent, ICE/DTLS not yet up.
+    Connecting,
+    /// ICE and DTLS up.
+    Connected,
+}
+
+/// Counters a session's media task updates and the registry reads (lock-free).
+#[derive(Debug, Default)]
+pub struct SessionCounters {
+    /// Video RTP packets received.
+    pub video_packets: AtomicU64,
+    /// Video RTP payload+header bytes received.
+    pub video_bytes: AtomicU64,
+    /// Audio RTP packets received.
+    pub audio_packets: AtomicU64,
+    /// Audio RTP bytes received.
+    pub audio_bytes: AtomicU64,
+    /// Packets sent to a UDP target.
+    pub packets_forwarded: AtomicU64,
+    /// Packets lost as seen by the receiver statistics.
+    pub packets_lost: AtomicU64,
+    /// NACKs sent to the publisher.
+    pub nacks_sent: AtomicU64,
+    /// PLIs sent to the publisher.
+    pub plis_sent: AtomicU64,
+    /// Video keyframes received.
+    pub keyframes: AtomicU64,
+}
+
+/// A copy of [`SessionCounters`] at one instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CountersSnapshot {
+    /// See [`SessionCounters`].
+    pub video_packets: u64,
+    /// See [`SessionCounters`].
+    pub video_bytes: u64,
+    /// See [`SessionCounters`].
+    pub audio_packets: u64,
+    /// See [`SessionCounters`].
+    pub audio_bytes: u64,
+    /// See [`SessionCounters`].
+    pub packets_forwarded: u64,
+    /// See [`SessionCounters`].
+    pub packets_lost: u64,
+    /// See [`SessionCounters`].
+    pub nacks_sent: u64,
+    /// See [`SessionCounters`].
+    pub plis_sent: u64,
+    /// See [`SessionCounters`].
+    pub keyframes: u64,
+}
+
+impl SessionCounters {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> CountersSnapshot {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CountersSnapshot {
+            video_packets: r(&self.video_packets),
+            video_bytes: r(&self.video_bytes),
+            audio_packets: r(&self.audio_packets),
+            audio_bytes: r(&self.audio_bytes),
+            packets_forwarded: r(&self.packets_forwarded),
+            packets_lost: r(&self.packets_lost),
+            nacks_sent: r(&self.nacks_sent),
+            plis_sent: r(&self.plis_sent),
+            keyframes: r(&self.keyframes),
+        }
+    }
+}
+
+impl CountersSnapshot {
+    /// Bytes received, both kinds.
+    pub fn total_bytes(&self) -> u64 {
+        self.video_bytes + self.audio_bytes
+    }
+}
+
+/// A live session as seen from outside.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionView {
+    /// Session id (the last segment of the WHIP Location).
+    pub id: Uuid,
+    /// Connection progress.
+    pub state: SessionState,
+    /// Publisher address, once ICE saw it.
+    pub remote_addr: Option<SocketAddr>,
+    /// Negotiated video codec name.
+    pub video_codec: Option<String>,
+    /// Negotiated audio codec name.
+    pub audio_codec: Option<String>,
+    /// When the publish was accepted.
+    pub started_at: SystemTime,
+    /// Media counters.
+    pub counters: CountersSnapshot,
+}
+
+/// An ingest as seen from outside (no token).
+#[derive(Clone, Debug, PartialEq)]
+pub struct IngestView {
+    /// The registration (its `bearer_token` is always `None` here).
+    pub spec: IngestSpec,
+    /// Whether WHIP needs a bearer token.
+    pub has_bearer_token: bool,
+    /// SDP for consumers.
+    pub consumer_sdp: String,
+    /// When it was registered.
+    pub created_at: SystemTime,
+    /// The live publisher, if any.
+    pub session: Option<SessionView>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ingest_ids_are_url_safe() {
+        for ok in ["a", "cam-1", "A.b_c~d", &"x".repeat(128)] {
+            assert!(validate_ingest_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a/b", "a b", "é", "a%20", &"x".repeat(129)] {
+            assert!(validate_ingest_id(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The WHIP edge (RFC 9725): HTTP routes, handlers, CORS, request metrics.
+//!
+//! `POST /whip/{ingest_id}` publishes; `DELETE /whip/{ingest_id}/{session_id}` stops;
+//! `PATCH` on the session takes trickle-ICE fragments. Every status comes from
+//! [`crate::error::Error`].
+
+mod offer;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::media::Media;
+use crate::registry::Registry;
+
+pub use offer::plan as plan_offer;
+
+const SDP: &str = "application/sdp";
+const TRICKLE_ICE: &str = "application/trickle-ice-sdpfrag";
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct WhipState {
+    /// The shared registry.
+    pub registry: Registry,
+    /// The media path.
+    pub media: Media,
+}
+
+/// The WHIP router (plus `/metrics` and `/healthz` when `with_metrics`).
+pub fn router(
+    state: WhipState,
+    cors_origins: &[String],
+    max_sdp_bytes: usize,
+    with_metrics: bool,
+) -> Router {
+    let mut router = Router::new()
+        .route(
+            "/whip/{ingest_id}",
+            post(publish).options(endpoint_options).get(no_content),
+        )
+        .route(
+            "/whip/{ingest_id}/{session_id}",
+            axum::routing::delete(stop)
+                .patch(patch)
+                .options(session_options)
+                .get(no_content),
+        )
+        .route("/healthz", get(healthz));
+    if with_metrics {
+        router = router.route("/metrics", get(metrics));
+    }
+    router
+        .layer(DefaultBodyLimit::max(max_sdp_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_request,
+        ))
+        .layer(cors(cors_origins))
+        .with_state(state)
+}
+
+/// A router serving only `/metrics` (for a separate metrics listener).
+pub fn metrics_router(state: WhipState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::from(Any)
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+            Method::GET,
+        ])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::IF_MATCH,
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::ETAG,
+            header::LINK,
+            HeaderName::from_static("accept-patch"),
+            HeaderName::from_static("accept-post"),
+        ])
+}
+
+async fn record_request(State(state): State<WhipState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().clone();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let metrics = state.registry.metrics();
+    metrics
+        .whip_requests
+        .with_label_values(&[route.as_str(), method.as_str(), response.status().as_str()])
+        .inc();
+    metrics
+        .whip_request_duration
+        .with_label_values(&[route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(expected))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+async fn publish(
+    State(state): State<WhipState>,
+    Path(ingest_id): Path<String>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Error> {
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
+    let result = publish_inner(&state, &ingest_id, peer, &headers, body).await;
+    if let Err(err) = &result {
+        tracing::info!(ingest = %ingest_id, status = %err.http_status(), %err, "publish refused");
+        state.registry.publish_rejected(&ingest_id, err);
+    }
+    result
+}
+
+async fn publish_inner(
+    state: &WhipState,
+    ingest_id: &str,
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, Error> {
+    if !content_type_is(headers, SDP) {
+        return Err(Error::UnsupportedMediaType(SDP));
+    }
+    let token = bearer(headers);
+    let spec = state.registry.authorize(ingest_id, token)?;
+    let offer = String::from_utf8(body.to_vec())
+        .map_err(|_| Error::BadRequest("SDP offer is not UTF-8".into()))?;
+    let plan = plan_offer(&offer, &spec)?;
+    let admission = state.registry.admit(ingest_id, token)?;
+    let session_id = admission.session_id;
+    let answer = state.media.publish(admission, offer, plan).await?;
+    state
+        .registry
+        .publish_accepted(session_id, peer, &answer.etag);
+    tracing::info!(ingest = %ingest_id, %session_id, "publish accepted");
+    let location = format!("/whip/{ingest_id}/{session_id}");
+    let mut response = (StatusCode::CREATED, answer.sdp).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).map_err(Error::internal)?,
+    );
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&answer.etag).map_err(Error::internal)?,
+    );
+    h.insert("accept-patch", HeaderValue::from_static(TRICKLE_ICE));
+    Ok(response)
+}
+
+/// DELETE: ends the session. Idempotent: an unknown session is also 204.
+async fn stop(
+    State(state): State<WhipState>,
+    Path((ingest_id, session_id)): Path<(String, String)>,
+) -> StatusCode {
+    if let Ok(id) = Uuid::parse_str(&session_id) {
+        if state.registry.end_publisher_session(&ingest_id, id) {
+            tracing::info!(ingest = %ingest_id, session_id = %id, "publisher sent DELETE");
+        }
+    }
+    StatusCode::NO_CONTENT
+}
+
+/// PATCH with a trickle-ICE fragment (RFC 8840). whipgate is ICE-lite: it learns the
+/// publisher's addresses from its connectivity checks, so candidates are accepted and not
+/// needed. An ICE restart (new ufrag/pwd) is not supported yet: 422, the session continues.
+async fn patch(
+    State(state): State<WhipState>,
+    Path((ingest_id, session_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Error> {
+    if !content_type_is(&headers, TRICKLE_ICE) {
+        return Err(Error::UnsupportedMediaType(TRICKLE_ICE));
+    }
+    let id = Uuid::parse_str(&session_id).map_err(|_| Error::SessionNotFound)?;
+    let etag = state
+        .registry
+        .session_etag(&ingest_id, id)
+        .ok_or(Error::SessionNotFound)?;
+    let if_match = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(Error::PreconditionRequired)?;
+    if if_match.trim() == "*" {
+        return Err(Error::Unprocessable(
+            "ICE restart is not supported; the session continues".into(),
+        ));
+    }
+    if if_match.trim() != etag {
+        return Err(Error::PreconditionFailed);
+    }
+    std::str::from_utf8(&body)
+        .map_err(|_| Error::BadRequest("trickle-ice fragment is not UTF-8".into()))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn endpoint_options() -> impl IntoResponse {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            (HeaderName::from_static("accept-post"), SDP),
+            (HeaderName::from_static("accept-patch"), TRICKLE_ICE),
+        ],
+    )
+}
+
+async fn session_options() -> impl IntoResponse {
+    (
+        StatusCode::NO_CONTENT,
+        [(HeaderName::from_static("accept-patch"), TRICKLE_ICE)],
+    )
+}
+
+async fn no_content() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+async fn healthz(State(state): State<WhipState>) -> Response {
+    if state.registry.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        (StatusCode::OK, "ok\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<WhipState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.registry.metrics().render(),
+    )
+        .into_response()
+}

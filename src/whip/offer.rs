@@ -1,0 +1,128 @@
+//! Checks a publisher's SDP offer and picks what to answer: one video and one audio codec out
+//! of what the ingest accepts, in the ingest's order of preference.
+
+use std::io::Cursor;
+
+use sdp::SessionDescription;
+use sdp::description::media::MediaDescription;
+
+use crate::codec::{Chosen, OfferPlan, VideoCodec};
+use crate::error::Error;
+use crate::registry::IngestSpec;
+
+/// Parses and checks an offer against an ingest's accepted codecs.
+pub fn plan(offer: &str, spec: &IngestSpec) -> Result<OfferPlan, Error> {
+    let bad = |msg: String| Err(Error::BadRequest(msg));
+    let mut reader = Cursor::new(offer.as_bytes());
+    let session = match SessionDescription::unmarshal(&mut reader) {
+        Ok(s) => s,
+        Err(err) => return bad(format!("malformed SDP offer: {err}")),
+    };
+    let mut plan = OfferPlan::default();
+    let (mut videos, mut audios) = (0, 0);
+    for media in &session.media_descriptions {
+        let kind = media.media_name.media.as_str();
+        if !matches!(kind, "video" | "audio") || media.media_name.port.value == 0 {
+            continue;
+        }
+        if media.has_attribute("recvonly") || media.has_attribute("inactive") {
+            return bad(format!(
+                "the {kind} section is recvonly/inactive: a WHIP offer must send (sendonly)"
+            ));
+        }
+        if kind == "video" {
+            videos += 1;
+            plan.video = pick(
+                media,
+                &spec.video_codecs,
+                |c| c.encoding_name(),
+                h264_usable,
+            );
+            if plan.video.is_none() {
+                return bad(unsupported(
+                    media,
+                    "video",
+                    spec.video_codecs.iter().map(|c| c.encoding_name()),
+                ));
+            }
+        } else {
+            audios += 1;
+            plan.audio = pick(
+                media,
+                &spec.audio_codecs,
+                |c| c.encoding_name(),
+                |_, _| true,
+            );
+            if plan.audio.is_none() {
+                return bad(unsupported(
+                    media,
+                    "audio",
+                    spec.audio_codecs.iter().map(|c| c.encoding_name()),
+                ));
+            }
+        }
+    }
+    if videos > 1 || audios > 1 {
+        return bad("at most one audio and one video section are supported".into());
+    }
+    if plan.video.is_none() && plan.audio.is_none() {
+        return bad("the offer has no audio or video section".into());
+    }
+    Ok(plan)
+}
+
+/// H.264 is usable only in packetization-mode 1 (what consumers depacketize).
+fn h264_usable(codec: &VideoCodec, fmtp: &str) -> bool {
+    *codec != VideoCodec::H264
+        || fmtp
+            .split(';')
+            .any(|p| p.trim().eq_ignore_ascii_case("packetization-mode=1"))
+}
+
+/// First offered payload type of the most preferred accepted codec.
+fn pick<C: Copy>(
+    media: &MediaDescription,
+    accepted: &[C],
+    name: impl Fn(&C) -> &'static str,
+    usable: impl Fn(&C, &str) -> bool,
+) -> Option<Chosen<C>> {
+    let codecs = media.codecs();
+    let offered: Vec<_> = media
+        .media_name
+        .formats
+        .iter()
+        .filter_map(|f| f.parse::<u8>().ok())
+        .filter_map(|pt| codecs.get(&pt))
+        .collect();
+    accepted.iter().find_map(|want| {
+        offered
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(name(want)) && usable(want, &c.fmtp))
+            .map(|c| Chosen {
+                codec: *want,
+                payload_type: c.payload_type,
+                clock_rate: c.clock_rate,
+                channels: c.encoding_parameters.parse().unwrap_or(0),
+                fmtp: c.fmtp.clone(),
+            })
+    })
+}
+
+fn unsupported(
+    media: &MediaDescription,
+    kind: &str,
+    accepted: impl Iterator<Item = &'static str>,
+) -> String {
+    let mut offered: Vec<String> = media.codecs().into_values().map(|c| c.name).collect();
+    offered.sort();
+    offered.dedup();
+    let accepted: Vec<_> = accepted.collect();
+    format!(
+        "no supported {kind} codec in the offer (offered: {}; accepted: {})",
+        offered.join(", "),
+        accepted.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests;
