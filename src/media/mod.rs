@@ -115,8 +115,11 @@ impl Media {
         let negotiation = tokio::task::spawn_blocking(move || {
             factory.negotiate(offer, &blocking_plan, &ufrag_c, &pwd_c)
         });
+        let started = std::time::Instant::now();
         let negotiated = match tokio::time::timeout(self.answer_timeout, negotiation).await {
             Err(_) => return Err(Error::GatherTimeout),
+            // Finished, but too late for a publisher that is already giving up.
+            Ok(_) if started.elapsed() > self.answer_timeout => return Err(Error::GatherTimeout),
             Ok(Err(join)) => return Err(Error::internal(join)),
             Ok(Ok(Err(err))) => {
                 return Err(Error::BadRequest(format!(

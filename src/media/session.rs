@@ -166,6 +166,7 @@ impl Session {
             self.on_event(event, p);
         }
         while let Some(message) = self.peer.poll_read() {
+            tracing::trace!(message = ?std::mem::discriminant(&message.message), "peer message");
             if let RTCMessage::RtpPacket(_, mut packet) = message.message {
                 self.on_rtp(&mut packet, p);
             }

@@ -45,16 +45,10 @@ pub fn router(
     with_metrics: bool,
 ) -> Router {
     let mut router = Router::new()
-        .route(
-            "/whip/{ingest_id}",
-            post(publish).options(endpoint_options).get(no_content),
-        )
+        .route("/whip/{ingest_id}", post(publish).get(no_content))
         .route(
             "/whip/{ingest_id}/{session_id}",
-            axum::routing::delete(stop)
-                .patch(patch)
-                .options(session_options)
-                .get(no_content),
+            axum::routing::delete(stop).patch(patch).get(no_content),
         )
         .route("/healthz", get(healthz));
     if with_metrics {
@@ -67,6 +61,7 @@ pub fn router(
             record_request,
         ))
         .layer(cors(cors_origins))
+        .layer(middleware::map_response_with_state((), advertise_methods))
         .with_state(state)
 }
 
@@ -241,21 +236,22 @@ async fn patch(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn endpoint_options() -> impl IntoResponse {
-    (
-        StatusCode::NO_CONTENT,
-        [
-            (HeaderName::from_static("accept-post"), SDP),
-            (HeaderName::from_static("accept-patch"), TRICKLE_ICE),
-        ],
-    )
-}
-
-async fn session_options() -> impl IntoResponse {
-    (
-        StatusCode::NO_CONTENT,
-        [(HeaderName::from_static("accept-patch"), TRICKLE_ICE)],
-    )
+/// OPTIONS (CORS preflight or not) is answered by the CORS layer; this adds what WHIP
+/// clients read from it: `Accept-Post` on the endpoint, `Accept-Patch` on both.
+async fn advertise_methods(
+    State(()): State<()>,
+    method: Method,
+    uri: axum::http::Uri,
+    mut response: Response,
+) -> Response {
+    if method == Method::OPTIONS && uri.path().starts_with("/whip/") {
+        let headers = response.headers_mut();
+        if uri.path().trim_end_matches('/').matches('/').count() == 2 {
+            headers.insert("accept-post", HeaderValue::from_static(SDP));
+        }
+        headers.insert("accept-patch", HeaderValue::from_static(TRICKLE_ICE));
+    }
+    response
 }
 
 async fn no_content() -> StatusCode {

@@ -1,0 +1,724 @@
+#!/usr/bin/env python3
+"""Independent-peer interop test for whipgate: aiortc publishes over WHIP,
+FFmpeg decodes what whipgate forwards.
+
+For each row (aiortc H264+Opus, aiortc VP8+Opus):
+  1. start whipgate on ephemeral loopback ports and read its ready line;
+  2. over gRPC: watch events, RegisterIngest with FFmpeg's RTP ports as targets;
+  3. start FFmpeg on the ingest's consumer SDP (before any media flows);
+  4. publish with aiortc_publish.py for --seconds, then DELETE the session;
+  5. assert: WHIP statuses and headers, the SDP answer (ICE-lite, whipgate's
+     UDP port, recvonly, the codec asked for), the live session in GetIngest,
+     a SessionEnded event after DELETE, frames FFmpeg decoded (video and
+     audio > 0, video at the resolution sent), a clean SIGTERM shutdown.
+
+Everything must stay on loopback: when this process sees any network
+interface besides lo, it re-runs itself inside a private network namespace
+(`unshare --net`, root), unless --allow-host-network is given.
+
+Writes interop/results/aiortc.json and prints one summary line per row;
+exits non-zero when any row fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+from urllib.parse import urlsplit
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PUBLISHER = HERE / "aiortc_publish.py"
+
+WIDTH, HEIGHT = 640, 360
+ROWS = {
+    "h264": {"codecs": "H264+Opus", "encoding": "H264"},
+    "vp8": {"codecs": "VP8+Opus", "encoding": "VP8"},
+}
+UUID_RE = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+
+def log(msg: str) -> None:
+    print(f"[interop {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------- network namespace
+
+
+def non_loopback_interfaces() -> list[str]:
+    # /proc/net/dev follows this process's network namespace (/sys/class/net may not).
+    try:
+        with open("/proc/net/dev") as f:
+            names = [line.split(":", 1)[0].strip() for line in f.readlines()[2:]]
+    except OSError:
+        return []
+    return sorted(n for n in names if n and n != "lo")
+
+
+def ensure_private_netns(args: argparse.Namespace) -> None:
+    others = non_loopback_interfaces()
+    if not others or args.allow_host_network:
+        return
+    if os.environ.get("WHIPGATE_INTEROP_IN_NETNS"):
+        sys.exit(f"still see interfaces {others} inside the namespace; refusing to run")
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        sys.exit(
+            f"interfaces {others} besides lo are visible; run this inside a private network "
+            "namespace (as root: unshare --net -- sh -c 'ip link set lo up && exec ...'), "
+            "or pass --allow-host-network"
+        )
+    log(f"interfaces {others} besides lo: re-running inside a private network namespace")
+    env = dict(os.environ, WHIPGATE_INTEROP_IN_NETNS="1")
+    cmd = ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
+           sys.executable, *sys.argv]
+    os.execvpe("unshare", cmd, env)
+
+
+# ---------------------------------------------------------------- gRPC stubs
+
+
+def load_stubs(tmp: Path):
+    """Generates whipgate.v1 Python stubs from proto/ into tmp and imports them."""
+    import grpc_tools
+
+    include = Path(grpc_tools.__file__).parent / "_proto"
+    proto_dir = REPO / "proto"
+    out = tmp / "stubs"
+    out.mkdir()
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_dir}", f"-I{include}",
+         f"--python_out={out}", f"--grpc_python_out={out}",
+         str(proto_dir / "whipgate" / "v1" / "control.proto")],
+        check=True, timeout=60,
+    )
+    sys.path.insert(0, str(out))
+    pb = importlib.import_module("whipgate.v1.control_pb2")
+    pbg = importlib.import_module("whipgate.v1.control_pb2_grpc")
+    return pb, pbg
+
+
+# ---------------------------------------------------------------- processes
+
+
+class Procs:
+    """Child processes, each in its own process group, killed by id in cleanup()."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, cmd: list[str], **kw) -> subprocess.Popen:
+        p = subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL, **kw)
+        self.items.append((name, p))
+        return p
+
+    @staticmethod
+    def signal_group(p: subprocess.Popen, sig: int) -> None:
+        try:
+            os.killpg(p.pid, sig)  # the group we created for it: its pid is the pgid
+        except ProcessLookupError:
+            pass
+
+    def cleanup(self) -> None:
+        for name, p in self.items:
+            if p.poll() is None:
+                log(f"killing {name} (pid {p.pid})")
+                self.signal_group(p, signal.SIGKILL)
+            else:
+                # Its children (ffmpeg under timeout) may outlive it.
+                self.signal_group(p, signal.SIGKILL)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                log(f"{name} (pid {p.pid}) did not die after SIGKILL")
+
+
+def wait_exit(p: subprocess.Popen, timeout: float) -> int | None:
+    try:
+        return p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def read_ready_line(p: subprocess.Popen, timeout: float) -> dict:
+    """Reads whipgate's one JSON ready line from its stdout, with a deadline."""
+    box: dict = {}
+
+    def reader() -> None:
+        try:
+            box["line"] = p.stdout.readline()
+        except Exception as e:  # pragma: no cover
+            box["error"] = e
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise RuntimeError(f"whipgate printed no ready line within {timeout}s")
+    line = box.get("line", b"").decode(errors="replace").strip()
+    if not line:
+        raise RuntimeError(f"whipgate closed stdout without a ready line (exit {p.poll()})")
+    ready = json.loads(line)
+    for key in ("http", "grpc", "udp"):
+        if key not in ready:
+            raise RuntimeError(f"ready line lacks {key!r}: {line}")
+    # Drain the rest of stdout so whipgate never blocks on a full pipe.
+    threading.Thread(target=lambda: p.stdout.read(), daemon=True).start()
+    return ready
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no file)"
+    return "\n".join(text[-lines:])
+
+
+# ---------------------------------------------------------------- ports
+
+
+def free_even_ports(n: int) -> list[int]:
+    """n even UDP ports on 127.0.0.1 whose port+1 is free too (RTP, RTCP)."""
+    held: list[socket.socket] = []
+    found: list[int] = []
+    try:
+        for _ in range(500):
+            if len(found) == n:
+                break
+            a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            a.bind(("127.0.0.1", 0))
+            held.append(a)
+            port = a.getsockname()[1]
+            if port % 2 or port >= 65534:
+                continue
+            b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                b.close()
+                continue
+            held.append(b)
+            found.append(port)
+    finally:
+        for s in held:
+            s.close()
+    if len(found) < n:
+        raise RuntimeError("could not find free even UDP ports")
+    return found
+
+
+def udp_bound_ports() -> set[int]:
+    ports = set()
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(name) as f:
+                next(f)
+                for line in f:
+                    local = line.split()[1]
+                    ports.add(int(local.rsplit(":", 1)[1], 16))
+        except OSError:
+            pass
+    return ports
+
+
+# ---------------------------------------------------------------- events
+
+
+class EventWatcher:
+    """Consumes WatchEvents for one ingest in a thread."""
+
+    def __init__(self, stub, pb, ingest_id: str) -> None:
+        self.pb = pb
+        self.events: list = []
+        self.error: Exception | None = None
+        self.cond = threading.Condition()
+        self.subscribed = threading.Event()
+        self.call = stub.WatchEvents(pb.WatchEventsRequest(ingest_ids=[ingest_id]), timeout=600)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import grpc
+
+        try:
+            self.call.initial_metadata()
+            self.subscribed.set()
+            for ev in self.call:
+                with self.cond:
+                    self.events.append(ev)
+                    self.cond.notify_all()
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.CANCELLED:
+                self.error = e
+        finally:
+            with self.cond:
+                self.cond.notify_all()
+
+    def wait_for(self, pred, timeout: float):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for ev in self.events:
+                    if pred(ev):
+                        return ev
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.thread.is_alive():
+                    return None
+                self.cond.wait(left)
+
+    def kinds(self) -> list[str]:
+        with self.cond:
+            return [ev.WhichOneof("payload") or "?" for ev in self.events]
+
+    def close(self) -> None:
+        self.call.cancel()
+        self.thread.join(5)
+
+
+# ---------------------------------------------------------------- FFmpeg
+
+
+def ffmpeg_version() -> str:
+    out = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, timeout=30).stdout
+    m = re.match(r"ffmpeg version (\S+)", out)
+    return m.group(1) if m else "unknown"
+
+
+def parse_framecrc(path: Path) -> dict:
+    """Counts the frame lines of a framecrc file and reads its header."""
+    info: dict = {"frames": 0, "sizes": set(), "dimensions": None}
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return info
+    for line in text.splitlines():
+        if line.startswith("#"):
+            m = re.match(r"#dimensions \d+: (\d+)x(\d+)", line)
+            if m:
+                info["dimensions"] = (int(m.group(1)), int(m.group(2)))
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) >= 6:
+            info["frames"] += 1
+            info["sizes"].add(int(parts[4]))
+    return info
+
+
+def ffmpeg_input_resolution(stderr_text: str) -> tuple[int, int] | None:
+    for line in stderr_text.splitlines():
+        if "Input #0" in line:
+            continue
+        m = re.search(r"Stream #0:\d+.*Video: .*?, (\d{2,5})x(\d{2,5})", line)
+        if m:
+            return int(m.group(1)), int(m.group(2))
+    return None
+
+
+# ---------------------------------------------------------------- one row
+
+
+class Row:
+    def __init__(self, name: str, args: argparse.Namespace, pb, pbg, workdir: Path, ffver: str):
+        self.name, self.args, self.pb, self.pbg = name, args, pb, pbg
+        self.spec = ROWS[name]
+        self.workdir = workdir
+        self.ffver = ffver
+        self.checks: list[tuple[str, bool, str]] = []
+        self.frames = {"video": 0, "audio": 0}
+        self.sent = {}
+        self.resolution = None
+        self.aiortc_version = None
+
+    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        self.checks.append((name, bool(ok), detail))
+        log(f"  [{'ok' if ok else 'FAIL'}] {name}{': ' + detail if detail else ''}")
+        return bool(ok)
+
+    def run(self) -> dict:
+        import grpc
+
+        pb = self.pb
+        a = self.args
+        procs = Procs()
+        channel = None
+        watcher = None
+        wd = self.workdir
+        wd.mkdir(parents=True, exist_ok=True)
+        gw_err = wd / "whipgate.stderr"
+        ff_err = wd / "ffmpeg.stderr"
+        pub_out, pub_err = wd / "publisher.stdout", wd / "publisher.stderr"
+        ingest_id = f"interop-{self.name}-{os.getpid()}"
+        log(f"row aiortc {self.spec['codecs']} (logs in {wd})")
+        try:
+            # 1. whipgate
+            env = dict(os.environ)
+            env.setdefault("RUST_LOG", "info")
+            with open(gw_err, "wb") as err:
+                gw = procs.start(
+                    "whipgate",
+                    [a.whipgate, "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0",
+                     "--udp-listen", "127.0.0.1:0"],
+                    stdout=subprocess.PIPE, stderr=err, env=env,
+                )
+            ready = read_ready_line(gw, a.ready_timeout)
+            log(f"  whipgate ready: {ready}")
+            udp_port = int(ready["udp"].rsplit(":", 1)[1])
+
+            # 2. gRPC: watch, register
+            channel = grpc.insecure_channel(ready["grpc"])
+            grpc.channel_ready_future(channel).result(timeout=10)
+            stub = self.pbg.IngestControlStub(channel)
+            watcher = EventWatcher(stub, pb, ingest_id)
+            if not watcher.subscribed.wait(5):
+                log("  WatchEvents sent no headers within 5 s; going on (events may be missed)")
+            vport, aport = free_even_ports(2)
+            codec_enum = {"h264": pb.VIDEO_CODEC_H264, "vp8": pb.VIDEO_CODEC_VP8}[self.name]
+            reg = stub.RegisterIngest(
+                pb.RegisterIngestRequest(
+                    ingest_id=ingest_id,
+                    video_target=f"127.0.0.1:{vport}",
+                    audio_target=f"127.0.0.1:{aport}",
+                    video_codecs=[codec_enum],
+                ),
+                timeout=10,
+            )
+            sdp = reg.ingest.consumer_sdp
+            (wd / "consumer.sdp").write_text(sdp)
+            self.check("RegisterIngest created", reg.created, f"video {vport}, audio {aport}")
+            self.check("consumer SDP names the video port", f"m=video {vport} " in sdp,
+                       _first(sdp, "m=video"))
+            self.check("consumer SDP names the audio port", f"m=audio {aport} " in sdp,
+                       _first(sdp, "m=audio"))
+            self.check(f"consumer SDP has {self.spec['encoding']}",
+                       re.search(rf"a=rtpmap:\d+ {self.spec['encoding']}/90000", sdp, re.I) is not None)
+            self.check("consumer SDP has opus",
+                       re.search(r"a=rtpmap:\d+ opus/48000", sdp, re.I) is not None)
+            ev = watcher.wait_for(lambda e: e.WhichOneof("payload") == "ingest_registered", 5)
+            self.check("IngestRegistered event", ev is not None, f"events so far {watcher.kinds()}")
+
+            # 3. FFmpeg, before any media flows
+            limit = a.seconds + 30
+            vcrc, acrc = wd / "video.framecrc", wd / "audio.framecrc"
+            ff_cmd = [
+                "timeout", "-s", "INT", "-k", "10", str(int(limit + 20)),
+                "ffmpeg", "-hide_banner", "-nostdin", "-y", "-loglevel", "info",
+                "-protocol_whitelist", "file,udp,rtp",
+                "-i", str(wd / "consumer.sdp"),
+                "-map", "0:v:0", "-t", str(limit), "-flush_packets", "1", "-f", "framecrc", str(vcrc),
+                "-map", "0:a:0", "-t", str(limit), "-flush_packets", "1", "-f", "framecrc", str(acrc),
+            ]
+            with open(ff_err, "wb") as err:
+                ff = procs.start("ffmpeg", ff_cmd, stdout=subprocess.DEVNULL, stderr=err)
+            want = {vport, vport + 1, aport, aport + 1}
+            deadline = time.monotonic() + 15
+            while not want <= udp_bound_ports():
+                if ff.poll() is not None:
+                    raise RuntimeError(f"ffmpeg exited early ({ff.returncode}):\n{tail(ff_err)}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"ffmpeg did not bind {sorted(want)} within 15 s:\n{tail(ff_err)}")
+                time.sleep(0.05)
+            log("  ffmpeg listening")
+
+            # 4. publish
+            url = f"http://{ready['http']}/whip/{ingest_id}"
+            pub_cmd = [
+                sys.executable, str(PUBLISHER), "--url", url, "--codec", self.name,
+                "--seconds", str(a.seconds), "--answer-out", str(wd / "answer.sdp"),
+                "--offer-out", str(wd / "offer.sdp"),
+            ]
+            with open(pub_out, "wb") as out, open(pub_err, "wb") as err:
+                pub = procs.start("publisher", pub_cmd, stdout=out, stderr=err)
+            snapshots = []
+            deadline = time.monotonic() + a.seconds + 40
+            while pub.poll() is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("publisher did not finish in time")
+                try:
+                    ing = stub.GetIngest(pb.GetIngestRequest(ingest_id=ingest_id), timeout=2).ingest
+                    if ing.HasField("session"):
+                        snapshots.append(ing.session)
+                except grpc.RpcError as e:
+                    log(f"  GetIngest failed: {e.code()} {e.details()}")
+                time.sleep(0.25)
+            result = None
+            for line in pub_out.read_text(errors="replace").splitlines():
+                if line.startswith("RESULT "):
+                    result = json.loads(line[len("RESULT "):])
+            if result is None:
+                raise RuntimeError(f"publisher printed no RESULT (exit {pub.returncode}):\n"
+                                   f"{tail(pub_out)}\n{tail(pub_err)}")
+            self.aiortc_version = result.get("version")
+            self.sent = result.get("frames_sent", {})
+            self.check_whip(result, ingest_id, udp_port)
+            self.check("publisher exit 0", pub.returncode == 0,
+                       "; ".join(result.get("errors", [])) or f"exit {pub.returncode}")
+            session_id = (result.get("post", {}).get("location") or "").rstrip("/").rsplit("/", 1)[-1]
+
+            # GetIngest while live
+            connected = [s for s in snapshots if s.state == pb.SESSION_STATE_CONNECTED]
+            self.check("GetIngest showed the live session", bool(snapshots),
+                       f"{len(snapshots)} snapshots")
+            self.check("GetIngest session_id = Location's id",
+                       bool(snapshots) and all(s.session_id == session_id for s in snapshots),
+                       f"{sorted({s.session_id for s in snapshots})} vs {session_id}")
+            self.check("GetIngest state CONNECTED", bool(connected))
+            if connected:
+                c = connected[-1].counters
+                self.check("GetIngest counters video_packets > 0", c.video_packets > 0,
+                           f"video {c.video_packets}, audio {c.audio_packets}, "
+                           f"forwarded {c.packets_forwarded}, plis {c.plis_sent}")
+                self.check("GetIngest counters audio_packets > 0", c.audio_packets > 0)
+
+            # 5. session end
+            ev = watcher.wait_for(lambda e: e.WhichOneof("payload") == "session_ended", 10)
+            self.check("SessionEnded event after DELETE", ev is not None,
+                       f"events {watcher.kinds()}" + (f", watch error {watcher.error}" if watcher.error else ""))
+            if ev is not None:
+                reason = pb.EndReason.Name(ev.session_ended.reason)
+                self.check("SessionEnded session_id = Location's id", ev.session_id == session_id,
+                           f"{ev.session_id!r}")
+                self.check("SessionEnded reason PUBLISHER_DELETE",
+                           ev.session_ended.reason == pb.END_REASON_PUBLISHER_DELETE, reason)
+            gone = False
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                ing = stub.GetIngest(pb.GetIngestRequest(ingest_id=ingest_id), timeout=2).ingest
+                if not ing.HasField("session"):
+                    gone = True
+                    break
+                time.sleep(0.1)
+            self.check("GetIngest has no session after DELETE", gone)
+
+            # 6. stop FFmpeg once its outputs stop growing, then read them
+            self.stop_ffmpeg(ff, procs, vcrc, acrc)
+            v, au = parse_framecrc(vcrc), parse_framecrc(acrc)
+            self.frames = {"video": v["frames"], "audio": au["frames"]}
+            ff_text = ff_err.read_text(errors="replace")
+            self.resolution = v["dimensions"] or ffmpeg_input_resolution(ff_text)
+            res = f"{self.resolution[0]}x{self.resolution[1]}" if self.resolution else None
+            sent_v, sent_a = self.sent.get("video", 0), self.sent.get("audio", 0)
+            self.check("FFmpeg decoded video frames > 0", v["frames"] > 0,
+                       f"{v['frames']} decoded, {sent_v} sent")
+            self.check("FFmpeg decoded audio frames > 0", au["frames"] > 0,
+                       f"{au['frames']} decoded, {sent_a} sent")
+            self.check(f"decoded video is {WIDTH}x{HEIGHT}", res == f"{WIDTH}x{HEIGHT}",
+                       f"{res}, input stream says {ffmpeg_input_resolution(ff_text)}")
+            self.check("every decoded video frame has the same size",
+                       len(v["sizes"]) <= 1, f"sizes {sorted(v['sizes'])}")
+            if sent_v:
+                self.check("FFmpeg decoded >= half the video frames sent",
+                           v["frames"] * 2 >= sent_v, f"{v['frames']} of {sent_v}")
+            if sent_a:
+                self.check("FFmpeg decoded >= half the audio frames sent",
+                           au["frames"] * 2 >= sent_a, f"{au['frames']} of {sent_a}")
+
+            # 7. graceful shutdown
+            channel.close()
+            channel = None
+            watcher.close()
+            watcher = None
+            Procs.signal_group(gw, signal.SIGTERM)
+            code = wait_exit(gw, 10)
+            self.check("whipgate exits on SIGTERM within 10 s", code is not None, f"exit {code}")
+        except Exception as e:
+            self.check("row ran to the end", False, f"{type(e).__name__}: {e}")
+            traceback.print_exc()
+        finally:
+            if watcher is not None:
+                watcher.close()
+            if channel is not None:
+                channel.close()
+            procs.cleanup()
+        return self.summary(gw_err, ff_err, pub_out, pub_err)
+
+    def check_whip(self, r: dict, ingest_id: str, udp_port: int) -> None:
+        post = r.get("post") or {}
+        self.check("POST 201", post.get("status") == 201, f"{post.get('status')}")
+        ctype = (post.get("content_type") or "").split(";")[0].strip().lower()
+        self.check("answer Content-Type application/sdp", ctype == "application/sdp",
+                   f"{post.get('content_type')!r}")
+        loc = post.get("location") or ""
+        self.check("Location is /whip/<id>/<uuid>, relative",
+                   re.fullmatch(rf"/whip/{re.escape(ingest_id)}/{UUID_RE}", loc) is not None, repr(loc))
+        etag = post.get("etag") or ""
+        self.check("ETag present", bool(etag), repr(etag))
+        resolved = r.get("session_url") or ""
+        self.check("Location resolves against the POST URL",
+                   urlsplit(resolved).path == loc and urlsplit(resolved).netloc == urlsplit(post.get("final_url", "")).netloc,
+                   resolved)
+        self.check("ICE + DTLS connected", r.get("connection_state") == "connected",
+                   f"{r.get('connection_state')} after {r.get('connect_millis')} ms")
+        d = r.get("delete") or {}
+        self.check("DELETE 204", d.get("status") == 204, f"{d.get('status')} {d.get('body', '')!r}")
+
+        try:
+            answer = (self.workdir / "answer.sdp").read_text()
+        except OSError:
+            answer = ""
+        lines = answer.splitlines()
+        self.check("answer is ICE-lite", "a=ice-lite" in lines)
+        cands = [l for l in lines if l.startswith("a=candidate:")]
+        host = [c for c in cands if re.search(rf" udp \d+ 127\.0\.0\.1 {udp_port} typ host", c, re.I)]
+        self.check("answer has a host candidate on whipgate's UDP port", bool(host),
+                   f"{len(cands)} candidates: {cands[:3]}")
+        self.check("answer sets up DTLS passive (or actpass → passive)",
+                   any(l in ("a=setup:passive", "a=setup:active") for l in lines),
+                   _first(answer, "a=setup:"))
+        sections = _media_sections(answer)
+        kinds = [k for k, _ in sections]
+        self.check("answer has one video and one audio section",
+                   sorted(kinds) == ["audio", "video"], f"{kinds}")
+        for kind, body in sections:
+            self.check(f"answer {kind} is recvonly", "a=recvonly" in body,
+                       next((l for l in body if l in ("a=sendrecv", "a=sendonly", "a=inactive")), ""))
+        video = next((b for k, b in sections if k == "video"), [])
+        enc = self.spec["encoding"]
+        vcodecs = [l.split(" ", 1)[1].split("/")[0] for l in video if l.startswith("a=rtpmap:")]
+        main = [c for c in vcodecs if c.lower() not in ("rtx", "red", "ulpfec")]
+        self.check(f"answer video codec is {enc} only", bool(main) and all(c.upper() == enc for c in main),
+                   f"{vcodecs}")
+
+    def stop_ffmpeg(self, ff: subprocess.Popen, procs: Procs, *files: Path) -> None:
+        """Waits until FFmpeg's outputs stop growing (media stopped), then SIGINT so it
+        writes its trailers; FFmpeg never sees an end on RTP by itself."""
+        def size() -> int:
+            return sum(f.stat().st_size if f.exists() else 0 for f in files)
+
+        last, stable_since = size(), time.monotonic()
+        deadline = time.monotonic() + 15
+        while ff.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            now = size()
+            if now != last:
+                last, stable_since = now, time.monotonic()
+            elif time.monotonic() - stable_since >= 1.5:
+                break
+        if ff.poll() is None:
+            log(f"  ffmpeg outputs stable at {last} bytes; SIGINT")
+            # timeout(1) forwards SIGINT to ffmpeg
+            os.kill(ff.pid, signal.SIGINT)
+            if wait_exit(ff, 10) is None:
+                log("  ffmpeg ignored SIGINT; killing it")
+                Procs.signal_group(ff, signal.SIGKILL)
+                wait_exit(ff, 5)
+        log(f"  ffmpeg exit {ff.returncode}")
+
+    def summary(self, gw_err: Path, ff_err: Path, pub_out: Path, pub_err: Path) -> dict:
+        failed = [c for c in self.checks if not c[1]]
+        row = {
+            "client": "aiortc",
+            "version": self.aiortc_version or _aiortc_version(),
+            "codecs": self.spec["codecs"],
+            "trickle": False,
+            "result": "fail" if failed or not self.checks else "pass",
+            "frames": dict(self.frames),
+            "frames_sent": self.sent,
+            "resolution": f"{self.resolution[0]}x{self.resolution[1]}" if self.resolution else None,
+            "consumer": f"FFmpeg {self.ffver}",
+            "checks": len(self.checks),
+            "failures": [f"{n}: {d}" if d else n for n, _, d in failed],
+        }
+        if failed:
+            print(f"\n---- {self.spec['codecs']}: {len(failed)} failed check(s)", flush=True)
+            for n, _, d in failed:
+                print(f"  FAIL {n}" + (f": {d}" if d else ""))
+            for title, path, n in (("whipgate stderr", gw_err, 60), ("ffmpeg stderr", ff_err, 30),
+                                   ("publisher stdout", pub_out, 20), ("publisher stderr", pub_err, 30)):
+                print(f"---- {title} (last {n} lines of {path})\n{tail(path, n)}", flush=True)
+        return row
+
+
+def _first(text: str, prefix: str) -> str:
+    return next((l for l in text.splitlines() if l.startswith(prefix)), "")
+
+
+def _media_sections(sdp: str) -> list[tuple[str, list[str]]]:
+    out: list[tuple[str, list[str]]] = []
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            out.append((line[2:].split(" ", 1)[0], [line]))
+        elif out:
+            out[-1][1].append(line)
+    return out
+
+
+def _aiortc_version() -> str:
+    try:
+        import aiortc
+
+        return aiortc.__version__
+    except Exception:
+        return "unknown"
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--whipgate", default=str(REPO / "target" / "debug" / "whipgate"))
+    p.add_argument("--rows", default="h264,vp8", help="comma-separated: h264, vp8")
+    p.add_argument("--seconds", type=float, default=8.0, help="publishing time per row")
+    p.add_argument("--ready-timeout", type=float, default=30.0)
+    p.add_argument("--results", default=str(HERE / "results" / "aiortc.json"))
+    p.add_argument("--log-dir", help="where logs go (default: a new temp dir, kept)")
+    p.add_argument("--allow-host-network", action="store_true",
+                   help="run even when interfaces besides lo are visible (debugging only)")
+    args = p.parse_args()
+
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    for r in rows:
+        if r not in ROWS:
+            p.error(f"unknown row {r!r}; known: {', '.join(ROWS)}")
+    args.whipgate = str(Path(args.whipgate).resolve())
+    if not os.access(args.whipgate, os.X_OK):
+        print(f"interop: no whipgate binary at {args.whipgate} (run cargo build first)", file=sys.stderr)
+        return 2
+    for tool in ("ffmpeg", "timeout"):
+        if not shutil.which(tool):
+            print(f"interop: {tool} not found (apt-get install ffmpeg coreutils)", file=sys.stderr)
+            return 2
+
+    ensure_private_netns(args)
+
+    log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="whipgate-interop-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    pb, pbg = load_stubs(Path(tempfile.mkdtemp(prefix="whipgate-stubs-")))
+    ffver = ffmpeg_version()
+    log(f"whipgate {args.whipgate}; FFmpeg {ffver}; aiortc {_aiortc_version()}; logs {log_dir}")
+
+    results = []
+    for r in rows:
+        results.append(Row(r, args, pb, pbg, log_dir / r, ffver).run())
+
+    out = Path(args.results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+
+    print()
+    for row in results:
+        f = row["frames"]
+        print(f"{row['client']} {row['version']:<8} {row['codecs']:<10} trickle=no  "
+              f"{row['result'].upper():<4}  video={f['video']} audio={f['audio']} "
+              f"res={row['resolution']}  ({row['checks'] - len(row['failures'])}/{row['checks']} checks)")
+    passed = sum(r["result"] == "pass" for r in results)
+    print(f"results in {out}, logs in {log_dir}")
+    print(f"interop: {passed} passed, {len(results) - passed} failed")
+    return 0 if passed == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+//! Control plane: RPCs, events, caps, auth, health, metrics.

@@ -1,0 +1,8 @@
+#![allow(unreachable_pub, dead_code)]
+//! One integration binary: the whole gateway in-process, real WebRTC publishers, real gRPC,
+//! real HTTP, real UDP sinks.
+
+mod control;
+mod harness;
+mod publisher;
+mod whip;

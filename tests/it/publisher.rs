@@ -1,0 +1,364 @@
+//! A real WebRTC publisher for the tests: webrtc-rs's async `webrtc` crate (its own driver and
+//! sockets, independent of the gateway's sans-IO loop) sending synthetic H264/VP8 + Opus RTP.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
+use tokio::sync::watch;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
+    RTCPeerConnectionState,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+/// Video codec the publisher offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Video {
+    /// H.264 at payload type 102 (the consumer SDP says 96: the gateway must rewrite).
+    H264,
+    /// VP8 at payload type 100 (consumer: 97).
+    Vp8,
+}
+
+/// Offer payload types: deliberately not the consumer SDP's, so rewriting is observable.
+pub const OFFER_H264_PT: u8 = 102;
+pub const OFFER_VP8_PT: u8 = 100;
+pub const OFFER_OPUS_PT: u8 = 109;
+
+struct Handler {
+    gathered: watch::Sender<bool>,
+    state: watch::Sender<RTCPeerConnectionState>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.send(true);
+        }
+    }
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.state.send(state);
+    }
+}
+
+/// A publisher: one peer connection with a video and/or an audio track.
+pub struct Publisher {
+    pc: Arc<dyn PeerConnection>,
+    video: Option<(Arc<TrackLocalStaticRTP>, Arc<dyn RtpSender>, Video)>,
+    audio: Option<(Arc<TrackLocalStaticRTP>, Arc<dyn RtpSender>)>,
+    state: watch::Receiver<RTCPeerConnectionState>,
+    gathered: watch::Receiver<bool>,
+    sending: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str) -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: mime.to_owned(),
+        clock_rate,
+        channels,
+        sdp_fmtp_line: fmtp.to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+fn video_codec(video: Video) -> (RTCRtpCodec, u8) {
+    match video {
+        Video::H264 => (
+            codec(
+                MIME_TYPE_H264,
+                90000,
+                0,
+                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+            ),
+            OFFER_H264_PT,
+        ),
+        Video::Vp8 => (codec(MIME_TYPE_VP8, 90000, 0, ""), OFFER_VP8_PT),
+    }
+}
+
+fn track(kind: RtpCodecKind, codec: RTCRtpCodec, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        "whipgate-test".to_owned(),
+        format!("test-{kind}"),
+        format!("test-{kind}"),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec,
+            ..Default::default()
+        }],
+    )))
+}
+
+impl Publisher {
+    /// Builds the peer connection and returns it with its complete (non-trickle) offer.
+    pub async fn new(video: Option<Video>, audio: bool) -> Result<(Self, String)> {
+        let mut media = MediaEngine::default();
+        if let Some(v) = video {
+            let (c, pt) = video_codec(v);
+            media.register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: c,
+                    payload_type: pt,
+                    ..Default::default()
+                },
+                RtpCodecKind::Video,
+            )?;
+        }
+        if audio {
+            media.register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: codec(MIME_TYPE_OPUS, 48000, 2, "minptime=10;useinbandfec=1"),
+                    payload_type: OFFER_OPUS_PT,
+                    ..Default::default()
+                },
+                RtpCodecKind::Audio,
+            )?;
+        }
+        let registry = register_default_interceptors(Registry::new(), &mut media)?;
+        let (gathered_tx, gathered) = watch::channel(false);
+        let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(Handler {
+                gathered: gathered_tx,
+                state: state_tx,
+            }))
+            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+            .build()
+            .await?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let video = match video {
+            Some(v) => {
+                let t = track(RtpCodecKind::Video, video_codec(v).0, random_ssrc());
+                let sender = pc.add_track(Arc::clone(&t) as Arc<dyn TrackLocal>).await?;
+                Some((t, sender, v))
+            }
+            None => None,
+        };
+        let audio = if audio {
+            let t = track(
+                RtpCodecKind::Audio,
+                codec(MIME_TYPE_OPUS, 48000, 2, "minptime=10;useinbandfec=1"),
+                random_ssrc(),
+            );
+            let sender = pc.add_track(Arc::clone(&t) as Arc<dyn TrackLocal>).await?;
+            Some((t, sender))
+        } else {
+            None
+        };
+        let offer = pc.create_offer(None).await?;
+        pc.set_local_description(offer).await?;
+        let mut publisher = Publisher {
+            pc,
+            video,
+            audio,
+            state,
+            gathered,
+            sending: Arc::new(AtomicBool::new(false)),
+            tasks: Vec::new(),
+        };
+        tokio::time::timeout(Duration::from_secs(5), publisher.gathered.wait_for(|g| *g))
+            .await
+            .context("ICE gathering timed out")??;
+        let sdp = publisher
+            .pc
+            .local_description()
+            .await
+            .ok_or_else(|| anyhow!("no local description"))?
+            .sdp;
+        Ok((publisher, sdp))
+    }
+
+    /// Applies the gateway's answer.
+    pub async fn set_answer(&self, sdp: String) -> Result<()> {
+        self.pc
+            .set_remote_description(RTCSessionDescription::answer(sdp)?)
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until ICE + DTLS are up.
+    pub async fn connected(&mut self, patience: Duration) -> Result<()> {
+        tokio::time::timeout(
+            patience,
+            self.state
+                .wait_for(|s| *s == RTCPeerConnectionState::Connected),
+        )
+        .await
+        .context("publisher did not connect")??;
+        Ok(())
+    }
+
+    /// Starts sending synthetic media (30 fps video, 50 pps audio) until [`Publisher::stop_media`].
+    pub async fn start_media(&mut self) -> Result<()> {
+        self.sending.store(true, Ordering::SeqCst);
+        if let Some((track, sender, video)) = &self.video {
+            let pt = negotiated_pt(sender).await?;
+            let ssrc = first_ssrc(track).await?;
+            let (track, video, sending) = (Arc::clone(track), *video, Arc::clone(&self.sending));
+            self.tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(33));
+                let mut n: u32 = 0;
+                while sending.load(Ordering::SeqCst) {
+                    tick.tick().await;
+                    let keyframe = n % 30 == 0;
+                    let payload: Vec<u8> = match video {
+                        Video::H264 => {
+                            [&[if keyframe { 0x65 } else { 0x41 }][..], &[0xAB; 400]].concat()
+                        }
+                        Video::Vp8 => [
+                            &[0x10, if keyframe { 0x00 } else { 0x01 }][..],
+                            &[0xCD; 400],
+                        ]
+                        .concat(),
+                    };
+                    if let Err(e) = track
+                        .write_rtp(packet(pt, ssrc, n, n.wrapping_mul(3000), true, payload))
+                        .await
+                    {
+                        if n % 30 == 0 {
+                            eprintln!("video write_rtp: {e}");
+                        }
+                    }
+                    n = n.wrapping_add(1);
+                }
+            }));
+        }
+        if let Some((track, sender)) = &self.audio {
+            let pt = negotiated_pt(sender).await?;
+            let ssrc = first_ssrc(track).await?;
+            let (track, sending) = (Arc::clone(track), Arc::clone(&self.sending));
+            self.tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(20));
+                let mut n: u32 = 0;
+                while sending.load(Ordering::SeqCst) {
+                    tick.tick().await;
+                    let _ = track
+                        .write_rtp(packet(
+                            pt,
+                            ssrc,
+                            n,
+                            n.wrapping_mul(960),
+                            false,
+                            vec![0xFC; 80],
+                        ))
+                        .await;
+                    n = n.wrapping_add(1);
+                }
+            }));
+        }
+        Ok(())
+    }
+
+    /// Stops sending media (the connection stays up).
+    pub fn stop_media(&self) {
+        self.sending.store(false, Ordering::SeqCst);
+    }
+
+    /// Current connection state.
+    pub fn state(&self) -> RTCPeerConnectionState {
+        *self.state.borrow()
+    }
+
+    /// Waits for a given state.
+    pub async fn wait_state(
+        &mut self,
+        want: RTCPeerConnectionState,
+        patience: Duration,
+    ) -> Result<()> {
+        tokio::time::timeout(patience, self.state.wait_for(|s| *s == want))
+            .await
+            .with_context(|| format!("publisher never reached {want}"))??;
+        Ok(())
+    }
+
+    /// Closes the connection without telling the gateway (a publisher that vanished).
+    pub async fn close(mut self) {
+        self.stop_media();
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        let _ = self.pc.close().await;
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.sending.store(false, Ordering::SeqCst);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn packet(
+    pt: u8,
+    ssrc: u32,
+    seq: u32,
+    timestamp: u32,
+    marker: bool,
+    payload: Vec<u8>,
+) -> rtp::Packet {
+    rtp::Packet {
+        header: rtp::Header {
+            version: 2,
+            payload_type: pt,
+            ssrc,
+            sequence_number: seq as u16,
+            timestamp,
+            marker,
+            ..Default::default()
+        },
+        payload: payload.into(),
+    }
+}
+
+async fn first_ssrc(track: &Arc<TrackLocalStaticRTP>) -> Result<u32> {
+    use webrtc::media_stream::Track;
+    track
+        .ssrcs()
+        .await
+        .first()
+        .copied()
+        .ok_or_else(|| anyhow!("track has no SSRC"))
+}
+
+async fn negotiated_pt(sender: &Arc<dyn RtpSender>) -> Result<u8> {
+    sender
+        .get_parameters()
+        .await?
+        .rtp_parameters
+        .codecs
+        .first()
+        .map(|c| c.payload_type)
+        .ok_or_else(|| anyhow!("sender has no negotiated codec"))
+}
+
+fn random_ssrc() -> u32 {
+    (uuid::Uuid::new_v4().as_u128() & 0xffff_ffff) as u32
+}

@@ -1,0 +1,360 @@
+//! WHIP edge: publishing, forwarding, every status code, cleanup.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use whipgate::control::pb;
+
+use crate::harness::{PATIENCE, TestGateway, UdpSink, eventually, header};
+use crate::publisher::{Publisher, Video};
+
+const MINIMAL_OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_and_opus_are_forwarded_with_the_consumer_payload_types() -> Result<()> {
+    let mut gw = TestGateway::start().await?;
+    let (video, audio) = (UdpSink::bind().await?, UdpSink::bind().await?);
+    let ingest = gw.register("cam1", Some(&video), Some(&audio)).await?;
+    assert!(
+        ingest
+            .consumer_sdp
+            .contains(&format!("m=video {} RTP/AVP 96", video.addr.port()))
+    );
+
+    let published = gw.publish("cam1", Some(Video::H264), true).await?;
+    assert!(published.location.starts_with("/whip/cam1/"));
+    let session_id = published.location.rsplit('/').next().unwrap_or_default();
+    assert!(
+        uuid::Uuid::parse_str(session_id).is_ok(),
+        "session id is a UUID"
+    );
+    assert!(published.etag.starts_with('"'), "strong ETag");
+    assert!(published.answer.contains("a=ice-lite"));
+    assert!(published.answer.contains("a=recvonly"));
+
+    let v = video.recv_n(20, PATIENCE).await?;
+    assert!(
+        v.iter().all(|p| p.payload_type == 96),
+        "video PT rewritten to 96: {v:?}"
+    );
+    let a = audio.recv_n(20, PATIENCE).await?;
+    assert!(
+        a.iter().all(|p| p.payload_type == 111),
+        "audio PT rewritten to 111"
+    );
+
+    let session = gw.session("cam1").await?.expect("live session");
+    assert_eq!(session.state, pb::SessionState::Connected as i32);
+    assert_eq!(session.video_codec, "H264");
+    assert_eq!(session.audio_codec, "opus");
+    assert!(
+        session.counters.as_ref().is_some_and(|c| c.plis_sent >= 1),
+        "PLI sent at track start"
+    );
+
+    assert_eq!(gw.delete(&published.location).await?, 204);
+    assert!(gw.session("cam1").await?.is_none());
+    assert_eq!(gw.registry.live_count(), 0);
+    gw.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vp8_is_forwarded_at_its_own_payload_type() -> Result<()> {
+    let mut gw = TestGateway::start().await?;
+    let video = UdpSink::bind().await?;
+    gw.register_with(pb::RegisterIngestRequest {
+        ingest_id: "vp8cam".into(),
+        video_target: video.addr.to_string(),
+        video_codecs: vec![pb::VideoCodec::Vp8 as i32],
+        ..Default::default()
+    })
+    .await?;
+    let _published = gw.publish("vp8cam", Some(Video::Vp8), true).await?;
+    let v = video.recv_n(10, PATIENCE).await?;
+    assert!(v.iter().all(|p| p.payload_type == 97));
+    gw.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_is_idempotent_and_unknown_sessions_are_204() -> Result<()> {
+    let mut gw = TestGateway::start().await?;
+    gw.register("a", None, None).await?;
+    let published = gw.publish("a", Some(Video::H264), false).await?;
+    assert_eq!(gw.delete(&published.location).await?, 204);
+    assert_eq!(gw.delete(&published.location).await?, 204);
+    assert_eq!(gw.delete("/whip/a/not-a-uuid").await?, 204);
+    assert_eq!(
+        gw.delete(&format!("/whip/nope/{}", uuid::Uuid::new_v4()))
+            .await?,
+        204
+    );
+    gw.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_their_status_and_leave_nothing_behind() -> Result<()> {
+    let mut gw = TestGateway::start_with(|c| c.max_sdp_bytes = 4096).await?;
+    gw.register("cam", None, None).await?;
+    let (_publisher, offer) = Publisher::new(Some(Video::H264), true).await?;
+
+    // 404: no such ingest.
+    let r = gw.post_offer("ghost", &offer, None).await?;
+    assert_eq!(r.status(), 404);
+    // 415: wrong content type.
+    let r = gw
+        .http
+        .post(gw.whip_url("cam"))
+        .header("content-type", "text/plain")
+        .body(offer.clone())
+        .send()
+        .await?;
+    assert_eq!(r.status(), 415);
+    // 413: too large.
+    let r = gw.post_offer("cam", &"a".repeat(10_000), None).await?;
+    assert_eq!(r.status(), 413);
+    // 400: not SDP, no media, recvonly, unsupported codec (with the 415 above: 5 bad_sdp).
+    for bad in [
+        "hello".to_owned(),
+        MINIMAL_OFFER.to_owned(),
+        offer
+            .replace("a=sendrecv", "a=recvonly")
+            .replace("a=sendonly", "a=recvonly"),
+        offer
+            .replace("H264/90000", "XYZ/90000")
+            .replace("opus/48000", "pcmu/48000"),
+    ] {
+        let r = gw.post_offer("cam", &bad, None).await?;
+        assert_eq!(r.status(), 400, "offer should be refused: {bad:.60}");
+        assert!(!r.text().await?.is_empty(), "error carries a message");
+    }
+    assert_eq!(gw.registry.live_count(), 0);
+    let metrics = gw.metrics().await?;
+    assert!(
+        metrics.contains("whipgate_publish_rejections_total{reason=\"bad_sdp\"} 5"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("whipgate_publish_rejections_total{reason=\"not_found\"} 1"));
+    gw.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_is_required_when_registered() -> Result<()> {
+    let mut gw = TestGateway::start().await?;
+    gw.register_with(pb::RegisterIngestRequest {
+        ingest_id: "secure".into(),
+        bearer_token: "s3cret".into(),
+        ..Default::default()
+    })
+    .await?;
+    let (mut publisher, offer) = Publisher::new(Some(Video::H264), true).await?;
+    assert_eq!(gw.post_offer("secure", &offer, None).await?.status(), 401);
+    assert_eq!(
+        gw.post_offer("secure", &offer, Some("wrong"))
+            .await?
+            .status(),
+        401
+    );
+    let r = gw.post_offer("secure", &offer, Some("s3cret")).await?;
+    assert_eq!(r.status(), 201);
+    publisher.set_answer(r.text().await?).await?;
+    publisher.connected(PATIENCE).await?;
+    gw.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_publisher_gets_409_and_racing_posts_have_one_winner() -> Result<()> {
+    let mut gw = TestGateway::start().await?;
+    gw.register("race", None, None).await?;
+    let mut offers = Vec::new();
+    for _ in 0..4 {
+        offers.push(Publisher::new(Some(Video::H264), true).await?);
+    }
+    let posts = offers
+        .iter()
+        .map(|(_, offer)| gw.post_offer("race", offer, None));
+    let statuses: Vec<u16> = futures_util::future::join_all(posts)
+        .await
+        .into_iter()
+        .map(|r| r.map(|r| r.status().as_u16()).unwrap_or(0))
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(gw.registry.live_count(), 1);
+    gw.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_cap_answers_503_with_retry_after() -> Result<()> {
+    let mut gw = TestGateway::start_with(|c| c.max_publishers = 1).await?;
+    gw.register("one", None, None).await?;
+    gw.register("two", None, None).await?;
+    let _first = gw.publish("one", Some(Video::H264), false).await?;
+    let (_p, offer) = Publisher::new(Some(Video::H264), false).await?;
+    let r = gw.post_offer("two", &offer, None).await?;
+    assert_eq!(r.status(), 503);
+    assert!(header(&r, "retry-after").is_ok());
+    gw.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answer_deadline_exceeded_is_504_and_releases_the_slot() -> Result<()> {
+    let mut gw = TestGateway::start_with(|c| c.answer_timeout = Duration::from_nanos(1)).await?;
+    gw.register("slow", None, None).await?;
+    let (_p, offer) = Publisher::new(Some(Video::H264), true).await?;
+    let r = gw.post_offer("slow", &offer, None).await?;
+    assert_eq!(r.status(), 504);
+    assert_eq!(gw.registry.live_count(), 0);
+    gw.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflight_and_exposed_headers() -> Result<()> {
+    let mut gw = TestGateway::start().await?;
+    gw.register("cors", None, None).await?;
+    let r = gw
+        .http
+        .request(reqwest::Method::OPTIONS, gw.whip_url("cors"))
+        .header("origin", "https://studio.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type,authorization",
+        )
+        .send()
+        .await?;
+    assert!(r.status().is_success());
+    assert_eq!(header(&r, "access-control-allow-origin")?, "*");
+    let r = gw
+        .http
+        .request(reqwest::Method::OPTIONS, gw.whip_url("cors"))
+        .send()
+        .await?;
+    assert_eq!(header(&r, "accept-post")?, "application/sdp");
+    let (_p, offer) = Publisher::new(Some(Video::H264), false).await?;
+    let r = gw
+        .http
+        .post(gw.whip_url("cors"))
+        .header("origin", "https://studio.example")
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 201);
+    let exposed = header(&r, "access-control-expose-headers")?.to_ascii_lowercase();
+    for h in ["location", "etag", "link", "accept-patch"] {
+        assert!(exposed.contains(h), "{h} exposed: {exposed}");
+    }
+    gw.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickle_patch_checks_content_type_etag_and_session() -> Result<()> {
+    let mut gw = TestGateway::start().await?;
+    gw.register("t", None, None).await?;
+    let published = gw.publish("t", Some(Video::H264), false).await?;
+    let url = gw.url(&published.location);
+    let frag = "a=ice-ufrag:abcd\r\na=ice-pwd:0123456789012345678901\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n";
+    let patch = |ct: &'static str, if_match: Option<String>, url: String| {
+        let mut r = gw.http.patch(url).header("content-type", ct).body(frag);
+        if let Some(m) = if_match {
+            r = r.header("if-match", m);
+        }
+        r.send()
+    };
+    assert_eq!(
+        patch("application/sdp", Some(published.etag.clone()), url.clone())
+            .await?
+            .status(),
+        415
+    );
+    assert_eq!(
+        patch("application/trickle-ice-sdpfrag", None, url.clone())
+            .await?
+            .status(),
+        428
+    );
+    assert_eq!(
+        patch(
+            "application/trickle-ice-sdpfrag",
+            Some("\"nope\"".into()),
+            url.clone()
+        )
+        .await?
+        .status(),
+        412
+    );
+    assert_eq!(
+        patch(
+            "application/trickle-ice-sdpfrag",
+            Some(published.etag.clone()),
+            url.clone()
+        )
+        .await?
+        .status(),
+        204
+    );
+    let unknown = gw.url(&format!("/whip/t/{}", uuid::Uuid::new_v4()));
+    assert_eq!(
+        patch(
+            "application/trickle-ice-sdpfrag",
+            Some(published.etag.clone()),
+            unknown
+        )
+        .await?
+        .status(),
+        404
+    );
+    gw.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_vanishes_is_cleaned_up() -> Result<()> {
+    let mut gw = TestGateway::start_with(|c| c.media_timeout = Duration::from_secs(1)).await?;
+    let video = UdpSink::bind().await?;
+    gw.register("gone", Some(&video), None).await?;
+    let published = gw.publish("gone", Some(Video::H264), true).await?;
+    video.recv_rtp(PATIENCE).await?;
+    // No DELETE: the publisher just stops sending (its process froze or its network dropped).
+    published.publisher.stop_media();
+    let registry = gw.registry.clone();
+    eventually(PATIENCE, "session cleanup", || async {
+        (registry.live_count() == 0).then_some(())
+    })
+    .await?;
+    assert!(gw.session("gone").await?.is_none());
+    let metrics = gw.metrics().await?;
+    assert!(
+        metrics.contains("whipgate_sessions_ended_total{reason=\"inactivity\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("whipgate_live_publishers 0"));
+    published.publisher.close().await;
+    gw.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unregister_closes_the_live_publisher() -> Result<()> {
+    let mut gw = TestGateway::start().await?;
+    gw.register("bye", None, None).await?;
+    let _published = gw.publish("bye", Some(Video::H264), true).await?;
+    let r = gw
+        .grpc
+        .unregister_ingest(pb::UnregisterIngestRequest {
+            ingest_id: "bye".into(),
+        })
+        .await?
+        .into_inner();
+    assert!(r.session_closed);
+    assert_eq!(gw.registry.live_count(), 0);
+    let (_p, offer) = Publisher::new(Some(Video::H264), true).await?;
+    assert_eq!(gw.post_offer("bye", &offer, None).await?.status(), 404);
+    gw.stop().await
+}
