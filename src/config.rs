@@ -306,7 +306,10 @@ mod tests {
         let c = cli.into_config().unwrap();
         std::fs::remove_file(&dir).ok();
         assert_eq!(c.max_publishers, 7);
-        assert_eq!(c.http_listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(
+            c.http_listen,
+            "127.0.0.1:9000".parse::<std::net::SocketAddr>().unwrap()
+        );
     }
 
     #[test]

@@ -1,1 +1,163 @@
+//! Registry transitions, without a runtime.
+
+use std::sync::Arc;
+
 use super::*;
+use crate::codec::{AudioCodec, VideoCodec};
+
+fn registry(max: usize) -> Registry {
+    let metrics = Arc::new(Metrics::new(false).expect("metrics"));
+    Registry::new(
+        Caps {
+            max_publishers: max,
+        },
+        64,
+        metrics,
+    )
+}
+
+fn spec(id: &str) -> IngestSpec {
+    IngestSpec {
+        id: id.to_owned(),
+        video_target: Some("127.0.0.1:5004".parse().expect("addr")),
+        audio_target: None,
+        bearer_token: None,
+        labels: Default::default(),
+        video_codecs: VideoCodec::DEFAULT.to_vec(),
+        audio_codecs: AudioCodec::DEFAULT.to_vec(),
+        limits: Limits::default(),
+    }
+}
+
+fn kinds(sub: &mut Subscription) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    while let Ok(e) = sub.live.try_recv() {
+        out.push(e.payload.kind_name());
+    }
+    out
+}
+
+#[test]
+fn register_is_idempotent_and_conflicts_need_replace() {
+    let r = registry(4);
+    assert!(r.register(spec("a"), false).expect("first").1);
+    assert!(!r.register(spec("a"), false).expect("identical").1);
+    let mut other = spec("a");
+    other.labels.insert("k".into(), "v".into());
+    assert!(matches!(
+        r.register(other.clone(), false),
+        Err(Error::IngestExists(_))
+    ));
+    assert!(r.register(other, true).is_ok());
+    assert_eq!(r.get("a").expect("get").spec.labels["k"], "v");
+}
+
+#[test]
+fn one_publisher_per_ingest_and_the_global_cap_hold() {
+    let r = registry(1);
+    r.register(spec("a"), false).expect("a");
+    r.register(spec("b"), false).expect("b");
+    let first = r.admit("a", None).expect("first publisher");
+    assert!(matches!(
+        r.admit("a", None),
+        Err(Error::PublisherConflict(_))
+    ));
+    assert!(matches!(r.admit("b", None), Err(Error::CapReached(1))));
+    drop(first);
+    assert_eq!(
+        r.live_count(),
+        0,
+        "dropping the admission releases the slot"
+    );
+    assert!(r.admit("b", None).is_ok());
+}
+
+#[test]
+fn tokens_are_checked() {
+    let r = registry(4);
+    let mut s = spec("a");
+    s.bearer_token = Some("t".into());
+    r.register(s, false).expect("register");
+    assert!(matches!(r.authorize("a", None), Err(Error::Unauthorized)));
+    assert!(matches!(r.admit("a", Some("x")), Err(Error::Unauthorized)));
+    assert!(r.admit("a", Some("t")).is_ok());
+    assert!(
+        r.get("a").expect("get").spec.bearer_token.is_none(),
+        "views never carry the token"
+    );
+}
+
+#[test]
+fn a_session_ends_once_and_cancels_its_task() {
+    let r = registry(4);
+    r.register(spec("a"), false).expect("register");
+    let mut sub = r.subscribe(0).expect("subscribe");
+    let admission = r.admit("a", None).expect("admit");
+    r.publish_accepted(admission.session_id, None, "\"e\"");
+    assert!(r.end_session(admission.session_id, EndReason::PublisherDelete, "bye"));
+    assert!(!r.end_session(admission.session_id, EndReason::Error, "again"));
+    assert!(admission.cancel.is_cancelled());
+    drop(admission);
+    assert_eq!(kinds(&mut sub), ["publish_accepted", "session_ended"]);
+}
+
+#[test]
+fn an_unannounced_session_vanishes_without_events() {
+    let r = registry(4);
+    r.register(spec("a"), false).expect("register");
+    let mut sub = r.subscribe(0).expect("subscribe");
+    drop(r.admit("a", None).expect("admit"));
+    assert!(kinds(&mut sub).is_empty());
+    assert_eq!(r.live_count(), 0);
+}
+
+#[test]
+fn teardown_keeps_the_ingest_and_unregister_removes_it() {
+    let r = registry(4);
+    r.register(spec("a"), false).expect("register");
+    let admission = r.admit("a", None).expect("admit");
+    r.publish_accepted(admission.session_id, None, "\"e\"");
+    assert!(r.teardown("a", "").expect("teardown"));
+    assert!(!r.teardown("a", "").expect("nothing live"));
+    assert!(r.get("a").is_ok());
+    assert!(admission.cancel.is_cancelled());
+    let again = r.admit("a", None).expect("reconnect after teardown");
+    assert!(r.unregister("a").expect("unregister"));
+    assert!(again.cancel.is_cancelled());
+    assert!(matches!(r.get("a"), Err(Error::IngestNotFound(_))));
+}
+
+#[test]
+fn replacing_media_parameters_closes_the_live_publisher() {
+    let r = registry(4);
+    r.register(spec("a"), false).expect("register");
+    let admission = r.admit("a", None).expect("admit");
+    let mut moved = spec("a");
+    moved.video_target = Some("127.0.0.1:6000".parse().expect("addr"));
+    r.register(moved, true).expect("replace");
+    assert!(admission.cancel.is_cancelled());
+    assert_eq!(r.live_count(), 0);
+}
+
+#[test]
+fn draining_ends_everything_and_refuses_new_publishes() {
+    let r = registry(4);
+    r.register(spec("a"), false).expect("register");
+    let admission = r.admit("a", None).expect("admit");
+    r.start_draining();
+    assert!(admission.cancel.is_cancelled());
+    assert!(matches!(r.admit("a", None), Err(Error::Draining)));
+    assert!(matches!(r.authorize("a", None), Err(Error::Draining)));
+}
+
+#[test]
+fn lowering_the_cap_keeps_live_publishers() {
+    let r = registry(4);
+    r.register(spec("a"), false).expect("a");
+    r.register(spec("b"), false).expect("b");
+    let live = r.admit("a", None).expect("admit");
+    let (caps, count) = r.set_max_publishers(1);
+    assert_eq!((caps.max_publishers, count), (1, 1));
+    assert!(!live.cancel.is_cancelled());
+    assert!(matches!(r.admit("b", None), Err(Error::CapReached(1))));
+}

@@ -1,1 +1,86 @@
+//! Offer checks and codec choice.
+
 use super::*;
+use crate::codec::AudioCodec;
+use crate::registry::Limits;
+
+fn spec(video: &[VideoCodec]) -> IngestSpec {
+    IngestSpec {
+        id: "x".into(),
+        video_target: None,
+        audio_target: None,
+        bearer_token: None,
+        labels: Default::default(),
+        video_codecs: video.to_vec(),
+        audio_codecs: AudioCodec::DEFAULT.to_vec(),
+        limits: Limits::default(),
+    }
+}
+
+/// Shaped like a browser offer: VP8 first, H264 in two packetization modes, then Opus.
+const BROWSER: &str = "v=0\r\n\
+o=- 1 2 IN IP4 127.0.0.1\r\n\
+s=-\r\n\
+t=0 0\r\n\
+a=group:BUNDLE 0 1\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=mid:0\r\n\
+a=sendonly\r\n\
+a=rtpmap:111 opus/48000/2\r\n\
+a=fmtp:111 minptime=10;useinbandfec=1\r\n\
+a=rtpmap:0 PCMU/8000\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 106\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=mid:1\r\n\
+a=sendonly\r\n\
+a=rtpmap:96 VP8/90000\r\n\
+a=rtpmap:97 rtx/90000\r\n\
+a=fmtp:97 apt=96\r\n\
+a=rtpmap:102 H264/90000\r\n\
+a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f\r\n\
+a=rtpmap:106 H264/90000\r\n\
+a=fmtp:106 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
+
+#[test]
+fn the_ingest_preference_wins_over_the_offer_order() {
+    let plan = plan(BROWSER, &spec(VideoCodec::DEFAULT)).expect("plan");
+    let video = plan.video.expect("video");
+    assert_eq!(
+        (video.codec, video.payload_type),
+        (VideoCodec::H264, 106),
+        "mode 1 only"
+    );
+    let audio = plan.audio.expect("audio");
+    assert_eq!(
+        (audio.payload_type, audio.clock_rate, audio.channels),
+        (111, 48000, 2)
+    );
+}
+
+#[test]
+fn a_vp8_only_ingest_picks_vp8() {
+    let plan = plan(BROWSER, &spec(&[VideoCodec::Vp8])).expect("plan");
+    assert_eq!(plan.video.as_ref().map(|v| v.payload_type), Some(96));
+    assert_eq!(plan.kind_of(96), Some(crate::codec::MediaKind::Video));
+    assert_eq!(plan.kind_of(111), Some(crate::codec::MediaKind::Audio));
+    assert_eq!(plan.kind_of(97), None);
+}
+
+#[test]
+fn unusable_offers_are_explained() {
+    let only_mode0 = BROWSER.replace("packetization-mode=1", "packetization-mode=0");
+    let err = plan(&only_mode0, &spec(&[VideoCodec::H264])).expect_err("no mode 1");
+    assert!(
+        err.to_string().contains("no supported video codec"),
+        "{err}"
+    );
+    let recv = BROWSER.replace("a=sendonly", "a=recvonly");
+    assert!(plan(&recv, &spec(VideoCodec::DEFAULT)).is_err());
+    assert!(plan("garbage", &spec(VideoCodec::DEFAULT)).is_err());
+    let two_videos = format!(
+        "{BROWSER}{}",
+        &BROWSER[BROWSER.find("m=video").expect("video")..]
+    );
+    assert!(plan(&two_videos, &spec(VideoCodec::DEFAULT)).is_err());
+}
