@@ -176,7 +176,6 @@ fn video_parameters(chosen: &Chosen<VideoCodec>) -> RTCRtpCodecParameters {
             rtcp_feedback: nack_feedback(),
         },
         payload_type: chosen.payload_type,
-        ..Default::default()
     }
 }
 
@@ -190,6 +189,5 @@ fn audio_parameters(chosen: &Chosen<AudioCodec>) -> RTCRtpCodecParameters {
             rtcp_feedback: Vec::new(),
         },
         payload_type: chosen.payload_type,
-        ..Default::default()
     }
 }

@@ -312,13 +312,13 @@ impl Session {
         }
         let registry = self.admission.guard.registry();
         let limits = registry.limits(&self.admission.spec.id).unwrap_or_default();
-        if let Some(max) = limits.max_session {
-            if p.started.elapsed() >= max {
-                p.end = Some((
-                    EndReason::DurationCap,
-                    format!("session longer than {}s", max.as_secs()),
-                ));
-            }
+        if let Some(max) = limits.max_session
+            && p.started.elapsed() >= max
+        {
+            p.end = Some((
+                EndReason::DurationCap,
+                format!("session longer than {}s", max.as_secs()),
+            ));
         }
     }
 
@@ -362,19 +362,17 @@ impl Session {
                 .with_label_values(&[self.admission.spec.id.as_str(), "all"])
                 .inc_by(delta);
         }
-        if let Some(max) = self
-            .admission
-            .guard
-            .registry()
+        let max_bitrate = registry
             .limits(&self.admission.spec.id)
-            .and_then(|l| l.max_bitrate_bps)
+            .and_then(|l| l.max_bitrate_bps);
+        if let Some(max) = max_bitrate
+            && bitrate > max
+            && p.connected
         {
-            if bitrate > max && p.connected {
-                p.end = Some((
-                    EndReason::BitrateCap,
-                    format!("{bitrate} bps above the cap of {max} bps"),
-                ));
-            }
+            p.end = Some((
+                EndReason::BitrateCap,
+                format!("{bitrate} bps above the cap of {max} bps"),
+            ));
         }
         self.admission.guard.registry().session_stats(
             self.admission.session_id,

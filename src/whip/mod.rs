@@ -194,10 +194,10 @@ async fn stop(
     State(state): State<WhipState>,
     Path((ingest_id, session_id)): Path<(String, String)>,
 ) -> StatusCode {
-    if let Ok(id) = Uuid::parse_str(&session_id) {
-        if state.registry.end_publisher_session(&ingest_id, id) {
-            tracing::info!(ingest = %ingest_id, session_id = %id, "publisher sent DELETE");
-        }
+    if let Ok(id) = Uuid::parse_str(&session_id)
+        && state.registry.end_publisher_session(&ingest_id, id)
+    {
+        tracing::info!(ingest = %ingest_id, session_id = %id, "publisher sent DELETE");
     }
     StatusCode::NO_CONTENT
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use rtc::interceptor::Registry;
@@ -122,7 +122,6 @@ impl Publisher {
                 RTCRtpCodecParameters {
                     rtp_codec: c,
                     payload_type: pt,
-                    ..Default::default()
                 },
                 RtpCodecKind::Video,
             )?;
@@ -132,7 +131,6 @@ impl Publisher {
                 RTCRtpCodecParameters {
                     rtp_codec: codec(MIME_TYPE_OPUS, 48000, 2, "minptime=10;useinbandfec=1"),
                     payload_type: OFFER_OPUS_PT,
-                    ..Default::default()
                 },
                 RtpCodecKind::Audio,
             )?;
@@ -226,7 +224,7 @@ impl Publisher {
                 let mut n: u32 = 0;
                 while sending.load(Ordering::SeqCst) {
                     tick.tick().await;
-                    let keyframe = n % 30 == 0;
+                    let keyframe = n.is_multiple_of(30);
                     let payload: Vec<u8> = match video {
                         Video::H264 => {
                             [&[if keyframe { 0x65 } else { 0x41 }][..], &[0xAB; 400]].concat()
@@ -237,14 +235,9 @@ impl Publisher {
                         ]
                         .concat(),
                     };
-                    if let Err(e) = track
+                    let _ = track
                         .write_rtp(packet(pt, ssrc, n, n.wrapping_mul(3000), true, payload))
-                        .await
-                    {
-                        if n % 30 == 0 {
-                            eprintln!("video write_rtp: {e}");
-                        }
-                    }
+                        .await;
                     n = n.wrapping_add(1);
                 }
             }));
