@@ -131,6 +131,29 @@ impl Forwarder {
     }
 }
 
+impl Forwarder {
+    /// Sends one RTCP packet to the RTCP port of a kind's target (RTP port + 1).
+    pub(crate) fn forward_rtcp(&mut self, kind: MediaKind, packet: &dyn rtc::rtcp::Packet) {
+        let target = match kind {
+            MediaKind::Video => self.video.as_ref(),
+            MediaKind::Audio => self.audio.as_ref(),
+        };
+        let Some(target) = target else { return };
+        let Some(port) = target.addr.port().checked_add(1) else {
+            return;
+        };
+        let addr = SocketAddr::new(target.addr.ip(), port);
+        match packet.marshal() {
+            Ok(bytes) => {
+                if let Some(socket) = self.sockets.for_addr(addr) {
+                    let _ = socket.try_send_to(&bytes, addr);
+                }
+            }
+            Err(err) => tracing::debug!(%err, "marshalling RTCP"),
+        }
+    }
+}
+
 /// Whether a video RTP payload starts a keyframe.
 pub(crate) fn starts_keyframe(codec: VideoCodec, payload: &[u8]) -> bool {
     match codec {

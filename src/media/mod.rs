@@ -7,6 +7,7 @@
 mod forward;
 mod mux;
 mod peer;
+mod rtcp;
 mod session;
 
 use std::net::{IpAddr, SocketAddr};

@@ -2,8 +2,8 @@
 //!
 //! The media engine holds exactly the codecs chosen from the offer (with the publisher's payload
 //! types and fmtp), so the answer keeps one video and one audio codec. Interceptors are only
-//! what a receiver needs: receiver reports, a NACK generator, and TWCC feedback so that
-//! browsers ramp up to their target bitrate.
+//! what a receiver needs: receiver reports, a NACK generator, TWCC feedback so that browsers
+//! ramp up to their target bitrate, and a tap passing Sender Reports on for A/V sync.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -89,7 +89,11 @@ impl PeerFactory {
         }
         let interceptors = Registry::new()
             .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
-            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
+            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+            .with(
+                Slot::from(super::rtcp::SLOT),
+                super::rtcp::SenderReportTap::default(),
+            );
         let interceptors = configure_twcc_receiver_only(interceptors, &mut media)?;
 
         let settings = SettingEngineBuilder::new()

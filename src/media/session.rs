@@ -12,6 +12,7 @@ use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
 use rtc::shared::marshal::MarshalSize;
@@ -167,8 +168,10 @@ impl Session {
         }
         while let Some(message) = self.peer.poll_read() {
             tracing::trace!(message = ?std::mem::discriminant(&message.message), "peer message");
-            if let RTCMessage::RtpPacket(_, mut packet) = message.message {
-                self.on_rtp(&mut packet, p);
+            match message.message {
+                RTCMessage::RtpPacket(_, mut packet) => self.on_rtp(&mut packet, p),
+                RTCMessage::RtcpPacket(_, packets) => self.on_rtcp(&packets, p),
+                _ => {}
             }
         }
         // Events and RTP handling may have queued RTCP (PLI).
@@ -267,6 +270,23 @@ impl Session {
         }
         if self.forwarder.forward(kind, packet, size) {
             counters.packets_forwarded.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Forwards the publisher's Sender Reports to the consumer's RTCP port (RTP port + 1).
+    fn on_rtcp(&mut self, packets: &[Box<dyn rtc::rtcp::Packet>], p: &Progress) {
+        for packet in packets {
+            let Some(report) = packet.as_any().downcast_ref::<SenderReport>() else {
+                continue;
+            };
+            let kind = if Some(report.ssrc) == p.video_ssrc {
+                MediaKind::Video
+            } else if Some(report.ssrc) == p.audio_ssrc {
+                MediaKind::Audio
+            } else {
+                continue;
+            };
+            self.forwarder.forward_rtcp(kind, packet.as_ref());
         }
     }
 

@@ -358,3 +358,36 @@ async fn unregister_closes_the_live_publisher() -> Result<()> {
     assert_eq!(gw.post_offer("bye", &offer, None).await?.status(), 404);
     gw.stop().await
 }
+
+/// An RTP sink and a raw socket on the port above it (where RTCP goes).
+async fn rtp_and_rtcp_sinks() -> Result<(UdpSink, tokio::net::UdpSocket)> {
+    for _ in 0..50 {
+        let rtp = UdpSink::bind().await?;
+        let Some(next) = rtp.addr.port().checked_add(1) else {
+            continue;
+        };
+        if let Ok(rtcp) = tokio::net::UdpSocket::bind(("127.0.0.1", next)).await {
+            return Ok((rtp, rtcp));
+        }
+    }
+    anyhow::bail!("no free adjacent UDP ports")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_reports_reach_the_consumer_rtcp_port() -> Result<()> {
+    let mut gw = TestGateway::start().await?;
+    let (video, video_rtcp) = rtp_and_rtcp_sinks().await?;
+    gw.register("sync", Some(&video), None).await?;
+    let _published = gw.publish("sync", Some(Video::H264), true).await?;
+    let ssrc = video.recv_rtp(PATIENCE).await?.ssrc;
+    let mut buf = [0u8; 1500];
+    let (n, _) = tokio::time::timeout(PATIENCE, video_rtcp.recv_from(&mut buf)).await??;
+    assert!(n >= 28, "a sender report is at least 28 bytes");
+    assert_eq!(buf[1], 200, "RTCP packet type SR");
+    assert_eq!(
+        u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]),
+        ssrc,
+        "SR of the forwarded stream"
+    );
+    gw.stop().await
+}
