@@ -12,10 +12,11 @@
 //! | [`control`] | the tonic `IngestControl` service and proto conversions |
 //! | [`gateway`] | binding listeners, wiring, graceful shutdown |
 //! | [`error`] | the one error type and its HTTP / gRPC status mapping |
-//! | [`config`], [`metrics`], [`codec`] | configuration, Prometheus metrics, codecs and consumer SDP |
+//! | [`config`], [`metrics`], [`codec`], [`continuity`] | configuration, Prometheus metrics, codecs and consumer SDP, output stream continuity across reconnects |
 
 pub mod codec;
 pub mod config;
+pub mod continuity;
 pub mod control;
 pub mod error;
 pub mod gateway;

@@ -2,15 +2,20 @@
 //! and without per-packet allocation (one marshal buffer per session).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rtc::rtcp::sender_report::SenderReport;
+use uuid::Uuid;
 
 use rtc::rtp;
 use rtc::shared::marshal::{Marshal, MarshalSize};
 use tokio::net::UdpSocket;
 
 use crate::codec::{MediaKind, OfferPlan, VideoCodec};
+use crate::continuity::Continuity;
 use crate::metrics::{KindCounters, Metrics};
-use crate::registry::IngestSpec;
+use crate::registry::Admission;
 
 /// Sockets used to send forwarded media (one per address family).
 #[derive(Clone)]
@@ -41,11 +46,14 @@ impl ForwardSockets {
 struct Target {
     addr: SocketAddr,
     payload_type: u8,
+    clock_rate: u32,
     counters: KindCounters,
 }
 
 /// Forwards one session's packets to its ingest's targets.
 pub(crate) struct Forwarder {
+    session: Uuid,
+    continuity: Arc<Mutex<Continuity>>,
     sockets: ForwardSockets,
     video: Option<Target>,
     audio: Option<Target>,
@@ -57,29 +65,35 @@ pub(crate) struct Forwarder {
 impl Forwarder {
     pub(crate) fn new(
         sockets: ForwardSockets,
-        spec: &IngestSpec,
+        admission: &Admission,
         plan: &OfferPlan,
         metrics: &Metrics,
     ) -> Self {
         let video_counters = metrics.kind(MediaKind::Video);
         let audio_counters = metrics.kind(MediaKind::Audio);
         Forwarder {
-            video: spec
+            video: admission
+                .spec
                 .video_target
                 .zip(plan.video.as_ref())
                 .map(|(addr, chosen)| Target {
                     addr,
                     payload_type: chosen.codec.consumer_payload_type(),
+                    clock_rate: chosen.clock_rate,
                     counters: video_counters.clone(),
                 }),
-            audio: spec
+            audio: admission
+                .spec
                 .audio_target
                 .zip(plan.audio.as_ref())
                 .map(|(addr, chosen)| Target {
                     addr,
                     payload_type: chosen.codec.consumer_payload_type(),
+                    clock_rate: chosen.clock_rate,
                     counters: audio_counters.clone(),
                 }),
+            session: admission.session_id,
+            continuity: Arc::clone(&admission.continuity),
             video_received: video_counters,
             audio_received: audio_counters,
             sockets,
@@ -101,7 +115,26 @@ impl Forwarder {
         received.packets_received.inc();
         received.bytes_received.inc_by(size as u64);
         let Some(target) = target else { return false };
+        let mapped = {
+            let mut continuity = self.continuity.lock().unwrap_or_else(|p| p.into_inner());
+            let stream = match kind {
+                MediaKind::Video => &mut continuity.video,
+                MediaKind::Audio => &mut continuity.audio,
+            };
+            let h = &packet.header;
+            stream.map(
+                self.session,
+                h.ssrc,
+                h.sequence_number,
+                h.timestamp,
+                target.clock_rate,
+                Instant::now(),
+            )
+        };
         packet.header.payload_type = target.payload_type;
+        packet.header.ssrc = mapped.ssrc;
+        packet.header.sequence_number = mapped.seq;
+        packet.header.timestamp = mapped.ts;
         let needed = packet.marshal_size();
         if self.buf.len() < needed {
             self.buf.resize(needed, 0);
@@ -132,7 +165,8 @@ impl Forwarder {
 }
 
 impl Forwarder {
-    /// Sends one RTCP packet to the RTCP port of a kind's target (RTP port + 1).
+    /// Sends a Sender Report, mapped to the output stream, to the RTCP port of a kind's target
+    /// (RTP port + 1).
     pub(crate) fn forward_rtcp(&mut self, kind: MediaKind, packet: &dyn rtc::rtcp::Packet) {
         let target = match kind {
             MediaKind::Video => self.video.as_ref(),
@@ -143,7 +177,26 @@ impl Forwarder {
             return;
         };
         let addr = SocketAddr::new(target.addr.ip(), port);
-        match packet.marshal() {
+        let Some(report) = packet.as_any().downcast_ref::<SenderReport>() else {
+            return;
+        };
+        let mapped = {
+            let continuity = self.continuity.lock().unwrap_or_else(|p| p.into_inner());
+            let stream = match kind {
+                MediaKind::Video => &continuity.video,
+                MediaKind::Audio => &continuity.audio,
+            };
+            stream.map_report(self.session, report.ssrc, report.rtp_time)
+        };
+        let Some((ssrc, rtp_time)) = mapped else {
+            return;
+        };
+        let report = SenderReport {
+            ssrc,
+            rtp_time,
+            ..report.clone()
+        };
+        match report.marshal() {
             Ok(bytes) => {
                 if let Some(socket) = self.sockets.for_addr(addr) {
                     let _ = socket.try_send_to(&bytes, addr);

@@ -132,7 +132,7 @@ impl Media {
         let session_id = admission.session_id;
         let (route, inbound) = self.mux.route(ufrag.clone(), session_id);
         let session = Session {
-            forwarder: Forwarder::new(self.forward.clone(), &admission.spec, &plan, &self.metrics),
+            forwarder: Forwarder::new(self.forward.clone(), &admission, &plan, &self.metrics),
             admission,
             plan,
             peer: negotiated.peer,

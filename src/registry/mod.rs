@@ -24,6 +24,7 @@ pub use model::{
 };
 
 use crate::codec::MediaKind;
+use crate::continuity::Continuity;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use events::EventLog;
@@ -59,6 +60,8 @@ struct IngestEntry {
     spec: IngestSpec,
     created_at: SystemTime,
     session: Option<SessionEntry>,
+    /// Output SSRCs and numbering, shared by the ingest's successive sessions.
+    continuity: Arc<Mutex<Continuity>>,
 }
 
 struct SessionEntry {
@@ -89,6 +92,8 @@ pub struct Admission {
     pub commands: mpsc::Receiver<SessionCommand>,
     /// Counters shared with the registry.
     pub counters: Arc<SessionCounters>,
+    /// The ingest's output stream state (continuity across reconnects).
+    pub continuity: Arc<Mutex<Continuity>>,
     /// Ends the session (reason: error) if its owner goes away without ending it.
     pub guard: SessionGuard,
 }
@@ -203,6 +208,7 @@ impl Registry {
                         spec,
                         created_at: SystemTime::now(),
                         session: None,
+                        continuity: Arc::default(),
                     };
                     let view = view_of(&entry);
                     state.ingests.insert(id.clone(), entry);
@@ -374,6 +380,7 @@ impl Registry {
             etag: String::new(),
         });
         let spec = entry.spec.clone();
+        let continuity = Arc::clone(&entry.continuity);
         state.sessions.insert(session_id, ingest_id.to_owned());
         self.inner
             .metrics
@@ -385,6 +392,7 @@ impl Registry {
             cancel,
             commands,
             counters,
+            continuity,
             guard: SessionGuard {
                 registry: self.clone(),
                 session_id,

@@ -391,3 +391,31 @@ async fn sender_reports_reach_the_consumer_rtcp_port() -> Result<()> {
     );
     gw.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_publisher_continues_the_same_output_stream() -> Result<()> {
+    let mut gw = TestGateway::start().await?;
+    let video = UdpSink::bind().await?;
+    gw.register("again", Some(&video), None).await?;
+    let first = gw.publish("again", Some(Video::H264), false).await?;
+    let mut last = *video.recv_n(10, PATIENCE).await?.last().expect("packets");
+    assert_eq!(gw.delete(&first.location).await?, 204);
+    // The session has ended: what is still queued at the sink is all it sent.
+    while let Ok(p) = video.recv_rtp(Duration::from_millis(300)).await {
+        last = p;
+    }
+    first.publisher.close().await;
+
+    let _second = gw.publish("again", Some(Video::H264), false).await?;
+    let next = video.recv_rtp(PATIENCE).await?;
+    assert_eq!(
+        next.ssrc, last.ssrc,
+        "same output SSRC across the reconnect"
+    );
+    assert_eq!(
+        next.sequence,
+        last.sequence.wrapping_add(1),
+        "sequence numbers continue"
+    );
+    gw.stop().await
+}
