@@ -39,14 +39,19 @@ import traceback
 from pathlib import Path
 from urllib.parse import urlsplit
 
+# Children are started with a preexec_fn (fork): keep gRPC's fork handlers and their notes out.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PUBLISHER = HERE / "aiortc_publish.py"
 
 WIDTH, HEIGHT = 640, 360
+# The VP8 row also registers a bearer token: aiortc then publishes with Authorization.
 ROWS = {
-    "h264": {"codecs": "H264+Opus", "encoding": "H264"},
-    "vp8": {"codecs": "VP8+Opus", "encoding": "VP8"},
+    "h264": {"codecs": "H264+Opus", "encoding": "H264", "token": None},
+    "vp8": {"codecs": "VP8+Opus", "encoding": "VP8", "token": "interop-secret-token"},
 }
 UUID_RE = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
@@ -113,14 +118,26 @@ def load_stubs(tmp: Path):
 # ---------------------------------------------------------------- processes
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the driver dies, however it dies (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 class Procs:
-    """Child processes, each in its own process group, killed by id in cleanup()."""
+    """Child processes, each in its own process group, killed by id in cleanup()
+    (and by the kernel if the driver itself is killed)."""
 
     def __init__(self) -> None:
         self.items: list[tuple[str, subprocess.Popen]] = []
 
     def start(self, name: str, cmd: list[str], **kw) -> subprocess.Popen:
-        p = subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL, **kw)
+        p = subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL,
+                             preexec_fn=_die_with_parent, **kw)
         self.items.append((name, p))
         return p
 
@@ -177,6 +194,22 @@ def read_ready_line(p: subprocess.Popen, timeout: float) -> dict:
     # Drain the rest of stdout so whipgate never blocks on a full pipe.
     threading.Thread(target=lambda: p.stdout.read(), daemon=True).start()
     return ready
+
+
+def post_without_token(url: str) -> tuple[int, str]:
+    """POSTs a (never used) offer with no Authorization: (status, WWW-Authenticate)."""
+    import urllib.error
+    import urllib.request
+
+    body = b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"Content-Type": "application/sdp"})
+    try:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, no proxy
+        with opener.open(req, timeout=10) as resp:
+            return resp.status, resp.headers.get("WWW-Authenticate", "")
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("WWW-Authenticate", "")
 
 
 def tail(path: Path, lines: int = 40) -> str:
@@ -297,9 +330,14 @@ def ffmpeg_version() -> str:
     return m.group(1) if m else "unknown"
 
 
+def ffmpeg_duration(seconds: float) -> float:
+    """Seconds of media FFmpeg keeps: less than is published, so that it ends by itself."""
+    return max(1.0, round(seconds - 2.5, 1))
+
+
 def parse_framecrc(path: Path) -> dict:
     """Counts the frame lines of a framecrc file and reads its header."""
-    info: dict = {"frames": 0, "sizes": set(), "dimensions": None}
+    info: dict = {"frames": 0, "sizes": set(), "crcs": set(), "dimensions": None}
     try:
         text = path.read_text(errors="replace")
     except OSError:
@@ -314,6 +352,7 @@ def parse_framecrc(path: Path) -> dict:
         if len(parts) >= 6:
             info["frames"] += 1
             info["sizes"].add(int(parts[4]))
+            info["crcs"].add(parts[5])
     return info
 
 
@@ -366,6 +405,7 @@ class Row:
             # 1. whipgate
             env = dict(os.environ)
             env.setdefault("RUST_LOG", "info")
+            env.setdefault("NO_COLOR", "1")  # plain logs in files
             with open(gw_err, "wb") as err:
                 gw = procs.start(
                     "whipgate",
@@ -392,6 +432,7 @@ class Row:
                     video_target=f"127.0.0.1:{vport}",
                     audio_target=f"127.0.0.1:{aport}",
                     video_codecs=[codec_enum],
+                    bearer_token=self.spec["token"] or "",
                 ),
                 timeout=10,
             )
@@ -410,15 +451,18 @@ class Row:
             self.check("IngestRegistered event", ev is not None, f"events so far {watcher.kinds()}")
 
             # 3. FFmpeg, before any media flows
-            limit = a.seconds + 30
+            # FFmpeg stops by itself after `dur` seconds of each stream (-t binds to one
+            # output: repeat it), before the publisher's DELETE; timeout(1) bounds the rest.
+            dur = ffmpeg_duration(a.seconds)
+            limit = a.seconds + 60
             vcrc, acrc = wd / "video.framecrc", wd / "audio.framecrc"
             ff_cmd = [
-                "timeout", "-s", "INT", "-k", "10", str(int(limit + 20)),
+                "timeout", "-s", "INT", "-k", "10", str(int(limit)),
                 "ffmpeg", "-hide_banner", "-nostdin", "-y", "-loglevel", "info",
                 "-protocol_whitelist", "file,udp,rtp",
                 "-i", str(wd / "consumer.sdp"),
-                "-map", "0:v:0", "-t", str(limit), "-flush_packets", "1", "-f", "framecrc", str(vcrc),
-                "-map", "0:a:0", "-t", str(limit), "-flush_packets", "1", "-f", "framecrc", str(acrc),
+                "-map", "0:v:0", "-t", str(dur), "-flush_packets", "1", "-f", "framecrc", str(vcrc),
+                "-map", "0:a:0", "-t", str(dur), "-flush_packets", "1", "-f", "framecrc", str(acrc),
             ]
             with open(ff_err, "wb") as err:
                 ff = procs.start("ffmpeg", ff_cmd, stdout=subprocess.DEVNULL, stderr=err)
@@ -432,12 +476,18 @@ class Row:
                 time.sleep(0.05)
             log("  ffmpeg listening")
 
-            # 4. publish
+            # 4. publish (first, without the token it needs: refused)
             url = f"http://{ready['http']}/whip/{ingest_id}"
+            if self.spec["token"]:
+                status, www = post_without_token(url)
+                self.check("POST without the bearer token: 401", status == 401, f"{status}")
+                self.check("401 carries WWW-Authenticate: Bearer (RFC 6750)",
+                           www.lower().startswith("bearer"), repr(www))
             pub_cmd = [
                 sys.executable, str(PUBLISHER), "--url", url, "--codec", self.name,
                 "--seconds", str(a.seconds), "--answer-out", str(wd / "answer.sdp"),
                 "--offer-out", str(wd / "offer.sdp"),
+                *(["--token", self.spec["token"]] if self.spec["token"] else []),
             ]
             with open(pub_out, "wb") as out, open(pub_err, "wb") as err:
                 pub = procs.start("publisher", pub_cmd, stdout=out, stderr=err)
@@ -474,7 +524,12 @@ class Row:
             self.check("GetIngest session_id = Location's id",
                        bool(snapshots) and all(s.session_id == session_id for s in snapshots),
                        f"{sorted({s.session_id for s in snapshots})} vs {session_id}")
-            self.check("GetIngest state CONNECTED", bool(connected))
+            states = []
+            for snap in snapshots:
+                name = pb.SessionState.Name(snap.state).removeprefix("SESSION_STATE_")
+                if not states or states[-1] != name:
+                    states.append(name)
+            self.check("GetIngest state CONNECTED", bool(connected), " -> ".join(states))
             if connected:
                 c = connected[-1].counters
                 self.check("GetIngest counters video_packets > 0", c.video_packets > 0,
@@ -502,8 +557,12 @@ class Row:
                 time.sleep(0.1)
             self.check("GetIngest has no session after DELETE", gone)
 
-            # 6. stop FFmpeg once its outputs stop growing, then read them
-            self.stop_ffmpeg(ff, procs, vcrc, acrc)
+            # 6. FFmpeg ends by itself after -t of media; then read its outputs
+            code = wait_exit(ff, 20)
+            self.check(f"FFmpeg decoded {dur} s of each stream and exited by itself", code == 0,
+                       f"exit {code}" if code is not None else "still running 20 s after DELETE")
+            if code is None:
+                self.stop_ffmpeg(ff)
             v, au = parse_framecrc(vcrc), parse_framecrc(acrc)
             self.frames = {"video": v["frames"], "audio": au["frames"]}
             ff_text = ff_err.read_text(errors="replace")
@@ -518,12 +577,14 @@ class Row:
                        f"{res}, input stream says {ffmpeg_input_resolution(ff_text)}")
             self.check("every decoded video frame has the same size",
                        len(v["sizes"]) <= 1, f"sizes {sorted(v['sizes'])}")
-            if sent_v:
-                self.check("FFmpeg decoded >= half the video frames sent",
-                           v["frames"] * 2 >= sent_v, f"{v['frames']} of {sent_v}")
-            if sent_a:
-                self.check("FFmpeg decoded >= half the audio frames sent",
-                           au["frames"] * 2 >= sent_a, f"{au['frames']} of {sent_a}")
+            self.check("decoded video frames differ (the picture moves)", len(v["crcs"]) > 1,
+                       f"{len(v['crcs'])} distinct of {v['frames']}")
+            # At most `dur` seconds were decoded: 30 video, 50 audio frames a second.
+            exp_v, exp_a = min(sent_v, int(dur * 30)), min(sent_a, int(dur * 50))
+            self.check("FFmpeg decoded >= half the video frames expected",
+                       v["frames"] * 2 >= exp_v, f"{v['frames']} of {exp_v}")
+            self.check("FFmpeg decoded >= half the audio frames expected",
+                       au["frames"] * 2 >= exp_a, f"{au['frames']} of {exp_a}")
 
             # 7. graceful shutdown
             channel.close()
@@ -591,29 +652,14 @@ class Row:
         self.check(f"answer video codec is {enc} only", bool(main) and all(c.upper() == enc for c in main),
                    f"{vcodecs}")
 
-    def stop_ffmpeg(self, ff: subprocess.Popen, procs: Procs, *files: Path) -> None:
-        """Waits until FFmpeg's outputs stop growing (media stopped), then SIGINT so it
-        writes its trailers; FFmpeg never sees an end on RTP by itself."""
-        def size() -> int:
-            return sum(f.stat().st_size if f.exists() else 0 for f in files)
-
-        last, stable_since = size(), time.monotonic()
-        deadline = time.monotonic() + 15
-        while ff.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-            now = size()
-            if now != last:
-                last, stable_since = now, time.monotonic()
-            elif time.monotonic() - stable_since >= 1.5:
-                break
-        if ff.poll() is None:
-            log(f"  ffmpeg outputs stable at {last} bytes; SIGINT")
-            # timeout(1) forwards SIGINT to ffmpeg
-            os.kill(ff.pid, signal.SIGINT)
-            if wait_exit(ff, 10) is None:
-                log("  ffmpeg ignored SIGINT; killing it")
-                Procs.signal_group(ff, signal.SIGKILL)
-                wait_exit(ff, 5)
+    def stop_ffmpeg(self, ff: subprocess.Popen) -> None:
+        """SIGINT makes FFmpeg write its trailers; timeout(1) forwards it. A second signal
+        would abort its blocking RTP read, and its output with it: kill instead."""
+        os.kill(ff.pid, signal.SIGINT)
+        if wait_exit(ff, 15) is None:
+            log("  ffmpeg still running 15 s after SIGINT; killing it")
+            Procs.signal_group(ff, signal.SIGKILL)
+            wait_exit(ff, 5)
         log(f"  ffmpeg exit {ff.returncode}")
 
     def summary(self, gw_err: Path, ff_err: Path, pub_out: Path, pub_err: Path) -> dict:

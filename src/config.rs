@@ -43,6 +43,41 @@ pub struct Config {
     pub metrics_ingest_label: bool,
     /// How long shutdown waits for sessions to close.
     pub shutdown_grace: Duration,
+    /// STUN/TURN servers offered to publishers (`Link: rel="ice-server"` on the 201).
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// A STUN or TURN server for publishers (RFC 9725 section 4.6).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    /// `stun:` / `turn:` / `turns:` URI.
+    pub url: String,
+    /// TURN username.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// TURN credential (password).
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+impl IceServer {
+    /// The `Link` header value for this server.
+    pub fn link_header(&self) -> String {
+        let mut link = format!("<{}>; rel=\"ice-server\"", self.url);
+        if let (Some(user), Some(credential)) = (&self.username, &self.credential) {
+            link.push_str(&format!(
+                "; username=\"{}\"; credential=\"{}\"; credential-type=\"password\"",
+                quote_escape(user),
+                quote_escape(credential)
+            ));
+        }
+        link
+    }
+}
+
+fn quote_escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 impl Default for Config {
@@ -64,6 +99,7 @@ impl Default for Config {
             metrics_listen: None,
             metrics_ingest_label: false,
             shutdown_grace: Duration::from_secs(10),
+            ice_servers: Vec::new(),
         }
     }
 }
@@ -96,6 +132,17 @@ impl Config {
         ] {
             if d.is_zero() {
                 return Err(format!("{name} must be greater than zero"));
+            }
+        }
+        for server in &self.ice_servers {
+            let scheme_ok = ["stun:", "stuns:", "turn:", "turns:"]
+                .iter()
+                .any(|s| server.url.starts_with(s));
+            if !scheme_ok || server.url.contains(['<', '>', '"', '\r', '\n']) {
+                return Err(format!("ice server {:?}: expected a stun:/turn: URI", server.url));
+            }
+            if server.url.starts_with("turn") && (server.username.is_none() || server.credential.is_none()) {
+                return Err(format!("ice server {:?}: TURN needs username and credential", server.url));
             }
         }
         if self.cors_origins.is_empty() {
@@ -164,6 +211,10 @@ pub struct Cli {
     /// Seconds shutdown waits for sessions to close [default: 10].
     #[arg(long, env = "WHIPGATE_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<f64>,
+    /// STUN server URI offered to publishers (repeatable); TURN servers with credentials go
+    /// in the file as [[ice_servers]] url, username, credential.
+    #[arg(long = "ice-server", env = "WHIPGATE_ICE_SERVERS", value_delimiter = ',')]
+    pub ice_servers: Option<Vec<String>>,
 }
 
 /// The TOML file: the same settings as the flags, all optional.
@@ -186,6 +237,7 @@ struct FileConfig {
     metrics_listen: Option<SocketAddr>,
     metrics_ingest_label: Option<bool>,
     shutdown_grace_secs: Option<f64>,
+    ice_servers: Option<Vec<IceServer>>,
 }
 
 fn secs(value: Option<f64>, default: Duration, name: &str) -> Result<Duration, String> {
@@ -268,6 +320,13 @@ impl Cli {
                 d.shutdown_grace,
                 "shutdown_grace_secs",
             )?,
+            ice_servers: match self.ice_servers {
+                Some(urls) => urls
+                    .into_iter()
+                    .map(|url| IceServer { url, username: None, credential: None })
+                    .collect(),
+                None => file.ice_servers.unwrap_or_default(),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -310,6 +369,25 @@ mod tests {
             c.http_listen,
             "127.0.0.1:9000".parse::<std::net::SocketAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn ice_servers_become_link_headers() {
+        let turn = IceServer {
+            url: "turn:turn.example.net?transport=udp".into(),
+            username: Some("user".into()),
+            credential: Some("pa\"ss".into()),
+        };
+        assert_eq!(
+            turn.link_header(),
+            "<turn:turn.example.net?transport=udp>; rel=\"ice-server\"; username=\"user\"; \
+             credential=\"pa\\\"ss\"; credential-type=\"password\""
+        );
+        let file = "[[ice_servers]]\nurl = \"stun:stun.example.net\"\n";
+        let parsed: FileConfig = toml::from_str(file).unwrap();
+        assert_eq!(parsed.ice_servers.unwrap()[0].link_header(), "<stun:stun.example.net>; rel=\"ice-server\"");
+        let bad = Config { ice_servers: vec![IceServer { url: "turn:x".into(), username: None, credential: None }], ..Config::default() };
+        assert!(bad.validate().is_err(), "TURN without credentials");
     }
 
     #[test]

@@ -145,6 +145,13 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.http_status();
         let mut response = (status, self.public_message() + "\n").into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 6750 section 3 / RFC 9110 section 15.5.2: a 401 names its scheme.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"whipgate\""),
+            );
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(
                 header::RETRY_AFTER,

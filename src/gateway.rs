@@ -124,10 +124,7 @@ impl Gateway {
         } = self;
         media.spawn_receiver(cancel.clone());
 
-        let state = WhipState {
-            registry: registry.clone(),
-            media: media.clone(),
-        };
+        let state = WhipState::new(registry.clone(), media.clone(), &config.ice_servers)?;
         let app = whip::router(
             state.clone(),
             &config.cors_origins,

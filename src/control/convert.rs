@@ -80,7 +80,23 @@ pub(crate) fn spec(
         video_codecs,
         audio_codecs,
         limits: req.limits.map(limits).unwrap_or_default(),
+        redirect_url: redirect_url(&req.redirect_url)?,
     })
+}
+
+fn redirect_url(value: &str) -> Result<Option<String>, Error> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let ok = (value.starts_with("http://") || value.starts_with("https://"))
+        && axum::http::HeaderValue::from_str(value).is_ok()
+        && value.parse::<axum::http::Uri>().is_ok();
+    if ok {
+        Ok(Some(value.to_owned()))
+    } else {
+        Err(Error::BadRequest(format!("invalid redirect_url {value:?}: expected an absolute http(s) URL")))
+    }
 }
 
 pub(crate) fn limits(l: pb::IngestLimits) -> Limits {
@@ -167,6 +183,7 @@ pub(crate) fn ingest(v: &IngestView) -> pb::Ingest {
         limits: Some(limits_pb(spec.limits)),
         created_at: Some(timestamp(v.created_at)),
         session: v.session.as_ref().map(session),
+        redirect_url: spec.redirect_url.clone().unwrap_or_default(),
     }
 }
 

@@ -58,8 +58,11 @@ impl PeerFactory {
         Ok(PeerFactory {
             certificate,
             candidates,
-            ice_disconnected: Duration::from_secs(5).min(media_timeout),
-            ice_failed: media_timeout.max(Duration::from_secs(5)),
+            // Publishers send consent checks every ~5 s (RFC 7675) and consent lasts 30 s:
+            // a shorter ICE-lite timeout flaps to "disconnected" between two checks. Vanished
+            // publishers are caught sooner by the media timeout anyway.
+            ice_disconnected: Duration::from_secs(15),
+            ice_failed: media_timeout.max(Duration::from_secs(30)),
         })
     }
 

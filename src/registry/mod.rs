@@ -338,6 +338,19 @@ impl Registry {
         Ok(entry.spec.clone())
     }
 
+    /// Where publishes to this ingest are redirected, if anywhere.
+    pub fn redirect_of(&self, ingest_id: &str) -> Result<Option<String>, Error> {
+        let state = self.lock();
+        if state.draining {
+            return Err(Error::Draining);
+        }
+        let entry = state
+            .ingests
+            .get(ingest_id)
+            .ok_or_else(|| Error::IngestNotFound(ingest_id.to_owned()))?;
+        Ok(entry.spec.redirect_url.clone())
+    }
+
     /// Admits a publisher: all checks and the insertion happen in one critical section, so two
     /// racing publishes can never both win.
     ///

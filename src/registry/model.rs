@@ -64,6 +64,8 @@ pub struct IngestSpec {
     pub audio_codecs: Vec<AudioCodec>,
     /// Per-ingest limits.
     pub limits: Limits,
+    /// Publishes are redirected (307) to this absolute WHIP URL on another node.
+    pub redirect_url: Option<String>,
 }
 
 impl IngestSpec {

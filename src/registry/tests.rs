@@ -26,6 +26,7 @@ fn spec(id: &str) -> IngestSpec {
         video_codecs: VideoCodec::DEFAULT.to_vec(),
         audio_codecs: AudioCodec::DEFAULT.to_vec(),
         limits: Limits::default(),
+        redirect_url: None,
     }
 }
 

@@ -7,6 +7,7 @@
 mod offer;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -19,6 +20,7 @@ use axum::{Extension, Router};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use uuid::Uuid;
 
+use crate::config::IceServer;
 use crate::error::Error;
 use crate::media::Media;
 use crate::registry::Registry;
@@ -35,6 +37,19 @@ pub struct WhipState {
     pub registry: Registry,
     /// The media path.
     pub media: Media,
+    /// `Link: rel="ice-server"` values sent on every 201.
+    pub ice_server_links: Arc<[HeaderValue]>,
+}
+
+impl WhipState {
+    /// State for the router; `Link` headers are built once from the configured ICE servers.
+    pub fn new(registry: Registry, media: Media, ice_servers: &[IceServer]) -> Result<Self, Error> {
+        let links = ice_servers
+            .iter()
+            .map(|s| HeaderValue::from_str(&s.link_header()).map_err(Error::internal))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(WhipState { registry, media, ice_server_links: links.into() })
+    }
 }
 
 /// The WHIP router (plus `/metrics` and `/healthz` when `with_metrics`).
@@ -50,6 +65,7 @@ pub fn router(
             "/whip/{ingest_id}/{session_id}",
             axum::routing::delete(stop).patch(patch).get(no_content),
         )
+        .route("/publish/{ingest_id}", get(publish_page))
         .route("/healthz", get(healthz));
     if with_metrics {
         router = router.route("/metrics", get(metrics));
@@ -162,6 +178,11 @@ async fn publish_inner(
         return Err(Error::UnsupportedMediaType(SDP));
     }
     let token = bearer(headers);
+    if let Some(url) = state.registry.redirect_of(ingest_id)? {
+        // Another node serves this ingest; the publisher re-POSTs there (307 keeps the method).
+        let location = HeaderValue::from_str(&url).map_err(Error::internal)?;
+        return Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response());
+    }
     let spec = state.registry.authorize(ingest_id, token)?;
     let offer = String::from_utf8(body.to_vec())
         .map_err(|_| Error::BadRequest("SDP offer is not UTF-8".into()))?;
@@ -186,6 +207,9 @@ async fn publish_inner(
         HeaderValue::from_str(&answer.etag).map_err(Error::internal)?,
     );
     h.insert("accept-patch", HeaderValue::from_static(TRICKLE_ICE));
+    for link in state.ice_server_links.iter() {
+        h.append(header::LINK, link.clone());
+    }
     Ok(response)
 }
 
@@ -252,6 +276,19 @@ async fn advertise_methods(
         headers.insert("accept-patch", HeaderValue::from_static(TRICKLE_ICE));
     }
     response
+}
+
+/// The built-in browser publisher (self-contained: no CDN, nothing but this page).
+async fn publish_page(Path(ingest_id): Path<String>) -> Result<Response, Error> {
+    crate::registry::validate_ingest_id(&ingest_id)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("static/publish.html"),
+    )
+        .into_response())
 }
 
 async fn no_content() -> StatusCode {

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
+use tonic_health::pb::health_client::HealthClient;
 use whipgate::control::pb;
 use whipgate::control::pb::ingest_control_client::IngestControlClient;
 use whipgate::registry::Registry;
@@ -73,6 +74,15 @@ impl TestGateway {
             tokio::time::timeout(Duration::from_secs(15), task).await??;
         }
         Ok(())
+    }
+
+    /// A client of the standard gRPC health service (no API key needed).
+    pub async fn health(&self) -> Result<HealthClient<Channel>> {
+        let channel = Channel::from_shared(format!("http://{}", self.bound.grpc))?
+            .connect()
+            .await
+            .context("connecting gRPC (health)")?;
+        Ok(HealthClient::new(channel))
     }
 
     pub fn whip_url(&self, ingest_id: &str) -> String {

@@ -147,7 +147,9 @@ async fn bearer_token_is_required_when_registered() -> Result<()> {
     })
     .await?;
     let (mut publisher, offer) = Publisher::new(Some(Video::H264), true).await?;
-    assert_eq!(gw.post_offer("secure", &offer, None).await?.status(), 401);
+    let r = gw.post_offer("secure", &offer, None).await?;
+    assert_eq!(r.status(), 401);
+    assert_eq!(header(&r, "www-authenticate")?, "Bearer realm=\"whipgate\"");
     assert_eq!(
         gw.post_offer("secure", &offer, Some("wrong"))
             .await?

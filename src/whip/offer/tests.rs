@@ -14,6 +14,7 @@ fn spec(video: &[VideoCodec]) -> IngestSpec {
         video_codecs: video.to_vec(),
         audio_codecs: AudioCodec::DEFAULT.to_vec(),
         limits: Limits::default(),
+        redirect_url: None,
     }
 }
 
