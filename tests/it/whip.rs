@@ -421,3 +421,81 @@ async fn a_reconnecting_publisher_continues_the_same_output_stream() -> Result<(
     );
     gw.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_ice_servers_are_offered_as_link_headers() -> Result<()> {
+    use whipgate::config::IceServer;
+    let mut gw = TestGateway::start_with(|c| {
+        c.ice_servers = vec![
+            IceServer {
+                url: "stun:stun.example.net".into(),
+                username: None,
+                credential: None,
+            },
+            IceServer {
+                url: "turn:turn.example.net?transport=udp".into(),
+                username: Some("u".into()),
+                credential: Some("p".into()),
+            },
+        ]
+    })
+    .await?;
+    gw.register("links", None, None).await?;
+    let (_p, offer) = Publisher::new(Some(Video::H264), false).await?;
+    let r = gw.post_offer("links", &offer, None).await?;
+    assert_eq!(r.status(), 201);
+    let links: Vec<&str> = r
+        .headers()
+        .get_all("link")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert_eq!(
+        links,
+        [
+            "<stun:stun.example.net>; rel=\"ice-server\"",
+            "<turn:turn.example.net?transport=udp>; rel=\"ice-server\"; username=\"u\"; credential=\"p\"; credential-type=\"password\"",
+        ]
+    );
+    gw.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirected_ingest_answers_307_to_its_node() -> Result<()> {
+    let mut gw = TestGateway::start().await?;
+    gw.register_with(pb::RegisterIngestRequest {
+        ingest_id: "elsewhere".into(),
+        redirect_url: "https://node-b.example.net/whip/elsewhere".into(),
+        ..Default::default()
+    })
+    .await?;
+    let (_p, offer) = Publisher::new(Some(Video::H264), false).await?;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let r = client
+        .post(gw.whip_url("elsewhere"))
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 307);
+    assert_eq!(
+        header(&r, "location")?,
+        "https://node-b.example.net/whip/elsewhere"
+    );
+    assert_eq!(gw.registry.live_count(), 0);
+    let bad = gw
+        .grpc
+        .register_ingest(pb::RegisterIngestRequest {
+            ingest_id: "x".into(),
+            redirect_url: "ftp://nope".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(
+        bad.map(|_| ()).unwrap_err().code(),
+        tonic::Code::InvalidArgument
+    );
+    gw.stop().await
+}
