@@ -139,10 +139,18 @@ impl Config {
                 .iter()
                 .any(|s| server.url.starts_with(s));
             if !scheme_ok || server.url.contains(['<', '>', '"', '\r', '\n']) {
-                return Err(format!("ice server {:?}: expected a stun:/turn: URI", server.url));
+                return Err(format!(
+                    "ice server {:?}: expected a stun:/turn: URI",
+                    server.url
+                ));
             }
-            if server.url.starts_with("turn") && (server.username.is_none() || server.credential.is_none()) {
-                return Err(format!("ice server {:?}: TURN needs username and credential", server.url));
+            if server.url.starts_with("turn")
+                && (server.username.is_none() || server.credential.is_none())
+            {
+                return Err(format!(
+                    "ice server {:?}: TURN needs username and credential",
+                    server.url
+                ));
             }
         }
         if self.cors_origins.is_empty() {
@@ -213,7 +221,11 @@ pub struct Cli {
     pub shutdown_grace_secs: Option<f64>,
     /// STUN server URI offered to publishers (repeatable); TURN servers with credentials go
     /// in the file as [[ice_servers]] url, username, credential.
-    #[arg(long = "ice-server", env = "WHIPGATE_ICE_SERVERS", value_delimiter = ',')]
+    #[arg(
+        long = "ice-server",
+        env = "WHIPGATE_ICE_SERVERS",
+        value_delimiter = ','
+    )]
     pub ice_servers: Option<Vec<String>>,
 }
 
@@ -323,7 +335,11 @@ impl Cli {
             ice_servers: match self.ice_servers {
                 Some(urls) => urls
                     .into_iter()
-                    .map(|url| IceServer { url, username: None, credential: None })
+                    .map(|url| IceServer {
+                        url,
+                        username: None,
+                        credential: None,
+                    })
                     .collect(),
                 None => file.ice_servers.unwrap_or_default(),
             },
@@ -385,8 +401,18 @@ mod tests {
         );
         let file = "[[ice_servers]]\nurl = \"stun:stun.example.net\"\n";
         let parsed: FileConfig = toml::from_str(file).unwrap();
-        assert_eq!(parsed.ice_servers.unwrap()[0].link_header(), "<stun:stun.example.net>; rel=\"ice-server\"");
-        let bad = Config { ice_servers: vec![IceServer { url: "turn:x".into(), username: None, credential: None }], ..Config::default() };
+        assert_eq!(
+            parsed.ice_servers.unwrap()[0].link_header(),
+            "<stun:stun.example.net>; rel=\"ice-server\""
+        );
+        let bad = Config {
+            ice_servers: vec![IceServer {
+                url: "turn:x".into(),
+                username: None,
+                credential: None,
+            }],
+            ..Config::default()
+        };
         assert!(bad.validate().is_err(), "TURN without credentials");
     }
 

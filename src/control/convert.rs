@@ -95,7 +95,9 @@ fn redirect_url(value: &str) -> Result<Option<String>, Error> {
     if ok {
         Ok(Some(value.to_owned()))
     } else {
-        Err(Error::BadRequest(format!("invalid redirect_url {value:?}: expected an absolute http(s) URL")))
+        Err(Error::BadRequest(format!(
+            "invalid redirect_url {value:?}: expected an absolute http(s) URL"
+        )))
     }
 }
 

@@ -177,6 +177,22 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_datagrams_never_panic_the_router() {
+        let mut x: u64 = 1;
+        let valid = binding_request("abcd:wxyz");
+        for _ in 0..20_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let mut packet = valid.clone();
+            let at = (x >> 33) as usize % packet.len();
+            packet[at] ^= (x >> 13) as u8;
+            packet.truncate(((x >> 40) as usize % (packet.len() + 1)).max(1));
+            let _ = is_stun_message(&packet).then(|| binding_request_ufrag(&packet));
+        }
+    }
+
+    #[test]
     fn binding_requests_are_routed_by_our_ufrag() {
         assert_eq!(
             binding_request_ufrag(&binding_request("abcd:wxyz")).as_deref(),

@@ -27,6 +27,9 @@ use super::mux::{Datagram, Route};
 use crate::codec::{MediaKind, OfferPlan};
 use crate::registry::{Admission, EndReason, SessionCommand};
 
+/// Datagrams handled per wake-up at most.
+const READ_BATCH: usize = 32;
+
 /// Timing knobs of a session.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SessionTimers {
@@ -82,6 +85,7 @@ impl Session {
         stats.reset();
         let mut last_stats = Instant::now();
         let cancel = self.admission.cancel.clone();
+        let mut batch = Vec::with_capacity(READ_BATCH);
         loop {
             self.drain(&mut p);
             if p.end.is_some() {
@@ -94,10 +98,15 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                datagram = self.inbound.recv() => match datagram {
-                    Some(d) => self.read(d, &mut p),
-                    None => break,
-                },
+                received = self.inbound.recv_many(&mut batch, READ_BATCH) => {
+                    if received == 0 {
+                        break;
+                    }
+                    // One wake-up handles everything queued: fewer task switches per packet.
+                    for d in batch.drain(..) {
+                        self.read(d, &mut p);
+                    }
+                }
                 Some(command) = self.admission.commands.recv() => match command {
                     SessionCommand::RequestKeyframe => self.request_keyframe(&p),
                 },

@@ -48,7 +48,11 @@ impl WhipState {
             .iter()
             .map(|s| HeaderValue::from_str(&s.link_header()).map_err(Error::internal))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(WhipState { registry, media, ice_server_links: links.into() })
+        Ok(WhipState {
+            registry,
+            media,
+            ice_server_links: links.into(),
+        })
     }
 }
 
@@ -181,7 +185,11 @@ async fn publish_inner(
     if let Some(url) = state.registry.redirect_of(ingest_id)? {
         // Another node serves this ingest; the publisher re-POSTs there (307 keeps the method).
         let location = HeaderValue::from_str(&url).map_err(Error::internal)?;
-        return Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response());
+        return Ok((
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, location)],
+        )
+            .into_response());
     }
     let spec = state.registry.authorize(ingest_id, token)?;
     let offer = String::from_utf8(body.to_vec())

@@ -59,6 +59,24 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// How fast the synthetic video goes (audio is always 50 packets/s of 80 bytes).
+#[derive(Clone, Copy, Debug)]
+pub struct MediaRate {
+    /// Time between video packets (one packet per frame).
+    pub video_interval: Duration,
+    /// Video payload bytes per packet.
+    pub video_payload: usize,
+}
+
+impl Default for MediaRate {
+    fn default() -> Self {
+        MediaRate {
+            video_interval: Duration::from_millis(33),
+            video_payload: 400,
+        }
+    }
+}
+
 /// A publisher: one peer connection with a video and/or an audio track.
 pub struct Publisher {
     pc: Arc<dyn PeerConnection>,
@@ -214,24 +232,32 @@ impl Publisher {
 
     /// Starts sending synthetic media (30 fps video, 50 pps audio) until [`Publisher::stop_media`].
     pub async fn start_media(&mut self) -> Result<()> {
+        self.start_media_with(MediaRate::default()).await
+    }
+
+    /// Starts sending at a chosen video packet rate and size (benchmarks).
+    pub async fn start_media_with(&mut self, rate: MediaRate) -> Result<()> {
         self.sending.store(true, Ordering::SeqCst);
         if let Some((track, sender, video)) = &self.video {
             let pt = negotiated_pt(sender).await?;
             let ssrc = first_ssrc(track).await?;
             let (track, video, sending) = (Arc::clone(track), *video, Arc::clone(&self.sending));
             self.tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(33));
+                let mut tick = tokio::time::interval(rate.video_interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut n: u32 = 0;
                 while sending.load(Ordering::SeqCst) {
                     tick.tick().await;
                     let keyframe = n.is_multiple_of(30);
                     let payload: Vec<u8> = match video {
-                        Video::H264 => {
-                            [&[if keyframe { 0x65 } else { 0x41 }][..], &[0xAB; 400]].concat()
-                        }
+                        Video::H264 => [
+                            &[if keyframe { 0x65 } else { 0x41 }][..],
+                            &vec![0xAB; rate.video_payload],
+                        ]
+                        .concat(),
                         Video::Vp8 => [
                             &[0x10, if keyframe { 0x00 } else { 0x01 }][..],
-                            &[0xCD; 400],
+                            &vec![0xCD; rate.video_payload],
                         ]
                         .concat(),
                     };

@@ -85,3 +85,41 @@ fn unusable_offers_are_explained() {
     );
     assert!(plan(&two_videos, &spec(VideoCodec::DEFAULT)).is_err());
 }
+
+/// A tiny deterministic generator, so the mutation test needs no dependency.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) as usize
+    }
+}
+
+#[test]
+fn mutated_offers_never_panic() {
+    let mut rng = Lcg(7);
+    let spec = spec(VideoCodec::DEFAULT);
+    let base = BROWSER.as_bytes();
+    for _ in 0..5_000 {
+        let mut bytes = base.to_vec();
+        for _ in 0..(1 + rng.next() % 8) {
+            let at = rng.next() % bytes.len();
+            match rng.next() % 4 {
+                0 => bytes[at] = (rng.next() % 256) as u8,
+                1 => {
+                    bytes.remove(at);
+                }
+                2 => bytes.insert(at, b"\r\n:= /0123456789abcdef"[rng.next() % 22]),
+                _ => bytes.truncate(at),
+            }
+            if bytes.is_empty() {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let _ = plan(&text, &spec);
+    }
+}
