@@ -280,6 +280,11 @@ fn main() -> Result<()> {
     if let Some(i) = argv.iter().position(|a| a == "--relay") {
         return relay(argv.get(i + 1).context("--relay <target>")?);
     }
+    if !argv.iter().any(|a| a == "--bench") {
+        // `cargo test --all-targets` runs bench targets too: only `cargo bench` measures.
+        println!("forward benchmark: run it with `cargo bench --bench forward`");
+        return Ok(());
+    }
     let a = args();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
