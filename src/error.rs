@@ -81,7 +81,8 @@ impl Error {
             Error::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::OutOfRange(_) => StatusCode::RANGE_NOT_SATISFIABLE,
-            Error::Lagged(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Lagged(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -100,7 +101,7 @@ impl Error {
             Error::GatherTimeout => Code::DeadlineExceeded,
             Error::PreconditionFailed | Error::PreconditionRequired => Code::FailedPrecondition,
             Error::OutOfRange(_) => Code::OutOfRange,
-            Error::Lagged(_) => Code::DataLoss,
+            Error::Lagged(_) => Code::ResourceExhausted,
             Error::Internal(_) => Code::Internal,
         }
     }

@@ -181,6 +181,16 @@ impl Gateway {
         tracing::info!("shutting down: draining sessions");
         set_serving(&health, false).await;
         registry.start_draining();
+        // tonic-health's Watch streams never end on their own and would hold the gRPC server's
+        // graceful shutdown for the whole grace: clearing the statuses ends them (watchers have
+        // already seen NOT_SERVING).
+        let mut health = health;
+        health.clear_service_status("").await;
+        health
+            .clear_service_status(
+                <IngestControlServer<ControlService> as tonic::server::NamedService>::NAME,
+            )
+            .await;
         cancel.cancel();
         tracker.close();
         if tokio::time::timeout(config.shutdown_grace, tracker.wait())

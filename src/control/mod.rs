@@ -301,10 +301,10 @@ async fn next_event(mut s: WatchState) -> Option<(Result<pb::Event, Status>, Wat
                     Err(RecvError::Lagged(_)) => {
                         s.finished = true;
                         let resume = s.last_seq + 1;
-                        let status = Status::resource_exhausted(format!(
+                        let err = Error::Lagged(format!(
                             "watcher fell behind the event stream; resume with from_seq={resume}"
                         ));
-                        return Some((Err(status), s));
+                        return Some((Err(Status::from(err)), s));
                     }
                     Err(RecvError::Closed) => return None,
                 }

@@ -200,6 +200,15 @@ pub(crate) struct EventLog {
     live: broadcast::Sender<Arc<Event>>,
 }
 
+/// Why a resume point cannot be served.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum SubscribeError {
+    /// Older than the history holds.
+    Gone { oldest: u64 },
+    /// Beyond the next event to come.
+    Future { newest: u64 },
+}
+
 /// What a new watcher gets: the replay and the live receiver, taken atomically.
 pub struct Subscription {
     /// Events from the requested sequence number that the history still held.
@@ -248,19 +257,23 @@ impl EventLog {
         self.next_seq - 1
     }
 
-    /// Replays from `from_seq` (0: live only). `Err(oldest)` when the history no longer
-    /// reaches back that far.
-    pub(crate) fn subscribe(&self, from_seq: u64) -> Result<Subscription, u64> {
+    /// Replays from `from_seq` (0, or the next sequence number: live only).
+    pub(crate) fn subscribe(&self, from_seq: u64) -> Result<Subscription, SubscribeError> {
         let live = self.live.subscribe();
-        if from_seq == 0 || from_seq > self.last_seq() {
+        if from_seq == 0 || from_seq == self.next_seq {
             return Ok(Subscription {
                 replay: Vec::new(),
                 live,
             });
         }
+        if from_seq > self.next_seq {
+            return Err(SubscribeError::Future {
+                newest: self.last_seq(),
+            });
+        }
         let oldest = self.history.front().map_or(self.next_seq, |e| e.seq);
         if from_seq < oldest {
-            return Err(oldest);
+            return Err(SubscribeError::Gone { oldest });
         }
         let skip = usize::try_from(from_seq - oldest).unwrap_or(usize::MAX);
         let replay = self.history.iter().skip(skip).cloned().collect();
@@ -300,7 +313,18 @@ mod tests {
     fn resume_older_than_history_is_refused() {
         let mut log = EventLog::new(4);
         emit_n(&mut log, 10);
-        assert_eq!(log.subscribe(2).err(), Some(7));
+        assert_eq!(
+            log.subscribe(2).err(),
+            Some(SubscribeError::Gone { oldest: 7 })
+        );
+        assert_eq!(
+            log.subscribe(12).err(),
+            Some(SubscribeError::Future { newest: 10 })
+        );
+        assert!(
+            log.subscribe(11).is_ok(),
+            "the next seq is a valid resume point"
+        );
         assert_eq!(log.subscribe(7).unwrap().replay.len(), 4);
     }
 }

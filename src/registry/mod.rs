@@ -27,7 +27,7 @@ use crate::codec::MediaKind;
 use crate::continuity::Continuity;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use events::EventLog;
+use events::{EventLog, SubscribeError};
 
 /// Commands the control plane sends to a live session's task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +62,15 @@ struct IngestEntry {
     session: Option<SessionEntry>,
     /// Output SSRCs and numbering, shared by the ingest's successive sessions.
     continuity: Arc<Mutex<Continuity>>,
+    /// Limits set with SetCaps; they win over the registered ones and do not make a later
+    /// identical RegisterIngest a conflict.
+    limits_override: Option<Limits>,
+}
+
+impl IngestEntry {
+    fn limits(&self) -> Limits {
+        self.limits_override.unwrap_or(self.spec.limits)
+    }
 }
 
 struct SessionEntry {
@@ -183,6 +192,7 @@ impl Registry {
                 Some(false) if !replace => Err(Error::IngestExists(id)),
                 Some(false) => {
                     let must_close = state.ingests.get_mut(&id).is_some_and(|existing| {
+                        existing.limits_override = None;
                         let old = std::mem::replace(&mut existing.spec, spec);
                         old.media_differs(&existing.spec)
                     });
@@ -209,6 +219,7 @@ impl Registry {
                         created_at: SystemTime::now(),
                         session: None,
                         continuity: Arc::default(),
+                        limits_override: None,
                     };
                     let view = view_of(&entry);
                     state.ingests.insert(id.clone(), entry);
@@ -302,7 +313,7 @@ impl Registry {
             .ingests
             .get_mut(ingest_id)
             .ok_or_else(|| Error::IngestNotFound(ingest_id.to_owned()))?;
-        entry.spec.limits = limits;
+        entry.limits_override = Some(limits);
         let caps = state.caps;
         self.emit(
             &mut state,
@@ -318,7 +329,7 @@ impl Registry {
 
     /// An ingest's current limits (sessions re-read them, so changes apply live).
     pub fn limits(&self, ingest_id: &str) -> Option<Limits> {
-        self.lock().ingests.get(ingest_id).map(|e| e.spec.limits)
+        self.lock().ingests.get(ingest_id).map(IngestEntry::limits)
     }
 
     // ---- publishing ----------------------------------------------------------------------
@@ -636,11 +647,17 @@ impl Registry {
 
     /// Subscribes to events from `from_seq` (0: live only).
     pub fn subscribe(&self, from_seq: u64) -> Result<Subscription, Error> {
-        self.lock().events.subscribe(from_seq).map_err(|oldest| {
-            Error::OutOfRange(format!(
-                "from_seq {from_seq} is older than the event history (oldest held: {oldest})"
-            ))
-        })
+        self.lock()
+            .events
+            .subscribe(from_seq)
+            .map_err(|err| match err {
+                SubscribeError::Gone { oldest } => Error::OutOfRange(format!(
+                    "from_seq {from_seq} is older than the event history (oldest held: {oldest})"
+                )),
+                SubscribeError::Future { newest } => Error::OutOfRange(format!(
+                    "from_seq {from_seq} is beyond the newest event ({newest})"
+                )),
+            })
     }
 
     /// Stops admitting publishers and ends every live session (reason: shutdown).
@@ -691,10 +708,11 @@ impl Registry {
             .with_label_values(&[reason.as_str()])
             .inc();
         if session.state == SessionState::Connecting {
-            let result = if reason == EndReason::IceFailure {
-                "failed"
-            } else {
-                "timeout"
+            let result = match reason {
+                EndReason::IceFailure => "failed",
+                EndReason::Inactivity => "timeout",
+                // Ended from outside (DELETE, teardown, shutdown...) before connecting.
+                _ => "aborted",
             };
             metrics
                 .ice_connect(result)
@@ -730,6 +748,7 @@ fn check_token(spec: &IngestSpec, bearer: Option<&str>) -> Result<(), Error> {
 
 fn view_of(entry: &IngestEntry) -> IngestView {
     let mut spec = entry.spec.clone();
+    spec.limits = entry.limits();
     let has_bearer_token = spec.bearer_token.take().is_some();
     IngestView {
         consumer_sdp: spec.consumer_sdp(),

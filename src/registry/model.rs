@@ -32,7 +32,7 @@ pub fn validate_ingest_id(id: &str) -> Result<(), Error> {
 /// Per-ingest limits; `None` means no limit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Limits {
-    /// Publishers above this are told (REMB) to slow down.
+    /// A session above this over one stats interval is closed (reason: bitrate cap).
     pub max_bitrate_bps: Option<u64>,
     /// Sessions are closed after this long.
     pub max_session: Option<Duration>,
