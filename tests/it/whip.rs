@@ -31,6 +31,8 @@ async fn h264_and_opus_are_forwarded_with_the_consumer_payload_types() -> Result
     assert!(published.etag.starts_with('"'), "strong ETag");
     assert!(published.answer.contains("a=ice-lite"));
     assert!(published.answer.contains("a=recvonly"));
+    // Bandwidth feedback, so that publishers ramp up: TWCC when offered.
+    assert!(published.answer.contains("transport-cc"), "{}", published.answer);
 
     let v = video.recv_n(20, PATIENCE).await?;
     assert!(
