@@ -15,6 +15,12 @@ pub enum VideoCodec {
     H264,
     /// VP8.
     Vp8,
+    /// VP9.
+    Vp9,
+    /// AV1.
+    Av1,
+    /// H.265 / HEVC.
+    H265,
 }
 
 /// Audio codecs accepted from publishers.
@@ -53,11 +59,23 @@ impl VideoCodec {
     /// Default preference when a registration names none.
     pub const DEFAULT: &'static [VideoCodec] = &[VideoCodec::H264, VideoCodec::Vp8];
 
+    /// Every video codec whipgate can forward.
+    pub const ALL: &'static [VideoCodec] = &[
+        VideoCodec::H264,
+        VideoCodec::Vp8,
+        VideoCodec::Vp9,
+        VideoCodec::Av1,
+        VideoCodec::H265,
+    ];
+
     /// SDP encoding name.
     pub fn encoding_name(self) -> &'static str {
         match self {
             VideoCodec::H264 => "H264",
             VideoCodec::Vp8 => "VP8",
+            VideoCodec::Vp9 => "VP9",
+            VideoCodec::Av1 => "AV1",
+            VideoCodec::H265 => "H265",
         }
     }
 
@@ -66,20 +84,24 @@ impl VideoCodec {
         match self {
             VideoCodec::H264 => 96,
             VideoCodec::Vp8 => 97,
+            VideoCodec::Vp9 => 98,
+            VideoCodec::Av1 => 99,
+            VideoCodec::H265 => 100,
         }
     }
 
     fn consumer_fmtp(self) -> Option<&'static str> {
         match self {
             VideoCodec::H264 => Some("packetization-mode=1"),
-            VideoCodec::Vp8 => None,
+            _ => None,
         }
     }
 
     /// Parses an SDP encoding name (case-insensitive).
     pub fn from_encoding_name(name: &str) -> Option<Self> {
-        [VideoCodec::H264, VideoCodec::Vp8]
-            .into_iter()
+        VideoCodec::ALL
+            .iter()
+            .copied()
             .find(|c| c.encoding_name().eq_ignore_ascii_case(name))
     }
 }
@@ -267,7 +289,12 @@ mod tests {
             Some(VideoCodec::H264)
         );
         assert_eq!(VideoCodec::from_encoding_name("vp8"), Some(VideoCodec::Vp8));
-        assert_eq!(VideoCodec::from_encoding_name("AV1"), None);
+        assert_eq!(VideoCodec::from_encoding_name("av1"), Some(VideoCodec::Av1));
+        assert_eq!(
+            VideoCodec::from_encoding_name("h265"),
+            Some(VideoCodec::H265)
+        );
+        assert_eq!(VideoCodec::from_encoding_name("theora"), None);
         assert_eq!(
             AudioCodec::from_encoding_name("OPUS"),
             Some(AudioCodec::Opus)

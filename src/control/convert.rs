@@ -45,6 +45,9 @@ pub(crate) fn spec(
         let codec = match pb::VideoCodec::try_from(c) {
             Ok(pb::VideoCodec::H264) => VideoCodec::H264,
             Ok(pb::VideoCodec::Vp8) => VideoCodec::Vp8,
+            Ok(pb::VideoCodec::Vp9) => VideoCodec::Vp9,
+            Ok(pb::VideoCodec::Av1) => VideoCodec::Av1,
+            Ok(pb::VideoCodec::H265) => VideoCodec::H265,
             _ => return Err(Error::BadRequest(format!("unknown video codec {c}"))),
         };
         if !video_codecs.contains(&codec) {
@@ -173,6 +176,9 @@ pub(crate) fn ingest(v: &IngestView) -> pb::Ingest {
             .map(|c| match c {
                 VideoCodec::H264 => pb::VideoCodec::H264 as i32,
                 VideoCodec::Vp8 => pb::VideoCodec::Vp8 as i32,
+                VideoCodec::Vp9 => pb::VideoCodec::Vp9 as i32,
+                VideoCodec::Av1 => pb::VideoCodec::Av1 as i32,
+                VideoCodec::H265 => pb::VideoCodec::H265 as i32,
             })
             .collect(),
         audio_codecs: spec

@@ -212,6 +212,50 @@ pub(crate) fn starts_keyframe(codec: VideoCodec, payload: &[u8]) -> bool {
     match codec {
         VideoCodec::H264 => h264_starts_idr(payload),
         VideoCodec::Vp8 => vp8_starts_keyframe(payload),
+        VideoCodec::Vp9 => vp9_starts_keyframe(payload),
+        VideoCodec::Av1 => av1_starts_sequence(payload),
+        VideoCodec::H265 => h265_starts_irap(payload),
+    }
+}
+
+/// VP9 (RFC 9628): beginning of a frame (B) that is not inter-predicted (P clear).
+fn vp9_starts_keyframe(payload: &[u8]) -> bool {
+    payload
+        .first()
+        .is_some_and(|d| d & 0x08 != 0 && d & 0x40 == 0)
+}
+
+/// AV1 (RTP payload format for AV1, section 4.4): N marks the first packet of a coded video
+/// sequence, which starts with a keyframe.
+fn av1_starts_sequence(payload: &[u8]) -> bool {
+    payload
+        .first()
+        .is_some_and(|aggregation| aggregation & 0x08 != 0)
+}
+
+/// H.265 (RFC 7798): an IRAP NAL unit (types 16 to 21) alone, in an aggregation packet, or the
+/// start fragment of one.
+fn h265_starts_irap(payload: &[u8]) -> bool {
+    let irap = |nal_type: u8| (16..=21).contains(&nal_type);
+    let Some(&first) = payload.first() else {
+        return false;
+    };
+    match (first >> 1) & 0x3f {
+        48 => {
+            let mut rest = payload.get(2..).unwrap_or(&[]);
+            while rest.len() > 2 {
+                let size = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                if rest.get(2).is_some_and(|nal| irap((nal >> 1) & 0x3f)) {
+                    return true;
+                }
+                rest = rest.get(2 + size..).unwrap_or(&[]);
+            }
+            false
+        }
+        49 => payload
+            .get(2)
+            .is_some_and(|fu| fu & 0x80 != 0 && irap(fu & 0x3f)),
+        t => irap(t),
     }
 }
 
@@ -287,6 +331,29 @@ mod tests {
         ));
         assert!(starts_keyframe(VideoCodec::H264, &[0x7c, 0x85, 0x88]));
         assert!(!starts_keyframe(VideoCodec::H264, &[0x7c, 0x05, 0x88]));
+    }
+
+    #[test]
+    fn vp9_av1_and_h265_keyframes_are_recognised() {
+        assert!(starts_keyframe(VideoCodec::Vp9, &[0x08]));
+        assert!(
+            !starts_keyframe(VideoCodec::Vp9, &[0x48]),
+            "inter-predicted"
+        );
+        assert!(starts_keyframe(VideoCodec::Av1, &[0x18]));
+        assert!(!starts_keyframe(VideoCodec::Av1, &[0x10]));
+        // IDR_W_RADL (19) alone, a TRAIL_R (1), an FU start of CRA (21).
+        assert!(starts_keyframe(VideoCodec::H265, &[19 << 1, 1, 0xaa]));
+        assert!(!starts_keyframe(VideoCodec::H265, &[1 << 1, 1, 0xaa]));
+        assert!(starts_keyframe(
+            VideoCodec::H265,
+            &[49 << 1, 1, 0x80 | 21, 0xaa]
+        ));
+        // Aggregation packet: VPS (32, 2 bytes) then IDR_N_LP (20).
+        assert!(starts_keyframe(
+            VideoCodec::H265,
+            &[48 << 1, 1, 0, 2, 32 << 1, 1, 0, 2, 20 << 1, 1]
+        ));
     }
 
     #[test]

@@ -14,7 +14,8 @@ use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::configure_twcc_receiver_only;
 use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+    MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_HEVC, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
+    MediaEngine,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -173,6 +174,9 @@ fn video_parameters(chosen: &Chosen<VideoCodec>) -> RTCRtpCodecParameters {
     let mime = match chosen.codec {
         VideoCodec::H264 => MIME_TYPE_H264,
         VideoCodec::Vp8 => MIME_TYPE_VP8,
+        VideoCodec::Vp9 => MIME_TYPE_VP9,
+        VideoCodec::Av1 => MIME_TYPE_AV1,
+        VideoCodec::H265 => MIME_TYPE_HEVC,
     };
     RTCRtpCodecParameters {
         rtp_codec: RTCRtpCodec {

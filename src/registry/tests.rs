@@ -167,9 +167,20 @@ fn lowering_the_cap_keeps_live_publishers() {
 fn limits_set_live_win_but_do_not_break_idempotent_registration() {
     let r = registry(4);
     r.register(spec("a"), false).expect("register");
-    let limits = Limits { max_bitrate_bps: Some(1_000_000), max_session: None };
+    let limits = Limits {
+        max_bitrate_bps: Some(1_000_000),
+        max_session: None,
+    };
     r.set_limits("a", limits).expect("set limits");
     assert_eq!(r.limits("a"), Some(limits));
-    assert!(!r.register(spec("a"), false).expect("same registration again").1);
-    assert_eq!(r.get("a").expect("get").spec.limits, limits, "views show the effective limits");
+    assert!(
+        !r.register(spec("a"), false)
+            .expect("same registration again")
+            .1
+    );
+    assert_eq!(
+        r.get("a").expect("get").spec.limits,
+        limits,
+        "views show the effective limits"
+    );
 }

@@ -11,7 +11,7 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9, MediaEngine,
 };
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp;
@@ -35,11 +35,14 @@ pub enum Video {
     H264,
     /// VP8 at payload type 100 (consumer: 97).
     Vp8,
+    /// VP9 at payload type 101 (consumer: 98).
+    Vp9,
 }
 
 /// Offer payload types: deliberately not the consumer SDP's, so rewriting is observable.
 pub const OFFER_H264_PT: u8 = 102;
 pub const OFFER_VP8_PT: u8 = 100;
+pub const OFFER_VP9_PT: u8 = 101;
 pub const OFFER_OPUS_PT: u8 = 109;
 
 struct Handler {
@@ -110,6 +113,7 @@ fn video_codec(video: Video) -> (RTCRtpCodec, u8) {
             OFFER_H264_PT,
         ),
         Video::Vp8 => (codec(MIME_TYPE_VP8, 90000, 0, ""), OFFER_VP8_PT),
+        Video::Vp9 => (codec(MIME_TYPE_VP9, 90000, 0, "profile-id=0"), OFFER_VP9_PT),
     }
 }
 
@@ -258,6 +262,11 @@ impl Publisher {
                         Video::Vp8 => [
                             &[0x10, if keyframe { 0x00 } else { 0x01 }][..],
                             &vec![0xCD; rate.video_payload],
+                        ]
+                        .concat(),
+                        Video::Vp9 => [
+                            &[if keyframe { 0x08 } else { 0x48 }][..],
+                            &vec![0xEF; rate.video_payload],
                         ]
                         .concat(),
                     };

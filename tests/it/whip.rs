@@ -32,7 +32,11 @@ async fn h264_and_opus_are_forwarded_with_the_consumer_payload_types() -> Result
     assert!(published.answer.contains("a=ice-lite"));
     assert!(published.answer.contains("a=recvonly"));
     // Bandwidth feedback, so that publishers ramp up: TWCC when offered.
-    assert!(published.answer.contains("transport-cc"), "{}", published.answer);
+    assert!(
+        published.answer.contains("transport-cc"),
+        "{}",
+        published.answer
+    );
 
     let v = video.recv_n(20, PATIENCE).await?;
     assert!(
@@ -74,6 +78,31 @@ async fn vp8_is_forwarded_at_its_own_payload_type() -> Result<()> {
     let _published = gw.publish("vp8cam", Some(Video::Vp8), true).await?;
     let v = video.recv_n(10, PATIENCE).await?;
     assert!(v.iter().all(|p| p.payload_type == 97));
+    gw.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vp9_is_forwarded_when_the_ingest_accepts_it() -> Result<()> {
+    let mut gw = TestGateway::start().await?;
+    let video = UdpSink::bind().await?;
+    let ingest = gw
+        .register_with(pb::RegisterIngestRequest {
+            ingest_id: "vp9cam".into(),
+            video_target: video.addr.to_string(),
+            video_codecs: vec![pb::VideoCodec::Vp9 as i32],
+            ..Default::default()
+        })
+        .await?;
+    assert!(ingest.consumer_sdp.contains("a=rtpmap:98 VP9/90000"));
+    let _published = gw.publish("vp9cam", Some(Video::Vp9), false).await?;
+    let v = video.recv_n(10, PATIENCE).await?;
+    assert!(v.iter().all(|p| p.payload_type == 98));
+    let session = gw.session("vp9cam").await?.expect("live");
+    assert_eq!(session.video_codec, "VP9");
+    // The default codec set (H264, VP8) refuses a VP9-only publisher.
+    gw.register("default", None, None).await?;
+    let (_p, offer) = Publisher::new(Some(Video::Vp9), false).await?;
+    assert_eq!(gw.post_offer("default", &offer, None).await?.status(), 400);
     gw.stop().await
 }
 
