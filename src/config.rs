@@ -17,6 +17,8 @@ pub struct Config {
     pub grpc_listen: SocketAddr,
     /// The one UDP port every WebRTC session shares.
     pub udp_listen: SocketAddr,
+    /// ICE-TCP (passive) listener for publishers whose networks block UDP; `None`: off.
+    pub tcp_listen: Option<SocketAddr>,
     /// Addresses advertised in ICE candidates instead of the local ones (NAT 1:1).
     pub public_ip: Vec<IpAddr>,
     /// Global cap on live publishers.
@@ -86,6 +88,7 @@ impl Default for Config {
             http_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             grpc_listen: SocketAddr::from(([0, 0, 0, 0], 50051)),
             udp_listen: SocketAddr::from(([0, 0, 0, 0], 8189)),
+            tcp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 8189))),
             public_ip: Vec::new(),
             max_publishers: 64,
             cors_origins: vec!["*".to_owned()],
@@ -112,6 +115,7 @@ impl Config {
             http_listen: any,
             grpc_listen: any,
             udp_listen: any,
+            tcp_listen: Some(any),
             ..Config::default()
         }
     }
@@ -180,6 +184,13 @@ pub struct Cli {
     /// WebRTC media UDP address, one port shared by all sessions [default: 0.0.0.0:8189].
     #[arg(long, env = "WHIPGATE_UDP_LISTEN")]
     pub udp_listen: Option<SocketAddr>,
+    /// ICE-TCP (passive) listen address, for publishers whose networks block UDP
+    /// [default: 0.0.0.0:8189].
+    #[arg(long, env = "WHIPGATE_TCP_LISTEN")]
+    pub tcp_listen: Option<SocketAddr>,
+    /// Offer ICE-TCP candidates at all [default: true].
+    #[arg(long, env = "WHIPGATE_ICE_TCP")]
+    pub ice_tcp: Option<bool>,
     /// Address to advertise in ICE candidates (NAT 1:1); repeat or comma-separate for several.
     #[arg(long, env = "WHIPGATE_PUBLIC_IP", value_delimiter = ',')]
     pub public_ip: Option<Vec<IpAddr>>,
@@ -236,6 +247,8 @@ struct FileConfig {
     http_listen: Option<SocketAddr>,
     grpc_listen: Option<SocketAddr>,
     udp_listen: Option<SocketAddr>,
+    tcp_listen: Option<SocketAddr>,
+    ice_tcp: Option<bool>,
     public_ip: Option<Vec<IpAddr>>,
     max_publishers: Option<usize>,
     cors_origins: Option<Vec<String>>,
@@ -284,6 +297,11 @@ impl Cli {
                 .or(file.grpc_listen)
                 .unwrap_or(d.grpc_listen),
             udp_listen: self.udp_listen.or(file.udp_listen).unwrap_or(d.udp_listen),
+            tcp_listen: if self.ice_tcp.or(file.ice_tcp).unwrap_or(true) {
+                self.tcp_listen.or(file.tcp_listen).or(d.tcp_listen)
+            } else {
+                None
+            },
             public_ip: self.public_ip.or(file.public_ip).unwrap_or(d.public_ip),
             max_publishers: self
                 .max_publishers

@@ -29,6 +29,8 @@ pub struct Bound {
     pub grpc: SocketAddr,
     /// WebRTC media (UDP).
     pub udp: SocketAddr,
+    /// ICE-TCP, if enabled.
+    pub tcp: Option<SocketAddr>,
     /// Separate metrics listener, if configured.
     pub metrics: Option<SocketAddr>,
 }
@@ -74,6 +76,7 @@ impl Gateway {
             http: http.local_addr().map_err(Error::internal)?,
             grpc: grpc.local_addr().map_err(Error::internal)?,
             udp: media.local_addr().map_err(Error::internal)?,
+            tcp: media.tcp_local_addr(),
             metrics: match &metrics_listener {
                 Some(l) => Some(l.local_addr().map_err(Error::internal)?),
                 None => None,

@@ -9,12 +9,13 @@ mod mux;
 mod peer;
 mod rtcp;
 mod session;
+mod tcp;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -42,6 +43,8 @@ pub struct Answer {
 #[derive(Clone)]
 pub struct Media {
     mux: UdpMux,
+    /// The ICE-TCP listener until the receiver starts.
+    tcp: Arc<std::sync::Mutex<Option<TcpListener>>>,
     factory: Arc<PeerFactory>,
     forward: ForwardSockets,
     timers: SessionTimers,
@@ -62,11 +65,23 @@ impl Media {
             .map_err(Error::internal)?;
         let local = socket.local_addr().map_err(Error::internal)?;
         let candidates = advertised_addrs(local, &config.public_ip);
-        tracing::info!(udp = %local, candidates = ?candidates, "media port bound");
-        let factory =
-            PeerFactory::new(candidates, config.media_timeout).map_err(Error::internal)?;
+        let tcp = match config.tcp_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(Error::internal)?),
+            None => None,
+        };
+        let tcp_candidates = match &tcp {
+            Some(listener) => {
+                let tcp_local = listener.local_addr().map_err(Error::internal)?;
+                advertised_addrs(tcp_local, &config.public_ip)
+            }
+            None => Vec::new(),
+        };
+        tracing::info!(udp = %local, ?candidates, ?tcp_candidates, "media ports bound");
+        let factory = PeerFactory::new(candidates, tcp_candidates, config.media_timeout)
+            .map_err(Error::internal)?;
         Ok(Media {
             mux: UdpMux::new(socket),
+            tcp: Arc::new(std::sync::Mutex::new(tcp)),
             factory: Arc::new(factory),
             forward: ForwardSockets::bind().await.map_err(Error::internal)?,
             timers: SessionTimers {
@@ -90,14 +105,32 @@ impl Media {
         self.mux.routed_addrs()
     }
 
-    /// Starts the receive loop of the shared socket.
+    /// The bound ICE-TCP address, if ICE-TCP is on.
+    pub fn tcp_local_addr(&self) -> Option<SocketAddr> {
+        let tcp = self.tcp.lock().unwrap_or_else(|p| p.into_inner());
+        tcp.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Starts the receive loops of the shared UDP socket and the ICE-TCP listener.
     pub fn spawn_receiver(&self, cancel: CancellationToken) {
         let mux = self.mux.clone();
         let metrics = Arc::clone(&self.metrics);
         self.tracker.spawn(
-            mux.run(metrics, cancel)
+            mux.run(Arc::clone(&metrics), cancel.clone())
                 .instrument(tracing::info_span!("udp_mux")),
         );
+        let listener = self.tcp.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(listener) = listener {
+            let accept = tcp::accept(
+                listener,
+                self.mux.clone(),
+                metrics,
+                cancel,
+                self.tracker.clone(),
+            );
+            self.tracker
+                .spawn(accept.instrument(tracing::info_span!("ice_tcp")));
+        }
     }
 
     /// Negotiates an admitted publish and starts its session task. Dropping the admission on
@@ -139,7 +172,9 @@ impl Media {
             inbound,
             route,
             socket: Arc::clone(self.mux.socket()),
-            ice_local: self.factory.ice_local_addr(),
+            ice_local: self.factory.ice_local_addr(false),
+            ice_local_tcp: self.factory.ice_local_addr(true),
+            mux: self.mux.clone(),
             timers: self.timers,
         };
         let span = tracing::info_span!("session", ingest = %session.admission.spec.id, %session_id);

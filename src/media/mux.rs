@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rtc::stun::attributes::ATTR_USERNAME;
 use rtc::stun::message::{BINDING_REQUEST, Message, is_stun_message};
 use tokio::net::UdpSocket;
@@ -26,23 +26,32 @@ const MAX_DATAGRAM: usize = 2048;
 /// Datagrams queued per session before the mux drops (a stuck session must not stall others).
 const SESSION_QUEUE: usize = 1024;
 
-/// One datagram for a session.
+/// One datagram (or one RFC 4571 frame of an ICE-TCP connection) for a session.
 pub(crate) struct Datagram {
     pub(crate) data: BytesMut,
     pub(crate) from: SocketAddr,
     pub(crate) at: Instant,
+    /// Arrived over ICE-TCP rather than the UDP port.
+    pub(crate) tcp: bool,
 }
 
 #[derive(Clone)]
-struct Sink {
+pub(crate) struct Sink {
     session: Uuid,
-    tx: mpsc::Sender<Datagram>,
+    pub(crate) tx: mpsc::Sender<Datagram>,
+}
+
+/// Where a session's output for an ICE-TCP peer goes (the connection's writer).
+struct TcpWriter {
+    session: Uuid,
+    tx: mpsc::Sender<Bytes>,
 }
 
 #[derive(Default)]
 struct Table {
     by_ufrag: HashMap<String, Sink>,
     by_addr: HashMap<SocketAddr, Sink>,
+    tcp_writers: HashMap<SocketAddr, TcpWriter>,
 }
 
 /// The shared media socket and its routing table.
@@ -65,6 +74,8 @@ impl Drop for Route {
             .by_ufrag
             .retain(|_, sink| sink.session != self.session);
         table.by_addr.retain(|_, sink| sink.session != self.session);
+        // Dropping a writer's sender closes its ICE-TCP connection.
+        table.tcp_writers.retain(|_, w| w.session != self.session);
     }
 }
 
@@ -127,6 +138,7 @@ impl UdpMux {
                 data: BytesMut::from(packet),
                 from,
                 at: Instant::now(),
+                tcp: false,
             };
             if sink.tx.try_send(datagram).is_err() {
                 metrics.udp_queue_drops.inc();
@@ -146,6 +158,39 @@ impl UdpMux {
                 Some(sink)
             }
             None => table.by_addr.get(&from).cloned(),
+        }
+    }
+}
+
+impl UdpMux {
+    /// The session an ICE-TCP connection belongs to, from its first frame (a binding
+    /// request); registers the connection's writer for the session's replies.
+    pub(crate) fn claim_tcp(
+        &self,
+        first: &[u8],
+        peer: SocketAddr,
+        writer: mpsc::Sender<Bytes>,
+    ) -> Option<Sink> {
+        let ufrag = binding_request_ufrag(first)?;
+        let mut table = self.lock();
+        let sink = table.by_ufrag.get(&ufrag)?.clone();
+        table.tcp_writers.insert(
+            peer,
+            TcpWriter {
+                session: sink.session,
+                tx: writer,
+            },
+        );
+        Some(sink)
+    }
+
+    /// Sends one packet to an ICE-TCP peer, framed (RFC 4571). Drops it if the connection is
+    /// gone or backed up, like UDP would.
+    pub(crate) fn send_tcp(&self, peer: SocketAddr, packet: &[u8]) {
+        let framed = Bytes::from(rtc::shared::tcp_framing::frame_packet(packet));
+        let table = self.lock();
+        if let Some(writer) = table.tcp_writers.get(&peer) {
+            let _ = writer.tx.try_send(framed);
         }
     }
 }

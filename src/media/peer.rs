@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rtc::ice::mdns::MulticastDnsMode;
+use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{NackGeneratorBuilder, ReceiverReportBuilder, Registry, Slot};
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -35,6 +36,7 @@ use crate::codec::{AudioCodec, Chosen, OfferPlan, VideoCodec};
 pub(crate) struct PeerFactory {
     certificate: RTCCertificate,
     candidates: Vec<SocketAddr>,
+    tcp_candidates: Vec<SocketAddr>,
     ice_disconnected: Duration,
     ice_failed: Duration,
 }
@@ -48,6 +50,7 @@ pub(crate) struct Negotiated {
 impl PeerFactory {
     pub(crate) fn new(
         candidates: Vec<SocketAddr>,
+        tcp_candidates: Vec<SocketAddr>,
         media_timeout: Duration,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let provider = rtc::crypto::default_provider()?;
@@ -59,6 +62,7 @@ impl PeerFactory {
         Ok(PeerFactory {
             certificate,
             candidates,
+            tcp_candidates,
             // Publishers send consent checks every ~5 s (RFC 7675) and consent lasts 30 s:
             // a shorter ICE-lite timeout flaps to "disconnected" between two checks. Vanished
             // publishers are caught sooner by the media timeout anyway.
@@ -71,8 +75,11 @@ impl PeerFactory {
     /// The shared socket may be bound to a wildcard or sit behind NAT 1:1, so the real
     /// destination address is not known per packet; using one fixed candidate keeps ICE's
     /// local-candidate lookup consistent.
-    pub(crate) fn ice_local_addr(&self) -> SocketAddr {
-        self.candidates[0]
+    pub(crate) fn ice_local_addr(&self, tcp: bool) -> SocketAddr {
+        match self.tcp_candidates.first() {
+            Some(addr) if tcp => *addr,
+            _ => self.candidates[0],
+        }
     }
 
     /// Builds the peer connection, applies the offer and produces the answer.
@@ -132,16 +139,24 @@ impl PeerFactory {
             }
         }
         peer.set_remote_description(now, RTCSessionDescription::offer(offer_sdp)?)?;
-        for addr in &self.candidates {
+        let udp = self
+            .candidates
+            .iter()
+            .map(|a| (a, "udp", TcpType::Unspecified));
+        let tcp = self
+            .tcp_candidates
+            .iter()
+            .map(|a| (a, "tcp", TcpType::Passive));
+        for (addr, network, tcp_type) in udp.chain(tcp) {
             let candidate = CandidateHostConfig {
                 base_config: CandidateConfig {
-                    network: "udp".to_owned(),
+                    network: network.to_owned(),
                     address: addr.ip().to_string(),
                     port: addr.port(),
                     component: 1,
                     ..Default::default()
                 },
-                ..Default::default()
+                tcp_type,
             }
             .new_candidate_host()?;
             peer.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;

@@ -23,7 +23,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::forward::{Forwarder, starts_keyframe};
-use super::mux::{Datagram, Route};
+use super::mux::{Datagram, Route, UdpMux};
 use crate::codec::{MediaKind, OfferPlan};
 use crate::registry::{Admission, EndReason, SessionCommand};
 
@@ -47,6 +47,8 @@ pub(crate) struct Session {
     pub(crate) route: Route,
     pub(crate) socket: Arc<UdpSocket>,
     pub(crate) ice_local: SocketAddr,
+    pub(crate) ice_local_tcp: SocketAddr,
+    pub(crate) mux: UdpMux,
     pub(crate) forwarder: Forwarder,
     pub(crate) timers: SessionTimers,
 }
@@ -127,11 +129,7 @@ impl Session {
             tracing::debug!(%err, "closing peer connection");
         }
         // Flush what close produced (DTLS close_notify), best effort.
-        while let Some(out) = self.peer.poll_write() {
-            let _ = self
-                .socket
-                .try_send_to(&out.message, out.transport.peer_addr);
-        }
+        self.flush();
         let (reason, detail) = p
             .end
             .take()
@@ -145,15 +143,35 @@ impl Session {
         tracing::info!(%session_id, reason = reason.as_str(), "session closed");
     }
 
+    /// Sends everything the peer connection queued, over UDP or the peer's ICE-TCP connection.
+    fn flush(&mut self) {
+        while let Some(out) = self.peer.poll_write() {
+            let to = out.transport.peer_addr;
+            if out.transport.transport_protocol == TransportProtocol::TCP {
+                self.mux.send_tcp(to, &out.message);
+            } else if let Err(err) = self.socket.try_send_to(&out.message, to) {
+                tracing::debug!(%err, %to, "media socket send");
+            }
+        }
+    }
+
     fn read(&mut self, d: Datagram, p: &mut Progress) {
         p.remote = Some(d.from);
         let tagged = TaggedBytesMut {
             now: d.at,
             transport: TransportContext {
-                local_addr: self.ice_local,
+                local_addr: if d.tcp {
+                    self.ice_local_tcp
+                } else {
+                    self.ice_local
+                },
                 peer_addr: d.from,
                 ecn: None,
-                transport_protocol: TransportProtocol::UDP,
+                transport_protocol: if d.tcp {
+                    TransportProtocol::TCP
+                } else {
+                    TransportProtocol::UDP
+                },
             },
             message: d.data,
         };
@@ -164,14 +182,7 @@ impl Session {
 
     /// Sends queued output, handles events and forwards received media.
     fn drain(&mut self, p: &mut Progress) {
-        while let Some(out) = self.peer.poll_write() {
-            if let Err(err) = self
-                .socket
-                .try_send_to(&out.message, out.transport.peer_addr)
-            {
-                tracing::debug!(%err, to = %out.transport.peer_addr, "media socket send");
-            }
-        }
+        self.flush();
         while let Some(event) = self.peer.poll_event() {
             self.on_event(event, p);
         }
@@ -184,11 +195,7 @@ impl Session {
             }
         }
         // Events and RTP handling may have queued RTCP (PLI).
-        while let Some(out) = self.peer.poll_write() {
-            let _ = self
-                .socket
-                .try_send_to(&out.message, out.transport.peer_addr);
-        }
+        self.flush();
     }
 
     fn on_event(&mut self, event: RTCPeerConnectionEvent, p: &mut Progress) {

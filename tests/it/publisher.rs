@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
+use rtc::ice::network_type::NetworkType;
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -13,7 +14,9 @@ use rtc::peer_connection::configuration::interceptor_registry::register_default_
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9, MediaEngine,
 };
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
@@ -137,6 +140,16 @@ fn track(kind: RtpCodecKind, codec: RTCRtpCodec, ssrc: u32) -> Arc<TrackLocalSta
 impl Publisher {
     /// Builds the peer connection and returns it with its complete (non-trickle) offer.
     pub async fn new(video: Option<Video>, audio: bool) -> Result<(Self, String)> {
+        Self::with_transport(video, audio, false).await
+    }
+
+    /// Like `new`; with `tcp_only` the publisher has no UDP at all and must reach the gateway
+    /// over ICE-TCP (as behind a firewall that blocks UDP).
+    pub async fn with_transport(
+        video: Option<Video>,
+        audio: bool,
+        tcp_only: bool,
+    ) -> Result<(Self, String)> {
         let mut media = MediaEngine::default();
         if let Some(v) = video {
             let (c, pt) = video_codec(v);
@@ -160,17 +173,26 @@ impl Publisher {
         let registry = register_default_interceptors(Registry::new(), &mut media)?;
         let (gathered_tx, gathered) = watch::channel(false);
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
-        let pc = PeerConnectionBuilder::new()
+        let mut builder = PeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_media_engine(media)
             .with_interceptor_registry(registry)
             .with_handler(Arc::new(Handler {
                 gathered: gathered_tx,
                 state: state_tx,
-            }))
-            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
-            .build()
-            .await?;
+            }));
+        builder = if tcp_only {
+            let settings = SettingEngineBuilder::new()
+                .with_network_types(vec![NetworkType::Tcp4])
+                .build();
+            builder
+                .with_setting_engine(settings)
+                .with_tcp_addrs(vec!["127.0.0.1:0".to_owned()])
+                .with_udp_addrs(Vec::<String>::new())
+        } else {
+            builder.with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+        };
+        let pc = builder.build().await?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
         let video = match video {
             Some(v) => {
@@ -217,8 +239,22 @@ impl Publisher {
     /// Applies the gateway's answer.
     pub async fn set_answer(&self, sdp: String) -> Result<()> {
         self.pc
-            .set_remote_description(RTCSessionDescription::answer(sdp)?)
+            .set_remote_description(RTCSessionDescription::answer(sdp.clone())?)
             .await?;
+        // webrtc-rs's async driver dials a passive TCP candidate only when it is added as a
+        // remote candidate, not when it sits in the answer: hand those over explicitly.
+        for line in sdp.lines().filter(|l| l.contains("tcptype passive")) {
+            if let Some(candidate) = line.strip_prefix("a=") {
+                self.pc
+                    .add_ice_candidate(RTCIceCandidateInit {
+                        candidate: candidate.to_owned(),
+                        sdp_mid: Some("0".to_owned()),
+                        sdp_mline_index: Some(0),
+                        ..Default::default()
+                    })
+                    .await?;
+            }
+        }
         Ok(())
     }
 

@@ -530,3 +530,31 @@ async fn a_redirected_ingest_answers_307_to_its_node() -> Result<()> {
     );
     gw.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_without_udp_connects_over_ice_tcp() -> Result<()> {
+    let mut gw = TestGateway::start().await?;
+    let tcp = gw.bound.tcp.expect("ICE-TCP is on by default");
+    let video = UdpSink::bind().await?;
+    gw.register("tcp", Some(&video), None).await?;
+    let (mut publisher, offer) = Publisher::with_transport(Some(Video::H264), true, true).await?;
+    assert!(
+        !offer.contains(" udp "),
+        "the publisher offers no UDP candidate"
+    );
+    let r = gw.post_offer("tcp", &offer, None).await?;
+    assert_eq!(r.status(), 201);
+    let answer = r.text().await?;
+    assert!(
+        answer.contains(&format!("{} typ host tcptype passive", tcp.port())),
+        "passive TCP candidate on the ICE-TCP port: {answer}"
+    );
+    publisher.set_answer(answer).await?;
+    publisher.connected(PATIENCE).await?;
+    publisher.start_media().await?;
+    let v = video.recv_n(10, PATIENCE).await?;
+    assert!(v.iter().all(|p| p.payload_type == 96));
+    let session = gw.session("tcp").await?.expect("live");
+    assert_eq!(session.state, pb::SessionState::Connected as i32);
+    gw.stop().await
+}
