@@ -153,6 +153,8 @@ pub struct OfferPlan {
     pub video: Option<Chosen<VideoCodec>>,
     /// Audio codec to receive, if the offer sends audio.
     pub audio: Option<Chosen<AudioCodec>>,
+    /// Simulcast layers (RIDs) the video section sends, in offer order; empty without simulcast.
+    pub simulcast_rids: Vec<String>,
 }
 
 impl OfferPlan {

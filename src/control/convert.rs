@@ -84,7 +84,23 @@ pub(crate) fn spec(
         audio_codecs,
         limits: req.limits.map(limits).unwrap_or_default(),
         redirect_url: redirect_url(&req.redirect_url)?,
+        simulcast_layer: rid(&req.simulcast_layer)?,
     })
+}
+
+/// A simulcast RID (RFC 8851: alphanumeric, `-`, `_`); empty means "highest".
+pub(crate) fn rid(value: &str) -> Result<Option<String>, Error> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let ok = value.len() <= 255
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(Some(value.to_owned()))
+    } else {
+        Err(Error::BadRequest(format!("invalid simulcast RID {value:?}")))
+    }
 }
 
 fn redirect_url(value: &str) -> Result<Option<String>, Error> {
@@ -156,6 +172,8 @@ fn session(s: &SessionView) -> pb::Session {
         audio_codec: s.audio_codec.clone().unwrap_or_default(),
         started_at: Some(timestamp(s.started_at)),
         counters: Some(counters(s.counters)),
+        simulcast_layers: s.simulcast_layers.clone(),
+        forwarded_layer: s.forwarded_layer.clone().unwrap_or_default(),
     }
 }
 
@@ -192,6 +210,7 @@ pub(crate) fn ingest(v: &IngestView) -> pb::Ingest {
         created_at: Some(timestamp(v.created_at)),
         session: v.session.as_ref().map(session),
         redirect_url: spec.redirect_url.clone().unwrap_or_default(),
+        simulcast_layer: spec.simulcast_layer.clone().unwrap_or_default(),
     }
 }
 
@@ -268,7 +287,12 @@ pub(crate) fn event(e: &Event) -> pb::Event {
             remote_addr: remote_addr.map(|a| a.to_string()).unwrap_or_default(),
             connect_millis: millis(*connect_time),
         }),
-        EventPayload::TrackStarted { kind, codec, ssrc } => {
+        EventPayload::TrackStarted {
+            kind,
+            codec,
+            ssrc,
+            rid,
+        } => {
             Payload::TrackStarted(pb::TrackStarted {
                 kind: match kind {
                     MediaKind::Video => pb::MediaKind::Video,
@@ -276,6 +300,7 @@ pub(crate) fn event(e: &Event) -> pb::Event {
                 } as i32,
                 codec: codec.clone(),
                 ssrc: *ssrc,
+            rid: rid.clone().unwrap_or_default(),
             })
         }
         EventPayload::SessionStats {

@@ -226,6 +226,17 @@ impl IngestControl for ControlService {
         self.done("RequestKeyframe", result)
     }
 
+    async fn select_simulcast_layer(
+        &self,
+        request: Request<pb::SelectSimulcastLayerRequest>,
+    ) -> Result<Response<pb::SelectSimulcastLayerResponse>, Status> {
+        let req = request.into_inner();
+        let result = convert::rid(&req.rid)
+            .and_then(|rid| self.registry.select_layer(&req.ingest_id, rid))
+            .map(|session_live| pb::SelectSimulcastLayerResponse { session_live });
+        self.done("SelectSimulcastLayer", result)
+    }
+
     type WatchEventsStream = EventStream;
 
     async fn watch_events(

@@ -102,18 +102,22 @@ impl Forwarder {
     }
 
     /// Counts a received packet and forwards it; returns whether it was sent.
-    pub(crate) fn forward(
-        &mut self,
-        kind: MediaKind,
-        packet: &mut rtp::Packet,
-        size: usize,
-    ) -> bool {
-        let (target, received) = match kind {
-            MediaKind::Video => (self.video.as_ref(), &self.video_received),
-            MediaKind::Audio => (self.audio.as_ref(), &self.audio_received),
+    /// Counts a received packet (forwarded or not).
+    pub(crate) fn count_received(&self, kind: MediaKind, size: usize) {
+        let received = match kind {
+            MediaKind::Video => &self.video_received,
+            MediaKind::Audio => &self.audio_received,
         };
         received.packets_received.inc();
         received.bytes_received.inc_by(size as u64);
+    }
+
+    /// Forwards a packet to its kind's target; returns whether it was sent.
+    pub(crate) fn forward(&mut self, kind: MediaKind, packet: &mut rtp::Packet) -> bool {
+        let target = match kind {
+            MediaKind::Video => self.video.as_ref(),
+            MediaKind::Audio => self.audio.as_ref(),
+        };
         let Some(target) = target else { return false };
         let mapped = {
             let mut continuity = self.continuity.lock().unwrap_or_else(|p| p.into_inner());

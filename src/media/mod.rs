@@ -9,6 +9,7 @@ mod mux;
 mod peer;
 mod rtcp;
 mod session;
+mod simulcast;
 mod tcp;
 
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +30,7 @@ use forward::{ForwardSockets, Forwarder};
 use mux::UdpMux;
 use peer::PeerFactory;
 use session::{Session, SessionTimers};
+use simulcast::LayerSelector;
 
 /// What a successful publish answers.
 #[derive(Debug)]
@@ -164,7 +166,9 @@ impl Media {
         };
         let session_id = admission.session_id;
         let (route, inbound) = self.mux.route(ufrag.clone(), session_id);
+        let layers = LayerSelector::new(admission.spec.simulcast_layer.clone());
         let session = Session {
+            layers,
             forwarder: Forwarder::new(self.forward.clone(), &admission, &plan, &self.metrics),
             admission,
             plan,
@@ -172,6 +176,7 @@ impl Media {
             inbound,
             route,
             socket: Arc::clone(self.mux.socket()),
+            rids: Default::default(),
             ice_local: self.factory.ice_local_addr(false),
             ice_local_tcp: self.factory.ice_local_addr(true),
             mux: self.mux.clone(),

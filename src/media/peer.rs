@@ -13,7 +13,9 @@ use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{NackGeneratorBuilder, ReceiverReportBuilder, Registry, Slot};
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::configure_twcc_receiver_only;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_HEVC, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
     MediaEngine,
@@ -98,6 +100,8 @@ impl PeerFactory {
         if let Some(audio) = &plan.audio {
             media.register_codec(audio_parameters(audio), RtpCodecKind::Audio)?;
         }
+        // mid / rid / repaired-rid header extensions: simulcast layers are told apart by RID.
+        configure_simulcast_extension_headers(&mut media)?;
         let interceptors = Registry::new()
             .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
             .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())

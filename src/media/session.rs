@@ -2,6 +2,7 @@
 //! it, forwards its RTP, and reports to the registry. Ends on cancellation (DELETE, teardown,
 //! unregister, shutdown), ICE failure, inactivity or a cap.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,6 +25,7 @@ use tokio::sync::mpsc;
 
 use super::forward::{Forwarder, starts_keyframe};
 use super::mux::{Datagram, Route, UdpMux};
+use super::simulcast::LayerSelector;
 use crate::codec::{MediaKind, OfferPlan};
 use crate::registry::{Admission, EndReason, SessionCommand};
 
@@ -50,6 +52,9 @@ pub(crate) struct Session {
     pub(crate) ice_local_tcp: SocketAddr,
     pub(crate) mux: UdpMux,
     pub(crate) forwarder: Forwarder,
+    pub(crate) layers: LayerSelector,
+    /// SSRC -> simulcast RID, learnt from the receiver.
+    pub(crate) rids: HashMap<u32, String>,
     pub(crate) timers: SessionTimers,
 }
 
@@ -59,8 +64,12 @@ struct Progress {
     connected: bool,
     last_media: Instant,
     started: Instant,
+    /// SSRC of the forwarded video stream (the current layer with simulcast).
     video_ssrc: Option<u32>,
     audio_ssrc: Option<u32>,
+    /// Every video SSRC seen (track-started fires once per SSRC).
+    seen_ssrcs: HashSet<u32>,
+    housekeeping_ticks: u64,
     bytes_at_last_stats: u64,
     nacks_seen: u64,
     end: Option<(EndReason, String)>,
@@ -78,6 +87,8 @@ impl Session {
             started: now,
             video_ssrc: None,
             audio_ssrc: None,
+            seen_ssrcs: HashSet::new(),
+            housekeeping_ticks: 0,
             bytes_at_last_stats: 0,
             nacks_seen: 0,
             end: None,
@@ -111,13 +122,17 @@ impl Session {
                 }
                 Some(command) = self.admission.commands.recv() => match command {
                     SessionCommand::RequestKeyframe => self.request_keyframe(&p),
+                    SessionCommand::SelectLayer(rid) => self.layers.set_preferred(rid),
                 },
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
                     if let Err(err) = self.peer.handle_timeout(Instant::now()) {
                         tracing::debug!(%err, "peer timeout handling");
                     }
                 }
-                _ = housekeeping.tick() => self.check_limits(&mut p),
+                _ = housekeeping.tick() => {
+                    self.check_limits(&mut p);
+                    self.review_layers(&mut p);
+                }
                 _ = stats.tick() => {
                     let elapsed = last_stats.elapsed();
                     last_stats = Instant::now();
@@ -240,26 +255,40 @@ impl Session {
         let size = packet.marshal_size();
         let counters = Arc::clone(&self.admission.counters);
         let ssrc = packet.header.ssrc;
+        let session_id = self.admission.session_id;
         p.last_media = Instant::now();
+        self.forwarder.count_received(kind, size);
         match kind {
             MediaKind::Video => {
                 counters.video_packets.fetch_add(1, Ordering::Relaxed);
-                counters
-                    .video_bytes
-                    .fetch_add(size as u64, Ordering::Relaxed);
-                if let Some(video) = &self.plan.video {
-                    if starts_keyframe(video.codec, &packet.payload) {
-                        counters.keyframes.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if p.video_ssrc != Some(ssrc) {
-                        p.video_ssrc = Some(ssrc);
+                counters.video_bytes.fetch_add(size as u64, Ordering::Relaxed);
+                let Some(codec) = self.plan.video.as_ref().map(|v| v.codec) else {
+                    return;
+                };
+                let keyframe = starts_keyframe(codec, &packet.payload);
+                if keyframe {
+                    counters.keyframes.fetch_add(1, Ordering::Relaxed);
+                }
+                let rid = self.rid_of(ssrc);
+                if p.seen_ssrcs.insert(ssrc) {
+                    let registry = self.admission.guard.registry();
+                    registry.track_started(session_id, kind, codec.encoding_name(), ssrc, rid.as_deref());
+                }
+                let forward = match &rid {
+                    Some(rid) => self.layers.on_packet(rid, ssrc, size, keyframe),
+                    None => true,
+                };
+                if !forward {
+                    return;
+                }
+                if p.video_ssrc != Some(ssrc) {
+                    let first = p.video_ssrc.is_none();
+                    p.video_ssrc = Some(ssrc);
+                    if rid.is_some() {
                         let registry = self.admission.guard.registry();
-                        registry.track_started(
-                            self.admission.session_id,
-                            kind,
-                            video.codec.encoding_name(),
-                            ssrc,
-                        );
+                        registry.simulcast_state(session_id, &self.plan.simulcast_rids, rid.as_deref());
+                    }
+                    if first {
                         // The consumer can only start decoding at a keyframe: ask for one now.
                         self.request_keyframe(p);
                     }
@@ -267,26 +296,36 @@ impl Session {
             }
             MediaKind::Audio => {
                 counters.audio_packets.fetch_add(1, Ordering::Relaxed);
-                counters
-                    .audio_bytes
-                    .fetch_add(size as u64, Ordering::Relaxed);
+                counters.audio_bytes.fetch_add(size as u64, Ordering::Relaxed);
                 if p.audio_ssrc != Some(ssrc) {
                     p.audio_ssrc = Some(ssrc);
                     if let Some(audio) = &self.plan.audio {
                         let registry = self.admission.guard.registry();
-                        registry.track_started(
-                            self.admission.session_id,
-                            kind,
-                            audio.codec.encoding_name(),
-                            ssrc,
-                        );
+                        registry.track_started(session_id, kind, audio.codec.encoding_name(), ssrc, None);
                     }
                 }
             }
         }
-        if self.forwarder.forward(kind, packet, size) {
+        if self.forwarder.forward(kind, packet) {
             counters.packets_forwarded.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// The simulcast layer (RID) of a video SSRC; `None` without simulcast.
+    fn rid_of(&mut self, ssrc: u32) -> Option<String> {
+        if self.plan.simulcast_rids.is_empty() {
+            return None;
+        }
+        if let Some(rid) = self.rids.get(&ssrc) {
+            return Some(rid.clone());
+        }
+        let receivers: Vec<_> = self.peer.get_receivers().collect();
+        let rid = receivers.into_iter().find_map(|id| {
+            let receiver = self.peer.rtp_receiver(id)?;
+            receiver.track().rid(ssrc).map(|r| r.to_string())
+        })?;
+        self.rids.insert(ssrc, rid.clone());
+        Some(rid)
     }
 
     /// Forwards the publisher's Sender Reports to the consumer's RTCP port (RTP port + 1).
@@ -306,11 +345,15 @@ impl Session {
         }
     }
 
-    /// Sends an RTCP PLI for the video stream, if there is one yet.
+    /// Sends an RTCP PLI for the forwarded video stream, if there is one yet.
     fn request_keyframe(&mut self, p: &Progress) {
-        let Some(media_ssrc) = p.video_ssrc else {
-            return;
-        };
+        if let Some(media_ssrc) = p.video_ssrc {
+            self.send_pli(media_ssrc);
+        }
+    }
+
+    /// Sends an RTCP PLI for one video SSRC.
+    fn send_pli(&mut self, media_ssrc: u32) {
         let receivers: Vec<_> = self.peer.get_receivers().collect();
         for id in receivers {
             let Some(mut receiver) = self.peer.rtp_receiver(id) else {
@@ -333,6 +376,20 @@ impl Session {
                 }
                 Err(err) => tracing::debug!(%err, "sending PLI"),
             }
+        }
+    }
+
+    /// Re-ranks simulcast layers and asks the layer to switch to for a keyframe.
+    fn review_layers(&mut self, p: &mut Progress) {
+        if self.plan.simulcast_rids.is_empty() {
+            return;
+        }
+        p.housekeeping_ticks += 1;
+        if p.housekeeping_ticks % 2 == 0 {
+            self.layers.evaluate();
+        }
+        if let Some(ssrc) = self.layers.pending_switch() {
+            self.send_pli(ssrc);
         }
     }
 

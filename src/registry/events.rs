@@ -129,6 +129,8 @@ pub enum EventPayload {
         codec: String,
         /// Publisher SSRC.
         ssrc: u32,
+        /// Simulcast layer, if any.
+        rid: Option<String>,
     },
     /// Periodic statistics of a live session.
     SessionStats {

@@ -30,10 +30,12 @@ use crate::metrics::Metrics;
 use events::{EventLog, SubscribeError};
 
 /// Commands the control plane sends to a live session's task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionCommand {
     /// Send an RTCP PLI to the publisher.
     RequestKeyframe,
+    /// Forward this simulcast layer (`None`: the highest bitrate).
+    SelectLayer(Option<String>),
 }
 
 /// Handle to the shared state; cheap to clone.
@@ -65,11 +67,19 @@ struct IngestEntry {
     /// Limits set with SetCaps; they win over the registered ones and do not make a later
     /// identical RegisterIngest a conflict.
     limits_override: Option<Limits>,
+    /// Simulcast layer chosen with SelectSimulcastLayer (`Some(None)`: highest bitrate).
+    layer_override: Option<Option<String>>,
 }
 
 impl IngestEntry {
     fn limits(&self) -> Limits {
         self.limits_override.unwrap_or(self.spec.limits)
+    }
+
+    fn simulcast_layer(&self) -> Option<String> {
+        self.layer_override
+            .clone()
+            .unwrap_or_else(|| self.spec.simulcast_layer.clone())
     }
 }
 
@@ -84,6 +94,8 @@ struct SessionEntry {
     counters: Arc<SessionCounters>,
     cancel: CancellationToken,
     commands: mpsc::Sender<SessionCommand>,
+    simulcast_layers: Vec<String>,
+    forwarded_layer: Option<String>,
     /// Announced (publish-accepted emitted): only announced sessions emit session-ended.
     announced: bool,
     etag: String,
@@ -193,6 +205,7 @@ impl Registry {
                 Some(false) => {
                     let must_close = state.ingests.get_mut(&id).is_some_and(|existing| {
                         existing.limits_override = None;
+                        existing.layer_override = None;
                         let old = std::mem::replace(&mut existing.spec, spec);
                         old.media_differs(&existing.spec)
                     });
@@ -220,6 +233,7 @@ impl Registry {
                         session: None,
                         continuity: Arc::default(),
                         limits_override: None,
+                        layer_override: None,
                     };
                     let view = view_of(&entry);
                     state.ingests.insert(id.clone(), entry);
@@ -402,8 +416,11 @@ impl Registry {
             commands: commands_tx,
             announced: false,
             etag: String::new(),
+            simulcast_layers: Vec::new(),
+            forwarded_layer: None,
         });
-        let spec = entry.spec.clone();
+        let mut spec = entry.spec.clone();
+        spec.simulcast_layer = entry.simulcast_layer();
         let continuity = Arc::clone(&entry.continuity);
         state.sessions.insert(session_id, ingest_id.to_owned());
         self.inner
@@ -509,7 +526,14 @@ impl Registry {
     }
 
     /// Records the first packet of a track.
-    pub fn track_started(&self, session_id: Uuid, kind: MediaKind, codec: &str, ssrc: u32) {
+    pub fn track_started(
+        &self,
+        session_id: Uuid,
+        kind: MediaKind,
+        codec: &str,
+        ssrc: u32,
+        rid: Option<&str>,
+    ) {
         let mut state = self.lock();
         let Some(ingest_id) = state.sessions.get(&session_id).cloned() else {
             return;
@@ -533,6 +557,7 @@ impl Registry {
                 kind,
                 codec: codec.to_owned(),
                 ssrc,
+                rid: rid.map(str::to_owned),
             },
         );
     }
@@ -645,6 +670,31 @@ impl Registry {
         Ok(())
     }
 
+    /// Chooses the simulcast layer of an ingest, for its live session (if any) and later ones.
+    /// Returns whether a live session was told.
+    pub fn select_layer(&self, ingest_id: &str, rid: Option<String>) -> Result<bool, Error> {
+        let commands = {
+            let mut state = self.lock();
+            let entry = state
+                .ingests
+                .get_mut(ingest_id)
+                .ok_or_else(|| Error::IngestNotFound(ingest_id.to_owned()))?;
+            entry.layer_override = Some(rid.clone());
+            entry.session.as_ref().map(|s| s.commands.clone())
+        };
+        Ok(commands.is_some_and(|c| c.try_send(SessionCommand::SelectLayer(rid)).is_ok()))
+    }
+
+    /// Records a session's simulcast layers and the one it forwards.
+    pub fn simulcast_state(&self, session_id: Uuid, layers: &[String], forwarded: Option<&str>) {
+        let mut state = self.lock();
+        let Some(ingest_id) = state.sessions.get(&session_id).cloned() else { return };
+        if let Some(session) = state.ingests.get_mut(&ingest_id).and_then(|e| e.session.as_mut()) {
+            session.simulcast_layers = layers.to_vec();
+            session.forwarded_layer = forwarded.map(str::to_owned);
+        }
+    }
+
     /// Subscribes to events from `from_seq` (0: live only).
     pub fn subscribe(&self, from_seq: u64) -> Result<Subscription, Error> {
         self.lock()
@@ -749,6 +799,7 @@ fn check_token(spec: &IngestSpec, bearer: Option<&str>) -> Result<(), Error> {
 fn view_of(entry: &IngestEntry) -> IngestView {
     let mut spec = entry.spec.clone();
     spec.limits = entry.limits();
+    spec.simulcast_layer = entry.simulcast_layer();
     let has_bearer_token = spec.bearer_token.take().is_some();
     IngestView {
         consumer_sdp: spec.consumer_sdp(),
@@ -763,6 +814,8 @@ fn view_of(entry: &IngestEntry) -> IngestView {
             audio_codec: s.audio_codec.clone(),
             started_at: s.started_at,
             counters: s.counters.snapshot(),
+            simulcast_layers: s.simulcast_layers.clone(),
+            forwarded_layer: s.forwarded_layer.clone(),
         }),
     }
 }

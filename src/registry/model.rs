@@ -66,6 +66,8 @@ pub struct IngestSpec {
     pub limits: Limits,
     /// Publishes are redirected (307) to this absolute WHIP URL on another node.
     pub redirect_url: Option<String>,
+    /// Simulcast layer (RID) to forward; `None`: the highest bitrate.
+    pub simulcast_layer: Option<String>,
 }
 
 impl IngestSpec {
@@ -185,6 +187,10 @@ pub struct SessionView {
     pub started_at: SystemTime,
     /// Media counters.
     pub counters: CountersSnapshot,
+    /// Simulcast layers offered (empty without simulcast).
+    pub simulcast_layers: Vec<String>,
+    /// The simulcast layer being forwarded.
+    pub forwarded_layer: Option<String>,
 }
 
 /// An ingest as seen from outside (no token).

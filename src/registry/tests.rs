@@ -27,6 +27,7 @@ fn spec(id: &str) -> IngestSpec {
         audio_codecs: AudioCodec::DEFAULT.to_vec(),
         limits: Limits::default(),
         redirect_url: None,
+        simulcast_layer: None,
     }
 }
 

@@ -38,6 +38,7 @@ pub fn plan(offer: &str, spec: &IngestSpec) -> Result<OfferPlan, Error> {
                 |c| c.encoding_name(),
                 h264_usable,
             );
+            plan.simulcast_rids = simulcast_send_rids(media);
             if plan.video.is_none() {
                 return bad(unsupported(
                     media,
@@ -69,6 +70,27 @@ pub fn plan(offer: &str, spec: &IngestSpec) -> Result<OfferPlan, Error> {
         return bad("the offer has no audio or video section".into());
     }
     Ok(plan)
+}
+
+/// The RIDs of `a=simulcast:send ...` (RFC 8853): first alternative of each stream, paused
+/// (`~`) ones included, in offer order.
+fn simulcast_send_rids(media: &MediaDescription) -> Vec<String> {
+    let Some(Some(value)) = media.attribute("simulcast") else {
+        return Vec::new();
+    };
+    let mut words = value.split_whitespace();
+    while let Some(direction) = words.next() {
+        let list = words.next().unwrap_or_default();
+        if direction == "send" {
+            return list
+                .split(';')
+                .filter_map(|stream| stream.split(',').next())
+                .map(|rid| rid.trim_start_matches('~').to_owned())
+                .filter(|rid| !rid.is_empty())
+                .collect();
+        }
+    }
+    Vec::new()
 }
 
 /// H.264 is usable only in packetization-mode 1 (what consumers depacketize).

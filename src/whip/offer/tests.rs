@@ -15,6 +15,7 @@ fn spec(video: &[VideoCodec]) -> IngestSpec {
         audio_codecs: AudioCodec::DEFAULT.to_vec(),
         limits: Limits::default(),
         redirect_url: None,
+        simulcast_layer: None,
     }
 }
 
@@ -122,4 +123,15 @@ fn mutated_offers_never_panic() {
         let text = String::from_utf8_lossy(&bytes);
         let _ = plan(&text, &spec);
     }
+}
+
+#[test]
+fn simulcast_layers_are_read_from_the_send_list() {
+    let offer = BROWSER.replace(
+        "a=rtpmap:96 VP8/90000\r\n",
+        "a=rtpmap:96 VP8/90000\r\na=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;h;~f\r\n",
+    );
+    let planned = plan(&offer, &spec(VideoCodec::DEFAULT)).expect("plan");
+    assert_eq!(planned.simulcast_rids, ["q", "h", "f"]);
+    assert!(plan(BROWSER, &spec(VideoCodec::DEFAULT)).expect("plan").simulcast_rids.is_empty());
 }
