@@ -95,11 +95,15 @@ pub(crate) fn rid(value: &str) -> Result<Option<String>, Error> {
         return Ok(None);
     }
     let ok = value.len() <= 255
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok {
         Ok(Some(value.to_owned()))
     } else {
-        Err(Error::BadRequest(format!("invalid simulcast RID {value:?}")))
+        Err(Error::BadRequest(format!(
+            "invalid simulcast RID {value:?}"
+        )))
     }
 }
 
@@ -292,17 +296,15 @@ pub(crate) fn event(e: &Event) -> pb::Event {
             codec,
             ssrc,
             rid,
-        } => {
-            Payload::TrackStarted(pb::TrackStarted {
-                kind: match kind {
-                    MediaKind::Video => pb::MediaKind::Video,
-                    MediaKind::Audio => pb::MediaKind::Audio,
-                } as i32,
-                codec: codec.clone(),
-                ssrc: *ssrc,
+        } => Payload::TrackStarted(pb::TrackStarted {
+            kind: match kind {
+                MediaKind::Video => pb::MediaKind::Video,
+                MediaKind::Audio => pb::MediaKind::Audio,
+            } as i32,
+            codec: codec.clone(),
+            ssrc: *ssrc,
             rid: rid.clone().unwrap_or_default(),
-            })
-        }
+        }),
         EventPayload::SessionStats {
             bitrate_bps,
             counters: c,

@@ -261,7 +261,9 @@ impl Session {
         match kind {
             MediaKind::Video => {
                 counters.video_packets.fetch_add(1, Ordering::Relaxed);
-                counters.video_bytes.fetch_add(size as u64, Ordering::Relaxed);
+                counters
+                    .video_bytes
+                    .fetch_add(size as u64, Ordering::Relaxed);
                 let Some(codec) = self.plan.video.as_ref().map(|v| v.codec) else {
                     return;
                 };
@@ -272,7 +274,13 @@ impl Session {
                 let rid = self.rid_of(ssrc);
                 if p.seen_ssrcs.insert(ssrc) {
                     let registry = self.admission.guard.registry();
-                    registry.track_started(session_id, kind, codec.encoding_name(), ssrc, rid.as_deref());
+                    registry.track_started(
+                        session_id,
+                        kind,
+                        codec.encoding_name(),
+                        ssrc,
+                        rid.as_deref(),
+                    );
                 }
                 let forward = match &rid {
                     Some(rid) => self.layers.on_packet(rid, ssrc, size, keyframe),
@@ -286,7 +294,11 @@ impl Session {
                     p.video_ssrc = Some(ssrc);
                     if rid.is_some() {
                         let registry = self.admission.guard.registry();
-                        registry.simulcast_state(session_id, &self.plan.simulcast_rids, rid.as_deref());
+                        registry.simulcast_state(
+                            session_id,
+                            &self.plan.simulcast_rids,
+                            rid.as_deref(),
+                        );
                     }
                     if first {
                         // The consumer can only start decoding at a keyframe: ask for one now.
@@ -296,12 +308,20 @@ impl Session {
             }
             MediaKind::Audio => {
                 counters.audio_packets.fetch_add(1, Ordering::Relaxed);
-                counters.audio_bytes.fetch_add(size as u64, Ordering::Relaxed);
+                counters
+                    .audio_bytes
+                    .fetch_add(size as u64, Ordering::Relaxed);
                 if p.audio_ssrc != Some(ssrc) {
                     p.audio_ssrc = Some(ssrc);
                     if let Some(audio) = &self.plan.audio {
                         let registry = self.admission.guard.registry();
-                        registry.track_started(session_id, kind, audio.codec.encoding_name(), ssrc, None);
+                        registry.track_started(
+                            session_id,
+                            kind,
+                            audio.codec.encoding_name(),
+                            ssrc,
+                            None,
+                        );
                     }
                 }
             }
@@ -385,7 +405,7 @@ impl Session {
             return;
         }
         p.housekeeping_ticks += 1;
-        if p.housekeeping_ticks % 2 == 0 {
+        if p.housekeeping_ticks.is_multiple_of(2) {
             self.layers.evaluate();
         }
         if let Some(ssrc) = self.layers.pending_switch() {

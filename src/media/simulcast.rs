@@ -22,7 +22,10 @@ pub(crate) struct LayerSelector {
 
 impl LayerSelector {
     pub(crate) fn new(preferred: Option<String>) -> Self {
-        LayerSelector { preferred, ..Default::default() }
+        LayerSelector {
+            preferred,
+            ..Default::default()
+        }
     }
 
     /// Names the layer to forward (`None`: the highest bitrate).
@@ -46,7 +49,9 @@ impl LayerSelector {
     /// SSRC of the layer to switch to, while a switch waits for its keyframe.
     pub(crate) fn pending_switch(&self) -> Option<u32> {
         let target = self.target()?;
-        (Some(target) != self.current()).then(|| self.ssrcs.get(target).copied()).flatten()
+        (Some(target) != self.current())
+            .then(|| self.ssrcs.get(target).copied())
+            .flatten()
     }
 
     /// Accounts a packet of layer `rid`; returns whether to forward it.
@@ -75,7 +80,12 @@ impl LayerSelector {
             .max_by_key(|(_, bytes)| **bytes)
             .map(|(rid, bytes)| (rid.clone(), *bytes));
         if let Some((rid, bytes)) = best {
-            let incumbent = self.highest.as_ref().and_then(|h| self.window.get(h)).copied().unwrap_or(0);
+            let incumbent = self
+                .highest
+                .as_ref()
+                .and_then(|h| self.window.get(h))
+                .copied()
+                .unwrap_or(0);
             if self.highest.is_none() || bytes as f64 > incumbent as f64 * SWITCH_MARGIN {
                 self.highest = Some(rid);
             }
@@ -106,7 +116,10 @@ mod tests {
         assert_eq!(s.target(), Some("f"));
         assert_eq!(s.pending_switch(), Some(3), "ask f for a keyframe");
         assert!(!feed(&mut s, "f", false), "no switch before a keyframe");
-        assert!(feed(&mut s, "q", false), "the old layer keeps flowing meanwhile");
+        assert!(
+            feed(&mut s, "q", false),
+            "the old layer keeps flowing meanwhile"
+        );
         assert!(feed(&mut s, "f", true), "switch on f's keyframe");
         assert!(!feed(&mut s, "q", true), "q is now dropped");
         assert_eq!(s.pending_switch(), None);
@@ -123,7 +136,11 @@ mod tests {
         assert!(feed(&mut s, "h", true));
         s.set_preferred(None);
         s.evaluate();
-        assert_eq!(s.target(), Some("h"), "h carried the most in the last window");
+        assert_eq!(
+            s.target(),
+            Some("h"),
+            "h carried the most in the last window"
+        );
     }
 
     #[test]

@@ -688,8 +688,14 @@ impl Registry {
     /// Records a session's simulcast layers and the one it forwards.
     pub fn simulcast_state(&self, session_id: Uuid, layers: &[String], forwarded: Option<&str>) {
         let mut state = self.lock();
-        let Some(ingest_id) = state.sessions.get(&session_id).cloned() else { return };
-        if let Some(session) = state.ingests.get_mut(&ingest_id).and_then(|e| e.session.as_mut()) {
+        let Some(ingest_id) = state.sessions.get(&session_id).cloned() else {
+            return;
+        };
+        if let Some(session) = state
+            .ingests
+            .get_mut(&ingest_id)
+            .and_then(|e| e.session.as_mut())
+        {
             session.simulcast_layers = layers.to_vec();
             session.forwarded_layer = forwarded.map(str::to_owned);
         }

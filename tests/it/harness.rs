@@ -230,12 +230,14 @@ pub struct UdpSink {
 }
 
 /// The fields of a received RTP header the tests look at.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RtpSeen {
     pub payload_type: u8,
     pub ssrc: u32,
     pub sequence: u16,
     pub first_payload_byte: u8,
+    /// The first bytes of the payload.
+    pub payload: Vec<u8>,
 }
 
 impl UdpSink {
@@ -267,6 +269,10 @@ impl UdpSink {
             sequence: u16::from_be_bytes([buf[2], buf[3]]),
             ssrc: u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]),
             first_payload_byte: *buf.get(offset).unwrap_or(&0),
+            payload: buf
+                .get(offset..n.min(offset + 16))
+                .unwrap_or_default()
+                .to_vec(),
         })
     }
 

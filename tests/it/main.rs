@@ -5,4 +5,5 @@
 mod control;
 mod harness;
 mod publisher;
+mod simulcast;
 mod whip;

@@ -48,9 +48,9 @@ pub const OFFER_VP8_PT: u8 = 100;
 pub const OFFER_VP9_PT: u8 = 101;
 pub const OFFER_OPUS_PT: u8 = 109;
 
-struct Handler {
-    gathered: watch::Sender<bool>,
-    state: watch::Sender<RTCPeerConnectionState>,
+pub(crate) struct Handler {
+    pub(crate) gathered: watch::Sender<bool>,
+    pub(crate) state: watch::Sender<RTCPeerConnectionState>,
 }
 
 #[async_trait::async_trait]
@@ -94,7 +94,7 @@ pub struct Publisher {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str) -> RTCRtpCodec {
+pub(crate) fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str) -> RTCRtpCodec {
     RTCRtpCodec {
         mime_type: mime.to_owned(),
         clock_rate,
@@ -412,7 +412,7 @@ async fn first_ssrc(track: &Arc<TrackLocalStaticRTP>) -> Result<u32> {
         .ok_or_else(|| anyhow!("track has no SSRC"))
 }
 
-async fn negotiated_pt(sender: &Arc<dyn RtpSender>) -> Result<u8> {
+pub(crate) async fn negotiated_pt(sender: &Arc<dyn RtpSender>) -> Result<u8> {
     sender
         .get_parameters()
         .await?
@@ -423,6 +423,6 @@ async fn negotiated_pt(sender: &Arc<dyn RtpSender>) -> Result<u8> {
         .ok_or_else(|| anyhow!("sender has no negotiated codec"))
 }
 
-fn random_ssrc() -> u32 {
+pub(crate) fn random_ssrc() -> u32 {
     (uuid::Uuid::new_v4().as_u128() & 0xffff_ffff) as u32
 }

@@ -431,7 +431,7 @@ async fn a_reconnecting_publisher_continues_the_same_output_stream() -> Result<(
     let video = UdpSink::bind().await?;
     gw.register("again", Some(&video), None).await?;
     let first = gw.publish("again", Some(Video::H264), false).await?;
-    let mut last = *video.recv_n(10, PATIENCE).await?.last().expect("packets");
+    let mut last = video.recv_n(10, PATIENCE).await?.last().cloned().expect("packets");
     assert_eq!(gw.delete(&first.location).await?, 204);
     // The session has ended: what is still queued at the sink is all it sent.
     while let Ok(p) = video.recv_rtp(Duration::from_millis(300)).await {

@@ -133,5 +133,10 @@ fn simulcast_layers_are_read_from_the_send_list() {
     );
     let planned = plan(&offer, &spec(VideoCodec::DEFAULT)).expect("plan");
     assert_eq!(planned.simulcast_rids, ["q", "h", "f"]);
-    assert!(plan(BROWSER, &spec(VideoCodec::DEFAULT)).expect("plan").simulcast_rids.is_empty());
+    assert!(
+        plan(BROWSER, &spec(VideoCodec::DEFAULT))
+            .expect("plan")
+            .simulcast_rids
+            .is_empty()
+    );
 }
