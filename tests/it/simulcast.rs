@@ -69,7 +69,6 @@ async fn publish_simulcast(gw: &TestGateway, ingest: &str) -> Result<SimulcastPu
         RTCRtpCodecParameters {
             rtp_codec: vp8.clone(),
             payload_type: 96,
-            ..Default::default()
         },
         RtpCodecKind::Video,
     )?;
