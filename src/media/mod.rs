@@ -7,6 +7,7 @@
 mod forward;
 mod mux;
 mod peer;
+mod restart;
 mod rtcp;
 mod session;
 mod simulcast;
@@ -97,6 +98,11 @@ impl Media {
         })
     }
 
+    /// Deadline for producing an answer (also used for ICE restarts).
+    pub fn answer_timeout(&self) -> Duration {
+        self.answer_timeout
+    }
+
     /// The bound media address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.mux.socket().local_addr()
@@ -143,14 +149,10 @@ impl Media {
         offer: String,
         plan: OfferPlan,
     ) -> Result<Answer, Error> {
-        let ufrag = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
-        let pwd = uuid::Uuid::new_v4().simple().to_string();
         let factory = Arc::clone(&self.factory);
         let blocking_plan = plan.clone();
-        let (ufrag_c, pwd_c) = (ufrag.clone(), pwd.clone());
-        let negotiation = tokio::task::spawn_blocking(move || {
-            factory.negotiate(offer, &blocking_plan, &ufrag_c, &pwd_c)
-        });
+        let negotiation =
+            tokio::task::spawn_blocking(move || factory.negotiate(offer, &blocking_plan));
         let started = std::time::Instant::now();
         let negotiated = match tokio::time::timeout(self.answer_timeout, negotiation).await {
             Err(_) => return Err(Error::GatherTimeout),
@@ -165,6 +167,7 @@ impl Media {
             Ok(Ok(Ok(negotiated))) => negotiated,
         };
         let session_id = admission.session_id;
+        let ufrag = negotiated.ufrag;
         let (route, inbound) = self.mux.route(ufrag.clone(), session_id);
         let layers = LayerSelector::new(admission.spec.simulcast_layer.clone());
         let session = Session {

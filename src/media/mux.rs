@@ -109,6 +109,19 @@ impl UdpMux {
         )
     }
 
+    /// Routes one more ufrag (after an ICE restart) to an already routed session.
+    pub(crate) fn add_ufrag(&self, ufrag: String, session: Uuid) {
+        let mut table = self.lock();
+        let sink = table
+            .by_ufrag
+            .values()
+            .find(|s| s.session == session)
+            .cloned();
+        if let Some(sink) = sink {
+            table.by_ufrag.insert(ufrag, sink);
+        }
+    }
+
     /// Number of routed addresses (tests and diagnostics).
     pub(crate) fn routed_addrs(&self) -> usize {
         self.lock().by_addr.len()

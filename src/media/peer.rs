@@ -47,6 +47,19 @@ pub(crate) struct PeerFactory {
 pub(crate) struct Negotiated {
     pub(crate) peer: RTCPeerConnection,
     pub(crate) answer_sdp: String,
+    /// Our ICE ufrag (webrtc-rs generates the credentials, fresh again on an ICE restart).
+    pub(crate) ufrag: String,
+}
+
+/// The `a=ice-ufrag` and `a=ice-pwd` values of an SDP or SDP fragment (first of each).
+pub(crate) fn ice_credentials(sdp: &str) -> Option<(String, String)> {
+    let value = |key: &str| {
+        sdp.lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    Some((value("a=ice-ufrag:")?, value("a=ice-pwd:")?))
 }
 
 impl PeerFactory {
@@ -89,8 +102,6 @@ impl PeerFactory {
         &self,
         offer_sdp: String,
         plan: &OfferPlan,
-        ufrag: &str,
-        pwd: &str,
     ) -> rtc::shared::error::Result<Negotiated> {
         let now = Instant::now();
         let mut media = MediaEngine::default();
@@ -113,7 +124,6 @@ impl PeerFactory {
 
         let settings = SettingEngineBuilder::new()
             .with_lite(true)
-            .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
             .with_answering_dtls_role(RTCDtlsRole::Server)
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
             .with_ice_timeouts(Some(self.ice_disconnected), Some(self.ice_failed), None)
@@ -172,7 +182,13 @@ impl PeerFactory {
             .local_description()
             .map(|d| d.sdp)
             .ok_or(rtc::shared::error::Error::ErrNoRemoteDescription)?;
-        Ok(Negotiated { peer, answer_sdp })
+        let (ufrag, _) = ice_credentials(&answer_sdp)
+            .ok_or(rtc::shared::error::Error::ErrNoRemoteDescription)?;
+        Ok(Negotiated {
+            peer,
+            answer_sdp,
+            ufrag,
+        })
     }
 }
 

@@ -27,7 +27,7 @@ use super::forward::{Forwarder, starts_keyframe};
 use super::mux::{Datagram, Route, UdpMux};
 use super::simulcast::LayerSelector;
 use crate::codec::{MediaKind, OfferPlan};
-use crate::registry::{Admission, EndReason, SessionCommand};
+use crate::registry::{Admission, EndReason, IceRestarted, SessionCommand};
 
 /// Datagrams handled per wake-up at most.
 const READ_BATCH: usize = 32;
@@ -123,6 +123,9 @@ impl Session {
                 Some(command) = self.admission.commands.recv() => match command {
                     SessionCommand::RequestKeyframe => self.request_keyframe(&p),
                     SessionCommand::SelectLayer(rid) => self.layers.set_preferred(rid),
+                    SessionCommand::IceRestart { fragment, reply } => {
+                        let _ = reply.send(self.ice_restart(&fragment));
+                    }
                 },
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
                     if let Err(err) = self.peer.handle_timeout(Instant::now()) {
@@ -397,6 +400,17 @@ impl Session {
                 Err(err) => tracing::debug!(%err, "sending PLI"),
             }
         }
+    }
+
+    /// Restarts ICE and routes the new ufrag to this session (the old one keeps working until
+    /// the publisher moves over).
+    fn ice_restart(&mut self, fragment: &str) -> Result<IceRestarted, String> {
+        let (ufrag, fragment) = super::restart::restart(&mut self.peer, fragment)?;
+        self.mux.add_ufrag(ufrag.clone(), self.admission.session_id);
+        Ok(IceRestarted {
+            fragment,
+            etag: format!("\"{ufrag}\""),
+        })
     }
 
     /// Re-ranks simulcast layers and asks the layer to switch to for a keyframe.

@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -30,12 +31,29 @@ use crate::metrics::Metrics;
 use events::{EventLog, SubscribeError};
 
 /// Commands the control plane sends to a live session's task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum SessionCommand {
     /// Send an RTCP PLI to the publisher.
     RequestKeyframe,
     /// Forward this simulcast layer (`None`: the highest bitrate).
     SelectLayer(Option<String>),
+    /// Restart ICE with the publisher's new credentials (a trickle-ice-sdpfrag); the reply is
+    /// the gateway's fragment (new ufrag, pwd, candidates) and new ETag.
+    IceRestart {
+        /// The publisher's fragment.
+        fragment: String,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<IceRestarted, String>>,
+    },
+}
+
+/// The gateway's side of a completed ICE restart.
+#[derive(Debug)]
+pub struct IceRestarted {
+    /// `application/trickle-ice-sdpfrag` body for the 200.
+    pub fragment: String,
+    /// The new ETag (one per ICE session).
+    pub etag: String,
 }
 
 /// Handle to the shared state; cheap to clone.
@@ -465,6 +483,41 @@ impl Registry {
                 remote_addr: http_peer,
             },
         );
+    }
+
+    /// Hands a command to the live session `session_id` of `ingest_id`.
+    pub fn command_session(
+        &self,
+        ingest_id: &str,
+        session_id: Uuid,
+        command: SessionCommand,
+    ) -> Result<(), Error> {
+        let commands = {
+            let state = self.lock();
+            state
+                .ingests
+                .get(ingest_id)
+                .and_then(|e| e.session.as_ref())
+                .filter(|s| s.id == session_id && s.announced)
+                .map(|s| s.commands.clone())
+                .ok_or(Error::SessionNotFound)?
+        };
+        commands
+            .try_send(command)
+            .map_err(|_| Error::Unprocessable("the session is busy; retry".into()))
+    }
+
+    /// Records a session's new ETag (after an ICE restart).
+    pub fn set_session_etag(&self, ingest_id: &str, session_id: Uuid, etag: &str) {
+        let mut state = self.lock();
+        if let Some(session) = state
+            .ingests
+            .get_mut(ingest_id)
+            .and_then(|e| e.session.as_mut())
+            .filter(|s| s.id == session_id)
+        {
+            session.etag = etag.to_owned();
+        }
     }
 
     /// The ETag of a live session of `ingest_id`.

@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::config::IceServer;
 use crate::error::Error;
 use crate::media::Media;
-use crate::registry::Registry;
+use crate::registry::{Registry, SessionCommand};
 
 pub use offer::plan as plan_offer;
 
@@ -235,14 +235,15 @@ async fn stop(
 }
 
 /// PATCH with a trickle-ICE fragment (RFC 8840). whipgate is ICE-lite: it learns the
-/// publisher's addresses from its connectivity checks, so candidates are accepted and not
-/// needed. An ICE restart (new ufrag/pwd) is not supported yet: 422, the session continues.
+/// publisher's addresses from its connectivity checks, so trickled candidates are accepted
+/// (204) and not needed. With `If-Match: *` the fragment's new ufrag/pwd restart ICE: 200 with
+/// the gateway's new fragment and a new ETag; a failed restart leaves the session running.
 async fn patch(
     State(state): State<WhipState>,
     Path((ingest_id, session_id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<StatusCode, Error> {
+) -> Result<Response, Error> {
     if !content_type_is(&headers, TRICKLE_ICE) {
         return Err(Error::UnsupportedMediaType(TRICKLE_ICE));
     }
@@ -254,18 +255,55 @@ async fn patch(
     let if_match = headers
         .get(header::IF_MATCH)
         .and_then(|v| v.to_str().ok())
-        .ok_or(Error::PreconditionRequired)?;
-    if if_match.trim() == "*" {
-        return Err(Error::Unprocessable(
-            "ICE restart is not supported; the session continues".into(),
-        ));
+        .ok_or(Error::PreconditionRequired)?
+        .trim();
+    let fragment = std::str::from_utf8(&body)
+        .map_err(|_| Error::BadRequest("trickle-ice fragment is not UTF-8".into()))?;
+    if if_match == "*" {
+        return ice_restart(&state, &ingest_id, id, fragment).await;
     }
-    if if_match.trim() != etag {
+    if if_match != etag {
         return Err(Error::PreconditionFailed);
     }
-    std::str::from_utf8(&body)
-        .map_err(|_| Error::BadRequest("trickle-ice fragment is not UTF-8".into()))?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn ice_restart(
+    state: &WhipState,
+    ingest_id: &str,
+    session_id: Uuid,
+    fragment: &str,
+) -> Result<Response, Error> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let command = SessionCommand::IceRestart {
+        fragment: fragment.to_owned(),
+        reply,
+    };
+    state
+        .registry
+        .command_session(ingest_id, session_id, command)?;
+    let restarted = match tokio::time::timeout(state.media.answer_timeout(), answer).await {
+        Ok(Ok(Ok(restarted))) => restarted,
+        Ok(Ok(Err(reason))) => {
+            return Err(Error::BadRequest(format!("ICE restart failed: {reason}")));
+        }
+        Ok(Err(_)) => return Err(Error::SessionNotFound),
+        Err(_) => return Err(Error::GatherTimeout),
+    };
+    state
+        .registry
+        .set_session_etag(ingest_id, session_id, &restarted.etag);
+    tracing::info!(ingest = %ingest_id, %session_id, "ICE restarted");
+    let etag = HeaderValue::from_str(&restarted.etag).map_err(Error::internal)?;
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(TRICKLE_ICE)),
+            (header::ETAG, etag),
+        ],
+        restarted.fragment,
+    )
+        .into_response())
 }
 
 /// OPTIONS (CORS preflight or not) is answered by the CORS layer; this adds what WHIP

@@ -258,6 +258,53 @@ impl Publisher {
         Ok(())
     }
 
+    /// Restarts ICE: a new local offer with fresh credentials, whose ufrag/pwd go to the gateway
+    /// with `patch` (the WHIP PATCH); the gateway's fragment then updates the remote answer.
+    pub async fn restart_ice<F, Fut>(&self, patch: F) -> Result<String>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = Result<String>>,
+    {
+        self.pc.restart_ice().await?;
+        let offer = self.pc.create_offer(None).await?;
+        self.pc.set_local_description(offer).await?;
+        let local = self
+            .pc
+            .local_description()
+            .await
+            .context("local description")?
+            .sdp;
+        let (ufrag, pwd) = credentials(&local).context("new local credentials")?;
+        let fragment = format!(
+            "a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n"
+        );
+        let answer_fragment = patch(fragment).await?;
+        let (their_ufrag, their_pwd) =
+            credentials(&answer_fragment).context("gateway credentials")?;
+        let remote = self
+            .pc
+            .remote_description()
+            .await
+            .context("remote description")?
+            .sdp;
+        let answer: String = remote
+            .lines()
+            .map(|l| {
+                if l.starts_with("a=ice-ufrag:") {
+                    format!("a=ice-ufrag:{their_ufrag}\r\n")
+                } else if l.starts_with("a=ice-pwd:") {
+                    format!("a=ice-pwd:{their_pwd}\r\n")
+                } else {
+                    format!("{l}\r\n")
+                }
+            })
+            .collect();
+        self.pc
+            .set_remote_description(RTCSessionDescription::answer(answer)?)
+            .await?;
+        Ok(their_ufrag)
+    }
+
     /// Waits until ICE + DTLS are up.
     pub async fn connected(&mut self, patience: Duration) -> Result<()> {
         tokio::time::timeout(
@@ -421,6 +468,15 @@ pub(crate) async fn negotiated_pt(sender: &Arc<dyn RtpSender>) -> Result<u8> {
         .first()
         .map(|c| c.payload_type)
         .ok_or_else(|| anyhow!("sender has no negotiated codec"))
+}
+
+fn credentials(sdp: &str) -> Option<(String, String)> {
+    let value = |key: &str| {
+        sdp.lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .map(str::to_owned)
+    };
+    Some((value("a=ice-ufrag:")?, value("a=ice-pwd:")?))
 }
 
 pub(crate) fn random_ssrc() -> u32 {

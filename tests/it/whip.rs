@@ -431,7 +431,12 @@ async fn a_reconnecting_publisher_continues_the_same_output_stream() -> Result<(
     let video = UdpSink::bind().await?;
     gw.register("again", Some(&video), None).await?;
     let first = gw.publish("again", Some(Video::H264), false).await?;
-    let mut last = video.recv_n(10, PATIENCE).await?.last().cloned().expect("packets");
+    let mut last = video
+        .recv_n(10, PATIENCE)
+        .await?
+        .last()
+        .cloned()
+        .expect("packets");
     assert_eq!(gw.delete(&first.location).await?, 204);
     // The session has ended: what is still queued at the sink is all it sent.
     while let Ok(p) = video.recv_rtp(Duration::from_millis(300)).await {
@@ -556,5 +561,63 @@ async fn a_publisher_without_udp_connects_over_ice_tcp() -> Result<()> {
     assert!(v.iter().all(|p| p.payload_type == 96));
     let session = gw.session("tcp").await?.expect("live");
     assert_eq!(session.state, pb::SessionState::Connected as i32);
+    gw.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_restart_by_patch_keeps_media_flowing() -> Result<()> {
+    let mut gw = TestGateway::start().await?;
+    let video = UdpSink::bind().await?;
+    gw.register("restart", Some(&video), None).await?;
+    let published = gw.publish("restart", Some(Video::H264), true).await?;
+    video.recv_n(5, PATIENCE).await?;
+    let url = gw.url(&published.location);
+    let patch = |body: String, if_match: &'static str| {
+        gw.http
+            .patch(url.clone())
+            .header("content-type", "application/trickle-ice-sdpfrag")
+            .header("if-match", if_match)
+            .body(body)
+            .send()
+    };
+    // A restart fragment without credentials fails and leaves the session alone.
+    let r = patch("a=mid:0\r\n".into(), "*").await?;
+    assert_eq!(r.status(), 400);
+
+    let new_etag = std::sync::Mutex::new(String::new());
+    let ufrag = published
+        .publisher
+        .restart_ice(|fragment| async {
+            let r = patch(fragment, "*").await?;
+            anyhow::ensure!(r.status() == 200, "restart answered {}", r.status());
+            assert_eq!(
+                header(&r, "content-type")?,
+                "application/trickle-ice-sdpfrag"
+            );
+            *new_etag.lock().unwrap() = header(&r, "etag")?;
+            Ok(r.text().await?)
+        })
+        .await?;
+    let new_etag = new_etag.into_inner().unwrap();
+    assert_ne!(new_etag, published.etag, "a new ICE session has a new ETag");
+    assert_eq!(new_etag, format!("\"{ufrag}\""));
+    // Media keeps arriving over the new ICE session, and the old ETag no longer matches.
+    video.drain();
+    video.recv_n(20, PATIENCE).await?;
+    assert_eq!(
+        published.publisher.state(),
+        webrtc::peer_connection::RTCPeerConnectionState::Connected
+    );
+    let session = gw.session("restart").await?.expect("same session");
+    assert!(published.location.ends_with(&session.session_id));
+    let r = gw
+        .http
+        .patch(url.clone())
+        .header("content-type", "application/trickle-ice-sdpfrag")
+        .header("if-match", published.etag.clone())
+        .body("a=mid:0\r\n")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 412);
     gw.stop().await
 }

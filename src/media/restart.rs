@@ -1,0 +1,129 @@
+//! ICE restart (RFC 9725 section 4.3.3): the publisher PATCHes new ICE credentials; the
+//! session re-applies its offer with them, webrtc-rs generates fresh local credentials, and the
+//! gateway answers with its own fragment. DTLS and media continue over the new ICE session.
+
+use std::time::Instant;
+
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+
+use super::peer::ice_credentials;
+
+/// Restarts ICE; returns our new ufrag and the answer fragment.
+pub(crate) fn restart(
+    peer: &mut RTCPeerConnection,
+    fragment: &str,
+) -> Result<(String, String), String> {
+    let (ufrag, pwd) =
+        ice_credentials(fragment).ok_or("the fragment has no ice-ufrag / ice-pwd")?;
+    let current = peer
+        .remote_description()
+        .map(|d| d.sdp.clone())
+        .ok_or("no remote description")?;
+    let (old_ufrag, _) = ice_credentials(&current).ok_or("no ICE credentials in the offer")?;
+    if old_ufrag == ufrag {
+        return Err("the ufrag did not change: not an ICE restart".into());
+    }
+    let offer = with_credentials(&current, &ufrag, &pwd);
+    let now = Instant::now();
+    let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
+    peer.set_remote_description(now, offer)
+        .map_err(|e| e.to_string())?;
+    let answer = peer.create_answer(None).map_err(|e| e.to_string())?;
+    peer.set_local_description(now, answer)
+        .map_err(|e| e.to_string())?;
+    let local = peer
+        .local_description()
+        .map(|d| d.sdp)
+        .ok_or("no local description")?;
+    let (new_ufrag, _) = ice_credentials(&local).ok_or("no ICE credentials in the answer")?;
+    Ok((new_ufrag, answer_fragment(&local)))
+}
+
+/// `sdp` with every `a=ice-ufrag` / `a=ice-pwd` replaced (session and media level).
+fn with_credentials(sdp: &str, ufrag: &str, pwd: &str) -> String {
+    sdp.lines()
+        .map(|line| {
+            if line.starts_with("a=ice-ufrag:") {
+                format!("a=ice-ufrag:{ufrag}")
+            } else if line.starts_with("a=ice-pwd:") {
+                format!("a=ice-pwd:{pwd}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+        + "\r\n"
+}
+
+/// The trickle-ice-sdpfrag (RFC 8840) of an answer: ICE options, credentials, then the first
+/// (bundled) media section's m= and mid lines with its candidates.
+fn answer_fragment(answer: &str) -> String {
+    let mut out = String::new();
+    let mut in_first_media = false;
+    let mut seen_media = false;
+    for line in answer.lines().map(str::trim) {
+        if line.starts_with("m=") {
+            if seen_media {
+                break;
+            }
+            seen_media = true;
+            in_first_media = true;
+            out.push_str(line);
+            out.push_str("\r\n");
+            continue;
+        }
+        let wanted = if in_first_media {
+            line.starts_with("a=mid:")
+                || line.starts_with("a=candidate:")
+                || line == "a=end-of-candidates"
+        } else {
+            line == "a=ice-lite"
+                || line.starts_with("a=ice-options:")
+                || line.starts_with("a=ice-ufrag:")
+                || line.starts_with("a=ice-pwd:")
+        };
+        // Credentials at media level go before the m= line in a fragment.
+        let credentials =
+            in_first_media && (line.starts_with("a=ice-ufrag:") || line.starts_with("a=ice-pwd:"));
+        if credentials {
+            let at = out.find("m=").unwrap_or(out.len());
+            out.insert_str(at, &format!("{line}\r\n"));
+        } else if wanted {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ANSWER: &str = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=ice-lite\r\n\
+        a=group:BUNDLE 0 1\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=ice-ufrag:NEWU\r\n\
+        a=ice-pwd:NEWPASSWORDNEWPASSWORD\r\na=rtpmap:96 VP8/90000\r\n\
+        a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\na=end-of-candidates\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n";
+
+    #[test]
+    fn the_answer_fragment_carries_credentials_and_candidates() {
+        assert_eq!(
+            answer_fragment(ANSWER),
+            "a=ice-lite\r\na=ice-ufrag:NEWU\r\na=ice-pwd:NEWPASSWORDNEWPASSWORD\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n\
+             a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\na=end-of-candidates\r\n"
+        );
+    }
+
+    #[test]
+    fn credentials_are_replaced_everywhere() {
+        let sdp =
+            "v=0\r\na=ice-ufrag:old\r\nm=audio 9 X 0\r\na=ice-ufrag:old\r\na=ice-pwd:oldpwd\r\n";
+        let new = with_credentials(sdp, "new", "newpwd");
+        assert_eq!(new.matches("a=ice-ufrag:new").count(), 2);
+        assert!(new.contains("a=ice-pwd:newpwd") && !new.contains("old"));
+    }
+}
