@@ -21,6 +21,8 @@ pub struct Config {
     pub tcp_listen: Option<SocketAddr>,
     /// Addresses advertised in ICE candidates instead of the local ones (NAT 1:1).
     pub public_ip: Vec<IpAddr>,
+    /// Interfaces whose addresses are advertised when bound to a wildcard (empty: all).
+    pub interfaces: Vec<String>,
     /// Global cap on live publishers.
     pub max_publishers: usize,
     /// Origins allowed by CORS; `*` allows any.
@@ -90,6 +92,7 @@ impl Default for Config {
             udp_listen: SocketAddr::from(([0, 0, 0, 0], 8189)),
             tcp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 8189))),
             public_ip: Vec::new(),
+            interfaces: Vec::new(),
             max_publishers: 64,
             cors_origins: vec!["*".to_owned()],
             max_sdp_bytes: 64 * 1024,
@@ -194,6 +197,10 @@ pub struct Cli {
     /// Address to advertise in ICE candidates (NAT 1:1); repeat or comma-separate for several.
     #[arg(long, env = "WHIPGATE_PUBLIC_IP", value_delimiter = ',')]
     pub public_ip: Option<Vec<IpAddr>>,
+    /// With a wildcard media address and no --public-ip: advertise only these interfaces'
+    /// addresses (comma-separated names, e.g. eth0) [default: all].
+    #[arg(long, env = "WHIPGATE_INTERFACES", value_delimiter = ',')]
+    pub interfaces: Option<Vec<String>>,
     /// Maximum live publishers across all ingests [default: 64].
     #[arg(long, env = "WHIPGATE_MAX_PUBLISHERS")]
     pub max_publishers: Option<usize>,
@@ -250,6 +257,7 @@ struct FileConfig {
     tcp_listen: Option<SocketAddr>,
     ice_tcp: Option<bool>,
     public_ip: Option<Vec<IpAddr>>,
+    interfaces: Option<Vec<String>>,
     max_publishers: Option<usize>,
     cors_origins: Option<Vec<String>>,
     max_sdp_bytes: Option<usize>,
@@ -303,6 +311,7 @@ impl Cli {
                 None
             },
             public_ip: self.public_ip.or(file.public_ip).unwrap_or(d.public_ip),
+            interfaces: self.interfaces.or(file.interfaces).unwrap_or(d.interfaces),
             max_publishers: self
                 .max_publishers
                 .or(file.max_publishers)

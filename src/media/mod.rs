@@ -67,7 +67,7 @@ impl Media {
             .await
             .map_err(Error::internal)?;
         let local = socket.local_addr().map_err(Error::internal)?;
-        let candidates = advertised_addrs(local, &config.public_ip);
+        let candidates = advertised_addrs(local, &config.public_ip, &config.interfaces);
         let tcp = match config.tcp_listen {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(Error::internal)?),
             None => None,
@@ -75,7 +75,7 @@ impl Media {
         let tcp_candidates = match &tcp {
             Some(listener) => {
                 let tcp_local = listener.local_addr().map_err(Error::internal)?;
-                advertised_addrs(tcp_local, &config.public_ip)
+                advertised_addrs(tcp_local, &config.public_ip, &config.interfaces)
             }
             None => Vec::new(),
         };
@@ -195,8 +195,13 @@ impl Media {
 }
 
 /// The addresses put in ICE candidates: the configured public ones, else the bound one, else
-/// (wildcard bind) every interface address of the socket's family.
-fn advertised_addrs(local: SocketAddr, public: &[IpAddr]) -> Vec<SocketAddr> {
+/// (wildcard bind) every address of the socket's family on the allowed interfaces (all when
+/// none are named).
+fn advertised_addrs(
+    local: SocketAddr,
+    public: &[IpAddr],
+    interfaces: &[String],
+) -> Vec<SocketAddr> {
     let port = local.port();
     if !public.is_empty() {
         return public.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
@@ -207,6 +212,7 @@ fn advertised_addrs(local: SocketAddr, public: &[IpAddr]) -> Vec<SocketAddr> {
     let mut addrs: Vec<SocketAddr> = if_addrs::get_if_addrs()
         .unwrap_or_default()
         .into_iter()
+        .filter(|iface| interfaces.is_empty() || interfaces.iter().any(|name| *name == iface.name))
         .map(|iface| iface.ip())
         .filter(|ip| local.is_ipv6() || ip.is_ipv4())
         .filter(|ip| match ip {
@@ -221,4 +227,29 @@ fn advertised_addrs(local: SocketAddr, public: &[IpAddr]) -> Vec<SocketAddr> {
         addrs.push(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port));
     }
     addrs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_addresses_follow_public_ips_binds_and_interface_filters() {
+        let wildcard: SocketAddr = "0.0.0.0:8189".parse().unwrap();
+        let public: Vec<IpAddr> = vec![
+            "203.0.113.7".parse().unwrap(),
+            "2001:db8::7".parse().unwrap(),
+        ];
+        assert_eq!(
+            advertised_addrs(wildcard, &public, &[]),
+            [
+                "203.0.113.7:8189".parse().unwrap(),
+                "[2001:db8::7]:8189".parse().unwrap()
+            ]
+        );
+        let bound: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+        assert_eq!(advertised_addrs(bound, &[], &[]), [bound]);
+        let lo_only = advertised_addrs(wildcard, &[], &["lo".to_owned()]);
+        assert_eq!(lo_only, ["127.0.0.1:8189".parse().unwrap()]);
+    }
 }
