@@ -233,6 +233,10 @@ fn advertised_addrs(
 mod tests {
     use super::*;
 
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn advertised_addresses_follow_public_ips_binds_and_interface_filters() {
         let wildcard: SocketAddr = "0.0.0.0:8189".parse().unwrap();
@@ -250,6 +254,6 @@ mod tests {
         let bound: SocketAddr = "127.0.0.1:9000".parse().unwrap();
         assert_eq!(advertised_addrs(bound, &[], &[]), [bound]);
         let lo_only = advertised_addrs(wildcard, &[], &["lo".to_owned()]);
-        assert_eq!(lo_only, ["127.0.0.1:8189".parse().unwrap()]);
+        assert_eq!(lo_only, [addr("127.0.0.1:8189")]);
     }
 }
