@@ -239,19 +239,16 @@ mod tests {
 
     #[test]
     fn advertised_addresses_follow_public_ips_binds_and_interface_filters() {
-        let wildcard: SocketAddr = "0.0.0.0:8189".parse().unwrap();
+        let wildcard = addr("0.0.0.0:8189");
         let public: Vec<IpAddr> = vec![
             "203.0.113.7".parse().unwrap(),
             "2001:db8::7".parse().unwrap(),
         ];
         assert_eq!(
             advertised_addrs(wildcard, &public, &[]),
-            [
-                "203.0.113.7:8189".parse().unwrap(),
-                "[2001:db8::7]:8189".parse().unwrap()
-            ]
+            [addr("203.0.113.7:8189"), addr("[2001:db8::7]:8189")]
         );
-        let bound: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+        let bound = addr("127.0.0.1:9000");
         assert_eq!(advertised_addrs(bound, &[], &[]), [bound]);
         let lo_only = advertised_addrs(wildcard, &[], &["lo".to_owned()]);
         assert_eq!(lo_only, [addr("127.0.0.1:8189")]);
