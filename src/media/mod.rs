@@ -212,7 +212,7 @@ fn advertised_addrs(
     let mut addrs: Vec<SocketAddr> = if_addrs::get_if_addrs()
         .unwrap_or_default()
         .into_iter()
-        .filter(|iface| interfaces.is_empty() || interfaces.iter().any(|name| *name == iface.name))
+        .filter(|iface| interfaces.is_empty() || interfaces.contains(&iface.name))
         .map(|iface| iface.ip())
         .filter(|ip| local.is_ipv6() || ip.is_ipv4())
         .filter(|ip| match ip {
