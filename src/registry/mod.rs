@@ -76,6 +76,15 @@ struct State {
     events: EventLog,
 }
 
+impl State {
+    /// The live session `session_id` and its ingest id.
+    fn session_mut(&mut self, session_id: Uuid) -> Option<(String, &mut SessionEntry)> {
+        let ingest_id = self.sessions.get(&session_id)?.clone();
+        let session = self.ingests.get_mut(&ingest_id)?.session.as_mut()?;
+        Some((ingest_id, session))
+    }
+}
+
 struct IngestEntry {
     spec: IngestSpec,
     created_at: SystemTime,
@@ -462,14 +471,7 @@ impl Registry {
     /// Announces an admitted session whose answer is ready (publish-accepted event).
     pub fn publish_accepted(&self, session_id: Uuid, http_peer: Option<SocketAddr>, etag: &str) {
         let mut state = self.lock();
-        let Some(ingest_id) = state.sessions.get(&session_id).cloned() else {
-            return;
-        };
-        let Some(session) = state
-            .ingests
-            .get_mut(&ingest_id)
-            .and_then(|e| e.session.as_mut())
-        else {
+        let Some((ingest_id, session)) = state.session_mut(session_id) else {
             return;
         };
         session.announced = true;
@@ -550,14 +552,7 @@ impl Registry {
     /// Marks a session connected (ICE + DTLS up).
     pub fn session_connected(&self, session_id: Uuid, remote_addr: Option<SocketAddr>) {
         let mut state = self.lock();
-        let Some(ingest_id) = state.sessions.get(&session_id).cloned() else {
-            return;
-        };
-        let Some(session) = state
-            .ingests
-            .get_mut(&ingest_id)
-            .and_then(|e| e.session.as_mut())
-        else {
+        let Some((ingest_id, session)) = state.session_mut(session_id) else {
             return;
         };
         session.state = SessionState::Connected;
@@ -588,14 +583,7 @@ impl Registry {
         rid: Option<&str>,
     ) {
         let mut state = self.lock();
-        let Some(ingest_id) = state.sessions.get(&session_id).cloned() else {
-            return;
-        };
-        let Some(session) = state
-            .ingests
-            .get_mut(&ingest_id)
-            .and_then(|e| e.session.as_mut())
-        else {
+        let Some((ingest_id, session)) = state.session_mut(session_id) else {
             return;
         };
         match kind {
@@ -618,14 +606,7 @@ impl Registry {
     /// Emits a periodic stats event for a live session.
     pub fn session_stats(&self, session_id: Uuid, bitrate_bps: u64, video_jitter_ms: f64) {
         let mut state = self.lock();
-        let Some(ingest_id) = state.sessions.get(&session_id).cloned() else {
-            return;
-        };
-        let Some(session) = state
-            .ingests
-            .get(&ingest_id)
-            .and_then(|e| e.session.as_ref())
-        else {
+        let Some((ingest_id, session)) = state.session_mut(session_id) else {
             return;
         };
         let counters = session.counters.snapshot();
@@ -740,15 +721,7 @@ impl Registry {
 
     /// Records a session's simulcast layers and the one it forwards.
     pub fn simulcast_state(&self, session_id: Uuid, layers: &[String], forwarded: Option<&str>) {
-        let mut state = self.lock();
-        let Some(ingest_id) = state.sessions.get(&session_id).cloned() else {
-            return;
-        };
-        if let Some(session) = state
-            .ingests
-            .get_mut(&ingest_id)
-            .and_then(|e| e.session.as_mut())
-        {
+        if let Some((_, session)) = self.lock().session_mut(session_id) {
             session.simulcast_layers = layers.to_vec();
             session.forwarded_layer = forwarded.map(str::to_owned);
         }
