@@ -48,9 +48,9 @@ pub const OFFER_VP8_PT: u8 = 100;
 pub const OFFER_VP9_PT: u8 = 101;
 pub const OFFER_OPUS_PT: u8 = 109;
 
-pub(crate) struct Handler {
-    pub(crate) gathered: watch::Sender<bool>,
-    pub(crate) state: watch::Sender<RTCPeerConnectionState>,
+struct Handler {
+    gathered: watch::Sender<bool>,
+    state: watch::Sender<RTCPeerConnectionState>,
 }
 
 #[async_trait::async_trait]
@@ -81,6 +81,42 @@ impl Default for MediaRate {
             video_payload: 400,
         }
     }
+}
+
+/// A loopback peer connection with the default (sender) interceptors, and watches on its ICE
+/// gathering and connection states.
+pub(crate) async fn peer(
+    mut media: MediaEngine,
+    tcp_only: bool,
+) -> Result<(
+    Arc<dyn PeerConnection>,
+    watch::Receiver<bool>,
+    watch::Receiver<RTCPeerConnectionState>,
+)> {
+    let registry = register_default_interceptors(Registry::new(), &mut media)?;
+    let (gathered_tx, gathered) = watch::channel(false);
+    let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+    let builder = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .with_handler(Arc::new(Handler {
+            gathered: gathered_tx,
+            state: state_tx,
+        }));
+    let builder = if tcp_only {
+        let settings = SettingEngineBuilder::new()
+            .with_network_types(vec![NetworkType::Tcp4])
+            .build();
+        builder
+            .with_setting_engine(settings)
+            .with_tcp_addrs(vec!["127.0.0.1:0".to_owned()])
+            .with_udp_addrs(Vec::<String>::new())
+    } else {
+        builder.with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+    };
+    let pc: Arc<dyn PeerConnection> = Arc::new(builder.build().await?);
+    Ok((pc, gathered, state))
 }
 
 /// A publisher: one peer connection with a video and/or an audio track.
@@ -170,30 +206,7 @@ impl Publisher {
                 RtpCodecKind::Audio,
             )?;
         }
-        let registry = register_default_interceptors(Registry::new(), &mut media)?;
-        let (gathered_tx, gathered) = watch::channel(false);
-        let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
-        let mut builder = PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_media_engine(media)
-            .with_interceptor_registry(registry)
-            .with_handler(Arc::new(Handler {
-                gathered: gathered_tx,
-                state: state_tx,
-            }));
-        builder = if tcp_only {
-            let settings = SettingEngineBuilder::new()
-                .with_network_types(vec![NetworkType::Tcp4])
-                .build();
-            builder
-                .with_setting_engine(settings)
-                .with_tcp_addrs(vec!["127.0.0.1:0".to_owned()])
-                .with_udp_addrs(Vec::<String>::new())
-        } else {
-            builder.with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
-        };
-        let pc = builder.build().await?;
-        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let (pc, gathered, state) = peer(media, tcp_only).await?;
         let video = match video {
             Some(v) => {
                 let t = track(RtpCodecKind::Video, video_codec(v).0, random_ssrc());

@@ -5,10 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_VP8, MediaEngine};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp;
@@ -16,14 +13,13 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::shared::marshal::{Marshal, MarshalSize};
-use tokio::sync::watch;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::peer_connection::{PeerConnection, PeerConnectionBuilder, RTCPeerConnectionState};
+use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState};
 use whipgate::control::pb;
 
 use crate::harness::{PATIENCE, TestGateway, UdpSink, eventually};
-use crate::publisher::{Handler, codec, negotiated_pt, random_ssrc};
+use crate::publisher::{codec, negotiated_pt, peer, random_ssrc};
 
 /// Layers, lowest first: (rid, payload bytes, marker byte in the payload).
 const LAYERS: [(&str, usize, u8); 3] = [("q", 150, 0xA1), ("h", 500, 0xA2), ("f", 1100, 0xA3)];
@@ -72,21 +68,7 @@ async fn publish_simulcast(gw: &TestGateway, ingest: &str) -> Result<SimulcastPu
         },
         RtpCodecKind::Video,
     )?;
-    let registry = register_default_interceptors(Registry::new(), &mut media)?;
-    let (gathered_tx, mut gathered) = watch::channel(false);
-    let (state_tx, mut state) = watch::channel(RTCPeerConnectionState::New);
-    let pc = PeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
-        .with_media_engine(media)
-        .with_interceptor_registry(registry)
-        .with_handler(Arc::new(Handler {
-            gathered: gathered_tx,
-            state: state_tx,
-        }))
-        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
-        .build()
-        .await?;
-    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+    let (pc, mut gathered, mut state) = peer(media, false).await?;
     let ssrcs: Vec<u32> = LAYERS.iter().map(|_| random_ssrc()).collect();
     let encodings = LAYERS
         .iter()
