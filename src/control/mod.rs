@@ -331,3 +331,67 @@ async fn next_event(mut s: WatchState) -> Option<(Result<pb::Event, Status>, Wat
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::EventPayload;
+    use std::time::SystemTime;
+
+    fn event(seq: u64) -> Arc<Event> {
+        Arc::new(Event {
+            seq,
+            at: SystemTime::now(),
+            ingest_id: "a".into(),
+            session_id: None,
+            payload: EventPayload::IngestUnregistered,
+        })
+    }
+
+    fn watch(live: tokio::sync::broadcast::Receiver<Arc<Event>>, last_seq: u64) -> WatchState {
+        WatchState {
+            replay: Vec::new().into_iter(),
+            live,
+            filter: Filter {
+                ingests: HashSet::new(),
+                kinds: HashSet::new(),
+            },
+            shutdown: CancellationToken::new(),
+            last_seq,
+            finished: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
+        let (tx, rx) = tokio::sync::broadcast::channel(2);
+        let state = watch(rx, 0);
+        for seq in 1..=5 {
+            tx.send(event(seq)).unwrap();
+        }
+        let (first, state) = next_event(state).await.unwrap();
+        let status = first.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            status.message().contains("from_seq=1"),
+            "{}",
+            status.message()
+        );
+        assert!(
+            next_event(state).await.is_none(),
+            "the stream ends after the status"
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_the_stream_after_what_is_queued() {
+        let (tx, rx) = tokio::sync::broadcast::channel(8);
+        let state = watch(rx, 0);
+        tx.send(event(1)).unwrap();
+        state.shutdown.cancel();
+        let (first, state) = next_event(state).await.unwrap();
+        assert_eq!(first.unwrap().seq, 1, "queued events still arrive");
+        let (last, _) = next_event(state).await.unwrap();
+        assert_eq!(last.unwrap_err().code(), tonic::Code::Unavailable);
+    }
+}

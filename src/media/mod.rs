@@ -108,9 +108,9 @@ impl Media {
         self.mux.socket().local_addr()
     }
 
-    /// Addresses routed to sessions right now (diagnostics, leak checks).
-    pub fn routed_addrs(&self) -> usize {
-        self.mux.routed_addrs()
+    /// Routing entries of the media ports (diagnostics, leak checks): zero without sessions.
+    pub fn routes(&self) -> usize {
+        self.mux.routes()
     }
 
     /// The bound ICE-TCP address, if ICE-TCP is on.

@@ -122,9 +122,10 @@ impl UdpMux {
         }
     }
 
-    /// Number of routed addresses (tests and diagnostics).
-    pub(crate) fn routed_addrs(&self) -> usize {
-        self.lock().by_addr.len()
+    /// Routing entries (ufrags, addresses, ICE-TCP connections): zero when no session lives.
+    pub(crate) fn routes(&self) -> usize {
+        let table = self.lock();
+        table.by_ufrag.len() + table.by_addr.len() + table.tcp_writers.len()
     }
 
     /// Receives until cancelled, dispatching each datagram.

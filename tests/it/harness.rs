@@ -24,6 +24,7 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 pub struct TestGateway {
     pub bound: Bound,
     pub registry: Registry,
+    pub media: whipgate::media::Media,
     pub http: reqwest::Client,
     pub grpc: IngestControlClient<Channel>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -43,6 +44,7 @@ impl TestGateway {
         let gateway = Gateway::bind(config).await?;
         let bound = gateway.bound();
         let registry = gateway.registry().clone();
+        let media = gateway.media().clone();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = gateway
@@ -58,6 +60,7 @@ impl TestGateway {
         Ok(TestGateway {
             bound,
             registry,
+            media,
             http: reqwest::Client::new(),
             grpc: IngestControlClient::new(channel),
             shutdown: Some(tx),
@@ -182,6 +185,16 @@ impl TestGateway {
             .ingest
             .context("no ingest")?;
         Ok(ingest.session)
+    }
+
+    /// Waits until no session is left anywhere: registry, media routes.
+    pub async fn all_clean(&self) -> Result<()> {
+        let (registry, media) = (self.registry.clone(), self.media.clone());
+        eventually(PATIENCE, "registry and media routes to be empty", || {
+            let (registry, media) = (registry.clone(), media.clone());
+            async move { (registry.live_count() == 0 && media.routes() == 0).then_some(()) }
+        })
+        .await
     }
 
     pub async fn metrics(&self) -> Result<String> {

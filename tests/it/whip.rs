@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Result;
 use whipgate::control::pb;
 
-use crate::harness::{PATIENCE, TestGateway, UdpSink, eventually, header};
+use crate::harness::{PATIENCE, TestGateway, UdpSink, header};
 use crate::publisher::{Publisher, Video};
 
 const MINIMAL_OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
@@ -60,7 +60,7 @@ async fn h264_and_opus_are_forwarded_with_the_consumer_payload_types() -> Result
 
     assert_eq!(gw.delete(&published.location).await?, 204);
     assert!(gw.session("cam1").await?.is_none());
-    assert_eq!(gw.registry.live_count(), 0);
+    gw.all_clean().await?;
     gw.stop().await
 }
 
@@ -357,11 +357,7 @@ async fn a_publisher_that_vanishes_is_cleaned_up() -> Result<()> {
     video.recv_rtp(PATIENCE).await?;
     // No DELETE: the publisher just stops sending (its process froze or its network dropped).
     published.publisher.stop_media();
-    let registry = gw.registry.clone();
-    eventually(PATIENCE, "session cleanup", || async {
-        (registry.live_count() == 0).then_some(())
-    })
-    .await?;
+    gw.all_clean().await?;
     assert!(gw.session("gone").await?.is_none());
     let metrics = gw.metrics().await?;
     assert!(
@@ -386,7 +382,7 @@ async fn unregister_closes_the_live_publisher() -> Result<()> {
         .await?
         .into_inner();
     assert!(r.session_closed);
-    assert_eq!(gw.registry.live_count(), 0);
+    gw.all_clean().await?;
     let (_p, offer) = Publisher::new(Some(Video::H264), true).await?;
     assert_eq!(gw.post_offer("bye", &offer, None).await?.status(), 404);
     gw.stop().await
