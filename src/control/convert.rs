@@ -85,6 +85,16 @@ pub(crate) fn spec(
         limits: req.limits.map(limits).unwrap_or_default(),
         redirect_url: redirect_url(&req.redirect_url)?,
         simulcast_layer: rid(&req.simulcast_layer)?,
+        replace_publisher: match pb::ConflictPolicy::try_from(req.conflict_policy) {
+            Ok(pb::ConflictPolicy::Replace) => true,
+            Ok(_) => false,
+            Err(_) => {
+                return Err(Error::BadRequest(format!(
+                    "unknown conflict policy {}",
+                    req.conflict_policy
+                )));
+            }
+        },
     })
 }
 
@@ -215,6 +225,11 @@ pub(crate) fn ingest(v: &IngestView) -> pb::Ingest {
         session: v.session.as_ref().map(session),
         redirect_url: spec.redirect_url.clone().unwrap_or_default(),
         simulcast_layer: spec.simulcast_layer.clone().unwrap_or_default(),
+        conflict_policy: if spec.replace_publisher {
+            pb::ConflictPolicy::Replace
+        } else {
+            pb::ConflictPolicy::Reject
+        } as i32,
     }
 }
 

@@ -409,6 +409,20 @@ impl Registry {
     /// The slot is reserved silently; [`Registry::publish_accepted`] announces it once the
     /// answer exists, so a failed negotiation shows up as one publish-rejected event only.
     pub fn admit(&self, ingest_id: &str, bearer: Option<&str>) -> Result<Admission, Error> {
+        let (admission, replaced) = self.admit_locked(ingest_id, bearer)?;
+        if let Some(token) = replaced {
+            token.cancel();
+        }
+        Ok(admission)
+    }
+
+    /// [`Registry::admit`] under the lock; also returns the token of a replaced session, to
+    /// cancel once the lock is released.
+    fn admit_locked(
+        &self,
+        ingest_id: &str,
+        bearer: Option<&str>,
+    ) -> Result<(Admission, Option<CancellationToken>), Error> {
         let mut state = self.lock();
         if state.draining {
             return Err(Error::Draining);
@@ -420,12 +434,24 @@ impl Registry {
             .get_mut(ingest_id)
             .ok_or_else(|| Error::IngestNotFound(ingest_id.to_owned()))?;
         check_token(&entry.spec, bearer)?;
-        if entry.session.is_some() {
+        let replace = entry.spec.replace_publisher;
+        if entry.session.is_some() && !replace {
             return Err(Error::PublisherConflict(ingest_id.to_owned()));
         }
-        if live >= max {
+        // A replaced publisher frees its own slot.
+        let replacing = usize::from(entry.session.is_some());
+        if live - replacing >= max {
             return Err(Error::CapReached(live));
         }
+        let replaced = self.end_locked(
+            &mut state,
+            ingest_id,
+            EndReason::Replaced,
+            "a new publisher took over",
+        );
+        let Some(entry) = state.ingests.get_mut(ingest_id) else {
+            return Err(Error::IngestNotFound(ingest_id.to_owned()));
+        };
         let session_id = Uuid::new_v4();
         let cancel = CancellationToken::new();
         let counters = Arc::new(SessionCounters::default());
@@ -454,7 +480,7 @@ impl Registry {
             .metrics
             .live_publishers
             .set(state.sessions.len() as i64);
-        Ok(Admission {
+        let admission = Admission {
             session_id,
             spec,
             cancel,
@@ -465,7 +491,8 @@ impl Registry {
                 registry: self.clone(),
                 session_id,
             },
-        })
+        };
+        Ok((admission, replaced))
     }
 
     /// Announces an admitted session whose answer is ready (publish-accepted event).

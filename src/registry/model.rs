@@ -68,6 +68,8 @@ pub struct IngestSpec {
     pub redirect_url: Option<String>,
     /// Simulcast layer (RID) to forward; `None`: the highest bitrate.
     pub simulcast_layer: Option<String>,
+    /// A new publisher replaces a live one instead of getting 409.
+    pub replace_publisher: bool,
 }
 
 impl IngestSpec {

@@ -28,6 +28,7 @@ fn spec(id: &str) -> IngestSpec {
         limits: Limits::default(),
         redirect_url: None,
         simulcast_layer: None,
+        replace_publisher: false,
     }
 }
 
@@ -184,4 +185,29 @@ fn limits_set_live_win_but_do_not_break_idempotent_registration() {
         limits,
         "views show the effective limits"
     );
+}
+
+#[test]
+fn a_replacing_ingest_hands_the_stream_to_the_new_publisher() {
+    let r = registry(1);
+    let mut s = spec("a");
+    s.replace_publisher = true;
+    r.register(s, false).expect("register");
+    let first = r.admit("a", None).expect("first");
+    r.publish_accepted(first.session_id, None, "\"e\"");
+    let mut sub = r.subscribe(0).expect("subscribe");
+    let second = r
+        .admit("a", None)
+        .expect("the cap counts the replaced slot as free");
+    assert!(first.cancel.is_cancelled());
+    assert!(!second.cancel.is_cancelled());
+    assert_eq!(r.live_count(), 1);
+    let ended = sub.live.try_recv().expect("event");
+    assert!(matches!(
+        ended.payload,
+        EventPayload::SessionEnded {
+            reason: EndReason::Replaced,
+            ..
+        }
+    ));
 }

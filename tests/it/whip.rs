@@ -617,3 +617,51 @@ async fn ice_restart_by_patch_keeps_media_flowing() -> Result<()> {
     assert_eq!(r.status(), 412);
     gw.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_replace_policy_a_reconnecting_publisher_takes_over_its_ghost() -> Result<()> {
+    let mut gw = TestGateway::start().await?;
+    let video = UdpSink::bind().await?;
+    gw.register_with(pb::RegisterIngestRequest {
+        ingest_id: "ghost".into(),
+        video_target: video.addr.to_string(),
+        bearer_token: "t".into(),
+        conflict_policy: pb::ConflictPolicy::Replace as i32,
+        ..Default::default()
+    })
+    .await?;
+    let (mut first, offer) = Publisher::new(Some(Video::H264), false).await?;
+    let r = gw.post_offer("ghost", &offer, Some("t")).await?;
+    assert_eq!(r.status(), 201);
+    let first_location = header(&r, "location")?;
+    first.set_answer(r.text().await?).await?;
+    first.connected(PATIENCE).await?;
+    first.start_media().await?;
+    let ssrc = video.recv_rtp(PATIENCE).await?.ssrc;
+    // The publisher's network blips: it publishes again while its old session still lives.
+    let (mut second, offer) = Publisher::new(Some(Video::H264), false).await?;
+    let r = gw.post_offer("ghost", &offer, Some("t")).await?;
+    assert_eq!(r.status(), 201, "replaces instead of 409");
+    second.set_answer(r.text().await?).await?;
+    second.connected(PATIENCE).await?;
+    second.start_media().await?;
+    let session = gw.session("ghost").await?.expect("live");
+    assert!(
+        !first_location.ends_with(&session.session_id),
+        "the new session is the live one"
+    );
+    assert_eq!(gw.registry.live_count(), 1);
+    video.drain();
+    assert_eq!(
+        video.recv_rtp(PATIENCE).await?.ssrc,
+        ssrc,
+        "the consumer sees one stream"
+    );
+    assert_eq!(
+        gw.delete(&first_location).await?,
+        204,
+        "the ghost's DELETE is harmless"
+    );
+    assert!(gw.session("ghost").await?.is_some());
+    gw.stop().await
+}

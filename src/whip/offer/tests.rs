@@ -16,6 +16,7 @@ fn spec(video: &[VideoCodec]) -> IngestSpec {
         limits: Limits::default(),
         redirect_url: None,
         simulcast_layer: None,
+        replace_publisher: false,
     }
 }
 
