@@ -186,6 +186,7 @@ async fn bench_gateway(a: &Args) -> Result<(f64, f64)> {
     let rate = MediaRate {
         video_interval: VIDEO_INTERVAL,
         video_payload: VIDEO_PAYLOAD,
+        padding_every: None,
     };
     for p in &mut publishers {
         p.start_media_with(rate).await?;

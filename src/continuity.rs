@@ -7,12 +7,16 @@
 //! keeps decoding instead of seeing a new stream. The state is per ingest and shared by its
 //! successive sessions; a packet locks it briefly (uncontended: one session at a time).
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+/// Skipped packets remembered one by one; older ones are folded into the offset.
+const SKIP_WINDOW: u16 = 0x1000;
+
 /// One kind's output stream.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct OutputStream {
     /// SSRC the consumer sees.
     pub ssrc: u32,
@@ -20,12 +24,17 @@ pub struct OutputStream {
     last: Option<Last>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The input currently mapped onto the output stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Input {
     session: Uuid,
     ssrc: u32,
     seq_offset: u16,
     ts_offset: u32,
+    /// Recent input sequence numbers that were not forwarded (padding-only packets): later
+    /// packets move down by one for each, so the consumer sees no gap.
+    skipped: VecDeque<u16>,
+    newest: u16,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +55,21 @@ pub struct Mapped {
     pub ts: u32,
 }
 
+/// One input packet: who sent it and its header fields.
+#[derive(Debug, Clone, Copy)]
+pub struct InputPacket {
+    /// The publishing session.
+    pub session: Uuid,
+    /// Publisher SSRC.
+    pub ssrc: u32,
+    /// Publisher sequence number.
+    pub seq: u16,
+    /// Publisher RTP timestamp.
+    pub ts: u32,
+    /// Clock rate, to turn a reconnect gap into timestamp ticks.
+    pub clock_rate: u32,
+}
+
 impl OutputStream {
     /// A fresh output stream with a random SSRC.
     pub fn new() -> Self {
@@ -56,28 +80,22 @@ impl OutputStream {
         }
     }
 
-    /// Maps one input packet. `clock_rate` converts a reconnect gap into timestamp ticks.
-    pub fn map(
-        &mut self,
-        session: Uuid,
-        ssrc: u32,
-        seq: u16,
-        ts: u32,
-        clock_rate: u32,
-        now: Instant,
-    ) -> Mapped {
-        let input = match self.input {
-            Some(input) if input.session == session && input.ssrc == ssrc => input,
-            _ => {
-                let input = self.rebase(session, ssrc, seq, ts, clock_rate, now);
-                self.input = Some(input);
-                input
-            }
-        };
+    /// Maps one forwarded input packet.
+    pub fn map(&mut self, packet: InputPacket, now: Instant) -> Mapped {
+        let ssrc = self.ssrc;
+        let input = self.input_for(packet, now);
+        let skipped_before = input
+            .skipped
+            .iter()
+            .filter(|&&s| (1..0x8000).contains(&packet.seq.wrapping_sub(s)))
+            .count() as u16;
         let out = Mapped {
-            ssrc: self.ssrc,
-            seq: seq.wrapping_add(input.seq_offset),
-            ts: ts.wrapping_add(input.ts_offset),
+            ssrc,
+            seq: packet
+                .seq
+                .wrapping_add(input.seq_offset)
+                .wrapping_sub(skipped_before),
+            ts: packet.ts.wrapping_add(input.ts_offset),
         };
         // Retransmissions and reordering never move "last" backwards.
         let newer = self
@@ -93,42 +111,75 @@ impl OutputStream {
         out
     }
 
+    /// Records an input packet that is not forwarded (padding only), closing its gap.
+    pub fn skip(&mut self, packet: InputPacket, now: Instant) {
+        self.input_for(packet, now).skipped.push_back(packet.seq);
+    }
+
     /// Maps an RTCP Sender Report's SSRC and RTP time; `None` if it is not the current input.
     pub fn map_report(&self, session: Uuid, ssrc: u32, rtp_time: u32) -> Option<(u32, u32)> {
         let input = self
             .input
+            .as_ref()
             .filter(|i| i.session == session && i.ssrc == ssrc)?;
         Some((self.ssrc, rtp_time.wrapping_add(input.ts_offset)))
     }
 
-    fn rebase(
-        &self,
-        session: Uuid,
-        ssrc: u32,
-        seq: u16,
-        ts: u32,
-        clock_rate: u32,
-        now: Instant,
-    ) -> Input {
-        let Some(last) = self.last else {
+    /// The current input, re-based first when the packet starts a new one; tracks the newest
+    /// input sequence number and folds old skips into the offset.
+    fn input_for(&mut self, packet: InputPacket, now: Instant) -> &mut Input {
+        let same = self
+            .input
+            .as_ref()
+            .is_some_and(|i| i.session == packet.session && i.ssrc == packet.ssrc);
+        if !same {
+            let rebased = self.rebase(packet, now);
+            self.input = Some(rebased);
+        }
+        let input = self.input.get_or_insert_with(|| Input {
+            session: packet.session,
+            ssrc: packet.ssrc,
+            seq_offset: 0,
+            ts_offset: 0,
+            skipped: VecDeque::new(),
+            newest: packet.seq,
+        });
+        if (1..0x8000).contains(&packet.seq.wrapping_sub(input.newest)) {
+            input.newest = packet.seq;
+        }
+        while let Some(&oldest) = input.skipped.front() {
+            if !(SKIP_WINDOW..0x8000).contains(&input.newest.wrapping_sub(oldest)) {
+                break;
+            }
+            input.skipped.pop_front();
+            input.seq_offset = input.seq_offset.wrapping_sub(1);
+        }
+        input
+    }
+
+    fn rebase(&self, packet: InputPacket, now: Instant) -> Input {
+        let (seq_offset, ts_offset) = match self.last {
             // First input ever: keep the publisher's numbering.
-            return Input {
-                session,
-                ssrc,
-                seq_offset: 0,
-                ts_offset: 0,
-            };
+            None => (0, 0),
+            Some(last) => {
+                // At least one 20 ms frame between the old and the new input.
+                let gap = now
+                    .saturating_duration_since(last.at)
+                    .max(Duration::from_millis(20));
+                let ticks = (gap.as_secs_f64() * f64::from(packet.clock_rate)) as u64 as u32;
+                (
+                    last.seq.wrapping_add(1).wrapping_sub(packet.seq),
+                    last.ts.wrapping_add(ticks).wrapping_sub(packet.ts),
+                )
+            }
         };
-        // At least one 20 ms frame between the old and the new input.
-        let gap = now
-            .saturating_duration_since(last.at)
-            .max(Duration::from_millis(20));
-        let ticks = (gap.as_secs_f64() * f64::from(clock_rate)) as u64 as u32;
         Input {
-            session,
-            ssrc,
-            seq_offset: last.seq.wrapping_add(1).wrapping_sub(seq),
-            ts_offset: last.ts.wrapping_add(ticks).wrapping_sub(ts),
+            session: packet.session,
+            ssrc: packet.ssrc,
+            seq_offset,
+            ts_offset,
+            skipped: VecDeque::new(),
+            newest: packet.seq,
         }
     }
 }
@@ -140,7 +191,7 @@ impl Default for OutputStream {
 }
 
 /// An ingest's output streams.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Continuity {
     /// Video output stream.
     pub video: OutputStream,
@@ -152,25 +203,35 @@ pub struct Continuity {
 mod tests {
     use super::*;
 
+    fn p(session: Uuid, ssrc: u32, seq: u16, ts: u32) -> InputPacket {
+        InputPacket {
+            session,
+            ssrc,
+            seq,
+            ts,
+            clock_rate: 90_000,
+        }
+    }
+
     #[test]
     fn a_reconnect_continues_sequence_numbers_and_timestamps() {
         let mut out = OutputStream::new();
         let t0 = Instant::now();
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        let first = out.map(a, 111, 500, 9000, 90_000, t0);
+        let first = out.map(p(a, 111, 500, 9000), t0);
         assert_eq!(
             (first.seq, first.ts),
             (500, 9000),
             "first input keeps its numbering"
         );
-        out.map(a, 111, 501, 12_000, 90_000, t0);
+        out.map(p(a, 111, 501, 12_000), t0);
         // The publisher reconnects: new session, new SSRC, its own numbering.
         let later = t0 + Duration::from_secs(1);
-        let next = out.map(b, 222, 7, 100, 90_000, later);
+        let next = out.map(p(b, 222, 7, 100), later);
         assert_eq!(next.ssrc, first.ssrc);
         assert_eq!(next.seq, 502);
         assert_eq!(next.ts, 12_000 + 90_000);
-        assert_eq!(out.map(b, 222, 8, 3100, 90_000, later).seq, 503);
+        assert_eq!(out.map(p(b, 222, 8, 3100), later).seq, 503);
     }
 
     #[test]
@@ -178,14 +239,14 @@ mod tests {
         let mut out = OutputStream::new();
         let t = Instant::now();
         let s = Uuid::new_v4();
-        out.map(s, 1, 10, 0, 90_000, t);
-        out.map(s, 1, 12, 0, 90_000, t);
+        out.map(p(s, 1, 10, 0), t);
+        out.map(p(s, 1, 12, 0), t);
         assert_eq!(
-            out.map(s, 1, 11, 0, 90_000, t).seq,
+            out.map(p(s, 1, 11, 0), t).seq,
             11,
             "late packet keeps its place"
         );
-        let next = out.map(Uuid::new_v4(), 2, 0, 0, 90_000, t);
+        let next = out.map(p(Uuid::new_v4(), 2, 0, 0), t);
         assert_eq!(
             next.seq, 13,
             "continues after the newest, not the latest arrival"
@@ -193,18 +254,37 @@ mod tests {
     }
 
     #[test]
+    fn skipped_padding_leaves_no_gap_and_reordering_still_maps_right() {
+        let mut out = OutputStream::new();
+        let t = Instant::now();
+        let s = Uuid::new_v4();
+        assert_eq!(out.map(p(s, 1, 100, 0), t).seq, 100);
+        out.skip(p(s, 1, 101, 0), t);
+        out.skip(p(s, 1, 102, 0), t);
+        assert_eq!(out.map(p(s, 1, 103, 0), t).seq, 101, "padding closed up");
+        assert_eq!(
+            out.map(p(s, 1, 100, 0), t).seq,
+            100,
+            "a late retransmission keeps its number"
+        );
+        // Much later, the old skips are folded into the offset.
+        assert_eq!(out.map(p(s, 1, 103 + 0x2000, 0), t).seq, 101 + 0x2000);
+        assert_eq!(out.map(p(s, 1, 104 + 0x2000, 0), t).seq, 102 + 0x2000);
+    }
+
+    #[test]
     fn sequence_numbers_wrap() {
         let mut out = OutputStream::new();
         let t = Instant::now();
-        out.map(Uuid::new_v4(), 1, u16::MAX, 0, 48_000, t);
-        assert_eq!(out.map(Uuid::new_v4(), 2, 100, 0, 48_000, t).seq, 0);
+        out.map(p(Uuid::new_v4(), 1, u16::MAX, 0), t);
+        assert_eq!(out.map(p(Uuid::new_v4(), 2, 100, 0), t).seq, 0);
     }
 
     #[test]
     fn sender_reports_follow_the_current_input_only() {
         let mut out = OutputStream::new();
         let s = Uuid::new_v4();
-        out.map(s, 5, 1, 1000, 48_000, Instant::now());
+        out.map(p(s, 5, 1, 1000), Instant::now());
         assert_eq!(out.map_report(s, 5, 1000), Some((out.ssrc, 1000)));
         assert_eq!(out.map_report(s, 6, 1000), None);
     }

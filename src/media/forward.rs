@@ -13,7 +13,7 @@ use rtc::shared::marshal::{Marshal, MarshalSize};
 use tokio::net::UdpSocket;
 
 use crate::codec::{MediaKind, OfferPlan, VideoCodec};
-use crate::continuity::Continuity;
+use crate::continuity::{Continuity, InputPacket, OutputStream};
 use crate::metrics::{KindCounters, Metrics};
 use crate::registry::Admission;
 
@@ -102,6 +102,38 @@ impl Forwarder {
     }
 
     /// Counts a received packet and forwards it; returns whether it was sent.
+    /// Records a packet that is not forwarded (padding only) so the output has no gap.
+    pub(crate) fn skip(&mut self, kind: MediaKind, packet: &rtp::Packet) {
+        let clock_rate = match kind {
+            MediaKind::Video => self.video.as_ref(),
+            MediaKind::Audio => self.audio.as_ref(),
+        }
+        .map(|t| t.clock_rate);
+        if let Some(clock_rate) = clock_rate {
+            let input = self.input_of(packet, clock_rate);
+            self.with_stream(kind, |stream| stream.skip(input, Instant::now()));
+        }
+    }
+
+    fn input_of(&self, packet: &rtp::Packet, clock_rate: u32) -> InputPacket {
+        InputPacket {
+            session: self.session,
+            ssrc: packet.header.ssrc,
+            seq: packet.header.sequence_number,
+            ts: packet.header.timestamp,
+            clock_rate,
+        }
+    }
+
+    /// Runs `f` on a kind's output stream, under the ingest's continuity lock.
+    fn with_stream<T>(&self, kind: MediaKind, f: impl FnOnce(&mut OutputStream) -> T) -> T {
+        let mut continuity = self.continuity.lock().unwrap_or_else(|p| p.into_inner());
+        match kind {
+            MediaKind::Video => f(&mut continuity.video),
+            MediaKind::Audio => f(&mut continuity.audio),
+        }
+    }
+
     /// Counts a received packet (forwarded or not).
     pub(crate) fn count_received(&self, kind: MediaKind, size: usize) {
         let received = match kind {
@@ -119,22 +151,8 @@ impl Forwarder {
             MediaKind::Audio => self.audio.as_ref(),
         };
         let Some(target) = target else { return false };
-        let mapped = {
-            let mut continuity = self.continuity.lock().unwrap_or_else(|p| p.into_inner());
-            let stream = match kind {
-                MediaKind::Video => &mut continuity.video,
-                MediaKind::Audio => &mut continuity.audio,
-            };
-            let h = &packet.header;
-            stream.map(
-                self.session,
-                h.ssrc,
-                h.sequence_number,
-                h.timestamp,
-                target.clock_rate,
-                Instant::now(),
-            )
-        };
+        let input = self.input_of(packet, target.clock_rate);
+        let mapped = self.with_stream(kind, |stream| stream.map(input, Instant::now()));
         packet.header.payload_type = target.payload_type;
         packet.header.ssrc = mapped.ssrc;
         packet.header.sequence_number = mapped.seq;

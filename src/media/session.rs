@@ -148,17 +148,17 @@ impl Session {
         }
         // Flush what close produced (DTLS close_notify), best effort.
         self.flush();
-        let (reason, detail) = p
-            .end
-            .take()
-            .unwrap_or((EndReason::Error, "session stopped".to_owned()));
-        // No-op when the session was ended from outside (that path already emitted the event).
-        self.admission
-            .guard
-            .registry()
-            .end_session(session_id, reason, &detail);
+        match p.end.take() {
+            Some((reason, detail)) => {
+                let registry = self.admission.guard.registry();
+                registry.end_session(session_id, reason, &detail);
+                tracing::info!(%session_id, reason = reason.as_str(), %detail, "session closed");
+            }
+            // Ended from outside (DELETE, teardown, unregister, replace, shutdown): the
+            // session-ended event already carries the reason.
+            None => tracing::info!(%session_id, "session closed by the gateway"),
+        }
         drop(self.route);
-        tracing::info!(%session_id, reason = reason.as_str(), "session closed");
     }
 
     /// Sends everything the peer connection queued, over UDP or the peer's ICE-TCP connection.
@@ -329,7 +329,11 @@ impl Session {
                 }
             }
         }
-        if self.forwarder.forward(kind, packet) {
+        if packet.payload.is_empty() {
+            // Padding only (bandwidth probes, sent on the media SSRC when RTX is not
+            // negotiated): nothing for a consumer, and the output closes the gap.
+            self.forwarder.skip(kind, packet);
+        } else if self.forwarder.forward(kind, packet) {
             counters.packets_forwarded.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -22,7 +22,12 @@ pub fn plan(offer: &str, spec: &IngestSpec) -> Result<OfferPlan, Error> {
     let (mut videos, mut audios) = (0, 0);
     for media in &session.media_descriptions {
         let kind = media.media_name.media.as_str();
-        if !matches!(kind, "video" | "audio") || media.media_name.port.value == 0 {
+        // Port 0 rejects a section, except with `a=bundle-only` (RFC 8843, which updates
+        // RFC 3264 for this): an offerer with bundlePolicy max-bundle (Firefox, GStreamer
+        // webrtcbin) sends every section after the first like that, as live as the first.
+        if !matches!(kind, "video" | "audio")
+            || (media.media_name.port.value == 0 && !media.has_attribute("bundle-only"))
+        {
             continue;
         }
         if media.has_attribute("recvonly") || media.has_attribute("inactive") {

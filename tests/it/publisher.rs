@@ -72,6 +72,8 @@ pub struct MediaRate {
     pub video_interval: Duration,
     /// Video payload bytes per packet.
     pub video_payload: usize,
+    /// After every this many frames, two padding-only packets (as Chrome's bandwidth probes).
+    pub padding_every: Option<u32>,
 }
 
 impl Default for MediaRate {
@@ -79,6 +81,7 @@ impl Default for MediaRate {
         MediaRate {
             video_interval: Duration::from_millis(33),
             video_payload: 400,
+            padding_every: None,
         }
     }
 }
@@ -345,7 +348,7 @@ impl Publisher {
             self.tasks.push(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(rate.video_interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let mut n: u32 = 0;
+                let (mut n, mut seq): (u32, u32) = (0, 0);
                 while sending.load(Ordering::SeqCst) {
                     tick.tick().await;
                     let keyframe = n.is_multiple_of(30);
@@ -366,9 +369,19 @@ impl Publisher {
                         ]
                         .concat(),
                     };
+                    let ts = n.wrapping_mul(3000);
                     let _ = track
-                        .write_rtp(packet(pt, ssrc, n, n.wrapping_mul(3000), true, payload))
+                        .write_rtp(packet(pt, ssrc, seq, ts, true, payload))
                         .await;
+                    seq = seq.wrapping_add(1);
+                    if rate.padding_every.is_some_and(|k| n.is_multiple_of(k)) {
+                        for _ in 0..2 {
+                            let mut padding = packet(pt, ssrc, seq, ts, false, Vec::new());
+                            padding.header.padding = true;
+                            let _ = track.write_rtp(padding).await;
+                            seq = seq.wrapping_add(1);
+                        }
+                    }
                     n = n.wrapping_add(1);
                 }
             }));

@@ -665,3 +665,82 @@ async fn with_the_replace_policy_a_reconnecting_publisher_takes_over_its_ghost()
     assert!(gw.session("ghost").await?.is_some());
     gw.stop().await
 }
+
+/// Offers captured from Firefox ESR 153 and GStreamer 1.22 webrtcbin (max-bundle: every
+/// section after the first has port 0 and `a=bundle-only`, RFC 8843).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundle_only_sections_of_real_offers_are_answered_live() -> Result<()> {
+    let mut gw = TestGateway::start().await?;
+    gw.register("bundle", None, None).await?;
+    for (name, offer) in [
+        (
+            "firefox",
+            include_str!("fixtures/firefox-esr-153-vp8-offer.sdp"),
+        ),
+        (
+            "gstreamer",
+            include_str!("fixtures/gstreamer-1.22-vp8-offer.sdp"),
+        ),
+    ] {
+        let r = gw.post_offer("bundle", offer, None).await?;
+        assert_eq!(r.status(), 201, "{name}");
+        let location = header(&r, "location")?;
+        let answer = r.text().await?;
+        let bundle = answer
+            .lines()
+            .find(|l| l.starts_with("a=group:BUNDLE"))
+            .unwrap_or_default();
+        assert!(
+            bundle.split_whitespace().count() == 3,
+            "{name}: both sections bundled: {answer}"
+        );
+        assert!(
+            !answer.contains("m=video 0 ") && !answer.contains("m=audio 0 "),
+            "{name}: no rejected section: {answer}"
+        );
+        assert!(
+            answer.contains("VP8/90000") && answer.to_lowercase().contains("opus/48000"),
+            "{name}: {answer}"
+        );
+        assert_eq!(gw.delete(&location).await?, 204);
+    }
+    gw.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn padding_only_packets_are_not_forwarded_and_leave_no_gap() -> Result<()> {
+    use crate::publisher::MediaRate;
+    let mut gw = TestGateway::start().await?;
+    let video = UdpSink::bind().await?;
+    gw.register("pad", Some(&video), None).await?;
+    let (mut publisher, offer) = Publisher::new(Some(Video::H264), false).await?;
+    let r = gw.post_offer("pad", &offer, None).await?;
+    assert_eq!(r.status(), 201);
+    publisher.set_answer(r.text().await?).await?;
+    publisher.connected(PATIENCE).await?;
+    publisher
+        .start_media_with(MediaRate {
+            padding_every: Some(2),
+            ..MediaRate::default()
+        })
+        .await?;
+    let packets = video.recv_n(30, PATIENCE).await?;
+    assert!(
+        packets.iter().all(|p| !p.payload.is_empty()),
+        "no empty packet reaches the consumer"
+    );
+    for pair in packets.windows(2) {
+        assert_eq!(
+            pair[1].sequence,
+            pair[0].sequence.wrapping_add(1),
+            "no gap: {packets:?}"
+        );
+    }
+    let session = gw.session("pad").await?.expect("live");
+    let counters = session.counters.expect("counters");
+    assert!(
+        counters.video_packets > counters.packets_forwarded + 10,
+        "padding did arrive and was dropped: {counters:?}"
+    );
+    gw.stop().await
+}

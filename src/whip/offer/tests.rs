@@ -141,3 +141,42 @@ fn simulcast_layers_are_read_from_the_send_list() {
             .is_empty()
     );
 }
+
+/// Firefox (and GStreamer webrtcbin with max-bundle): every section after the first has port 0
+/// and `a=bundle-only` (RFC 8843). It is live, not rejected.
+#[test]
+fn bundle_only_sections_are_live() {
+    let offer = "v=0\r\n\
+o=mozilla...THIS_IS_SDPARTA-99.0 1 0 IN IP4 0.0.0.0\r\n\
+s=-\r\n\
+t=0 0\r\n\
+a=group:BUNDLE 0 1\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 109\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=mid:0\r\n\
+a=sendonly\r\n\
+a=rtpmap:109 opus/48000/2\r\n\
+m=video 0 UDP/TLS/RTP/SAVPF 120\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=bundle-only\r\n\
+a=mid:1\r\n\
+a=sendonly\r\n\
+a=rtpmap:120 VP8/90000\r\n";
+    let planned = plan(offer, &spec(VideoCodec::DEFAULT)).expect("plan");
+    assert_eq!(
+        planned
+            .video
+            .expect("the bundle-only video is planned")
+            .codec,
+        VideoCodec::Vp8
+    );
+    assert!(planned.audio.is_some());
+    // Port 0 without bundle-only still rejects the section.
+    let rejected = offer.replace("a=bundle-only\r\n", "");
+    assert!(
+        plan(&rejected, &spec(VideoCodec::DEFAULT))
+            .expect("plan")
+            .video
+            .is_none()
+    );
+}
