@@ -1,23 +1,34 @@
 #!/usr/bin/env python3
-"""Independent-peer interop test for whipgate: aiortc publishes over WHIP,
-FFmpeg decodes what whipgate forwards.
+"""Independent-peer interop test for whipgate: real WebRTC stacks publish over
+WHIP, FFmpeg decodes what whipgate forwards.
 
-For each row (aiortc H264+Opus, aiortc VP8+Opus):
+Rows (select with --rows; `all` is the default):
+  aiortc-h264, aiortc-vp8        aiortc (Python), interop/aiortc_publish.py
+  chromium-h264, chromium-vp8    Debian Chromium on whipgate's /publish page (playwright-core)
+  firefox-vp8, firefox-h264      Debian Firefox ESR on the same page (puppeteer-core, BiDi);
+                                 H264 is "n/a" when Firefox has no H264 encoder (no OpenH264)
+  wrtc-vp8                       libwebrtc outside a browser (@roamhq/wrtc), trickle ICE
+  gstreamer-h264, gstreamer-vp8  GStreamer webrtcbin from system python3 (gi)
+(`h264` and `vp8` alone still mean the aiortc rows.)
+
+For each row:
   1. start whipgate on ephemeral loopback ports and read its ready line;
   2. over gRPC: watch events, RegisterIngest with FFmpeg's RTP ports as targets;
   3. start FFmpeg on the ingest's consumer SDP (before any media flows);
-  4. publish with aiortc_publish.py for --seconds, then DELETE the session;
+  4. publish for --seconds, then DELETE the session (a browser: its Stop button);
   5. assert: WHIP statuses and headers, the SDP answer (ICE-lite, whipgate's
      UDP port, recvonly, the codec asked for), the live session in GetIngest,
      a SessionEnded event after DELETE, frames FFmpeg decoded (video and
-     audio > 0, video at the resolution sent), a clean SIGTERM shutdown.
+     audio > 0, video at the resolution the publisher sent), a clean SIGTERM
+     shutdown, no publisher process left behind.
 
 Everything must stay on loopback: when this process sees any network
 interface besides lo, it re-runs itself inside a private network namespace
 (`unshare --net`, root), unless --allow-host-network is given.
 
-Writes interop/results/aiortc.json and prints one summary line per row;
-exits non-zero when any row fails.
+Writes interop/results/<row>.json per row (interop/render_table.py turns them
+into the README's table) and prints one summary line per row; exits non-zero
+when any row fails ("n/a" rows, with their reason, are not failures).
 """
 
 from __future__ import annotations
@@ -45,14 +56,35 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-PUBLISHER = HERE / "aiortc_publish.py"
+NODE_DIR = HERE / "node_modules"
 
-WIDTH, HEIGHT = 640, 360
-# The VP8 row also registers a bearer token: aiortc then publishes with Authorization.
+# One row per publisher and codec. `size`: the video resolution the publisher sends when it
+# is fixed; None: what the publisher reports it sent (a browser's camera and encoder decide).
+# Rows with a token register the ingest with it: the publisher must send Authorization.
+TOKEN = "interop-secret-token"
 ROWS = {
-    "h264": {"codecs": "H264+Opus", "encoding": "H264", "token": None},
-    "vp8": {"codecs": "VP8+Opus", "encoding": "VP8", "token": "interop-secret-token"},
+    "aiortc-h264": {"client": "aiortc", "codec": "h264", "token": None, "size": (640, 360)},
+    "aiortc-vp8": {"client": "aiortc", "codec": "vp8", "token": TOKEN, "size": (640, 360)},
+    "chromium-h264": {"client": "chromium", "codec": "h264", "token": None, "size": None,
+                      "screenshot": True},
+    "chromium-vp8": {"client": "chromium", "codec": "vp8", "token": TOKEN, "size": None},
+    "firefox-vp8": {"client": "firefox", "codec": "vp8", "token": None, "size": None},
+    "firefox-h264": {"client": "firefox", "codec": "h264", "token": None, "size": None,
+                     "na_ok": True},
+    "wrtc-vp8": {"client": "wrtc", "codec": "vp8", "token": TOKEN, "size": (640, 360)},
+    "gstreamer-h264": {"client": "gstreamer", "codec": "h264", "token": None, "size": (640, 360)},
+    "gstreamer-vp8": {"client": "gstreamer", "codec": "vp8", "token": TOKEN, "size": (640, 360)},
 }
+ALIASES = {"h264": "aiortc-h264", "vp8": "aiortc-vp8"}
+for _spec in ROWS.values():
+    _spec["encoding"] = _spec["codec"].upper()
+    _spec["codecs"] = f"{_spec['encoding']}+Opus"
+SCREENSHOT = REPO / "docs" / "publish-page.png"
+AIORTC_PUBLISHER = HERE / "aiortc_publish.py"
+BROWSER_PUBLISHER = HERE / "browser_publish.mjs"
+WRTC_PUBLISHER = HERE / "wrtc_publish.mjs"
+GST_PUBLISHER = HERE / "gst_publish.py"
+SYSTEM_PYTHON = "/usr/bin/python3"  # GStreamer's gi bindings are Debian's, not the venv's
 UUID_RE = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
 
@@ -134,6 +166,7 @@ class Procs:
 
     def __init__(self) -> None:
         self.items: list[tuple[str, subprocess.Popen]] = []
+        self.markers: list[str] = []
 
     def start(self, name: str, cmd: list[str], **kw) -> subprocess.Popen:
         p = subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL,
@@ -148,7 +181,46 @@ class Procs:
         except ProcessLookupError:
             pass
 
+    def watch_dir(self, marker: str) -> None:
+        """Processes whose command line names `marker` (a browser's fresh profile dir) are
+        killed in cleanup(), with their process groups: browsers are started detached by
+        their automation libraries, so they are not in their driver's group."""
+        self.markers.append(marker)
+
+    def leftovers(self) -> list[int]:
+        """Pids of running processes whose command line contains a watched marker."""
+        found = []
+        if not self.markers:
+            return found
+        for d in os.listdir("/proc"):
+            if not d.isdigit() or int(d) == os.getpid():
+                continue
+            try:
+                cmd = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if any(m in cmd for m in self.markers):
+                found.append(int(d))
+        return found
+
+    def kill_leftovers(self) -> list[int]:
+        pids = self.leftovers()
+        own = os.getpgrp()
+        for pid in pids:
+            try:
+                pgid = os.getpgid(pid)
+                if pgid != own:
+                    os.killpg(pgid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return pids
+
     def cleanup(self) -> None:
+        pids = self.kill_leftovers()
+        if pids:
+            log(f"killed leftover browser processes {pids}")
         for name, p in self.items:
             if p.poll() is None:
                 log(f"killing {name} (pid {p.pid})")
@@ -337,7 +409,7 @@ def ffmpeg_duration(seconds: float) -> float:
 
 def parse_framecrc(path: Path) -> dict:
     """Counts the frame lines of a framecrc file and reads its header."""
-    info: dict = {"frames": 0, "sizes": set(), "crcs": set(), "dimensions": None}
+    info: dict = {"frames": 0, "sizes": set(), "crcs": set(), "dimensions": None, "size_runs": []}
     try:
         text = path.read_text(errors="replace")
     except OSError:
@@ -352,6 +424,8 @@ def parse_framecrc(path: Path) -> dict:
         if len(parts) >= 6:
             info["frames"] += 1
             info["sizes"].add(int(parts[4]))
+            if not info["size_runs"] or info["size_runs"][-1] != int(parts[4]):
+                info["size_runs"].append(int(parts[4]))  # frame sizes, in order, runs collapsed
             info["crcs"].add(parts[5])
     return info
 
@@ -379,7 +453,14 @@ class Row:
         self.frames = {"video": 0, "audio": 0}
         self.sent = {}
         self.resolution = None
-        self.aiortc_version = None
+        self.expected_size: tuple[int, int] | None = self.spec["size"]
+        self.version = None
+        self.driver = None
+        self.trickle = False
+        self.na: str | None = None
+        self.notes: list[str] = []
+        self.pub_result: dict = {}
+        self.decoded_resolutions: list[str] = []
 
     def check(self, name: str, ok: bool, detail: str = "") -> bool:
         self.checks.append((name, bool(ok), detail))
@@ -400,7 +481,8 @@ class Row:
         ff_err = wd / "ffmpeg.stderr"
         pub_out, pub_err = wd / "publisher.stdout", wd / "publisher.stderr"
         ingest_id = f"interop-{self.name}-{os.getpid()}"
-        log(f"row aiortc {self.spec['codecs']} (logs in {wd})")
+        log(f"row {self.name}: {self.spec['client']} {self.spec['codecs']} (logs in {wd})")
+        self.started = time.monotonic()
         try:
             # 1. whipgate
             env = dict(os.environ)
@@ -425,7 +507,7 @@ class Row:
             if not watcher.subscribed.wait(5):
                 log("  WatchEvents sent no headers within 5 s; going on (events may be missed)")
             vport, aport = free_even_ports(2)
-            codec_enum = {"h264": pb.VIDEO_CODEC_H264, "vp8": pb.VIDEO_CODEC_VP8}[self.name]
+            codec_enum = {"h264": pb.VIDEO_CODEC_H264, "vp8": pb.VIDEO_CODEC_VP8}[self.spec["codec"]]
             reg = stub.RegisterIngest(
                 pb.RegisterIngestRequest(
                     ingest_id=ingest_id,
@@ -461,7 +543,10 @@ class Row:
                 "ffmpeg", "-hide_banner", "-nostdin", "-y", "-loglevel", "info",
                 "-protocol_whitelist", "file,udp,rtp",
                 "-i", str(wd / "consumer.sdp"),
-                "-map", "0:v:0", "-t", str(dur), "-flush_packets", "1", "-f", "framecrc", str(vcrc),
+                # -autoscale 0: a resolution change reaches the output as it is (browsers
+                # ramp their resolution with the bandwidth estimate), not scaled to the first.
+                "-map", "0:v:0", "-t", str(dur), "-autoscale", "0", "-flush_packets", "1",
+                "-f", "framecrc", str(vcrc),
                 "-map", "0:a:0", "-t", str(dur), "-flush_packets", "1", "-f", "framecrc", str(acrc),
             ]
             with open(ff_err, "wb") as err:
@@ -483,16 +568,14 @@ class Row:
                 self.check("POST without the bearer token: 401", status == 401, f"{status}")
                 self.check("401 carries WWW-Authenticate: Bearer (RFC 6750)",
                            www.lower().startswith("bearer"), repr(www))
-            pub_cmd = [
-                sys.executable, str(PUBLISHER), "--url", url, "--codec", self.name,
-                "--seconds", str(a.seconds), "--answer-out", str(wd / "answer.sdp"),
-                "--offer-out", str(wd / "offer.sdp"),
-                *(["--token", self.spec["token"]] if self.spec["token"] else []),
-            ]
+            self.t_publish = time.time() - 1
+            pub_cmd = self.publisher_cmd(ready["http"], ingest_id, procs)
+            log(f"  publisher: {' '.join(pub_cmd)}")
             with open(pub_out, "wb") as out, open(pub_err, "wb") as err:
-                pub = procs.start("publisher", pub_cmd, stdout=out, stderr=err)
+                pub = procs.start("publisher", pub_cmd, stdout=out, stderr=err,
+                                  env=self.publisher_env())
             snapshots = []
-            deadline = time.monotonic() + a.seconds + 40
+            deadline = time.monotonic() + a.seconds + 75
             while pub.poll() is None:
                 if time.monotonic() > deadline:
                     raise RuntimeError("publisher did not finish in time")
@@ -510,9 +593,33 @@ class Row:
             if result is None:
                 raise RuntimeError(f"publisher printed no RESULT (exit {pub.returncode}):\n"
                                    f"{tail(pub_out)}\n{tail(pub_err)}")
-            self.aiortc_version = result.get("version")
+            self.pub_result = result
+            self.driver = result.get("driver")
+            self.trickle = bool(result.get("trickle"))
+            if result.get("version"):
+                self.version = result["version"]
             self.sent = result.get("frames_sent", {})
+            if procs.markers:
+                left = procs.leftovers()
+                self.check("no browser process left after the publisher exited", not left,
+                           f"pids {left}")
+            if result.get("na") and self.spec.get("na_ok"):
+                # Not a failure: this publisher cannot do this codec here (said why).
+                self.na = result["na"]
+                log(f"  n/a: {self.na}")
+                self.check("publisher said why the row is n/a", True, self.na)
+                Procs.signal_group(ff, signal.SIGKILL)
+                wait_exit(ff, 5)
+                Procs.signal_group(gw, signal.SIGTERM)
+                self.check("whipgate exits on SIGTERM within 10 s", wait_exit(gw, 10) is not None)
+                return self.summary(gw_err, ff_err, pub_out, pub_err)
+            if self.spec.get("screenshot"):
+                self.check("screenshot of the publish page while connected",
+                           SCREENSHOT.is_file() and SCREENSHOT.stat().st_size > 1000
+                           and SCREENSHOT.stat().st_mtime >= self.t_publish, str(SCREENSHOT))
             self.check_whip(result, ingest_id, udp_port)
+            if self.spec["client"] in ("chromium", "firefox"):
+                self.check_page(result)
             self.check("publisher exit 0", pub.returncode == 0,
                        "; ".join(result.get("errors", [])) or f"exit {pub.returncode}")
             session_id = (result.get("post", {}).get("location") or "").rstrip("/").rsplit("/", 1)[-1]
@@ -573,14 +680,23 @@ class Row:
                        f"{v['frames']} decoded, {sent_v} sent")
             self.check("FFmpeg decoded audio frames > 0", au["frames"] > 0,
                        f"{au['frames']} decoded, {sent_a} sent")
-            self.check(f"decoded video is {WIDTH}x{HEIGHT}", res == f"{WIDTH}x{HEIGHT}",
-                       f"{res}, input stream says {ffmpeg_input_resolution(ff_text)}")
-            self.check("every decoded video frame has the same size",
-                       len(v["sizes"]) <= 1, f"sizes {sorted(v['sizes'])}")
+            if self.spec["size"]:
+                want = f"{self.expected_size[0]}x{self.expected_size[1]}"
+                self.check(f"decoded video is {want} (what the publisher sent)", res == want,
+                           f"{res}, input stream says {ffmpeg_input_resolution(ff_text)}")
+                self.check("every decoded video frame has the same size",
+                           len(v["sizes"]) <= 1, f"sizes {sorted(v['sizes'])}")
+            else:
+                self.check_browser_resolution(v)
+            corrupt = [l for l in ff_text.splitlines()
+                       if "corrupt decoded frame" in l or "concealing" in l]
+            self.check("FFmpeg decoded no corrupt (concealed) video frame", not corrupt,
+                       f"{len(corrupt)} lines, first: {corrupt[0].strip()}" if corrupt else "")
             self.check("decoded video frames differ (the picture moves)", len(v["crcs"]) > 1,
                        f"{len(v['crcs'])} distinct of {v['frames']}")
-            # At most `dur` seconds were decoded: 30 video, 50 audio frames a second.
-            exp_v, exp_a = min(sent_v, int(dur * 30)), min(sent_a, int(dur * 50))
+            # At most `dur` of the --seconds published were decoded (at the rate sent).
+            exp_v = min(sent_v, int(sent_v * dur / a.seconds))
+            exp_a = min(sent_a, int(sent_a * dur / a.seconds))
             self.check("FFmpeg decoded >= half the video frames expected",
                        v["frames"] * 2 >= exp_v, f"{v['frames']} of {exp_v}")
             self.check("FFmpeg decoded >= half the audio frames expected",
@@ -603,7 +719,97 @@ class Row:
             if channel is not None:
                 channel.close()
             procs.cleanup()
+            for profile in procs.markers:  # browser profiles: tens of MB each, nothing to read
+                shutil.rmtree(profile, ignore_errors=True)
         return self.summary(gw_err, ff_err, pub_out, pub_err)
+
+    def publisher_cmd(self, http: str, ingest_id: str, procs: Procs) -> list[str]:
+        a, spec, wd = self.args, self.spec, self.workdir
+        client, codec, token = spec["client"], spec["codec"], spec["token"]
+        url = f"http://{http}/whip/{ingest_id}"
+        common = ["--seconds", str(a.seconds), "--answer-out", str(wd / "answer.sdp"),
+                  "--offer-out", str(wd / "offer.sdp")]
+        if client == "aiortc":
+            return [sys.executable, str(AIORTC_PUBLISHER), "--url", url, "--codec", codec,
+                    *common, *(["--token", token] if token else [])]
+        if client in ("chromium", "firefox"):
+            profile = Path(tempfile.mkdtemp(prefix=f"{client}-profile-", dir=wd))
+            procs.watch_dir(str(profile))
+            page = f"http://{http}/publish/{ingest_id}?codec={codec}" + \
+                (f"&token={token}" if token else "") + "&autostart"
+            shot = ["--screenshot", str(SCREENSHOT)] if spec.get("screenshot") else []
+            if shot:
+                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            return ["timeout", "-s", "TERM", "-k", "10", str(int(a.seconds + 70)),
+                    "node", str(BROWSER_PUBLISHER), "--browser", client, "--url", page,
+                    "--codec", codec, "--profile-dir", str(profile), *shot, *common]
+        if client == "wrtc":
+            return ["timeout", "-s", "TERM", "-k", "10", str(int(a.seconds + 60)),
+                    "node", str(WRTC_PUBLISHER), "--url", url, *common,
+                    *(["--token", token] if token else [])]
+        if client == "gstreamer":
+            return ["timeout", "-s", "TERM", "-k", "10", str(int(a.seconds + 60)),
+                    SYSTEM_PYTHON, str(GST_PUBLISHER), "--url", url, "--codec", codec, *common,
+                    *(["--token", token] if token else [])]
+        raise ValueError(f"unknown client {client}")
+
+    def publisher_env(self) -> dict:
+        env = dict(os.environ)
+        if self.spec["client"] in ("chromium", "firefox", "wrtc"):
+            env["NODE_PATH"] = str(NODE_DIR)
+            # Nothing is ever downloaded: the browsers are Debian's.
+            env["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
+            env["PUPPETEER_SKIP_DOWNLOAD"] = "1"
+        if self.spec["client"] == "firefox":
+            env.setdefault("MOZ_HEADLESS", "1")
+        if self.spec["client"] == "gstreamer":
+            env.setdefault("GST_DEBUG", "2")
+            env.pop("PYTHONPATH", None)
+            env.pop("VIRTUAL_ENV", None)
+        return env
+
+    def check_browser_resolution(self, v: dict) -> None:
+        """A browser's encoder follows its bandwidth estimate: it starts small and steps
+        the resolution up. The publisher samples what it sends (getStats every 250 ms, and
+        the page's window.whipgate.width/height); every size FFmpeg decoded must be one of
+        those, and FFmpeg's last must be one the page showed."""
+        r = self.pub_result
+        timeline = [t["res"] for t in r.get("resolution_timeline") or []]
+        page = list(r.get("resolutions_seen") or [])
+        sent = list(dict.fromkeys(timeline + page))
+        by_size = {}
+        for res in sent:
+            w, h = (int(x) for x in res.split("x"))
+            by_size[w * h * 3 // 2] = res  # yuv420p frame bytes
+        decoded = [by_size.get(size, f"? ({size} bytes)") for size in v["size_runs"]]
+        self.decoded_resolutions = decoded
+        if decoded:
+            self.resolution = tuple(int(x) for x in decoded[-1].split("x")) if "?" not in decoded[-1] else None
+        self.check("every decoded frame size is a resolution the browser sent",
+                   bool(decoded) and all("?" not in d for d in decoded),
+                   f"decoded {' -> '.join(decoded)}; sent {' -> '.join(timeline)}; "
+                   f"page showed {', '.join(page)}; camera {r.get('capture')}")
+        self.check("FFmpeg's last decoded resolution is one window.whipgate showed",
+                   bool(decoded) and decoded[-1] in page, f"{decoded[-1:]} in {page}")
+        if len(decoded) > 1:
+            self.notes.append(f"resolution stepped {' -> '.join(decoded)} (bandwidth estimate ramp)")
+
+    def check_page(self, r: dict) -> None:
+        """What the publish page itself shows on window.whipgate, against the wire."""
+        page, after = r.get("page") or {}, r.get("page_after_stop") or {}
+        post = r.get("post") or {}
+        self.check("page: httpStatus 201, ETag as sent", page.get("httpStatus") == 201
+                   and page.get("etag") == post.get("etag"), f"{page.get('httpStatus')} {page.get('etag')!r}")
+        self.check(f"page: videoCodec {self.spec['encoding']}, audioCodec opus",
+                   (page.get("videoCodec") or "").upper() == self.spec["encoding"]
+                   and (page.get("audioCodec") or "").lower() == "opus",
+                   f"{page.get('videoCodec')!r} {page.get('audioCodec')!r}")
+        self.check("page: bitrate shown > 0", (page.get("bitrateBps") or 0) > 0, f"{page.get('bitrateBps')}")
+        d = r.get("delete") or {}
+        self.check("page: Stop sent DELETE to the session URL, deleteStatus 204",
+                   d.get("url") == r.get("session_url") and after.get("deleteStatus") == 204
+                   and after.get("state") == "stopped",
+                   f"{d.get('url')} -> {after.get('deleteStatus')}, state {after.get('state')}")
 
     def check_whip(self, r: dict, ingest_id: str, udp_port: int) -> None:
         post = r.get("post") or {}
@@ -622,6 +828,13 @@ class Row:
                    resolved)
         self.check("ICE + DTLS connected", r.get("connection_state") == "connected",
                    f"{r.get('connection_state')} after {r.get('connect_millis')} ms")
+        if r.get("trickle"):
+            patches = r.get("patches") or []
+            self.check("trickle: every PATCH (candidates, end-of-candidates) answered 204",
+                       bool(patches) and all(x.get("status") == 204 for x in patches),
+                       ", ".join(f"{x.get('what')}: {x.get('status')}" for x in patches))
+            self.check("trickle: the offer POSTed had no candidates",
+                       not r.get("offer_candidates"), f"{len(r.get('offer_candidates') or [])}")
         d = r.get("delete") or {}
         self.check("DELETE 204", d.get("status") == 204, f"{d.get('status')} {d.get('body', '')!r}")
 
@@ -664,21 +877,29 @@ class Row:
 
     def summary(self, gw_err: Path, ff_err: Path, pub_out: Path, pub_err: Path) -> dict:
         failed = [c for c in self.checks if not c[1]]
+        result = "fail" if failed or not self.checks else ("n/a" if self.na else "pass")
         row = {
-            "client": "aiortc",
-            "version": self.aiortc_version or _aiortc_version(),
+            "row": self.name,
+            "client": CLIENT_NAMES[self.spec["client"]],
+            "version": client_version(self.spec["client"]) or self.version or "unknown",
+            "driver": self.driver,
             "codecs": self.spec["codecs"],
-            "trickle": False,
-            "result": "fail" if failed or not self.checks else "pass",
+            "trickle": self.trickle,
+            "result": result,
+            "reason": self.na,
             "frames": dict(self.frames),
             "frames_sent": self.sent,
             "resolution": f"{self.resolution[0]}x{self.resolution[1]}" if self.resolution else None,
+            "resolutions_decoded": self.decoded_resolutions or None,
+            "capture": self.pub_result.get("capture"),
             "consumer": f"FFmpeg {self.ffver}",
+            "seconds": round(time.monotonic() - self.started, 1),
             "checks": len(self.checks),
             "failures": [f"{n}: {d}" if d else n for n, _, d in failed],
+            "notes": self.notes,
         }
         if failed:
-            print(f"\n---- {self.spec['codecs']}: {len(failed)} failed check(s)", flush=True)
+            print(f"\n---- {self.name}: {len(failed)} failed check(s)", flush=True)
             for n, _, d in failed:
                 print(f"  FAIL {n}" + (f": {d}" if d else ""))
             for title, path, n in (("whipgate stderr", gw_err, 60), ("ffmpeg stderr", ff_err, 30),
@@ -710,25 +931,96 @@ def _aiortc_version() -> str:
         return "unknown"
 
 
+CLIENT_NAMES = {
+    "aiortc": "aiortc", "chromium": "Chromium", "firefox": "Firefox ESR",
+    "wrtc": "@roamhq/wrtc (libwebrtc)", "gstreamer": "GStreamer webrtcbin",
+}
+_versions: dict[str, str | None] = {}
+
+
+def _command_version(cmd: list[str], pattern: str) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30,
+                             stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(pattern, out)
+    return m.group(1) if m else None
+
+
+def _npm_version(package: str) -> str | None:
+    try:
+        return json.loads((NODE_DIR / package / "package.json").read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def client_version(client: str) -> str | None:
+    """The publisher's version, as the tool itself tells it (never typed by hand)."""
+    if client not in _versions:
+        v = None
+        if client == "aiortc":
+            v = _aiortc_version()
+        elif client == "chromium":
+            v = _command_version(["chromium", "--version"], r"Chromium (\S+)")
+        elif client == "firefox":
+            v = _command_version(["firefox-esr", "--version"], r"Firefox (\S+)")
+        elif client == "wrtc":
+            v = _npm_version("@roamhq/wrtc")
+        elif client == "gstreamer":
+            v = _command_version([SYSTEM_PYTHON, "-c", "import gi; gi.require_version('Gst', '1.0'); "
+                                  "from gi.repository import Gst; print(Gst.version_string())"],
+                                 r"GStreamer (\S+)")
+        _versions[client] = v
+    return _versions[client]
+
+
 # ---------------------------------------------------------------- main
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--whipgate", default=str(REPO / "target" / "debug" / "whipgate"))
-    p.add_argument("--rows", default="h264,vp8", help="comma-separated: h264, vp8")
+    p.add_argument("--rows", default="all",
+                   help=f"comma-separated, or all: {', '.join(ROWS)} (h264, vp8: the aiortc rows)")
     p.add_argument("--seconds", type=float, default=8.0, help="publishing time per row")
     p.add_argument("--ready-timeout", type=float, default=30.0)
-    p.add_argument("--results", default=str(HERE / "results" / "aiortc.json"))
+    p.add_argument("--results-dir", default=str(HERE / "results"),
+                   help="one <row>.json per row goes here")
     p.add_argument("--log-dir", help="where logs go (default: a new temp dir, kept)")
     p.add_argument("--allow-host-network", action="store_true",
                    help="run even when interfaces besides lo are visible (debugging only)")
     args = p.parse_args()
 
-    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-    for r in rows:
+    rows = []
+    for r in (x.strip() for x in args.rows.split(",")):
+        if not r:
+            continue
+        if r == "all":
+            rows.extend(ROWS)
+            continue
+        r = ALIASES.get(r, r)
         if r not in ROWS:
-            p.error(f"unknown row {r!r}; known: {', '.join(ROWS)}")
+            p.error(f"unknown row {r!r}; known: all, {', '.join(ROWS)}")
+        rows.append(r)
+    rows = list(dict.fromkeys(rows))
+    needs = {ROWS[r]["client"] for r in rows}
+    missing = []
+    if needs & {"chromium", "firefox", "wrtc"}:
+        if not shutil.which("node"):
+            missing.append("node (apt-get install nodejs npm)")
+        for pkg, client in (("playwright-core", "chromium"), ("puppeteer-core", "firefox"),
+                            ("@roamhq/wrtc", "wrtc")):
+            if client in needs and not (NODE_DIR / pkg).is_dir():
+                missing.append(f"{pkg} (cd interop && npm ci)")
+    for exe, client in (("/usr/bin/chromium", "chromium"), ("/usr/bin/firefox-esr", "firefox")):
+        if client in needs and not os.access(exe, os.X_OK):
+            missing.append(f"{exe} (apt-get install {Path(exe).name})")
+    if "gstreamer" in needs and client_version("gstreamer") is None:
+        missing.append("GStreamer for system python3 (see scripts/test)")
+    if missing:
+        print("interop: missing " + "; ".join(missing), file=sys.stderr)
+        return 2
     args.whipgate = str(Path(args.whipgate).resolve())
     if not os.access(args.whipgate, os.X_OK):
         print(f"interop: no whipgate binary at {args.whipgate} (run cargo build first)", file=sys.stderr)
@@ -744,26 +1036,33 @@ def main() -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     pb, pbg = load_stubs(Path(tempfile.mkdtemp(prefix="whipgate-stubs-")))
     ffver = ffmpeg_version()
-    log(f"whipgate {args.whipgate}; FFmpeg {ffver}; aiortc {_aiortc_version()}; logs {log_dir}")
+    versions = ", ".join(f"{CLIENT_NAMES[c]} {client_version(c)}" for c in sorted(needs))
+    log(f"whipgate {args.whipgate}; FFmpeg {ffver}; {versions}; rows {', '.join(rows)}; logs {log_dir}")
 
+    out_dir = Path(args.results_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     results = []
+    t0 = time.monotonic()
     for r in rows:
-        results.append(Row(r, args, pb, pbg, log_dir / r, ffver).run())
-
-    out = Path(args.results)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+        row = Row(r, args, pb, pbg, log_dir / r, ffver).run()
+        results.append(row)
+        (out_dir / f"{r}.json").write_text(json.dumps(row, indent=2) + "\n")
 
     print()
     for row in results:
         f = row["frames"]
-        print(f"{row['client']} {row['version']:<8} {row['codecs']:<10} trickle=no  "
-              f"{row['result'].upper():<4}  video={f['video']} audio={f['audio']} "
-              f"res={row['resolution']}  ({row['checks'] - len(row['failures'])}/{row['checks']} checks)")
+        extra = f"  ({row['reason']})" if row["reason"] else ""
+        print(f"{row['row']:<15} {row['client']} {row['version']}  {row['codecs']:<10} "
+              f"trickle={'yes' if row['trickle'] else 'no':<3} {row['result'].upper():<4}  "
+              f"video={f['video']} audio={f['audio']} res={row['resolution']}  "
+              f"({row['checks'] - len(row['failures'])}/{row['checks']} checks, "
+              f"{row['seconds']} s){extra}")
     passed = sum(r["result"] == "pass" for r in results)
-    print(f"results in {out}, logs in {log_dir}")
-    print(f"interop: {passed} passed, {len(results) - passed} failed")
-    return 0 if passed == len(results) else 1
+    skipped = sum(r["result"] == "n/a" for r in results)
+    failed = len(results) - passed - skipped
+    print(f"results in {out_dir}, logs in {log_dir}, {time.monotonic() - t0:.0f} s in all")
+    print(f"interop: {passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
+    return 0 if failed == 0 else 1
 
 
 if __name__ == "__main__":
