@@ -1,0 +1,234 @@
+//! Admission of publishers: checks, the atomic one-publisher-per-stream decision, and the
+//! publish-accepted / publish-rejected events.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{
+    EndReason, EventPayload, IngestSpec, Registry, SessionCommand, SessionCounters, SessionEntry,
+    SessionState,
+};
+use crate::continuity::Continuity;
+use crate::error::Error;
+
+/// A publish that won admission: what the session task needs to run.
+pub struct Admission {
+    /// New session id (UUIDv4).
+    pub session_id: Uuid,
+    /// The ingest as registered at admission.
+    pub spec: IngestSpec,
+    /// Cancelled when the session is ended from outside.
+    pub cancel: CancellationToken,
+    /// Control-plane commands for this session.
+    pub commands: mpsc::Receiver<SessionCommand>,
+    /// Counters shared with the registry.
+    pub counters: Arc<SessionCounters>,
+    /// The ingest's output stream state (continuity across reconnects).
+    pub continuity: Arc<Mutex<Continuity>>,
+    /// Ends the session (reason: error) if its owner goes away without ending it.
+    pub guard: SessionGuard,
+}
+
+/// Ends its session when dropped, unless it already ended. Makes leaks impossible.
+pub struct SessionGuard {
+    registry: Registry,
+    session_id: Uuid,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.registry
+            .end_session(self.session_id, EndReason::Error, "session task exited");
+    }
+}
+
+impl SessionGuard {
+    /// The guarded session.
+    pub fn session_id(&self) -> Uuid {
+        self.session_id
+    }
+
+    /// The registry, for the session task's updates.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+impl Registry {
+    /// Checks that a publish could be admitted (ingest exists, token right, not draining),
+    /// without reserving anything. Lets the edge validate the SDP before admission.
+    pub fn authorize(&self, ingest_id: &str, bearer: Option<&str>) -> Result<IngestSpec, Error> {
+        let state = self.lock();
+        if state.draining {
+            return Err(Error::Draining);
+        }
+        let entry = state
+            .ingests
+            .get(ingest_id)
+            .ok_or_else(|| Error::IngestNotFound(ingest_id.to_owned()))?;
+        check_token(&entry.spec, bearer)?;
+        Ok(entry.spec.clone())
+    }
+
+    /// Where publishes to this ingest are redirected, if anywhere.
+    pub fn redirect_of(&self, ingest_id: &str) -> Result<Option<String>, Error> {
+        let state = self.lock();
+        if state.draining {
+            return Err(Error::Draining);
+        }
+        let entry = state
+            .ingests
+            .get(ingest_id)
+            .ok_or_else(|| Error::IngestNotFound(ingest_id.to_owned()))?;
+        Ok(entry.spec.redirect_url.clone())
+    }
+
+    /// Admits a publisher: all checks and the insertion happen in one critical section, so two
+    /// racing publishes can never both win.
+    ///
+    /// The slot is reserved silently; [`Registry::publish_accepted`] announces it once the
+    /// answer exists, so a failed negotiation shows up as one publish-rejected event only.
+    pub fn admit(&self, ingest_id: &str, bearer: Option<&str>) -> Result<Admission, Error> {
+        let (admission, replaced) = self.admit_locked(ingest_id, bearer)?;
+        if let Some(token) = replaced {
+            token.cancel();
+        }
+        Ok(admission)
+    }
+
+    /// [`Registry::admit`] under the lock; also returns the token of a replaced session, to
+    /// cancel once the lock is released.
+    fn admit_locked(
+        &self,
+        ingest_id: &str,
+        bearer: Option<&str>,
+    ) -> Result<(Admission, Option<CancellationToken>), Error> {
+        let mut state = self.lock();
+        if state.draining {
+            return Err(Error::Draining);
+        }
+        let live = state.sessions.len();
+        let max = state.caps.max_publishers;
+        let entry = state
+            .ingests
+            .get_mut(ingest_id)
+            .ok_or_else(|| Error::IngestNotFound(ingest_id.to_owned()))?;
+        check_token(&entry.spec, bearer)?;
+        let replace = entry.spec.replace_publisher;
+        if entry.session.is_some() && !replace {
+            return Err(Error::PublisherConflict(ingest_id.to_owned()));
+        }
+        // A replaced publisher frees its own slot.
+        let replacing = usize::from(entry.session.is_some());
+        if live - replacing >= max {
+            return Err(Error::CapReached(live));
+        }
+        let replaced = self.end_locked(
+            &mut state,
+            ingest_id,
+            EndReason::Replaced,
+            "a new publisher took over",
+        );
+        let Some(entry) = state.ingests.get_mut(ingest_id) else {
+            return Err(Error::IngestNotFound(ingest_id.to_owned()));
+        };
+        let session_id = Uuid::new_v4();
+        let cancel = CancellationToken::new();
+        let counters = Arc::new(SessionCounters::default());
+        let (commands_tx, commands) = mpsc::channel(8);
+        entry.session = Some(SessionEntry {
+            id: session_id,
+            state: SessionState::Connecting,
+            remote_addr: None,
+            video_codec: None,
+            audio_codec: None,
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+            counters: Arc::clone(&counters),
+            cancel: cancel.clone(),
+            commands: commands_tx,
+            announced: false,
+            etag: String::new(),
+            simulcast_layers: Vec::new(),
+            forwarded_layer: None,
+        });
+        let mut spec = entry.spec.clone();
+        spec.simulcast_layer = entry.simulcast_layer();
+        let continuity = Arc::clone(&entry.continuity);
+        state.sessions.insert(session_id, ingest_id.to_owned());
+        self.inner
+            .metrics
+            .live_publishers
+            .set(state.sessions.len() as i64);
+        let admission = Admission {
+            session_id,
+            spec,
+            cancel,
+            commands,
+            counters,
+            continuity,
+            guard: SessionGuard {
+                registry: self.clone(),
+                session_id,
+            },
+        };
+        Ok((admission, replaced))
+    }
+
+    /// Announces an admitted session whose answer is ready (publish-accepted event).
+    pub fn publish_accepted(&self, session_id: Uuid, http_peer: Option<SocketAddr>, etag: &str) {
+        let mut state = self.lock();
+        let Some((ingest_id, session)) = state.session_mut(session_id) else {
+            return;
+        };
+        session.announced = true;
+        session.etag = etag.to_owned();
+        self.inner.metrics.sessions_started.inc();
+        self.emit(
+            &mut state,
+            &ingest_id,
+            Some(session_id),
+            EventPayload::PublishAccepted {
+                remote_addr: http_peer,
+            },
+        );
+    }
+
+    /// Records a refused publish (event + metric).
+    pub fn publish_rejected(&self, ingest_id: &str, err: &Error) {
+        let reason = err.reject_reason();
+        self.inner
+            .metrics
+            .publish_rejections
+            .with_label_values(&[reason.as_str()])
+            .inc();
+        let mut state = self.lock();
+        self.emit(
+            &mut state,
+            ingest_id,
+            None,
+            EventPayload::PublishRejected {
+                reason,
+                detail: err.to_string(),
+            },
+        );
+    }
+}
+
+fn check_token(spec: &IngestSpec, bearer: Option<&str>) -> Result<(), Error> {
+    use subtle::ConstantTimeEq;
+    match (&spec.bearer_token, bearer) {
+        (None, _) => Ok(()),
+        (Some(expected), Some(given))
+            if bool::from(expected.as_bytes().ct_eq(given.as_bytes())) =>
+        {
+            Ok(())
+        }
+        _ => Err(Error::Unauthorized),
+    }
+}
