@@ -5,6 +5,7 @@
 //! ingest's UDP targets ([`forward`]).
 
 mod forward;
+mod housekeeping;
 mod mux;
 mod peer;
 mod restart;

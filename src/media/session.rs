@@ -18,8 +18,6 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
 use rtc::shared::marshal::MarshalSize;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use rtc::statistics::StatsSelector;
-use rtc::statistics::report::RTCStatsReportEntry;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -59,20 +57,20 @@ pub(crate) struct Session {
 }
 
 /// Mutable bookkeeping of the loop.
-struct Progress {
-    remote: Option<SocketAddr>,
-    connected: bool,
-    last_media: Instant,
-    started: Instant,
+pub(crate) struct Progress {
+    pub(super) remote: Option<SocketAddr>,
+    pub(super) connected: bool,
+    pub(super) last_media: Instant,
+    pub(super) started: Instant,
     /// SSRC of the forwarded video stream (the current layer with simulcast).
-    video_ssrc: Option<u32>,
-    audio_ssrc: Option<u32>,
+    pub(super) video_ssrc: Option<u32>,
+    pub(super) audio_ssrc: Option<u32>,
     /// Every video SSRC seen (track-started fires once per SSRC).
-    seen_ssrcs: HashSet<u32>,
-    housekeeping_ticks: u64,
-    bytes_at_last_stats: u64,
-    nacks_seen: u64,
-    end: Option<(EndReason, String)>,
+    pub(super) seen_ssrcs: HashSet<u32>,
+    pub(super) housekeeping_ticks: u64,
+    pub(super) bytes_at_last_stats: u64,
+    pub(super) nacks_seen: u64,
+    pub(super) end: Option<(EndReason, String)>,
 }
 
 impl Session {
@@ -380,7 +378,7 @@ impl Session {
     }
 
     /// Sends an RTCP PLI for one video SSRC.
-    fn send_pli(&mut self, media_ssrc: u32) {
+    pub(super) fn send_pli(&mut self, media_ssrc: u32) {
         let receivers: Vec<_> = self.peer.get_receivers().collect();
         for id in receivers {
             let Some(mut receiver) = self.peer.rtp_receiver(id) else {
@@ -415,100 +413,5 @@ impl Session {
             fragment,
             etag: format!("\"{ufrag}\""),
         })
-    }
-
-    /// Re-ranks simulcast layers and asks the layer to switch to for a keyframe.
-    fn review_layers(&mut self, p: &mut Progress) {
-        if self.plan.simulcast_rids.is_empty() {
-            return;
-        }
-        p.housekeeping_ticks += 1;
-        if p.housekeeping_ticks.is_multiple_of(2) {
-            self.layers.evaluate();
-        }
-        if let Some(ssrc) = self.layers.pending_switch() {
-            self.send_pli(ssrc);
-        }
-    }
-
-    fn check_limits(&mut self, p: &mut Progress) {
-        let idle = p.last_media.elapsed();
-        if !p.connected && p.started.elapsed() > self.timers.connect_timeout {
-            p.end = Some((EndReason::Inactivity, "never connected".into()));
-        } else if p.connected && idle > self.timers.media_timeout {
-            p.end = Some((
-                EndReason::Inactivity,
-                format!("no media for {}s", idle.as_secs()),
-            ));
-        }
-        let registry = self.admission.guard.registry();
-        let limits = registry.limits(&self.admission.spec.id).unwrap_or_default();
-        if let Some(max) = limits.max_session
-            && p.started.elapsed() >= max
-        {
-            p.end = Some((
-                EndReason::DurationCap,
-                format!("session longer than {}s", max.as_secs()),
-            ));
-        }
-    }
-
-    fn report_stats(&mut self, p: &mut Progress, elapsed: Duration) {
-        let counters = &self.admission.counters;
-        let mut lost = 0i64;
-        let mut nacks = 0u64;
-        let mut jitter_ms = 0.0;
-        let report = self.peer.get_stats(Instant::now(), StatsSelector::None);
-        for entry in report.iter() {
-            if let RTCStatsReportEntry::InboundRtp(inbound) = entry {
-                let received = &inbound.received_rtp_stream_stats;
-                lost += received.packets_lost.max(0);
-                nacks += u64::from(inbound.nack_count);
-                if received.rtp_stream_stats.kind == RtpCodecKind::Video {
-                    jitter_ms = received.jitter * 1000.0;
-                }
-            }
-        }
-        let registry = self.admission.guard.registry();
-        let metrics = registry.metrics();
-        let lost = u64::try_from(lost).unwrap_or(0);
-        let previous_lost = counters.packets_lost.swap(lost, Ordering::Relaxed);
-        metrics
-            .rtp_packets_lost
-            .inc_by(lost.saturating_sub(previous_lost));
-        metrics
-            .nacks_sent
-            .inc_by(nacks.saturating_sub(p.nacks_seen));
-        p.nacks_seen = nacks.max(p.nacks_seen);
-        counters.nacks_sent.store(p.nacks_seen, Ordering::Relaxed);
-
-        let bytes = counters.snapshot().total_bytes();
-        let delta = bytes.saturating_sub(p.bytes_at_last_stats);
-        p.bytes_at_last_stats = bytes;
-        let secs = elapsed.as_secs_f64().max(0.001);
-        let bitrate = (delta as f64 * 8.0 / secs) as u64;
-        if metrics.ingest_label {
-            metrics
-                .ingest_bytes_received
-                .with_label_values(&[self.admission.spec.id.as_str(), "all"])
-                .inc_by(delta);
-        }
-        let max_bitrate = registry
-            .limits(&self.admission.spec.id)
-            .and_then(|l| l.max_bitrate_bps);
-        if let Some(max) = max_bitrate
-            && bitrate > max
-            && p.connected
-        {
-            p.end = Some((
-                EndReason::BitrateCap,
-                format!("{bitrate} bps above the cap of {max} bps"),
-            ));
-        }
-        self.admission.guard.registry().session_stats(
-            self.admission.session_id,
-            bitrate,
-            jitter_ms,
-        );
     }
 }

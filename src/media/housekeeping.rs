@@ -1,0 +1,108 @@
+//! A session's periodic work: caps and timeouts, simulcast layer review, statistics.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::statistics::StatsSelector;
+use rtc::statistics::report::RTCStatsReportEntry;
+
+use super::session::{Progress, Session};
+use crate::registry::EndReason;
+
+impl Session {
+    /// Re-ranks simulcast layers and asks the layer to switch to for a keyframe.
+    pub(super) fn review_layers(&mut self, p: &mut Progress) {
+        if self.plan.simulcast_rids.is_empty() {
+            return;
+        }
+        p.housekeeping_ticks += 1;
+        if p.housekeeping_ticks.is_multiple_of(2) {
+            self.layers.evaluate();
+        }
+        if let Some(ssrc) = self.layers.pending_switch() {
+            self.send_pli(ssrc);
+        }
+    }
+
+    pub(super) fn check_limits(&mut self, p: &mut Progress) {
+        let idle = p.last_media.elapsed();
+        if !p.connected && p.started.elapsed() > self.timers.connect_timeout {
+            p.end = Some((EndReason::Inactivity, "never connected".into()));
+        } else if p.connected && idle > self.timers.media_timeout {
+            p.end = Some((
+                EndReason::Inactivity,
+                format!("no media for {}s", idle.as_secs()),
+            ));
+        }
+        let registry = self.admission.guard.registry();
+        let limits = registry.limits(&self.admission.spec.id).unwrap_or_default();
+        if let Some(max) = limits.max_session
+            && p.started.elapsed() >= max
+        {
+            p.end = Some((
+                EndReason::DurationCap,
+                format!("session longer than {}s", max.as_secs()),
+            ));
+        }
+    }
+
+    pub(super) fn report_stats(&mut self, p: &mut Progress, elapsed: Duration) {
+        let counters = &self.admission.counters;
+        let mut lost = 0i64;
+        let mut nacks = 0u64;
+        let mut jitter_ms = 0.0;
+        let report = self.peer.get_stats(Instant::now(), StatsSelector::None);
+        for entry in report.iter() {
+            if let RTCStatsReportEntry::InboundRtp(inbound) = entry {
+                let received = &inbound.received_rtp_stream_stats;
+                lost += received.packets_lost.max(0);
+                nacks += u64::from(inbound.nack_count);
+                if received.rtp_stream_stats.kind == RtpCodecKind::Video {
+                    jitter_ms = received.jitter * 1000.0;
+                }
+            }
+        }
+        let registry = self.admission.guard.registry();
+        let metrics = registry.metrics();
+        let lost = u64::try_from(lost).unwrap_or(0);
+        let previous_lost = counters.packets_lost.swap(lost, Ordering::Relaxed);
+        metrics
+            .rtp_packets_lost
+            .inc_by(lost.saturating_sub(previous_lost));
+        metrics
+            .nacks_sent
+            .inc_by(nacks.saturating_sub(p.nacks_seen));
+        p.nacks_seen = nacks.max(p.nacks_seen);
+        counters.nacks_sent.store(p.nacks_seen, Ordering::Relaxed);
+
+        let bytes = counters.snapshot().total_bytes();
+        let delta = bytes.saturating_sub(p.bytes_at_last_stats);
+        p.bytes_at_last_stats = bytes;
+        let secs = elapsed.as_secs_f64().max(0.001);
+        let bitrate = (delta as f64 * 8.0 / secs) as u64;
+        if metrics.ingest_label {
+            metrics
+                .ingest_bytes_received
+                .with_label_values(&[self.admission.spec.id.as_str(), "all"])
+                .inc_by(delta);
+        }
+        let max_bitrate = registry
+            .limits(&self.admission.spec.id)
+            .and_then(|l| l.max_bitrate_bps);
+        if let Some(max) = max_bitrate
+            && bitrate > max
+            && p.connected
+        {
+            p.end = Some((
+                EndReason::BitrateCap,
+                format!("{bitrate} bps above the cap of {max} bps"),
+            ));
+        }
+        self.admission.guard.registry().session_stats(
+            self.admission.session_id,
+            bitrate,
+            jitter_ms,
+        );
+    }
+}
