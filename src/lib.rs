@@ -6,9 +6,9 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`whip`] | the HTTP edge: routes, handlers, SDP offer checks, CORS |
-//! | [`registry`] | the shared state: ingests, sessions, caps, the event log |
-//! | [`media`] | the only webrtc-rs importer: the one UDP socket, peers, RTP -> UDP |
+//! | [`whip`] | the HTTP edge: routes, handlers, SDP offer checks, CORS, the publish page |
+//! | [`registry`] | the shared state: ingests, admission, live sessions, caps, the event log |
+//! | [`media`] | the only webrtc-rs importer: the one UDP port and ICE-TCP port (mux), one task per session, simulcast, ICE restart, RTP -> UDP |
 //! | [`control`] | the tonic `IngestControl` service and proto conversions |
 //! | [`gateway`] | binding listeners, wiring, graceful shutdown |
 //! | [`error`] | the one error type and its HTTP / gRPC status mapping |
@@ -28,3 +28,10 @@ pub mod whip;
 pub use config::Config;
 pub use error::Error;
 pub use gateway::{Bound, Gateway};
+
+//
+// A publish, end to end: `whip::publish` checks the request and the offer (`whip::offer`),
+// `registry::Registry::admit` decides atomically, `media::Media::publish` negotiates with
+// webrtc-rs and spawns `media::session`, whose task feeds the peer connection from
+// `media::mux` and forwards RTP through `media::forward`; every change shows up as an event
+// (`registry::events`) that `control` streams to watchers.
