@@ -1,8 +1,8 @@
 //! The media path, and the only module that imports webrtc-rs (`rtc`, its sans-IO core).
 //!
-//! One UDP socket ([`mux`]) carries every session. Each publish gets an ICE-lite, receive-only
-//! peer connection ([`peer`]) driven by its own task ([`session`]), which forwards RTP to the
-//! ingest's UDP targets ([`forward`]).
+//! One UDP socket (`mux`) carries every session. Each publish gets an ICE-lite, receive-only
+//! peer connection (`peer`) driven by its own task (`session`), which forwards RTP to the
+//! ingest's UDP targets (`forward`).
 
 mod forward;
 mod housekeeping;
