@@ -28,6 +28,7 @@ async fn main() -> anyhow::Result<()> {
             "http": bound.http.to_string(),
             "grpc": bound.grpc.to_string(),
             "udp": bound.udp.to_string(),
+            "tcp": bound.tcp.map(|a| a.to_string()),
         })
     );
     gateway.run(shutdown_signal()).await.context("running")?;
