@@ -10,6 +10,8 @@
 // window.whipgate.state == "connected", publishes --seconds, takes an optional
 // screenshot, clicks Stop (the page DELETEs its Location) and prints one line
 // "RESULT {json}" in the shape run_interop.py reads (as aiortc_publish.py does).
+// With ?simulcast in the page URL, each layer (rid) is sampled on its own and printed live
+// as "LAYERS {...}" lines, for the driver's live layer switch.
 //
 // An init script (added before the page's own) records, without changing anything the
 // page does: every fetch() with its status and WHIP headers, every RTCPeerConnection, and
@@ -95,6 +97,25 @@ async function senderResolution() {
     if (s.type === "outbound-rtp" && s.kind === "video" && s.frameWidth) res = [s.frameWidth, s.frameHeight];
   });
   return res;
+}
+
+// Runs in the page: each simulcast layer's outbound-rtp (one per rid), as the encoder sends it now.
+async function layerStats() {
+  const rec = window.__interop;
+  const pc = rec && rec.pcs[rec.pcs.length - 1];
+  if (!pc) return null;
+  const report = await pc.getStats();
+  const out = {};
+  report.forEach((s) => {
+    if (s.type !== "outbound-rtp" || s.kind !== "video" || !s.rid) return;
+    out[s.rid] = {
+      width: s.frameWidth || 0, height: s.frameHeight || 0, bytesSent: s.bytesSent || 0,
+      framesSent: s.framesSent || 0, active: s.active, fps: s.framesPerSecond,
+      targetBitrate: s.targetBitrate, qualityLimitationReason: s.qualityLimitationReason,
+      encoderImplementation: s.encoderImplementation, ssrc: s.ssrc,
+    };
+  });
+  return out;
 }
 
 function captureSettings() {
@@ -276,13 +297,33 @@ async function publish() {
   // and the resolution the encoder sends (it follows the bandwidth estimate) is sampled.
   const seen = new Set();
   const timeline = [];
+  // ?simulcast: every layer's resolution over time, and at every sample a line on stdout
+  // "LAYERS {ms, layers: {rid: {res: WxH, bytes}}}" that run_interop.py reads live (it
+  // switches the forwarded layer while this publishes).
+  const simulcast = new URL(opts.url).searchParams.has("simulcast");
+  const layerTimeline = [];
+  let lastLayers = "";
   const end = now() + Number(opts.seconds) * 1000;
   let shot = !opts.screenshot;
   while (now() < end) {
     s = await status(b);
     if (s.state !== "connected") { errors.push(`state dropped to ${s.state} while publishing`); break; }
     if (s.width) seen.add(`${s.width}x${s.height}`);
-    const r = await b.evaluate(senderResolution);
+    if (simulcast) {
+      const layers = await b.evaluate(layerStats);
+      const current = Object.fromEntries(Object.entries(layers || {}).filter(([, l]) => l.width)
+        .map(([rid, l]) => [rid, `${l.width}x${l.height}`]));
+      const key = JSON.stringify(current);
+      if (key !== lastLayers) {
+        lastLayers = key;
+        layerTimeline.push({ ms: now() - t0, layers: current });
+      }
+      const sample = Object.fromEntries(Object.entries(layers || {}).filter(([, l]) => l.width)
+        .map(([rid, l]) => [rid, { res: `${l.width}x${l.height}`, bytes: l.bytesSent }]));
+      process.stdout.write(`LAYERS ${JSON.stringify({ ms: now() - t0, layers: sample })}\n`);
+      result.layer_stats = layers;
+    }
+    const r = simulcast ? null : await b.evaluate(senderResolution);
     if (r && (!timeline.length || timeline[timeline.length - 1].res !== `${r[0]}x${r[1]}`)) {
       timeline.push({ ms: now() - t0, res: `${r[0]}x${r[1]}` });
     }
@@ -302,9 +343,21 @@ async function publish() {
   result.stats = stats;
   result.page = { ...s };
   result.resolutions_seen = [...seen]; // window.whipgate.width x height, in order
-  if (stats.video && stats.video.frameWidth) {
+  if (stats.video && stats.video.frameWidth && !simulcast) {
     const last = `${stats.video.frameWidth}x${stats.video.frameHeight}`;
     if (!timeline.length || timeline[timeline.length - 1].res !== last) timeline.push({ ms: now() - t0, res: last });
+  }
+  if (simulcast) {
+    // Every resolution any layer sent, in order of first appearance (per layer below).
+    for (const { ms, layers } of layerTimeline) {
+      for (const res of Object.values(layers)) {
+        if (!timeline.some((t) => t.res === res)) timeline.push({ ms, res });
+      }
+    }
+    result.layer_timeline = layerTimeline;
+    result.layer_stats = await b.evaluate(layerStats);
+    const sent = Object.values(result.layer_stats || {}).map((l) => l.framesSent || 0);
+    if (stats.video && sent.length) stats.video.framesSent = Math.max(...sent);
   }
   result.resolution_timeline = timeline; // getStats outbound-rtp frameWidth x frameHeight
   if (s.width) { result.width = s.width; result.height = s.height; }

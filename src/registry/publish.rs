@@ -75,6 +75,16 @@ impl Registry {
         Ok(entry.spec.clone())
     }
 
+    /// Checks the bearer token of a request on a session URL (PATCH, DELETE): an ingest with a
+    /// token wants it there too. An unknown ingest passes (DELETE stays idempotent; PATCH then
+    /// answers 404).
+    pub fn authorize_session(&self, ingest_id: &str, bearer: Option<&str>) -> Result<(), Error> {
+        match self.lock().ingests.get(ingest_id) {
+            Some(entry) => check_token(&entry.spec, bearer),
+            None => Ok(()),
+        }
+    }
+
     /// Where publishes to this ingest are redirected, if anywhere.
     pub fn redirect_of(&self, ingest_id: &str) -> Result<Option<String>, Error> {
         let state = self.lock();

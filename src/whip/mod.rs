@@ -221,17 +221,22 @@ async fn publish_inner(
     Ok(response)
 }
 
-/// DELETE: ends the session. Idempotent: an unknown session is also 204.
+/// DELETE: ends the session. Idempotent: an unknown session is also 204. An ingest with a
+/// bearer token wants it here too (401 otherwise), so a leaked session URL cannot end a stream.
 async fn stop(
     State(state): State<WhipState>,
     Path((ingest_id, session_id)): Path<(String, String)>,
-) -> StatusCode {
+    headers: HeaderMap,
+) -> Result<StatusCode, Error> {
+    state
+        .registry
+        .authorize_session(&ingest_id, bearer(&headers))?;
     if let Ok(id) = Uuid::parse_str(&session_id)
         && state.registry.end_publisher_session(&ingest_id, id)
     {
         tracing::info!(ingest = %ingest_id, session_id = %id, "publisher sent DELETE");
     }
-    StatusCode::NO_CONTENT
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// PATCH with a trickle-ICE fragment (RFC 8840). whipgate is ICE-lite: it learns the
@@ -247,6 +252,9 @@ async fn patch(
     if !content_type_is(&headers, TRICKLE_ICE) {
         return Err(Error::UnsupportedMediaType(TRICKLE_ICE));
     }
+    state
+        .registry
+        .authorize_session(&ingest_id, bearer(&headers))?;
     let id = Uuid::parse_str(&session_id).map_err(|_| Error::SessionNotFound)?;
     let etag = state
         .registry

@@ -657,11 +657,13 @@ async fn with_the_replace_policy_a_reconnecting_publisher_takes_over_its_ghost()
         ssrc,
         "the consumer sees one stream"
     );
-    assert_eq!(
-        gw.delete(&first_location).await?,
-        204,
-        "the ghost's DELETE is harmless"
-    );
+    let ghost_delete = gw
+        .http
+        .delete(gw.url(&first_location))
+        .bearer_auth("t")
+        .send()
+        .await?;
+    assert_eq!(ghost_delete.status(), 204, "the ghost's DELETE is harmless");
     assert!(gw.session("ghost").await?.is_some());
     gw.stop().await
 }
@@ -742,5 +744,41 @@ async fn padding_only_packets_are_not_forwarded_and_leave_no_gap() -> Result<()>
         counters.video_packets > counters.packets_forwarded + 10,
         "padding did arrive and was dropped: {counters:?}"
     );
+    gw.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_protected_session_wants_the_token_on_patch_and_delete() -> Result<()> {
+    let mut gw = TestGateway::start().await?;
+    gw.register_with(pb::RegisterIngestRequest {
+        ingest_id: "locked".into(),
+        bearer_token: "s3cret".into(),
+        ..Default::default()
+    })
+    .await?;
+    let (mut publisher, offer) = Publisher::new(Some(Video::H264), false).await?;
+    let r = gw.post_offer("locked", &offer, Some("s3cret")).await?;
+    assert_eq!(r.status(), 201);
+    let (location, etag) = (header(&r, "location")?, header(&r, "etag")?);
+    publisher.set_answer(r.text().await?).await?;
+    publisher.connected(PATIENCE).await?;
+    let url = gw.url(&location);
+    let patch = gw
+        .http
+        .patch(url.clone())
+        .header("content-type", "application/trickle-ice-sdpfrag")
+        .header("if-match", etag.clone())
+        .body("a=mid:0\r\n");
+    assert_eq!(patch.try_clone().unwrap().send().await?.status(), 401);
+    assert_eq!(patch.bearer_auth("s3cret").send().await?.status(), 204);
+    assert_eq!(
+        gw.delete(&location).await?,
+        401,
+        "a leaked session URL cannot end the stream"
+    );
+    assert!(gw.session("locked").await?.is_some());
+    let r = gw.http.delete(url).bearer_auth("s3cret").send().await?;
+    assert_eq!(r.status(), 204);
+    gw.all_clean().await?;
     gw.stop().await
 }
