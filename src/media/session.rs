@@ -273,7 +273,7 @@ impl Session {
                     counters.keyframes.fetch_add(1, Ordering::Relaxed);
                 }
                 let rid = self.rid_of(ssrc);
-                if p.seen_ssrcs.insert(ssrc) {
+                if p.video_ssrc != Some(ssrc) && p.seen_ssrcs.insert(ssrc) {
                     let registry = self.admission.guard.registry();
                     registry.track_started(
                         session_id,

@@ -187,14 +187,6 @@ impl Registry {
             )
     }
 
-    /// Whether `session_id` is the live session of `ingest_id`.
-    pub fn session_is_live(&self, ingest_id: &str, session_id: Uuid) -> bool {
-        self.lock()
-            .sessions
-            .get(&session_id)
-            .is_some_and(|i| i == ingest_id)
-    }
-
     /// Closes an ingest's live publisher; the registration stays.
     pub fn teardown(&self, ingest_id: &str, detail: &str) -> Result<bool, Error> {
         let cancel = {

@@ -248,7 +248,6 @@ pub struct RtpSeen {
     pub payload_type: u8,
     pub ssrc: u32,
     pub sequence: u16,
-    pub first_payload_byte: u8,
     /// The first bytes of the payload.
     pub payload: Vec<u8>,
 }
@@ -281,7 +280,6 @@ impl UdpSink {
             payload_type: buf[1] & 0x7f,
             sequence: u16::from_be_bytes([buf[2], buf[3]]),
             ssrc: u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]),
-            first_payload_byte: *buf.get(offset).unwrap_or(&0),
             payload: buf
                 .get(offset..n.min(offset + 16))
                 .unwrap_or_default()
