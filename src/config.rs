@@ -49,6 +49,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// STUN/TURN servers offered to publishers (`Link: rel="ice-server"` on the 201).
     pub ice_servers: Vec<IceServer>,
+    /// Kernel receive and send buffer of the media socket, in bytes (0: the kernel default).
+    pub media_socket_buffer: usize,
 }
 
 /// A STUN or TURN server for publishers (RFC 9725 section 4.6).
@@ -106,6 +108,7 @@ impl Default for Config {
             metrics_ingest_label: false,
             shutdown_grace: Duration::from_secs(10),
             ice_servers: Vec::new(),
+            media_socket_buffer: 8 * 1024 * 1024,
         }
     }
 }
@@ -245,6 +248,9 @@ pub struct Cli {
         value_delimiter = ','
     )]
     pub ice_servers: Option<Vec<String>>,
+    /// Kernel buffer of the media socket in bytes (0: kernel default) [default: 8 MiB].
+    #[arg(long, env = "WHIPGATE_MEDIA_SOCKET_BUFFER")]
+    pub media_socket_buffer: Option<usize>,
 }
 
 /// The TOML file: the same settings as the flags, all optional.
@@ -271,6 +277,7 @@ struct FileConfig {
     metrics_ingest_label: Option<bool>,
     shutdown_grace_secs: Option<f64>,
     ice_servers: Option<Vec<IceServer>>,
+    media_socket_buffer: Option<usize>,
 }
 
 fn secs(value: Option<f64>, default: Duration, name: &str) -> Result<Duration, String> {
@@ -344,6 +351,10 @@ impl Cli {
                 d.stats_interval,
                 "stats_interval_secs",
             )?,
+            media_socket_buffer: self
+                .media_socket_buffer
+                .or(file.media_socket_buffer)
+                .unwrap_or(d.media_socket_buffer),
             event_history: self
                 .event_history
                 .or(file.event_history)
