@@ -6,4 +6,5 @@ mod control;
 mod harness;
 mod publisher;
 mod simulcast;
+mod spoof;
 mod whip;
