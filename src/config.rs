@@ -49,7 +49,14 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// STUN/TURN servers offered to publishers (`Link: rel="ice-server"` on the 201).
     pub ice_servers: Vec<IceServer>,
+    /// Where registrations, caps and stream continuity are kept across restarts (the
+    /// embedded store's file lives here); `None`: in memory only (tests, embedders).
+    pub data_dir: Option<PathBuf>,
 }
+
+/// The data dir when none is configured: relative to the working directory, so
+/// `cargo run --release` on a fresh checkout just works.
+pub const DEFAULT_DATA_DIR: &str = "whipgate-data";
 
 /// A STUN or TURN server for publishers (RFC 9725 section 4.6).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -106,6 +113,7 @@ impl Default for Config {
             metrics_ingest_label: false,
             shutdown_grace: Duration::from_secs(10),
             ice_servers: Vec::new(),
+            data_dir: Some(PathBuf::from(DEFAULT_DATA_DIR)),
         }
     }
 }
@@ -119,6 +127,7 @@ impl Config {
             grpc_listen: any,
             udp_listen: any,
             tcp_listen: Some(any),
+            data_dir: None,
             ..Config::default()
         }
     }
@@ -245,6 +254,10 @@ pub struct Cli {
         value_delimiter = ','
     )]
     pub ice_servers: Option<Vec<String>>,
+    /// Directory of the embedded store (registrations, tokens, caps, stream continuity),
+    /// created if missing [default: ./whipgate-data].
+    #[arg(long, env = "WHIPGATE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// The TOML file: the same settings as the flags, all optional.
@@ -271,6 +284,7 @@ struct FileConfig {
     metrics_ingest_label: Option<bool>,
     shutdown_grace_secs: Option<f64>,
     ice_servers: Option<Vec<IceServer>>,
+    data_dir: Option<PathBuf>,
 }
 
 fn secs(value: Option<f64>, default: Duration, name: &str) -> Result<Duration, String> {
@@ -370,6 +384,7 @@ impl Cli {
                     .collect(),
                 None => file.ice_servers.unwrap_or_default(),
             },
+            data_dir: self.data_dir.or(file.data_dir).or(d.data_dir),
         };
         config.validate()?;
         Ok(config)
