@@ -12,6 +12,7 @@
 //! | [`control`] | the tonic `IngestControl` service and proto conversions |
 //! | [`gateway`] | binding listeners, wiring, graceful shutdown |
 //! | [`error`] | the one error type and its HTTP / gRPC status mapping |
+//! | [`load`] | `whipgate-load`, the load generator, sink, relay and soak (a client: it never runs inside the gateway) |
 //! | [`config`], [`metrics`], [`codec`], [`continuity`] | configuration, Prometheus metrics, codecs and consumer SDP, output stream continuity across reconnects |
 
 pub mod codec;
@@ -20,6 +21,7 @@ pub mod continuity;
 pub mod control;
 pub mod error;
 pub mod gateway;
+pub mod load;
 pub mod media;
 pub mod metrics;
 pub mod registry;
