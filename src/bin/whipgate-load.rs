@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rtc_dtls=error")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -99,8 +99,8 @@ fn print_summary(r: &Report) {
     );
     if let Some(s) = &r.sink {
         println!(
-            "sink            {} packets from {} SSRCs, {} lost ({:.3} %), {} kernel drops, {} keyframes",
-            s.packets, s.ssrcs, s.lost, s.loss_percent, s.kernel_drops, s.keyframes
+            "sink            {} packets from {} SSRCs, {} lost ({:.3} %), {} kernel drops, {} keyframes; sink {:.2} cores",
+            s.packets, s.ssrcs, s.lost, s.loss_percent, s.kernel_drops, s.keyframes, r.sink_cores
         );
         println!(
             "latency         p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",

@@ -77,8 +77,10 @@ pub struct Report {
     pub window_s: f64,
     /// Sent during the window.
     pub sent: Counters,
-    /// The generator's own CPU during the window, in cores.
+    /// The generator's own CPU during the window (publishers, not the sink), in cores.
     pub generator_cores: f64,
+    /// The built-in sink's CPU during the window, in cores.
+    pub sink_cores: f64,
     /// The built-in sink's view of the window.
     pub sink: Option<SinkReport>,
 }
@@ -274,11 +276,14 @@ impl Engine {
             sink.reset();
         }
         let before = batch.counters();
+        let sink_cpu = || self.sink.as_ref().map_or(0.0, Sink::cpu_seconds);
         let cpu_before = proc_sample(std::process::id());
+        let sink_before = sink_cpu();
         let window_start = Instant::now();
         tokio::time::sleep(Duration::from_secs_f64(self.cfg.duration.max(0.0))).await;
         let window = window_start.elapsed();
         let cpu_after = proc_sample(std::process::id());
+        let sink_used = sink_cpu() - sink_before;
         let during = batch.counters().since(&before);
         let setup = batch.setup;
         let handshake = Quantiles::from(&batch.handshake);
@@ -298,9 +303,10 @@ impl Engine {
             window_s: round(window.as_secs_f64()),
             sent: during,
             generator_cores: match (cpu_before, cpu_after) {
-                (Some(a), Some(b)) => round((b.cpu_s - a.cpu_s) / window.as_secs_f64()),
+                (Some(a), Some(b)) => round((b.cpu_s - a.cpu_s - sink_used) / window.as_secs_f64()),
                 _ => 0.0,
             },
+            sink_cores: round(sink_used / window.as_secs_f64()),
             sink: self.sink.as_ref().map(Sink::report),
         })
     }

@@ -312,12 +312,16 @@ impl Publisher {
         if touched {
             self.drain(now, tally);
         }
-        if self.phase == Phase::Connected {
-            self.send_media(now, tally);
+        if self.phase == Phase::Connected && self.send_media(now, tally) {
+            touched = true;
         }
-        self.flush(tally);
-        if let Transport::Webrtc(peer) = &mut self.transport {
-            self.next_timeout = peer.poll_timeout();
+        // Flushing and asking for the next timeout walk the whole handler chain: only after
+        // something happened, not on every wake-up of the worker.
+        if touched {
+            self.flush(tally);
+            if let Transport::Webrtc(peer) = &mut self.transport {
+                self.next_timeout = peer.poll_timeout();
+            }
         }
         [
             self.next_timeout,
@@ -385,7 +389,12 @@ impl Publisher {
         }
     }
 
-    fn send_media(&mut self, now: Instant, tally: &mut Tally) {
+    /// Sends the frames and audio packets that are due; true if it sent any.
+    fn send_media(&mut self, now: Instant, tally: &mut Tally) -> bool {
+        let due = |s: &Option<Stream>| s.as_ref().is_some_and(|s| s.next_due <= now);
+        if !due(&self.video) && !due(&self.audio) {
+            return false;
+        }
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -422,6 +431,7 @@ impl Publisher {
             }
             self.audio = Some(a);
         }
+        true
     }
 
     fn write(&mut self, s: &mut Stream, pt: u8, timestamp: u32, marker: bool, payload: Bytes, tally: &mut Tally) {

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -105,6 +105,8 @@ pub struct SinkReport {
 }
 
 struct Port {
+    /// The receiving thread's id, so its CPU can be told apart from the generator's.
+    tid: Arc<AtomicU64>,
     socket: Arc<UdpSocket>,
     totals: Arc<Mutex<Totals>>,
     thread: Option<JoinHandle<()>>,
@@ -179,6 +181,14 @@ impl Sink {
         }
     }
 
+    /// CPU seconds the sink's threads used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        [&self.video, &self.audio]
+            .iter()
+            .filter_map(|p| thread_cpu_seconds(p.tid.load(Ordering::Relaxed)))
+            .sum()
+    }
+
     /// Forgets everything counted so far (e.g. after a warm-up).
     pub fn reset(&self) {
         for port in [&self.video, &self.audio] {
@@ -210,10 +220,16 @@ impl Port {
         let socket = Arc::new(socket);
         let totals = Arc::new(Mutex::new(Totals::default()));
         let (s, t) = (Arc::clone(&socket), Arc::clone(&totals));
+        let tid = Arc::new(AtomicU64::new(0));
+        let my_tid = Arc::clone(&tid);
         let thread = std::thread::Builder::new()
             .name("whipgate-load-sink".into())
-            .spawn(move || receive(&s, &t, video, &stop))?;
+            .spawn(move || {
+                my_tid.store(thread_id(), Ordering::Relaxed);
+                receive(&s, &t, video, &stop)
+            })?;
         Ok(Port {
+            tid,
             socket,
             totals,
             thread: Some(thread),
@@ -230,6 +246,19 @@ impl Port {
     fn salt(&self) -> u32 {
         u32::from(self.addr().port())
     }
+}
+
+/// This thread's kernel id (from /proc/thread-self -> "PID/task/TID").
+fn thread_id() -> u64 {
+    std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name()?.to_str()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn thread_cpu_seconds(tid: u64) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    super::stats::cpu_seconds_of_stat(&stat)
 }
 
 fn receive(socket: &UdpSocket, totals: &Mutex<Totals>, video: Option<VideoCodec>, stop: &AtomicBool) {

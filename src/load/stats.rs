@@ -127,11 +127,7 @@ pub struct ProcSample {
 /// Samples a process (`None` when it is gone or `/proc` is unreadable).
 pub fn proc_sample(pid: u32) -> Option<ProcSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name (which may contain spaces).
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the full line: 12 and 13 after the name.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let fields = stat_fields(&stat)?;
     let threads = fields.get(17)?.parse().ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rss_kib = status
@@ -143,11 +139,24 @@ pub fn proc_sample(pid: u32) -> Option<ProcSample> {
         .map(|d| d.count() as u64)
         .unwrap_or(0);
     Some(ProcSample {
-        cpu_s: ticks as f64 / clock_ticks_per_second(),
+        cpu_s: cpu_seconds_of_stat(&stat)?,
         rss_kib,
         fds,
         threads,
     })
+}
+
+/// The fields of a /proc stat line after the parenthesised command name (which may contain
+/// spaces): field 3 of the full line is index 0.
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    Some(stat.get(stat.rfind(')')? + 2..)?.split_whitespace().collect())
+}
+
+/// utime + stime (fields 14 and 15) of a /proc/<pid>/stat or task stat line, in seconds.
+pub fn cpu_seconds_of_stat(stat: &str) -> Option<f64> {
+    let fields = stat_fields(stat)?;
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / clock_ticks_per_second())
 }
 
 /// USER_HZ: 100 on every Linux architecture we run on (the kernel's ABI for /proc times).

@@ -13,7 +13,7 @@ use super::publisher::{Phase, Publisher, Tally};
 use super::stats::Histogram;
 
 const POLL: Duration = Duration::from_millis(5);
-const MIN_SLEEP: Duration = Duration::from_millis(1);
+const MIN_SLEEP: Duration = Duration::from_millis(2);
 
 /// Live counters shared by every worker of a batch (updated once per wake-up).
 #[derive(Debug, Default)]
