@@ -23,7 +23,7 @@ enum Command {
     /// A bare UDP relay (recv -> send) for the benchmark's floor; prints its ports as JSON.
     Relay {
         /// Where video and audio go: "VIDEO_ADDR,AUDIO_ADDR".
-        #[arg(long, value_delimiter = ',', num_args = 2, required = true)]
+        #[arg(long, value_delimiter = ',', required = true)]
         to: Vec<SocketAddr>,
         #[arg(long, default_value = "127.0.0.1")]
         bind_ip: IpAddr,
@@ -51,7 +51,10 @@ async fn main() -> anyhow::Result<()> {
             bind_ip,
             duration,
         }) => {
-            let relay = Relay::start(bind_ip, to[0], to[1]).context("starting the relay")?;
+            let [video_to, audio_to] = to[..] else {
+                anyhow::bail!("--to wants two addresses: VIDEO,AUDIO");
+            };
+            let relay = Relay::start(bind_ip, video_to, audio_to).context("starting the relay")?;
             let [video, audio] = relay.addrs();
             println!(
                 "{}",

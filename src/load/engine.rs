@@ -69,6 +69,8 @@ pub struct Report {
     pub failed: u64,
     /// POST -> 201.
     pub handshake: Quantiles,
+    /// POST -> 201, mean (1000 / mean: sequential setups per second).
+    pub handshake_mean_ms: f64,
     /// POST -> ICE + DTLS connected.
     pub connect: Quantiles,
     /// 201s per second during setup (with `--concurrency 1`: sequential setups per second).
@@ -83,6 +85,25 @@ pub struct Report {
     pub sink_cores: f64,
     /// The built-in sink's view of the window.
     pub sink: Option<SinkReport>,
+    /// The process given with `--watch-pid` over the same window.
+    pub watched: Option<Watched>,
+    /// Datagrams the kernel dropped for full receive buffers, machine-wide, in the window
+    /// (`Udp: RcvbufErrors`).
+    pub rcvbuf_errors: u64,
+    /// Drops at the `--watch-udp` socket in the window (/proc/net/udp).
+    pub watched_udp_drops: u64,
+}
+
+/// A watched process over the window.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Watched {
+    /// utime + stime used during the window.
+    pub cpu_s: f64,
+    /// RSS before any publisher existed.
+    pub rss_kib_before: u64,
+    /// RSS at the end of the window.
+    pub rss_kib_end: u64,
+    pub threads_end: u64,
 }
 
 impl Engine {
@@ -225,7 +246,10 @@ impl Engine {
             .map_err(|e| format!("socket: {}", e.kind()))?;
         let plan = self.cfg.plan();
         if let Some(to) = &self.cfg.plain {
-            let p = Publisher::plain(i, socket, plan, to[0], to[1])
+            let [video_to, audio_to] = to[..] else {
+                return Err("--plain wants two addresses: VIDEO,AUDIO".into());
+            };
+            let p = Publisher::plain(i, socket, plan, video_to, audio_to)
                 .map_err(|e| format!("socket: {}", e.kind()))?;
             return Ok((p, String::new(), Duration::ZERO));
         }
@@ -267,6 +291,10 @@ impl Engine {
     /// A whole run as `whipgate-load` does it: register, publish, measure, tear down.
     pub async fn run(&self) -> Result<Report, LoadError> {
         let n = self.cfg.publishers;
+        let watch = || self.cfg.watch_pid.and_then(proc_sample);
+        let udp_drops = || self.cfg.watch_udp.map_or(0, super::stats::udp_socket_drops);
+        let rcvbuf = || super::stats::udp_rcvbuf_errors().unwrap_or(0);
+        let watched_before = watch();
         self.register(0..n).await?;
         let batch = self.start(0..n).await;
         let created = batch.sessions.len() as u32;
@@ -279,14 +307,17 @@ impl Engine {
         let sink_cpu = || self.sink.as_ref().map_or(0.0, Sink::cpu_seconds);
         let cpu_before = proc_sample(std::process::id());
         let sink_before = sink_cpu();
+        let (watched_start, drops_start, rcvbuf_start) = (watch(), udp_drops(), rcvbuf());
         let window_start = Instant::now();
         tokio::time::sleep(Duration::from_secs_f64(self.cfg.duration.max(0.0))).await;
         let window = window_start.elapsed();
         let cpu_after = proc_sample(std::process::id());
         let sink_used = sink_cpu() - sink_before;
+        let (watched_end, drops_end, rcvbuf_end) = (watch(), udp_drops(), rcvbuf());
         let during = batch.counters().since(&before);
         let setup = batch.setup;
         let handshake = Quantiles::from(&batch.handshake);
+        let handshake_mean_ms = round(batch.handshake.mean() / 1000.0);
         let post_errors = batch.post_errors.clone();
         let (connect, at_end) = batch.finish(self, self.cfg.vanish).await;
         // Let what is in flight arrive.
@@ -298,6 +329,7 @@ impl Engine {
             connected: at_end.connected,
             failed: at_end.failed,
             handshake,
+            handshake_mean_ms,
             connect: Quantiles::from(&connect),
             setups_per_second: round(f64::from(created) / setup.as_secs_f64().max(1e-6)),
             window_s: round(window.as_secs_f64()),
@@ -308,6 +340,17 @@ impl Engine {
             },
             sink_cores: round(sink_used / window.as_secs_f64()),
             sink: self.sink.as_ref().map(Sink::report),
+            watched: match (watched_before, watched_start, watched_end) {
+                (Some(b), Some(s), Some(e)) => Some(Watched {
+                    cpu_s: round(e.cpu_s - s.cpu_s),
+                    rss_kib_before: b.rss_kib,
+                    rss_kib_end: e.rss_kib,
+                    threads_end: e.threads,
+                }),
+                _ => None,
+            },
+            rcvbuf_errors: rcvbuf_end.saturating_sub(rcvbuf_start),
+            watched_udp_drops: drops_end.saturating_sub(drops_start),
         })
     }
 }

@@ -93,7 +93,7 @@ pub struct LoadConfig {
     pub sink: bool,
     /// Fixed sink ports "VIDEO,AUDIO" (default: ephemeral), when the ingests are registered by
     /// someone else.
-    #[arg(long, value_delimiter = ',', num_args = 2)]
+    #[arg(long, value_delimiter = ',')]
     pub sink_ports: Option<Vec<u16>>,
     /// Local address for the publishers' and the sink's sockets.
     #[arg(long, default_value = "127.0.0.1")]
@@ -106,8 +106,14 @@ pub struct LoadConfig {
     pub vanish: bool,
     /// Send plain RTP (no WHIP, no WebRTC) to "VIDEO_ADDR,AUDIO_ADDR": the input of a bare relay
     /// for the benchmark's floor.
-    #[arg(long, value_delimiter = ',', num_args = 2)]
+    #[arg(long, value_delimiter = ',')]
     pub plain: Option<Vec<SocketAddr>>,
+    /// Also measure this process (the gateway, or a relay) over the same window: CPU, RSS.
+    #[arg(long)]
+    pub watch_pid: Option<u32>,
+    /// Also report the kernel's drops at this UDP socket (the gateway's media port).
+    #[arg(long)]
+    pub watch_udp: Option<SocketAddr>,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,

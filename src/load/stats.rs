@@ -14,6 +14,7 @@ const SUB: u64 = 64;
 pub struct Histogram {
     counts: Vec<u64>,
     total: u64,
+    sum: u64,
     max: u64,
 }
 
@@ -22,6 +23,7 @@ impl Default for Histogram {
         Histogram {
             counts: vec![0; (SUB * 40) as usize],
             total: 0,
+            sum: 0,
             max: 0,
         }
     }
@@ -53,6 +55,7 @@ impl Histogram {
         let b = bucket(v).min(self.counts.len() - 1);
         self.counts[b] += 1;
         self.total += 1;
+        self.sum = self.sum.saturating_add(v);
         self.max = self.max.max(v);
     }
 
@@ -62,6 +65,7 @@ impl Histogram {
             *a += b;
         }
         self.total += other.total;
+        self.sum = self.sum.saturating_add(other.sum);
         self.max = self.max.max(other.max);
     }
 
@@ -84,6 +88,15 @@ impl Histogram {
             }
         }
         self.max
+    }
+
+    /// The mean; 0 when empty.
+    pub fn mean(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.sum as f64 / self.total as f64
+        }
     }
 
     /// The largest value recorded.

@@ -96,7 +96,7 @@ pub(crate) async fn run(mut rx: mpsc::UnboundedReceiver<Command>, live: Arc<Live
         let sleep = next.max(now + MIN_SLEEP);
         tokio::select! {
             command = rx.recv() => match command {
-                Some(Command::Add(p)) => publishers.push(*p),
+                Some(Command::Add(p)) => add(&mut publishers, *p, &live),
                 Some(Command::Stop { vanish }) => stop = Some(vanish),
                 None => stop = Some(true),
             },
@@ -105,9 +105,17 @@ pub(crate) async fn run(mut rx: mpsc::UnboundedReceiver<Command>, live: Arc<Live
         // Take everything else queued without waiting.
         while let Ok(command) = rx.try_recv() {
             match command {
-                Command::Add(p) => publishers.push(*p),
+                Command::Add(p) => add(&mut publishers, *p, &live),
                 Command::Stop { vanish } => stop = Some(vanish),
             }
         }
     }
+}
+
+/// Takes a publisher on; one that starts connected (plain RTP) is counted at once.
+fn add(publishers: &mut Vec<Publisher>, p: Publisher, live: &Live) {
+    if p.phase == Phase::Connected {
+        live.connected.fetch_add(1, Ordering::Relaxed);
+    }
+    publishers.push(p);
 }
