@@ -7,3 +7,4 @@ mod harness;
 mod publisher;
 mod simulcast;
 mod whip;
+mod load_smoke;
