@@ -1,9 +1,10 @@
-#![allow(unreachable_pub, dead_code)]
+#![allow(unreachable_pub)]
 //! One integration binary: the whole gateway in-process, real WebRTC publishers, real gRPC,
 //! real HTTP, real UDP sinks.
 
 mod control;
 mod harness;
+mod load_smoke;
 mod publisher;
 mod simulcast;
 mod spoof;
