@@ -5,5 +5,6 @@
 mod control;
 mod harness;
 mod publisher;
+mod restart;
 mod simulcast;
 mod whip;
