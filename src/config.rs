@@ -52,6 +52,8 @@ pub struct Config {
     /// Where registrations, caps and stream continuity are kept across restarts (the
     /// embedded store's file lives here); `None`: in memory only (tests, embedders).
     pub data_dir: Option<PathBuf>,
+    /// Kernel receive and send buffer of the media socket, in bytes (0: the kernel default).
+    pub media_socket_buffer: usize,
 }
 
 /// The data dir when none is configured: relative to the working directory, so
@@ -114,6 +116,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             ice_servers: Vec::new(),
             data_dir: Some(PathBuf::from(DEFAULT_DATA_DIR)),
+            media_socket_buffer: 8 * 1024 * 1024,
         }
     }
 }
@@ -258,6 +261,9 @@ pub struct Cli {
     /// created if missing [default: ./whipgate-data].
     #[arg(long, env = "WHIPGATE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Kernel buffer of the media socket in bytes (0: kernel default) [default: 8 MiB].
+    #[arg(long, env = "WHIPGATE_MEDIA_SOCKET_BUFFER")]
+    pub media_socket_buffer: Option<usize>,
 }
 
 /// The TOML file: the same settings as the flags, all optional.
@@ -285,6 +291,7 @@ struct FileConfig {
     shutdown_grace_secs: Option<f64>,
     ice_servers: Option<Vec<IceServer>>,
     data_dir: Option<PathBuf>,
+    media_socket_buffer: Option<usize>,
 }
 
 fn secs(value: Option<f64>, default: Duration, name: &str) -> Result<Duration, String> {
@@ -358,6 +365,10 @@ impl Cli {
                 d.stats_interval,
                 "stats_interval_secs",
             )?,
+            media_socket_buffer: self
+                .media_socket_buffer
+                .or(file.media_socket_buffer)
+                .unwrap_or(d.media_socket_buffer),
             event_history: self
                 .event_history
                 .or(file.event_history)

@@ -13,14 +13,19 @@
 //! | [`control`] | the tonic `IngestControl` service and proto conversions |
 //! | [`gateway`] | binding listeners, wiring, graceful shutdown |
 //! | [`error`] | the one error type and its HTTP / gRPC status mapping |
+//! | [`load`] | `whipgate-load`, the load generator, sink, relay and soak (a client: it never runs inside the gateway) |
 //! | [`config`], [`metrics`], [`codec`], [`continuity`] | configuration, Prometheus metrics, codecs and consumer SDP, output stream continuity across reconnects |
+//! | `fuzzing` (hidden) | entry points for the cargo-fuzz targets in `fuzz/`; not an API |
 
 pub mod codec;
 pub mod config;
 pub mod continuity;
 pub mod control;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
+pub mod load;
 pub mod media;
 pub mod metrics;
 pub mod registry;
