@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::codec::{MediaKind, OfferPlan, VideoCodec};
 use crate::metrics::Metrics;
-use crate::registry::{Caps, Registry};
+use crate::registry::{Admitted, Caps, Registry};
 
 use super::{FUZZ_UFRAG, ingest, plan_offer};
 
@@ -53,8 +53,7 @@ fn factory() -> &'static peer::PeerFactory {
     static FACTORY: OnceLock<peer::PeerFactory> = OnceLock::new();
     FACTORY.get_or_init(|| {
         let udp = SocketAddr::from(([127, 0, 0, 1], 8189));
-        peer::PeerFactory::new(vec![udp], vec![udp], Duration::from_secs(30))
-            .expect("peer factory")
+        peer::PeerFactory::new(vec![udp], vec![udp], Duration::from_secs(30)).expect("peer factory")
     })
 }
 
@@ -123,7 +122,7 @@ pub fn forward_rtp(data: &[u8]) {
     if registry.register(ingest(1), false).is_err() {
         return;
     }
-    let Ok(mut admission) = registry.admit("fuzz", None) else {
+    let Ok(Admitted::Session(mut admission, ())) = registry.admit("fuzz", None, |_| Ok(())) else {
         return;
     };
     let mut forwarder = forward::Forwarder::new(sockets.clone(), &admission, plan, metrics);
