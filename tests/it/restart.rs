@@ -230,10 +230,6 @@ async fn registrations_and_stream_continuity_survive_kill_9() -> Result<()> {
     let jump = first_new.wrapping_sub(last_seq);
     // The synthetic publisher sends ~30 video packets/s; twice that bounds the rate measured.
     let bound = restart_margin(60.0, RESTORE_WINDOW) + 1;
-    eprintln!(
-        "restart: last seq {last_seq}, first after restart {first_new}, jump {jump}, bound {bound}, {} packets before",
-        last_seen.len()
-    );
     assert!(
         (1..=bound).contains(&jump),
         "sequence numbers continue forward by at most the margin: last {last_seq}, \
