@@ -8,4 +8,5 @@ mod load_smoke;
 mod publisher;
 mod restart;
 mod simulcast;
+mod spoof;
 mod whip;
