@@ -23,7 +23,7 @@ struct Cli {
     load: LoadConfig,
 }
 
-// Parsed once at start: the size of the largest variant costs nothing.
+// Parsed once at start: the size of the larger variants does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
