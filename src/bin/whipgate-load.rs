@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rtc_dtls=error")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rtc=error,rtc_dtls=error")),
         )
         .with_writer(std::io::stderr)
         .init();
