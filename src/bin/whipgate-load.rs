@@ -10,7 +10,12 @@ use clap::{Parser, Subcommand};
 use whipgate::load::{LoadConfig, Report, relay::Relay, soak};
 
 #[derive(Parser)]
-#[command(name = "whipgate-load", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "whipgate-load",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -32,15 +37,16 @@ enum Command {
         duration: f64,
     },
     /// Publish/DELETE and publish/vanish cycles while sampling the gateway process.
-    Soak(soak::SoakConfig),
+    Soak(Box<soak::SoakConfig>),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rtc=error,rtc_dtls=error")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,rtc=error,rtc_dtls=error")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -68,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Soak(cfg)) => {
             let json = cfg.load.json;
-            let report = soak::run(cfg).await.context("soak")?;
+            let report = soak::run(*cfg).await.context("soak")?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             }
@@ -88,17 +94,30 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn print_summary(r: &Report) {
-    println!("publishers      {} requested, {} created (201), {} connected, {} failed", r.publishers, r.created, r.connected, r.failed);
+    println!(
+        "publishers      {} requested, {} created (201), {} connected, {} failed",
+        r.publishers, r.created, r.connected, r.failed
+    );
     if !r.post_errors.is_empty() {
         println!("POST errors     {:?}", r.post_errors);
     }
     println!(
         "handshake       POST->201 p50 {:.1} ms, p99 {:.1} ms; POST->connected p50 {:.1} ms, p99 {:.1} ms; {:.0} setups/s",
-        r.handshake.p50_ms, r.handshake.p99_ms, r.connect.p50_ms, r.connect.p99_ms, r.setups_per_second
+        r.handshake.p50_ms,
+        r.handshake.p99_ms,
+        r.connect.p50_ms,
+        r.connect.p99_ms,
+        r.setups_per_second
     );
     println!(
         "sent ({:.1} s)    {} video + {} audio packets, {} send errors, {} keyframe requests, {} NACKs; generator {:.2} cores",
-        r.window_s, r.sent.video_packets, r.sent.audio_packets, r.sent.send_errors, r.sent.keyframe_requests, r.sent.nacks, r.generator_cores
+        r.window_s,
+        r.sent.video_packets,
+        r.sent.audio_packets,
+        r.sent.send_errors,
+        r.sent.keyframe_requests,
+        r.sent.nacks,
+        r.generator_cores
     );
     if let Some(s) = &r.sink {
         println!(

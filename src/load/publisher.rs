@@ -21,7 +21,6 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCDtlsTransportState, RTCIceCandidate,
 };
-use rtc::statistics::StatsSelector;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -35,6 +34,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sansio::Protocol;
 use rtc::shared::marshal::Marshal;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use rtc::statistics::StatsSelector;
 use tokio::net::UdpSocket;
 
 use super::payload::{self, Stamp};
@@ -128,7 +128,13 @@ fn video_codec(c: VideoCodec) -> RTCRtpCodec {
 }
 
 fn audio_codec() -> RTCRtpCodec {
-    codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", false)
+    codec(
+        MIME_TYPE_OPUS,
+        48_000,
+        2,
+        "minptime=10;useinbandfec=1",
+        false,
+    )
 }
 
 /// A random non-zero SSRC.
@@ -190,10 +196,16 @@ impl Publisher {
             .with_interceptor_registry(Registry::new())
             .build(now)?;
         let mut video = stream(plan.frame_interval(), now);
-        video.sender = Some(peer.add_track(track(RtpCodecKind::Video, index, video.ssrc, video_codec(plan.codec)))?);
+        video.sender = Some(peer.add_track(track(
+            RtpCodecKind::Video,
+            index,
+            video.ssrc,
+            video_codec(plan.codec),
+        ))?);
         let audio = if plan.audio {
             let mut a = stream(Duration::from_millis(20), now);
-            a.sender = Some(peer.add_track(track(RtpCodecKind::Audio, index, a.ssrc, audio_codec()))?);
+            a.sender =
+                Some(peer.add_track(track(RtpCodecKind::Audio, index, a.ssrc, audio_codec()))?);
             Some(a)
         } else {
             None
@@ -289,7 +301,8 @@ impl Publisher {
         self.connected_after = Some(now.duration_since(self.started));
         // Spread publishers over the frame interval, as independent encoders would be.
         let phase = |s: &mut Stream, salt: u32| {
-            let frac = f64::from(self.index.wrapping_mul(2_654_435_761).wrapping_add(salt) % 1000) / 1000.0;
+            let frac = f64::from(self.index.wrapping_mul(2_654_435_761).wrapping_add(salt) % 1000)
+                / 1000.0;
             s.next_due = now + s.interval.mul_f64(frac);
         };
         if let Some(v) = &mut self.video {
@@ -301,7 +314,12 @@ impl Publisher {
     }
 
     /// Does whatever is due: reads, protocol timeouts, media. Returns when to come back.
-    pub(crate) fn service(&mut self, now: Instant, buf: &mut [u8], tally: &mut Tally) -> Option<Instant> {
+    pub(crate) fn service(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        tally: &mut Tally,
+    ) -> Option<Instant> {
         if self.phase == Phase::Failed {
             return None;
         }
@@ -328,8 +346,12 @@ impl Publisher {
         }
         [
             self.next_timeout,
-            (self.phase == Phase::Connected).then_some(()).and(self.video.as_ref().map(|s| s.next_due)),
-            (self.phase == Phase::Connected).then_some(()).and(self.audio.as_ref().map(|s| s.next_due)),
+            (self.phase == Phase::Connected)
+                .then_some(())
+                .and(self.video.as_ref().map(|s| s.next_due)),
+            (self.phase == Phase::Connected)
+                .then_some(())
+                .and(self.audio.as_ref().map(|s| s.next_due)),
         ]
         .into_iter()
         .flatten()
@@ -422,7 +444,8 @@ impl Publisher {
                 let keyframe = self.want_keyframe || v.count % plan.keyframe_frames() == 0;
                 self.want_keyframe = false;
                 let frame = plan.frame_bytes(keyframe);
-                let packets = payload::video_frame(plan.codec, keyframe, frame, plan.payload_size, stamp);
+                let packets =
+                    payload::video_frame(plan.codec, keyframe, frame, plan.payload_size, stamp);
                 let ts = (v.count * 90_000 / u64::from(plan.fps.max(1))) as u32;
                 let last = packets.len() - 1;
                 for (i, p) in packets.into_iter().enumerate() {
@@ -438,7 +461,14 @@ impl Publisher {
             while a.next_due <= now {
                 let ts = (a.count * 960) as u32;
                 tally.audio_packets += 1;
-                self.write(&mut a, AUDIO_PT, ts, false, payload::audio_packet(plan.audio_bytes, stamp), tally);
+                self.write(
+                    &mut a,
+                    AUDIO_PT,
+                    ts,
+                    false,
+                    payload::audio_packet(plan.audio_bytes, stamp),
+                    tally,
+                );
                 a.count += 1;
                 advance(&mut a, now);
             }
@@ -447,7 +477,15 @@ impl Publisher {
         true
     }
 
-    fn write(&mut self, s: &mut Stream, pt: u8, timestamp: u32, marker: bool, payload: Bytes, tally: &mut Tally) {
+    fn write(
+        &mut self,
+        s: &mut Stream,
+        pt: u8,
+        timestamp: u32,
+        marker: bool,
+        payload: Bytes,
+        tally: &mut Tally,
+    ) {
         let packet = rtp::Packet {
             header: rtp::Header {
                 version: 2,
@@ -492,7 +530,11 @@ impl Publisher {
                 continue;
             }
             tally.bytes += out.message.len() as u64;
-            if self.socket.try_send_to(&out.message, out.transport.peer_addr).is_err() {
+            if self
+                .socket
+                .try_send_to(&out.message, out.transport.peer_addr)
+                .is_err()
+            {
                 tally.send_errors += 1;
             }
         }

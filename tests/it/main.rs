@@ -4,7 +4,7 @@
 
 mod control;
 mod harness;
+mod load_smoke;
 mod publisher;
 mod simulcast;
 mod whip;
-mod load_smoke;
