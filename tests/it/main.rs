@@ -6,5 +6,7 @@ mod control;
 mod harness;
 mod load_smoke;
 mod publisher;
+mod restart;
 mod simulcast;
+mod spoof;
 mod whip;
