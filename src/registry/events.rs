@@ -131,6 +131,8 @@ pub enum EventPayload {
         ssrc: u32,
         /// Simulcast layer, if any.
         rid: Option<String>,
+        /// SDP for what the session forwards (its negotiated codecs only).
+        consumer_sdp: String,
     },
     /// Periodic statistics of a live session.
     SessionStats {
