@@ -304,12 +304,18 @@ pub fn watch(
         ingests: req.ingest_ids.into_iter().collect(),
         kinds: req.kinds.into_iter().collect(),
     };
+    let next_seq = subscription.next_seq;
     let state = WatchState {
         replay: subscription.replay.into_iter(),
         live: subscription.live,
         filter,
         shutdown: shutdown.clone(),
-        last_seq: req.from_seq.saturating_sub(1),
+        // Live only: a lag resumes from the first event this watcher was due.
+        last_seq: if req.from_seq == 0 {
+            next_seq.saturating_sub(1)
+        } else {
+            req.from_seq.saturating_sub(1)
+        },
         finished: false,
     };
     Ok(Box::pin(futures_util::stream::unfold(state, next_event)))

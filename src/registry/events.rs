@@ -219,6 +219,9 @@ pub struct Subscription {
     pub replay: Vec<Arc<Event>>,
     /// Everything after the replay.
     pub live: broadcast::Receiver<Arc<Event>>,
+    /// Sequence number of the first event the live receiver will get (where a live-only
+    /// watcher that lags must resume).
+    pub next_seq: u64,
 }
 
 impl EventLog {
@@ -268,6 +271,7 @@ impl EventLog {
             return Ok(Subscription {
                 replay: Vec::new(),
                 live,
+                next_seq: self.next_seq,
             });
         }
         if from_seq > self.next_seq {
@@ -281,7 +285,11 @@ impl EventLog {
         }
         let skip = usize::try_from(from_seq - oldest).unwrap_or(usize::MAX);
         let replay = self.history.iter().skip(skip).cloned().collect();
-        Ok(Subscription { replay, live })
+        Ok(Subscription {
+            replay,
+            live,
+            next_seq: self.next_seq,
+        })
     }
 }
 
