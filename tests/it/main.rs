@@ -2,6 +2,7 @@
 //! One integration binary: the whole gateway in-process, real WebRTC publishers, real gRPC,
 //! real HTTP, real UDP sinks.
 
+mod consumer_sdp;
 mod control;
 mod harness;
 mod publisher;
