@@ -4,6 +4,7 @@
 
 mod consumer_sdp;
 mod control;
+mod ctl;
 mod harness;
 mod publisher;
 mod simulcast;
