@@ -5,6 +5,8 @@
 mod consumer_sdp;
 mod control;
 mod ctl;
+mod events_sse;
+mod grafana;
 mod harness;
 mod publisher;
 mod simulcast;
