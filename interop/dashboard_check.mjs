@@ -52,7 +52,7 @@ function startGateway() {
   gateway = spawn(opts.whipgate, [
     "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--udp-listen", "127.0.0.1:0",
     "--stats-interval-secs", "1",
-  ], { env: { ...process.env, WHIPGATE_API_KEY: KEY, RUST_LOG: "warn" }, stdio: ["ignore", "pipe", "inherit"] });
+  ], { env: { ...process.env, WHIPGATE_API_KEY: KEY, RUST_LOG: "error" }, stdio: ["ignore", "pipe", "inherit"] });
   return new Promise((resolve, reject) => {
     const lines = readline.createInterface({ input: gateway.stdout });
     lines.once("line", (line) => resolve(JSON.parse(line)));
@@ -117,7 +117,7 @@ try {
   if (result.state !== "connected") throw new Error(`studio-a shows ${result.state}`);
   if (!(await dashboard.$('[data-ingest="studio-b"]'))) throw new Error("the idle ingest is missing");
   // A few more stats ticks, so the sparklines have a shape in the screenshot.
-  await dashboard.waitForFunction(() => window.whipgateDashboard.ingests.get("studio-a").bitrate.length >= 4, null, { timeout: 10000 });
+  await dashboard.waitForFunction(() => window.whipgateDashboard.ingests.get("studio-a").bitrate.length >= 6, null, { timeout: 10000 });
   const shot = path.join(out, "dashboard.png");
   await dashboard.screenshot({ path: shot, fullPage: true, timeout: 10000 });
   result.screenshot = shot;
