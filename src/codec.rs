@@ -300,7 +300,10 @@ mod tests {
         let one = consumer_sdp("cam", Some((v, VideoCodec::DEFAULT)), None);
         assert!(!one.contains("i="), "{one}");
         let negotiated = consumer_sdp("cam", Some((v, &[VideoCodec::Vp8])), None);
-        assert!(negotiated.contains("m=video 5004 RTP/AVP 97\r\n"), "{negotiated}");
+        assert!(
+            negotiated.contains("m=video 5004 RTP/AVP 97\r\n"),
+            "{negotiated}"
+        );
         assert!(negotiated.contains("a=rtpmap:97 VP8/90000"));
         assert!(!negotiated.contains("H264") && !negotiated.contains("i="));
         for text in [sdp, negotiated] {

@@ -133,7 +133,7 @@ pub fn node(n: &pb::Node) -> Value {
     })
 }
 
-/// One event: `seq`, `at`, `ingest_id`, `session_id`, `kind`, and the payload under the
+/// One event: `seq`, `epoch`, `at`, `ingest_id`, `session_id`, `kind`, and the payload under the
 /// kind's name (`{"kind": "session_stats", "session_stats": {...}}`).
 pub fn event(e: &pb::Event) -> Value {
     use pb::event::Payload;
@@ -148,10 +148,9 @@ pub fn event(e: &pb::Event) -> Value {
             json!({ "ingest": p.ingest.as_ref().map_or(Value::Null, ingest) }),
         ),
         Some(Payload::IngestUnregistered(_)) => ("ingest_unregistered", json!({})),
-        Some(Payload::PublishAccepted(p)) => (
-            "publish_accepted",
-            json!({ "remote_addr": p.remote_addr }),
-        ),
+        Some(Payload::PublishAccepted(p)) => {
+            ("publish_accepted", json!({ "remote_addr": p.remote_addr }))
+        }
         Some(Payload::PublishRejected(p)) => {
             let full = pb::RejectReason::try_from(p.reason)
                 .ok()
@@ -169,7 +168,9 @@ pub fn event(e: &pb::Event) -> Value {
             json!({ "remote_addr": p.remote_addr, "connect_millis": p.connect_millis }),
         ),
         Some(Payload::TrackStarted(p)) => {
-            let full = pb::MediaKind::try_from(p.kind).ok().map(|k| k.as_str_name());
+            let full = pb::MediaKind::try_from(p.kind)
+                .ok()
+                .map(|k| k.as_str_name());
             (
                 "track_started",
                 json!({
@@ -190,7 +191,9 @@ pub fn event(e: &pb::Event) -> Value {
             }),
         ),
         Some(Payload::SessionEnded(p)) => {
-            let full = pb::EndReason::try_from(p.reason).ok().map(|k| k.as_str_name());
+            let full = pb::EndReason::try_from(p.reason)
+                .ok()
+                .map(|k| k.as_str_name());
             (
                 "session_ended",
                 json!({
@@ -211,6 +214,7 @@ pub fn event(e: &pb::Event) -> Value {
     };
     let mut out = Map::new();
     out.insert("seq".into(), json!(e.seq));
+    out.insert("epoch".into(), json!(e.epoch));
     out.insert("at".into(), timestamp(e.at.as_ref()));
     out.insert("ingest_id".into(), json!(e.ingest_id));
     out.insert("session_id".into(), json!(e.session_id));
@@ -235,7 +239,10 @@ mod tests {
             assert_eq!(event_kind_from_name(&name), Some(kind));
             assert_eq!(event_kind_from_name(kind.as_str_name()), Some(kind));
         }
-        assert_eq!(event_kind_name(pb::EventKind::SessionStats as i32), "session_stats");
+        assert_eq!(
+            event_kind_name(pb::EventKind::SessionStats as i32),
+            "session_stats"
+        );
         assert_eq!(event_kind_from_name("unspecified"), None);
         assert_eq!(event_kind_from_name("nope"), None);
     }
@@ -250,6 +257,7 @@ mod tests {
             }),
             ingest_id: "cam".into(),
             session_id: "s".into(),
+            epoch: 2,
             payload: Some(pb::event::Payload::SessionStats(pb::SessionStats {
                 bitrate_bps: 1_500_000,
                 counters: None,

@@ -150,6 +150,9 @@ struct Watch {
     /// Replay from this sequence number (inclusive), then live.
     #[arg(long, default_value_t = 0)]
     from_seq: u64,
+    /// The epoch --from-seq was read in (an event's `epoch`); another run's: refused.
+    #[arg(long, default_value_t = 0)]
+    epoch: u64,
     /// Only this ingest (repeat).
     #[arg(long = "ingest")]
     ingests: Vec<String>,
@@ -169,7 +172,10 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 struct ApiKey(Option<MetadataValue<tonic::metadata::Ascii>>);
 
 impl Interceptor for ApiKey {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(value) = &self.0 {
             request
                 .metadata_mut()
@@ -232,7 +238,10 @@ pub async fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<(
     let out = print::Out { json: ctl.json };
     match ctl.command {
         Command::Register(r) => {
-            let response = client.register_ingest(register_request(r)).await?.into_inner();
+            let response = client
+                .register_ingest(register_request(r))
+                .await?
+                .into_inner();
             let ingest = response.ingest.context("no ingest in the response")?;
             out.ingest(&ingest, Some(response.created));
         }
@@ -360,6 +369,7 @@ async fn watch(client: &mut Client, w: Watch, out: print::Out) -> Result<()> {
         ingest_ids: w.ingests,
         kinds,
         from_seq: w.from_seq,
+        epoch: w.epoch,
     };
     let mut stream = client.watch_events(request).await?.into_inner();
     while let Some(event) = stream.next().await {

@@ -33,9 +33,23 @@ fn ingest_text(i: &pb::Ingest) -> String {
     };
     let mut s = String::new();
     let _ = writeln!(s, "ingest      {}", i.ingest_id);
-    let _ = writeln!(s, "video       {}  codecs {}", or_dash(&i.video_target), list("video_codecs"));
-    let _ = writeln!(s, "audio       {}  codecs {}", or_dash(&i.audio_target), list("audio_codecs"));
-    let _ = writeln!(s, "token       {}", if i.has_bearer_token { "yes" } else { "no" });
+    let _ = writeln!(
+        s,
+        "video       {}  codecs {}",
+        or_dash(&i.video_target),
+        list("video_codecs")
+    );
+    let _ = writeln!(
+        s,
+        "audio       {}  codecs {}",
+        or_dash(&i.audio_target),
+        list("audio_codecs")
+    );
+    let _ = writeln!(
+        s,
+        "token       {}",
+        if i.has_bearer_token { "yes" } else { "no" }
+    );
     if let Some(l) = &i.limits
         && (l.max_bitrate_bps > 0 || l.max_session_seconds > 0)
     {
@@ -103,7 +117,14 @@ impl Out {
             return self.print_json(&v);
         }
         if let Some(created) = created {
-            println!("{}", if created { "registered" } else { "unchanged (identical registration)" });
+            println!(
+                "{}",
+                if created {
+                    "registered"
+                } else {
+                    "unchanged (identical registration)"
+                }
+            );
         }
         print!("{}", ingest_text(i));
         let sdp = i
@@ -121,7 +142,10 @@ impl Out {
             let list: Vec<Value> = all.iter().map(json::ingest).collect();
             return self.print_json(&json!({ "ingests": list }));
         }
-        println!("{:<24} {:<12} {:<12} {:<12} TARGETS", "INGEST", "SESSION", "VIDEO", "AUDIO");
+        println!(
+            "{:<24} {:<12} {:<12} {:<12} TARGETS",
+            "INGEST", "SESSION", "VIDEO", "AUDIO"
+        );
         for i in all {
             let (state, video, audio) = match &i.session {
                 Some(s) => {
@@ -170,7 +194,10 @@ impl Out {
             let list: Vec<Value> = nodes.iter().map(json::node).collect();
             return self.print_json(&json!({ "nodes": list }));
         }
-        println!("{:<28} {:<28} {:>9} {:>9} {:<8} HEARTBEAT", "NODE", "URL", "LIVE", "CAPACITY", "STATE");
+        println!(
+            "{:<28} {:<28} {:>9} {:>9} {:<8} HEARTBEAT",
+            "NODE", "URL", "LIVE", "CAPACITY", "STATE"
+        );
         for n in nodes {
             let heartbeat = n.last_heartbeat.map(|t| t.to_string()).unwrap_or_default();
             println!(

@@ -2,7 +2,7 @@
 //! browsers and `curl`.
 //!
 //! Each event is one SSE message: `id:` its sequence number, `data:` its JSON
-//! ([`crate::control::json::event`]). `Last-Event-ID` (or `?from_seq=`) resumes; `?ingest_ids=`
+//! ([`crate::control::json::event`]). `Last-Event-ID` (or `?from_seq=`, with `?epoch=`) resumes; `?ingest_ids=`
 //! and `?kinds=` (comma-separated) filter as `WatchEvents` does. What ends a gRPC watch with a
 //! status ends this stream with an `event: error` message (`{"code", "message"}`): a resume
 //! point out of the history (OUT_OF_RANGE), a watcher that lagged (RESOURCE_EXHAUSTED, with
@@ -190,17 +190,22 @@ fn watch_request(
             None => 0,
         },
     };
+    let epoch = match query.get("epoch") {
+        Some(v) => number("epoch", v)?,
+        None => 0,
+    };
     Ok(pb::WatchEventsRequest {
         ingest_ids,
         kinds,
         from_seq,
+        epoch,
     })
 }
 
 fn error_event(code: tonic::Code, message: &str) -> SseEvent {
-    SseEvent::default().event("error").data(
-        json!({ "code": control::code_name(code), "message": message }).to_string(),
-    )
+    SseEvent::default()
+        .event("error")
+        .data(json!({ "code": control::code_name(code), "message": message }).to_string())
 }
 
 /// `GET /events`.

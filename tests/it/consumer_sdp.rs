@@ -56,11 +56,22 @@ impl Drop for Scratch {
 async fn encode_clip(ffmpeg: &str, dir: &Path, video: Video) -> Result<Vec<Vec<u8>>> {
     let (codec, format, file): (&[&str], _, _) = match video {
         Video::H264 => (
-            &["-c:v", "libx264", "-profile:v", "baseline", "-bsf:v", "h264_mp4toannexb"],
+            &[
+                "-c:v",
+                "libx264",
+                "-profile:v",
+                "baseline",
+                "-bsf:v",
+                "h264_mp4toannexb",
+            ],
             "h264",
             dir.join("clip.h264"),
         ),
-        Video::Vp8 => (&["-c:v", "libvpx", "-b:v", "300k"], "ivf", dir.join("clip.ivf")),
+        Video::Vp8 => (
+            &["-c:v", "libvpx", "-b:v", "300k"],
+            "ivf",
+            dir.join("clip.ivf"),
+        ),
         Video::Vp9 => bail!("no VP9 clip"),
     };
     let status = tokio::process::Command::new(ffmpeg)
@@ -91,7 +102,11 @@ fn h264_access_units(stream: &[u8]) -> Vec<Vec<u8>> {
     while i + 3 <= stream.len() {
         if stream[i..i + 3] == [0, 0, 1] {
             if let Some(s) = start {
-                let end = if i > 0 && stream[i - 1] == 0 { i - 1 } else { i };
+                let end = if i > 0 && stream[i - 1] == 0 {
+                    i - 1
+                } else {
+                    i
+                };
                 nals.push(stream[s..end].to_vec());
             }
             i += 3;
@@ -162,7 +177,8 @@ fn ivf_frames(file: &[u8]) -> Result<Vec<Vec<u8>>> {
     let mut at = usize::from(u16::from_le_bytes([file[6], file[7]]));
     let mut frames = Vec::new();
     while at + 12 <= file.len() {
-        let size = u32::from_le_bytes([file[at], file[at + 1], file[at + 2], file[at + 3]]) as usize;
+        let size =
+            u32::from_le_bytes([file[at], file[at + 1], file[at + 2], file[at + 3]]) as usize;
         let frame = file.get(at + 12..at + 12 + size).context("truncated IVF")?;
         frames.push(frame.to_vec());
         at += 12 + size;
@@ -226,7 +242,14 @@ fn start_ffmpeg(ffmpeg: &str, dir: &Path, sdp: &str) -> Result<tokio::process::C
     let path = dir.join("consumer.sdp");
     std::fs::write(&path, sdp)?;
     Ok(tokio::process::Command::new(ffmpeg)
-        .args(["-v", "error", "-nostdin", "-protocol_whitelist", "file,udp,rtp", "-i"])
+        .args([
+            "-v",
+            "error",
+            "-nostdin",
+            "-protocol_whitelist",
+            "file,udp,rtp",
+            "-i",
+        ])
         .arg(&path)
         .args(["-map", "0:v", "-frames:v", "10", "-f", "framecrc", "-"])
         .stdout(Stdio::piped())
@@ -243,7 +266,10 @@ async fn decoded_frames(child: tokio::process::Child) -> Result<usize> {
     let text = String::from_utf8_lossy(&output.stdout);
     let frames = text.lines().filter(|l| !l.starts_with('#')).count();
     if frames == 0 {
-        bail!("ffmpeg decoded nothing: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "ffmpeg decoded nothing: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     Ok(frames)
 }
@@ -286,8 +312,16 @@ async fn a_default_registration_decodes_an_h264_publisher_and_refuses_vp8_only()
         })
         .await?;
     assert_eq!(ingest.video_codecs, [pb::VideoCodec::H264 as i32]);
-    assert!(ingest.consumer_sdp.contains(&format!("m=video {port} RTP/AVP 96\r\n")));
-    assert!(!ingest.consumer_sdp.contains("i="), "{}", ingest.consumer_sdp);
+    assert!(
+        ingest
+            .consumer_sdp
+            .contains(&format!("m=video {port} RTP/AVP 96\r\n"))
+    );
+    assert!(
+        !ingest.consumer_sdp.contains("i="),
+        "{}",
+        ingest.consumer_sdp
+    );
 
     // VP8-only publishers (Firefox ESR without OpenH264) get a 400 naming the accepted codec.
     let (_vp8, offer) = Publisher::new(Some(Video::Vp8), true).await?;
@@ -299,13 +333,19 @@ async fn a_default_registration_decodes_an_h264_publisher_and_refuses_vp8_only()
     let scratch = Scratch::new("h264")?;
     let ffmpeg = ffmpeg();
     let consumer = match ffmpeg {
-        Some(f) => Some((encode_clip(f, &scratch.0, Video::H264).await?, start_ffmpeg(f, &scratch.0, &ingest.consumer_sdp)?)),
+        Some(f) => Some((
+            encode_clip(f, &scratch.0, Video::H264).await?,
+            start_ffmpeg(f, &scratch.0, &ingest.consumer_sdp)?,
+        )),
         None => None,
     };
     let publisher = connect(&gw, "default", Video::H264).await?;
     let session = gw.session("default").await?.context("live")?;
     assert_eq!(session.video_codec, "H264");
-    assert_eq!(session.consumer_sdp, ingest.consumer_sdp, "one codec: the same SDP");
+    assert_eq!(
+        session.consumer_sdp, ingest.consumer_sdp,
+        "one codec: the same SDP"
+    );
     assert!(!session.node_id.is_empty());
     if let Some((clip, child)) = consumer {
         let (track, pt, ssrc) = publisher.video_track().await?;
@@ -337,7 +377,11 @@ async fn a_multi_codec_ingest_gives_the_negotiated_vp8_sdp_with_track_started() 
             ..Default::default()
         })
         .await?;
-    assert!(ingest.consumer_sdp.contains(&format!("m=video {port} RTP/AVP 96 97\r\n")));
+    assert!(
+        ingest
+            .consumer_sdp
+            .contains(&format!("m=video {port} RTP/AVP 96 97\r\n"))
+    );
     assert!(ingest.consumer_sdp.contains("i=lists several video codecs"));
 
     let publisher = connect(&gw, "multi", Video::Vp8).await?;
@@ -351,11 +395,17 @@ async fn a_multi_codec_ingest_gives_the_negotiated_vp8_sdp_with_track_started() 
     };
     let sender = send_clip(track, pt, ssrc, Video::Vp8, clip);
     let sdp = track_started_sdp(&mut events).await?;
-    assert!(sdp.contains(&format!("m=video {port} RTP/AVP 97\r\n")), "{sdp}");
+    assert!(
+        sdp.contains(&format!("m=video {port} RTP/AVP 97\r\n")),
+        "{sdp}"
+    );
     assert!(sdp.contains("a=rtpmap:97 VP8/90000"), "{sdp}");
     assert!(!sdp.contains("H264") && !sdp.contains("i="), "{sdp}");
     let session = gw.session("multi").await?.context("live")?;
-    assert_eq!(session.consumer_sdp, sdp, "GetIngest's live session has the same SDP");
+    assert_eq!(
+        session.consumer_sdp, sdp,
+        "GetIngest's live session has the same SDP"
+    );
     if let Some(f) = ffmpeg {
         // Started after media flows, FFmpeg begins at the clip's next keyframe.
         let frames = decoded_frames(start_ffmpeg(f, &scratch.0, &sdp)?).await;

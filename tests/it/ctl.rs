@@ -23,8 +23,18 @@ struct Running {
 
 async fn gateway() -> Result<Running> {
     let mut child = Command::new(BIN)
-        .args(["--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
-        .args(["--udp-listen", "127.0.0.1:0", "--stats-interval-secs", "0.5"])
+        .args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--udp-listen",
+            "127.0.0.1:0",
+            "--stats-interval-secs",
+            "0.5",
+        ])
         .env("WHIPGATE_API_KEY", KEY)
         .env_remove("WHIPGATE_CTL_ADDR")
         .stdout(Stdio::piped())
@@ -65,7 +75,9 @@ async fn ctl(gw: &Running, key: Option<&str>, args: &[&str]) -> Result<(i32, Str
 
 /// `ctl --json ARGS`, which must succeed; its JSON.
 async fn json(gw: &Running, args: &[&str]) -> Result<Value> {
-    let args: Vec<&str> = std::iter::once("--json").chain(args.iter().copied()).collect();
+    let args: Vec<&str> = std::iter::once("--json")
+        .chain(args.iter().copied())
+        .collect();
     let (code, out, err) = ctl(gw, Some(KEY), &args).await?;
     if code != 0 {
         bail!("ctl {args:?} exited {code}: {err}");
@@ -83,11 +95,25 @@ async fn ctl_drives_a_running_gateway() -> Result<()> {
 
     let registered = json(
         &gw,
-        &["register", "cam", "--video", "127.0.0.1:5004", "--codec", "h264", "--codec", "vp8", "--label", "room=a"],
+        &[
+            "register",
+            "cam",
+            "--video",
+            "127.0.0.1:5004",
+            "--codec",
+            "h264",
+            "--codec",
+            "vp8",
+            "--label",
+            "room=a",
+        ],
     )
     .await?;
     assert_eq!(registered["created"], true);
-    assert_eq!(registered["video_codecs"], serde_json::json!(["h264", "vp8"]));
+    assert_eq!(
+        registered["video_codecs"],
+        serde_json::json!(["h264", "vp8"])
+    );
     assert_eq!(registered["labels"]["room"], "a");
     // Human output by default; a key file works as well as the environment.
     let dir = std::env::temp_dir().join(format!("whipgate-ctl-{}", uuid::Uuid::new_v4()));
@@ -98,7 +124,10 @@ async fn ctl_drives_a_running_gateway() -> Result<()> {
     let (code, out, err) = ctl(&gw, None, &["--api-key-file", &key_path, "get", "cam"]).await?;
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("ingest      cam") && out.contains("session     none"), "{out}");
+    assert!(
+        out.contains("ingest      cam") && out.contains("session     none"),
+        "{out}"
+    );
     assert!(out.contains("m=video 5004 RTP/AVP 96 97"), "{out}");
 
     let (code, _, err) = ctl(&gw, Some(KEY), &["get", "nope"]).await?;
@@ -107,7 +136,15 @@ async fn ctl_drives_a_running_gateway() -> Result<()> {
 
     // A watcher sees the publish and its stats, live.
     let mut watch = Command::new(BIN)
-        .args(["ctl", "--json", "watch", "--from-seq", "1", "--ingest", "cam"])
+        .args([
+            "ctl",
+            "--json",
+            "watch",
+            "--from-seq",
+            "1",
+            "--ingest",
+            "cam",
+        ])
         .env("WHIPGATE_CTL_ADDR", &gw.grpc)
         .env("WHIPGATE_API_KEY", KEY)
         .stdout(Stdio::piped())
@@ -137,7 +174,10 @@ async fn ctl_drives_a_running_gateway() -> Result<()> {
         assert_eq!(event["ingest_id"], "cam");
         kinds.push(event["kind"].as_str().unwrap_or_default().to_owned());
     }
-    assert_eq!(kinds[0], "ingest_registered", "replayed from seq 1: {kinds:?}");
+    assert_eq!(
+        kinds[0], "ingest_registered",
+        "replayed from seq 1: {kinds:?}"
+    );
     assert!(kinds.iter().any(|k| k == "track_started"), "{kinds:?}");
     let _ = watch.kill().await;
 
@@ -149,7 +189,10 @@ async fn ctl_drives_a_running_gateway() -> Result<()> {
     assert_eq!(live["session"]["video_codec"], "H264");
     let sdp = live["session"]["consumer_sdp"].as_str().unwrap_or_default();
     assert!(sdp.contains("m=video 5004 RTP/AVP 96\r\n"), "{sdp}");
-    let node_id = live["session"]["node_id"].as_str().unwrap_or_default().to_owned();
+    let node_id = live["session"]["node_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
 
     let nodes = json(&gw, &["nodes"]).await?;
     let node = &nodes["nodes"][0];
@@ -167,16 +210,34 @@ async fn ctl_drives_a_running_gateway() -> Result<()> {
     assert_eq!(caps["live_publishers"], 1);
     let (_, out, _) = ctl(&gw, Some(KEY), &["caps", "get"]).await?;
     assert!(out.contains("max_publishers  3"), "{out}");
-    let limited = json(&gw, &["caps", "set", "--ingest", "cam", "--max-bitrate-bps", "9000000"]).await?;
+    let limited = json(
+        &gw,
+        &[
+            "caps",
+            "set",
+            "--ingest",
+            "cam",
+            "--max-bitrate-bps",
+            "9000000",
+        ],
+    )
+    .await?;
     assert_eq!(limited["caps"]["max_publishers"], 3);
     let (_, list, _) = ctl(&gw, Some(KEY), &["list"]).await?;
-    assert!(list.lines().any(|l| l.starts_with("cam") && l.contains("connected")), "{list}");
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("cam") && l.contains("connected")),
+        "{list}"
+    );
 
     let torn = json(&gw, &["teardown", "cam", "--reason", "maintenance"]).await?;
     assert_eq!(torn["session_closed"], true);
     let gone = json(&gw, &["unregister", "cam"]).await?;
     assert_eq!(gone["session_closed"], false);
-    assert_eq!(json(&gw, &["list"]).await?["ingests"], serde_json::json!([]));
+    assert_eq!(
+        json(&gw, &["list"]).await?["ingests"],
+        serde_json::json!([])
+    );
     let (code, _, err) = ctl(&gw, Some(KEY), &["caps", "set"]).await?;
     assert_eq!(code, 1, "{err}");
     Ok(())

@@ -39,11 +39,13 @@ async fn read_events(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_streams_a_live_publishers_stats_with_a_token() -> Result<()> {
-    let mut gw = TestGateway::start_with(|c| c.api_key = Some(KEY.into())).await?;
+    let gw = TestGateway::start_with(|c| c.api_key = Some(KEY.into())).await?;
     let mut grpc = gw.grpc.clone();
     let authed = |mut r: tonic::Request<pb::WatchEventsRequest>| {
-        r.metadata_mut()
-            .insert("authorization", format!("Bearer {KEY}").parse().expect("ascii"));
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {KEY}").parse().expect("ascii"),
+        );
         r
     };
     let unauthenticated = gw.http.get(gw.url("/events")).send().await?;

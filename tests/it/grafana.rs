@@ -53,10 +53,7 @@ async fn every_metric_the_grafana_dashboard_queries_is_exported() -> Result<()> 
     let published = gw.publish("graf", Some(Video::H264), true).await?;
     video.recv_n(5, PATIENCE).await?;
     audio.recv_n(5, PATIENCE).await?;
-    assert_eq!(
-        gw.post_offer("nope", "v=0\r\n", None).await?.status(),
-        404
-    );
+    assert_eq!(gw.post_offer("nope", "v=0\r\n", None).await?.status(), 404);
     assert_eq!(gw.delete(&published.location).await?, 204);
     gw.all_clean().await?;
 

@@ -76,11 +76,18 @@ fn tokens_expire_and_cannot_be_forged() {
     let token = issue_token(&key, now);
     assert!(verify_token(&key, &token, now));
     assert!(verify_token(&key, &token, now + TOKEN_TTL));
-    assert!(!verify_token(&key, &token, now + TOKEN_TTL + Duration::from_secs(2)));
+    assert!(!verify_token(
+        &key,
+        &token,
+        now + TOKEN_TTL + Duration::from_secs(2)
+    ));
     assert!(!verify_token(&other, &token, now), "another key's token");
     let (expiry, tag) = token.split_once('.').expect("shape");
     let later = expiry.parse::<u64>().expect("expiry") + 3600;
-    assert!(!verify_token(&key, &format!("{later}.{tag}"), now), "tampered expiry");
+    assert!(
+        !verify_token(&key, &format!("{later}.{tag}"), now),
+        "tampered expiry"
+    );
     for garbage in ["", ".", "x.y", "1.zz", "99999999999999999999.00"] {
         assert!(!verify_token(&key, garbage, now), "{garbage}");
     }
@@ -139,7 +146,10 @@ async fn events_carry_their_seq_as_id_resume_and_filter() {
         t.contains("id: 3")
     })
     .await;
-    let seqs: Vec<u64> = data(&all).iter().filter_map(|e| e["seq"].as_u64()).collect();
+    let seqs: Vec<u64> = data(&all)
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .collect();
     assert_eq!(seqs, [1, 2, 3], "{all}");
     assert!(all.contains("id: 1\n"), "{all}");
     assert_eq!(data(&all)[2]["caps_changed"]["caps"]["max_publishers"], 7);
@@ -149,16 +159,42 @@ async fn events_carry_their_seq_as_id_resume_and_filter() {
         |t| t.contains("id: 3"),
     )
     .await;
-    let seqs: Vec<u64> = data(&resumed).iter().filter_map(|e| e["seq"].as_u64()).collect();
+    let seqs: Vec<u64> = data(&resumed)
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .collect();
     assert_eq!(seqs, [3], "{resumed}");
     // Filters: no caps_changed for a session_stats-only watcher; nothing for another ingest.
     registry.set_max_publishers(8);
+    let spec = |id: &str| crate::registry::IngestSpec {
+        id: id.into(),
+        video_target: None,
+        audio_target: None,
+        bearer_token: None,
+        labels: Default::default(),
+        video_codecs: crate::codec::VideoCodec::DEFAULT.to_vec(),
+        audio_codecs: crate::codec::AudioCodec::DEFAULT.to_vec(),
+        limits: Default::default(),
+        redirect_url: None,
+        simulcast_layer: None,
+        replace_publisher: false,
+    };
+    registry.register(spec("other"), false).expect("register");
+    registry.register(spec("cam"), false).expect("register");
     let filtered = read_until(
-        get(&hub, "/events?from_seq=1&kinds=session_stats,ingest_registered", &[]).await,
+        get(
+            &hub,
+            "/events?from_seq=1&kinds=session_stats,ingest_registered&ingest_ids=cam",
+            &[],
+        )
+        .await,
         |t| t.contains("data:"),
     )
     .await;
-    assert!(data(&filtered).is_empty(), "{filtered}");
+    let only: Vec<_> = data(&filtered);
+    assert_eq!(only.len(), 1, "{filtered}");
+    assert_eq!(only[0]["kind"], "ingest_registered");
+    assert_eq!(only[0]["ingest_id"], "cam");
     assert_eq!(
         get(&hub, "/events?kinds=bogus", &[]).await.status(),
         StatusCode::BAD_REQUEST

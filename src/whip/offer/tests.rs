@@ -157,7 +157,10 @@ fn the_default_refuses_vp8_only_and_names_h264() {
         other => panic!("expected a 400, got {other:?}"),
     }
     assert_eq!(
-        plan(&vp8_only, &spec(BOTH)).expect("plan").video.map(|v| v.codec),
+        plan(&vp8_only, &spec(BOTH))
+            .expect("plan")
+            .video
+            .map(|v| v.codec),
         Some(VideoCodec::Vp8)
     );
 }
@@ -193,10 +196,5 @@ a=rtpmap:120 VP8/90000\r\n";
     assert!(planned.audio.is_some());
     // Port 0 without bundle-only still rejects the section.
     let rejected = offer.replace("a=bundle-only\r\n", "");
-    assert!(
-        plan(&rejected, &spec(BOTH))
-            .expect("plan")
-            .video
-            .is_none()
-    );
+    assert!(plan(&rejected, &spec(BOTH)).expect("plan").video.is_none());
 }
