@@ -10,5 +10,7 @@ mod grafana;
 mod harness;
 mod load_smoke;
 mod publisher;
+mod restart;
 mod simulcast;
+mod spoof;
 mod whip;
