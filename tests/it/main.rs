@@ -2,7 +2,11 @@
 //! One integration binary: the whole gateway in-process, real WebRTC publishers, real gRPC,
 //! real HTTP, real UDP sinks.
 
+mod consumer_sdp;
 mod control;
+mod ctl;
+mod events_sse;
+mod grafana;
 mod harness;
 mod load_smoke;
 mod publisher;
