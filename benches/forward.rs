@@ -96,8 +96,10 @@ async fn sink() -> Result<(SocketAddr, Arc<AtomicU64>)> {
 }
 
 fn start_gateway() -> Result<(Proc, serde_json::Value)> {
-    let exe = env!("CARGO_BIN_EXE_whipgate");
-    let mut child = Command::new(exe)
+    // WHIPGATE_BENCH_BIN measures another build (e.g. the previous release) in the same way.
+    let exe = std::env::var("WHIPGATE_BENCH_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_whipgate").into());
+    let mut child = Command::new(&exe)
         .args([
             "--http-listen",
             "127.0.0.1:0",
@@ -222,7 +224,7 @@ async fn bench_gateway(a: &Args) -> Result<(f64, f64)> {
 async fn bench_relay(pps_target: f64, seconds: u64) -> Result<f64> {
     let (out_sink, forwarded) = sink().await?;
     let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
+    let mut child = Command::new(&exe)
         .args(["--relay", &out_sink.to_string()])
         .stdout(Stdio::piped())
         .spawn()?;

@@ -6,4 +6,6 @@ mod control;
 mod harness;
 mod publisher;
 mod simulcast;
+mod spoof;
 mod whip;
+mod load_smoke;

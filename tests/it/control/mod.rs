@@ -98,6 +98,7 @@ async fn watch(gw: &TestGateway, ingests: &[&str], kinds: &[K], from_seq: u64) -
         ingest_ids: ingests.iter().map(|i| i.to_string()).collect(),
         kinds: kinds.iter().map(|k| *k as i32).collect(),
         from_seq,
+        ..Default::default()
     };
     Ok(gw.grpc.clone().watch_events(request).await?.into_inner())
 }
