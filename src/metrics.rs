@@ -253,8 +253,12 @@ impl Metrics {
     /// Exports `whipgate_tasks`: the gateway's tracked tasks (sessions, listeners, helpers),
     /// read from the tracker at each scrape. A soak watches it return to its baseline.
     pub fn register_tasks(&self, tracker: tokio_util::task::TaskTracker) -> prometheus::Result<()> {
-        let gauge = IntGauge::new("whipgate_tasks", "Tasks the gateway tracks (sessions, listeners, helpers)")?;
-        self.registry.register(Box::new(TaskGauge { gauge, tracker }))
+        let gauge = IntGauge::new(
+            "whipgate_tasks",
+            "Tasks the gateway tracks (sessions, listeners, helpers)",
+        )?;
+        self.registry
+            .register(Box::new(TaskGauge { gauge, tracker }))
     }
 
     /// Text exposition format.

@@ -10,7 +10,12 @@ use clap::{Parser, Subcommand};
 use whipgate::load::{LoadConfig, Report, relay::Relay, soak};
 
 #[derive(Parser)]
-#[command(name = "whipgate-load", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "whipgate-load",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -90,17 +95,30 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn print_summary(r: &Report) {
-    println!("publishers      {} requested, {} created (201), {} connected, {} failed", r.publishers, r.created, r.connected, r.failed);
+    println!(
+        "publishers      {} requested, {} created (201), {} connected, {} failed",
+        r.publishers, r.created, r.connected, r.failed
+    );
     if !r.post_errors.is_empty() {
         println!("POST errors     {:?}", r.post_errors);
     }
     println!(
         "handshake       POST->201 p50 {:.1} ms, p99 {:.1} ms; POST->connected p50 {:.1} ms, p99 {:.1} ms; {:.0} setups/s",
-        r.handshake.p50_ms, r.handshake.p99_ms, r.connect.p50_ms, r.connect.p99_ms, r.setups_per_second
+        r.handshake.p50_ms,
+        r.handshake.p99_ms,
+        r.connect.p50_ms,
+        r.connect.p99_ms,
+        r.setups_per_second
     );
     println!(
         "sent ({:.1} s)    {} video + {} audio packets, {} send errors, {} keyframe requests, {} NACKs; generator {:.2} cores",
-        r.window_s, r.sent.video_packets, r.sent.audio_packets, r.sent.send_errors, r.sent.keyframe_requests, r.sent.nacks, r.generator_cores
+        r.window_s,
+        r.sent.video_packets,
+        r.sent.audio_packets,
+        r.sent.send_errors,
+        r.sent.keyframe_requests,
+        r.sent.nacks,
+        r.generator_cores
     );
     if let Some(s) = &r.sink {
         println!(

@@ -118,7 +118,11 @@ impl Engine {
                 .map_err(|e| LoadError::Other(e.to_string()))?,
         )?;
         let sink = if cfg.sink || cfg.grpc.is_some() {
-            Some(Sink::bind(cfg.bind_ip, cfg.codec, cfg.sink_ports.as_deref())?)
+            Some(Sink::bind(
+                cfg.bind_ip,
+                cfg.codec,
+                cfg.sink_ports.as_deref(),
+            )?)
         } else {
             None
         };
@@ -191,9 +195,10 @@ impl Engine {
     /// Returns once every POST has been answered (or failed).
     pub async fn start(&self, ids: Range<u32>) -> Batch {
         let live = Arc::new(Live::default());
-        let n_workers = self.cfg.workers.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
-        });
+        let n_workers = self
+            .cfg
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let workers: Vec<_> = (0..n_workers.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();

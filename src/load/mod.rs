@@ -185,7 +185,11 @@ impl MediaPlan {
         let k = self.keyframe_frames();
         let interval_bytes = self.bitrate / 8 * k / u64::from(self.fps);
         let unit = interval_bytes / (k - 1 + KEYFRAME_WEIGHT);
-        let bytes = if keyframe { unit * KEYFRAME_WEIGHT } else { unit };
+        let bytes = if keyframe {
+            unit * KEYFRAME_WEIGHT
+        } else {
+            unit
+        };
         bytes.max(1) as usize
     }
 }
@@ -230,9 +234,11 @@ mod tests {
         let plan = LoadConfig::default().plan();
         let k = plan.keyframe_frames();
         assert_eq!(k, 60);
-        let interval: usize =
-            plan.frame_bytes(true) + (k as usize - 1) * plan.frame_bytes(false);
+        let interval: usize = plan.frame_bytes(true) + (k as usize - 1) * plan.frame_bytes(false);
         let expected = (plan.bitrate / 8 * 2) as usize;
-        assert!(interval.abs_diff(expected) < expected / 100, "{interval} vs {expected}");
+        assert!(
+            interval.abs_diff(expected) < expected / 100,
+            "{interval} vs {expected}"
+        );
     }
 }

@@ -106,7 +106,9 @@ fn vp8_frame(keyframe: bool, frame_bytes: usize, max_payload: usize, stamp: Stam
     } else {
         VP8_INTER_HEADER
     };
-    let per_packet = max_payload.saturating_sub(1 + STAMP_LEN).max(header.len() + 1);
+    let per_packet = max_payload
+        .saturating_sub(1 + STAMP_LEN)
+        .max(header.len() + 1);
     let body = frame_bytes.max(header.len() + 1);
     let fragments = body.div_ceil(per_packet);
     (0..fragments)
@@ -138,7 +140,9 @@ pub fn starts_keyframe(codec: VideoCodec, payload: &[u8]) -> bool {
         // Each generated keyframe starts with its SPS.
         VideoCodec::H264 => payload.first().is_some_and(|b| b & 0x1f == 7),
         VideoCodec::Vp8 => {
-            payload.first().is_some_and(|d| d & 0x10 != 0 && d & 0x80 == 0)
+            payload
+                .first()
+                .is_some_and(|d| d & 0x10 != 0 && d & 0x80 == 0)
                 && payload.get(1).is_some_and(|tag| tag & 0x01 == 0)
         }
     }

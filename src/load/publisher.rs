@@ -125,7 +125,13 @@ fn video_codec(c: VideoCodec) -> RTCRtpCodec {
 }
 
 fn audio_codec() -> RTCRtpCodec {
-    codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", false)
+    codec(
+        MIME_TYPE_OPUS,
+        48_000,
+        2,
+        "minptime=10;useinbandfec=1",
+        false,
+    )
 }
 
 /// A random non-zero SSRC.
@@ -187,10 +193,16 @@ impl Publisher {
             .with_interceptor_registry(Registry::new())
             .build(now)?;
         let mut video = stream(plan.frame_interval(), now);
-        video.sender = Some(peer.add_track(track(RtpCodecKind::Video, index, video.ssrc, video_codec(plan.codec)))?);
+        video.sender = Some(peer.add_track(track(
+            RtpCodecKind::Video,
+            index,
+            video.ssrc,
+            video_codec(plan.codec),
+        ))?);
         let audio = if plan.audio {
             let mut a = stream(Duration::from_millis(20), now);
-            a.sender = Some(peer.add_track(track(RtpCodecKind::Audio, index, a.ssrc, audio_codec()))?);
+            a.sender =
+                Some(peer.add_track(track(RtpCodecKind::Audio, index, a.ssrc, audio_codec()))?);
             Some(a)
         } else {
             None
@@ -286,7 +298,8 @@ impl Publisher {
         self.connected_after = Some(now.duration_since(self.started));
         // Spread publishers over the frame interval, as independent encoders would be.
         let phase = |s: &mut Stream, salt: u32| {
-            let frac = f64::from(self.index.wrapping_mul(2_654_435_761).wrapping_add(salt) % 1000) / 1000.0;
+            let frac = f64::from(self.index.wrapping_mul(2_654_435_761).wrapping_add(salt) % 1000)
+                / 1000.0;
             s.next_due = now + s.interval.mul_f64(frac);
         };
         if let Some(v) = &mut self.video {
@@ -298,7 +311,12 @@ impl Publisher {
     }
 
     /// Does whatever is due: reads, protocol timeouts, media. Returns when to come back.
-    pub(crate) fn service(&mut self, now: Instant, buf: &mut [u8], tally: &mut Tally) -> Option<Instant> {
+    pub(crate) fn service(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        tally: &mut Tally,
+    ) -> Option<Instant> {
         if self.phase == Phase::Failed {
             return None;
         }
@@ -325,8 +343,12 @@ impl Publisher {
         }
         [
             self.next_timeout,
-            (self.phase == Phase::Connected).then_some(()).and(self.video.as_ref().map(|s| s.next_due)),
-            (self.phase == Phase::Connected).then_some(()).and(self.audio.as_ref().map(|s| s.next_due)),
+            (self.phase == Phase::Connected)
+                .then_some(())
+                .and(self.video.as_ref().map(|s| s.next_due)),
+            (self.phase == Phase::Connected)
+                .then_some(())
+                .and(self.audio.as_ref().map(|s| s.next_due)),
         ]
         .into_iter()
         .flatten()
@@ -409,7 +431,8 @@ impl Publisher {
                 let keyframe = self.want_keyframe || v.count % plan.keyframe_frames() == 0;
                 self.want_keyframe = false;
                 let frame = plan.frame_bytes(keyframe);
-                let packets = payload::video_frame(plan.codec, keyframe, frame, plan.payload_size, stamp);
+                let packets =
+                    payload::video_frame(plan.codec, keyframe, frame, plan.payload_size, stamp);
                 let ts = (v.count * 90_000 / u64::from(plan.fps.max(1))) as u32;
                 let last = packets.len() - 1;
                 for (i, p) in packets.into_iter().enumerate() {
@@ -425,7 +448,14 @@ impl Publisher {
             while a.next_due <= now {
                 let ts = (a.count * 960) as u32;
                 tally.audio_packets += 1;
-                self.write(&mut a, AUDIO_PT, ts, false, payload::audio_packet(plan.audio_bytes, stamp), tally);
+                self.write(
+                    &mut a,
+                    AUDIO_PT,
+                    ts,
+                    false,
+                    payload::audio_packet(plan.audio_bytes, stamp),
+                    tally,
+                );
                 a.count += 1;
                 advance(&mut a, now);
             }
@@ -434,7 +464,15 @@ impl Publisher {
         true
     }
 
-    fn write(&mut self, s: &mut Stream, pt: u8, timestamp: u32, marker: bool, payload: Bytes, tally: &mut Tally) {
+    fn write(
+        &mut self,
+        s: &mut Stream,
+        pt: u8,
+        timestamp: u32,
+        marker: bool,
+        payload: Bytes,
+        tally: &mut Tally,
+    ) {
         let packet = rtp::Packet {
             header: rtp::Header {
                 version: 2,
@@ -479,7 +517,11 @@ impl Publisher {
                 continue;
             }
             tally.bytes += out.message.len() as u64;
-            if self.socket.try_send_to(&out.message, out.transport.peer_addr).is_err() {
+            if self
+                .socket
+                .try_send_to(&out.message, out.transport.peer_addr)
+                .is_err()
+            {
                 tally.send_errors += 1;
             }
         }

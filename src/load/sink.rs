@@ -261,7 +261,12 @@ fn thread_cpu_seconds(tid: u64) -> Option<f64> {
     super::stats::cpu_seconds_of_stat(&stat)
 }
 
-fn receive(socket: &UdpSocket, totals: &Mutex<Totals>, video: Option<VideoCodec>, stop: &AtomicBool) {
+fn receive(
+    socket: &UdpSocket,
+    totals: &Mutex<Totals>,
+    video: Option<VideoCodec>,
+    stop: &AtomicBool,
+) {
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
         let n = match socket.recv(&mut buf) {

@@ -162,7 +162,11 @@ pub fn proc_sample(pid: u32) -> Option<ProcSample> {
 /// The fields of a /proc stat line after the parenthesised command name (which may contain
 /// spaces): field 3 of the full line is index 0.
 fn stat_fields(stat: &str) -> Option<Vec<&str>> {
-    Some(stat.get(stat.rfind(')')? + 2..)?.split_whitespace().collect())
+    Some(
+        stat.get(stat.rfind(')')? + 2..)?
+            .split_whitespace()
+            .collect(),
+    )
 }
 
 /// utime + stime (fields 14 and 15) of a /proc/<pid>/stat or task stat line, in seconds.

@@ -48,7 +48,9 @@ impl Live {
 pub(crate) enum Command {
     Add(Box<Publisher>),
     /// Stop: close every publisher politely, or (`vanish`) just stop sending.
-    Stop { vanish: bool },
+    Stop {
+        vanish: bool,
+    },
 }
 
 /// Runs until told to stop; returns the connect times (POST -> connected) it saw.

@@ -4,8 +4,8 @@
 
 mod control;
 mod harness;
+mod load_smoke;
 mod publisher;
 mod simulcast;
 mod spoof;
 mod whip;
-mod load_smoke;
