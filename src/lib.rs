@@ -12,8 +12,10 @@
 //! | [`control`] | the tonic `IngestControl` service and proto conversions |
 //! | [`gateway`] | binding listeners, wiring, graceful shutdown |
 //! | [`error`] | the one error type and its HTTP / gRPC status mapping |
+//! | [`cluster`] | cluster mode on Redis: node records, publisher leases, shared state, one event stream, routed control calls |
 //! | [`config`], [`metrics`], [`codec`], [`continuity`] | configuration, Prometheus metrics, codecs and consumer SDP, output stream continuity across reconnects |
 
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod continuity;
