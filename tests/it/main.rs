@@ -2,8 +2,11 @@
 //! One integration binary: the whole gateway in-process, real WebRTC publishers, real gRPC,
 //! real HTTP, real UDP sinks.
 
+mod cluster_failover;
+mod cluster_redis;
 mod control;
 mod harness;
 mod publisher;
+mod redis_harness;
 mod simulcast;
 mod whip;
