@@ -2,12 +2,14 @@
 //!
 //! | part | Redis shape | module |
 //! |---|---|---|
+//! | this gateway as a member: heartbeat, lease upkeep, placement | — | [`node`] |
 //! | connection (direct or through Sentinel), fail-fast timeouts | — | [`conn`] |
 //! | node records: heartbeat with TTL, placement | `node:<id>` (string, PX), `nodes` (zset) | [`nodes`] |
 //! | one publisher per ingest across the cluster | `lease:<ingest>` (string, NX PX) | [`lease`] |
 //! | registrations, caps, layer choices, output stream state | `ingests`, `layers`, `outputs` (hashes), `caps` | [`state`] |
 //! | one event stream, gap-free `seq` | `events` (stream, id `<seq>-0`), `events:seq`, `events:epoch` | [`events`] |
 //! | control calls routed to the owning node | `rpc:<node>` (list), `rpc:reply:<uuid>` (list) | [`rpc`] |
+//! | a node's event clock (the store trait's epoch and reserved seqs) | `clock:<node>` (hash) | `crate::store::redis` |
 //!
 //! Every key starts with a prefix (`whipgate:` by default), so several clusters can share one
 //! Redis. Nothing here runs on the per-packet path: these are control-plane writes and
@@ -17,12 +19,14 @@
 pub mod conn;
 pub mod events;
 pub mod lease;
+pub mod node;
 pub mod nodes;
 pub mod rpc;
 pub mod state;
 pub mod url;
 
 pub use conn::{Redis, Timeouts};
+pub use node::{ClusterNode, NodeSettings};
 pub use url::RedisTarget;
 
 /// What can go wrong talking to the cluster's Redis.
@@ -108,6 +112,10 @@ impl Keys {
     /// The event stream's epoch (changes if Redis lost its data).
     pub fn events_epoch(&self) -> String {
         self.key(&["events", "epoch"])
+    }
+    /// A node's event clock (boot epoch, reserved sequence numbers) for the store trait.
+    pub fn clock(&self, node: &str) -> String {
+        self.key(&["clock", node])
     }
     /// A node's queue of routed control calls.
     pub fn rpc_queue(&self, node: &str) -> String {

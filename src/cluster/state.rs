@@ -74,6 +74,23 @@ impl SharedState {
             .await
     }
 
+    /// Writes several `(id, value)` pairs in one atomic step.
+    pub async fn put_many(
+        &self,
+        table: Table,
+        items: &[(String, String)],
+    ) -> Result<(), ClusterError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(self.hash(table));
+        for (id, value) in items {
+            cmd.arg(id).arg(value);
+        }
+        self.redis.query(&cmd).await
+    }
+
     /// Writes `id`'s value only if it has none; `false` if it had one.
     pub async fn insert_new(
         &self,

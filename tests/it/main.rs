@@ -3,6 +3,7 @@
 //! real HTTP, real UDP sinks.
 
 mod cluster_failover;
+mod cluster_gateway;
 mod cluster_redis;
 mod control;
 mod harness;
