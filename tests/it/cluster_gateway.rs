@@ -172,6 +172,16 @@ async fn redis_down_keeps_media_flowing_refuses_new_publishers_and_recovers() ->
     let during = sink.recv_n(20, PATIENCE).await?;
     assert_eq!(during.len(), 20);
     assert_eq!(a.registry.live_count(), 1);
+    let status = a
+        .grpc
+        .register_ingest(pb::RegisterIngestRequest {
+            ingest_id: "during-outage".into(),
+            video_target: sink.addr.to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no durable write without Redis");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
 
     redis.restart().await?;
     let leases = Leases::new(node_handle(&redis.url()), Keys::default());
@@ -198,5 +208,100 @@ async fn redis_down_keeps_media_flowing_refuses_new_publishers_and_recovers() ->
         .ingest
         .expect("registration intact");
     assert!(ingest.session.is_some());
+    Ok(())
+}
+
+/// Starts node `id` on a runtime of its own with a live publisher on `ingest`, and returns a
+/// switch that kills it abruptly: the runtime is dropped with every task in it (no lease
+/// release, no record removal), as kill -9 would.
+fn node_that_can_die(
+    redis_url: String,
+    id: &'static str,
+    ingest: &'static str,
+    target: std::net::SocketAddr,
+) -> Result<std::sync::mpsc::Sender<()>> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+        else {
+            let _ = ready_tx.send(Err("no runtime".into()));
+            return;
+        };
+        let alive = rt.block_on(async move {
+            let started = async {
+                let mut gw = TestGateway::start_with(move |c| {
+                    c.cluster_redis = Some(redis_url);
+                    c.node_id = Some(id.into());
+                    c.cluster_lease = Duration::from_secs(2);
+                })
+                .await?;
+                gw.register_with(pb::RegisterIngestRequest {
+                    ingest_id: ingest.into(),
+                    video_target: target.to_string(),
+                    ..Default::default()
+                })
+                .await?;
+                let published = gw.publish(ingest, Some(Video::Vp8), false).await?;
+                anyhow::Ok((gw, published))
+            };
+            match started.await {
+                Ok(alive) => {
+                    let _ = ready_tx.send(Ok(()));
+                    let _ = tokio::task::spawn_blocking(move || kill_rx.recv()).await;
+                    Some(alive)
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    None
+                }
+            }
+        });
+        // No graceful shutdown signal: the gateway and its publisher just stop existing.
+        std::mem::forget(alive);
+        rt.shutdown_background();
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(30))?
+        .map_err(anyhow::Error::msg)?;
+    Ok(kill_tx)
+}
+
+#[tokio::test]
+async fn a_dead_nodes_ingest_accepts_a_publisher_elsewhere_within_the_lease_time() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    let sink = UdpSink::bind().await?;
+    let kill_b = node_that_can_die(redis.url(), "b", "cam", sink.addr)?;
+    let mut c = node(&redis, "c", |_| {}).await?;
+    c.register("cam", Some(&sink), None).await?;
+    sink.recv_rtp(PATIENCE).await?;
+    let refused = post(&c, "cam").await?;
+    assert_eq!(refused.status(), 409, "b holds the lease");
+
+    kill_b.send(())?;
+    let killed = std::time::Instant::now();
+    let leases = Leases::new(node_handle(&redis.url()), Keys::default());
+    eventually(PATIENCE, "b's lease to expire", || async {
+        leases.holder("cam").await.ok()?.is_none().then_some(())
+    })
+    .await?;
+    assert!(
+        killed.elapsed() < Duration::from_secs(2) + Duration::from_millis(1500),
+        "expired after {:?} (lease 2 s)",
+        killed.elapsed()
+    );
+    let _second = c.publish("cam", Some(Video::Vp8), false).await?;
+    sink.drain();
+    sink.recv_rtp(PATIENCE).await?;
+    assert_eq!(leases.holder("cam").await?.expect("lease").node, "c");
+    let nodes = Nodes::new(node_handle(&redis.url()), Keys::default());
+    eventually(PATIENCE, "b's record to expire", || async {
+        let l = nodes.list().await.ok()?;
+        l.iter().all(|n| n.id != "b").then_some(())
+    })
+    .await?;
     Ok(())
 }

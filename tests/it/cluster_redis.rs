@@ -351,5 +351,15 @@ async fn redis_down_fails_fast_and_everything_works_again_after_restart() -> Res
         Acquired::Won
     );
     assert_eq!(events.append("a", "after").await?, 2, "seq continues");
+
+    // A clean stop (SIGTERM) and start: the same.
+    redis.stop();
+    redis.restart().await?;
+    let back = eventually(Duration::from_secs(5), "Redis after SIGTERM", || async {
+        state.get(Table::Ingests, "cam").await.ok()
+    })
+    .await?;
+    assert_eq!(back.as_deref(), Some("spec"));
+    assert_eq!(events.last_seq().await?, 2);
     Ok(())
 }
