@@ -305,3 +305,48 @@ async fn a_dead_nodes_ingest_accepts_a_publisher_elsewhere_within_the_lease_time
     .await?;
     Ok(())
 }
+
+/// POST-to-201 latency of `n` publish/DELETE cycles, sorted (ms).
+async fn admission_latencies(gw: &mut TestGateway, n: usize) -> Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (_publisher, offer) = Publisher::new(Some(Video::Vp8), false).await?;
+        let started = std::time::Instant::now();
+        let response = gw.post_offer("lat", &offer, None).await?;
+        out.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(response.status(), 201);
+        let location = header(&response, "location")?;
+        assert_eq!(gw.delete(&location).await?, 204);
+        gw.all_clean().await?;
+    }
+    out.sort_by(f64::total_cmp);
+    Ok(out)
+}
+
+/// Benchmark-class (run by hand): `cargo test --release --test it admission_latency -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "measurement, not a check"]
+async fn admission_latency_single_node_vs_cluster() -> Result<()> {
+    const N: usize = 40;
+    let redis = RedisServer::start().await?;
+    let mut single = TestGateway::start().await?;
+    let mut clustered = node(&redis, "a", |_| {}).await?;
+    let sink = UdpSink::bind().await?;
+    single.register("lat", Some(&sink), None).await?;
+    clustered.register("lat", Some(&sink), None).await?;
+    // Warm up both, then measure each.
+    admission_latencies(&mut single, 5).await?;
+    admission_latencies(&mut clustered, 5).await?;
+    let s = admission_latencies(&mut single, N).await?;
+    let c = admission_latencies(&mut clustered, N).await?;
+    let p = |v: &[f64], q: f64| v[((v.len() - 1) as f64 * q) as usize];
+    println!(
+        "admission latency over {N} publishes: single node p50 {:.2} ms p90 {:.2} ms; \
+         cluster (Redis) p50 {:.2} ms p90 {:.2} ms",
+        p(&s, 0.5),
+        p(&s, 0.9),
+        p(&c, 0.5),
+        p(&c, 0.9)
+    );
+    Ok(())
+}
