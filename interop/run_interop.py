@@ -920,9 +920,10 @@ class Row:
         if client in ("chromium", "firefox"):
             profile = Path(tempfile.mkdtemp(prefix=f"{client}-profile-", dir=wd))
             procs.watch_dir(str(profile))
+            # The page takes the token from the fragment only (never sent to the server).
             page = f"http://{http}/publish/{ingest_id}?codec={codec}" + \
-                (f"&token={token}" if token else "") + \
-                ("&simulcast" if spec.get("simulcast") else "") + "&autostart"
+                ("&simulcast" if spec.get("simulcast") else "") + "&autostart" + \
+                (f"#token={token}" if token else "")
             shot = ["--screenshot", str(SCREENSHOT)] if spec.get("screenshot") else []
             if shot:
                 SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)

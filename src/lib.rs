@@ -12,6 +12,7 @@
 //! | [`control`] | the tonic `IngestControl` service and proto conversions |
 //! | [`gateway`] | binding listeners, wiring, graceful shutdown |
 //! | [`error`] | the one error type and its HTTP / gRPC status mapping |
+//! | [`secret`] | constant-time checks of the API key and bearer tokens |
 //! | [`config`], [`metrics`], [`codec`], [`continuity`] | configuration, Prometheus metrics, codecs and consumer SDP, output stream continuity across reconnects |
 
 pub mod codec;
@@ -23,6 +24,7 @@ pub mod gateway;
 pub mod media;
 pub mod metrics;
 pub mod registry;
+pub mod secret;
 pub mod whip;
 
 pub use config::Config;

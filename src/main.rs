@@ -1,10 +1,8 @@
 //! The `whipgate` binary: parse configuration, init logging, run until SIGINT/SIGTERM.
 
 use anyhow::Context;
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use whipgate::Gateway;
-use whipgate::config::Cli;
+use whipgate::{Config, Gateway};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -15,8 +13,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let config = Cli::parse()
-        .into_config()
+    let config = Config::from_cli()
         .map_err(anyhow::Error::msg)
         .context("invalid configuration")?;
     let gateway = Gateway::bind(config).await.context("binding listeners")?;

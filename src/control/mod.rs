@@ -1,18 +1,22 @@
 //! The gRPC control plane (`whipgate.v1.IngestControl`), over the shared registry.
 
 mod convert;
+pub mod limits;
+mod watch;
 
-use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::Stream;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::error::Error;
-use crate::registry::{Event, Registry};
+use crate::registry::Registry;
+use watch::{Filter, WatchState, next_event};
+
+pub use limits::api_key_interceptor;
 
 /// Generated protobuf and gRPC code.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -31,12 +35,18 @@ use pb::ingest_control_server::IngestControl;
 pub struct ControlService {
     registry: Registry,
     shutdown: CancellationToken,
+    watchers: Arc<Semaphore>,
 }
 
 impl ControlService {
-    /// A service over `registry`; event streams end when `shutdown` is cancelled.
-    pub fn new(registry: Registry, shutdown: CancellationToken) -> Self {
-        ControlService { registry, shutdown }
+    /// A service over `registry` allowing `max_watchers` concurrent WatchEvents streams;
+    /// event streams end when `shutdown` is cancelled.
+    pub fn new(registry: Registry, shutdown: CancellationToken, max_watchers: usize) -> Self {
+        ControlService {
+            registry,
+            shutdown,
+            watchers: Arc::new(Semaphore::new(max_watchers)),
+        }
     }
 
     fn done<T>(&self, method: &str, result: Result<T, Error>) -> Result<Response<T>, Status> {
@@ -73,38 +83,6 @@ fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-/// Checks `authorization: Bearer <key>` on every control RPC (constant-time compare).
-pub fn api_key_interceptor(
-    key: Option<String>,
-    registry: Registry,
-) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
-    let key: Option<Arc<[u8]>> = key.map(|k| Arc::from(k.into_bytes()));
-    move |request: Request<()>| {
-        let Some(expected) = &key else {
-            return Ok(request);
-        };
-        let given = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim().as_bytes().to_vec());
-        use subtle::ConstantTimeEq;
-        match given {
-            Some(given) if bool::from(given.as_slice().ct_eq(expected)) => Ok(request),
-            _ => {
-                registry
-                    .metrics()
-                    .control_requests
-                    .with_label_values(&["auth", "UNAUTHENTICATED"])
-                    .inc();
-                Err(Status::unauthenticated("missing or invalid API key"))
-            }
-        }
-    }
-}
-
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -115,10 +93,18 @@ impl IngestControl for ControlService {
     ) -> Result<Response<pb::RegisterIngestResponse>, Status> {
         let req = request.into_inner();
         let result = async {
+            limits::check_register(&req)?;
             let video = convert::target("video", &req.video_target).await?;
             let audio = convert::target("audio", &req.audio_target).await?;
             let spec = convert::spec(&req, video, audio)?;
             let (view, created) = self.registry.register(spec, req.replace)?;
+            if !view.has_bearer_token {
+                tracing::warn!(
+                    ingest = %view.spec.id,
+                    "ingest registered without a bearer token: anyone who knows its id can publish \
+                     to it (set bearer_token)"
+                );
+            }
             Ok(pb::RegisterIngestResponse {
                 ingest: Some(convert::ingest(&view)),
                 created,
@@ -154,10 +140,16 @@ impl IngestControl for ControlService {
 
     async fn list_ingests(
         &self,
-        _request: Request<pb::ListIngestsRequest>,
+        request: Request<pb::ListIngestsRequest>,
     ) -> Result<Response<pb::ListIngestsResponse>, Status> {
-        let ingests = self.registry.list().iter().map(convert::ingest).collect();
-        self.done("ListIngests", Ok(pb::ListIngestsResponse { ingests }))
+        let req = request.into_inner();
+        let result = limits::page(self.registry.list(), req.page_size, &req.page_token).map(
+            |(page, next_page_token)| pb::ListIngestsResponse {
+                ingests: page.iter().map(convert::ingest).collect(),
+                next_page_token,
+            },
+        );
+        self.done("ListIngests", result)
     }
 
     async fn set_caps(
@@ -208,9 +200,8 @@ impl IngestControl for ControlService {
         request: Request<pb::TeardownStreamRequest>,
     ) -> Result<Response<pb::TeardownStreamResponse>, Status> {
         let req = request.into_inner();
-        let result = self
-            .registry
-            .teardown(&req.ingest_id, &req.reason)
+        let result = limits::check_reason(&req.reason)
+            .and_then(|()| self.registry.teardown(&req.ingest_id, &req.reason))
             .map(|session_closed| pb::TeardownStreamResponse { session_closed });
         self.done("TeardownStream", result)
     }
@@ -244,6 +235,15 @@ impl IngestControl for ControlService {
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let req = request.into_inner();
+        if let Err(err) = limits::check_watch(&req) {
+            return self.done("WatchEvents", Err(err));
+        }
+        let Ok(permit) = Arc::clone(&self.watchers).try_acquire_owned() else {
+            return self.done(
+                "WatchEvents",
+                Err(Error::Overloaded("too many event watchers".into())),
+            );
+        };
         let subscription = match self.registry.subscribe(req.from_seq) {
             Ok(s) => s,
             Err(err) => return self.done("WatchEvents", Err(err)),
@@ -259,139 +259,9 @@ impl IngestControl for ControlService {
             shutdown: self.shutdown.clone(),
             last_seq: req.from_seq.saturating_sub(1),
             finished: false,
+            _permit: Some(permit),
         };
         let stream = futures_util::stream::unfold(state, next_event);
         self.done("WatchEvents", Ok(Box::pin(stream) as EventStream))
-    }
-}
-
-struct Filter {
-    ingests: HashSet<String>,
-    kinds: HashSet<i32>,
-}
-
-impl Filter {
-    fn accepts(&self, event: &Event) -> bool {
-        (self.ingests.is_empty() || self.ingests.contains(&event.ingest_id))
-            && (self.kinds.is_empty()
-                || self
-                    .kinds
-                    .contains(&(convert::event_kind(&event.payload) as i32)))
-    }
-}
-
-struct WatchState {
-    replay: std::vec::IntoIter<Arc<Event>>,
-    live: tokio::sync::broadcast::Receiver<Arc<Event>>,
-    filter: Filter,
-    shutdown: CancellationToken,
-    last_seq: u64,
-    finished: bool,
-}
-
-async fn next_event(mut s: WatchState) -> Option<(Result<pb::Event, Status>, WatchState)> {
-    if s.finished {
-        return None;
-    }
-    loop {
-        let event = match s.replay.next() {
-            Some(event) => event,
-            None => {
-                // Biased to the channel: events emitted while draining (session-ended with
-                // reason shutdown) still reach the watcher before the stream ends.
-                let received = tokio::select! {
-                    biased;
-                    received = s.live.recv() => received,
-                    _ = s.shutdown.cancelled() => {
-                        s.finished = true;
-                        return Some((Err(Status::unavailable("gateway is shutting down")), s));
-                    }
-                };
-                match received {
-                    Ok(event) => event,
-                    Err(RecvError::Lagged(_)) => {
-                        s.finished = true;
-                        let resume = s.last_seq + 1;
-                        let err = Error::Lagged(format!(
-                            "watcher fell behind the event stream; resume with from_seq={resume}"
-                        ));
-                        return Some((Err(Status::from(err)), s));
-                    }
-                    Err(RecvError::Closed) => return None,
-                }
-            }
-        };
-        // The replay and the live tail may overlap by the events emitted in between.
-        if event.seq <= s.last_seq {
-            continue;
-        }
-        s.last_seq = event.seq;
-        if s.filter.accepts(&event) {
-            return Some((Ok(convert::event(&event)), s));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::registry::EventPayload;
-    use std::time::SystemTime;
-
-    fn event(seq: u64) -> Arc<Event> {
-        Arc::new(Event {
-            seq,
-            at: SystemTime::now(),
-            ingest_id: "a".into(),
-            session_id: None,
-            payload: EventPayload::IngestUnregistered,
-        })
-    }
-
-    fn watch(live: tokio::sync::broadcast::Receiver<Arc<Event>>, last_seq: u64) -> WatchState {
-        WatchState {
-            replay: Vec::new().into_iter(),
-            live,
-            filter: Filter {
-                ingests: HashSet::new(),
-                kinds: HashSet::new(),
-            },
-            shutdown: CancellationToken::new(),
-            last_seq,
-            finished: false,
-        }
-    }
-
-    #[tokio::test]
-    async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
-        let (tx, rx) = tokio::sync::broadcast::channel(2);
-        let state = watch(rx, 0);
-        for seq in 1..=5 {
-            tx.send(event(seq)).unwrap();
-        }
-        let (first, state) = next_event(state).await.unwrap();
-        let status = first.unwrap_err();
-        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
-        assert!(
-            status.message().contains("from_seq=1"),
-            "{}",
-            status.message()
-        );
-        assert!(
-            next_event(state).await.is_none(),
-            "the stream ends after the status"
-        );
-    }
-
-    #[tokio::test]
-    async fn shutdown_ends_the_stream_after_what_is_queued() {
-        let (tx, rx) = tokio::sync::broadcast::channel(8);
-        let state = watch(rx, 0);
-        tx.send(event(1)).unwrap();
-        state.shutdown.cancel();
-        let (first, state) = next_event(state).await.unwrap();
-        assert_eq!(first.unwrap().seq, 1, "queued events still arrive");
-        let (last, _) = next_event(state).await.unwrap();
-        assert_eq!(last.unwrap_err().code(), tonic::Code::Unavailable);
     }
 }

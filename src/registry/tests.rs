@@ -96,7 +96,7 @@ fn a_session_ends_once_and_cancels_its_task() {
     r.register(spec("a"), false).expect("register");
     let mut sub = r.subscribe(0).expect("subscribe");
     let admission = r.admit("a", None).expect("admit");
-    r.publish_accepted(admission.session_id, None, "\"e\"");
+    assert!(r.publish_accepted(admission.session_id, None, "\"e\""));
     assert!(r.end_session(admission.session_id, EndReason::PublisherDelete, "bye"));
     assert!(!r.end_session(admission.session_id, EndReason::Error, "again"));
     assert!(admission.cancel.is_cancelled());
@@ -119,7 +119,7 @@ fn teardown_keeps_the_ingest_and_unregister_removes_it() {
     let r = registry(4);
     r.register(spec("a"), false).expect("register");
     let admission = r.admit("a", None).expect("admit");
-    r.publish_accepted(admission.session_id, None, "\"e\"");
+    assert!(r.publish_accepted(admission.session_id, None, "\"e\""));
     assert!(r.teardown("a", "").expect("teardown"));
     assert!(!r.teardown("a", "").expect("nothing live"));
     assert!(r.get("a").is_ok());
@@ -194,7 +194,7 @@ fn a_replacing_ingest_hands_the_stream_to_the_new_publisher() {
     s.replace_publisher = true;
     r.register(s, false).expect("register");
     let first = r.admit("a", None).expect("first");
-    r.publish_accepted(first.session_id, None, "\"e\"");
+    assert!(r.publish_accepted(first.session_id, None, "\"e\""));
     let mut sub = r.subscribe(0).expect("subscribe");
     let second = r
         .admit("a", None)

@@ -4,28 +4,31 @@
 //! `PATCH` on the session takes trickle-ICE fragments. Every status comes from
 //! [`crate::error::Error`].
 
+mod guards;
 mod offer;
+mod ratelimit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use uuid::Uuid;
 
-use crate::config::IceServer;
-use crate::error::Error;
+use crate::config::Config;
+use crate::error::{Bounded, Error};
 use crate::media::Media;
 use crate::registry::{Registry, SessionCommand};
 
+pub use guards::EdgeLimits;
 pub use offer::plan as plan_offer;
+pub use ratelimit::RateLimiter;
 
 const SDP: &str = "application/sdp";
 const TRICKLE_ICE: &str = "application/trickle-ice-sdpfrag";
@@ -39,12 +42,15 @@ pub struct WhipState {
     pub media: Media,
     /// `Link: rel="ice-server"` values sent on every 201.
     pub ice_server_links: Arc<[HeaderValue]>,
+    /// Rate limits, caps and timeouts.
+    pub limits: Arc<EdgeLimits>,
 }
 
 impl WhipState {
     /// State for the router; `Link` headers are built once from the configured ICE servers.
-    pub fn new(registry: Registry, media: Media, ice_servers: &[IceServer]) -> Result<Self, Error> {
-        let links = ice_servers
+    pub fn new(registry: Registry, media: Media, config: &Config) -> Result<Self, Error> {
+        let links = config
+            .ice_servers
             .iter()
             .map(|s| HeaderValue::from_str(&s.link_header()).map_err(Error::internal))
             .collect::<Result<Vec<_>, _>>()?;
@@ -52,17 +58,13 @@ impl WhipState {
             registry,
             media,
             ice_server_links: links.into(),
+            limits: Arc::new(EdgeLimits::new(config)),
         })
     }
 }
 
-/// The WHIP router (plus `/metrics` and `/healthz` when `with_metrics`).
-pub fn router(
-    state: WhipState,
-    cors_origins: &[String],
-    max_sdp_bytes: usize,
-    with_metrics: bool,
-) -> Router {
+/// The WHIP router and pages, `/healthz`, and `/metrics` when `with_metrics`.
+pub fn router(state: WhipState, config: &Config, with_metrics: bool) -> Router {
     let mut router = Router::new()
         .route("/whip/{ingest_id}", post(publish).get(no_content))
         .route(
@@ -75,12 +77,13 @@ pub fn router(
         router = router.route("/metrics", get(metrics));
     }
     router
-        .layer(DefaultBodyLimit::max(max_sdp_bytes))
+        .layer(DefaultBodyLimit::max(config.max_sdp_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), guards::guard))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            record_request,
+            guards::record_request,
         ))
-        .layer(cors(cors_origins))
+        .layer(cors(&config.cors_origins))
         .layer(middleware::map_response_with_state((), advertise_methods))
         .with_state(state)
 }
@@ -121,26 +124,6 @@ fn cors(origins: &[String]) -> CorsLayer {
         ])
 }
 
-async fn record_request(State(state): State<WhipState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().clone();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let metrics = state.registry.metrics();
-    metrics
-        .whip_requests
-        .with_label_values(&[route.as_str(), method.as_str(), response.status().as_str()])
-        .inc();
-    metrics
-        .whip_request_duration
-        .with_label_values(&[route.as_str()])
-        .observe(started.elapsed().as_secs_f64());
-    response
-}
-
 fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -165,7 +148,7 @@ async fn publish(
     let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
     let result = publish_inner(&state, &ingest_id, peer, &headers, body).await;
     if let Err(err) = &result {
-        tracing::info!(ingest = %ingest_id, status = %err.http_status(), %err, "publish refused");
+        tracing::info!(ingest = %Bounded(&ingest_id), status = %err.http_status(), err = %Bounded(&err.to_string()), "publish refused");
         state.registry.publish_rejected(&ingest_id, err);
     }
     result
@@ -195,12 +178,24 @@ async fn publish_inner(
     let offer = String::from_utf8(body.to_vec())
         .map_err(|_| Error::BadRequest("SDP offer is not UTF-8".into()))?;
     let plan = plan_offer(&offer, &spec)?;
+    // Taken before admission: a refused negotiation must not kick a REPLACE ingest's publisher.
+    let _negotiating = Arc::clone(&state.limits.negotiations)
+        .try_acquire_owned()
+        .map_err(|_| Error::Overloaded("too many negotiations in progress".into()))?;
     let admission = state.registry.admit(ingest_id, token)?;
     let session_id = admission.session_id;
     let answer = state.media.publish(admission, offer, plan).await?;
-    state
+    // Torn down, replaced or unregistered while negotiating: no 201 for a dead session.
+    if !state
         .registry
-        .publish_accepted(session_id, peer, &answer.etag);
+        .publish_accepted(session_id, peer, &answer.etag)
+    {
+        return Err(if state.registry.is_draining() {
+            Error::Draining
+        } else {
+            Error::SessionEnded
+        });
+    }
     tracing::info!(ingest = %ingest_id, %session_id, "publish accepted");
     let location = format!("/whip/{ingest_id}/{session_id}");
     let mut response = (StatusCode::CREATED, answer.sdp).into_response();
@@ -234,7 +229,7 @@ async fn stop(
     if let Ok(id) = Uuid::parse_str(&session_id)
         && state.registry.end_publisher_session(&ingest_id, id)
     {
-        tracing::info!(ingest = %ingest_id, session_id = %id, "publisher sent DELETE");
+        tracing::info!(ingest = %Bounded(&ingest_id), session_id = %id, "publisher sent DELETE");
     }
     Ok(StatusCode::NO_CONTENT)
 }

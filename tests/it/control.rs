@@ -213,7 +213,7 @@ async fn register_is_idempotent_refuses_conflicts_replaces_and_validates() -> Re
     }
     let list = gw
         .grpc
-        .list_ingests(pb::ListIngestsRequest {})
+        .list_ingests(pb::ListIngestsRequest::default())
         .await?
         .into_inner();
     let ids: Vec<&str> = list.ingests.iter().map(|i| i.ingest_id.as_str()).collect();
@@ -522,7 +522,7 @@ fn with_auth<T>(message: T, authorization: &str) -> Result<tonic::Request<T>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_guards_control_rpcs_but_not_health() -> Result<()> {
     let mut gw = TestGateway::start_with(|c| c.api_key = Some("k".into())).await?;
-    let list = || pb::ListIngestsRequest {};
+    let list = || pb::ListIngestsRequest::default();
     assert_eq!(
         code(gw.grpc.list_ingests(list()).await),
         Code::Unauthenticated
