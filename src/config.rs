@@ -249,7 +249,7 @@ impl Default for Config {
 
 impl Config {
     /// A configuration for tests and embedding: every listener on `127.0.0.1:0`, no drain
-    /// window.
+    /// window, no per-client rate limit (every local client shares one address).
     pub fn loopback() -> Self {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         Config {
@@ -258,6 +258,7 @@ impl Config {
             udp_listen: any,
             tcp_listen: Some(any),
             drain: Duration::ZERO,
+            rate_limit_per_sec: 0.0,
             ..Config::default()
         }
     }

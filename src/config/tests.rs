@@ -12,7 +12,10 @@ fn temp_file(name: &str, text: &str) -> PathBuf {
 fn defaults_match_the_documented_ports() {
     let c = Config::default();
     assert_eq!(c.http_listen.port(), 8080);
-    assert_eq!(c.grpc_listen, "127.0.0.1:50051".parse::<SocketAddr>().unwrap());
+    assert_eq!(
+        c.grpc_listen,
+        "127.0.0.1:50051".parse::<SocketAddr>().unwrap()
+    );
     assert_eq!(c.udp_listen.port(), 8189);
     assert_eq!(c.tcp_listen.map(|a| a.port()), Some(8189));
     assert_eq!(c.max_publishers, 64);
@@ -41,7 +44,11 @@ fn flags_win_over_the_file_which_wins_over_defaults() {
     std::fs::remove_file(&path).ok();
     assert_eq!(c.max_publishers, 7, "flag over file");
     assert_eq!(c.answer_timeout, Duration::from_secs(3), "flag over file");
-    assert_eq!(c.http_listen, "127.0.0.1:9000".parse::<SocketAddr>().unwrap(), "file");
+    assert_eq!(
+        c.http_listen,
+        "127.0.0.1:9000".parse::<SocketAddr>().unwrap(),
+        "file"
+    );
     assert_eq!(c.media_timeout, Duration::from_millis(2500), "file");
     assert_eq!(c.connect_timeout, Duration::from_secs(30), "default");
 }

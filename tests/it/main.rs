@@ -2,7 +2,11 @@
 //! One integration binary: the whole gateway in-process, real WebRTC publishers, real gRPC,
 //! real HTTP, real UDP sinks.
 
+mod config_cli;
 mod control;
+mod drain;
+mod edge_http;
+mod hardening;
 mod harness;
 mod publisher;
 mod simulcast;
