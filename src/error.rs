@@ -165,8 +165,8 @@ fn retry_after_secs(wait: std::time::Duration) -> u64 {
 /// Bytes of outside input at most in one event field or log value.
 pub const MAX_LOGGED_BYTES: usize = 256;
 
-/// Outside input made safe for events and logs: at most [`MAX_LOGGED_BYTES`] bytes (cut on a
-/// character boundary, marked with `…`), control characters escaped (`\n`, `\u{1b}`), so a
+/// Outside input made safe for events and logs: at most [`MAX_LOGGED_BYTES`] bytes once
+/// escaped (cut on a character boundary, marked with `…`), control characters escaped (`\n`, `\u{1b}`), so a
 /// value cannot forge log lines or terminal escapes.
 pub fn bounded(value: &str) -> String {
     Bounded(value).to_string()
@@ -177,20 +177,20 @@ pub struct Bounded<'a>(pub &'a str);
 
 impl std::fmt::Display for Bounded<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use std::fmt::Write;
-        let mut end = self.0.len().min(MAX_LOGGED_BYTES);
-        while !self.0.is_char_boundary(end) {
-            end -= 1;
-        }
-        for c in self.0[..end].chars() {
+        let mut written = 0;
+        let mut piece = String::new();
+        for c in self.0.chars() {
+            piece.clear();
             if c.is_control() {
-                write!(f, "{}", c.escape_default())?;
+                piece.extend(c.escape_default());
             } else {
-                f.write_char(c)?;
+                piece.push(c);
             }
-        }
-        if end < self.0.len() {
-            f.write_char('…')?;
+            if written + piece.len() > MAX_LOGGED_BYTES {
+                return f.write_str("…");
+            }
+            f.write_str(&piece)?;
+            written += piece.len();
         }
         Ok(())
     }

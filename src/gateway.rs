@@ -177,8 +177,9 @@ impl Gateway {
         let deadline = tokio::time::Instant::now() + config.shutdown_grace;
         tracing::info!(window = ?config.drain, "shutting down: draining (health 503, new publishes refused)");
         set_serving(&health, false).await;
-        registry.start_draining();
+        registry.stop_admitting();
         tokio::time::sleep(config.drain).await;
+        registry.start_draining();
         tracing::info!(
             live = registry.live_count(),
             "drain window over: ending sessions"

@@ -211,3 +211,45 @@ fn a_replacing_ingest_hands_the_stream_to_the_new_publisher() {
         }
     ));
 }
+
+#[test]
+fn a_session_ended_during_negotiation_is_not_announced() {
+    let r = registry(1);
+    r.register(spec("a"), false).expect("register");
+    let admission = r.admit("a", None).expect("admit");
+    let mut sub = r.subscribe(0).expect("subscribe");
+    r.teardown("a", "operator").expect("teardown");
+    assert!(
+        !r.publish_accepted(admission.session_id, None, "\"e\""),
+        "no 201 for a torn-down session"
+    );
+    let mut kinds = Vec::new();
+    while let Ok(event) = sub.live.try_recv() {
+        kinds.push(event.payload.kind_name());
+    }
+    // An unannounced session ends silently: no publish_accepted, and nothing to end.
+    assert!(kinds.is_empty(), "{kinds:?}");
+}
+
+#[test]
+fn refusals_for_unknown_ingests_are_counted_not_announced() {
+    let r = registry(1);
+    let mut sub = r.subscribe(0).expect("subscribe");
+    r.publish_rejected("nobody", &Error::IngestNotFound("nobody".into()));
+    assert!(sub.live.try_recv().is_err());
+    r.register(spec("a"), false).expect("register");
+    let long = format!("\n{}", "x".repeat(1000));
+    r.publish_rejected("a", &Error::BadRequest(long));
+    let mut detail = None;
+    while let Ok(event) = sub.live.try_recv() {
+        if let EventPayload::PublishRejected { detail: d, .. } = &event.payload {
+            detail = Some(d.clone());
+        }
+    }
+    let detail = detail.expect("an event for a registered ingest");
+    assert!(
+        detail.len() <= crate::error::MAX_LOGGED_BYTES + 3,
+        "bounded"
+    );
+    assert!(!detail.contains('\n'), "escaped");
+}
