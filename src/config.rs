@@ -126,6 +126,14 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub ice_servers: Vec<IceServer>,
+    /// Directory of the embedded store (registrations, tokens, caps, stream continuity),
+    /// created if missing; `None` (embedders, tests): in memory only.
+    #[arg(long, env = "WHIPGATE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Kernel receive and send buffer of the media socket in bytes (0: the kernel default).
+    #[arg(long, env = "WHIPGATE_MEDIA_SOCKET_BUFFER", default_value_t = 8 * 1024 * 1024)]
+    pub media_socket_buffer: usize,
     /// WHIP requests (POST, PATCH, DELETE) per second allowed per client IP (IPv6: per /64);
     /// 0 turns rate limiting off. Over it: 429 with Retry-After.
     #[arg(long, env = "WHIPGATE_RATE_LIMIT_PER_SEC", default_value_t = 5.0)]
@@ -157,6 +165,10 @@ pub struct Config {
     #[arg(long, env = "WHIPGATE_GRPC_MAX_WATCHERS", default_value_t = 64)]
     pub grpc_max_watchers: usize,
 }
+
+/// The data dir when none is configured: relative to the working directory, so
+/// `cargo run --release` on a fresh checkout just works.
+pub const DEFAULT_DATA_DIR: &str = "whipgate-data";
 
 /// A STUN or TURN server for publishers (RFC 9725 section 4.6). On the command line a bare
 /// URI; in the file a URI string or a table with credentials.
@@ -257,6 +269,7 @@ impl Config {
             grpc_listen: any,
             udp_listen: any,
             tcp_listen: Some(any),
+            data_dir: None,
             drain: Duration::ZERO,
             rate_limit_per_sec: 0.0,
             ..Config::default()

@@ -3,7 +3,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::registry::RejectReason;
+use crate::registry::{MAX_INGEST_ID_LEN, RegistryError, RejectReason};
 
 /// Seconds a publisher is told to wait before retrying when the gateway is full or draining.
 const RETRY_AFTER_SECS: &str = "5";
@@ -68,6 +68,9 @@ pub enum Error {
     /// The session ended (replaced, torn down, unregistered) before its answer was sent.
     #[error("the session ended during negotiation")]
     SessionEnded,
+    /// A watcher named the event epoch of another gateway run.
+    #[error("{0}")]
+    StaleEpoch(String),
     /// A bug or an environment failure; details go to the log, not to the client.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -99,6 +102,7 @@ impl Error {
             Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::OutOfRange(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             Error::Lagged(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::StaleEpoch(_) => StatusCode::PRECONDITION_FAILED,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -122,6 +126,7 @@ impl Error {
             Error::PreconditionFailed | Error::PreconditionRequired => Code::FailedPrecondition,
             Error::OutOfRange(_) => Code::OutOfRange,
             Error::Lagged(_) => Code::ResourceExhausted,
+            Error::StaleEpoch(_) => Code::FailedPrecondition,
             Error::Internal(_) => Code::Internal,
         }
     }
@@ -162,37 +167,40 @@ fn retry_after_secs(wait: std::time::Duration) -> u64 {
     whole.max(1)
 }
 
-/// Bytes of outside input at most in one event field or log value.
-pub const MAX_LOGGED_BYTES: usize = 256;
+pub use crate::untrusted::{Bounded, MAX_LOGGED_BYTES, bounded};
 
-/// Outside input made safe for events and logs: at most [`MAX_LOGGED_BYTES`] bytes once
-/// escaped (cut on a character boundary, marked with `…`), control characters escaped (`\n`, `\u{1b}`), so a
-/// value cannot forge log lines or terminal escapes.
-pub fn bounded(value: &str) -> String {
-    Bounded(value).to_string()
-}
-
-/// [`bounded`] as a `Display` wrapper, for `tracing` fields without an allocation up front.
-pub struct Bounded<'a>(pub &'a str);
-
-impl std::fmt::Display for Bounded<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut written = 0;
-        let mut piece = String::new();
-        for c in self.0.chars() {
-            piece.clear();
-            if c.is_control() {
-                piece.extend(c.escape_default());
-            } else {
-                piece.push(c);
-            }
-            if written + piece.len() > MAX_LOGGED_BYTES {
-                return f.write_str("…");
-            }
-            f.write_str(&piece)?;
-            written += piece.len();
+impl From<RegistryError> for Error {
+    fn from(err: RegistryError) -> Self {
+        match err {
+            RegistryError::InvalidIngestId(id) => Error::BadRequest(format!(
+                "invalid ingest id {id:?}: 1 to {MAX_INGEST_ID_LEN} characters of [A-Za-z0-9._~-]"
+            )),
+            RegistryError::IngestNotFound(id) => Error::IngestNotFound(id),
+            RegistryError::IngestExists(id) => Error::IngestExists(id),
+            RegistryError::SessionNotFound => Error::SessionNotFound,
+            RegistryError::PublisherConflict(id) => Error::PublisherConflict(id),
+            RegistryError::CapReached(live) => Error::CapReached(live),
+            RegistryError::Draining => Error::Draining,
+            RegistryError::Unauthorized => Error::Unauthorized,
+            RegistryError::BadOffer(reason) => Error::BadRequest(reason),
+            RegistryError::SessionBusy => Error::Unprocessable("the session is busy; retry".into()),
+            RegistryError::EventsGone { from_seq, oldest } => Error::OutOfRange(format!(
+                "from_seq {from_seq} is older than the event history (oldest held: {oldest})"
+            )),
+            RegistryError::EventsAhead { from_seq, newest } => Error::OutOfRange(format!(
+                "from_seq {from_seq} is beyond the newest event ({newest})"
+            )),
+            RegistryError::StaleEpoch {
+                requested,
+                current,
+                oldest,
+            } => Error::StaleEpoch(format!(
+                "events of epoch {requested} are gone: the gateway restarted and now runs \
+                 epoch {current}; resume with epoch {current} from_seq {oldest} (oldest held) \
+                 or from_seq 0 (live only)"
+            )),
+            err @ RegistryError::Store(_) => Error::internal(err),
         }
-        Ok(())
     }
 }
 
@@ -263,7 +271,7 @@ mod tests {
             Error::UnsupportedMediaType(_) => ("fix the content type", 415),
             Error::GatherTimeout => ("retry now", 504),
             Error::RequestTimeout => ("send the request faster", 408),
-            Error::PreconditionFailed => ("refetch the ETag", 412),
+            Error::PreconditionFailed | Error::StaleEpoch(_) => ("refetch the state", 412),
             Error::PreconditionRequired => ("send If-Match", 428),
             Error::Unprocessable(_) => ("offer something else", 422),
             Error::OutOfRange(_) => ("resume from the start", 416),
@@ -293,6 +301,7 @@ mod tests {
             Error::RateLimited(std::time::Duration::from_millis(1500)),
             Error::SessionEnded,
             Error::RequestTimeout,
+            Error::StaleEpoch("x".into()),
             Error::internal("x"),
         ]
     }
@@ -327,20 +336,6 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), all.len());
-    }
-
-    #[test]
-    fn outside_strings_are_bounded_and_escaped() {
-        assert_eq!(bounded("a\nb\u{1b}[31m"), "a\\nb\\u{1b}[31m");
-        let long = "é".repeat(300);
-        let cut = bounded(&long);
-        assert!(
-            cut.len() <= MAX_LOGGED_BYTES + '…'.len_utf8(),
-            "{}",
-            cut.len()
-        );
-        assert!(cut.ends_with('…'));
-        assert_eq!(bounded("short"), "short");
     }
 
     #[test]

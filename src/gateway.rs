@@ -58,14 +58,21 @@ impl Gateway {
     pub async fn bind(config: Config) -> Result<Self, Error> {
         config.validate().map_err(Error::BadRequest)?;
         let metrics = Arc::new(Metrics::new(config.metrics_ingest_label).map_err(Error::internal)?);
-        let registry = Registry::new(
+        // The store is read back before any listener opens.
+        let store = crate::store::open(config.data_dir.as_deref()).map_err(Error::internal)?;
+        let registry = Registry::restore(
+            store,
             Caps {
                 max_publishers: config.max_publishers,
             },
             config.event_history,
             Arc::clone(&metrics),
-        );
+        )
+        .await?;
         let tracker = TaskTracker::new();
+        metrics
+            .register_tasks(tracker.clone())
+            .map_err(Error::internal)?;
         let media = Media::bind(&config, Arc::clone(&metrics), tracker.clone()).await?;
         let http = TcpListener::bind(config.http_listen)
             .await
@@ -135,6 +142,7 @@ impl Gateway {
             ..
         } = self;
         media.spawn_receiver(cancel.clone());
+        tracker.spawn(registry.clone().run_checkpoints(cancel.clone()));
 
         let state = WhipState::new(registry.clone(), media.clone(), &config)?;
         let app = whip::router(state.clone(), &config, metrics_listener.is_none());

@@ -7,24 +7,32 @@
 //! | module | owns |
 //! |---|---|
 //! | [`whip`] | the HTTP edge: routes, handlers, SDP offer checks, CORS, the publish page |
-//! | [`registry`] | the shared state: ingests, admission, live sessions, caps, the event log |
+//! | [`registry`] | the shared state: ingests, admission, live sessions, caps, the event log; restored from and written to the store |
+//! | [`store`] | what outlives the process, behind one trait: the embedded redb store (default) or memory |
 //! | [`media`] | the only webrtc-rs importer: the one UDP port and ICE-TCP port (mux), one task per session, simulcast, ICE restart, RTP -> UDP |
 //! | [`control`] | the tonic `IngestControl` service and proto conversions |
 //! | [`gateway`] | binding listeners, wiring, graceful shutdown |
 //! | [`error`] | the one error type and its HTTP / gRPC status mapping |
-//! | [`secret`] | constant-time checks of the API key and bearer tokens |
-//! | [`config`], [`metrics`], [`codec`], [`continuity`] | configuration, Prometheus metrics, codecs and consumer SDP, output stream continuity across reconnects |
+//! | [`secret`], [`untrusted`] | constant-time checks of the API key and bearer tokens; outside strings bounded and escaped for logs and events |
+//! | [`load`] | `whipgate-load`, the load generator, sink, relay and soak (a client: it never runs inside the gateway) |
+//! | [`config`], [`metrics`], [`codec`], [`continuity`] | configuration, Prometheus metrics, codecs and consumer SDP, output stream continuity across reconnects and restarts |
+//! | `fuzzing` (hidden) | entry points for the cargo-fuzz targets in `fuzz/`; not an API |
 
 pub mod codec;
 pub mod config;
 pub mod continuity;
 pub mod control;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
+pub mod load;
 pub mod media;
 pub mod metrics;
 pub mod registry;
 pub mod secret;
+pub mod store;
+pub mod untrusted;
 pub mod whip;
 
 pub use config::Config;

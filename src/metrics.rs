@@ -50,10 +50,9 @@ pub struct Metrics {
     pub nacks_sent: IntCounter,
     /// PLIs sent to publishers.
     pub plis_sent: IntCounter,
-    /// Datagrams on the media port that matched no session.
-    pub udp_unmatched: IntCounter,
-    /// Datagrams dropped because a session's queue was full.
-    pub udp_queue_drops: IntCounter,
+    /// Media datagrams (UDP) and ICE-TCP frames or connections dropped, by transport and
+    /// reason (a fixed set: see `media_drop`).
+    pub media_dropped: IntCounterVec,
     /// Control RPCs by method and gRPC code.
     pub control_requests: IntCounterVec,
     /// Events emitted by kind.
@@ -158,7 +157,8 @@ impl Metrics {
             ice_connect_duration: histogram_vec(
                 &r,
                 "whipgate_ice_connect_duration_seconds",
-                "Time from answer to ICE+DTLS connected, by result (connected, failed, timeout)",
+                "Time from admission (POST accepted) to ICE+DTLS connected or given up, by result \
+                 (connected, failed, timeout, aborted)",
                 &["result"],
                 connect,
             )?,
@@ -215,15 +215,13 @@ impl Metrics {
                 "whipgate_rtcp_plis_sent_total",
                 "RTCP PLIs sent to publishers",
             )?,
-            udp_unmatched: counter(
+            media_dropped: counter_vec(
                 &r,
-                "whipgate_udp_unmatched_datagrams_total",
-                "Datagrams on the media port that matched no session",
-            )?,
-            udp_queue_drops: counter(
-                &r,
-                "whipgate_udp_queue_drops_total",
-                "Datagrams dropped because a session could not keep up",
+                "whipgate_media_dropped_total",
+                "Media datagrams, ICE-TCP frames and connections dropped, by transport (udp, tcp) \
+                 and reason (unmatched, malformed, unknown_ufrag, unauthenticated, \
+                 address_in_use, queue_full, oversize, connection_limit)",
+                &["transport", "reason"],
             )?,
             control_requests: counter_vec(
                 &r,
@@ -259,9 +257,28 @@ impl Metrics {
         }
     }
 
+    /// Counts one dropped media datagram, frame or connection. `transport` and `reason` are
+    /// static strings from a fixed set, so the label set stays bounded.
+    pub fn media_drop(&self, transport: &'static str, reason: &'static str) {
+        self.media_dropped
+            .with_label_values(&[transport, reason])
+            .inc();
+    }
+
     /// The ICE connect histogram for one result.
     pub fn ice_connect(&self, result: &str) -> Histogram {
         self.ice_connect_duration.with_label_values(&[result])
+    }
+
+    /// Exports `whipgate_tasks`: the gateway's tracked tasks (sessions, listeners, helpers),
+    /// read from the tracker at each scrape. A soak watches it return to its baseline.
+    pub fn register_tasks(&self, tracker: tokio_util::task::TaskTracker) -> prometheus::Result<()> {
+        let gauge = IntGauge::new(
+            "whipgate_tasks",
+            "Tasks the gateway tracks (sessions, listeners, helpers)",
+        )?;
+        self.registry
+            .register(Box::new(TaskGauge { gauge, tracker }))
     }
 
     /// Text exposition format.
@@ -271,5 +288,23 @@ impl Metrics {
             tracing::error!(%err, "encoding metrics");
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// A gauge read from a `TaskTracker` at scrape time.
+struct TaskGauge {
+    gauge: IntGauge,
+    tracker: tokio_util::task::TaskTracker,
+}
+
+impl prometheus::core::Collector for TaskGauge {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.gauge
+            .set(i64::try_from(self.tracker.len()).unwrap_or(i64::MAX));
+        self.gauge.collect()
     }
 }

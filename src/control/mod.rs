@@ -98,6 +98,8 @@ impl IngestControl for ControlService {
             let audio = convert::target("audio", &req.audio_target).await?;
             let spec = convert::spec(&req, video, audio)?;
             let (view, created) = self.registry.register(spec, req.replace)?;
+            // Durable before the answer.
+            self.registry.persist().ingest(&view.spec.id).await?;
             if !view.has_bearer_token {
                 tracing::warn!(
                     ingest = %view.spec.id,
@@ -118,10 +120,13 @@ impl IngestControl for ControlService {
         &self,
         request: Request<pb::UnregisterIngestRequest>,
     ) -> Result<Response<pb::UnregisterIngestResponse>, Status> {
-        let result = self
-            .registry
-            .unregister(&request.into_inner().ingest_id)
-            .map(|session_closed| pb::UnregisterIngestResponse { session_closed });
+        let ingest_id = request.into_inner().ingest_id;
+        let result = async {
+            let session_closed = self.registry.unregister(&ingest_id)?;
+            self.registry.persist().ingest(&ingest_id).await?;
+            Ok(pb::UnregisterIngestResponse { session_closed })
+        }
+        .await;
         self.done("UnregisterIngest", result)
     }
 
@@ -129,12 +134,13 @@ impl IngestControl for ControlService {
         &self,
         request: Request<pb::GetIngestRequest>,
     ) -> Result<Response<pb::GetIngestResponse>, Status> {
-        let result =
-            self.registry
-                .get(&request.into_inner().ingest_id)
-                .map(|v| pb::GetIngestResponse {
-                    ingest: Some(convert::ingest(&v)),
-                });
+        let result = self
+            .registry
+            .get(&request.into_inner().ingest_id)
+            .map(|v| pb::GetIngestResponse {
+                ingest: Some(convert::ingest(&v)),
+            })
+            .map_err(Error::from);
         self.done("GetIngest", result)
     }
 
@@ -157,7 +163,7 @@ impl IngestControl for ControlService {
         request: Request<pb::SetCapsRequest>,
     ) -> Result<Response<pb::SetCapsResponse>, Status> {
         let req = request.into_inner();
-        let result = (|| {
+        let result = async {
             if req.max_publishers.is_none() && req.ingest_id.is_empty() {
                 return Err(Error::BadRequest(
                     "set max_publishers and/or ingest_id with limits".into(),
@@ -168,16 +174,19 @@ impl IngestControl for ControlService {
                     &req.ingest_id,
                     req.limits.map(convert::limits).unwrap_or_default(),
                 )?;
+                self.registry.persist().ingest(&req.ingest_id).await?;
             }
             if let Some(max) = req.max_publishers {
                 self.registry.set_max_publishers(max as usize);
+                self.registry.persist().caps().await?;
             }
             let (caps, live) = self.registry.caps();
             Ok(pb::SetCapsResponse {
                 caps: Some(convert::caps(caps)),
                 live_publishers: u32::try_from(live).unwrap_or(u32::MAX),
             })
-        })();
+        }
+        .await;
         self.done("SetCaps", result)
     }
 
@@ -201,7 +210,11 @@ impl IngestControl for ControlService {
     ) -> Result<Response<pb::TeardownStreamResponse>, Status> {
         let req = request.into_inner();
         let result = limits::check_reason(&req.reason)
-            .and_then(|()| self.registry.teardown(&req.ingest_id, &req.reason))
+            .and_then(|()| {
+                self.registry
+                    .teardown(&req.ingest_id, &req.reason)
+                    .map_err(Error::from)
+            })
             .map(|session_closed| pb::TeardownStreamResponse { session_closed });
         self.done("TeardownStream", result)
     }
@@ -213,7 +226,8 @@ impl IngestControl for ControlService {
         let result = self
             .registry
             .request_keyframe(&request.into_inner().ingest_id)
-            .map(|()| pb::RequestKeyframeResponse {});
+            .map(|()| pb::RequestKeyframeResponse {})
+            .map_err(Error::from);
         self.done("RequestKeyframe", result)
     }
 
@@ -222,9 +236,13 @@ impl IngestControl for ControlService {
         request: Request<pb::SelectSimulcastLayerRequest>,
     ) -> Result<Response<pb::SelectSimulcastLayerResponse>, Status> {
         let req = request.into_inner();
-        let result = convert::rid(&req.rid)
-            .and_then(|rid| self.registry.select_layer(&req.ingest_id, rid))
-            .map(|session_live| pb::SelectSimulcastLayerResponse { session_live });
+        let result = async {
+            let rid = convert::rid(&req.rid)?;
+            let session_live = self.registry.select_layer(&req.ingest_id, rid)?;
+            self.registry.persist().ingest(&req.ingest_id).await?;
+            Ok(pb::SelectSimulcastLayerResponse { session_live })
+        }
+        .await;
         self.done("SelectSimulcastLayer", result)
     }
 
@@ -244,9 +262,9 @@ impl IngestControl for ControlService {
                 Err(Error::Overloaded("too many event watchers".into())),
             );
         };
-        let subscription = match self.registry.subscribe(req.from_seq) {
+        let subscription = match self.registry.subscribe_at(req.epoch, req.from_seq) {
             Ok(s) => s,
-            Err(err) => return self.done("WatchEvents", Err(err)),
+            Err(err) => return self.done("WatchEvents", Err(err.into())),
         };
         let filter = Filter {
             ingests: req.ingest_ids.into_iter().collect(),

@@ -92,6 +92,7 @@ mod tests {
 
     fn event(seq: u64) -> Arc<Event> {
         Arc::new(Event {
+            epoch: 1,
             seq,
             at: SystemTime::now(),
             ingest_id: "a".into(),

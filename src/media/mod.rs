@@ -1,11 +1,14 @@
 //! The media path, and the only module that imports webrtc-rs (`rtc`, its sans-IO core).
 //!
-//! One UDP socket (`mux`) carries every session. Each publish gets an ICE-lite, receive-only
-//! peer connection (`peer`) driven by its own task (`session`), which forwards RTP to the
-//! ingest's UDP targets (`forward`).
+//! One UDP socket (`udp`, routed by `mux`) and one ICE-TCP port (`tcp`) carry every session;
+//! only connectivity checks that verify with a session's ICE credential (`ice_auth`) teach the
+//! router a publisher's address. Each publish gets an ICE-lite, receive-only peer connection
+//! (`peer`) driven by its own task (`session`), which forwards RTP to the ingest's UDP targets
+//! (`forward`).
 
 mod forward;
 mod housekeeping;
+mod ice_auth;
 mod mux;
 mod peer;
 mod restart;
@@ -13,12 +16,13 @@ mod rtcp;
 mod session;
 mod simulcast;
 mod tcp;
+mod udp;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -64,9 +68,8 @@ impl Media {
         metrics: Arc<Metrics>,
         tracker: TaskTracker,
     ) -> Result<Self, Error> {
-        let socket = UdpSocket::bind(config.udp_listen)
-            .await
-            .map_err(Error::internal)?;
+        let socket =
+            udp::bind(config.udp_listen, config.media_socket_buffer).map_err(Error::internal)?;
         let local = socket.local_addr().map_err(Error::internal)?;
         let candidates = advertised_addrs(local, &config.public_ip, &config.interfaces);
         let tcp = match config.tcp_listen {
@@ -84,7 +87,7 @@ impl Media {
         let factory = PeerFactory::new(candidates, tcp_candidates, config.media_timeout)
             .map_err(Error::internal)?;
         Ok(Media {
-            mux: UdpMux::new(socket),
+            mux: UdpMux::new(socket, factory.crypto()),
             tcp: Arc::new(std::sync::Mutex::new(tcp)),
             factory: Arc::new(factory),
             forward: ForwardSockets::bind().await.map_err(Error::internal)?,
@@ -114,6 +117,11 @@ impl Media {
         self.mux.routes()
     }
 
+    /// The session a publisher address is routed to, if any (diagnostics, tests).
+    pub fn routed_session(&self, addr: SocketAddr) -> Option<uuid::Uuid> {
+        self.mux.session_of(addr)
+    }
+
     /// The bound ICE-TCP address, if ICE-TCP is on.
     pub fn tcp_local_addr(&self) -> Option<SocketAddr> {
         let tcp = self.tcp.lock().unwrap_or_else(|p| p.into_inner());
@@ -125,7 +133,7 @@ impl Media {
         let mux = self.mux.clone();
         let metrics = Arc::clone(&self.metrics);
         self.tracker.spawn(
-            mux.run(Arc::clone(&metrics), cancel.clone())
+            udp::receive(mux, Arc::clone(&metrics), cancel.clone())
                 .instrument(tracing::info_span!("udp_mux")),
         );
         let listener = self.tcp.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -169,7 +177,7 @@ impl Media {
         };
         let session_id = admission.session_id;
         let ufrag = negotiated.ufrag;
-        let (route, inbound) = self.mux.route(ufrag.clone(), session_id);
+        let (route, inbound) = self.mux.route(ufrag.clone(), &negotiated.pwd, session_id);
         let layers = LayerSelector::new(admission.spec.simulcast_layer.clone());
         let session = Session {
             layers,

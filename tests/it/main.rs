@@ -1,4 +1,4 @@
-#![allow(unreachable_pub, dead_code)]
+#![allow(unreachable_pub)]
 //! One integration binary: the whole gateway in-process, real WebRTC publishers, real gRPC,
 //! real HTTP, real UDP sinks.
 
@@ -8,6 +8,9 @@ mod drain;
 mod edge_http;
 mod hardening;
 mod harness;
+mod load_smoke;
 mod publisher;
+mod restart;
 mod simulcast;
+mod spoof;
 mod whip;
