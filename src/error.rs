@@ -169,6 +169,8 @@ fn retry_after_secs(wait: std::time::Duration) -> u64 {
 
 pub use crate::untrusted::{Bounded, MAX_LOGGED_BYTES, bounded};
 
+/// The registry's refusals in the edge's terms: the status follows from the variant, the
+/// client-facing text is written here.
 impl From<RegistryError> for Error {
     fn from(err: RegistryError) -> Self {
         match err {

@@ -35,9 +35,6 @@ impl std::fmt::Display for Bounded<'_> {
     }
 }
 
-/// The registry's refusals in the edge's terms: the status follows from the variant, the
-/// client-facing text is written here.
-
 #[cfg(test)]
 mod tests {
     use super::*;
