@@ -1,87 +1,249 @@
-//! Configuration: plain data with defaults, merged from a TOML file, `WHIPGATE_*` environment
-//! variables and command-line flags (flags win, then environment, then file, then defaults).
+//! Configuration, each setting declared once: one struct whose clap attributes give the flag,
+//! the `WHIPGATE_*` environment variable and the default, and whose serde attributes give the
+//! TOML key. Sources layer as flags > environment > file (`--config`) > defaults: clap resolves
+//! flags, environment and defaults, and a file key replaces a value only where clap reports it
+//! came from the default. Adding a setting is one field here.
 
+mod serde_secs;
+
+use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
-use clap::Parser;
-use serde::Deserialize;
+use clap::parser::ValueSource;
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
+use serde::{Deserialize, Serialize};
 
-/// Everything the gateway needs to run.
-#[derive(Clone, Debug)]
+use serde_secs::parse_secs;
+
+/// `whipgate`: a WHIP ingest gateway. WebRTC in, plain RTP over UDP out, driven over gRPC.
+///
+/// Every flag can also be set in the TOML file given with --config (same name, with
+/// underscores) and with a WHIPGATE_* environment variable. Flags win over the
+/// environment, which wins over the file.
+#[derive(Clone, Debug, Parser, Serialize, Deserialize)]
+#[command(name = "whipgate", version, about, long_about = None)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// WHIP (HTTP) listener.
+    /// TOML configuration file.
+    #[arg(long, env = "WHIPGATE_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// WHIP/HTTP listen address.
+    #[arg(long, env = "WHIPGATE_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
     pub http_listen: SocketAddr,
-    /// gRPC control-plane listener.
+    /// gRPC control-plane listen address. Loopback by default: binding another address
+    /// needs an API key (or --insecure-control).
+    #[arg(long, env = "WHIPGATE_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
     pub grpc_listen: SocketAddr,
-    /// The one UDP port every WebRTC session shares.
+    /// WebRTC media UDP address, one port shared by all sessions.
+    #[arg(long, env = "WHIPGATE_UDP_LISTEN", default_value = "0.0.0.0:8189")]
     pub udp_listen: SocketAddr,
-    /// ICE-TCP (passive) listener for publishers whose networks block UDP; `None`: off.
+    /// ICE-TCP (passive) listen address, for publishers whose networks block UDP;
+    /// `None` (with --ice-tcp false): off.
+    #[arg(long, env = "WHIPGATE_TCP_LISTEN", default_value = "0.0.0.0:8189")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp_listen: Option<SocketAddr>,
-    /// Addresses advertised in ICE candidates instead of the local ones (NAT 1:1).
+    /// Offer ICE-TCP candidates at all.
+    #[arg(long, env = "WHIPGATE_ICE_TCP", default_value_t = true, action = ArgAction::Set)]
+    pub ice_tcp: bool,
+    /// Address to advertise in ICE candidates (NAT 1:1); repeat or comma-separate for several.
+    #[arg(long, env = "WHIPGATE_PUBLIC_IP", value_delimiter = ',')]
     pub public_ip: Vec<IpAddr>,
-    /// Interfaces whose addresses are advertised when bound to a wildcard (empty: all).
+    /// With a wildcard media address and no --public-ip: advertise only these interfaces'
+    /// addresses (comma-separated names, e.g. eth0) [default: all].
+    #[arg(long, env = "WHIPGATE_INTERFACES", value_delimiter = ',')]
     pub interfaces: Vec<String>,
-    /// Global cap on live publishers.
+    /// Maximum live publishers across all ingests.
+    #[arg(long, env = "WHIPGATE_MAX_PUBLISHERS", default_value_t = 64)]
     pub max_publishers: usize,
-    /// Origins allowed by CORS; `*` allows any.
+    /// CORS allowed origins, comma-separated; "*" for any.
+    #[arg(
+        long,
+        env = "WHIPGATE_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
     pub cors_origins: Vec<String>,
-    /// Largest SDP offer accepted, in bytes.
+    /// Largest accepted SDP offer in bytes.
+    #[arg(long, env = "WHIPGATE_MAX_SDP_BYTES", default_value_t = 64 * 1024)]
     pub max_sdp_bytes: usize,
-    /// A publisher that sends no media for this long is closed.
+    /// Close a publisher that sends no media for this many seconds.
+    #[arg(id = "media_timeout_secs", long = "media-timeout-secs", env = "WHIPGATE_MEDIA_TIMEOUT_SECS", default_value = "10", value_parser = parse_secs)]
+    #[serde(rename = "media_timeout_secs", with = "serde_secs")]
     pub media_timeout: Duration,
-    /// A session that does not connect (ICE + DTLS) within this is closed.
+    /// Close a session not connected (ICE + DTLS) after this many seconds.
+    #[arg(id = "connect_timeout_secs", long = "connect-timeout-secs", env = "WHIPGATE_CONNECT_TIMEOUT_SECS", default_value = "30", value_parser = parse_secs)]
+    #[serde(rename = "connect_timeout_secs", with = "serde_secs")]
     pub connect_timeout: Duration,
-    /// Deadline for producing an answer (ICE gathering included): 504 after it.
+    /// Answer deadline in seconds, ICE gathering included; 504 after it.
+    #[arg(id = "answer_timeout_secs", long = "answer-timeout-secs", env = "WHIPGATE_ANSWER_TIMEOUT_SECS", default_value = "5", value_parser = parse_secs)]
+    #[serde(rename = "answer_timeout_secs", with = "serde_secs")]
     pub answer_timeout: Duration,
-    /// Interval of session-stats events.
+    /// Seconds between session-stats events.
+    #[arg(id = "stats_interval_secs", long = "stats-interval-secs", env = "WHIPGATE_STATS_INTERVAL_SECS", default_value = "5", value_parser = parse_secs)]
+    #[serde(rename = "stats_interval_secs", with = "serde_secs")]
     pub stats_interval: Duration,
-    /// How many events the in-memory history keeps for resuming watchers.
+    /// Events kept in memory for WatchEvents resume.
+    #[arg(long, env = "WHIPGATE_EVENT_HISTORY", default_value_t = 4096)]
     pub event_history: usize,
-    /// API key required on control RPCs (`authorization: Bearer <key>`); none: open.
+    /// API key required on control RPCs and reflection as "authorization: Bearer <key>".
+    /// Prefer --api-key-file or the environment: a flag shows in the process list.
+    #[arg(long, env = "WHIPGATE_API_KEY", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key: Option<String>,
-    /// Separate listener for `/metrics`; none: served on the HTTP listener.
+    /// File holding the API key (surrounding whitespace ignored).
+    #[arg(long, env = "WHIPGATE_API_KEY_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<PathBuf>,
+    /// Allow a non-loopback gRPC address without an API key (anyone reaching it controls
+    /// routing: only behind a trusted network boundary).
+    #[arg(long, env = "WHIPGATE_INSECURE_CONTROL")]
+    pub insecure_control: bool,
+    /// Serve /metrics on this address instead of the HTTP listener.
+    #[arg(long, env = "WHIPGATE_METRICS_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
     /// Label per-ingest metrics with the ingest id (unbounded label set: opt in).
+    #[arg(long, env = "WHIPGATE_METRICS_INGEST_LABEL", default_value_t = false, action = ArgAction::Set)]
     pub metrics_ingest_label: bool,
-    /// How long shutdown waits for sessions to close.
+    /// Seconds shutdown waits for sessions to close (after the drain window).
+    #[arg(id = "shutdown_grace_secs", long = "shutdown-grace-secs", env = "WHIPGATE_SHUTDOWN_GRACE_SECS", default_value = "10", value_parser = parse_secs)]
+    #[serde(rename = "shutdown_grace_secs", with = "serde_secs")]
     pub shutdown_grace: Duration,
-    /// STUN/TURN servers offered to publishers (`Link: rel="ice-server"` on the 201).
+    /// Pre-drain window in seconds on SIGTERM: health reports 503 / NOT_SERVING and new
+    /// publishes get 503 while live sessions keep forwarding; then sessions end.
+    #[arg(id = "drain_secs", long = "drain-secs", env = "WHIPGATE_DRAIN_SECS", default_value = "5", value_parser = parse_secs)]
+    #[serde(rename = "drain_secs", with = "serde_secs")]
+    pub drain: Duration,
+    /// STUN server URI offered to publishers (repeatable); TURN servers with credentials go
+    /// in the file as [[ice_servers]] url, username, credential.
+    #[arg(
+        long = "ice-server",
+        env = "WHIPGATE_ICE_SERVERS",
+        value_delimiter = ','
+    )]
     pub ice_servers: Vec<IceServer>,
-    /// Where registrations, caps and stream continuity are kept across restarts (the
-    /// embedded store's file lives here); `None`: in memory only (tests, embedders).
+    /// Directory of the embedded store (registrations, tokens, caps, stream continuity),
+    /// created if missing; `None` (embedders, tests): in memory only.
+    #[arg(long, env = "WHIPGATE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
-    /// Kernel receive and send buffer of the media socket, in bytes (0: the kernel default).
+    /// Kernel receive and send buffer of the media socket in bytes (0: the kernel default).
+    #[arg(long, env = "WHIPGATE_MEDIA_SOCKET_BUFFER", default_value_t = 8 * 1024 * 1024)]
     pub media_socket_buffer: usize,
-    /// Cluster mode: the shared Redis (`redis://host:port/db` or
-    /// `redis+sentinel://host:port,host:port/<master>/db`); `None`: single node.
+    /// Cluster mode: the shared Redis, `redis://host:port/db` or
+    /// `redis+sentinel://host:port,host:port/<master>/db`; unset: single node.
+    #[arg(long, env = "WHIPGATE_CLUSTER_REDIS", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_redis: Option<String>,
-    /// This node's id in the cluster; `None`: host name and HTTP port.
+    /// This node's id in the cluster [default: <hostname>-<http port>].
+    #[arg(long, env = "WHIPGATE_NODE_ID")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
-    /// Base URL at which publishers reach this node's WHIP edge (307s, `Location`); `None`:
-    /// `http://<host name or listen address>:<http port>`.
+    /// Base URL at which publishers reach this node's WHIP edge, e.g. http://10.0.0.5:8080
+    /// (used in 307s and Location) [default: http://<hostname>:<http port>].
+    #[arg(long, env = "WHIPGATE_ADVERTISE_URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise_url: Option<String>,
-    /// Publisher lease and node heartbeat time to live in cluster mode.
+    /// Publisher lease and node heartbeat time to live in cluster mode, in seconds.
+    #[arg(id = "cluster_lease_secs", long = "cluster-lease-secs", env = "WHIPGATE_CLUSTER_LEASE_SECS", default_value = "10", value_parser = parse_secs)]
+    #[serde(rename = "cluster_lease_secs", with = "serde_secs")]
     pub cluster_lease: Duration,
+    /// WHIP requests (POST, PATCH, DELETE) per second allowed per client IP (IPv6: per /64);
+    /// 0 turns rate limiting off. Over it: 429 with Retry-After.
+    #[arg(long, env = "WHIPGATE_RATE_LIMIT_PER_SEC", default_value_t = 5.0)]
+    pub rate_limit_per_sec: f64,
+    /// Burst of WHIP requests a client may make before the rate applies.
+    #[arg(long, env = "WHIPGATE_RATE_LIMIT_BURST", default_value_t = 20)]
+    pub rate_limit_burst: u32,
+    /// Seconds a client has to send a request's headers before the connection is closed.
+    #[arg(id = "http_header_timeout_secs", long = "http-header-timeout-secs", env = "WHIPGATE_HTTP_HEADER_TIMEOUT_SECS", default_value = "10", value_parser = parse_secs)]
+    #[serde(rename = "http_header_timeout_secs", with = "serde_secs")]
+    pub http_header_timeout: Duration,
+    /// Seconds an HTTP request may take in total (body and answer included); 408 after it.
+    #[arg(id = "http_request_timeout_secs", long = "http-request-timeout-secs", env = "WHIPGATE_HTTP_REQUEST_TIMEOUT_SECS", default_value = "30", value_parser = parse_secs)]
+    #[serde(rename = "http_request_timeout_secs", with = "serde_secs")]
+    pub http_request_timeout: Duration,
+    /// Open HTTP connections at most; further connections wait in the kernel's backlog.
+    #[arg(long, env = "WHIPGATE_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub http_max_connections: usize,
+    /// HTTP requests handled at once at most; more get 503 with Retry-After.
+    #[arg(long, env = "WHIPGATE_HTTP_MAX_REQUESTS", default_value_t = 256)]
+    pub http_max_requests: usize,
+    /// WebRTC negotiations (offer to answer) at once at most; more get 503 with Retry-After.
+    #[arg(long, env = "WHIPGATE_MAX_NEGOTIATIONS", default_value_t = 16)]
+    pub max_negotiations: usize,
+    /// Concurrent HTTP/2 streams per gRPC connection.
+    #[arg(long, env = "WHIPGATE_GRPC_MAX_STREAMS", default_value_t = 128)]
+    pub grpc_max_streams: u32,
+    /// Concurrent WatchEvents streams at most; more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "WHIPGATE_GRPC_MAX_WATCHERS", default_value_t = 64)]
+    pub grpc_max_watchers: usize,
 }
 
 /// The data dir when none is configured: relative to the working directory, so
 /// `cargo run --release` on a fresh checkout just works.
 pub const DEFAULT_DATA_DIR: &str = "whipgate-data";
 
-/// A STUN or TURN server for publishers (RFC 9725 section 4.6).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A STUN or TURN server for publishers (RFC 9725 section 4.6). On the command line a bare
+/// URI; in the file a URI string or a table with credentials.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "IceServerSpec")]
 pub struct IceServer {
     /// `stun:` / `turn:` / `turns:` URI.
     pub url: String,
     /// TURN username.
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// TURN credential (password).
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+}
+
+/// The shapes an ICE server takes in the file.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum IceServerSpec {
+    Url(String),
+    Full {
+        url: String,
+        #[serde(default)]
+        username: Option<String>,
+        #[serde(default)]
+        credential: Option<String>,
+    },
+}
+
+impl TryFrom<IceServerSpec> for IceServer {
+    type Error = String;
+    fn try_from(spec: IceServerSpec) -> Result<Self, String> {
+        Ok(match spec {
+            IceServerSpec::Url(url) => IceServer::from_str(&url)?,
+            IceServerSpec::Full {
+                url,
+                username,
+                credential,
+            } => IceServer {
+                url,
+                username,
+                credential,
+            },
+        })
+    }
+}
+
+impl FromStr for IceServer {
+    type Err = String;
+    fn from_str(url: &str) -> Result<Self, String> {
+        Ok(IceServer {
+            url: url.to_owned(),
+            username: None,
+            credential: None,
+        })
+    }
 }
 
 impl IceServer {
@@ -104,39 +266,20 @@ fn quote_escape(value: &str) -> String {
 }
 
 impl Default for Config {
+    /// The defaults declared on the fields (environment ignored).
     fn default() -> Self {
-        Config {
-            http_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            grpc_listen: SocketAddr::from(([0, 0, 0, 0], 50051)),
-            udp_listen: SocketAddr::from(([0, 0, 0, 0], 8189)),
-            tcp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 8189))),
-            public_ip: Vec::new(),
-            interfaces: Vec::new(),
-            max_publishers: 64,
-            cors_origins: vec!["*".to_owned()],
-            max_sdp_bytes: 64 * 1024,
-            media_timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(30),
-            answer_timeout: Duration::from_secs(5),
-            stats_interval: Duration::from_secs(5),
-            event_history: 4096,
-            api_key: None,
-            metrics_listen: None,
-            metrics_ingest_label: false,
-            shutdown_grace: Duration::from_secs(10),
-            ice_servers: Vec::new(),
-            data_dir: Some(PathBuf::from(DEFAULT_DATA_DIR)),
-            media_socket_buffer: 8 * 1024 * 1024,
-            cluster_redis: None,
-            node_id: None,
-            advertise_url: None,
-            cluster_lease: Duration::from_secs(10),
-        }
+        let matches = Config::command()
+            .mut_args(|arg| arg.env(None))
+            .get_matches_from(["whipgate"]);
+        // The defaults are literals in this file; a test parses them.
+        #[allow(clippy::expect_used)]
+        Config::from_arg_matches(&matches).expect("the declared defaults parse")
     }
 }
 
 impl Config {
-    /// A configuration for tests and embedding: every listener on `127.0.0.1:0`.
+    /// A configuration for tests and embedding: every listener on `127.0.0.1:0`, no drain
+    /// window, no per-client rate limit (every local client shares one address).
     pub fn loopback() -> Self {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         Config {
@@ -145,11 +288,89 @@ impl Config {
             udp_listen: any,
             tcp_listen: Some(any),
             data_dir: None,
+            drain: Duration::ZERO,
+            rate_limit_per_sec: 0.0,
             ..Config::default()
         }
     }
 
-    /// Checks values that parse but cannot work.
+    /// Parses `args` (the program name first) and the environment, layers the file named by
+    /// `--config` under them, reads `--api-key-file`, and validates.
+    pub fn load<I, T>(args: I) -> Result<Config, String>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let matches = Config::command()
+            .try_get_matches_from(args)
+            .map_err(|e| e.to_string())?;
+        Config::from_matches(&matches)
+    }
+
+    /// [`Config::load`] from the process's arguments; `--help`, `--version` and usage errors
+    /// print clap's text and exit.
+    pub fn from_cli() -> Result<Config, String> {
+        Config::from_matches(&Config::command().get_matches())
+    }
+
+    fn from_matches(matches: &clap::ArgMatches) -> Result<Config, String> {
+        let mut config = Config::from_arg_matches(matches).map_err(|e| e.to_string())?;
+        if let Some(path) = config.config.clone() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            let file: toml::Table =
+                toml::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))?;
+            // Checks names and types (deny_unknown_fields), so every key below is an arg id.
+            toml::Value::Table(file.clone())
+                .try_into::<Config>()
+                .map_err(|e| format!("parsing {}: {e}", path.display()))?;
+            let toml::Value::Table(mut merged) =
+                toml::Value::try_from(&config).map_err(|e| e.to_string())?
+            else {
+                return Err("configuration does not serialize as a table".into());
+            };
+            for (key, value) in file {
+                if matches!(
+                    matches.value_source(&key),
+                    None | Some(ValueSource::DefaultValue)
+                ) {
+                    merged.insert(key, value);
+                }
+            }
+            config = toml::Value::Table(merged)
+                .try_into::<Config>()
+                .map_err(|e| format!("parsing {}: {e}", path.display()))?;
+            config.config = Some(path);
+        }
+        if matches.value_source("api_key") == Some(ValueSource::CommandLine) {
+            tracing::warn!(
+                "--api-key on the command line is visible in the process list: \
+                 use --api-key-file or WHIPGATE_API_KEY"
+            );
+        }
+        config.resolve()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Derived values: the API key file read, ICE-TCP off when disabled, empty keys dropped.
+    fn resolve(&mut self) -> Result<(), String> {
+        if let Some(path) = &self.api_key_file {
+            if self.api_key.as_deref().is_some_and(|k| !k.is_empty()) {
+                return Err("give --api-key or --api-key-file, not both".into());
+            }
+            let key = std::fs::read_to_string(path)
+                .map_err(|e| format!("reading the API key file {}: {e}", path.display()))?;
+            self.api_key = Some(key.trim().to_owned());
+        }
+        self.api_key = self.api_key.take().filter(|k| !k.is_empty());
+        if !self.ice_tcp {
+            self.tcp_listen = None;
+        }
+        Ok(())
+    }
+
+    /// Checks values that parse but cannot work, and refuses an open control plane.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_sdp_bytes < 1024 {
             return Err("max_sdp_bytes must be at least 1024".into());
@@ -178,10 +399,34 @@ impl Config {
             ("connect_timeout", self.connect_timeout),
             ("answer_timeout", self.answer_timeout),
             ("stats_interval", self.stats_interval),
+            ("http_header_timeout", self.http_header_timeout),
         ] {
             if d.is_zero() {
                 return Err(format!("{name} must be greater than zero"));
             }
+        }
+        if !self.drain.is_zero() && self.drain >= self.shutdown_grace {
+            return Err("drain_secs must be shorter than shutdown_grace_secs".into());
+        }
+        if self.http_request_timeout <= self.answer_timeout {
+            return Err("http_request_timeout must be longer than answer_timeout".into());
+        }
+        for (name, n) in [
+            ("http_max_connections", self.http_max_connections),
+            ("http_max_requests", self.http_max_requests),
+            ("max_negotiations", self.max_negotiations),
+            ("grpc_max_watchers", self.grpc_max_watchers),
+            ("grpc_max_streams", self.grpc_max_streams as usize),
+        ] {
+            if n == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if !self.rate_limit_per_sec.is_finite() || self.rate_limit_per_sec < 0.0 {
+            return Err("rate_limit_per_sec must be a number >= 0".into());
+        }
+        if self.rate_limit_per_sec > 0.0 && self.rate_limit_burst == 0 {
+            return Err("rate_limit_burst must be at least 1".into());
         }
         for server in &self.ice_servers {
             let scheme_ok = ["stun:", "stuns:", "turn:", "turns:"]
@@ -205,336 +450,18 @@ impl Config {
         if self.cors_origins.is_empty() {
             return Err("cors_origins must name at least one origin (or \"*\")".into());
         }
+        if !self.grpc_listen.ip().is_loopback() && self.api_key.is_none() && !self.insecure_control
+        {
+            return Err(format!(
+                "the gRPC control plane would listen on {} without an API key: anyone reaching \
+                 it could reroute every stream. Set --api-key-file (or --api-key / \
+                 WHIPGATE_API_KEY), bind a loopback address, or pass --insecure-control",
+                self.grpc_listen
+            ));
+        }
         Ok(())
     }
 }
 
-/// `whipgate`: a WHIP ingest gateway. WebRTC in, plain RTP over UDP out, driven over gRPC.
-///
-/// Every flag can also be set in the TOML file given with --config (same name, with
-/// underscores) and with a WHIPGATE_* environment variable. Flags win over the
-/// environment, which wins over the file.
-#[derive(Debug, Default, Parser)]
-#[command(name = "whipgate", version, about, long_about = None)]
-pub struct Cli {
-    /// TOML configuration file.
-    #[arg(long, env = "WHIPGATE_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// WHIP/HTTP listen address [default: 0.0.0.0:8080].
-    #[arg(long, env = "WHIPGATE_HTTP_LISTEN")]
-    pub http_listen: Option<SocketAddr>,
-    /// gRPC control-plane listen address [default: 0.0.0.0:50051].
-    #[arg(long, env = "WHIPGATE_GRPC_LISTEN")]
-    pub grpc_listen: Option<SocketAddr>,
-    /// WebRTC media UDP address, one port shared by all sessions [default: 0.0.0.0:8189].
-    #[arg(long, env = "WHIPGATE_UDP_LISTEN")]
-    pub udp_listen: Option<SocketAddr>,
-    /// ICE-TCP (passive) listen address, for publishers whose networks block UDP
-    /// [default: 0.0.0.0:8189].
-    #[arg(long, env = "WHIPGATE_TCP_LISTEN")]
-    pub tcp_listen: Option<SocketAddr>,
-    /// Offer ICE-TCP candidates at all [default: true].
-    #[arg(long, env = "WHIPGATE_ICE_TCP")]
-    pub ice_tcp: Option<bool>,
-    /// Address to advertise in ICE candidates (NAT 1:1); repeat or comma-separate for several.
-    #[arg(long, env = "WHIPGATE_PUBLIC_IP", value_delimiter = ',')]
-    pub public_ip: Option<Vec<IpAddr>>,
-    /// With a wildcard media address and no --public-ip: advertise only these interfaces'
-    /// addresses (comma-separated names, e.g. eth0) [default: all].
-    #[arg(long, env = "WHIPGATE_INTERFACES", value_delimiter = ',')]
-    pub interfaces: Option<Vec<String>>,
-    /// Maximum live publishers across all ingests [default: 64].
-    #[arg(long, env = "WHIPGATE_MAX_PUBLISHERS")]
-    pub max_publishers: Option<usize>,
-    /// CORS allowed origins, comma-separated; "*" for any [default: *].
-    #[arg(long, env = "WHIPGATE_CORS_ORIGINS", value_delimiter = ',')]
-    pub cors_origins: Option<Vec<String>>,
-    /// Largest accepted SDP offer in bytes [default: 65536].
-    #[arg(long, env = "WHIPGATE_MAX_SDP_BYTES")]
-    pub max_sdp_bytes: Option<usize>,
-    /// Close a publisher that sends no media for this many seconds [default: 10].
-    #[arg(long, env = "WHIPGATE_MEDIA_TIMEOUT_SECS")]
-    pub media_timeout_secs: Option<f64>,
-    /// Close a session not connected after this many seconds [default: 30].
-    #[arg(long, env = "WHIPGATE_CONNECT_TIMEOUT_SECS")]
-    pub connect_timeout_secs: Option<f64>,
-    /// Answer deadline in seconds, ICE gathering included; 504 after it [default: 5].
-    #[arg(long, env = "WHIPGATE_ANSWER_TIMEOUT_SECS")]
-    pub answer_timeout_secs: Option<f64>,
-    /// Seconds between session-stats events [default: 5].
-    #[arg(long, env = "WHIPGATE_STATS_INTERVAL_SECS")]
-    pub stats_interval_secs: Option<f64>,
-    /// Events kept in memory for WatchEvents resume [default: 4096].
-    #[arg(long, env = "WHIPGATE_EVENT_HISTORY")]
-    pub event_history: Option<usize>,
-    /// API key required on control RPCs as "authorization: Bearer <key>".
-    #[arg(long, env = "WHIPGATE_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
-    /// Serve /metrics on this address instead of the HTTP listener.
-    #[arg(long, env = "WHIPGATE_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
-    /// Label per-ingest metrics with the ingest id (unbounded label set).
-    #[arg(long, env = "WHIPGATE_METRICS_INGEST_LABEL")]
-    pub metrics_ingest_label: Option<bool>,
-    /// Seconds shutdown waits for sessions to close [default: 10].
-    #[arg(long, env = "WHIPGATE_SHUTDOWN_GRACE_SECS")]
-    pub shutdown_grace_secs: Option<f64>,
-    /// STUN server URI offered to publishers (repeatable); TURN servers with credentials go
-    /// in the file as [[ice_servers]] url, username, credential.
-    #[arg(
-        long = "ice-server",
-        env = "WHIPGATE_ICE_SERVERS",
-        value_delimiter = ','
-    )]
-    pub ice_servers: Option<Vec<String>>,
-    /// Directory of the embedded store (registrations, tokens, caps, stream continuity),
-    /// created if missing [default: ./whipgate-data].
-    #[arg(long, env = "WHIPGATE_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Kernel buffer of the media socket in bytes (0: kernel default) [default: 8 MiB].
-    #[arg(long, env = "WHIPGATE_MEDIA_SOCKET_BUFFER")]
-    pub media_socket_buffer: Option<usize>,
-    /// Cluster mode: redis://host:port/db, or redis+sentinel://host:port,host:port/<master>/db.
-    #[arg(long, env = "WHIPGATE_CLUSTER_REDIS", hide_env_values = true)]
-    pub cluster_redis: Option<String>,
-    /// This node's id in the cluster [default: <hostname>-<http port>].
-    #[arg(long, env = "WHIPGATE_NODE_ID")]
-    pub node_id: Option<String>,
-    /// Base URL at which publishers reach this node's WHIP edge, e.g. http://10.0.0.5:8080
-    /// (used in 307s and Location) [default: http://<hostname>:<http port>].
-    #[arg(long, env = "WHIPGATE_ADVERTISE_URL")]
-    pub advertise_url: Option<String>,
-    /// Publisher lease and heartbeat time to live in cluster mode, seconds [default: 10].
-    #[arg(long, env = "WHIPGATE_CLUSTER_LEASE_SECS")]
-    pub cluster_lease_secs: Option<f64>,
-}
-
-/// The TOML file: the same settings as the flags, all optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    http_listen: Option<SocketAddr>,
-    grpc_listen: Option<SocketAddr>,
-    udp_listen: Option<SocketAddr>,
-    tcp_listen: Option<SocketAddr>,
-    ice_tcp: Option<bool>,
-    public_ip: Option<Vec<IpAddr>>,
-    interfaces: Option<Vec<String>>,
-    max_publishers: Option<usize>,
-    cors_origins: Option<Vec<String>>,
-    max_sdp_bytes: Option<usize>,
-    media_timeout_secs: Option<f64>,
-    connect_timeout_secs: Option<f64>,
-    answer_timeout_secs: Option<f64>,
-    stats_interval_secs: Option<f64>,
-    event_history: Option<usize>,
-    api_key: Option<String>,
-    metrics_listen: Option<SocketAddr>,
-    metrics_ingest_label: Option<bool>,
-    shutdown_grace_secs: Option<f64>,
-    ice_servers: Option<Vec<IceServer>>,
-    data_dir: Option<PathBuf>,
-    media_socket_buffer: Option<usize>,
-    cluster_redis: Option<String>,
-    node_id: Option<String>,
-    advertise_url: Option<String>,
-    cluster_lease_secs: Option<f64>,
-}
-
-fn secs(value: Option<f64>, default: Duration, name: &str) -> Result<Duration, String> {
-    match value {
-        None => Ok(default),
-        Some(s) => {
-            Duration::try_from_secs_f64(s).map_err(|_| format!("{name}: invalid duration {s}"))
-        }
-    }
-}
-
-impl Cli {
-    /// Merges flags and environment (already in `self`) over the file over the defaults.
-    pub fn into_config(self) -> Result<Config, String> {
-        let file = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("reading {}: {e}", path.display()))?;
-                toml::from_str::<FileConfig>(&text)
-                    .map_err(|e| format!("parsing {}: {e}", path.display()))?
-            }
-            None => FileConfig::default(),
-        };
-        let d = Config::default();
-        let config = Config {
-            http_listen: self
-                .http_listen
-                .or(file.http_listen)
-                .unwrap_or(d.http_listen),
-            grpc_listen: self
-                .grpc_listen
-                .or(file.grpc_listen)
-                .unwrap_or(d.grpc_listen),
-            udp_listen: self.udp_listen.or(file.udp_listen).unwrap_or(d.udp_listen),
-            tcp_listen: if self.ice_tcp.or(file.ice_tcp).unwrap_or(true) {
-                self.tcp_listen.or(file.tcp_listen).or(d.tcp_listen)
-            } else {
-                None
-            },
-            public_ip: self.public_ip.or(file.public_ip).unwrap_or(d.public_ip),
-            interfaces: self.interfaces.or(file.interfaces).unwrap_or(d.interfaces),
-            max_publishers: self
-                .max_publishers
-                .or(file.max_publishers)
-                .unwrap_or(d.max_publishers),
-            cors_origins: self
-                .cors_origins
-                .or(file.cors_origins)
-                .unwrap_or(d.cors_origins),
-            max_sdp_bytes: self
-                .max_sdp_bytes
-                .or(file.max_sdp_bytes)
-                .unwrap_or(d.max_sdp_bytes),
-            media_timeout: secs(
-                self.media_timeout_secs.or(file.media_timeout_secs),
-                d.media_timeout,
-                "media_timeout_secs",
-            )?,
-            connect_timeout: secs(
-                self.connect_timeout_secs.or(file.connect_timeout_secs),
-                d.connect_timeout,
-                "connect_timeout_secs",
-            )?,
-            answer_timeout: secs(
-                self.answer_timeout_secs.or(file.answer_timeout_secs),
-                d.answer_timeout,
-                "answer_timeout_secs",
-            )?,
-            stats_interval: secs(
-                self.stats_interval_secs.or(file.stats_interval_secs),
-                d.stats_interval,
-                "stats_interval_secs",
-            )?,
-            media_socket_buffer: self
-                .media_socket_buffer
-                .or(file.media_socket_buffer)
-                .unwrap_or(d.media_socket_buffer),
-            event_history: self
-                .event_history
-                .or(file.event_history)
-                .unwrap_or(d.event_history),
-            api_key: self.api_key.or(file.api_key).filter(|k| !k.is_empty()),
-            metrics_listen: self.metrics_listen.or(file.metrics_listen),
-            metrics_ingest_label: self
-                .metrics_ingest_label
-                .or(file.metrics_ingest_label)
-                .unwrap_or(d.metrics_ingest_label),
-            shutdown_grace: secs(
-                self.shutdown_grace_secs.or(file.shutdown_grace_secs),
-                d.shutdown_grace,
-                "shutdown_grace_secs",
-            )?,
-            ice_servers: match self.ice_servers {
-                Some(urls) => urls
-                    .into_iter()
-                    .map(|url| IceServer {
-                        url,
-                        username: None,
-                        credential: None,
-                    })
-                    .collect(),
-                None => file.ice_servers.unwrap_or_default(),
-            },
-            data_dir: self.data_dir.or(file.data_dir).or(d.data_dir),
-            cluster_redis: self.cluster_redis.or(file.cluster_redis),
-            node_id: self.node_id.or(file.node_id),
-            advertise_url: self.advertise_url.or(file.advertise_url),
-            cluster_lease: secs(
-                self.cluster_lease_secs.or(file.cluster_lease_secs),
-                d.cluster_lease,
-                "cluster_lease_secs",
-            )?,
-        };
-        config.validate()?;
-        Ok(config)
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_match_the_documented_ports() {
-        let c = Cli::default().into_config().unwrap();
-        assert_eq!(c.http_listen.port(), 8080);
-        assert_eq!(c.grpc_listen.port(), 50051);
-        assert_eq!(c.udp_listen.port(), 8189);
-        assert_eq!(c.max_publishers, 64);
-    }
-
-    #[test]
-    fn flags_win_over_the_file() {
-        let dir = std::env::temp_dir().join(format!("whipgate-cfg-{}", std::process::id()));
-        std::fs::write(
-            &dir,
-            "max_publishers = 3\nhttp_listen = \"127.0.0.1:9000\"\n",
-        )
-        .unwrap();
-        let cli = Cli::try_parse_from([
-            "whipgate",
-            "--config",
-            dir.to_str().unwrap(),
-            "--max-publishers",
-            "7",
-        ])
-        .unwrap();
-        let c = cli.into_config().unwrap();
-        std::fs::remove_file(&dir).ok();
-        assert_eq!(c.max_publishers, 7);
-        assert_eq!(
-            c.http_listen,
-            "127.0.0.1:9000".parse::<std::net::SocketAddr>().unwrap()
-        );
-    }
-
-    #[test]
-    fn ice_servers_become_link_headers() {
-        let turn = IceServer {
-            url: "turn:turn.example.net?transport=udp".into(),
-            username: Some("user".into()),
-            credential: Some("pa\"ss".into()),
-        };
-        assert_eq!(
-            turn.link_header(),
-            "<turn:turn.example.net?transport=udp>; rel=\"ice-server\"; username=\"user\"; \
-             credential=\"pa\\\"ss\"; credential-type=\"password\""
-        );
-        let file = "[[ice_servers]]\nurl = \"stun:stun.example.net\"\n";
-        let parsed: FileConfig = toml::from_str(file).unwrap();
-        assert_eq!(
-            parsed.ice_servers.unwrap()[0].link_header(),
-            "<stun:stun.example.net>; rel=\"ice-server\""
-        );
-        let bad = Config {
-            ice_servers: vec![IceServer {
-                url: "turn:x".into(),
-                username: None,
-                credential: None,
-            }],
-            ..Config::default()
-        };
-        assert!(bad.validate().is_err(), "TURN without credentials");
-    }
-
-    #[test]
-    fn unknown_file_keys_are_rejected() {
-        assert!(toml::from_str::<FileConfig>("max_publisher = 3").is_err());
-    }
-
-    #[test]
-    fn zero_durations_are_rejected() {
-        let cli = Cli {
-            media_timeout_secs: Some(0.0),
-            ..Cli::default()
-        };
-        assert!(cli.into_config().is_err());
-    }
-}
+mod tests;

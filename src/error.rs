@@ -57,9 +57,18 @@ pub enum Error {
     /// A watcher could not keep up with the event stream.
     #[error("{0}")]
     Lagged(String),
-    /// A bounded resource (e.g. the event-stream watchers) is in full use; retry later.
+    /// Too much at once (negotiations, requests, watchers): retry later.
     #[error("{0}")]
-    Busy(String),
+    Overloaded(String),
+    /// This client sent too many requests; retry after the given time.
+    #[error("too many requests, retry in {}s", retry_after_secs(*.0))]
+    RateLimited(std::time::Duration),
+    /// The request took longer than the configured request timeout.
+    #[error("request timed out")]
+    RequestTimeout,
+    /// The session ended (replaced, torn down, unregistered) before its answer was sent.
+    #[error("the session ended during negotiation")]
+    SessionEnded,
     /// A watcher named the event epoch of another gateway run.
     #[error("{0}")]
     StaleEpoch(String),
@@ -84,9 +93,12 @@ impl Error {
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::IngestNotFound(_) | Error::SessionNotFound => StatusCode::NOT_FOUND,
             Error::PublisherConflict(_) | Error::IngestExists(_) => StatusCode::CONFLICT,
-            Error::CapReached(_) | Error::Draining | Error::Busy(_) | Error::Unavailable(_) => {
+            Error::CapReached(_) | Error::Draining | Error::Overloaded(_) | Error::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::SessionEnded => StatusCode::CONFLICT,
+            Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::GatherTimeout => StatusCode::GATEWAY_TIMEOUT,
             Error::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
@@ -109,9 +121,12 @@ impl Error {
             Error::Unauthorized => Code::Unauthenticated,
             Error::IngestNotFound(_) | Error::SessionNotFound => Code::NotFound,
             Error::PublisherConflict(_) | Error::IngestExists(_) => Code::AlreadyExists,
-            Error::CapReached(_) => Code::ResourceExhausted,
-            Error::Draining | Error::Busy(_) | Error::Unavailable(_) => Code::Unavailable,
-            Error::GatherTimeout => Code::DeadlineExceeded,
+            Error::CapReached(_) | Error::Overloaded(_) | Error::RateLimited(_) => {
+                Code::ResourceExhausted
+            }
+            Error::SessionEnded => Code::Aborted,
+            Error::Draining | Error::Unavailable(_) => Code::Unavailable,
+            Error::GatherTimeout | Error::RequestTimeout => Code::DeadlineExceeded,
             Error::PreconditionFailed | Error::PreconditionRequired => Code::FailedPrecondition,
             Error::OutOfRange(_) => Code::OutOfRange,
             Error::Lagged(_) => Code::ResourceExhausted,
@@ -131,18 +146,32 @@ impl Error {
                 RejectReason::BadSdp
             }
             Error::Draining => RejectReason::Draining,
+            Error::SessionEnded => RejectReason::Conflict,
+            Error::Overloaded(_) | Error::RateLimited(_) => RejectReason::Cap,
             _ => RejectReason::Internal,
         }
     }
 
-    /// The short text a client sees; internal details are logged instead.
+    /// The short text a client sees (an internal error's details stay in the log).
     fn public_message(&self) -> String {
+        self.to_string()
+    }
+
+    /// Logs an internal error's whole source chain; called where an error becomes a response.
+    fn log_if_internal(&self) {
         if let Error::Internal(source) = self {
             tracing::error!(error = %error_chain(source.as_ref()), "internal error");
         }
-        self.to_string()
     }
 }
+
+/// Whole seconds to wait, at least 1 (Retry-After has second resolution).
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    let whole = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    whole.max(1)
+}
+
+pub use crate::untrusted::{Bounded, MAX_LOGGED_BYTES, bounded};
 
 /// The registry's refusals in the edge's terms: the status follows from the variant, the
 /// client-facing text is written here.
@@ -198,6 +227,7 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
+        self.log_if_internal();
         let status = self.http_status();
         let mut response = (status, self.public_message() + "\n").into_response();
         if status == StatusCode::UNAUTHORIZED {
@@ -213,12 +243,19 @@ impl IntoResponse for Error {
                 HeaderValue::from_static(RETRY_AFTER_SECS),
             );
         }
+        if let Error::RateLimited(wait) = self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(wait)),
+            );
+        }
         response
     }
 }
 
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
+        err.log_if_internal();
         tonic::Status::new(err.grpc_code(), err.public_message())
     }
 }
@@ -227,17 +264,98 @@ impl From<Error> for tonic::Status {
 mod tests {
     use super::*;
 
+    /// What a WHIP client does about each error. Exhaustive: adding a variant fails to
+    /// compile until it is placed here.
+    fn reaction(err: &Error) -> (&'static str, u16) {
+        match err {
+            Error::BadRequest(_) => ("fix the request", 400),
+            Error::Unauthorized => ("send the right token", 401),
+            Error::IngestNotFound(_) | Error::SessionNotFound => ("wrong URL", 404),
+            Error::PublisherConflict(_) | Error::IngestExists(_) | Error::SessionEnded => {
+                ("someone else holds it", 409)
+            }
+            Error::CapReached(_)
+            | Error::Draining
+            | Error::Overloaded(_)
+            | Error::Unavailable(_) => ("retry after Retry-After", 503),
+            Error::UnsupportedMediaType(_) => ("fix the content type", 415),
+            Error::GatherTimeout => ("retry now", 504),
+            Error::RequestTimeout => ("send the request faster", 408),
+            Error::PreconditionFailed | Error::StaleEpoch(_) => ("refetch the state", 412),
+            Error::PreconditionRequired => ("send If-Match", 428),
+            Error::Unprocessable(_) => ("offer something else", 422),
+            Error::OutOfRange(_) => ("resume from the start", 416),
+            Error::Lagged(_) | Error::RateLimited(_) => ("slow down", 429),
+            Error::Internal(_) => ("report a bug", 500),
+        }
+    }
+
+    fn every_variant() -> Vec<Error> {
+        vec![
+            Error::BadRequest("x".into()),
+            Error::Unauthorized,
+            Error::IngestNotFound("x".into()),
+            Error::SessionNotFound,
+            Error::PublisherConflict("x".into()),
+            Error::IngestExists("x".into()),
+            Error::CapReached(1),
+            Error::Draining,
+            Error::UnsupportedMediaType("application/sdp"),
+            Error::GatherTimeout,
+            Error::PreconditionFailed,
+            Error::PreconditionRequired,
+            Error::Unprocessable("x".into()),
+            Error::OutOfRange("x".into()),
+            Error::Lagged("x".into()),
+            Error::Overloaded("x".into()),
+            Error::RateLimited(std::time::Duration::from_millis(1500)),
+            Error::SessionEnded,
+            Error::RequestTimeout,
+            Error::StaleEpoch("x".into()),
+            Error::Unavailable("x".into()),
+            Error::internal("x"),
+        ]
+    }
+
     #[test]
     fn every_publish_failure_has_distinct_http_status() {
-        assert_eq!(Error::Unauthorized.http_status(), 401);
-        assert_eq!(Error::IngestNotFound("x".into()).http_status(), 404);
-        assert_eq!(Error::PublisherConflict("x".into()).http_status(), 409);
-        assert_eq!(Error::CapReached(1).http_status(), 503);
-        assert_eq!(Error::GatherTimeout.http_status(), 504);
-        assert_eq!(
-            Error::UnsupportedMediaType("application/sdp").http_status(),
-            415
-        );
+        let all = every_variant();
+        for err in &all {
+            assert_eq!(err.http_status(), reaction(err).1, "{err:?}");
+        }
+        // Two errors share a status exactly when the client reacts to them the same way.
+        for a in &all {
+            for b in &all {
+                assert_eq!(
+                    a.http_status() == b.http_status(),
+                    reaction(a).0 == reaction(b).0,
+                    "{a:?} vs {b:?}"
+                );
+            }
+        }
+        // Every variant is listed once (the match above is the exhaustive part).
+        let mut names: Vec<String> = all
+            .iter()
+            .map(|e| {
+                format!("{e:?}")
+                    .split(['(', ' '])
+                    .next()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), all.len());
+    }
+
+    #[test]
+    fn rate_limited_answers_say_when_to_retry() {
+        let response = Error::RateLimited(std::time::Duration::from_millis(1500)).into_response();
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(retry_after_secs(std::time::Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(std::time::Duration::from_secs(3)), 3);
     }
 
     #[test]

@@ -1,14 +1,18 @@
 //! Binds every listener, wires the registry, the WHIP edge, the media path and the control
 //! plane together, and drains cleanly on shutdown.
 
+mod serve;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::service::interceptor::InterceptedService;
 use tonic_health::server::HealthReporter;
 
 use crate::cluster::{ClusterNode, NodeSettings};
@@ -39,6 +43,7 @@ pub struct Bound {
 /// A bound, not yet running gateway.
 pub struct Gateway {
     config: Config,
+    metrics: Arc<Metrics>,
     registry: Registry,
     media: Media,
     http: TcpListener,
@@ -84,7 +89,7 @@ impl Gateway {
         metrics
             .register_tasks(tracker.clone())
             .map_err(Error::internal)?;
-        let media = Media::bind(&config, metrics, tracker.clone()).await?;
+        let media = Media::bind(&config, Arc::clone(&metrics), tracker.clone()).await?;
         let http = TcpListener::bind(config.http_listen)
             .await
             .map_err(Error::internal)?;
@@ -132,6 +137,7 @@ impl Gateway {
         Ok(Gateway {
             cluster,
             config,
+            metrics,
             registry,
             media,
             http,
@@ -163,12 +169,15 @@ impl Gateway {
         &self.media
     }
 
-    /// Serves until `shutdown` completes, then drains: gRPC health goes NOT_SERVING, new
-    /// publishes get 503, every session ends (reason: shutdown), listeners stop, and the
-    /// gateway waits for its tasks up to the configured grace.
+    /// Serves until `shutdown` completes, then drains: `/healthz` answers 503 and gRPC health
+    /// NOT_SERVING, new publishes get 503, while live sessions keep forwarding for the drain
+    /// window (so load balancers can stop sending new publishers); then every session ends
+    /// (reason: shutdown), listeners stop, and the gateway waits for its tasks up to the
+    /// shutdown grace.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
         let Gateway {
             config,
+            metrics,
             registry,
             media,
             http,
@@ -190,68 +199,60 @@ impl Gateway {
             cancel.clone(),
             node.clone(),
         );
-        let mut state = WhipState::new(registry.clone(), media.clone(), &config.ice_servers)?
-            .with_events(events);
+        let mut state =
+            WhipState::new(registry.clone(), media.clone(), &config)?.with_events(events);
         if let Some(node) = &cluster {
             tracker.spawn(node.clone().run(registry.clone(), cancel.clone()));
             state.cluster = Some(node.clone());
         }
-        let app = whip::router(
-            state.clone(),
-            &config.cors_origins,
-            config.max_sdp_bytes,
-            metrics_listener.is_none(),
-        );
-        let http_cancel = cancel.clone();
-        tracker.spawn(async move {
-            let service = app.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(err) = axum::serve(http, service)
-                .with_graceful_shutdown(http_cancel.cancelled_owned())
-                .await
-            {
-                tracing::error!(%err, "HTTP server failed");
-            }
-        });
+        let app = whip::router(state.clone(), &config, metrics_listener.is_none());
+        let limits = serve::ConnLimits {
+            header_timeout: config.http_header_timeout,
+            max_connections: config.http_max_connections,
+        };
+        tracker.spawn(serve::serve(
+            http,
+            app,
+            limits,
+            Arc::clone(&metrics),
+            cancel.clone(),
+            tracker.clone(),
+        ));
         if let Some(listener) = metrics_listener {
-            let app = whip::metrics_router(state);
-            let metrics_cancel = cancel.clone();
-            tracker.spawn(async move {
-                if let Err(err) = axum::serve(listener, app)
-                    .with_graceful_shutdown(metrics_cancel.cancelled_owned())
-                    .await
-                {
-                    tracing::error!(%err, "metrics server failed");
-                }
-            });
+            tracker.spawn(serve::serve(
+                listener,
+                whip::metrics_router(state),
+                limits,
+                Arc::clone(&metrics),
+                cancel.clone(),
+                tracker.clone(),
+            ));
         }
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_serving(&health, true).await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(control::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(Error::internal)?;
-        let service = ControlService::new(registry.clone(), cancel.clone()).with_node(node);
-        let interceptor = control::api_key_interceptor(config.api_key.clone(), registry.clone());
-        let grpc_cancel = cancel.clone();
-        tracker.spawn(async move {
-            let result = tonic::transport::Server::builder()
-                .add_service(health_service)
-                .add_service(reflection)
-                .add_service(IngestControlServer::with_interceptor(service, interceptor))
-                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), grpc_cancel.cancelled())
-                .await;
-            if let Err(err) = result {
-                tracing::error!(%err, "gRPC server failed");
-            }
-        });
+        tracker.spawn(serve_grpc(
+            grpc,
+            &config,
+            registry.clone(),
+            node,
+            health_service,
+            cancel.clone(),
+        )?);
+        warn_if_control_is_open(&config);
         tracing::info!(?config.http_listen, ?config.grpc_listen, ?config.udp_listen, "whipgate running");
 
         shutdown.await;
-        tracing::info!("shutting down: draining sessions");
+        let deadline = tokio::time::Instant::now() + config.shutdown_grace;
+        tracing::info!(window = ?config.drain, "shutting down: draining (health 503, new publishes refused)");
         set_serving(&health, false).await;
+        registry.stop_admitting();
+        tokio::time::sleep(config.drain).await;
         registry.start_draining();
+        tracing::info!(
+            live = registry.live_count(),
+            "drain window over: ending sessions"
+        );
         // tonic-health's Watch streams never end on their own and would hold the gRPC server's
         // graceful shutdown for the whole grace: clearing the statuses ends them (watchers have
         // already seen NOT_SERVING).
@@ -264,7 +265,7 @@ impl Gateway {
             .await;
         cancel.cancel();
         tracker.close();
-        if tokio::time::timeout(config.shutdown_grace, tracker.wait())
+        if tokio::time::timeout_at(deadline, tracker.wait())
             .await
             .is_err()
         {
@@ -272,6 +273,68 @@ impl Gateway {
         }
         tracing::info!("shutdown complete");
         Ok(())
+    }
+}
+
+/// The gRPC server: the control service and reflection (v1 and v1alpha) behind the API key,
+/// health open; bounded streams per connection, message sizes, watchers; HTTP/2 keepalive.
+fn serve_grpc(
+    listener: TcpListener,
+    config: &Config,
+    registry: Registry,
+    node: control::NodeInfo,
+    health_service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health + 'static,
+    >,
+    cancel: CancellationToken,
+) -> Result<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>, Error> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(control::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(Error::internal)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(Error::internal)?;
+    let service = ControlService::new(registry.clone(), cancel.clone(), config.grpc_max_watchers)
+        .with_node(node);
+    let interceptor = control::api_key_interceptor(config.api_key.as_deref(), registry);
+    let control = IngestControlServer::new(service)
+        .max_decoding_message_size(control::limits::MAX_MESSAGE_BYTES);
+    let router = tonic::transport::Server::builder()
+        .max_concurrent_streams(config.grpc_max_streams)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .add_service(health_service)
+        .add_service(InterceptedService::new(reflection_v1, interceptor.clone()))
+        .add_service(InterceptedService::new(
+            reflection_v1alpha,
+            interceptor.clone(),
+        ))
+        .add_service(InterceptedService::new(control, interceptor));
+    Ok(Box::pin(async move {
+        let result = router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), cancel.cancelled())
+            .await;
+        if let Err(err) = result {
+            tracing::error!(%err, "gRPC server failed");
+        }
+    }))
+}
+
+/// Says loudly, once, that anyone reaching the control port controls routing.
+fn warn_if_control_is_open(config: &Config) {
+    if config.api_key.is_some() {
+        return;
+    }
+    if config.grpc_listen.ip().is_loopback() {
+        tracing::info!(addr = %config.grpc_listen, "control plane on loopback without an API key");
+    } else {
+        tracing::warn!(
+            addr = %config.grpc_listen,
+            "INSECURE CONTROL PLANE: --insecure-control with no API key on a non-loopback \
+             address; anyone who reaches this port can register, reroute and tear down streams"
+        );
     }
 }
 

@@ -15,6 +15,7 @@
 //! | [`gateway`] | binding listeners, wiring, graceful shutdown |
 //! | [`error`] | the one error type and its HTTP / gRPC status mapping |
 //! | [`cluster`] | cluster mode on Redis: node records, publisher leases, shared state, one event stream, routed control calls |
+//! | [`secret`], [`untrusted`] | constant-time checks of the API key and bearer tokens; outside strings bounded and escaped for logs and events |
 //! | [`load`] | `whipgate-load`, the load generator, sink, relay and soak (a client: it never runs inside the gateway) |
 //! | [`config`], [`metrics`], [`codec`], [`continuity`] | configuration, Prometheus metrics, codecs and consumer SDP, output stream continuity across reconnects and restarts |
 //! | `fuzzing` (hidden) | entry points for the cargo-fuzz targets in `fuzz/`; not an API |
@@ -33,7 +34,9 @@ pub mod load;
 pub mod media;
 pub mod metrics;
 pub mod registry;
+pub mod secret;
 pub mod store;
+pub mod untrusted;
 pub mod whip;
 
 pub use config::Config;

@@ -2,10 +2,8 @@
 //! `whipgate ctl ...` is the control-plane client instead ([`whipgate::ctl`]).
 
 use anyhow::Context;
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use whipgate::Gateway;
-use whipgate::config::Cli;
+use whipgate::{Config, Gateway};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -21,8 +19,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let config = Cli::parse()
-        .into_config()
+    let config = Config::from_cli()
         .map_err(anyhow::Error::msg)
         .context("invalid configuration")?;
     let gateway = Gateway::bind(config).await.context("binding listeners")?;

@@ -20,6 +20,12 @@ pub struct Metrics {
     pub whip_request_duration: HistogramVec,
     /// Refused publishes by reason.
     pub publish_rejections: IntCounterVec,
+    /// WHIP requests refused by the per-client rate limit.
+    pub whip_rate_limited: IntCounter,
+    /// HTTP connections open now.
+    pub http_connections: IntGauge,
+    /// HTTP connections closed by the header-read timeout or a protocol error.
+    pub http_connection_errors: IntCounter,
     /// ICE+DTLS establishment time by result.
     pub ice_connect_duration: HistogramVec,
     /// Live publishers.
@@ -109,6 +115,9 @@ impl Metrics {
         let r = prometheus::Registry::new();
         let live_publishers = IntGauge::new("whipgate_live_publishers", "Live publishers")?;
         r.register(Box::new(live_publishers.clone()))?;
+        let http_connections =
+            IntGauge::new("whipgate_http_connections", "HTTP connections open now")?;
+        r.register(Box::new(http_connections.clone()))?;
         let latency = vec![
             0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
         ];
@@ -127,6 +136,17 @@ impl Metrics {
                 "WHIP request duration by route",
                 &["route"],
                 latency,
+            )?,
+            whip_rate_limited: counter(
+                &r,
+                "whipgate_whip_rate_limited_total",
+                "WHIP requests refused by the per-client rate limit (429)",
+            )?,
+            http_connections,
+            http_connection_errors: counter(
+                &r,
+                "whipgate_http_connection_errors_total",
+                "HTTP connections ended by the header-read timeout or a protocol error",
             )?,
             publish_rejections: counter_vec(
                 &r,

@@ -130,9 +130,10 @@ class Browser(_Node):
         spec = self.spec
         profile = Path(tempfile.mkdtemp(prefix=f"{spec.client}-profile-", dir=self.workdir))
         procs.watch_dir(str(profile))
+        # The page takes the token from the fragment only (never sent to the server).
         page = (f"http://{http}/publish/{ingest_id}?codec={spec.codec}"
-                + (f"&token={spec.token}" if spec.token else "")
-                + ("&simulcast" if spec.simulcast else "") + "&autostart")
+                + ("&simulcast" if spec.simulcast else "") + "&autostart"
+                + (f"#token={spec.token}" if spec.token else ""))
         shot = ["--screenshot", str(self.screenshot)] if spec.screenshot else []
         return [*_timeout(self.seconds + 70), "node", str(self.script), "--browser", spec.client,
                 "--url", page, "--codec", spec.codec, "--profile-dir", str(profile), *shot,

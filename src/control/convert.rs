@@ -40,30 +40,8 @@ pub(crate) fn spec(
     audio_target: Option<SocketAddr>,
 ) -> Result<IngestSpec, Error> {
     validate_ingest_id(&req.ingest_id)?;
-    let mut video_codecs = Vec::new();
-    for &c in &req.video_codecs {
-        let codec = match pb::VideoCodec::try_from(c) {
-            Ok(pb::VideoCodec::H264) => VideoCodec::H264,
-            Ok(pb::VideoCodec::Vp8) => VideoCodec::Vp8,
-            Ok(pb::VideoCodec::Vp9) => VideoCodec::Vp9,
-            Ok(pb::VideoCodec::Av1) => VideoCodec::Av1,
-            Ok(pb::VideoCodec::H265) => VideoCodec::H265,
-            _ => return Err(Error::BadRequest(format!("unknown video codec {c}"))),
-        };
-        if !video_codecs.contains(&codec) {
-            video_codecs.push(codec);
-        }
-    }
-    let mut audio_codecs = Vec::new();
-    for &c in &req.audio_codecs {
-        let codec = match pb::AudioCodec::try_from(c) {
-            Ok(pb::AudioCodec::Opus) => AudioCodec::Opus,
-            _ => return Err(Error::BadRequest(format!("unknown audio codec {c}"))),
-        };
-        if !audio_codecs.contains(&codec) {
-            audio_codecs.push(codec);
-        }
-    }
+    let mut video_codecs = codecs_from_pb(&req.video_codecs, VIDEO_CODECS, "video")?;
+    let mut audio_codecs = codecs_from_pb(&req.audio_codecs, AUDIO_CODECS, "audio")?;
     if video_codecs.is_empty() {
         video_codecs = VideoCodec::DEFAULT.to_vec();
     }
@@ -96,6 +74,44 @@ pub(crate) fn spec(
             }
         },
     })
+}
+
+/// The codec <-> protobuf mapping, each pair written once and read both ways.
+const VIDEO_CODECS: &[(VideoCodec, i32)] = &[
+    (VideoCodec::H264, pb::VideoCodec::H264 as i32),
+    (VideoCodec::Vp8, pb::VideoCodec::Vp8 as i32),
+    (VideoCodec::Vp9, pb::VideoCodec::Vp9 as i32),
+    (VideoCodec::Av1, pb::VideoCodec::Av1 as i32),
+    (VideoCodec::H265, pb::VideoCodec::H265 as i32),
+];
+const AUDIO_CODECS: &[(AudioCodec, i32)] = &[(AudioCodec::Opus, pb::AudioCodec::Opus as i32)];
+
+/// Proto codec numbers to codecs, deduplicated in order; an unknown number is an error.
+fn codecs_from_pb<C: Copy + PartialEq>(
+    values: &[i32],
+    table: &[(C, i32)],
+    kind: &str,
+) -> Result<Vec<C>, Error> {
+    let mut out = Vec::new();
+    for &value in values {
+        let codec = table
+            .iter()
+            .find(|(_, v)| *v == value)
+            .map(|(c, _)| *c)
+            .ok_or_else(|| Error::BadRequest(format!("unknown {kind} codec {value}")))?;
+        if !out.contains(&codec) {
+            out.push(codec);
+        }
+    }
+    Ok(out)
+}
+
+/// Codecs to proto codec numbers.
+fn codecs_to_pb<C: PartialEq>(codecs: &[C], table: &[(C, i32)]) -> Vec<i32> {
+    codecs
+        .iter()
+        .filter_map(|c| table.iter().find(|(t, _)| t == c).map(|(_, v)| *v))
+        .collect()
 }
 
 /// A simulcast RID (RFC 8851: alphanumeric, `-`, `_`); empty means "highest".
@@ -204,22 +220,8 @@ pub(crate) fn ingest(v: &IngestView) -> pb::Ingest {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        video_codecs: spec
-            .video_codecs
-            .iter()
-            .map(|c| match c {
-                VideoCodec::H264 => pb::VideoCodec::H264 as i32,
-                VideoCodec::Vp8 => pb::VideoCodec::Vp8 as i32,
-                VideoCodec::Vp9 => pb::VideoCodec::Vp9 as i32,
-                VideoCodec::Av1 => pb::VideoCodec::Av1 as i32,
-                VideoCodec::H265 => pb::VideoCodec::H265 as i32,
-            })
-            .collect(),
-        audio_codecs: spec
-            .audio_codecs
-            .iter()
-            .map(|_| pb::AudioCodec::Opus as i32)
-            .collect(),
+        video_codecs: codecs_to_pb(&spec.video_codecs, VIDEO_CODECS),
+        audio_codecs: codecs_to_pb(&spec.audio_codecs, AUDIO_CODECS),
         has_bearer_token: v.has_bearer_token,
         consumer_sdp: v.consumer_sdp.clone(),
         limits: Some(limits_pb(spec.limits)),
@@ -356,5 +358,35 @@ pub(crate) fn event(e: &Event) -> pb::Event {
         ingest_id: e.ingest_id.clone(),
         session_id: e.session_id.map(|s| s.to_string()).unwrap_or_default(),
         payload: Some(payload),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_codec_maps_both_ways() {
+        let all: Vec<VideoCodec> = VIDEO_CODECS.iter().map(|(c, _)| *c).collect();
+        let numbers = codecs_to_pb(&all, VIDEO_CODECS);
+        assert_eq!(numbers.len(), all.len(), "every video codec has a number");
+        assert_eq!(
+            codecs_from_pb(&numbers, VIDEO_CODECS, "video").unwrap(),
+            all
+        );
+        assert_eq!(
+            codecs_from_pb(&[pb::AudioCodec::Opus as i32], AUDIO_CODECS, "audio").unwrap(),
+            [AudioCodec::Opus]
+        );
+        assert!(
+            codecs_from_pb(&[0], VIDEO_CODECS, "video").is_err(),
+            "unspecified"
+        );
+        assert!(codecs_from_pb(&[99], VIDEO_CODECS, "video").is_err());
+        assert_eq!(
+            codecs_from_pb(&[2, 2, 1], VIDEO_CODECS, "video").unwrap(),
+            [VideoCodec::Vp8, VideoCodec::H264],
+            "deduplicated, order kept"
+        );
     }
 }

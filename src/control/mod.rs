@@ -2,7 +2,9 @@
 
 mod convert;
 pub mod json;
+pub mod limits;
 mod node;
+mod watch;
 
 pub use node::NodeInfo;
 
@@ -11,17 +13,19 @@ pub fn convert_ingest(view: &crate::registry::IngestView) -> pb::Ingest {
     convert::ingest(view)
 }
 
-use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::Stream;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::error::Error;
-use crate::registry::{Event, Registry};
+use crate::registry::Registry;
+use watch::{Filter, WatchState, next_event};
+
+pub use limits::api_key_interceptor;
 
 /// Generated protobuf and gRPC code.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -41,15 +45,18 @@ pub struct ControlService {
     registry: Registry,
     shutdown: CancellationToken,
     node: Arc<NodeInfo>,
+    watchers: Arc<Semaphore>,
 }
 
 impl ControlService {
-    /// A service over `registry`; event streams end when `shutdown` is cancelled.
-    pub fn new(registry: Registry, shutdown: CancellationToken) -> Self {
+    /// A service over `registry` allowing `max_watchers` concurrent WatchEvents streams;
+    /// event streams end when `shutdown` is cancelled.
+    pub fn new(registry: Registry, shutdown: CancellationToken, max_watchers: usize) -> Self {
         ControlService {
             registry,
             shutdown,
             node: Arc::new(NodeInfo::default()),
+            watchers: Arc::new(Semaphore::new(max_watchers)),
         }
     }
 
@@ -102,38 +109,6 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-/// Checks `authorization: Bearer <key>` on every control RPC (constant-time compare).
-pub fn api_key_interceptor(
-    key: Option<String>,
-    registry: Registry,
-) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
-    let key: Option<Arc<[u8]>> = key.map(|k| Arc::from(k.into_bytes()));
-    move |request: Request<()>| {
-        let Some(expected) = &key else {
-            return Ok(request);
-        };
-        let given = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim().as_bytes().to_vec());
-        use subtle::ConstantTimeEq;
-        match given {
-            Some(given) if bool::from(given.as_slice().ct_eq(expected)) => Ok(request),
-            _ => {
-                registry
-                    .metrics()
-                    .control_requests
-                    .with_label_values(&["auth", "UNAUTHENTICATED"])
-                    .inc();
-                Err(Status::unauthenticated("missing or invalid API key"))
-            }
-        }
-    }
-}
-
 /// A stream of control-plane events (see [`watch`]).
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 
@@ -145,12 +120,20 @@ impl IngestControl for ControlService {
     ) -> Result<Response<pb::RegisterIngestResponse>, Status> {
         let req = request.into_inner();
         let result = async {
+            limits::check_register(&req)?;
             let video = convert::target("video", &req.video_target).await?;
             let audio = convert::target("audio", &req.audio_target).await?;
             let spec = convert::spec(&req, video, audio)?;
             let (view, created) = self.registry.register(spec, req.replace)?;
             // Durable before the answer.
             self.registry.persist().ingest(&view.spec.id).await?;
+            if !view.has_bearer_token {
+                tracing::warn!(
+                    ingest = %view.spec.id,
+                    "ingest registered without a bearer token: anyone who knows its id can publish \
+                     to it (set bearer_token)"
+                );
+            }
             Ok(pb::RegisterIngestResponse {
                 ingest: Some(self.stamp(convert::ingest(&view))),
                 created,
@@ -190,15 +173,16 @@ impl IngestControl for ControlService {
 
     async fn list_ingests(
         &self,
-        _request: Request<pb::ListIngestsRequest>,
+        request: Request<pb::ListIngestsRequest>,
     ) -> Result<Response<pb::ListIngestsResponse>, Status> {
-        let ingests = self
-            .registry
-            .list()
-            .iter()
-            .map(|v| self.stamp(convert::ingest(v)))
-            .collect();
-        self.done("ListIngests", Ok(pb::ListIngestsResponse { ingests }))
+        let req = request.into_inner();
+        let result = limits::page(self.registry.list(), req.page_size, &req.page_token).map(
+            |(page, next_page_token)| pb::ListIngestsResponse {
+                ingests: page.iter().map(|v| self.stamp(convert::ingest(v))).collect(),
+                next_page_token,
+            },
+        );
+        self.done("ListIngests", result)
     }
 
     async fn set_caps(
@@ -252,11 +236,13 @@ impl IngestControl for ControlService {
         request: Request<pb::TeardownStreamRequest>,
     ) -> Result<Response<pb::TeardownStreamResponse>, Status> {
         let req = request.into_inner();
-        let result = self
-            .registry
-            .teardown(&req.ingest_id, &req.reason)
-            .map(|session_closed| pb::TeardownStreamResponse { session_closed })
-            .map_err(Error::from);
+        let result = limits::check_reason(&req.reason)
+            .and_then(|()| {
+                self.registry
+                    .teardown(&req.ingest_id, &req.reason)
+                    .map_err(Error::from)
+            })
+            .map(|session_closed| pb::TeardownStreamResponse { session_closed });
         self.done("TeardownStream", result)
     }
 
@@ -293,7 +279,17 @@ impl IngestControl for ControlService {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        let result = watch(&self.registry, &self.shutdown, request.into_inner());
+        let req = request.into_inner();
+        if let Err(err) = limits::check_watch(&req) {
+            return self.done("WatchEvents", Err(err));
+        }
+        let Ok(permit) = Arc::clone(&self.watchers).try_acquire_owned() else {
+            return self.done(
+                "WatchEvents",
+                Err(Error::Overloaded("too many event watchers".into())),
+            );
+        };
+        let result = watch_with(&self.registry, &self.shutdown, req, Some(permit));
         self.done("WatchEvents", result)
     }
 
@@ -314,6 +310,16 @@ pub fn watch(
     shutdown: &CancellationToken,
     req: pb::WatchEventsRequest,
 ) -> Result<EventStream, Error> {
+    watch_with(registry, shutdown, req, None)
+}
+
+/// [`watch`], holding `permit` (a slot under the watcher cap) for the stream's life.
+fn watch_with(
+    registry: &Registry,
+    shutdown: &CancellationToken,
+    req: pb::WatchEventsRequest,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Result<EventStream, Error> {
     let subscription = registry.subscribe_at(req.epoch, req.from_seq)?;
     let filter = Filter {
         ingests: req.ingest_ids.into_iter().collect(),
@@ -332,138 +338,7 @@ pub fn watch(
             req.from_seq.saturating_sub(1)
         },
         finished: false,
+        _permit: permit,
     };
     Ok(Box::pin(futures_util::stream::unfold(state, next_event)))
-}
-
-struct Filter {
-    ingests: HashSet<String>,
-    kinds: HashSet<i32>,
-}
-
-impl Filter {
-    fn accepts(&self, event: &Event) -> bool {
-        (self.ingests.is_empty() || self.ingests.contains(&event.ingest_id))
-            && (self.kinds.is_empty()
-                || self
-                    .kinds
-                    .contains(&(convert::event_kind(&event.payload) as i32)))
-    }
-}
-
-struct WatchState {
-    replay: std::vec::IntoIter<Arc<Event>>,
-    live: tokio::sync::broadcast::Receiver<Arc<Event>>,
-    filter: Filter,
-    shutdown: CancellationToken,
-    last_seq: u64,
-    finished: bool,
-}
-
-async fn next_event(mut s: WatchState) -> Option<(Result<pb::Event, Status>, WatchState)> {
-    if s.finished {
-        return None;
-    }
-    loop {
-        let event = match s.replay.next() {
-            Some(event) => event,
-            None => {
-                // Biased to the channel: events emitted while draining (session-ended with
-                // reason shutdown) still reach the watcher before the stream ends.
-                let received = tokio::select! {
-                    biased;
-                    received = s.live.recv() => received,
-                    _ = s.shutdown.cancelled() => {
-                        s.finished = true;
-                        return Some((Err(Status::unavailable("gateway is shutting down")), s));
-                    }
-                };
-                match received {
-                    Ok(event) => event,
-                    Err(RecvError::Lagged(_)) => {
-                        s.finished = true;
-                        let resume = s.last_seq + 1;
-                        let err = Error::Lagged(format!(
-                            "watcher fell behind the event stream; resume with from_seq={resume}"
-                        ));
-                        return Some((Err(Status::from(err)), s));
-                    }
-                    Err(RecvError::Closed) => return None,
-                }
-            }
-        };
-        // The replay and the live tail may overlap by the events emitted in between.
-        if event.seq <= s.last_seq {
-            continue;
-        }
-        s.last_seq = event.seq;
-        if s.filter.accepts(&event) {
-            return Some((Ok(convert::event(&event)), s));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::registry::EventPayload;
-    use std::time::SystemTime;
-
-    fn event(seq: u64) -> Arc<Event> {
-        Arc::new(Event {
-            epoch: 1,
-            seq,
-            at: SystemTime::now(),
-            ingest_id: "a".into(),
-            session_id: None,
-            payload: EventPayload::IngestUnregistered,
-        })
-    }
-
-    fn watch(live: tokio::sync::broadcast::Receiver<Arc<Event>>, last_seq: u64) -> WatchState {
-        WatchState {
-            replay: Vec::new().into_iter(),
-            live,
-            filter: Filter {
-                ingests: HashSet::new(),
-                kinds: HashSet::new(),
-            },
-            shutdown: CancellationToken::new(),
-            last_seq,
-            finished: false,
-        }
-    }
-
-    #[tokio::test]
-    async fn a_watcher_that_falls_behind_is_told_where_to_resume() {
-        let (tx, rx) = tokio::sync::broadcast::channel(2);
-        let state = watch(rx, 0);
-        for seq in 1..=5 {
-            tx.send(event(seq)).unwrap();
-        }
-        let (first, state) = next_event(state).await.unwrap();
-        let status = first.unwrap_err();
-        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
-        assert!(
-            status.message().contains("from_seq=1"),
-            "{}",
-            status.message()
-        );
-        assert!(
-            next_event(state).await.is_none(),
-            "the stream ends after the status"
-        );
-    }
-
-    #[tokio::test]
-    async fn shutdown_ends_the_stream_after_what_is_queued() {
-        let (tx, rx) = tokio::sync::broadcast::channel(8);
-        let state = watch(rx, 0);
-        tx.send(event(1)).unwrap();
-        state.shutdown.cancel();
-        let (first, state) = next_event(state).await.unwrap();
-        assert_eq!(first.unwrap().seq, 1, "queued events still arrive");
-        let (last, _) = next_event(state).await.unwrap();
-        assert_eq!(last.unwrap_err().code(), tonic::Code::Unavailable);
-    }
 }

@@ -331,6 +331,12 @@ impl Registry {
         self.lock().events.epoch()
     }
 
+    /// Refuses new publishes (503) while live sessions go on: the drain window before
+    /// [`Registry::start_draining`] ends them.
+    pub fn stop_admitting(&self) {
+        self.lock().draining = true;
+    }
+
     /// Stops admitting publishers and ends every live session (reason: shutdown).
     pub fn start_draining(&self) {
         let tokens: Vec<CancellationToken> = {

@@ -189,11 +189,19 @@ impl Registry {
         Ok((Admitted::Session(Box::new(admission), planned), replaced))
     }
 
-    /// Announces an admitted session whose answer is ready (publish-accepted event).
-    pub fn publish_accepted(&self, session_id: Uuid, http_peer: Option<SocketAddr>, etag: &str) {
+    /// Announces an admitted session whose answer is ready (publish-accepted event). Returns
+    /// false, announcing nothing, when the session already ended (replaced, torn down or
+    /// unregistered during its negotiation): its publisher must not get a 201.
+    #[must_use]
+    pub fn publish_accepted(
+        &self,
+        session_id: Uuid,
+        http_peer: Option<SocketAddr>,
+        etag: &str,
+    ) -> bool {
         let mut state = self.lock();
         let Some((ingest_id, session)) = state.session_mut(session_id) else {
-            return;
+            return false;
         };
         session.announced = true;
         session.etag = etag.to_owned();
@@ -206,10 +214,13 @@ impl Registry {
                 remote_addr: http_peer,
             },
         );
+        true
     }
 
-    /// Records a refused publish (event + metric). Admission records its own refusals; the
-    /// edge calls this for what it refuses itself (content type, negotiation failures).
+    /// Records a refused publish: always the metric (bounded labels), and an event only for a
+    /// registered ingest, so anonymous POSTs to made-up ids cannot flood the event history.
+    /// Admission records its own refusals; the edge calls this for what it refuses itself
+    /// (content type, negotiation failures).
     pub fn publish_rejected(&self, ingest_id: &str, reason: RejectReason, detail: &str) {
         self.inner
             .metrics
@@ -217,27 +228,25 @@ impl Registry {
             .with_label_values(&[reason.as_str()])
             .inc();
         let mut state = self.lock();
+        if !state.ingests.contains_key(ingest_id) {
+            return;
+        }
         self.emit(
             &mut state,
             ingest_id,
             None,
             EventPayload::PublishRejected {
                 reason,
-                detail: detail.to_owned(),
+                detail: crate::untrusted::bounded(detail),
             },
         );
     }
 }
 
 fn check_token(spec: &IngestSpec, bearer: Option<&str>) -> Result<(), RegistryError> {
-    use subtle::ConstantTimeEq;
     match (&spec.bearer_token, bearer) {
         (None, _) => Ok(()),
-        (Some(expected), Some(given))
-            if bool::from(expected.as_bytes().ct_eq(given.as_bytes())) =>
-        {
-            Ok(())
-        }
+        (Some(expected), Some(given)) if crate::secret::secrets_equal(expected, given) => Ok(()),
         _ => Err(RegistryError::Unauthorized),
     }
 }

@@ -113,7 +113,7 @@ fn a_session_ends_once_and_cancels_its_task() {
     r.register(spec("a"), false).expect("register");
     let mut sub = r.subscribe(0).expect("subscribe");
     let admission = admit(&r, "a", None).expect("admit");
-    r.publish_accepted(admission.session_id, None, "\"e\"");
+    assert!(r.publish_accepted(admission.session_id, None, "\"e\""));
     assert!(r.end_session(admission.session_id, EndReason::PublisherDelete, "bye"));
     assert!(!r.end_session(admission.session_id, EndReason::Error, "again"));
     assert!(admission.cancel.is_cancelled());
@@ -136,7 +136,7 @@ fn teardown_keeps_the_ingest_and_unregister_removes_it() {
     let r = registry(4);
     r.register(spec("a"), false).expect("register");
     let admission = admit(&r, "a", None).expect("admit");
-    r.publish_accepted(admission.session_id, None, "\"e\"");
+    assert!(r.publish_accepted(admission.session_id, None, "\"e\""));
     assert!(r.teardown("a", "").expect("teardown"));
     assert!(!r.teardown("a", "").expect("nothing live"));
     assert!(r.get("a").is_ok());
@@ -213,7 +213,7 @@ fn a_replacing_ingest_hands_the_stream_to_the_new_publisher() {
     s.replace_publisher = true;
     r.register(s, false).expect("register");
     let first = admit(&r, "a", None).expect("first");
-    r.publish_accepted(first.session_id, None, "\"e\"");
+    assert!(r.publish_accepted(first.session_id, None, "\"e\""));
     let mut sub = r.subscribe(0).expect("subscribe");
     let second = admit(&r, "a", None).expect("the cap counts the replaced slot as free");
     assert!(first.cancel.is_cancelled());
@@ -227,4 +227,46 @@ fn a_replacing_ingest_hands_the_stream_to_the_new_publisher() {
             ..
         }
     ));
+}
+
+#[test]
+fn a_session_ended_during_negotiation_is_not_announced() {
+    let r = registry(1);
+    r.register(spec("a"), false).expect("register");
+    let admission = admit(&r, "a", None).expect("admit");
+    let mut sub = r.subscribe(0).expect("subscribe");
+    r.teardown("a", "operator").expect("teardown");
+    assert!(
+        !r.publish_accepted(admission.session_id, None, "\"e\""),
+        "no 201 for a torn-down session"
+    );
+    let mut kinds = Vec::new();
+    while let Ok(event) = sub.live.try_recv() {
+        kinds.push(event.payload.kind_name());
+    }
+    // An unannounced session ends silently: no publish_accepted, and nothing to end.
+    assert!(kinds.is_empty(), "{kinds:?}");
+}
+
+#[test]
+fn refusals_for_unknown_ingests_are_counted_not_announced() {
+    let r = registry(1);
+    let mut sub = r.subscribe(0).expect("subscribe");
+    r.publish_rejected("nobody", RejectReason::NotFound, "no such ingest: nobody");
+    assert!(sub.live.try_recv().is_err());
+    r.register(spec("a"), false).expect("register");
+    let long = format!("\n{}", "x".repeat(1000));
+    r.publish_rejected("a", RejectReason::BadSdp, &long);
+    let mut detail = None;
+    while let Ok(event) = sub.live.try_recv() {
+        if let EventPayload::PublishRejected { detail: d, .. } = &event.payload {
+            detail = Some(d.clone());
+        }
+    }
+    let detail = detail.expect("an event for a registered ingest");
+    assert!(
+        detail.len() <= crate::untrusted::MAX_LOGGED_BYTES + 3,
+        "bounded"
+    );
+    assert!(!detail.contains('\n'), "escaped");
 }

@@ -218,7 +218,7 @@ pub(super) async fn events(
     let request = watch_request(&headers, &query)?;
     let permit = Arc::clone(&hub.watchers)
         .try_acquire_owned()
-        .map_err(|_| Error::Busy("too many event-stream watchers; retry later".into()))?;
+        .map_err(|_| Error::Overloaded("too many event-stream watchers; retry later".into()))?;
     let stream = match control::watch(&hub.registry, &hub.shutdown, request) {
         Ok(stream) => stream
             .map(move |item| {

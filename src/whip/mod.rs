@@ -6,28 +6,31 @@
 
 mod dashboard;
 pub mod events;
+mod guards;
 mod offer;
+mod ratelimit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use uuid::Uuid;
 
-use crate::config::IceServer;
-use crate::error::Error;
+use crate::config::Config;
+use crate::error::{Bounded, Error};
 use crate::media::Media;
 use crate::registry::{Admitted, Registry, RegistryError, SessionCommand};
 
+pub use guards::EdgeLimits;
 pub use offer::plan as plan_offer;
+pub use ratelimit::RateLimiter;
 
 const SDP: &str = "application/sdp";
 const TRICKLE_ICE: &str = "application/trickle-ice-sdpfrag";
@@ -41,6 +44,8 @@ pub struct WhipState {
     pub media: Media,
     /// `Link: rel="ice-server"` values sent on every 201.
     pub ice_server_links: Arc<[HeaderValue]>,
+    /// Rate limits, caps and timeouts.
+    pub limits: Arc<EdgeLimits>,
     /// The event stream, snapshot and dashboard routes' state.
     pub events: events::EventsHub,
     /// Cluster membership (leases, placement); `None`: single node.
@@ -55,8 +60,9 @@ impl axum::extract::FromRef<WhipState> for events::EventsHub {
 
 impl WhipState {
     /// State for the router; `Link` headers are built once from the configured ICE servers.
-    pub fn new(registry: Registry, media: Media, ice_servers: &[IceServer]) -> Result<Self, Error> {
-        let links = ice_servers
+    pub fn new(registry: Registry, media: Media, config: &Config) -> Result<Self, Error> {
+        let links = config
+            .ice_servers
             .iter()
             .map(|s| HeaderValue::from_str(&s.link_header()).map_err(Error::internal))
             .collect::<Result<Vec<_>, _>>()?;
@@ -70,6 +76,7 @@ impl WhipState {
             registry,
             media,
             ice_server_links: links.into(),
+            limits: Arc::new(EdgeLimits::new(config)),
             events,
             cluster: None,
         })
@@ -82,13 +89,8 @@ impl WhipState {
     }
 }
 
-/// The WHIP router (plus `/metrics` and `/healthz` when `with_metrics`).
-pub fn router(
-    state: WhipState,
-    cors_origins: &[String],
-    max_sdp_bytes: usize,
-    with_metrics: bool,
-) -> Router {
+/// The WHIP router and pages, `/healthz`, and `/metrics` when `with_metrics`.
+pub fn router(state: WhipState, config: &Config, with_metrics: bool) -> Router {
     let mut router = Router::new()
         .route("/whip/{ingest_id}", post(publish).get(no_content))
         .route(
@@ -102,12 +104,13 @@ pub fn router(
         router = router.route("/metrics", get(metrics));
     }
     router
-        .layer(DefaultBodyLimit::max(max_sdp_bytes))
+        .layer(DefaultBodyLimit::max(config.max_sdp_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), guards::guard))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            record_request,
+            guards::record_request,
         ))
-        .layer(cors(cors_origins))
+        .layer(cors(&config.cors_origins))
         .layer(middleware::map_response_with_state((), advertise_methods))
         .with_state(state)
 }
@@ -148,26 +151,6 @@ fn cors(origins: &[String]) -> CorsLayer {
         ])
 }
 
-async fn record_request(State(state): State<WhipState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().clone();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let metrics = state.registry.metrics();
-    metrics
-        .whip_requests
-        .with_label_values(&[route.as_str(), method.as_str(), response.status().as_str()])
-        .inc();
-    metrics
-        .whip_request_duration
-        .with_label_values(&[route.as_str()])
-        .observe(started.elapsed().as_secs_f64());
-    response
-}
-
 fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -192,7 +175,7 @@ async fn publish(
     let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
     let result = publish_inner(&state, &ingest_id, peer, &headers, body).await;
     if let Err(err) = &result {
-        tracing::info!(ingest = %ingest_id, status = %err.http_status(), %err, "publish refused");
+        tracing::info!(ingest = %Bounded(&ingest_id), status = %err.http_status(), err = %Bounded(&err.to_string()), "publish refused");
     }
     result
 }
@@ -219,6 +202,13 @@ async fn publish_inner(
     // One admission call: every registry check once, the offer planned against the spec in
     // the same step (pure codec matching, no I/O).
     let offer = std::str::from_utf8(&body).ok();
+    // Taken before admission: a refused negotiation must not kick a REPLACE ingest's publisher.
+    let _negotiating = Arc::clone(&state.limits.negotiations)
+        .try_acquire_owned()
+        .map_err(|_| {
+            let busy = Error::Overloaded("too many negotiations in progress".into());
+            refused(state, ingest_id, busy)
+        })?;
     let admitted = match state.registry.admit(ingest_id, token, |spec| {
         let offer = offer.ok_or_else(|| "SDP offer is not UTF-8".to_owned())?;
         plan_offer(offer, spec).map_err(|err| err.to_string())
@@ -261,9 +251,18 @@ async fn publish_inner(
         .await
         .map_err(|err| refused(state, ingest_id, err))?;
     state.registry.session_negotiated(session_id, video, audio);
-    state
+    // Torn down, replaced or unregistered while negotiating: no 201 for a dead session.
+    if !state
         .registry
-        .publish_accepted(session_id, peer, &answer.etag);
+        .publish_accepted(session_id, peer, &answer.etag)
+    {
+        let gone = if state.registry.is_draining() {
+            Error::Draining
+        } else {
+            Error::SessionEnded
+        };
+        return Err(refused(state, ingest_id, gone));
+    }
     tracing::info!(ingest = %ingest_id, %session_id, "publish accepted");
     let location = format!("/whip/{ingest_id}/{session_id}");
     let mut response = (StatusCode::CREATED, answer.sdp).into_response();
@@ -307,7 +306,7 @@ async fn stop(
     if let Ok(id) = Uuid::parse_str(&session_id)
         && state.registry.end_publisher_session(&ingest_id, id)
     {
-        tracing::info!(ingest = %ingest_id, session_id = %id, "publisher sent DELETE");
+        tracing::info!(ingest = %Bounded(&ingest_id), session_id = %id, "publisher sent DELETE");
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,14 +2,18 @@
 //! One integration binary: the whole gateway in-process, real WebRTC publishers, real gRPC,
 //! real HTTP, real UDP sinks.
 
-mod consumer_sdp;
 mod cluster_failover;
 mod cluster_gateway;
 mod cluster_redis;
+mod config_cli;
+mod consumer_sdp;
 mod control;
 mod ctl;
+mod drain;
+mod edge_http;
 mod events_sse;
 mod grafana;
+mod hardening;
 mod harness;
 mod load_smoke;
 mod publisher;

@@ -25,7 +25,7 @@ fn with_auth<T>(message: T, authorization: &str) -> Result<tonic::Request<T>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_guards_control_rpcs_but_not_health() -> Result<()> {
     let mut gw = TestGateway::start_with(|c| c.api_key = Some("k".into())).await?;
-    let list = || pb::ListIngestsRequest {};
+    let list = || pb::ListIngestsRequest::default();
     assert_eq!(
         code(gw.grpc.list_ingests(list()).await),
         Code::Unauthenticated

@@ -71,7 +71,7 @@ async fn register_is_idempotent_refuses_conflicts_replaces_and_validates() -> Re
     }
     let list = gw
         .grpc
-        .list_ingests(pb::ListIngestsRequest {})
+        .list_ingests(pb::ListIngestsRequest::default())
         .await?
         .into_inner();
     let ids: Vec<&str> = list.ingests.iter().map(|i| i.ingest_id.as_str()).collect();

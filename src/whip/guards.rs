@@ -1,0 +1,112 @@
+//! The edge's per-request guards and request metrics: per-client rate limits on WHIP
+//! POST/PATCH/DELETE (429 + Retry-After), a cap on requests in flight (503 + Retry-After), a
+//! whole-request timeout (408), and request counters whose labels are bounded.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::Semaphore;
+
+use super::WhipState;
+use super::ratelimit::{self, RateLimiter};
+use crate::config::Config;
+use crate::error::Error;
+
+/// The edge's limits, shared by every request.
+pub struct EdgeLimits {
+    /// Per-client token buckets; `None`: off.
+    pub rate: Option<RateLimiter>,
+    /// Requests in flight.
+    pub requests: Arc<Semaphore>,
+    /// Negotiations (offer to answer) in flight.
+    pub negotiations: Arc<Semaphore>,
+    /// Whole-request deadline.
+    pub request_timeout: Duration,
+}
+
+impl EdgeLimits {
+    /// Limits as configured.
+    pub fn new(config: &Config) -> Self {
+        EdgeLimits {
+            rate: RateLimiter::new(
+                config.rate_limit_per_sec,
+                config.rate_limit_burst,
+                ratelimit::MAX_CLIENTS,
+            ),
+            requests: Arc::new(Semaphore::new(config.http_max_requests)),
+            negotiations: Arc::new(Semaphore::new(config.max_negotiations)),
+            request_timeout: config.http_request_timeout,
+        }
+    }
+}
+
+/// Rate limit, concurrency cap and timeout, in that order.
+pub(super) async fn guard(
+    State(state): State<WhipState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let limits = &state.limits;
+    if matches!(
+        *request.method(),
+        Method::POST | Method::PATCH | Method::DELETE
+    ) && let Some(limiter) = &limits.rate
+        && let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>()
+        && let Err(wait) = limiter.check(peer.ip(), tokio::time::Instant::now())
+    {
+        state.registry.metrics().whip_rate_limited.inc();
+        return Error::RateLimited(wait).into_response();
+    }
+    let Ok(_permit) = Arc::clone(&limits.requests).try_acquire_owned() else {
+        return Error::Overloaded("too many requests in progress".into()).into_response();
+    };
+    match tokio::time::timeout(limits.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Error::RequestTimeout.into_response(),
+    }
+}
+
+/// Counts every request by route template, method and status: all bounded sets (a path that
+/// matches no route is `unmatched`, a method outside the standard ones `other`).
+pub(super) async fn record_request(
+    State(state): State<WhipState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = method_label(request.method());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let metrics = state.registry.metrics();
+    metrics
+        .whip_requests
+        .with_label_values(&[route.as_str(), method, response.status().as_str()])
+        .inc();
+    metrics
+        .whip_request_duration
+        .with_label_values(&[route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The method as a label: one of the standard methods, or `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        _ => "other",
+    }
+}

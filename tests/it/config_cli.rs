@@ -1,0 +1,85 @@
+//! The real binary's configuration: precedence flags > environment > file, and refusing an
+//! open control plane, observed through what `whipgate` refuses to start with.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// Runs `whipgate` expecting it to refuse its configuration; returns its stderr. A gateway
+/// that starts instead is killed after 20 s.
+fn refused(args: &[&str], env: &[(&str, &str)]) -> Result<String> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_whipgate"));
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("WHIPGATE_") {
+            command.env_remove(key);
+        }
+    }
+    command.envs(env.iter().copied());
+    let mut child = command.spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            child.wait().ok();
+            bail!("whipgate {args:?} {env:?} started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "{args:?} {env:?} started");
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        pipe.read_to_string(&mut stderr)?;
+    }
+    Ok(stderr)
+}
+
+#[test]
+fn an_open_control_plane_refuses_to_start_naming_the_api_key() -> Result<()> {
+    let flag = refused(&["--grpc-listen", "0.0.0.0:0"], &[])?;
+    assert!(flag.contains("--api-key"), "{flag}");
+    let env = refused(&[], &[("WHIPGATE_GRPC_LISTEN", "0.0.0.0:0")])?;
+    assert!(env.contains("--api-key"), "{env}");
+    Ok(())
+}
+
+#[test]
+fn flags_beat_the_environment_which_beats_the_file() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("whipgate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("whipgate.toml");
+    std::fs::write(&file, "event_history = 0\n")?;
+    let file_arg = file.to_str().context("path")?;
+    let from_file = refused(&["--config", file_arg], &[])?;
+    assert!(
+        from_file.contains("event_history must be at least 1"),
+        "{from_file}"
+    );
+
+    std::fs::write(&file, "event_history = 5\n")?;
+    let env_over_file = refused(&["--config", file_arg], &[("WHIPGATE_EVENT_HISTORY", "0")])?;
+    assert!(
+        env_over_file.contains("event_history must be at least 1"),
+        "{env_over_file}"
+    );
+
+    let flag_over_env = refused(
+        &["--event-history", "0"],
+        &[("WHIPGATE_EVENT_HISTORY", "5")],
+    )?;
+    assert!(
+        flag_over_env.contains("event_history must be at least 1"),
+        "{flag_over_env}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
