@@ -178,7 +178,10 @@ impl IngestControl for ControlService {
         let req = request.into_inner();
         let result = limits::page(self.registry.list(), req.page_size, &req.page_token).map(
             |(page, next_page_token)| pb::ListIngestsResponse {
-                ingests: page.iter().map(|v| self.stamp(convert::ingest(v))).collect(),
+                ingests: page
+                    .iter()
+                    .map(|v| self.stamp(convert::ingest(v)))
+                    .collect(),
                 next_page_token,
             },
         );

@@ -253,7 +253,9 @@ pub async fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<(
             out.ingest(&response.ingest.context("no ingest in the response")?, None);
         }
         Command::List => {
-            let response = client.list_ingests(pb::ListIngestsRequest::default()).await?;
+            let response = client
+                .list_ingests(pb::ListIngestsRequest::default())
+                .await?;
             out.ingests(&response.into_inner().ingests);
         }
         Command::Unregister { ingest_id } => {

@@ -18,7 +18,7 @@ use super::publisher::Publisher;
 use super::sink::{Sink, SinkReport};
 use super::stats::{Histogram, Quantiles, proc_sample};
 use super::worker::{self, Command, Live};
-use super::{LoadConfig, LoadError};
+use super::{LoadConfig, LoadError, VideoCodec};
 use crate::control::pb;
 use crate::control::pb::ingest_control_client::IngestControlClient;
 
@@ -173,6 +173,11 @@ impl Engine {
                     },
                     bearer_token: self.cfg.token.clone().unwrap_or_default(),
                     replace: true,
+                    // The codec the publishers send (a default registration accepts H264 only).
+                    video_codecs: vec![match self.cfg.codec {
+                        VideoCodec::H264 => pb::VideoCodec::H264 as i32,
+                        VideoCodec::Vp8 => pb::VideoCodec::Vp8 as i32,
+                    }],
                     ..Default::default()
                 });
                 if let Some(key) = &self.cfg.api_key

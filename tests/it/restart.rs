@@ -101,7 +101,7 @@ impl Child9 {
 
     /// Publishes VP8 with a real WebRTC client and the token; media flowing.
     async fn publish(&self) -> Result<Publisher> {
-        let (mut publisher, offer) = Publisher::new(Some(Video::Vp8), false).await?;
+        let (mut publisher, offer) = Publisher::new(Some(Video::H264), false).await?;
         let response = self.post(&offer, Some(TOKEN)).await?;
         if response.status() != 201 {
             bail!(
@@ -218,7 +218,7 @@ async fn registrations_and_stream_continuity_survive_kill_9() -> Result<()> {
     assert_eq!(caps.caps.map(|c| c.max_publishers), Some(7));
 
     // The old token is still required.
-    let (_, offer) = Publisher::new(Some(Video::Vp8), false).await?;
+    let (_, offer) = Publisher::new(Some(Video::H264), false).await?;
     assert_eq!(second.post(&offer, None).await?.status(), 401);
     assert_eq!(second.post(&offer, Some("wrong")).await?.status(), 401);
 

@@ -80,8 +80,8 @@ async fn in_namespace() -> Result<()> {
     let (sink_a, sink_b) = (UdpSink::bind().await?, UdpSink::bind().await?);
     gw.register("a", Some(&sink_a), None).await?;
     gw.register("b", Some(&sink_b), None).await?;
-    let a = gw.publish("a", Some(Video::Vp8), false).await?;
-    let _b = gw.publish("b", Some(Video::Vp8), false).await?;
+    let a = gw.publish("a", Some(Video::H264), false).await?;
+    let _b = gw.publish("b", Some(Video::H264), false).await?;
     let a_ufrag = a
         .answer
         .lines()
