@@ -18,7 +18,7 @@ use super::publisher::Publisher;
 use super::sink::{Sink, SinkReport};
 use super::stats::{Histogram, Quantiles, proc_sample};
 use super::worker::{self, Command, Live};
-use super::{LoadConfig, LoadError};
+use super::{LoadConfig, LoadError, VideoCodec};
 use crate::control::pb;
 use crate::control::pb::ingest_control_client::IngestControlClient;
 
@@ -172,6 +172,12 @@ impl Engine {
                         audio.clone()
                     },
                     bearer_token: self.cfg.token.clone().unwrap_or_default(),
+                    // The codec the publishers send (a registration without codecs accepts
+                    // H264 only).
+                    video_codecs: vec![match self.cfg.codec {
+                        VideoCodec::H264 => pb::VideoCodec::H264,
+                        VideoCodec::Vp8 => pb::VideoCodec::Vp8,
+                    } as i32],
                     replace: true,
                     ..Default::default()
                 });

@@ -78,8 +78,16 @@ async fn in_namespace() -> Result<()> {
     let mut gw = TestGateway::start().await?;
     let media_port = gw.media.local_addr()?;
     let (sink_a, sink_b) = (UdpSink::bind().await?, UdpSink::bind().await?);
-    gw.register("a", Some(&sink_a), None).await?;
-    gw.register("b", Some(&sink_b), None).await?;
+    // The publishers send VP8; the default registration accepts H264 only.
+    for (id, sink) in [("a", &sink_a), ("b", &sink_b)] {
+        gw.register_with(whipgate::control::pb::RegisterIngestRequest {
+            ingest_id: id.into(),
+            video_target: sink.addr.to_string(),
+            video_codecs: vec![whipgate::control::pb::VideoCodec::Vp8 as i32],
+            ..Default::default()
+        })
+        .await?;
+    }
     let a = gw.publish("a", Some(Video::Vp8), false).await?;
     let _b = gw.publish("b", Some(Video::Vp8), false).await?;
     let a_ufrag = a
