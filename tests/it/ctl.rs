@@ -17,12 +17,17 @@ const KEY: &str = "ctl-test-key";
 /// The gateway binary, killed on drop, and its bound addresses from the ready line.
 struct Running {
     _child: Child,
+    // A fresh data dir: nothing in the work tree, and the event sequence starts at 1.
+    _data: tempfile::TempDir,
     http: String,
     grpc: String,
 }
 
 async fn gateway() -> Result<Running> {
+    let data = tempfile::tempdir()?;
     let mut child = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data.path())
         .args([
             "--http-listen",
             "127.0.0.1:0",
@@ -50,6 +55,7 @@ async fn gateway() -> Result<Running> {
     let ready: Value = serde_json::from_str(&line)?;
     Ok(Running {
         _child: child,
+        _data: data,
         http: ready["http"].as_str().context("http")?.to_owned(),
         grpc: format!("http://{}", ready["grpc"].as_str().context("grpc")?),
     })
