@@ -54,6 +54,16 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// Kernel receive and send buffer of the media socket, in bytes (0: the kernel default).
     pub media_socket_buffer: usize,
+    /// Cluster mode: the shared Redis (`redis://host:port/db` or
+    /// `redis+sentinel://host:port,host:port/<master>/db`); `None`: single node.
+    pub cluster_redis: Option<String>,
+    /// This node's id in the cluster; `None`: host name and HTTP port.
+    pub node_id: Option<String>,
+    /// Base URL at which publishers reach this node's WHIP edge (307s, `Location`); `None`:
+    /// `http://<host name or listen address>:<http port>`.
+    pub advertise_url: Option<String>,
+    /// Publisher lease and node heartbeat time to live in cluster mode.
+    pub cluster_lease: Duration,
 }
 
 /// The data dir when none is configured: relative to the working directory, so
@@ -117,6 +127,10 @@ impl Default for Config {
             ice_servers: Vec::new(),
             data_dir: Some(PathBuf::from(DEFAULT_DATA_DIR)),
             media_socket_buffer: 8 * 1024 * 1024,
+            cluster_redis: None,
+            node_id: None,
+            advertise_url: None,
+            cluster_lease: Duration::from_secs(10),
         }
     }
 }
@@ -139,6 +153,22 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if self.max_sdp_bytes < 1024 {
             return Err("max_sdp_bytes must be at least 1024".into());
+        }
+        if let Some(url) = &self.cluster_redis {
+            crate::cluster::RedisTarget::parse(url).map_err(|e| e.to_string())?;
+        }
+        if let Some(id) = &self.node_id {
+            crate::cluster::validate_node_id(id)?;
+        }
+        if let Some(url) = &self.advertise_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(format!(
+                "advertise_url {url:?}: expected an http:// or https:// URL"
+            ));
+        }
+        if self.cluster_lease < Duration::from_millis(300) {
+            return Err("cluster_lease_secs must be at least 0.3".into());
         }
         if self.event_history == 0 {
             return Err("event_history must be at least 1".into());
@@ -264,6 +294,19 @@ pub struct Cli {
     /// Kernel buffer of the media socket in bytes (0: kernel default) [default: 8 MiB].
     #[arg(long, env = "WHIPGATE_MEDIA_SOCKET_BUFFER")]
     pub media_socket_buffer: Option<usize>,
+    /// Cluster mode: redis://host:port/db, or redis+sentinel://host:port,host:port/<master>/db.
+    #[arg(long, env = "WHIPGATE_CLUSTER_REDIS", hide_env_values = true)]
+    pub cluster_redis: Option<String>,
+    /// This node's id in the cluster [default: <hostname>-<http port>].
+    #[arg(long, env = "WHIPGATE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Base URL at which publishers reach this node's WHIP edge, e.g. http://10.0.0.5:8080
+    /// (used in 307s and Location) [default: http://<hostname>:<http port>].
+    #[arg(long, env = "WHIPGATE_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// Publisher lease and heartbeat time to live in cluster mode, seconds [default: 10].
+    #[arg(long, env = "WHIPGATE_CLUSTER_LEASE_SECS")]
+    pub cluster_lease_secs: Option<f64>,
 }
 
 /// The TOML file: the same settings as the flags, all optional.
@@ -292,6 +335,10 @@ struct FileConfig {
     ice_servers: Option<Vec<IceServer>>,
     data_dir: Option<PathBuf>,
     media_socket_buffer: Option<usize>,
+    cluster_redis: Option<String>,
+    node_id: Option<String>,
+    advertise_url: Option<String>,
+    cluster_lease_secs: Option<f64>,
 }
 
 fn secs(value: Option<f64>, default: Duration, name: &str) -> Result<Duration, String> {
@@ -396,6 +443,14 @@ impl Cli {
                 None => file.ice_servers.unwrap_or_default(),
             },
             data_dir: self.data_dir.or(file.data_dir).or(d.data_dir),
+            cluster_redis: self.cluster_redis.or(file.cluster_redis),
+            node_id: self.node_id.or(file.node_id),
+            advertise_url: self.advertise_url.or(file.advertise_url),
+            cluster_lease: secs(
+                self.cluster_lease_secs.or(file.cluster_lease_secs),
+                d.cluster_lease,
+                "cluster_lease_secs",
+            )?,
         };
         config.validate()?;
         Ok(config)

@@ -4,6 +4,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::registry::{MAX_INGEST_ID_LEN, RegistryError, RejectReason};
+use crate::store::StoreError;
 
 /// Seconds a publisher is told to wait before retrying when the gateway is full or draining.
 const RETRY_AFTER_SECS: &str = "5";
@@ -62,6 +63,9 @@ pub enum Error {
     /// A watcher named the event epoch of another gateway run.
     #[error("{0}")]
     StaleEpoch(String),
+    /// A dependency (the cluster's Redis) is unreachable for now; retry later.
+    #[error("{0}")]
+    Unavailable(String),
     /// A bug or an environment failure; details go to the log, not to the client.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -80,7 +84,7 @@ impl Error {
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::IngestNotFound(_) | Error::SessionNotFound => StatusCode::NOT_FOUND,
             Error::PublisherConflict(_) | Error::IngestExists(_) => StatusCode::CONFLICT,
-            Error::CapReached(_) | Error::Draining | Error::Busy(_) => {
+            Error::CapReached(_) | Error::Draining | Error::Busy(_) | Error::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -106,7 +110,7 @@ impl Error {
             Error::IngestNotFound(_) | Error::SessionNotFound => Code::NotFound,
             Error::PublisherConflict(_) | Error::IngestExists(_) => Code::AlreadyExists,
             Error::CapReached(_) => Code::ResourceExhausted,
-            Error::Draining | Error::Busy(_) => Code::Unavailable,
+            Error::Draining | Error::Busy(_) | Error::Unavailable(_) => Code::Unavailable,
             Error::GatherTimeout => Code::DeadlineExceeded,
             Error::PreconditionFailed | Error::PreconditionRequired => Code::FailedPrecondition,
             Error::OutOfRange(_) => Code::OutOfRange,
@@ -172,6 +176,9 @@ impl From<RegistryError> for Error {
                  epoch {current}; resume with epoch {current} from_seq {oldest} (oldest held) \
                  or from_seq 0 (live only)"
             )),
+            RegistryError::Store(StoreError::Unavailable(why)) => {
+                Error::Unavailable(format!("cluster store unavailable: {why}"))
+            }
             err @ RegistryError::Store(_) => Error::internal(err),
         }
     }

@@ -122,7 +122,7 @@ pub fn continuity(data: &[u8]) {
             }
             3 => now += Duration::from_millis(u64::from(seq)),
             _ => {
-                if let Some((out_ssrc, _)) = stream.map_report(session, ssrc, ts) {
+                if let Some((out_ssrc, _, _)) = stream.map_report(session, ssrc, ts, 0, 90_000) {
                     assert_eq!(out_ssrc, stream.ssrc);
                 }
             }

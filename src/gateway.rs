@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic_health::server::HealthReporter;
 
+use crate::cluster::{ClusterNode, NodeSettings};
 use crate::config::Config;
 use crate::control::pb::ingest_control_server::IngestControlServer;
 use crate::control::{self, ControlService};
@@ -46,6 +47,7 @@ pub struct Gateway {
     bound: Bound,
     tracker: TaskTracker,
     cancel: CancellationToken,
+    cluster: Option<ClusterNode>,
 }
 
 impl Gateway {
@@ -54,7 +56,21 @@ impl Gateway {
         config.validate().map_err(Error::BadRequest)?;
         let metrics = Arc::new(Metrics::new(config.metrics_ingest_label).map_err(Error::internal)?);
         // The store is read back before any listener opens.
-        let store = crate::store::open(config.data_dir.as_deref()).map_err(Error::internal)?;
+        // Cluster mode keeps the same records in Redis instead of the data dir.
+        let cluster_redis = match &config.cluster_redis {
+            Some(url) => {
+                Some(ClusterNode::connect(url).map_err(|e| Error::BadRequest(e.to_string()))?)
+            }
+            None => None,
+        };
+        let node_id = config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| crate::cluster::node::default_node_id(config.http_listen.port()));
+        let store = match &cluster_redis {
+            Some(redis) => ClusterNode::store(redis, &node_id),
+            None => crate::store::open(config.data_dir.as_deref()).map_err(Error::internal)?,
+        };
         let registry = Registry::restore(
             store,
             Caps {
@@ -89,7 +105,32 @@ impl Gateway {
                 None => None,
             },
         };
+        let cluster = match cluster_redis {
+            Some(redis) => {
+                let advertise_url = config.advertise_url.clone().unwrap_or_else(|| {
+                    if bound.http.ip().is_unspecified() {
+                        let host = crate::cluster::node::hostname();
+                        format!("http://{host}:{}", bound.http.port())
+                    } else {
+                        format!("http://{}", bound.http)
+                    }
+                });
+                let settings = NodeSettings {
+                    redis_url: config.cluster_redis.clone().unwrap_or_default(),
+                    node_id,
+                    advertise_url,
+                    lease: config.cluster_lease,
+                };
+                tracing::info!(node = %settings.node_id, advertise = %settings.advertise_url, redis = %redis.describe(), "cluster mode");
+                Some(
+                    ClusterNode::new(settings, redis)
+                        .map_err(|e| Error::BadRequest(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
         Ok(Gateway {
+            cluster,
             config,
             registry,
             media,
@@ -112,6 +153,11 @@ impl Gateway {
         &self.registry
     }
 
+    /// Cluster membership, in cluster mode.
+    pub fn cluster(&self) -> Option<&ClusterNode> {
+        self.cluster.as_ref()
+    }
+
     /// The media path (for diagnostics).
     pub fn media(&self) -> &Media {
         &self.media
@@ -131,6 +177,8 @@ impl Gateway {
             tracker,
             cancel,
             bound,
+            cluster,
+            ..
         } = self;
         let node = control::NodeInfo::local(bound.http);
         media.spawn_receiver(cancel.clone());
@@ -142,8 +190,12 @@ impl Gateway {
             cancel.clone(),
             node.clone(),
         );
-        let state = WhipState::new(registry.clone(), media.clone(), &config.ice_servers)?
+        let mut state = WhipState::new(registry.clone(), media.clone(), &config.ice_servers)?
             .with_events(events);
+        if let Some(node) = &cluster {
+            tracker.spawn(node.clone().run(registry.clone(), cancel.clone()));
+            state.cluster = Some(node.clone());
+        }
         let app = whip::router(
             state.clone(),
             &config.cors_origins,

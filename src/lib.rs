@@ -14,10 +14,12 @@
 //! | [`ctl`] | `whipgate ctl`: the operator's shell client for the control plane |
 //! | [`gateway`] | binding listeners, wiring, graceful shutdown |
 //! | [`error`] | the one error type and its HTTP / gRPC status mapping |
+//! | [`cluster`] | cluster mode on Redis: node records, publisher leases, shared state, one event stream, routed control calls |
 //! | [`load`] | `whipgate-load`, the load generator, sink, relay and soak (a client: it never runs inside the gateway) |
 //! | [`config`], [`metrics`], [`codec`], [`continuity`] | configuration, Prometheus metrics, codecs and consumer SDP, output stream continuity across reconnects and restarts |
 //! | `fuzzing` (hidden) | entry points for the cargo-fuzz targets in `fuzz/`; not an API |
 
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod continuity;

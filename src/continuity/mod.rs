@@ -31,6 +31,18 @@ pub struct OutputStream {
     /// Downtime before `last.at` that an `Instant` cannot express (restored after a reboot
     /// shorter than the gap): added to the next re-base's gap, then cleared.
     carry: Duration,
+    /// The NTP <-> RTP line of the last Sender Report sent to the consumer, and the clock
+    /// rate of the stream: a new input's reports are shifted onto this line (see
+    /// [`OutputStream::map_report`]).
+    report_line: Option<ReportLine>,
+}
+
+/// One point of the consumer's NTP <-> RTP time line.
+#[derive(Debug, Clone, Copy)]
+struct ReportLine {
+    ntp: u64,
+    rtp: u32,
+    clock_rate: u32,
 }
 
 /// The input currently mapped onto the output stream.
@@ -40,6 +52,9 @@ struct Input {
     ssrc: u32,
     seq_offset: u16,
     ts_offset: u32,
+    /// Added to this input's Sender Report NTP times (NTP units, wrapping): chosen at its first
+    /// report so that the consumer's NTP <-> RTP line continues across the re-base.
+    ntp_offset: Option<u64>,
     /// Recent input sequence numbers that were not forwarded (padding-only packets): later
     /// packets move down by one for each, so the consumer sees no gap.
     skipped: VecDeque<u16>,
@@ -87,6 +102,7 @@ impl OutputStream {
             input: None,
             last: None,
             carry: Duration::ZERO,
+            report_line: None,
         }
     }
 
@@ -126,13 +142,46 @@ impl OutputStream {
         self.input_for(packet, now).skipped.push_back(packet.seq);
     }
 
-    /// Maps an RTCP Sender Report's SSRC and RTP time; `None` if it is not the current input.
-    pub fn map_report(&self, session: Uuid, ssrc: u32, rtp_time: u32) -> Option<(u32, u32)> {
+    /// Maps an RTCP Sender Report's SSRC, RTP time and NTP time; `None` if it is not the
+    /// current input.
+    ///
+    /// Consumers (FFmpeg's RTP demuxer) re-anchor their timestamps at every Sender Report. The
+    /// re-base of a new input estimates the gap from arrival times, which the new publisher's
+    /// own NTP <-> RTP relation contradicts by a few milliseconds either way: forwarded
+    /// verbatim, its first report would move the consumer's timestamps backwards. So the NTP
+    /// times of an input after the first are shifted onto the line of the reports already
+    /// sent, which keeps one consistent time line for the consumer.
+    pub fn map_report(
+        &mut self,
+        session: Uuid,
+        ssrc: u32,
+        rtp_time: u32,
+        ntp_time: u64,
+        clock_rate: u32,
+    ) -> Option<(u32, u32, u64)> {
+        let line = self.report_line;
         let input = self
             .input
-            .as_ref()
+            .as_mut()
             .filter(|i| i.session == session && i.ssrc == ssrc)?;
-        Some((self.ssrc, rtp_time.wrapping_add(input.ts_offset)))
+        let rtp = rtp_time.wrapping_add(input.ts_offset);
+        let offset = *input.ntp_offset.get_or_insert_with(|| match line {
+            Some(line) if line.clock_rate == clock_rate && clock_rate > 0 => {
+                // Where the consumer's line puts this RTP time, in NTP units (2^32 per second).
+                let ticks = i64::from(rtp.wrapping_sub(line.rtp) as i32);
+                let delta = (i128::from(ticks) << 32) / i128::from(clock_rate);
+                let expected = line.ntp.wrapping_add(delta as i64 as u64);
+                expected.wrapping_sub(ntp_time)
+            }
+            _ => 0,
+        });
+        let ntp = ntp_time.wrapping_add(offset);
+        self.report_line = Some(ReportLine {
+            ntp,
+            rtp,
+            clock_rate,
+        });
+        Some((self.ssrc, rtp, ntp))
     }
 
     /// The current input, re-based first when the packet starts a new one; tracks the newest
@@ -152,6 +201,7 @@ impl OutputStream {
             ssrc: packet.ssrc,
             seq_offset: 0,
             ts_offset: 0,
+            ntp_offset: None,
             skipped: VecDeque::new(),
             newest: packet.seq,
         });
@@ -188,6 +238,7 @@ impl OutputStream {
             ssrc: packet.ssrc,
             seq_offset,
             ts_offset,
+            ntp_offset: None,
             skipped: VecDeque::new(),
             newest: packet.seq,
         }
@@ -295,7 +346,47 @@ mod tests {
         let mut out = OutputStream::new();
         let s = Uuid::new_v4();
         out.map(p(s, 5, 1, 1000), Instant::now());
-        assert_eq!(out.map_report(s, 5, 1000), Some((out.ssrc, 1000)));
-        assert_eq!(out.map_report(s, 6, 1000), None);
+        assert_eq!(
+            out.map_report(s, 5, 1000, 7 << 32, 90_000),
+            Some((out.ssrc, 1000, 7 << 32))
+        );
+        assert_eq!(out.map_report(s, 6, 1000, 7 << 32, 90_000), None);
+    }
+
+    #[test]
+    fn a_new_inputs_reports_continue_the_consumers_time_line() {
+        const SEC: u64 = 1 << 32;
+        let mut out = OutputStream::new();
+        let t0 = Instant::now();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        out.map(p(a, 1, 10, 0), t0);
+        // Publisher A: RTP 90_000 at NTP 100 s.
+        let (_, rtp_a, ntp_a) = out.map_report(a, 1, 90_000, 100 * SEC, 90_000).unwrap();
+        assert_eq!(
+            (rtp_a, ntp_a),
+            (90_000, 100 * SEC),
+            "the first input is forwarded as is"
+        );
+        out.map(p(a, 1, 11, 90_000), t0);
+        // Publisher B comes back 2 s later (arrival time), its own clock says RTP 5_000 at
+        // NTP 101.99 s: the re-base and B's clock disagree by 10 ms.
+        let first_b = out.map(p(b, 2, 500, 5_000), t0 + Duration::from_secs(2));
+        let (_, rtp_b, ntp_b) = out
+            .map_report(b, 2, 5_000, 101 * SEC + SEC * 99 / 100, 90_000)
+            .unwrap();
+        assert_eq!(rtp_b, first_b.ts);
+        // On A's line, RTP `rtp_b` is 2 s after RTP 90_000, i.e. NTP 102 s: B's report is
+        // shifted there, so the consumer's timestamps do not jump back.
+        let expected = 100 * SEC + u64::from(rtp_b.wrapping_sub(90_000)) * SEC / 90_000;
+        assert!(
+            ntp_b.abs_diff(expected) < SEC / 1000,
+            "{ntp_b} vs {expected}"
+        );
+        // B's later reports keep B's own offset (one second later on both clocks).
+        let (_, rtp_b2, ntp_b2) = out
+            .map_report(b, 2, 95_000, 102 * SEC + SEC * 99 / 100, 90_000)
+            .unwrap();
+        assert_eq!(rtp_b2.wrapping_sub(rtp_b), 90_000);
+        assert!(ntp_b2.wrapping_sub(ntp_b).abs_diff(SEC) < SEC / 1000);
     }
 }

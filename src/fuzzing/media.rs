@@ -6,6 +6,8 @@
 
 #[path = "../media/forward.rs"]
 mod forward;
+#[path = "../media/ice_auth.rs"]
+mod ice_auth;
 #[path = "../media/mux.rs"]
 mod mux;
 #[path = "../media/peer.rs"]
@@ -17,9 +19,10 @@ mod rtcp;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::shared::marshal::Unmarshal;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -28,7 +31,7 @@ use crate::codec::{MediaKind, OfferPlan, VideoCodec};
 use crate::metrics::Metrics;
 use crate::registry::{Admitted, Caps, Registry};
 
-use super::{FUZZ_UFRAG, ingest, plan_offer};
+use super::{FUZZ_PWD, FUZZ_UFRAG, ingest, plan_offer};
 
 /// A runtime for the sockets the mux and the forwarder want (never driven: sends stay
 /// would-block, which the code under test handles like a full socket buffer).
@@ -57,23 +60,48 @@ fn factory() -> &'static peer::PeerFactory {
     })
 }
 
-/// The mux's STUN routing on one datagram (or ICE-TCP first frame): a session is routed for
-/// [`FUZZ_UFRAG`]; returns whether `packet` was routed to it.
-///
-/// Today this is `UdpMux::claim_tcp`, the pub(crate) entry that runs the private
-/// `binding_request_ufrag` and the routing table. Once the mux verifies MESSAGE-INTEGRITY
-/// before it routes, point this at that function (route + bind for `(packet, from)`), with
-/// the session's password [`super::FUZZ_PWD`].
+/// The mux's routing of one UDP datagram from anyone (`UdpMux::dispatch`), then the same
+/// bytes as the first frame of an ICE-TCP connection (`UdpMux::claim_tcp`). One session is
+/// routed for [`FUZZ_UFRAG`] / [`FUZZ_PWD`]. Checks that an address is bound, and a TCP
+/// connection claimed, only by a binding request whose MESSAGE-INTEGRITY verifies with that
+/// password; that a datagram from an unbound address is never delivered unless it bound it;
+/// and that dropping the route leaves nothing behind. Returns whether the datagram was routed.
 pub fn stun_route(packet: &[u8]) -> bool {
     static MUX: OnceLock<mux::UdpMux> = OnceLock::new();
-    let mux = MUX.get_or_init(|| mux::UdpMux::new(udp_socket()));
-    let (route, _inbound) = mux.route(FUZZ_UFRAG.to_owned(), Uuid::from_u128(7));
-    let (writer, _frames) = mpsc::channel::<Bytes>(1);
+    let mux = MUX.get_or_init(|| mux::UdpMux::new(udp_socket(), factory().crypto()));
+    let session = Uuid::from_u128(7);
+    let (route, _inbound) = mux.route(FUZZ_UFRAG.to_owned(), FUZZ_PWD, session);
     let from = SocketAddr::from(([127, 0, 0, 2], 40_000));
-    let routed = mux.claim_tcp(packet, from, writer).is_some();
+    let mut pool = bytes::BytesMut::with_capacity(2048);
+    let routed = mux
+        .dispatch(packet, from, Instant::now(), &mut pool)
+        .is_ok();
+    let bound = mux.session_of(from);
+    let (writer, _frames) = mpsc::channel::<Bytes>(1);
+    let claimed = mux
+        .claim_tcp(packet, SocketAddr::from(([127, 0, 0, 3], 40_000)), writer)
+        .is_ok();
+    if routed || bound.is_some() || claimed {
+        assert!(
+            verifies(packet),
+            "routed, bound or claimed without a valid integrity"
+        );
+        assert_eq!(bound, Some(session), "a routed check binds its address");
+    }
     drop(route);
     assert_eq!(mux.routes(), 0, "a dropped route leaves nothing behind");
     routed
+}
+
+/// Whether `packet` is a binding request for [`FUZZ_UFRAG`] whose MESSAGE-INTEGRITY (and
+/// FINGERPRINT) verify with [`FUZZ_PWD`].
+fn verifies(packet: &[u8]) -> bool {
+    let Ok(Some(mut request)) = ice_auth::parse(packet) else {
+        return false;
+    };
+    let crypto = factory().crypto();
+    request.ufrag == FUZZ_UFRAG
+        && ice_auth::verify(&mut request, FUZZ_PWD.as_bytes(), crypto.crypto()).is_ok()
 }
 
 /// The offer planner, then (for an offer it accepts) the real negotiation: webrtc-rs parses
@@ -85,12 +113,12 @@ pub fn answer_offer(data: &[u8]) -> Option<String> {
 
 /// An ICE restart (trickle-ice-sdpfrag, RFC 8840) on a session negotiated from `offer`
 /// (a valid offer; `None` if it is not): the fragment's credentials, then the restart itself.
-pub fn ice_restart(offer: &str, fragment: &[u8]) -> Option<Result<(String, String), String>> {
+pub fn ice_restart(offer: &str, fragment: &[u8]) -> Option<bool> {
     let fragment = std::str::from_utf8(fragment).ok()?;
     let _ = peer::ice_credentials(fragment);
     let plan = crate::whip::plan_offer(offer, &ingest(0)).ok()?;
     let mut negotiated = factory().negotiate(offer.to_owned(), &plan).ok()?;
-    Some(restart::restart(&mut negotiated.peer, fragment))
+    Some(restart::restart(&mut negotiated.peer, fragment).is_ok())
 }
 
 /// RTP and RTCP through a session's forwarder and the ingest's continuity state. `data` is a
@@ -161,8 +189,12 @@ pub fn forward_rtp(data: &[u8]) {
                 let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut &bytes[..]) else {
                     continue;
                 };
-                for packet in &packets {
-                    forwarder.forward_rtcp(kind, packet.as_ref());
+                // The session passes Sender Reports on (the rtcp tap drops the rest).
+                let reports = packets
+                    .iter()
+                    .filter_map(|p| p.as_any().downcast_ref::<SenderReport>());
+                for report in reports {
+                    forwarder.forward_rtcp(kind, report);
                 }
             }
             _ => {

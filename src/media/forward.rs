@@ -196,15 +196,23 @@ impl Forwarder {
         };
         let addr = SocketAddr::new(target.addr.ip(), port);
         let session = self.session;
+        let clock_rate = target.clock_rate;
         let mapped = self.with_stream(kind, |stream| {
-            stream.map_report(session, report.ssrc, report.rtp_time)
+            stream.map_report(
+                session,
+                report.ssrc,
+                report.rtp_time,
+                report.ntp_time,
+                clock_rate,
+            )
         });
-        let Some((ssrc, rtp_time)) = mapped else {
+        let Some((ssrc, rtp_time, ntp_time)) = mapped else {
             return;
         };
         let report = SenderReport {
             ssrc,
             rtp_time,
+            ntp_time,
             ..report.clone()
         };
         match report.marshal() {

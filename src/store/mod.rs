@@ -7,10 +7,12 @@
 //! are plain serde data with string keys, so a networked implementation (Redis, for cluster
 //! mode) stores the same JSON under the same keys. The default is [`embedded::EmbeddedStore`]
 //! (redb, one file in the data dir); [`embedded::EmbeddedStore::in_memory`] serves tests and
-//! embedders that want nothing on disk.
+//! embedders that want nothing on disk. In cluster mode, [`redis::RedisStore`] keeps the same
+//! records in the cluster's Redis.
 
 pub mod embedded;
 mod records;
+pub mod redis;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -39,6 +41,9 @@ pub enum StoreError {
     /// Reading or writing failed.
     #[error("store I/O: {0}")]
     Io(String),
+    /// A networked store (Redis, in cluster mode) is unreachable for now; retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Everything a store holds, as read at boot.

@@ -25,7 +25,7 @@ use uuid::Uuid;
 use crate::config::IceServer;
 use crate::error::Error;
 use crate::media::Media;
-use crate::registry::{Admitted, Registry, SessionCommand};
+use crate::registry::{Admitted, Registry, RegistryError, SessionCommand};
 
 pub use offer::plan as plan_offer;
 
@@ -43,6 +43,8 @@ pub struct WhipState {
     pub ice_server_links: Arc<[HeaderValue]>,
     /// The event stream, snapshot and dashboard routes' state.
     pub events: events::EventsHub,
+    /// Cluster membership (leases, placement); `None`: single node.
+    pub cluster: Option<crate::cluster::ClusterNode>,
 }
 
 impl axum::extract::FromRef<WhipState> for events::EventsHub {
@@ -69,6 +71,7 @@ impl WhipState {
             media,
             ice_server_links: links.into(),
             events,
+            cluster: None,
         })
     }
 
@@ -216,28 +219,40 @@ async fn publish_inner(
     // One admission call: every registry check once, the offer planned against the spec in
     // the same step (pure codec matching, no I/O).
     let offer = std::str::from_utf8(&body).ok();
-    let admitted = state.registry.admit(ingest_id, token, |spec| {
+    let admitted = match state.registry.admit(ingest_id, token, |spec| {
         let offer = offer.ok_or_else(|| "SDP offer is not UTF-8".to_owned())?;
         plan_offer(offer, spec).map_err(|err| err.to_string())
-    })?;
+    }) {
+        Ok(admitted) => admitted,
+        Err(err @ (RegistryError::CapReached(_) | RegistryError::Draining)) => {
+            // Cluster mode: a full or draining node sends the publisher to one with room.
+            if let Some(cluster) = &state.cluster
+                && let Some(url) = cluster.placement(ingest_id).await
+            {
+                return redirect(&url);
+            }
+            return Err(err.into());
+        }
+        Err(err) => return Err(err.into()),
+    };
     let (admission, plan) = match admitted {
         Admitted::Session(admission, plan) => (admission, plan),
-        Admitted::Redirect(url) => {
-            // Another node serves this ingest; the publisher re-POSTs there (307 keeps the
-            // method).
-            let location = HeaderValue::from_str(&url).map_err(Error::internal)?;
-            return Ok((
-                StatusCode::TEMPORARY_REDIRECT,
-                [(header::LOCATION, location)],
-            )
-                .into_response());
-        }
+        // Another node serves this ingest; the publisher re-POSTs there.
+        Admitted::Redirect(url) => return redirect(&url),
     };
     let session_id = admission.session_id;
     let (video, audio) = (
         plan.video.as_ref().map(|c| c.codec),
         plan.audio.as_ref().map(|c| c.codec),
     );
+    if let Some(cluster) = &state.cluster {
+        // One publisher per ingest across the cluster: no lease, no session (dropping the
+        // admission frees the slot).
+        cluster
+            .claim(ingest_id, session_id)
+            .await
+            .map_err(|err| refused(state, ingest_id, err))?;
+    }
     // The planner accepted the body, so it is UTF-8.
     let offer = offer.unwrap_or_default().to_owned();
     let answer = state
@@ -267,6 +282,16 @@ async fn publish_inner(
         h.append(header::LINK, link.clone());
     }
     Ok(response)
+}
+
+/// A 307 to `url` (307 keeps the method and the body).
+fn redirect(url: &str) -> Result<Response, Error> {
+    let location = HeaderValue::from_str(url).map_err(Error::internal)?;
+    Ok((
+        StatusCode::TEMPORARY_REDIRECT,
+        [(header::LOCATION, location)],
+    )
+        .into_response())
 }
 
 /// DELETE: ends the session. Idempotent: an unknown session is also 204. An ingest with a

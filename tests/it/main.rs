@@ -3,6 +3,9 @@
 //! real HTTP, real UDP sinks.
 
 mod consumer_sdp;
+mod cluster_failover;
+mod cluster_gateway;
+mod cluster_redis;
 mod control;
 mod ctl;
 mod events_sse;
@@ -10,6 +13,7 @@ mod grafana;
 mod harness;
 mod load_smoke;
 mod publisher;
+mod redis_harness;
 mod restart;
 mod simulcast;
 mod spoof;

@@ -1,0 +1,197 @@
+//! Control calls routed to the node that owns a session, over Redis lists.
+//!
+//! Why Redis and not a direct gRPC call to the owner: the control listener may be bound to
+//! loopback (the safe default) or sit behind an API key the nodes would have to share, and a
+//! second network path would need its own failure handling. Redis is already the one thing
+//! every node reaches, and its absence already means "control calls answer UNAVAILABLE".
+//!
+//! A caller pushes `{reply_to, deadline_ms, body}` onto `rpc:<node>` (refused when that queue
+//! already holds [`MAX_PENDING`] calls; the queue expires if nobody drains it) and waits with
+//! `BLPOP` on its own `rpc:reply:<uuid>` list. The owner drains its queue with `BLPOP`, skips
+//! calls whose deadline passed, and pushes the answer (which expires after a minute if the
+//! caller gave up). Bodies are opaque: the caller and the owner agree on their encoding.
+
+use std::time::Duration;
+
+use redis::Script;
+use redis::aio::MultiplexedConnection;
+use serde::{Deserialize, Serialize};
+
+use super::{ClusterError, Keys, Redis, now_ms};
+
+/// Most calls queued for one node.
+pub const MAX_PENDING: u64 = 1024;
+/// Longest accepted body (a control call is small; this bounds what one call can store).
+pub const MAX_BODY: usize = 64 * 1024;
+/// How long an unread answer stays.
+const REPLY_TTL_MS: u64 = 60_000;
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    reply_to: String,
+    deadline_ms: u64,
+    body: String,
+}
+
+/// Pushes a call unless the queue is full; the queue lives a while past the call's deadline.
+const PUSH: &str = r#"
+if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"#;
+
+/// Routed control calls on one Redis.
+#[derive(Clone, Debug)]
+pub struct Rpc {
+    redis: Redis,
+    keys: Keys,
+    push: Script,
+}
+
+impl Rpc {
+    /// Routed calls under `keys`.
+    pub fn new(redis: Redis, keys: Keys) -> Self {
+        Rpc {
+            redis,
+            keys,
+            push: Script::new(PUSH),
+        }
+    }
+
+    /// Sends `body` to `node` and waits up to `timeout` for its answer.
+    pub async fn call(
+        &self,
+        node: &str,
+        body: &str,
+        timeout: Duration,
+    ) -> Result<String, ClusterError> {
+        if body.len() > MAX_BODY {
+            return Err(ClusterError::Corrupt(format!(
+                "routed call of {} bytes (limit {MAX_BODY})",
+                body.len()
+            )));
+        }
+        let reply_to = self.keys.rpc_reply(&uuid::Uuid::new_v4().to_string());
+        let timeout_ms = (timeout.as_millis() as u64).max(1);
+        let envelope = serde_json::to_string(&Envelope {
+            reply_to: reply_to.clone(),
+            deadline_ms: now_ms() + timeout_ms,
+            body: body.to_string(),
+        })
+        .map_err(|e| ClusterError::Corrupt(e.to_string()))?;
+        // Wait on our own connection first, so no answer can arrive before we listen
+        // (it would wait in the list anyway, but connecting is the part that can fail).
+        let mut conn = self
+            .redis
+            .dedicated(Some(timeout + self.redis.timeouts().command))
+            .await?;
+        let mut inv = self.push.prepare_invoke();
+        inv.key(self.keys.rpc_queue(node))
+            .arg(envelope)
+            .arg(MAX_PENDING)
+            .arg(timeout_ms.saturating_mul(2).max(10_000));
+        let pushed: i64 = self.redis.script(&inv).await?;
+        if pushed != 1 {
+            return Err(ClusterError::NodeBusy(node.to_string()));
+        }
+        let reply: Option<(String, String)> = redis::cmd("BLPOP")
+            .arg(&reply_to)
+            .arg(timeout.as_secs_f64())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| super::conn::map_error(&e))?;
+        reply
+            .map(|(_, body)| body)
+            .ok_or_else(|| ClusterError::NodeTimeout(node.to_string()))
+    }
+
+    /// This node's side: the calls routed to `node`.
+    pub fn serve(&self, node: &str) -> Inbox {
+        Inbox {
+            redis: self.redis.clone(),
+            queue: self.keys.rpc_queue(node),
+            reply_prefix: self.keys.rpc_reply(""),
+            conn: None,
+        }
+    }
+}
+
+/// The calls routed to this node.
+pub struct Inbox {
+    redis: Redis,
+    queue: String,
+    reply_prefix: String,
+    conn: Option<MultiplexedConnection>,
+}
+
+/// One routed call to answer.
+pub struct Call {
+    /// What the caller sent.
+    pub body: String,
+    reply_to: String,
+    redis: Redis,
+}
+
+impl Inbox {
+    /// Waits up to `block` for the next call whose deadline has not passed.
+    pub async fn next(&mut self, block: Duration) -> Result<Option<Call>, ClusterError> {
+        let conn = match &mut self.conn {
+            Some(c) => c,
+            None => {
+                let deadline = block + self.redis.timeouts().command;
+                self.conn
+                    .insert(self.redis.dedicated(Some(deadline)).await?)
+            }
+        };
+        let popped: Option<(String, String)> = match redis::cmd("BLPOP")
+            .arg(&self.queue)
+            .arg(block.as_secs_f64().max(0.001))
+            .query_async(conn)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                self.conn = None;
+                return Err(super::conn::map_error(&e));
+            }
+        };
+        let Some((_, raw)) = popped else {
+            return Ok(None);
+        };
+        let envelope: Envelope = serde_json::from_str(&raw)
+            .map_err(|e| ClusterError::Corrupt(format!("routed call: {e}")))?;
+        if !envelope.reply_to.starts_with(&self.reply_prefix) {
+            return Err(ClusterError::Corrupt(format!(
+                "routed call answers to {:?}, not a reply key",
+                envelope.reply_to
+            )));
+        }
+        if envelope.deadline_ms < now_ms() {
+            // The caller has given up; acting now would surprise it.
+            return Ok(None);
+        }
+        Ok(Some(Call {
+            body: envelope.body,
+            reply_to: envelope.reply_to,
+            redis: self.redis.clone(),
+        }))
+    }
+}
+
+impl Call {
+    /// Sends the answer back to the caller.
+    pub async fn reply(self, body: &str) -> Result<(), ClusterError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("RPUSH")
+            .arg(&self.reply_to)
+            .arg(body)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&self.reply_to)
+            .arg(REPLY_TTL_MS)
+            .ignore();
+        self.redis.pipe::<()>(&pipe).await
+    }
+}
