@@ -180,7 +180,14 @@ impl Gateway {
             cluster,
             ..
         } = self;
-        let node = control::NodeInfo::local(bound.http);
+        // In cluster mode the node is who the cluster knows; alone, its host name and HTTP port.
+        let node = match &cluster {
+            Some(c) => control::NodeInfo {
+                id: c.settings().node_id.clone(),
+                advertise_url: c.settings().advertise_url.clone(),
+            },
+            None => control::NodeInfo::local(bound.http),
+        };
         media.spawn_receiver(cancel.clone());
         tracker.spawn(registry.clone().run_checkpoints(cancel.clone()));
 
@@ -232,7 +239,9 @@ impl Gateway {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(Error::internal)?;
-        let service = ControlService::new(registry.clone(), cancel.clone()).with_node(node);
+        let service = ControlService::new(registry.clone(), cancel.clone())
+            .with_node(node)
+            .with_cluster(cluster.clone());
         let interceptor = control::api_key_interceptor(config.api_key.clone(), registry.clone());
         let grpc_cancel = cancel.clone();
         tracker.spawn(async move {

@@ -41,6 +41,7 @@ pub struct ControlService {
     registry: Registry,
     shutdown: CancellationToken,
     node: Arc<NodeInfo>,
+    cluster: Option<crate::cluster::ClusterNode>,
 }
 
 impl ControlService {
@@ -50,7 +51,14 @@ impl ControlService {
             registry,
             shutdown,
             node: Arc::new(NodeInfo::default()),
+            cluster: None,
         }
+    }
+
+    /// In cluster mode, `ListNodes` answers every node's record from the cluster store.
+    pub fn with_cluster(mut self, cluster: Option<crate::cluster::ClusterNode>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// Names the node this service runs on (ListNodes, `Session.node_id`).
@@ -301,8 +309,19 @@ impl IngestControl for ControlService {
         &self,
         _request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        let nodes = vec![self.node.describe(&self.registry)];
-        self.done("ListNodes", Ok(pb::ListNodesResponse { nodes }))
+        let result = match &self.cluster {
+            None => Ok(vec![self.node.describe(&self.registry)]),
+            Some(cluster) => cluster
+                .nodes()
+                .list()
+                .await
+                .map(|records| records.iter().map(node::from_record).collect())
+                .map_err(|err| Error::Busy(err.to_string())),
+        };
+        self.done(
+            "ListNodes",
+            result.map(|nodes| pb::ListNodesResponse { nodes }),
+        )
     }
 }
 

@@ -2,10 +2,10 @@
 //! One integration binary: the whole gateway in-process, real WebRTC publishers, real gRPC,
 //! real HTTP, real UDP sinks.
 
-mod consumer_sdp;
 mod cluster_failover;
 mod cluster_gateway;
 mod cluster_redis;
+mod consumer_sdp;
 mod control;
 mod ctl;
 mod events_sse;
