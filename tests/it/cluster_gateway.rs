@@ -32,7 +32,7 @@ async fn node(
 }
 
 async fn post(gw: &TestGateway, ingest: &str) -> Result<reqwest::Response> {
-    let (_publisher, offer) = Publisher::new(Some(Video::Vp8), false).await?;
+    let (_publisher, offer) = Publisher::new(Some(Video::H264), false).await?;
     gw.post_offer(ingest, &offer, None).await
 }
 
@@ -87,7 +87,7 @@ async fn one_publisher_per_ingest_across_nodes() -> Result<()> {
     a.register("cam", Some(&sink), None).await?;
     // No live resync between running nodes yet: B learns the registration by registering it.
     b.register("cam", Some(&sink), None).await?;
-    let published = a.publish("cam", Some(Video::Vp8), false).await?;
+    let published = a.publish("cam", Some(Video::H264), false).await?;
     sink.recv_rtp(PATIENCE).await?;
     let leases = Leases::new(node_handle(&redis.url()), Keys::default());
     let holder = leases.holder("cam").await?.expect("lease");
@@ -100,7 +100,7 @@ async fn one_publisher_per_ingest_across_nodes() -> Result<()> {
         leases.holder("cam").await.ok()?.is_none().then_some(())
     })
     .await?;
-    let second = b.publish("cam", Some(Video::Vp8), false).await?;
+    let second = b.publish("cam", Some(Video::H264), false).await?;
     assert_eq!(leases.holder("cam").await?.expect("lease").node, "b");
     drop(second);
     Ok(())
@@ -116,7 +116,7 @@ async fn a_full_node_redirects_to_one_with_room() -> Result<()> {
         gw.register("one", Some(&sink), None).await?;
         gw.register("two", Some(&sink), None).await?;
     }
-    let _first = a.publish("one", Some(Video::Vp8), false).await?;
+    let _first = a.publish("one", Some(Video::H264), false).await?;
     let nodes = Nodes::new(node_handle(&redis.url()), Keys::default());
     eventually(PATIENCE, "a's record to show it full", || async {
         let l = nodes.list().await.ok()?;
@@ -128,7 +128,7 @@ async fn a_full_node_redirects_to_one_with_room() -> Result<()> {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
-    let (mut publisher, offer) = Publisher::new(Some(Video::Vp8), false).await?;
+    let (mut publisher, offer) = Publisher::new(Some(Video::H264), false).await?;
     let response = http
         .post(a.whip_url("two"))
         .header("content-type", "application/sdp")
@@ -159,7 +159,7 @@ async fn redis_down_keeps_media_flowing_refuses_new_publishers_and_recovers() ->
     let sink = UdpSink::bind().await?;
     a.register("live", Some(&sink), None).await?;
     a.register("new", Some(&sink), None).await?;
-    let _published = a.publish("live", Some(Video::Vp8), false).await?;
+    let _published = a.publish("live", Some(Video::H264), false).await?;
     sink.recv_rtp(PATIENCE).await?;
 
     redis.kill();
@@ -192,7 +192,7 @@ async fn redis_down_keeps_media_flowing_refuses_new_publishers_and_recovers() ->
     )
     .await?;
     let after = eventually(PATIENCE, "a new POST to be admitted", || async {
-        let (p, offer) = Publisher::new(Some(Video::Vp8), false).await.ok()?;
+        let (p, offer) = Publisher::new(Some(Video::H264), false).await.ok()?;
         let r = a.post_offer("new", &offer, None).await.ok()?;
         (r.status() == 201).then_some(p)
     })
@@ -245,7 +245,7 @@ fn node_that_can_die(
                     ..Default::default()
                 })
                 .await?;
-                let published = gw.publish(ingest, Some(Video::Vp8), false).await?;
+                let published = gw.publish(ingest, Some(Video::H264), false).await?;
                 anyhow::Ok((gw, published))
             };
             match started.await {
@@ -293,7 +293,7 @@ async fn a_dead_nodes_ingest_accepts_a_publisher_elsewhere_within_the_lease_time
         "expired after {:?} (lease 2 s)",
         killed.elapsed()
     );
-    let _second = c.publish("cam", Some(Video::Vp8), false).await?;
+    let _second = c.publish("cam", Some(Video::H264), false).await?;
     sink.drain();
     sink.recv_rtp(PATIENCE).await?;
     assert_eq!(leases.holder("cam").await?.expect("lease").node, "c");
@@ -310,7 +310,7 @@ async fn a_dead_nodes_ingest_accepts_a_publisher_elsewhere_within_the_lease_time
 async fn admission_latencies(gw: &mut TestGateway, n: usize) -> Result<Vec<f64>> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let (_publisher, offer) = Publisher::new(Some(Video::Vp8), false).await?;
+        let (_publisher, offer) = Publisher::new(Some(Video::H264), false).await?;
         let started = std::time::Instant::now();
         let response = gw.post_offer("lat", &offer, None).await?;
         out.push(started.elapsed().as_secs_f64() * 1000.0);
