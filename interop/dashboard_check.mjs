@@ -38,6 +38,7 @@ const result = { ok: false, out };
 let gateway = null;
 let browser = null;
 let profile = null;
+let dataDir = null;
 
 // Every helper process is bounded: the whole check, whatever happens.
 const deadline = setTimeout(() => { log("overall timeout (120 s)"); cleanup().then(() => process.exit(1)); }, 120000);
@@ -46,10 +47,13 @@ async function cleanup() {
   if (browser) await browser.close().catch(() => {});
   if (gateway && gateway.exitCode === null) gateway.kill("SIGKILL");
   if (profile) fs.rmSync(profile, { recursive: true, force: true });
+  if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
 }
 
 function startGateway() {
+  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "whipgate-dashboard-data-"));
   gateway = spawn(opts.whipgate, [
+    "--data-dir", dataDir,
     "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--udp-listen", "127.0.0.1:0",
     "--stats-interval-secs", "1",
   ], { env: { ...process.env, WHIPGATE_API_KEY: KEY, RUST_LOG: "error" }, stdio: ["ignore", "pipe", "inherit"] });

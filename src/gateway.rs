@@ -189,7 +189,14 @@ impl Gateway {
             cluster,
             ..
         } = self;
-        let node = control::NodeInfo::local(bound.http);
+        // In cluster mode the node is who the cluster knows; alone, its host name and HTTP port.
+        let node = match &cluster {
+            Some(c) => control::NodeInfo {
+                id: c.settings().node_id.clone(),
+                advertise_url: c.settings().advertise_url.clone(),
+            },
+            None => control::NodeInfo::local(bound.http),
+        };
         media.spawn_receiver(cancel.clone());
         tracker.spawn(registry.clone().run_checkpoints(cancel.clone()));
 
@@ -236,6 +243,7 @@ impl Gateway {
             &config,
             registry.clone(),
             node,
+            cluster.clone(),
             health_service,
             cancel.clone(),
         )?);
@@ -283,6 +291,7 @@ fn serve_grpc(
     config: &Config,
     registry: Registry,
     node: control::NodeInfo,
+    cluster: Option<ClusterNode>,
     health_service: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health + 'static,
     >,
@@ -296,7 +305,8 @@ fn serve_grpc(
     let reflection_v1 = reflection().build_v1().map_err(Error::internal)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(Error::internal)?;
     let service = ControlService::new(registry.clone(), cancel.clone(), config.grpc_max_watchers)
-        .with_node(node);
+        .with_node(node)
+        .with_cluster(cluster);
     let interceptor = control::api_key_interceptor(config.api_key.as_deref(), registry);
     let control = IngestControlServer::new(service)
         .max_decoding_message_size(control::limits::MAX_MESSAGE_BYTES);

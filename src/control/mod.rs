@@ -46,6 +46,7 @@ pub struct ControlService {
     shutdown: CancellationToken,
     node: Arc<NodeInfo>,
     watchers: Arc<Semaphore>,
+    cluster: Option<crate::cluster::ClusterNode>,
 }
 
 impl ControlService {
@@ -57,7 +58,14 @@ impl ControlService {
             shutdown,
             node: Arc::new(NodeInfo::default()),
             watchers: Arc::new(Semaphore::new(max_watchers)),
+            cluster: None,
         }
+    }
+
+    /// In cluster mode, `ListNodes` answers every node's record from the cluster store.
+    pub fn with_cluster(mut self, cluster: Option<crate::cluster::ClusterNode>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// Names the node this service runs on (ListNodes, `Session.node_id`).
@@ -300,8 +308,19 @@ impl IngestControl for ControlService {
         &self,
         _request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        let nodes = vec![self.node.describe(&self.registry)];
-        self.done("ListNodes", Ok(pb::ListNodesResponse { nodes }))
+        let result = match &self.cluster {
+            None => Ok(vec![self.node.describe(&self.registry)]),
+            Some(cluster) => cluster
+                .nodes()
+                .list()
+                .await
+                .map(|records| records.iter().map(node::from_record).collect())
+                .map_err(|err| Error::Unavailable(format!("cluster store unavailable: {err}"))),
+        };
+        self.done(
+            "ListNodes",
+            result.map(|nodes| pb::ListNodesResponse { nodes }),
+        )
     }
 }
 

@@ -17,6 +17,7 @@ const KEY: &str = "ctl-test-key";
 /// The gateway binary, killed on drop, and its bound addresses from the ready line.
 struct Running {
     _child: Child,
+    // A fresh data dir: nothing in the work tree, and the event sequence starts at 1.
     _data: tempfile::TempDir,
     http: String,
     grpc: String,

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use crate::harness::{PATIENCE, TestGateway, UdpSink};
+use crate::harness::{PATIENCE, TestGateway, UdpSink, eventually};
 use crate::publisher::Video;
 
 const DASHBOARD: &str = include_str!("../../docs/grafana/whipgate.json");
@@ -57,8 +57,32 @@ async fn every_metric_the_grafana_dashboard_queries_is_exported() -> Result<()> 
     assert_eq!(gw.delete(&published.location).await?, 204);
     gw.all_clean().await?;
 
-    let metrics = exported(&gw.metrics().await?);
-    let missing: Vec<_> = queried.iter().filter(|m| !metrics.contains(*m)).collect();
-    assert!(missing.is_empty(), "queried but not exported: {missing:?}");
+    // A datagram from nobody: the media path drops it (whipgate_media_dropped_total).
+    let stray = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    stray.send_to(b"not stun, not rtp", gw.bound.udp).await?;
+    let http = gw.http.clone();
+    let url = gw.url("/metrics");
+    let missing = eventually(PATIENCE, "every queried metric in /metrics", || {
+        let (http, url, queried) = (http.clone(), url.clone(), queried.clone());
+        async move {
+            let text = http.get(url).send().await.ok()?.text().await.ok()?;
+            let metrics = exported(&text);
+            let missing: Vec<_> = queried
+                .iter()
+                .filter(|m| !metrics.contains(*m))
+                .cloned()
+                .collect();
+            missing.is_empty().then_some(missing)
+        }
+    })
+    .await;
+    assert!(missing.is_ok(), "queried but not exported: {:?}", {
+        let metrics = exported(&gw.metrics().await?);
+        queried
+            .iter()
+            .filter(|m| !metrics.contains(*m))
+            .cloned()
+            .collect::<Vec<_>>()
+    });
     gw.stop().await
 }

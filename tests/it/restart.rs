@@ -159,6 +159,8 @@ async fn registrations_and_stream_continuity_survive_kill_9() -> Result<()> {
         video_target: sink.addr.to_string(),
         bearer_token: TOKEN.into(),
         labels: [("room".to_owned(), "42".to_owned())].into(),
+        // The publisher sends VP8; the default registration accepts H264 only.
+        video_codecs: vec![pb::VideoCodec::Vp8 as i32],
         ..Default::default()
     })
     .await?;
