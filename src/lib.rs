@@ -12,6 +12,7 @@
 //! | [`control`] | the tonic `IngestControl` service and proto conversions |
 //! | [`gateway`] | binding listeners, wiring, graceful shutdown |
 //! | [`error`] | the one error type and its HTTP / gRPC status mapping |
+//! | [`facts`] | stream facts read from forwarded RTP (resolution, frame rate, keyframe interval, B-frames, audio channels) |
 //! | [`config`], [`metrics`], [`codec`], [`continuity`] | configuration, Prometheus metrics, codecs and consumer SDP, output stream continuity across reconnects |
 
 pub mod codec;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod continuity;
 pub mod control;
 pub mod error;
+pub mod facts;
 pub mod gateway;
 pub mod media;
 pub mod metrics;
