@@ -12,6 +12,9 @@ mod restart;
 mod rtcp;
 mod session;
 mod simulcast;
+// Wired into the session in the next step.
+#[allow(dead_code)]
+mod sr;
 mod tcp;
 
 use std::net::{IpAddr, SocketAddr};
