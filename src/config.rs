@@ -49,7 +49,16 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// STUN/TURN servers offered to publishers (`Link: rel="ice-server"` on the 201).
     pub ice_servers: Vec<IceServer>,
+    /// Where registrations, caps and stream continuity are kept across restarts (the
+    /// embedded store's file lives here); `None`: in memory only (tests, embedders).
+    pub data_dir: Option<PathBuf>,
+    /// Kernel receive and send buffer of the media socket, in bytes (0: the kernel default).
+    pub media_socket_buffer: usize,
 }
+
+/// The data dir when none is configured: relative to the working directory, so
+/// `cargo run --release` on a fresh checkout just works.
+pub const DEFAULT_DATA_DIR: &str = "whipgate-data";
 
 /// A STUN or TURN server for publishers (RFC 9725 section 4.6).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -106,6 +115,8 @@ impl Default for Config {
             metrics_ingest_label: false,
             shutdown_grace: Duration::from_secs(10),
             ice_servers: Vec::new(),
+            data_dir: Some(PathBuf::from(DEFAULT_DATA_DIR)),
+            media_socket_buffer: 8 * 1024 * 1024,
         }
     }
 }
@@ -119,6 +130,7 @@ impl Config {
             grpc_listen: any,
             udp_listen: any,
             tcp_listen: Some(any),
+            data_dir: None,
             ..Config::default()
         }
     }
@@ -245,6 +257,13 @@ pub struct Cli {
         value_delimiter = ','
     )]
     pub ice_servers: Option<Vec<String>>,
+    /// Directory of the embedded store (registrations, tokens, caps, stream continuity),
+    /// created if missing [default: ./whipgate-data].
+    #[arg(long, env = "WHIPGATE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Kernel buffer of the media socket in bytes (0: kernel default) [default: 8 MiB].
+    #[arg(long, env = "WHIPGATE_MEDIA_SOCKET_BUFFER")]
+    pub media_socket_buffer: Option<usize>,
 }
 
 /// The TOML file: the same settings as the flags, all optional.
@@ -271,6 +290,8 @@ struct FileConfig {
     metrics_ingest_label: Option<bool>,
     shutdown_grace_secs: Option<f64>,
     ice_servers: Option<Vec<IceServer>>,
+    data_dir: Option<PathBuf>,
+    media_socket_buffer: Option<usize>,
 }
 
 fn secs(value: Option<f64>, default: Duration, name: &str) -> Result<Duration, String> {
@@ -344,6 +365,10 @@ impl Cli {
                 d.stats_interval,
                 "stats_interval_secs",
             )?,
+            media_socket_buffer: self
+                .media_socket_buffer
+                .or(file.media_socket_buffer)
+                .unwrap_or(d.media_socket_buffer),
             event_history: self
                 .event_history
                 .or(file.event_history)
@@ -370,6 +395,7 @@ impl Cli {
                     .collect(),
                 None => file.ice_servers.unwrap_or_default(),
             },
+            data_dir: self.data_dir.or(file.data_dir).or(d.data_dir),
         };
         config.validate()?;
         Ok(config)

@@ -3,7 +3,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::registry::RejectReason;
+use crate::registry::{MAX_INGEST_ID_LEN, RegistryError, RejectReason};
 
 /// Seconds a publisher is told to wait before retrying when the gateway is full or draining.
 const RETRY_AFTER_SECS: &str = "5";
@@ -56,6 +56,9 @@ pub enum Error {
     /// A watcher could not keep up with the event stream.
     #[error("{0}")]
     Lagged(String),
+    /// A watcher named the event epoch of another gateway run.
+    #[error("{0}")]
+    StaleEpoch(String),
     /// A bug or an environment failure; details go to the log, not to the client.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -82,6 +85,7 @@ impl Error {
             Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::OutOfRange(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             Error::Lagged(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::StaleEpoch(_) => StatusCode::PRECONDITION_FAILED,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -102,6 +106,7 @@ impl Error {
             Error::PreconditionFailed | Error::PreconditionRequired => Code::FailedPrecondition,
             Error::OutOfRange(_) => Code::OutOfRange,
             Error::Lagged(_) => Code::ResourceExhausted,
+            Error::StaleEpoch(_) => Code::FailedPrecondition,
             Error::Internal(_) => Code::Internal,
         }
     }
@@ -127,6 +132,43 @@ impl Error {
             tracing::error!(error = %error_chain(source.as_ref()), "internal error");
         }
         self.to_string()
+    }
+}
+
+/// The registry's refusals in the edge's terms: the status follows from the variant, the
+/// client-facing text is written here.
+impl From<RegistryError> for Error {
+    fn from(err: RegistryError) -> Self {
+        match err {
+            RegistryError::InvalidIngestId(id) => Error::BadRequest(format!(
+                "invalid ingest id {id:?}: 1 to {MAX_INGEST_ID_LEN} characters of [A-Za-z0-9._~-]"
+            )),
+            RegistryError::IngestNotFound(id) => Error::IngestNotFound(id),
+            RegistryError::IngestExists(id) => Error::IngestExists(id),
+            RegistryError::SessionNotFound => Error::SessionNotFound,
+            RegistryError::PublisherConflict(id) => Error::PublisherConflict(id),
+            RegistryError::CapReached(live) => Error::CapReached(live),
+            RegistryError::Draining => Error::Draining,
+            RegistryError::Unauthorized => Error::Unauthorized,
+            RegistryError::BadOffer(reason) => Error::BadRequest(reason),
+            RegistryError::SessionBusy => Error::Unprocessable("the session is busy; retry".into()),
+            RegistryError::EventsGone { from_seq, oldest } => Error::OutOfRange(format!(
+                "from_seq {from_seq} is older than the event history (oldest held: {oldest})"
+            )),
+            RegistryError::EventsAhead { from_seq, newest } => Error::OutOfRange(format!(
+                "from_seq {from_seq} is beyond the newest event ({newest})"
+            )),
+            RegistryError::StaleEpoch {
+                requested,
+                current,
+                oldest,
+            } => Error::StaleEpoch(format!(
+                "events of epoch {requested} are gone: the gateway restarted and now runs \
+                 epoch {current}; resume with epoch {current} from_seq {oldest} (oldest held) \
+                 or from_seq 0 (live only)"
+            )),
+            err @ RegistryError::Store(_) => Error::internal(err),
+        }
     }
 }
 

@@ -53,13 +53,17 @@ impl Gateway {
     pub async fn bind(config: Config) -> Result<Self, Error> {
         config.validate().map_err(Error::BadRequest)?;
         let metrics = Arc::new(Metrics::new(config.metrics_ingest_label).map_err(Error::internal)?);
-        let registry = Registry::new(
+        // The store is read back before any listener opens.
+        let store = crate::store::open(config.data_dir.as_deref()).map_err(Error::internal)?;
+        let registry = Registry::restore(
+            store,
             Caps {
                 max_publishers: config.max_publishers,
             },
             config.event_history,
             Arc::clone(&metrics),
-        );
+        )
+        .await?;
         let tracker = TaskTracker::new();
         let media = Media::bind(&config, metrics, tracker.clone()).await?;
         let http = TcpListener::bind(config.http_listen)
@@ -126,6 +130,7 @@ impl Gateway {
             ..
         } = self;
         media.spawn_receiver(cancel.clone());
+        tracker.spawn(registry.clone().run_checkpoints(cancel.clone()));
 
         let state = WhipState::new(registry.clone(), media.clone(), &config.ice_servers)?;
         let app = whip::router(

@@ -7,7 +7,8 @@
 //! | module | owns |
 //! |---|---|
 //! | [`whip`] | the HTTP edge: routes, handlers, SDP offer checks, CORS, the publish page |
-//! | [`registry`] | the shared state: ingests, admission, live sessions, caps, the event log |
+//! | [`registry`] | the shared state: ingests, admission, live sessions, caps, the event log; restored from and written to the store |
+//! | [`store`] | what outlives the process, behind one trait: the embedded redb store (default) or memory |
 //! | [`media`] | the only webrtc-rs importer: the one UDP port and ICE-TCP port (mux), one task per session, simulcast, ICE restart, RTP -> UDP |
 //! | [`control`] | the tonic `IngestControl` service and proto conversions |
 //! | [`gateway`] | binding listeners, wiring, graceful shutdown |
@@ -25,6 +26,7 @@ pub mod gateway;
 pub mod media;
 pub mod metrics;
 pub mod registry;
+pub mod store;
 pub mod whip;
 
 pub use config::Config;

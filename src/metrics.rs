@@ -44,10 +44,9 @@ pub struct Metrics {
     pub nacks_sent: IntCounter,
     /// PLIs sent to publishers.
     pub plis_sent: IntCounter,
-    /// Datagrams on the media port that matched no session.
-    pub udp_unmatched: IntCounter,
-    /// Datagrams dropped because a session's queue was full.
-    pub udp_queue_drops: IntCounter,
+    /// Media datagrams (UDP) and ICE-TCP frames or connections dropped, by transport and
+    /// reason (a fixed set: see `media_drop`).
+    pub media_dropped: IntCounterVec,
     /// Control RPCs by method and gRPC code.
     pub control_requests: IntCounterVec,
     /// Events emitted by kind.
@@ -138,7 +137,8 @@ impl Metrics {
             ice_connect_duration: histogram_vec(
                 &r,
                 "whipgate_ice_connect_duration_seconds",
-                "Time from answer to ICE+DTLS connected, by result (connected, failed, timeout)",
+                "Time from admission (POST accepted) to ICE+DTLS connected or given up, by result \
+                 (connected, failed, timeout, aborted)",
                 &["result"],
                 connect,
             )?,
@@ -195,15 +195,13 @@ impl Metrics {
                 "whipgate_rtcp_plis_sent_total",
                 "RTCP PLIs sent to publishers",
             )?,
-            udp_unmatched: counter(
+            media_dropped: counter_vec(
                 &r,
-                "whipgate_udp_unmatched_datagrams_total",
-                "Datagrams on the media port that matched no session",
-            )?,
-            udp_queue_drops: counter(
-                &r,
-                "whipgate_udp_queue_drops_total",
-                "Datagrams dropped because a session could not keep up",
+                "whipgate_media_dropped_total",
+                "Media datagrams, ICE-TCP frames and connections dropped, by transport (udp, tcp) \
+                 and reason (unmatched, malformed, unknown_ufrag, unauthenticated, \
+                 address_in_use, queue_full, oversize, connection_limit)",
+                &["transport", "reason"],
             )?,
             control_requests: counter_vec(
                 &r,
@@ -237,6 +235,14 @@ impl Metrics {
             bytes_forwarded: self.rtp_bytes_forwarded.with_label_values(&k),
             forward_errors: self.rtp_forward_errors.with_label_values(&k),
         }
+    }
+
+    /// Counts one dropped media datagram, frame or connection. `transport` and `reason` are
+    /// static strings from a fixed set, so the label set stays bounded.
+    pub fn media_drop(&self, transport: &'static str, reason: &'static str) {
+        self.media_dropped
+            .with_label_values(&[transport, reason])
+            .inc();
     }
 
     /// The ICE connect histogram for one result.

@@ -347,6 +347,7 @@ pub(crate) fn event(e: &Event) -> pb::Event {
     };
     pb::Event {
         seq: e.seq,
+        epoch: e.epoch,
         at: Some(timestamp(e.at)),
         ingest_id: e.ingest_id.clone(),
         session_id: e.session_id.map(|s| s.to_string()).unwrap_or_default(),

@@ -119,6 +119,8 @@ impl IngestControl for ControlService {
             let audio = convert::target("audio", &req.audio_target).await?;
             let spec = convert::spec(&req, video, audio)?;
             let (view, created) = self.registry.register(spec, req.replace)?;
+            // Durable before the answer.
+            self.registry.persist().ingest(&view.spec.id).await?;
             Ok(pb::RegisterIngestResponse {
                 ingest: Some(convert::ingest(&view)),
                 created,
@@ -132,10 +134,13 @@ impl IngestControl for ControlService {
         &self,
         request: Request<pb::UnregisterIngestRequest>,
     ) -> Result<Response<pb::UnregisterIngestResponse>, Status> {
-        let result = self
-            .registry
-            .unregister(&request.into_inner().ingest_id)
-            .map(|session_closed| pb::UnregisterIngestResponse { session_closed });
+        let ingest_id = request.into_inner().ingest_id;
+        let result = async {
+            let session_closed = self.registry.unregister(&ingest_id)?;
+            self.registry.persist().ingest(&ingest_id).await?;
+            Ok(pb::UnregisterIngestResponse { session_closed })
+        }
+        .await;
         self.done("UnregisterIngest", result)
     }
 
@@ -143,12 +148,13 @@ impl IngestControl for ControlService {
         &self,
         request: Request<pb::GetIngestRequest>,
     ) -> Result<Response<pb::GetIngestResponse>, Status> {
-        let result =
-            self.registry
-                .get(&request.into_inner().ingest_id)
-                .map(|v| pb::GetIngestResponse {
-                    ingest: Some(convert::ingest(&v)),
-                });
+        let result = self
+            .registry
+            .get(&request.into_inner().ingest_id)
+            .map(|v| pb::GetIngestResponse {
+                ingest: Some(convert::ingest(&v)),
+            })
+            .map_err(Error::from);
         self.done("GetIngest", result)
     }
 
@@ -165,7 +171,7 @@ impl IngestControl for ControlService {
         request: Request<pb::SetCapsRequest>,
     ) -> Result<Response<pb::SetCapsResponse>, Status> {
         let req = request.into_inner();
-        let result = (|| {
+        let result = async {
             if req.max_publishers.is_none() && req.ingest_id.is_empty() {
                 return Err(Error::BadRequest(
                     "set max_publishers and/or ingest_id with limits".into(),
@@ -176,16 +182,19 @@ impl IngestControl for ControlService {
                     &req.ingest_id,
                     req.limits.map(convert::limits).unwrap_or_default(),
                 )?;
+                self.registry.persist().ingest(&req.ingest_id).await?;
             }
             if let Some(max) = req.max_publishers {
                 self.registry.set_max_publishers(max as usize);
+                self.registry.persist().caps().await?;
             }
             let (caps, live) = self.registry.caps();
             Ok(pb::SetCapsResponse {
                 caps: Some(convert::caps(caps)),
                 live_publishers: u32::try_from(live).unwrap_or(u32::MAX),
             })
-        })();
+        }
+        .await;
         self.done("SetCaps", result)
     }
 
@@ -211,7 +220,8 @@ impl IngestControl for ControlService {
         let result = self
             .registry
             .teardown(&req.ingest_id, &req.reason)
-            .map(|session_closed| pb::TeardownStreamResponse { session_closed });
+            .map(|session_closed| pb::TeardownStreamResponse { session_closed })
+            .map_err(Error::from);
         self.done("TeardownStream", result)
     }
 
@@ -222,7 +232,8 @@ impl IngestControl for ControlService {
         let result = self
             .registry
             .request_keyframe(&request.into_inner().ingest_id)
-            .map(|()| pb::RequestKeyframeResponse {});
+            .map(|()| pb::RequestKeyframeResponse {})
+            .map_err(Error::from);
         self.done("RequestKeyframe", result)
     }
 
@@ -231,9 +242,13 @@ impl IngestControl for ControlService {
         request: Request<pb::SelectSimulcastLayerRequest>,
     ) -> Result<Response<pb::SelectSimulcastLayerResponse>, Status> {
         let req = request.into_inner();
-        let result = convert::rid(&req.rid)
-            .and_then(|rid| self.registry.select_layer(&req.ingest_id, rid))
-            .map(|session_live| pb::SelectSimulcastLayerResponse { session_live });
+        let result = async {
+            let rid = convert::rid(&req.rid)?;
+            let session_live = self.registry.select_layer(&req.ingest_id, rid)?;
+            self.registry.persist().ingest(&req.ingest_id).await?;
+            Ok(pb::SelectSimulcastLayerResponse { session_live })
+        }
+        .await;
         self.done("SelectSimulcastLayer", result)
     }
 
@@ -244,9 +259,9 @@ impl IngestControl for ControlService {
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let req = request.into_inner();
-        let subscription = match self.registry.subscribe(req.from_seq) {
+        let subscription = match self.registry.subscribe_at(req.epoch, req.from_seq) {
             Ok(s) => s,
-            Err(err) => return self.done("WatchEvents", Err(err)),
+            Err(err) => return self.done("WatchEvents", Err(err.into())),
         };
         let filter = Filter {
             ingests: req.ingest_ids.into_iter().collect(),
@@ -340,6 +355,7 @@ mod tests {
 
     fn event(seq: u64) -> Arc<Event> {
         Arc::new(Event {
+            epoch: 1,
             seq,
             at: SystemTime::now(),
             ingest_id: "a".into(),

@@ -101,15 +101,14 @@ impl Forwarder {
         }
     }
 
-    /// Counts a received packet and forwards it; returns whether it was sent.
+    /// The target of a kind, if the ingest forwards that kind.
+    fn target(&self, kind: MediaKind) -> Option<&Target> {
+        target_of(&self.video, &self.audio, kind)
+    }
+
     /// Records a packet that is not forwarded (padding only) so the output has no gap.
     pub(crate) fn skip(&mut self, kind: MediaKind, packet: &rtp::Packet) {
-        let clock_rate = match kind {
-            MediaKind::Video => self.video.as_ref(),
-            MediaKind::Audio => self.audio.as_ref(),
-        }
-        .map(|t| t.clock_rate);
-        if let Some(clock_rate) = clock_rate {
+        if let Some(clock_rate) = self.target(kind).map(|t| t.clock_rate) {
             let input = self.input_of(packet, clock_rate);
             self.with_stream(kind, |stream| stream.skip(input, Instant::now()));
         }
@@ -146,11 +145,10 @@ impl Forwarder {
 
     /// Forwards a packet to its kind's target; returns whether it was sent.
     pub(crate) fn forward(&mut self, kind: MediaKind, packet: &mut rtp::Packet) -> bool {
-        let target = match kind {
-            MediaKind::Video => self.video.as_ref(),
-            MediaKind::Audio => self.audio.as_ref(),
+        // Borrowed by field, so that the marshal buffer can be borrowed mutably meanwhile.
+        let Some(target) = target_of(&self.video, &self.audio, kind) else {
+            return false;
         };
-        let Some(target) = target else { return false };
         let input = self.input_of(packet, target.clock_rate);
         let mapped = self.with_stream(kind, |stream| stream.map(input, Instant::now()));
         packet.header.payload_type = target.payload_type;
@@ -189,27 +187,18 @@ impl Forwarder {
 impl Forwarder {
     /// Sends a Sender Report, mapped to the output stream, to the RTCP port of a kind's target
     /// (RTP port + 1).
-    pub(crate) fn forward_rtcp(&mut self, kind: MediaKind, packet: &dyn rtc::rtcp::Packet) {
-        let target = match kind {
-            MediaKind::Video => self.video.as_ref(),
-            MediaKind::Audio => self.audio.as_ref(),
+    pub(crate) fn forward_rtcp(&mut self, kind: MediaKind, report: &SenderReport) {
+        let Some(target) = self.target(kind) else {
+            return;
         };
-        let Some(target) = target else { return };
         let Some(port) = target.addr.port().checked_add(1) else {
             return;
         };
         let addr = SocketAddr::new(target.addr.ip(), port);
-        let Some(report) = packet.as_any().downcast_ref::<SenderReport>() else {
-            return;
-        };
-        let mapped = {
-            let continuity = self.continuity.lock().unwrap_or_else(|p| p.into_inner());
-            let stream = match kind {
-                MediaKind::Video => &continuity.video,
-                MediaKind::Audio => &continuity.audio,
-            };
-            stream.map_report(self.session, report.ssrc, report.rtp_time)
-        };
+        let session = self.session;
+        let mapped = self.with_stream(kind, |stream| {
+            stream.map_report(session, report.ssrc, report.rtp_time)
+        });
         let Some((ssrc, rtp_time)) = mapped else {
             return;
         };
@@ -226,6 +215,18 @@ impl Forwarder {
             }
             Err(err) => tracing::debug!(%err, "marshalling RTCP"),
         }
+    }
+}
+
+/// The one place that maps a media kind to its target.
+fn target_of<'a>(
+    video: &'a Option<Target>,
+    audio: &'a Option<Target>,
+    kind: MediaKind,
+) -> Option<&'a Target> {
+    match kind {
+        MediaKind::Video => video.as_ref(),
+        MediaKind::Audio => audio.as_ref(),
     }
 }
 

@@ -8,6 +8,7 @@ use rtc::statistics::StatsSelector;
 use rtc::statistics::report::RTCStatsReportEntry;
 
 use super::session::{Progress, Session};
+use crate::codec::MediaKind;
 use crate::registry::EndReason;
 
 impl Session {
@@ -76,16 +77,20 @@ impl Session {
         p.nacks_seen = nacks.max(p.nacks_seen);
         counters.nacks_sent.store(p.nacks_seen, Ordering::Relaxed);
 
-        let bytes = counters.snapshot().total_bytes();
-        let delta = bytes.saturating_sub(p.bytes_at_last_stats);
-        p.bytes_at_last_stats = bytes;
+        let snapshot = counters.snapshot();
+        let video = snapshot.video_bytes.saturating_sub(p.bytes_at_last_stats.0);
+        let audio = snapshot.audio_bytes.saturating_sub(p.bytes_at_last_stats.1);
+        p.bytes_at_last_stats = (snapshot.video_bytes, snapshot.audio_bytes);
         let secs = elapsed.as_secs_f64().max(0.001);
-        let bitrate = (delta as f64 * 8.0 / secs) as u64;
+        let bitrate = ((video + audio) as f64 * 8.0 / secs) as u64;
         if metrics.ingest_label {
-            metrics
-                .ingest_bytes_received
-                .with_label_values(&[self.admission.spec.id.as_str(), "all"])
-                .inc_by(delta);
+            let ingest = self.admission.spec.id.as_str();
+            for (kind, delta) in [(MediaKind::Video, video), (MediaKind::Audio, audio)] {
+                metrics
+                    .ingest_bytes_received
+                    .with_label_values(&[ingest, kind.as_str()])
+                    .inc_by(delta);
+            }
         }
         let max_bitrate = registry
             .limits(&self.admission.spec.id)

@@ -1,11 +1,14 @@
 //! The media path, and the only module that imports webrtc-rs (`rtc`, its sans-IO core).
 //!
-//! One UDP socket (`mux`) carries every session. Each publish gets an ICE-lite, receive-only
-//! peer connection (`peer`) driven by its own task (`session`), which forwards RTP to the
-//! ingest's UDP targets (`forward`).
+//! One UDP socket (`udp`, routed by `mux`) and one ICE-TCP port (`tcp`) carry every session;
+//! only connectivity checks that verify with a session's ICE credential (`ice_auth`) teach the
+//! router a publisher's address. Each publish gets an ICE-lite, receive-only peer connection
+//! (`peer`) driven by its own task (`session`), which forwards RTP to the ingest's UDP targets
+//! (`forward`).
 
 mod forward;
 mod housekeeping;
+mod ice_auth;
 mod mux;
 mod peer;
 mod restart;
@@ -16,12 +19,13 @@ mod simulcast;
 #[allow(dead_code)]
 mod sr;
 mod tcp;
+mod udp;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -67,9 +71,8 @@ impl Media {
         metrics: Arc<Metrics>,
         tracker: TaskTracker,
     ) -> Result<Self, Error> {
-        let socket = UdpSocket::bind(config.udp_listen)
-            .await
-            .map_err(Error::internal)?;
+        let socket =
+            udp::bind(config.udp_listen, config.media_socket_buffer).map_err(Error::internal)?;
         let local = socket.local_addr().map_err(Error::internal)?;
         let candidates = advertised_addrs(local, &config.public_ip, &config.interfaces);
         let tcp = match config.tcp_listen {
@@ -87,7 +90,7 @@ impl Media {
         let factory = PeerFactory::new(candidates, tcp_candidates, config.media_timeout)
             .map_err(Error::internal)?;
         Ok(Media {
-            mux: UdpMux::new(socket),
+            mux: UdpMux::new(socket, factory.crypto()),
             tcp: Arc::new(std::sync::Mutex::new(tcp)),
             factory: Arc::new(factory),
             forward: ForwardSockets::bind().await.map_err(Error::internal)?,
@@ -128,7 +131,7 @@ impl Media {
         let mux = self.mux.clone();
         let metrics = Arc::clone(&self.metrics);
         self.tracker.spawn(
-            mux.run(Arc::clone(&metrics), cancel.clone())
+            udp::receive(mux, Arc::clone(&metrics), cancel.clone())
                 .instrument(tracing::info_span!("udp_mux")),
         );
         let listener = self.tcp.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -172,7 +175,7 @@ impl Media {
         };
         let session_id = admission.session_id;
         let ufrag = negotiated.ufrag;
-        let (route, inbound) = self.mux.route(ufrag.clone(), session_id);
+        let (route, inbound) = self.mux.route(ufrag.clone(), &negotiated.pwd, session_id);
         let layers = LayerSelector::new(admission.spec.simulcast_layer.clone());
         let session = Session {
             layers,

@@ -1,30 +1,36 @@
-//! The one UDP socket every WebRTC session shares.
+//! The one UDP socket every WebRTC session shares, and its routing table.
 //!
-//! A datagram goes to the session that owns its source address. A STUN binding request is
-//! routed by the local ufrag in its USERNAME (`<our ufrag>:<their ufrag>`), and its source
-//! address is bound to that session, so the first connectivity check teaches the mux where
-//! later DTLS/SRTP from that address belongs (the pattern of str0m's chat example and
-//! webrtc-rs's sfu example).
+//! A datagram goes to the session that owns its source address. Addresses are learnt only from
+//! authenticated connectivity checks (`ice_auth`): a binding request names its session by our
+//! ufrag in USERNAME and must carry a MESSAGE-INTEGRITY made with that session's `ice-pwd`
+//! before its source address is bound (RFC 8445 section 7.3). An unauthenticated request is
+//! dropped before it reaches the ICE agent and never moves an address. The table is bounded:
+//! at most two ufrags (current and previous, across ICE restarts) and `MAX_ADDRS` addresses
+//! per session.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use rtc::stun::attributes::ATTR_USERNAME;
-use rtc::stun::message::{BINDING_REQUEST, Message, is_stun_message};
+use rtc::crypto::RTCCryptoProvider;
+use rtc::stun::message::is_stun_message;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::metrics::Metrics;
+use super::ice_auth::{self, DropReason};
 
-/// Largest datagram read from the media port.
-const MAX_DATAGRAM: usize = 2048;
 /// Datagrams queued per session before the mux drops (a stuck session must not stall others).
 const SESSION_QUEUE: usize = 1024;
+/// Source addresses a session may have bound at once (host, srflx, relay, a NAT rebinding...).
+pub(crate) const MAX_ADDRS: usize = 8;
+/// ufrags routed per session: the current one and the one before the last ICE restart.
+const MAX_UFRAGS: usize = 2;
+/// How long an address stays with the session that last authenticated it, against a verified
+/// check of another session (the consent lifetime, RFC 7675 section 5.1).
+const ADDRESS_HOLD: Duration = Duration::from_secs(30);
 
 /// One datagram (or one RFC 4571 frame of an ICE-TCP connection) for a session.
 pub(crate) struct Datagram {
@@ -35,10 +41,35 @@ pub(crate) struct Datagram {
     pub(crate) tcp: bool,
 }
 
+/// A session's inbound queue.
 #[derive(Clone)]
 pub(crate) struct Sink {
     session: Uuid,
-    pub(crate) tx: mpsc::Sender<Datagram>,
+    tx: mpsc::Sender<Datagram>,
+}
+
+impl Sink {
+    /// Queues a datagram for the session; `QueueFull` if it cannot keep up.
+    pub(crate) fn deliver(&self, datagram: Datagram) -> Result<(), DropReason> {
+        self.tx
+            .try_send(datagram)
+            .map_err(|_| DropReason::QueueFull)
+    }
+}
+
+/// An address bound to a session, and when a check from it last verified.
+struct Bound {
+    sink: Sink,
+    checked: Instant,
+}
+
+/// What the table holds per session.
+struct Routed {
+    sink: Sink,
+    /// Oldest first; the last is the current ufrag.
+    ufrags: VecDeque<String>,
+    /// Oldest first.
+    addrs: VecDeque<SocketAddr>,
 }
 
 /// Where a session's output for an ICE-TCP peer goes (the connection's writer).
@@ -49,8 +80,10 @@ struct TcpWriter {
 
 #[derive(Default)]
 struct Table {
-    by_ufrag: HashMap<String, Sink>,
-    by_addr: HashMap<SocketAddr, Sink>,
+    /// Our ufrag -> (session, our ice-pwd).
+    by_ufrag: HashMap<String, (Uuid, Arc<str>)>,
+    by_addr: HashMap<SocketAddr, Bound>,
+    sessions: HashMap<Uuid, Routed>,
     tcp_writers: HashMap<SocketAddr, TcpWriter>,
 }
 
@@ -58,7 +91,8 @@ struct Table {
 #[derive(Clone)]
 pub(crate) struct UdpMux {
     socket: Arc<UdpSocket>,
-    table: Arc<Mutex<Table>>,
+    table: Arc<RwLock<Table>>,
+    crypto: Arc<dyn RTCCryptoProvider>,
 }
 
 /// Removes a session's routes when dropped.
@@ -69,26 +103,35 @@ pub(crate) struct Route {
 
 impl Drop for Route {
     fn drop(&mut self) {
-        let mut table = self.mux.lock();
-        table
-            .by_ufrag
-            .retain(|_, sink| sink.session != self.session);
-        table.by_addr.retain(|_, sink| sink.session != self.session);
+        let mut table = self.mux.write();
+        if let Some(routed) = table.sessions.remove(&self.session) {
+            for ufrag in routed.ufrags {
+                table.by_ufrag.remove(&ufrag);
+            }
+            for addr in routed.addrs {
+                table.by_addr.remove(&addr);
+            }
+        }
         // Dropping a writer's sender closes its ICE-TCP connection.
         table.tcp_writers.retain(|_, w| w.session != self.session);
     }
 }
 
 impl UdpMux {
-    pub(crate) fn new(socket: UdpSocket) -> Self {
+    pub(crate) fn new(socket: UdpSocket, crypto: Arc<dyn RTCCryptoProvider>) -> Self {
         UdpMux {
             socket: Arc::new(socket),
-            table: Arc::new(Mutex::new(Table::default())),
+            table: Arc::new(RwLock::new(Table::default())),
+            crypto,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    fn read(&self) -> RwLockReadGuard<'_, Table> {
+        self.table.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Table> {
+        self.table.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The socket, for sending.
@@ -96,167 +139,232 @@ impl UdpMux {
         &self.socket
     }
 
-    /// Routes STUN for `ufrag` (and then its addresses) to a new session queue.
-    pub(crate) fn route(&self, ufrag: String, session: Uuid) -> (Route, mpsc::Receiver<Datagram>) {
+    /// Routes checks for `ufrag` (authenticated with `pwd`, our ice-pwd) to a new session
+    /// queue; addresses follow from verified checks.
+    pub(crate) fn route(
+        &self,
+        ufrag: String,
+        pwd: &str,
+        session: Uuid,
+    ) -> (Route, mpsc::Receiver<Datagram>) {
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
-        self.lock().by_ufrag.insert(ufrag, Sink { session, tx });
-        (
-            Route {
-                mux: self.clone(),
-                session,
-            },
-            rx,
-        )
-    }
-
-    /// Routes one more ufrag (after an ICE restart) to an already routed session.
-    pub(crate) fn add_ufrag(&self, ufrag: String, session: Uuid) {
-        let mut table = self.lock();
-        let sink = table
+        let sink = Sink { session, tx };
+        let mut table = self.write();
+        table
             .by_ufrag
-            .values()
-            .find(|s| s.session == session)
-            .cloned();
-        if let Some(sink) = sink {
-            table.by_ufrag.insert(ufrag, sink);
-        }
+            .insert(ufrag.clone(), (session, Arc::from(pwd)));
+        table.sessions.insert(
+            session,
+            Routed {
+                sink,
+                ufrags: VecDeque::from([ufrag]),
+                addrs: VecDeque::new(),
+            },
+        );
+        drop(table);
+        let route = Route {
+            mux: self.clone(),
+            session,
+        };
+        (route, rx)
     }
 
-    /// Routing entries (ufrags, addresses, ICE-TCP connections): zero when no session lives.
-    pub(crate) fn routes(&self) -> usize {
-        let table = self.lock();
-        table.by_ufrag.len() + table.by_addr.len() + table.tcp_writers.len()
-    }
-
-    /// Receives until cancelled, dispatching each datagram.
-    pub(crate) async fn run(self, metrics: Arc<Metrics>, cancel: CancellationToken) {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        loop {
-            let (n, from) = tokio::select! {
-                _ = cancel.cancelled() => return,
-                received = self.socket.recv_from(&mut buf) => match received {
-                    Ok(r) => r,
-                    Err(err) => {
-                        // ICMP errors surface here on some platforms; they concern one peer.
-                        tracing::debug!(%err, "media socket receive error");
-                        continue;
-                    }
-                },
-            };
-            let packet = &buf[..n];
-            let Some(sink) = self.sink_for(packet, from) else {
-                metrics.udp_unmatched.inc();
-                continue;
-            };
-            let datagram = Datagram {
-                data: BytesMut::from(packet),
-                from,
-                at: Instant::now(),
-                tcp: false,
-            };
-            if sink.tx.try_send(datagram).is_err() {
-                metrics.udp_queue_drops.inc();
-            }
-        }
-    }
-
-    fn sink_for(&self, packet: &[u8], from: SocketAddr) -> Option<Sink> {
-        let ufrag = is_stun_message(packet)
-            .then(|| binding_request_ufrag(packet))
+    /// Routes the ufrag of an ICE restart to a routed session; the one before the previous
+    /// stops being routed (only the current and the previous credentials stay valid).
+    pub(crate) fn add_ufrag(&self, ufrag: String, pwd: &str, session: Uuid) {
+        let mut table = self.write();
+        let Some(routed) = table.sessions.get_mut(&session) else {
+            return;
+        };
+        routed.ufrags.push_back(ufrag.clone());
+        let expired = (routed.ufrags.len() > MAX_UFRAGS)
+            .then(|| routed.ufrags.pop_front())
             .flatten();
-        let mut table = self.lock();
-        match ufrag {
-            Some(ufrag) => {
-                let sink = table.by_ufrag.get(&ufrag)?.clone();
-                table.by_addr.insert(from, sink.clone());
-                Some(sink)
-            }
-            None => table.by_addr.get(&from).cloned(),
+        if let Some(old) = expired {
+            table.by_ufrag.remove(&old);
         }
+        table.by_ufrag.insert(ufrag, (session, Arc::from(pwd)));
+    }
+
+    /// Routing entries (ufrags, addresses, sessions, ICE-TCP connections): zero when no
+    /// session lives.
+    pub(crate) fn routes(&self) -> usize {
+        let t = self.read();
+        t.by_ufrag.len() + t.by_addr.len() + t.sessions.len() + t.tcp_writers.len()
+    }
+
+    /// The session an address is bound to (tests and diagnostics).
+    #[cfg(test)]
+    pub(crate) fn session_of(&self, addr: SocketAddr) -> Option<Uuid> {
+        self.read().by_addr.get(&addr).map(|b| b.sink.session)
+    }
+
+    /// Routes one UDP datagram to its session's queue; its bytes are copied into `pool`'s
+    /// spare capacity (no allocation while it lasts).
+    pub(crate) fn dispatch(
+        &self,
+        packet: &[u8],
+        from: SocketAddr,
+        at: Instant,
+        pool: &mut BytesMut,
+    ) -> Result<(), DropReason> {
+        let mut datagram = |data: &[u8]| {
+            pool.extend_from_slice(data);
+            Datagram {
+                data: pool.split(),
+                from,
+                at,
+                tcp: false,
+            }
+        };
+        if !is_stun_message(packet) {
+            // The per-packet path: one read lock, no allocation before the session is known.
+            let table = self.read();
+            let bound = table.by_addr.get(&from).ok_or(DropReason::Unmatched)?;
+            return bound.sink.deliver(datagram(packet));
+        }
+        match ice_auth::parse(packet)? {
+            Some(request) => self
+                .authenticate(request, from, at)?
+                .deliver(datagram(packet)),
+            // Indications and responses only from an address a check authenticated.
+            None => {
+                let table = self.read();
+                let bound = table.by_addr.get(&from).ok_or(DropReason::Unmatched)?;
+                bound.sink.deliver(datagram(packet))
+            }
+        }
+    }
+
+    /// Verifies a binding request against its session's credential and binds its source
+    /// address to that session.
+    fn authenticate(
+        &self,
+        mut request: ice_auth::BindingRequest,
+        from: SocketAddr,
+        now: Instant,
+    ) -> Result<Sink, DropReason> {
+        let (session, pwd) = self.verify(&mut request)?;
+        let mut table = self.write();
+        let table = &mut *table;
+        match table.by_addr.get_mut(&from) {
+            Some(bound) if bound.sink.session == session => {
+                bound.checked = now;
+                return Ok(bound.sink.clone());
+            }
+            // A verified check of another session: the publisher holding that address is
+            // still proving consent, so this is a spoof or a stale NAT mapping reused.
+            Some(bound) if now.saturating_duration_since(bound.checked) < ADDRESS_HOLD => {
+                return Err(DropReason::AddressInUse);
+            }
+            Some(bound) => {
+                let previous = bound.sink.session;
+                if let Some(other) = table.sessions.get_mut(&previous) {
+                    other.addrs.retain(|a| *a != from);
+                }
+            }
+            None => {}
+        }
+        drop(pwd);
+        let routed = table
+            .sessions
+            .get_mut(&session)
+            .ok_or(DropReason::UnknownUfrag)?;
+        if routed.addrs.len() >= MAX_ADDRS
+            && let Some(oldest) = routed.addrs.pop_front()
+        {
+            table.by_addr.remove(&oldest);
+        }
+        routed.addrs.push_back(from);
+        let sink = routed.sink.clone();
+        table.by_addr.insert(
+            from,
+            Bound {
+                sink: sink.clone(),
+                checked: now,
+            },
+        );
+        Ok(sink)
+    }
+
+    /// The session whose credential verifies `request`.
+    fn verify(
+        &self,
+        request: &mut ice_auth::BindingRequest,
+    ) -> Result<(Uuid, Arc<str>), DropReason> {
+        let (session, pwd) = self
+            .read()
+            .by_ufrag
+            .get(&request.ufrag)
+            .cloned()
+            .ok_or(DropReason::UnknownUfrag)?;
+        // The HMAC runs without the table lock held.
+        ice_auth::verify(request, pwd.as_bytes(), self.crypto.crypto())?;
+        Ok((session, pwd))
     }
 }
 
 impl UdpMux {
-    /// The session an ICE-TCP connection belongs to, from its first frame (a binding
-    /// request); registers the connection's writer for the session's replies.
+    /// The session an ICE-TCP connection belongs to, from its first frame: a binding request
+    /// that verifies. Registers the connection's writer for the session's replies.
     pub(crate) fn claim_tcp(
         &self,
         first: &[u8],
         peer: SocketAddr,
         writer: mpsc::Sender<Bytes>,
-    ) -> Option<Sink> {
-        let ufrag = binding_request_ufrag(first)?;
-        let mut table = self.lock();
-        let sink = table.by_ufrag.get(&ufrag)?.clone();
+    ) -> Result<(Uuid, Sink), DropReason> {
+        if !is_stun_message(first) {
+            return Err(DropReason::Unmatched);
+        }
+        let mut request = ice_auth::parse(first)?.ok_or(DropReason::Unmatched)?;
+        let (session, _) = self.verify(&mut request)?;
+        let mut table = self.write();
+        let sink = table
+            .sessions
+            .get(&session)
+            .map(|r| r.sink.clone())
+            .ok_or(DropReason::UnknownUfrag)?;
         table.tcp_writers.insert(
             peer,
             TcpWriter {
-                session: sink.session,
+                session,
                 tx: writer,
             },
         );
-        Some(sink)
+        Ok((session, sink))
+    }
+
+    /// Checks a later frame of an ICE-TCP connection owned by `session`: a binding request in
+    /// it must verify with that session's credential too.
+    pub(crate) fn check_tcp(&self, frame: &[u8], session: Uuid) -> Result<(), DropReason> {
+        if !is_stun_message(frame) {
+            return Ok(());
+        }
+        match ice_auth::parse(frame)? {
+            Some(mut request) => match self.verify(&mut request)? {
+                (owner, _) if owner == session => Ok(()),
+                _ => Err(DropReason::AddressInUse),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets a closed ICE-TCP connection's writer.
+    pub(crate) fn release_tcp(&self, peer: SocketAddr) {
+        self.write().tcp_writers.remove(&peer);
     }
 
     /// Sends one packet to an ICE-TCP peer, framed (RFC 4571). Drops it if the connection is
     /// gone or backed up, like UDP would.
     pub(crate) fn send_tcp(&self, peer: SocketAddr, packet: &[u8]) {
         let framed = Bytes::from(rtc::shared::tcp_framing::frame_packet(packet));
-        let table = self.lock();
+        let table = self.read();
         if let Some(writer) = table.tcp_writers.get(&peer) {
             let _ = writer.tx.try_send(framed);
         }
     }
 }
 
-/// The local (our) ufrag of a STUN binding request, from `USERNAME = ours:theirs`.
-fn binding_request_ufrag(packet: &[u8]) -> Option<String> {
-    let mut message = Message::new();
-    message.unmarshal_binary(packet).ok()?;
-    if message.typ != BINDING_REQUEST {
-        return None;
-    }
-    let username = message.get(ATTR_USERNAME).ok()?;
-    let username = std::str::from_utf8(&username).ok()?;
-    username.split(':').next().map(str::to_owned)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rtc::stun::message::Setter;
-    use rtc::stun::textattrs::TextAttribute;
-
-    fn binding_request(username: &str) -> Vec<u8> {
-        let mut m = Message::new();
-        let user = TextAttribute::new(ATTR_USERNAME, username.to_owned());
-        m.build(&[Box::new(BINDING_REQUEST), Box::new(user) as Box<dyn Setter>])
-            .unwrap();
-        m.raw.clone()
-    }
-
-    #[test]
-    fn arbitrary_datagrams_never_panic_the_router() {
-        let mut x: u64 = 1;
-        let valid = binding_request("abcd:wxyz");
-        for _ in 0..20_000 {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let mut packet = valid.clone();
-            let at = (x >> 33) as usize % packet.len();
-            packet[at] ^= (x >> 13) as u8;
-            packet.truncate(((x >> 40) as usize % (packet.len() + 1)).max(1));
-            let _ = is_stun_message(&packet).then(|| binding_request_ufrag(&packet));
-        }
-    }
-
-    #[test]
-    fn binding_requests_are_routed_by_our_ufrag() {
-        assert_eq!(
-            binding_request_ufrag(&binding_request("abcd:wxyz")).as_deref(),
-            Some("abcd")
-        );
-        assert_eq!(binding_request_ufrag(b"\x80\x60not stun"), None);
-    }
-}
+#[path = "mux_tests.rs"]
+mod tests;

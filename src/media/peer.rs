@@ -6,8 +6,10 @@
 //! ramp up to their target bitrate, and a tap passing Sender Reports on for A/V sync.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rtc::crypto::RTCCryptoProvider;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{NackGeneratorBuilder, ReceiverReportBuilder, Registry, Slot};
@@ -37,6 +39,7 @@ use crate::codec::{AudioCodec, Chosen, OfferPlan, VideoCodec};
 /// per publish) and the candidates to advertise.
 pub(crate) struct PeerFactory {
     certificate: RTCCertificate,
+    crypto: Arc<dyn RTCCryptoProvider>,
     candidates: Vec<SocketAddr>,
     tcp_candidates: Vec<SocketAddr>,
     ice_disconnected: Duration,
@@ -49,6 +52,8 @@ pub(crate) struct Negotiated {
     pub(crate) answer_sdp: String,
     /// Our ICE ufrag (webrtc-rs generates the credentials, fresh again on an ICE restart).
     pub(crate) ufrag: String,
+    /// Our ICE pwd: the key publishers' connectivity checks are signed with.
+    pub(crate) pwd: String,
 }
 
 /// The `a=ice-ufrag` and `a=ice-pwd` values of an SDP or SDP fragment (first of each).
@@ -76,6 +81,7 @@ impl PeerFactory {
         )?;
         Ok(PeerFactory {
             certificate,
+            crypto: provider,
             candidates,
             tcp_candidates,
             // Publishers send consent checks every ~5 s (RFC 7675) and consent lasts 30 s:
@@ -84,6 +90,11 @@ impl PeerFactory {
             ice_disconnected: Duration::from_secs(15),
             ice_failed: media_timeout.max(Duration::from_secs(30)),
         })
+    }
+
+    /// The crypto provider (the mux verifies connectivity checks with it).
+    pub(crate) fn crypto(&self) -> Arc<dyn RTCCryptoProvider> {
+        Arc::clone(&self.crypto)
     }
 
     /// The address ICE sees as "local" for every datagram: the first advertised candidate.
@@ -152,7 +163,8 @@ impl PeerFactory {
                 )?;
             }
         }
-        peer.set_remote_description(now, RTCSessionDescription::offer(offer_sdp)?)?;
+        let offer = RTCSessionDescription::offer(without_candidates(&offer_sdp))?;
+        peer.set_remote_description(now, offer)?;
         let udp = self
             .candidates
             .iter()
@@ -181,15 +193,34 @@ impl PeerFactory {
         let answer_sdp = peer
             .local_description()
             .map(|d| d.sdp)
-            .ok_or(rtc::shared::error::Error::ErrNoRemoteDescription)?;
-        let (ufrag, _) = ice_credentials(&answer_sdp)
-            .ok_or(rtc::shared::error::Error::ErrNoRemoteDescription)?;
+            .ok_or(rtc::shared::error::Error::ErrPeerConnLocalDescriptionNil)?;
+        let (ufrag, pwd) = ice_credentials(&answer_sdp)
+            .ok_or(rtc::shared::error::Error::ErrSessionDescriptionMissingIceUfrag)?;
         Ok(Negotiated {
             peer,
             answer_sdp,
             ufrag,
+            pwd,
         })
     }
+}
+
+/// The offer without its candidates. An ICE-lite agent never sends checks while controlled,
+/// but rtc-ice sends them to every remote candidate once a role conflict makes it controlling
+/// (`contact_candidates` of its controlling selector): with no candidates from the offer it
+/// only knows the addresses that authenticated checks came from (peer-reflexive ones), so an
+/// offer cannot aim it at a third party.
+pub(crate) fn without_candidates(sdp: &str) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.lines() {
+        let trimmed = line.trim_end_matches('\r');
+        if trimmed.starts_with("a=candidate:") || trimmed == "a=end-of-candidates" {
+            continue;
+        }
+        out.push_str(trimmed);
+        out.push_str("\r\n");
+    }
+    out
 }
 
 fn nack_feedback() -> Vec<RTCPFeedback> {

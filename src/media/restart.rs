@@ -9,22 +9,26 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 
 use super::peer::ice_credentials;
 
-/// Restarts ICE; returns our new ufrag and the answer fragment.
-pub(crate) fn restart(
-    peer: &mut RTCPeerConnection,
-    fragment: &str,
-) -> Result<(String, String), String> {
-    let (ufrag, pwd) =
+/// Our new ICE credentials after a restart, and the answer fragment carrying them.
+pub(crate) struct Restarted {
+    pub(crate) ufrag: String,
+    pub(crate) pwd: String,
+    pub(crate) fragment: String,
+}
+
+/// Restarts ICE with the publisher's new credentials from `fragment`.
+pub(crate) fn restart(peer: &mut RTCPeerConnection, fragment: &str) -> Result<Restarted, String> {
+    let (their_ufrag, their_pwd) =
         ice_credentials(fragment).ok_or("the fragment has no ice-ufrag / ice-pwd")?;
     let current = peer
         .remote_description()
         .map(|d| d.sdp.clone())
         .ok_or("no remote description")?;
     let (old_ufrag, _) = ice_credentials(&current).ok_or("no ICE credentials in the offer")?;
-    if old_ufrag == ufrag {
+    if old_ufrag == their_ufrag {
         return Err("the ufrag did not change: not an ICE restart".into());
     }
-    let offer = with_credentials(&current, &ufrag, &pwd);
+    let offer = with_credentials(&current, &their_ufrag, &their_pwd);
     let now = Instant::now();
     let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
     peer.set_remote_description(now, offer)
@@ -36,8 +40,12 @@ pub(crate) fn restart(
         .local_description()
         .map(|d| d.sdp)
         .ok_or("no local description")?;
-    let (new_ufrag, _) = ice_credentials(&local).ok_or("no ICE credentials in the answer")?;
-    Ok((new_ufrag, answer_fragment(&local)))
+    let (ufrag, pwd) = ice_credentials(&local).ok_or("no ICE credentials in the answer")?;
+    Ok(Restarted {
+        fragment: answer_fragment(&local),
+        ufrag,
+        pwd,
+    })
 }
 
 /// `sdp` with every `a=ice-ufrag` / `a=ice-pwd` replaced (session and media level).

@@ -68,7 +68,8 @@ pub(crate) struct Progress {
     /// Every video SSRC seen (track-started fires once per SSRC).
     pub(super) seen_ssrcs: HashSet<u32>,
     pub(super) housekeeping_ticks: u64,
-    pub(super) bytes_at_last_stats: u64,
+    /// Video and audio bytes received at the last statistics report.
+    pub(super) bytes_at_last_stats: (u64, u64),
     pub(super) nacks_seen: u64,
     pub(super) end: Option<(EndReason, String)>,
 }
@@ -87,7 +88,7 @@ impl Session {
             audio_ssrc: None,
             seen_ssrcs: HashSet::new(),
             housekeeping_ticks: 0,
-            bytes_at_last_stats: 0,
+            bytes_at_last_stats: (0, 0),
             nacks_seen: 0,
             end: None,
         };
@@ -107,28 +108,12 @@ impl Session {
                 .poll_timeout()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
+                // Timers first: a flood of datagrams must not delay receiver reports, NACKs,
+                // TWCC feedback or the cap checks (they are only ready when due).
                 biased;
                 _ = cancel.cancelled() => break,
-                received = self.inbound.recv_many(&mut batch, READ_BATCH) => {
-                    if received == 0 {
-                        break;
-                    }
-                    // One wake-up handles everything queued: fewer task switches per packet.
-                    for d in batch.drain(..) {
-                        self.read(d, &mut p);
-                    }
-                }
-                Some(command) = self.admission.commands.recv() => match command {
-                    SessionCommand::RequestKeyframe => self.request_keyframe(&p),
-                    SessionCommand::SelectLayer(rid) => self.layers.set_preferred(rid),
-                    SessionCommand::IceRestart { fragment, reply } => {
-                        let _ = reply.send(self.ice_restart(&fragment));
-                    }
-                },
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
-                    if let Err(err) = self.peer.handle_timeout(Instant::now()) {
-                        tracing::debug!(%err, "peer timeout handling");
-                    }
+                    self.handle_timeout();
                 }
                 _ = housekeeping.tick() => {
                     self.check_limits(&mut p);
@@ -138,6 +123,26 @@ impl Session {
                     let elapsed = last_stats.elapsed();
                     last_stats = Instant::now();
                     self.report_stats(&mut p, elapsed);
+                }
+                Some(command) = self.admission.commands.recv() => match command {
+                    SessionCommand::RequestKeyframe => self.request_keyframe(&p),
+                    SessionCommand::SelectLayer(rid) => self.layers.set_preferred(rid),
+                    SessionCommand::IceRestart { fragment, reply } => {
+                        let _ = reply.send(self.ice_restart(&fragment));
+                    }
+                },
+                received = self.inbound.recv_many(&mut batch, READ_BATCH) => {
+                    if received == 0 {
+                        break;
+                    }
+                    // One wake-up handles everything queued: fewer task switches per packet.
+                    for d in batch.drain(..) {
+                        self.read(d, &mut p);
+                    }
+                    // Timers that fell due while the batch was handled run now.
+                    if Instant::now() >= deadline {
+                        self.handle_timeout();
+                    }
                 }
             }
         }
@@ -157,6 +162,12 @@ impl Session {
             None => tracing::info!(%session_id, "session closed by the gateway"),
         }
         drop(self.route);
+    }
+
+    fn handle_timeout(&mut self) {
+        if let Err(err) = self.peer.handle_timeout(Instant::now()) {
+            tracing::debug!(%err, "peer timeout handling");
+        }
     }
 
     /// Sends everything the peer connection queued, over UDP or the peer's ICE-TCP connection.
@@ -228,12 +239,9 @@ impl Session {
                     RTCPeerConnectionState::Failed => {
                         p.end = Some((EndReason::IceFailure, "ICE/DTLS failed".into()));
                     }
-                    RTCPeerConnectionState::Closed => {
-                        p.end.get_or_insert((
-                            EndReason::IceFailure,
-                            "peer connection closed".into(),
-                        ));
-                    }
+                    // `Closed` only follows our own `close()`, after the loop: nothing to
+                    // record. (A publisher's DTLS close_notify leaves the state "connected";
+                    // its session ends by the media timeout, as an inactivity.)
                     _ => {}
                 }
             }
@@ -366,7 +374,7 @@ impl Session {
             } else {
                 continue;
             };
-            self.forwarder.forward_rtcp(kind, packet.as_ref());
+            self.forwarder.forward_rtcp(kind, report);
         }
     }
 
@@ -404,14 +412,16 @@ impl Session {
         }
     }
 
-    /// Restarts ICE and routes the new ufrag to this session (the old one keeps working until
-    /// the publisher moves over).
+    /// Restarts ICE and routes the new ufrag to this session (the previous one keeps working
+    /// until the publisher moves over; older ones stop).
     fn ice_restart(&mut self, fragment: &str) -> Result<IceRestarted, String> {
-        let (ufrag, fragment) = super::restart::restart(&mut self.peer, fragment)?;
-        self.mux.add_ufrag(ufrag.clone(), self.admission.session_id);
+        let restarted = super::restart::restart(&mut self.peer, fragment)?;
+        let etag = format!("\"{}\"", restarted.ufrag);
+        self.mux
+            .add_ufrag(restarted.ufrag, &restarted.pwd, self.admission.session_id);
         Ok(IceRestarted {
-            fragment,
-            etag: format!("\"{ufrag}\""),
+            fragment: restarted.fragment,
+            etag,
         })
     }
 }

@@ -1,30 +1,86 @@
 //! ICE-TCP (RFC 6544, passive) on one TCP port, for publishers whose networks block UDP.
 //!
-//! Each connection carries RFC 4571 frames. Its first frame must be a STUN binding request,
-//! whose ufrag names the session (as on the UDP port); from then on the connection belongs to
-//! that session, and the session's replies go back through it. Connections that name no
-//! session in time are closed.
+//! Each connection carries RFC 4571 frames, none larger than a UDP datagram could be. Its first
+//! frame must be a STUN binding request that verifies with a session's credential (as on the
+//! UDP port); only then does the connection belong to that session, and the session's replies
+//! go back through it. Everything an outsider can open is bounded: connections in total and per
+//! source address, time to authenticate, idle time, time to write, and frame size.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use rtc::shared::tcp_framing::TcpFrameDecoder;
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
+use uuid::Uuid;
 
+use super::ice_auth::DropReason;
 use super::mux::{Datagram, Sink, UdpMux};
 use crate::metrics::Metrics;
 
-/// A connection must name its session this soon.
+/// A connection must authenticate this soon.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest buffered, not yet framed input per connection.
-const MAX_BUFFERED: usize = 256 * 1024;
+/// A connection with nothing received for this long is closed (consent checks come every
+/// few seconds, media more often).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A write that does not complete this soon closes the connection (a peer that stops reading).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest frame accepted: what fits a UDP datagram on an Ethernet path.
+pub(crate) const MAX_FRAME: usize = 1500;
+/// Open ICE-TCP connections at most.
+const MAX_CONNECTIONS: usize = 1024;
+/// Open ICE-TCP connections per source address at most.
+const MAX_PER_IP: usize = 16;
+/// Frames queued for writing per connection before they are dropped (like UDP would).
+const WRITE_QUEUE: usize = 256;
+
+/// Connection counts, total and per source address (an entry only while it has connections,
+/// so at most `MAX_CONNECTIONS` entries).
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Releases a connection's slot when dropped.
+struct Slot {
+    counts: Arc<Mutex<Counts>>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Takes a slot for a connection from `ip`, if the caps allow.
+fn take_slot(counts: &Arc<Mutex<Counts>>, ip: IpAddr, total: usize, per_ip: usize) -> Option<Slot> {
+    let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+    let from_ip = c.per_ip.get(&ip).copied().unwrap_or(0);
+    if c.total >= total || from_ip >= per_ip {
+        return None;
+    }
+    c.total += 1;
+    c.per_ip.insert(ip, from_ip + 1);
+    Some(Slot {
+        counts: Arc::clone(counts),
+        ip,
+    })
+}
 
 /// Accepts ICE-TCP connections until cancelled.
 pub(crate) async fn accept(
@@ -34,85 +90,193 @@ pub(crate) async fn accept(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let counts = Arc::new(Mutex::new(Counts::default()));
+    let mut backoff = Duration::ZERO;
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+                Ok(a) => {
+                    backoff = Duration::ZERO;
+                    a
+                }
                 Err(err) => {
-                    tracing::debug!(%err, "ICE-TCP accept");
-                    continue;
+                    // Out of file descriptors (EMFILE) and the like persist: back off instead
+                    // of spinning on an accept that keeps failing.
+                    backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+                    tracing::warn!(%err, ?backoff, "ICE-TCP accept");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => continue,
+                    }
                 }
             },
         };
+        let Some(slot) = take_slot(&counts, peer.ip(), MAX_CONNECTIONS, MAX_PER_IP) else {
+            metrics.media_drop("tcp", DropReason::ConnectionLimit.as_str());
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let span = tracing::debug_span!("ice_tcp", %peer);
+        let connection = Connection {
+            peer,
+            mux: mux.clone(),
+            metrics: Arc::clone(&metrics),
+        };
+        let cancel = cancel.clone();
         tracker.spawn(
-            connection(
-                stream,
-                peer,
-                mux.clone(),
-                Arc::clone(&metrics),
-                cancel.clone(),
-            )
+            async move {
+                connection.run(stream, cancel).await;
+                drop(slot);
+            }
             .instrument(span),
         );
     }
 }
 
-async fn connection(
-    stream: TcpStream,
+struct Connection {
     peer: SocketAddr,
     mux: UdpMux,
     metrics: Arc<Metrics>,
-    cancel: CancellationToken,
-) {
-    let (mut reader, mut writer) = stream.into_split();
-    let (tx, mut outbound) = mpsc::channel::<Bytes>(256);
-    let mut tx = Some(tx);
-    let mut sink: Option<Sink> = None;
-    let mut decoder = TcpFrameDecoder::new();
-    let mut buf = vec![0u8; 4096];
-    let claim_deadline = tokio::time::Instant::now() + CLAIM_TIMEOUT;
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tokio::time::sleep_until(claim_deadline), if sink.is_none() => break,
-            read = reader.read(&mut buf) => {
-                let n = match read {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                decoder.extend_from_slice(&buf[..n]);
-                if decoder.buffered_len() > MAX_BUFFERED {
-                    break;
+}
+
+impl Connection {
+    async fn run(&self, stream: TcpStream, cancel: CancellationToken) {
+        let (mut reader, mut writer) = stream.into_split();
+        let (tx, mut outbound) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let mut tx = Some(tx);
+        let mut owner: Option<(Uuid, Sink)> = None;
+        let mut input = BytesMut::with_capacity(4096);
+        let mut deadline = tokio::time::Instant::now() + CLAIM_TIMEOUT;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep_until(deadline) => break,
+                read = reader.read_buf(&mut input) => {
+                    match read {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    if let Err(reason) = self.frames(&mut input, &mut owner, &mut tx) {
+                        self.metrics.media_drop("tcp", reason.as_str());
+                        break;
+                    }
+                    if owner.is_some() {
+                        deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
+                    }
                 }
-                while let Some(frame) = decoder.next_packet() {
-                    if sink.is_none() {
-                        let Some(writer_tx) = tx.take() else { break };
-                        sink = mux.claim_tcp(&frame, peer, writer_tx);
-                        if sink.is_none() {
-                            metrics.udp_unmatched.inc();
-                            return;
+                // `None` once the session is gone (its route dropped our sender): close.
+                out = outbound.recv(), if owner.is_some() => match out {
+                    Some(bytes) => {
+                        let write = tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&bytes));
+                        if !matches!(write.await, Ok(Ok(()))) {
+                            break;
                         }
                     }
-                    let Some(target) = &sink else { break };
-                    let datagram = Datagram { data: BytesMut::from(&frame[..]), from: peer, at: Instant::now(), tcp: true };
-                    if target.tx.try_send(datagram).is_err() {
-                        metrics.udp_queue_drops.inc();
+                    None => break,
+                },
+            }
+        }
+        if owner.is_some() {
+            self.mux.release_tcp(self.peer);
+        }
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, writer.shutdown()).await;
+    }
+
+    /// Delivers every complete frame in `input`. The first must authenticate the connection;
+    /// an error closes it.
+    fn frames(
+        &self,
+        input: &mut BytesMut,
+        owner: &mut Option<(Uuid, Sink)>,
+        writer: &mut Option<mpsc::Sender<Bytes>>,
+    ) -> Result<(), DropReason> {
+        while let Some(frame) = next_frame(input)? {
+            match owner {
+                None => {
+                    let tx = writer.take().ok_or(DropReason::Unmatched)?;
+                    *owner = Some(self.mux.claim_tcp(&frame, self.peer, tx)?);
+                }
+                Some((session, _)) => {
+                    if let Err(reason) = self.mux.check_tcp(&frame, *session) {
+                        // A bad check on an authenticated connection is dropped, not fatal.
+                        self.metrics.media_drop("tcp", reason.as_str());
+                        continue;
                     }
                 }
             }
-            // `None` once the session is gone (its route dropped our sender): close.
-            out = outbound.recv(), if sink.is_some() => match out {
-                Some(bytes) => {
-                    if writer.write_all(&bytes).await.is_err() {
-                        break;
-                    }
-                }
-                None => break,
-            },
+            let Some((_, sink)) = owner else { continue };
+            let datagram = Datagram {
+                data: frame,
+                from: self.peer,
+                at: Instant::now(),
+                tcp: true,
+            };
+            if let Err(reason) = sink.deliver(datagram) {
+                self.metrics.media_drop("tcp", reason.as_str());
+            }
         }
+        Ok(())
     }
-    let _ = writer.shutdown().await;
+}
+
+/// The next complete RFC 4571 frame (2-byte length, then the packet), without copying; `None`
+/// until one is complete; `Oversize` for a length no UDP datagram would have.
+fn next_frame(input: &mut BytesMut) -> Result<Option<BytesMut>, DropReason> {
+    let Some(header) = input.get(..2) else {
+        return Ok(None);
+    };
+    let len = usize::from(u16::from_be_bytes([header[0], header[1]]));
+    if len > MAX_FRAME {
+        return Err(DropReason::Oversize);
+    }
+    if input.len() < 2 + len {
+        return Ok(None);
+    }
+    input.advance(2);
+    Ok(Some(input.split_to(len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_split_without_copy_and_oversize_ones_rejected() {
+        let mut input = BytesMut::new();
+        input.extend_from_slice(&[0, 3, b'a', b'b', b'c', 0, 2, b'x']);
+        assert_eq!(
+            next_frame(&mut input).unwrap().as_deref(),
+            Some(&b"abc"[..])
+        );
+        assert_eq!(next_frame(&mut input).unwrap(), None, "incomplete");
+        input.extend_from_slice(b"y");
+        assert_eq!(next_frame(&mut input).unwrap().as_deref(), Some(&b"xy"[..]));
+        let big = (MAX_FRAME as u16 + 1).to_be_bytes();
+        input.extend_from_slice(&big);
+        assert_eq!(next_frame(&mut input), Err(DropReason::Oversize));
+        let mut ok = BytesMut::from(&(MAX_FRAME as u16).to_be_bytes()[..]);
+        ok.extend_from_slice(&[0; MAX_FRAME]);
+        assert_eq!(
+            next_frame(&mut ok).unwrap().map(|f| f.len()),
+            Some(MAX_FRAME)
+        );
+    }
+
+    #[test]
+    fn connection_slots_are_capped_in_total_and_per_address() {
+        let counts = Arc::new(Mutex::new(Counts::default()));
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        let a1 = take_slot(&counts, a, 3, 2).unwrap();
+        let _a2 = take_slot(&counts, a, 3, 2).unwrap();
+        assert!(take_slot(&counts, a, 3, 2).is_none(), "per address");
+        let _b1 = take_slot(&counts, b, 3, 2).unwrap();
+        assert!(take_slot(&counts, b, 3, 2).is_none(), "in total");
+        drop(a1);
+        assert!(take_slot(&counts, b, 3, 2).is_some());
+        drop(_a2);
+        let c = counts.lock().unwrap();
+        assert_eq!(c.per_ip.get(&a), None, "no entry without connections");
+    }
 }

@@ -15,6 +15,13 @@ use uuid::Uuid;
 
 use super::model::{Caps, CountersSnapshot, IngestView, Limits};
 use crate::codec::MediaKind;
+use crate::store::EventClock;
+
+/// When fewer sequence numbers than this are left in the reservation, the next block is asked
+/// for (see `durable`).
+pub(crate) const SEQ_LOW_WATER: u64 = 500;
+/// Sequence numbers reserved at a time.
+pub(crate) const SEQ_BLOCK_SIZE: u64 = 1000;
 
 /// Why a publish was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,7 +189,10 @@ impl EventPayload {
 /// One registry change.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
-    /// Monotonic per run, from 1, without gaps.
+    /// The gateway run (boot epoch) that emitted it.
+    pub epoch: u64,
+    /// Without gaps within a run, and increasing across runs on the same data dir (each run
+    /// starts above every number an earlier run may have used).
     pub seq: u64,
     /// Wall-clock time of the change.
     pub at: SystemTime,
@@ -196,7 +206,12 @@ pub struct Event {
 
 /// Sequence numbers, history and the live channel. Lives inside the registry lock.
 pub(crate) struct EventLog {
+    epoch: u64,
     next_seq: u64,
+    /// Sequence numbers up to here are durably reserved for this run.
+    reserved_to: u64,
+    /// A reservation above `reserved_to` has been asked for and not confirmed yet.
+    reserving: bool,
     history: VecDeque<Arc<Event>>,
     capacity: usize,
     live: broadcast::Sender<Arc<Event>>,
@@ -220,25 +235,31 @@ pub struct Subscription {
 }
 
 impl EventLog {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, clock: EventClock) -> Self {
         // The live channel is as deep as the history: a watcher that falls further behind
         // than a resume could recover is told it lagged.
         let (live, _) = broadcast::channel(capacity.max(16));
         EventLog {
-            next_seq: 1,
+            epoch: clock.epoch,
+            next_seq: clock.first_seq.max(1),
+            reserved_to: clock.reserved_to,
+            reserving: false,
             history: VecDeque::with_capacity(capacity),
             capacity,
             live,
         }
     }
 
+    /// Appends an event; returns `true` when the sequence-number reservation runs low and
+    /// the next block should be reserved.
     pub(crate) fn emit(
         &mut self,
         ingest_id: &str,
         session_id: Option<Uuid>,
         payload: EventPayload,
-    ) {
+    ) -> bool {
         let event = Arc::new(Event {
+            epoch: self.epoch,
             seq: self.next_seq,
             at: SystemTime::now(),
             ingest_id: ingest_id.to_owned(),
@@ -252,6 +273,33 @@ impl EventLog {
         self.history.push_back(Arc::clone(&event));
         // No receiver is fine: nobody is watching.
         let _ = self.live.send(event);
+        let low = self.reserved_to.saturating_sub(self.next_seq) < SEQ_LOW_WATER;
+        if low && !self.reserving {
+            self.reserving = true;
+            return true;
+        }
+        false
+    }
+
+    /// This run's epoch.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The oldest sequence number a resume can start from.
+    pub(crate) fn oldest_seq(&self) -> u64 {
+        self.history.front().map_or(self.next_seq, |e| e.seq)
+    }
+
+    /// The reservation to make next, if one is due: `Some(new reserved_to)`.
+    pub(crate) fn reservation_due(&self) -> Option<u64> {
+        self.reserving.then(|| self.next_seq + SEQ_BLOCK_SIZE)
+    }
+
+    /// Records a completed reservation.
+    pub(crate) fn reserved(&mut self, reserved_to: u64) {
+        self.reserved_to = self.reserved_to.max(reserved_to);
+        self.reserving = self.reserved_to.saturating_sub(self.next_seq) < SEQ_LOW_WATER;
     }
 
     /// Last sequence number handed out (0 before the first event).
@@ -273,7 +321,7 @@ impl EventLog {
                 newest: self.last_seq(),
             });
         }
-        let oldest = self.history.front().map_or(self.next_seq, |e| e.seq);
+        let oldest = self.oldest_seq();
         if from_seq < oldest {
             return Err(SubscribeError::Gone { oldest });
         }
@@ -287,6 +335,17 @@ impl EventLog {
 mod tests {
     use super::*;
 
+    fn log(capacity: usize) -> EventLog {
+        EventLog::new(
+            capacity,
+            EventClock {
+                epoch: 1,
+                first_seq: 1,
+                reserved_to: u64::MAX,
+            },
+        )
+    }
+
     fn emit_n(log: &mut EventLog, n: usize) {
         for _ in 0..n {
             log.emit("a", None, EventPayload::IngestUnregistered);
@@ -295,7 +354,7 @@ mod tests {
 
     #[test]
     fn sequence_numbers_start_at_one_without_gaps() {
-        let mut log = EventLog::new(8);
+        let mut log = log(8);
         let mut sub = log.subscribe(0).unwrap();
         emit_n(&mut log, 3);
         let seqs: Vec<u64> = (0..3).map(|_| sub.live.try_recv().unwrap().seq).collect();
@@ -304,7 +363,7 @@ mod tests {
 
     #[test]
     fn resume_replays_the_history_from_the_requested_seq() {
-        let mut log = EventLog::new(8);
+        let mut log = log(8);
         emit_n(&mut log, 5);
         let sub = log.subscribe(3).unwrap();
         let seqs: Vec<u64> = sub.replay.iter().map(|e| e.seq).collect();
@@ -313,7 +372,7 @@ mod tests {
 
     #[test]
     fn resume_older_than_history_is_refused() {
-        let mut log = EventLog::new(4);
+        let mut log = log(4);
         emit_n(&mut log, 10);
         assert_eq!(
             log.subscribe(2).err(),

@@ -5,6 +5,8 @@
 //! happen in the same critical section. The registry stores metadata, counters and a
 //! cancellation handle per session, never the peer connection: each session's task owns that.
 
+mod durable;
+mod error;
 mod events;
 mod model;
 mod publish;
@@ -20,17 +22,20 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub use durable::{CHECKPOINT_INTERVAL, Persist, SEQ_BLOCK};
+pub use error::RegistryError;
 pub use events::{EndReason, Event, EventPayload, RejectReason, Subscription};
+pub use model::MAX_INGEST_ID_LEN;
 pub use model::{
     Caps, CountersSnapshot, IngestSpec, IngestView, Limits, SessionCounters, SessionState,
     SessionView, validate_ingest_id,
 };
-pub use publish::{Admission, SessionGuard};
+pub use publish::{Admission, Admitted, SessionGuard};
 pub use session::{IceRestarted, SessionCommand};
 
 use crate::continuity::Continuity;
-use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::store::{EventClock, Store};
 use events::{EventLog, SubscribeError};
 
 /// Handle to the shared state; cheap to clone.
@@ -42,6 +47,15 @@ pub struct Registry {
 struct Inner {
     state: Mutex<State>,
     metrics: Arc<Metrics>,
+    /// Where changes are made durable; `None`: nothing outlives the process.
+    store: Option<Arc<dyn Store>>,
+    /// Serialises store writes: each writer reads the newest in-memory state once it holds
+    /// this, so the last write always carries the last change.
+    write_lock: tokio::sync::Mutex<()>,
+    /// Wakes the checkpointer early (a session ended, sequence numbers run low).
+    checkpoint_soon: tokio::sync::Notify,
+    /// `--max-publishers` at boot (stored with a SetCaps value, see `CapsRecord`).
+    configured_max_publishers: usize,
 }
 
 struct State {
@@ -106,18 +120,39 @@ struct SessionEntry {
 }
 
 impl Registry {
-    /// An empty registry.
+    /// An empty registry that persists nothing (epoch 1, events from 1).
     pub fn new(caps: Caps, event_history: usize, metrics: Arc<Metrics>) -> Self {
+        let clock = EventClock {
+            epoch: 1,
+            first_seq: 1,
+            reserved_to: u64::MAX,
+        };
+        Self::with_state(caps, HashMap::new(), event_history, clock, metrics, None)
+    }
+
+    fn with_state(
+        caps: Caps,
+        ingests: HashMap<String, IngestEntry>,
+        event_history: usize,
+        clock: EventClock,
+        metrics: Arc<Metrics>,
+        store: Option<Arc<dyn Store>>,
+    ) -> Self {
+        let configured_max_publishers = caps.max_publishers;
         Registry {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
-                    ingests: HashMap::new(),
+                    ingests,
                     sessions: HashMap::new(),
                     caps,
                     draining: false,
-                    events: EventLog::new(event_history),
+                    events: EventLog::new(event_history, clock),
                 }),
                 metrics,
+                store,
+                write_lock: tokio::sync::Mutex::new(()),
+                checkpoint_soon: tokio::sync::Notify::new(),
+                configured_max_publishers,
             }),
         }
     }
@@ -147,14 +182,21 @@ impl Registry {
             .events
             .with_label_values(&[payload.kind_name()])
             .inc();
-        state.events.emit(ingest_id, session_id, payload);
+        if state.events.emit(ingest_id, session_id, payload) {
+            // Sequence numbers are running low: reserve the next block soon.
+            self.inner.checkpoint_soon.notify_one();
+        }
     }
 
     // ---- ingests -------------------------------------------------------------------------
 
     /// Registers an ingest. Identical re-registration is a no-op (`created == false`); a
-    /// different one fails with [`Error::IngestExists`] unless `replace` is set.
-    pub fn register(&self, spec: IngestSpec, replace: bool) -> Result<(IngestView, bool), Error> {
+    /// different one fails with [`RegistryError::IngestExists`] unless `replace` is set.
+    pub fn register(
+        &self,
+        spec: IngestSpec,
+        replace: bool,
+    ) -> Result<(IngestView, bool), RegistryError> {
         validate_ingest_id(&spec.id)?;
         let mut cancel = None;
         let result = {
@@ -162,7 +204,7 @@ impl Registry {
             let id = spec.id.clone();
             match state.ingests.get(&id).map(|e| e.spec == spec) {
                 Some(true) => Ok((view_of(&state.ingests[&id]), false)),
-                Some(false) if !replace => Err(Error::IngestExists(id)),
+                Some(false) if !replace => Err(RegistryError::IngestExists(id)),
                 Some(false) => {
                     let must_close = state.ingests.get_mut(&id).is_some_and(|existing| {
                         existing.limits_override = None;
@@ -215,11 +257,11 @@ impl Registry {
     }
 
     /// Removes an ingest, closing its live publisher. Returns whether a session was closed.
-    pub fn unregister(&self, ingest_id: &str) -> Result<bool, Error> {
+    pub fn unregister(&self, ingest_id: &str) -> Result<bool, RegistryError> {
         let cancel = {
             let mut state = self.lock();
             if !state.ingests.contains_key(ingest_id) {
-                return Err(Error::IngestNotFound(ingest_id.to_owned()));
+                return Err(RegistryError::IngestNotFound(ingest_id.to_owned()));
             }
             let cancel = self.end_locked(
                 &mut state,
@@ -244,12 +286,12 @@ impl Registry {
     }
 
     /// One ingest.
-    pub fn get(&self, ingest_id: &str) -> Result<IngestView, Error> {
+    pub fn get(&self, ingest_id: &str) -> Result<IngestView, RegistryError> {
         self.lock()
             .ingests
             .get(ingest_id)
             .map(view_of)
-            .ok_or_else(|| Error::IngestNotFound(ingest_id.to_owned()))
+            .ok_or_else(|| RegistryError::IngestNotFound(ingest_id.to_owned()))
     }
 
     /// All ingests, sorted by id.
@@ -282,12 +324,12 @@ impl Registry {
     }
 
     /// Changes one ingest's limits.
-    pub fn set_limits(&self, ingest_id: &str, limits: Limits) -> Result<(), Error> {
+    pub fn set_limits(&self, ingest_id: &str, limits: Limits) -> Result<(), RegistryError> {
         let mut state = self.lock();
         let entry = state
             .ingests
             .get_mut(ingest_id)
-            .ok_or_else(|| Error::IngestNotFound(ingest_id.to_owned()))?;
+            .ok_or_else(|| RegistryError::IngestNotFound(ingest_id.to_owned()))?;
         entry.limits_override = Some(limits);
         let caps = state.caps;
         self.emit(
@@ -308,18 +350,32 @@ impl Registry {
     }
 
     /// Subscribes to events from `from_seq` (0: live only).
-    pub fn subscribe(&self, from_seq: u64) -> Result<Subscription, Error> {
-        self.lock()
-            .events
-            .subscribe(from_seq)
-            .map_err(|err| match err {
-                SubscribeError::Gone { oldest } => Error::OutOfRange(format!(
-                    "from_seq {from_seq} is older than the event history (oldest held: {oldest})"
-                )),
-                SubscribeError::Future { newest } => Error::OutOfRange(format!(
-                    "from_seq {from_seq} is beyond the newest event ({newest})"
-                )),
-            })
+    pub fn subscribe(&self, from_seq: u64) -> Result<Subscription, RegistryError> {
+        self.subscribe_at(0, from_seq)
+    }
+
+    /// Subscribes to events from `from_seq` of run `epoch` (0: whichever run this is). A
+    /// watcher resuming across a restart names the epoch its `from_seq` came from and is told
+    /// plainly that those events are gone.
+    pub fn subscribe_at(&self, epoch: u64, from_seq: u64) -> Result<Subscription, RegistryError> {
+        let state = self.lock();
+        let current = state.events.epoch();
+        if epoch != 0 && epoch != current {
+            return Err(RegistryError::StaleEpoch {
+                requested: epoch,
+                current,
+                oldest: state.events.oldest_seq(),
+            });
+        }
+        state.events.subscribe(from_seq).map_err(|err| match err {
+            SubscribeError::Gone { oldest } => RegistryError::EventsGone { from_seq, oldest },
+            SubscribeError::Future { newest } => RegistryError::EventsAhead { from_seq, newest },
+        })
+    }
+
+    /// This run's event epoch.
+    pub fn epoch(&self) -> u64 {
+        self.lock().events.epoch()
     }
 
     /// Stops admitting publishers and ends every live session (reason: shutdown).

@@ -7,14 +7,14 @@ use std::time::{Duration, SystemTime};
 
 use uuid::Uuid;
 
+use super::RegistryError;
 use crate::codec::{self, AudioCodec, VideoCodec};
-use crate::error::Error;
 
 /// Longest accepted ingest id.
-pub(super) const MAX_INGEST_ID_LEN: usize = 128;
+pub const MAX_INGEST_ID_LEN: usize = 128;
 
 /// Checks an ingest id: 1 to 128 characters of `[A-Za-z0-9._~-]` (URL-safe, no escaping).
-pub fn validate_ingest_id(id: &str) -> Result<(), Error> {
+pub fn validate_ingest_id(id: &str) -> Result<(), RegistryError> {
     let ok = !id.is_empty()
         && id.len() <= MAX_INGEST_ID_LEN
         && id
@@ -23,9 +23,9 @@ pub fn validate_ingest_id(id: &str) -> Result<(), Error> {
     if ok {
         Ok(())
     } else {
-        Err(Error::BadRequest(format!(
-            "invalid ingest id {id:?}: 1 to {MAX_INGEST_ID_LEN} characters of [A-Za-z0-9._~-]"
-        )))
+        // Bounded: the id comes from outside and ends up in messages.
+        let shown = id.chars().take(MAX_INGEST_ID_LEN + 1).collect();
+        Err(RegistryError::InvalidIngestId(shown))
     }
 }
 

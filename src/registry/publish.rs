@@ -10,11 +10,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
-    EndReason, EventPayload, IngestSpec, Registry, SessionCommand, SessionCounters, SessionEntry,
-    SessionState,
+    EndReason, EventPayload, IngestSpec, Registry, RegistryError, RejectReason, SessionCommand,
+    SessionCounters, SessionEntry, SessionState,
 };
 use crate::continuity::Continuity;
-use crate::error::Error;
 
 /// A publish that won admission: what the session task needs to run.
 pub struct Admission {
@@ -48,96 +47,99 @@ impl Drop for SessionGuard {
 }
 
 impl SessionGuard {
-    /// The guarded session.
-    pub fn session_id(&self) -> Uuid {
-        self.session_id
-    }
-
     /// The registry, for the session task's updates.
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
 }
 
-impl Registry {
-    /// Checks that a publish could be admitted (ingest exists, token right, not draining),
-    /// without reserving anything. Lets the edge validate the SDP before admission.
-    pub fn authorize(&self, ingest_id: &str, bearer: Option<&str>) -> Result<IngestSpec, Error> {
-        let state = self.lock();
-        if state.draining {
-            return Err(Error::Draining);
-        }
-        let entry = state
-            .ingests
-            .get(ingest_id)
-            .ok_or_else(|| Error::IngestNotFound(ingest_id.to_owned()))?;
-        check_token(&entry.spec, bearer)?;
-        Ok(entry.spec.clone())
-    }
+/// What an admission call decided.
+pub enum Admitted<P> {
+    /// The ingest is served by another node: answer 307 with this Location.
+    Redirect(String),
+    /// A session slot is reserved; `P` is what the edge's planner made of the offer.
+    Session(Box<Admission>, P),
+}
 
+impl Registry {
     /// Checks the bearer token of a request on a session URL (PATCH, DELETE): an ingest with a
     /// token wants it there too. An unknown ingest passes (DELETE stays idempotent; PATCH then
     /// answers 404).
-    pub fn authorize_session(&self, ingest_id: &str, bearer: Option<&str>) -> Result<(), Error> {
+    pub fn authorize_session(
+        &self,
+        ingest_id: &str,
+        bearer: Option<&str>,
+    ) -> Result<(), RegistryError> {
         match self.lock().ingests.get(ingest_id) {
             Some(entry) => check_token(&entry.spec, bearer),
             None => Ok(()),
         }
     }
 
-    /// Where publishes to this ingest are redirected, if anywhere.
-    pub fn redirect_of(&self, ingest_id: &str) -> Result<Option<String>, Error> {
-        let state = self.lock();
-        if state.draining {
-            return Err(Error::Draining);
-        }
-        let entry = state
-            .ingests
-            .get(ingest_id)
-            .ok_or_else(|| Error::IngestNotFound(ingest_id.to_owned()))?;
-        Ok(entry.spec.redirect_url.clone())
-    }
-
-    /// Admits a publisher: all checks and the insertion happen in one critical section, so two
-    /// racing publishes can never both win.
+    /// Admits a publisher in one critical section: draining, lookup, redirect, token, the
+    /// offer plan, one publisher per stream and the global cap are each checked once, and the
+    /// slot is reserved in the same step, so two racing publishes can never both win.
     ///
+    /// `plan` is the edge's pure offer check against the ingest's spec (codec matching on an
+    /// SDP bounded by `max_sdp_bytes`: microseconds); its error text is the publisher's 400.
+    /// A refusal is recorded (publish-rejected event, metric) with its reason derived here.
     /// The slot is reserved silently; [`Registry::publish_accepted`] announces it once the
     /// answer exists, so a failed negotiation shows up as one publish-rejected event only.
-    pub fn admit(&self, ingest_id: &str, bearer: Option<&str>) -> Result<Admission, Error> {
-        let (admission, replaced) = self.admit_locked(ingest_id, bearer)?;
-        if let Some(token) = replaced {
-            token.cancel();
+    pub fn admit<P>(
+        &self,
+        ingest_id: &str,
+        bearer: Option<&str>,
+        plan: impl FnOnce(&IngestSpec) -> Result<P, String>,
+    ) -> Result<Admitted<P>, RegistryError> {
+        match self.admit_locked(ingest_id, bearer, plan) {
+            Ok((admitted, replaced)) => {
+                if let Some(token) = replaced {
+                    token.cancel();
+                }
+                Ok(admitted)
+            }
+            Err(err) => {
+                self.publish_rejected(ingest_id, err.reject_reason(), &err.to_string());
+                Err(err)
+            }
         }
-        Ok(admission)
     }
 
     /// [`Registry::admit`] under the lock; also returns the token of a replaced session, to
     /// cancel once the lock is released.
-    fn admit_locked(
+    fn admit_locked<P>(
         &self,
         ingest_id: &str,
         bearer: Option<&str>,
-    ) -> Result<(Admission, Option<CancellationToken>), Error> {
+        plan: impl FnOnce(&IngestSpec) -> Result<P, String>,
+    ) -> Result<(Admitted<P>, Option<CancellationToken>), RegistryError> {
         let mut state = self.lock();
         if state.draining {
-            return Err(Error::Draining);
+            return Err(RegistryError::Draining);
         }
         let live = state.sessions.len();
         let max = state.caps.max_publishers;
         let entry = state
             .ingests
             .get_mut(ingest_id)
-            .ok_or_else(|| Error::IngestNotFound(ingest_id.to_owned()))?;
+            .ok_or_else(|| RegistryError::IngestNotFound(ingest_id.to_owned()))?;
+        if let Some(url) = &entry.spec.redirect_url {
+            // Another node serves this ingest; the publisher re-POSTs there.
+            return Ok((Admitted::Redirect(url.clone()), None));
+        }
         check_token(&entry.spec, bearer)?;
-        let replace = entry.spec.replace_publisher;
-        if entry.session.is_some() && !replace {
-            return Err(Error::PublisherConflict(ingest_id.to_owned()));
+        let mut spec = entry.spec.clone();
+        spec.simulcast_layer = entry.simulcast_layer();
+        let planned = plan(&spec).map_err(RegistryError::BadOffer)?;
+        if entry.session.is_some() && !spec.replace_publisher {
+            return Err(RegistryError::PublisherConflict(ingest_id.to_owned()));
         }
         // A replaced publisher frees its own slot.
         let replacing = usize::from(entry.session.is_some());
         if live - replacing >= max {
-            return Err(Error::CapReached(live));
+            return Err(RegistryError::CapReached(live));
         }
+        let continuity = Arc::clone(&entry.continuity);
         let replaced = self.end_locked(
             &mut state,
             ingest_id,
@@ -145,7 +147,7 @@ impl Registry {
             "a new publisher took over",
         );
         let Some(entry) = state.ingests.get_mut(ingest_id) else {
-            return Err(Error::IngestNotFound(ingest_id.to_owned()));
+            return Err(RegistryError::IngestNotFound(ingest_id.to_owned()));
         };
         let session_id = Uuid::new_v4();
         let cancel = CancellationToken::new();
@@ -167,9 +169,6 @@ impl Registry {
             simulcast_layers: Vec::new(),
             forwarded_layer: None,
         });
-        let mut spec = entry.spec.clone();
-        spec.simulcast_layer = entry.simulcast_layer();
-        let continuity = Arc::clone(&entry.continuity);
         state.sessions.insert(session_id, ingest_id.to_owned());
         self.inner
             .metrics
@@ -187,7 +186,7 @@ impl Registry {
                 session_id,
             },
         };
-        Ok((admission, replaced))
+        Ok((Admitted::Session(Box::new(admission), planned), replaced))
     }
 
     /// Announces an admitted session whose answer is ready (publish-accepted event).
@@ -209,9 +208,9 @@ impl Registry {
         );
     }
 
-    /// Records a refused publish (event + metric).
-    pub fn publish_rejected(&self, ingest_id: &str, err: &Error) {
-        let reason = err.reject_reason();
+    /// Records a refused publish (event + metric). Admission records its own refusals; the
+    /// edge calls this for what it refuses itself (content type, negotiation failures).
+    pub fn publish_rejected(&self, ingest_id: &str, reason: RejectReason, detail: &str) {
         self.inner
             .metrics
             .publish_rejections
@@ -224,13 +223,13 @@ impl Registry {
             None,
             EventPayload::PublishRejected {
                 reason,
-                detail: err.to_string(),
+                detail: detail.to_owned(),
             },
         );
     }
 }
 
-fn check_token(spec: &IngestSpec, bearer: Option<&str>) -> Result<(), Error> {
+fn check_token(spec: &IngestSpec, bearer: Option<&str>) -> Result<(), RegistryError> {
     use subtle::ConstantTimeEq;
     match (&spec.bearer_token, bearer) {
         (None, _) => Ok(()),
@@ -239,6 +238,6 @@ fn check_token(spec: &IngestSpec, bearer: Option<&str>) -> Result<(), Error> {
         {
             Ok(())
         }
-        _ => Err(Error::Unauthorized),
+        _ => Err(RegistryError::Unauthorized),
     }
 }

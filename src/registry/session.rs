@@ -7,9 +7,8 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{EndReason, EventPayload, Registry, SessionState, State};
+use super::{EndReason, EventPayload, Registry, RegistryError, SessionState, State};
 use crate::codec::MediaKind;
-use crate::error::Error;
 
 /// Commands the control plane sends to a live session's task.
 #[derive(Debug)]
@@ -44,7 +43,7 @@ impl Registry {
         ingest_id: &str,
         session_id: Uuid,
         command: SessionCommand,
-    ) -> Result<(), Error> {
+    ) -> Result<(), RegistryError> {
         let commands = {
             let state = self.lock();
             state
@@ -53,11 +52,11 @@ impl Registry {
                 .and_then(|e| e.session.as_ref())
                 .filter(|s| s.id == session_id && s.announced)
                 .map(|s| s.commands.clone())
-                .ok_or(Error::SessionNotFound)?
+                .ok_or(RegistryError::SessionNotFound)?
         };
         commands
             .try_send(command)
-            .map_err(|_| Error::Unprocessable("the session is busy; retry".into()))
+            .map_err(|_| RegistryError::SessionBusy)
     }
 
     /// Records a session's new ETag (after an ICE restart).
@@ -188,11 +187,11 @@ impl Registry {
     }
 
     /// Closes an ingest's live publisher; the registration stays.
-    pub fn teardown(&self, ingest_id: &str, detail: &str) -> Result<bool, Error> {
+    pub fn teardown(&self, ingest_id: &str, detail: &str) -> Result<bool, RegistryError> {
         let cancel = {
             let mut state = self.lock();
             if !state.ingests.contains_key(ingest_id) {
-                return Err(Error::IngestNotFound(ingest_id.to_owned()));
+                return Err(RegistryError::IngestNotFound(ingest_id.to_owned()));
             }
             let detail = if detail.is_empty() {
                 "teardown requested"
@@ -209,18 +208,18 @@ impl Registry {
     }
 
     /// Asks an ingest's live publisher for a keyframe.
-    pub fn request_keyframe(&self, ingest_id: &str) -> Result<(), Error> {
+    pub fn request_keyframe(&self, ingest_id: &str) -> Result<(), RegistryError> {
         let commands = {
             let state = self.lock();
             let entry = state
                 .ingests
                 .get(ingest_id)
-                .ok_or_else(|| Error::IngestNotFound(ingest_id.to_owned()))?;
+                .ok_or_else(|| RegistryError::IngestNotFound(ingest_id.to_owned()))?;
             entry
                 .session
                 .as_ref()
                 .map(|s| s.commands.clone())
-                .ok_or(Error::SessionNotFound)?
+                .ok_or(RegistryError::SessionNotFound)?
         };
         // Full queue: keyframe requests are already pending, which is as good.
         let _ = commands.try_send(SessionCommand::RequestKeyframe);
@@ -229,13 +228,17 @@ impl Registry {
 
     /// Chooses the simulcast layer of an ingest, for its live session (if any) and later ones.
     /// Returns whether a live session was told.
-    pub fn select_layer(&self, ingest_id: &str, rid: Option<String>) -> Result<bool, Error> {
+    pub fn select_layer(
+        &self,
+        ingest_id: &str,
+        rid: Option<String>,
+    ) -> Result<bool, RegistryError> {
         let commands = {
             let mut state = self.lock();
             let entry = state
                 .ingests
                 .get_mut(ingest_id)
-                .ok_or_else(|| Error::IngestNotFound(ingest_id.to_owned()))?;
+                .ok_or_else(|| RegistryError::IngestNotFound(ingest_id.to_owned()))?;
             entry.layer_override = Some(rid.clone());
             entry.session.as_ref().map(|s| s.commands.clone())
         };
@@ -261,6 +264,9 @@ impl Registry {
     ) -> Option<CancellationToken> {
         let session = state.ingests.get_mut(ingest_id)?.session.take()?;
         state.sessions.remove(&session.id);
+        // Checkpoint the ingest's output streams now: their state is final until the next
+        // publisher.
+        self.inner.checkpoint_soon.notify_one();
         let metrics = &self.inner.metrics;
         metrics.live_publishers.set(state.sessions.len() as i64);
         if !session.announced {

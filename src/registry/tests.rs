@@ -32,6 +32,14 @@ fn spec(id: &str) -> IngestSpec {
     }
 }
 
+/// Admits with a planner that accepts any offer.
+fn admit(r: &Registry, id: &str, token: Option<&str>) -> Result<Admission, RegistryError> {
+    match r.admit(id, token, |_| Ok(()))? {
+        Admitted::Session(admission, ()) => Ok(*admission),
+        Admitted::Redirect(url) => panic!("unexpected redirect to {url}"),
+    }
+}
+
 fn kinds(sub: &mut Subscription) -> Vec<&'static str> {
     let mut out = Vec::new();
     while let Ok(e) = sub.live.try_recv() {
@@ -49,7 +57,7 @@ fn register_is_idempotent_and_conflicts_need_replace() {
     other.labels.insert("k".into(), "v".into());
     assert!(matches!(
         r.register(other.clone(), false),
-        Err(Error::IngestExists(_))
+        Err(RegistryError::IngestExists(_))
     ));
     assert!(r.register(other, true).is_ok());
     assert_eq!(r.get("a").expect("get").spec.labels["k"], "v");
@@ -60,19 +68,22 @@ fn one_publisher_per_ingest_and_the_global_cap_hold() {
     let r = registry(1);
     r.register(spec("a"), false).expect("a");
     r.register(spec("b"), false).expect("b");
-    let first = r.admit("a", None).expect("first publisher");
+    let first = admit(&r, "a", None).expect("first publisher");
     assert!(matches!(
-        r.admit("a", None),
-        Err(Error::PublisherConflict(_))
+        admit(&r, "a", None),
+        Err(RegistryError::PublisherConflict(_))
     ));
-    assert!(matches!(r.admit("b", None), Err(Error::CapReached(1))));
+    assert!(matches!(
+        admit(&r, "b", None),
+        Err(RegistryError::CapReached(1))
+    ));
     drop(first);
     assert_eq!(
         r.live_count(),
         0,
         "dropping the admission releases the slot"
     );
-    assert!(r.admit("b", None).is_ok());
+    assert!(admit(&r, "b", None).is_ok());
 }
 
 #[test]
@@ -81,9 +92,15 @@ fn tokens_are_checked() {
     let mut s = spec("a");
     s.bearer_token = Some("t".into());
     r.register(s, false).expect("register");
-    assert!(matches!(r.authorize("a", None), Err(Error::Unauthorized)));
-    assert!(matches!(r.admit("a", Some("x")), Err(Error::Unauthorized)));
-    assert!(r.admit("a", Some("t")).is_ok());
+    assert!(matches!(
+        admit(&r, "a", None),
+        Err(RegistryError::Unauthorized)
+    ));
+    assert!(matches!(
+        admit(&r, "a", Some("x")),
+        Err(RegistryError::Unauthorized)
+    ));
+    assert!(admit(&r, "a", Some("t")).is_ok());
     assert!(
         r.get("a").expect("get").spec.bearer_token.is_none(),
         "views never carry the token"
@@ -95,7 +112,7 @@ fn a_session_ends_once_and_cancels_its_task() {
     let r = registry(4);
     r.register(spec("a"), false).expect("register");
     let mut sub = r.subscribe(0).expect("subscribe");
-    let admission = r.admit("a", None).expect("admit");
+    let admission = admit(&r, "a", None).expect("admit");
     r.publish_accepted(admission.session_id, None, "\"e\"");
     assert!(r.end_session(admission.session_id, EndReason::PublisherDelete, "bye"));
     assert!(!r.end_session(admission.session_id, EndReason::Error, "again"));
@@ -109,7 +126,7 @@ fn an_unannounced_session_vanishes_without_events() {
     let r = registry(4);
     r.register(spec("a"), false).expect("register");
     let mut sub = r.subscribe(0).expect("subscribe");
-    drop(r.admit("a", None).expect("admit"));
+    drop(admit(&r, "a", None).expect("admit"));
     assert!(kinds(&mut sub).is_empty());
     assert_eq!(r.live_count(), 0);
 }
@@ -118,23 +135,23 @@ fn an_unannounced_session_vanishes_without_events() {
 fn teardown_keeps_the_ingest_and_unregister_removes_it() {
     let r = registry(4);
     r.register(spec("a"), false).expect("register");
-    let admission = r.admit("a", None).expect("admit");
+    let admission = admit(&r, "a", None).expect("admit");
     r.publish_accepted(admission.session_id, None, "\"e\"");
     assert!(r.teardown("a", "").expect("teardown"));
     assert!(!r.teardown("a", "").expect("nothing live"));
     assert!(r.get("a").is_ok());
     assert!(admission.cancel.is_cancelled());
-    let again = r.admit("a", None).expect("reconnect after teardown");
+    let again = admit(&r, "a", None).expect("reconnect after teardown");
     assert!(r.unregister("a").expect("unregister"));
     assert!(again.cancel.is_cancelled());
-    assert!(matches!(r.get("a"), Err(Error::IngestNotFound(_))));
+    assert!(matches!(r.get("a"), Err(RegistryError::IngestNotFound(_))));
 }
 
 #[test]
 fn replacing_media_parameters_closes_the_live_publisher() {
     let r = registry(4);
     r.register(spec("a"), false).expect("register");
-    let admission = r.admit("a", None).expect("admit");
+    let admission = admit(&r, "a", None).expect("admit");
     let mut moved = spec("a");
     moved.video_target = Some("127.0.0.1:6000".parse().expect("addr"));
     r.register(moved, true).expect("replace");
@@ -146,11 +163,10 @@ fn replacing_media_parameters_closes_the_live_publisher() {
 fn draining_ends_everything_and_refuses_new_publishes() {
     let r = registry(4);
     r.register(spec("a"), false).expect("register");
-    let admission = r.admit("a", None).expect("admit");
+    let admission = admit(&r, "a", None).expect("admit");
     r.start_draining();
     assert!(admission.cancel.is_cancelled());
-    assert!(matches!(r.admit("a", None), Err(Error::Draining)));
-    assert!(matches!(r.authorize("a", None), Err(Error::Draining)));
+    assert!(matches!(admit(&r, "a", None), Err(RegistryError::Draining)));
 }
 
 #[test]
@@ -158,11 +174,14 @@ fn lowering_the_cap_keeps_live_publishers() {
     let r = registry(4);
     r.register(spec("a"), false).expect("a");
     r.register(spec("b"), false).expect("b");
-    let live = r.admit("a", None).expect("admit");
+    let live = admit(&r, "a", None).expect("admit");
     let (caps, count) = r.set_max_publishers(1);
     assert_eq!((caps.max_publishers, count), (1, 1));
     assert!(!live.cancel.is_cancelled());
-    assert!(matches!(r.admit("b", None), Err(Error::CapReached(1))));
+    assert!(matches!(
+        admit(&r, "b", None),
+        Err(RegistryError::CapReached(1))
+    ));
 }
 
 #[test]
@@ -193,12 +212,10 @@ fn a_replacing_ingest_hands_the_stream_to_the_new_publisher() {
     let mut s = spec("a");
     s.replace_publisher = true;
     r.register(s, false).expect("register");
-    let first = r.admit("a", None).expect("first");
+    let first = admit(&r, "a", None).expect("first");
     r.publish_accepted(first.session_id, None, "\"e\"");
     let mut sub = r.subscribe(0).expect("subscribe");
-    let second = r
-        .admit("a", None)
-        .expect("the cap counts the replaced slot as free");
+    let second = admit(&r, "a", None).expect("the cap counts the replaced slot as free");
     assert!(first.cancel.is_cancelled());
     assert!(!second.cancel.is_cancelled());
     assert_eq!(r.live_count(), 1);

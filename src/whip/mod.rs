@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::config::IceServer;
 use crate::error::Error;
 use crate::media::Media;
-use crate::registry::{Registry, SessionCommand};
+use crate::registry::{Admitted, Registry, SessionCommand};
 
 pub use offer::plan as plan_offer;
 
@@ -166,9 +166,16 @@ async fn publish(
     let result = publish_inner(&state, &ingest_id, peer, &headers, body).await;
     if let Err(err) = &result {
         tracing::info!(ingest = %ingest_id, status = %err.http_status(), %err, "publish refused");
-        state.registry.publish_rejected(&ingest_id, err);
     }
     result
+}
+
+/// Records a refusal the edge made itself (admission records its own).
+fn refused(state: &WhipState, ingest_id: &str, err: Error) -> Error {
+    state
+        .registry
+        .publish_rejected(ingest_id, err.reject_reason(), &err.to_string());
+    err
 }
 
 async fn publish_inner(
@@ -179,25 +186,37 @@ async fn publish_inner(
     body: Bytes,
 ) -> Result<Response, Error> {
     if !content_type_is(headers, SDP) {
-        return Err(Error::UnsupportedMediaType(SDP));
+        return Err(refused(state, ingest_id, Error::UnsupportedMediaType(SDP)));
     }
     let token = bearer(headers);
-    if let Some(url) = state.registry.redirect_of(ingest_id)? {
-        // Another node serves this ingest; the publisher re-POSTs there (307 keeps the method).
-        let location = HeaderValue::from_str(&url).map_err(Error::internal)?;
-        return Ok((
-            StatusCode::TEMPORARY_REDIRECT,
-            [(header::LOCATION, location)],
-        )
-            .into_response());
-    }
-    let spec = state.registry.authorize(ingest_id, token)?;
-    let offer = String::from_utf8(body.to_vec())
-        .map_err(|_| Error::BadRequest("SDP offer is not UTF-8".into()))?;
-    let plan = plan_offer(&offer, &spec)?;
-    let admission = state.registry.admit(ingest_id, token)?;
+    // One admission call: every registry check once, the offer planned against the spec in
+    // the same step (pure codec matching, no I/O).
+    let offer = std::str::from_utf8(&body).ok();
+    let admitted = state.registry.admit(ingest_id, token, |spec| {
+        let offer = offer.ok_or_else(|| "SDP offer is not UTF-8".to_owned())?;
+        plan_offer(offer, spec).map_err(|err| err.to_string())
+    })?;
+    let (admission, plan) = match admitted {
+        Admitted::Session(admission, plan) => (admission, plan),
+        Admitted::Redirect(url) => {
+            // Another node serves this ingest; the publisher re-POSTs there (307 keeps the
+            // method).
+            let location = HeaderValue::from_str(&url).map_err(Error::internal)?;
+            return Ok((
+                StatusCode::TEMPORARY_REDIRECT,
+                [(header::LOCATION, location)],
+            )
+                .into_response());
+        }
+    };
     let session_id = admission.session_id;
-    let answer = state.media.publish(admission, offer, plan).await?;
+    // The planner accepted the body, so it is UTF-8.
+    let offer = offer.unwrap_or_default().to_owned();
+    let answer = state
+        .media
+        .publish(*admission, offer, plan)
+        .await
+        .map_err(|err| refused(state, ingest_id, err))?;
     state
         .registry
         .publish_accepted(session_id, peer, &answer.etag);

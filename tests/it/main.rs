@@ -1,4 +1,4 @@
-#![allow(unreachable_pub, dead_code)]
+#![allow(unreachable_pub)]
 //! One integration binary: the whole gateway in-process, real WebRTC publishers, real gRPC,
 //! real HTTP, real UDP sinks.
 

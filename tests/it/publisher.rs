@@ -422,18 +422,6 @@ impl Publisher {
         *self.state.borrow()
     }
 
-    /// Waits for a given state.
-    pub async fn wait_state(
-        &mut self,
-        want: RTCPeerConnectionState,
-        patience: Duration,
-    ) -> Result<()> {
-        tokio::time::timeout(patience, self.state.wait_for(|s| *s == want))
-            .await
-            .with_context(|| format!("publisher never reached {want}"))??;
-        Ok(())
-    }
-
     /// Closes the connection without telling the gateway (a publisher that vanished).
     pub async fn close(mut self) {
         self.stop_media();

@@ -189,7 +189,6 @@ async fn the_highest_layer_is_forwarded_and_a_live_switch_waits_for_a_keyframe()
     let _publisher = publish_simulcast(&gw, "sim").await?;
 
     // By default the layer with the highest bitrate ("f") ends up forwarded, alone.
-    let mut forwarded = 0;
     eventually(PATIENCE, "the f layer to be forwarded alone", || {
         let video = &video;
         async move {
@@ -198,12 +197,15 @@ async fn the_highest_layer_is_forwarded_and_a_live_switch_waits_for_a_keyframe()
         }
     })
     .await?;
+    // Only f from then on: twenty packets in a row are all f and their sequence numbers are
+    // consecutive (another layer interleaved would show as another marker or as a gap).
+    let (_, _, mut sequence) = next_layer(&video).await?;
     for _ in 0..20 {
-        let (marker, ..) = next_layer(&video).await?;
+        let (marker, _, next) = next_layer(&video).await?;
         assert_eq!(marker, 0xA3, "only f once switched");
-        forwarded += 1;
+        assert_eq!(next, sequence.wrapping_add(1), "one layer, no gap");
+        sequence = next;
     }
-    assert_eq!(forwarded, 20);
     let session = gw.session("sim").await?.context("live")?;
     assert_eq!(session.simulcast_layers, ["q", "h", "f"]);
     assert_eq!(session.forwarded_layer, "f");

@@ -7,10 +7,16 @@
 //! keeps decoding instead of seeing a new stream. The state is per ingest and shared by its
 //! successive sessions; a packet locks it briefly (uncontended: one session at a time).
 
+mod durable;
+
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
+
+pub use durable::{
+    LastOut, OutputState, RESTORE_FIXED_MARGIN, RESTORE_MAX_JUMP, RESTORE_WINDOW, restart_margin,
+};
 
 /// Skipped packets remembered one by one; older ones are folded into the offset.
 const SKIP_WINDOW: u16 = 0x1000;
@@ -22,6 +28,9 @@ pub struct OutputStream {
     pub ssrc: u32,
     input: Option<Input>,
     last: Option<Last>,
+    /// Downtime before `last.at` that an `Instant` cannot express (restored after a reboot
+    /// shorter than the gap): added to the next re-base's gap, then cleared.
+    carry: Duration,
 }
 
 /// The input currently mapped onto the output stream.
@@ -77,6 +86,7 @@ impl OutputStream {
             ssrc: (Uuid::new_v4().as_u128() & 0xffff_ffff) as u32,
             input: None,
             last: None,
+            carry: Duration::ZERO,
         }
     }
 
@@ -135,6 +145,7 @@ impl OutputStream {
         if !same {
             let rebased = self.rebase(packet, now);
             self.input = Some(rebased);
+            self.carry = Duration::ZERO;
         }
         let input = self.input.get_or_insert_with(|| Input {
             session: packet.session,
@@ -163,8 +174,7 @@ impl OutputStream {
             None => (0, 0),
             Some(last) => {
                 // At least one 20 ms frame between the old and the new input.
-                let gap = now
-                    .saturating_duration_since(last.at)
+                let gap = (now.saturating_duration_since(last.at) + self.carry)
                     .max(Duration::from_millis(20));
                 let ticks = (gap.as_secs_f64() * f64::from(packet.clock_rate)) as u64 as u32;
                 (

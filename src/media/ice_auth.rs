@@ -1,0 +1,199 @@
+//! Authentication of ICE connectivity checks, before they may change routing.
+//!
+//! A binding request names its session by the local half of its USERNAME
+//! (`<our ufrag>:<their ufrag>`) and proves it with MESSAGE-INTEGRITY, an HMAC keyed with the
+//! session's short-term credential (our `ice-pwd`, RFC 8445 section 7.2.2 and RFC 5389
+//! section 15.4). Only a check that verifies may bind an address or reach the ICE agent: an
+//! unauthenticated request can neither divert media nor flip the agent's role.
+
+use rtc::crypto::RTCCrypto;
+use rtc::stun::attributes::{
+    ATTR_FINGERPRINT, ATTR_ICE_CONTROLLED, ATTR_MESSAGE_INTEGRITY, ATTR_USERNAME,
+};
+use rtc::stun::fingerprint::FINGERPRINT;
+use rtc::stun::integrity::MessageIntegrity;
+use rtc::stun::message::{BINDING_REQUEST, Message};
+
+/// Why a datagram was not routed. The label of the drop counter, so a bounded set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DropReason {
+    /// Not STUN, from an address no session has authenticated.
+    Unmatched,
+    /// STUN that does not parse, or a binding request without a usable USERNAME.
+    Malformed,
+    /// A binding request for a ufrag no live session has.
+    UnknownUfrag,
+    /// A binding request whose FINGERPRINT or MESSAGE-INTEGRITY is missing or wrong.
+    Unauthenticated,
+    /// A verified check from an address another session authenticated recently.
+    AddressInUse,
+    /// The session's queue was full.
+    QueueFull,
+    /// An ICE-TCP frame larger than a UDP datagram.
+    Oversize,
+    /// An ICE-TCP connection over the global or per-address cap.
+    ConnectionLimit,
+}
+
+impl DropReason {
+    /// The metric label.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Unmatched => "unmatched",
+            DropReason::Malformed => "malformed",
+            DropReason::UnknownUfrag => "unknown_ufrag",
+            DropReason::Unauthenticated => "unauthenticated",
+            DropReason::AddressInUse => "address_in_use",
+            DropReason::QueueFull => "queue_full",
+            DropReason::Oversize => "oversize",
+            DropReason::ConnectionLimit => "connection_limit",
+        }
+    }
+}
+
+/// A parsed STUN binding request, not yet verified.
+pub(crate) struct BindingRequest {
+    message: Message,
+    /// Our ufrag: the part of USERNAME before the colon.
+    pub(crate) ufrag: String,
+}
+
+/// Parses a STUN message. `Ok(None)` for STUN that is not a binding request (indications,
+/// responses): those carry no USERNAME and never change routing.
+pub(crate) fn parse(packet: &[u8]) -> Result<Option<BindingRequest>, DropReason> {
+    let mut message = Message::new();
+    message
+        .unmarshal_binary(packet)
+        .map_err(|_| DropReason::Malformed)?;
+    if message.typ != BINDING_REQUEST {
+        return Ok(None);
+    }
+    let username = message
+        .get(ATTR_USERNAME)
+        .map_err(|_| DropReason::Unauthenticated)?;
+    let username = std::str::from_utf8(&username).map_err(|_| DropReason::Malformed)?;
+    let (ours, theirs) = username.split_once(':').ok_or(DropReason::Malformed)?;
+    if ours.is_empty() || theirs.is_empty() {
+        return Err(DropReason::Malformed);
+    }
+    Ok(Some(BindingRequest {
+        ufrag: ours.to_owned(),
+        message,
+    }))
+}
+
+/// Verifies a binding request with the session's short-term credential: FINGERPRINT present,
+/// last and correct; MESSAGE-INTEGRITY present and correct for `pwd`; and no ICE-CONTROLLED
+/// (a full agent facing an ICE-lite one is always controlling, RFC 8445 section 6.1.1, so a
+/// request claiming the controlled role could only be a role-conflict probe).
+pub(crate) fn verify(
+    request: &mut BindingRequest,
+    pwd: &[u8],
+    crypto: &dyn RTCCrypto,
+) -> Result<(), DropReason> {
+    let m = &mut request.message;
+    let last = m.attributes.0.last().map(|a| a.typ);
+    if last != Some(ATTR_FINGERPRINT) || FINGERPRINT.check(m).is_err() {
+        return Err(DropReason::Unauthenticated);
+    }
+    if !m.contains(ATTR_MESSAGE_INTEGRITY) || m.contains(ATTR_ICE_CONTROLLED) {
+        return Err(DropReason::Unauthenticated);
+    }
+    MessageIntegrity::check(m, pwd, crypto).map_err(|_| DropReason::Unauthenticated)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use rtc::stun::message::Setter;
+    use rtc::stun::textattrs::TextAttribute;
+
+    /// A binding request as a publisher sends it, optionally without integrity or fingerprint.
+    pub(crate) fn request(
+        username: &str,
+        pwd: Option<&str>,
+        fingerprint: bool,
+        crypto: &dyn RTCCrypto,
+    ) -> Vec<u8> {
+        let mut m = Message::new();
+        let mut setters: Vec<Box<dyn Setter + '_>> = vec![
+            Box::new(BINDING_REQUEST),
+            Box::new(TextAttribute::new(ATTR_USERNAME, username.to_owned())),
+        ];
+        if let Some(pwd) = pwd {
+            setters.push(Box::new(
+                MessageIntegrity::new_short_term_integrity_with_provider(pwd.to_owned(), crypto),
+            ));
+        }
+        if fingerprint {
+            setters.push(Box::new(FINGERPRINT));
+        }
+        m.build(&setters).unwrap();
+        m.raw.clone()
+    }
+
+    fn check(packet: &[u8], pwd: &str) -> Result<String, DropReason> {
+        let provider = rtc::crypto::default_provider().unwrap();
+        let mut req = parse(packet)?.ok_or(DropReason::Malformed)?;
+        verify(&mut req, pwd.as_bytes(), provider.crypto())?;
+        Ok(req.ufrag)
+    }
+
+    #[test]
+    fn only_checks_signed_with_the_session_password_verify() {
+        let provider = rtc::crypto::default_provider().unwrap();
+        let c = provider.crypto();
+        let pwd = "0123456789abcdefghijkl";
+        let valid = request("ours:theirs", Some(pwd), true, c);
+        assert_eq!(check(&valid, pwd).as_deref(), Ok("ours"));
+        let wrong_pwd = request("ours:theirs", Some("not the password at all"), true, c);
+        assert_eq!(check(&wrong_pwd, pwd), Err(DropReason::Unauthenticated));
+        let no_integrity = request("ours:theirs", None, true, c);
+        assert_eq!(check(&no_integrity, pwd), Err(DropReason::Unauthenticated));
+        let no_fingerprint = request("ours:theirs", Some(pwd), false, c);
+        assert_eq!(
+            check(&no_fingerprint, pwd),
+            Err(DropReason::Unauthenticated)
+        );
+        let mut bad_fingerprint = valid.clone();
+        let last = bad_fingerprint.len() - 1;
+        bad_fingerprint[last] ^= 1;
+        assert_eq!(
+            check(&bad_fingerprint, pwd),
+            Err(DropReason::Unauthenticated)
+        );
+        // The ufrag is covered by the HMAC: swapping it breaks the integrity.
+        let mut other_ufrag = valid.clone();
+        let at = other_ufrag.windows(4).position(|w| w == b"ours").unwrap();
+        other_ufrag[at] = b'x';
+        assert!(check(&other_ufrag, pwd).is_err());
+        assert_eq!(
+            check(&request("nocolon", Some(pwd), true, c), pwd),
+            Err(DropReason::Malformed)
+        );
+    }
+
+    #[test]
+    fn mutated_requests_never_panic_the_verifier() {
+        let provider = rtc::crypto::default_provider().unwrap();
+        let valid = request(
+            "abcd:wxyz",
+            Some("pwdpwdpwdpwdpwdpwdpwdp"),
+            true,
+            provider.crypto(),
+        );
+        let mut x: u64 = 1;
+        for _ in 0..20_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let mut packet = valid.clone();
+            let at = (x >> 33) as usize % packet.len();
+            packet[at] ^= (x >> 13) as u8;
+            packet.truncate(((x >> 40) as usize % (packet.len() + 1)).max(1));
+            if let Ok(Some(mut req)) = parse(&packet) {
+                let _ = verify(&mut req, b"pwdpwdpwdpwdpwdpwdpwdp", provider.crypto());
+            }
+        }
+    }
+}

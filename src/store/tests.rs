@@ -1,0 +1,1 @@
+//! Store round trips on the embedded implementation (in memory and on disk).
