@@ -1,6 +1,7 @@
 //! The gRPC control plane (`whipgate.v1.IngestControl`), over the shared registry.
 
 mod convert;
+mod facts;
 
 use std::collections::HashSet;
 use std::pin::Pin;

@@ -10,13 +10,12 @@ mod forward;
 mod housekeeping;
 mod ice_auth;
 mod mux;
+mod observe;
 mod peer;
 mod restart;
 mod rtcp;
 mod session;
 mod simulcast;
-// Wired into the session in the next step.
-#[allow(dead_code)]
 mod sr;
 mod tcp;
 mod udp;
@@ -37,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::registry::Admission;
 use forward::{ForwardSockets, Forwarder};
 use mux::UdpMux;
+use observe::Observers;
 use peer::PeerFactory;
 use session::{Session, SessionTimers};
 use simulcast::LayerSelector;
@@ -180,6 +180,7 @@ impl Media {
         let session = Session {
             layers,
             forwarder: Forwarder::new(self.forward.clone(), &admission, &plan, &self.metrics),
+            observers: Observers::new(&plan, &admission.spec),
             admission,
             plan,
             peer: negotiated.peer,

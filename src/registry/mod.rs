@@ -34,6 +34,7 @@ pub use publish::{Admission, Admitted, SessionGuard};
 pub use session::{IceRestarted, SessionCommand};
 
 use crate::continuity::Continuity;
+use crate::facts::StreamFacts;
 use crate::metrics::Metrics;
 use crate::store::{EventClock, Store};
 use events::{EventLog, SubscribeError};
@@ -117,6 +118,8 @@ struct SessionEntry {
     /// Announced (publish-accepted emitted): only announced sessions emit session-ended.
     announced: bool,
     etag: String,
+    /// What the media is, as the session task last reported.
+    facts: StreamFacts,
 }
 
 impl Registry {
@@ -426,6 +429,7 @@ fn view_of(entry: &IngestEntry) -> IngestView {
             counters: s.counters.snapshot(),
             simulcast_layers: s.simulcast_layers.clone(),
             forwarded_layer: s.forwarded_layer.clone(),
+            facts: s.facts,
         }),
     }
 }

@@ -3,6 +3,7 @@
 //! real HTTP, real UDP sinks.
 
 mod control;
+mod facts;
 mod harness;
 mod publisher;
 mod simulcast;
