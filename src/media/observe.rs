@@ -71,6 +71,7 @@ impl Session {
                         warning.detail()
                     );
                     let registry = self.admission.guard.registry();
+                    registry.metrics().stream_warnings.inc();
                     registry.stream_warning(self.admission.session_id, kind, warning);
                 }
             }
@@ -108,7 +109,11 @@ impl Session {
             .flatten()
         {
             match report.to_rtcp().marshal() {
-                Ok(bytes) => self.forwarder.send_rtcp(report.kind, &bytes),
+                Ok(bytes) => {
+                    self.forwarder.send_rtcp(report.kind, &bytes);
+                    let registry = self.admission.guard.registry();
+                    registry.metrics().sender_reports_synthesized.inc();
+                }
                 Err(err) => tracing::debug!(%err, "marshalling a Sender Report"),
             }
         }

@@ -162,6 +162,11 @@ async fn publisher_without_sender_reports_gets_reports_on_one_clock() -> Result<
     )
     .await?;
     publisher.stop_media();
+    let synthesized = gw.registry.metrics().sender_reports_synthesized.get();
+    assert!(
+        synthesized >= 6,
+        "{synthesized} reports made by the gateway"
+    );
     let take = |seen: &Arc<Mutex<Seen>>| std::mem::take(&mut *seen.lock().unwrap());
     let (video, audio) = (take(&video), take(&audio));
     for (seen, what) in [(&video, "video"), (&audio, "audio")] {
@@ -187,6 +192,29 @@ async fn publisher_without_sender_reports_gets_reports_on_one_clock() -> Result<
         "audio and video disagree: {video_error:.1} vs {audio_error:.1} ms"
     );
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_sender_reports_are_forwarded_and_none_are_made() -> Result<()> {
+    let mut gw = TestGateway::start().await?;
+    let (video_rtp, video_rtcp) = rtp_rtcp_pair().await?;
+    gw.register_with(pb::RegisterIngestRequest {
+        ingest_id: "browser".into(),
+        video_target: video_rtp.local_addr()?.to_string(),
+        ..Default::default()
+    })
+    .await?;
+    let (video, _task) = record(video_rtp, video_rtcp);
+    // The usual test publisher sends Sender Reports, as browsers do.
+    let _published = gw.publish("browser", Some(Video::H264), false).await?;
+    // Past the grace period, with the publisher's reports arriving.
+    eventually(Duration::from_secs(15), "five forwarded reports", || {
+        let done = video.lock().unwrap().reports.len() >= 5;
+        async move { done.then_some(()) }
+    })
+    .await?;
+    assert_eq!(gw.registry.metrics().sender_reports_synthesized.get(), 0);
+    gw.stop().await
 }
 
 /// Publishes H.264 (x264 headers) + audio without RTCP reports.
