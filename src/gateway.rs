@@ -65,6 +65,9 @@ impl Gateway {
         )
         .await?;
         let tracker = TaskTracker::new();
+        metrics
+            .register_tasks(tracker.clone())
+            .map_err(Error::internal)?;
         let media = Media::bind(&config, metrics, tracker.clone()).await?;
         let http = TcpListener::bind(config.http_listen)
             .await

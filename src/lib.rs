@@ -14,7 +14,9 @@
 //! | [`gateway`] | binding listeners, wiring, graceful shutdown |
 //! | [`error`] | the one error type and its HTTP / gRPC status mapping |
 //! | [`facts`] | stream facts read from forwarded RTP (resolution, frame rate, keyframe interval, B-frames, audio channels) |
+//! | [`load`] | `whipgate-load`, the load generator, sink, relay and soak (a client: it never runs inside the gateway) |
 //! | [`config`], [`metrics`], [`codec`], [`continuity`] | configuration, Prometheus metrics, codecs and consumer SDP, output stream continuity across reconnects |
+//! | `fuzzing` (hidden) | entry points for the cargo-fuzz targets in `fuzz/`; not an API |
 
 pub mod codec;
 pub mod config;
@@ -22,7 +24,10 @@ pub mod continuity;
 pub mod control;
 pub mod error;
 pub mod facts;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
+pub mod load;
 pub mod media;
 pub mod metrics;
 pub mod registry;

@@ -264,6 +264,17 @@ impl Metrics {
         self.ice_connect_duration.with_label_values(&[result])
     }
 
+    /// Exports `whipgate_tasks`: the gateway's tracked tasks (sessions, listeners, helpers),
+    /// read from the tracker at each scrape. A soak watches it return to its baseline.
+    pub fn register_tasks(&self, tracker: tokio_util::task::TaskTracker) -> prometheus::Result<()> {
+        let gauge = IntGauge::new(
+            "whipgate_tasks",
+            "Tasks the gateway tracks (sessions, listeners, helpers)",
+        )?;
+        self.registry
+            .register(Box::new(TaskGauge { gauge, tracker }))
+    }
+
     /// Text exposition format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -271,5 +282,23 @@ impl Metrics {
             tracing::error!(%err, "encoding metrics");
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// A gauge read from a `TaskTracker` at scrape time.
+struct TaskGauge {
+    gauge: IntGauge,
+    tracker: tokio_util::task::TaskTracker,
+}
+
+impl prometheus::core::Collector for TaskGauge {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.gauge
+            .set(i64::try_from(self.tracker.len()).unwrap_or(i64::MAX));
+        self.gauge.collect()
     }
 }

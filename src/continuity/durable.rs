@@ -134,8 +134,10 @@ mod tests {
     use uuid::Uuid;
 
     fn packet(seq: u16, ts: u32) -> InputPacket {
+        // One publisher session per process run (the restored stream sees a new one).
+        thread_local!(static SESSION: Uuid = Uuid::new_v4());
         InputPacket {
-            session: Uuid::new_v4(),
+            session: SESSION.with(|s| *s),
             ssrc: 7,
             seq,
             ts,

@@ -399,4 +399,25 @@ mod tests {
         );
         assert_eq!(log.subscribe(7).unwrap().replay.len(), 4);
     }
+
+    #[test]
+    fn a_reservation_is_asked_for_once_when_sequence_numbers_run_low() {
+        let mut log = EventLog::new(
+            8,
+            EventClock {
+                epoch: 3,
+                first_seq: 1001,
+                reserved_to: 1000 + SEQ_LOW_WATER + 3,
+            },
+        );
+        let asks: Vec<bool> = (0..4)
+            .map(|_| log.emit("a", None, EventPayload::IngestUnregistered))
+            .collect();
+        assert_eq!(asks, [false, false, true, false], "asked once, when low");
+        let due = log.reservation_due().expect("due");
+        assert_eq!(due, log.next_seq + SEQ_BLOCK_SIZE);
+        log.reserved(due);
+        assert_eq!(log.reservation_due(), None);
+        assert!(!log.emit("a", None, EventPayload::IngestUnregistered));
+    }
 }

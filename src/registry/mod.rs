@@ -435,4 +435,6 @@ fn view_of(entry: &IngestEntry) -> IngestView {
 }
 
 #[cfg(test)]
+mod durable_tests;
+#[cfg(test)]
 mod tests;

@@ -2,7 +2,7 @@
 //! sends real H.264 parameter sets and slice headers (x264's) and, as OBS, no RTCP at all.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
@@ -94,11 +94,11 @@ fn record(rtp: UdpSocket, rtcp: UdpSocket) -> (Arc<Mutex<Seen>>, tokio::task::Jo
                 Ok((n, _)) = rtp.recv_from(&mut a) => if n >= 12 {
                     let ssrc = u32::from_be_bytes([a[8], a[9], a[10], a[11]]);
                     let ts = u32::from_be_bytes([a[4], a[5], a[6], a[7]]);
-                    out.lock().unwrap().rtp.push((SystemTime::now(), ssrc, ts));
+                    out.lock().unwrap_or_else(PoisonError::into_inner).rtp.push((SystemTime::now(), ssrc, ts));
                 },
                 Ok((n, _)) = rtcp.recv_from(&mut b) => {
                     if let Ok(report) = SenderReport::unmarshal(&mut &b[..n]) {
-                        out.lock().unwrap().reports.push(report);
+                        out.lock().unwrap_or_else(PoisonError::into_inner).reports.push(report);
                     }
                 }
             }
@@ -151,7 +151,13 @@ async fn publisher_without_sender_reports_gets_reports_on_one_clock() -> Result<
     let (audio, _audio_task) = record(audio_rtp, audio_rtcp);
     let publisher = publish_h264(&gw, "obs", false).await?;
 
-    let enough = |seen: &Arc<Mutex<Seen>>| seen.lock().unwrap().reports.len() >= 3;
+    let enough = |seen: &Arc<Mutex<Seen>>| {
+        seen.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .reports
+            .len()
+            >= 3
+    };
     eventually(
         Duration::from_secs(15),
         "three reports on each RTCP port",
@@ -167,7 +173,9 @@ async fn publisher_without_sender_reports_gets_reports_on_one_clock() -> Result<
         synthesized >= 6,
         "{synthesized} reports made by the gateway"
     );
-    let take = |seen: &Arc<Mutex<Seen>>| std::mem::take(&mut *seen.lock().unwrap());
+    let take = |seen: &Arc<Mutex<Seen>>| {
+        std::mem::take(&mut *seen.lock().unwrap_or_else(PoisonError::into_inner))
+    };
     let (video, audio) = (take(&video), take(&audio));
     for (seen, what) in [(&video, "video"), (&audio, "audio")] {
         let forwarded_ssrc = seen.rtp.last().context("no RTP")?.1;
@@ -209,7 +217,12 @@ async fn publisher_sender_reports_are_forwarded_and_none_are_made() -> Result<()
     let _published = gw.publish("browser", Some(Video::H264), false).await?;
     // Past the grace period, with the publisher's reports arriving.
     eventually(Duration::from_secs(15), "five forwarded reports", || {
-        let done = video.lock().unwrap().reports.len() >= 5;
+        let done = video
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .reports
+            .len()
+            >= 5;
         async move { done.then_some(()) }
     })
     .await?;

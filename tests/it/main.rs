@@ -5,6 +5,7 @@
 mod control;
 mod facts;
 mod harness;
+mod load_smoke;
 mod publisher;
 mod simulcast;
 mod whip;

@@ -1,0 +1,6 @@
+"""pytest for the interop driver's pure helpers: `driver` importable from interop/."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -1,0 +1,195 @@
+//! Entry points for the fuzz targets in `fuzz/` (cargo-fuzz, libFuzzer). Not an API: hidden
+//! from the docs, free to change. Each takes attacker-shaped bytes and must never panic.
+//!
+//! The media internals (`media::mux`, `peer`, `rtcp`, `restart`, `forward`) are private to
+//! `media`. Under `cfg(fuzzing)`, which cargo-fuzz sets, their source files are compiled a
+//! second time as children of this module, so the targets run the real code without widening
+//! its visibility and without touching the normal build. The wrappers for them exist only in
+//! fuzz builds; the ones over public code (`plan_offer`, `continuity`) exist always, so that
+//! regression tests in the main crate can call them.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use crate::codec::{AudioCodec, OfferPlan, VideoCodec};
+use crate::continuity::{InputPacket, OutputStream};
+use crate::registry::{IngestSpec, Limits};
+
+/// The ufrag the STUN and ICE-restart targets route (seeds carry it in USERNAME).
+pub const FUZZ_UFRAG: &str = "fuzzufrag";
+/// The ICE password that goes with [`FUZZ_UFRAG`] (seeds' MESSAGE-INTEGRITY uses it).
+pub const FUZZ_PWD: &str = "fuzzpasswordfuzzpassword";
+
+/// The ingest the targets publish to; `selector` picks the accepted video codecs (never none)
+/// and whether a simulcast layer is preferred.
+pub fn ingest(selector: u8) -> IngestSpec {
+    let all = [
+        VideoCodec::H264,
+        VideoCodec::Vp8,
+        VideoCodec::Vp9,
+        VideoCodec::Av1,
+        VideoCodec::H265,
+    ];
+    let mut video_codecs: Vec<VideoCodec> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| selector & (1 << i) != 0)
+        .map(|(_, c)| *c)
+        .collect();
+    if video_codecs.is_empty() {
+        video_codecs = all.to_vec();
+    }
+    if selector & 0x20 != 0 {
+        video_codecs.reverse();
+    }
+    IngestSpec {
+        id: "fuzz".into(),
+        video_target: Some(SocketAddr::from(([127, 0, 0, 1], 9))),
+        audio_target: Some(SocketAddr::from(([127, 0, 0, 1], 11))),
+        bearer_token: None,
+        labels: Default::default(),
+        video_codecs,
+        audio_codecs: vec![AudioCodec::Opus],
+        limits: Limits::default(),
+        redirect_url: None,
+        simulcast_layer: (selector & 0x40 != 0).then(|| "h".to_owned()),
+        replace_publisher: false,
+    }
+}
+
+/// The SDP offer planner on `data`: its first byte picks the ingest ([`ingest`]), the rest is
+/// the offer (not UTF-8: refused like the HTTP edge refuses it).
+pub fn plan_offer(data: &[u8]) -> Option<(String, OfferPlan)> {
+    let (&selector, offer) = data.split_first()?;
+    let offer = std::str::from_utf8(offer).ok()?;
+    let plan = crate::whip::plan_offer(offer, &ingest(selector)).ok()?;
+    Some((offer.to_owned(), plan))
+}
+
+/// Output stream continuity driven by `data`, a program of 8-byte steps: `op, a, b, c, d, e,
+/// f, g`. op % 5: 0 a packet (`a`: one of four publisher SSRCs, `b c`: sequence number,
+/// `d e f g`: timestamp), 1 the same packet skipped (padding), 2 a reconnect (new session),
+/// 3 time passes (`b c` milliseconds), 4 a Sender Report (`d e f g`: its RTP time). Checks
+/// that the output SSRC never changes and that a packet one after the previous one of the
+/// same input, with nothing skipped between (and neither number ever skipped), comes out one
+/// after it too.
+pub fn continuity(data: &[u8]) {
+    let mut stream = OutputStream::new();
+    let mut now = Instant::now();
+    let mut session = Uuid::from_u128(1);
+    let mut previous: Option<(InputPacket, u16)> = None;
+    // Sequence numbers the current input skipped: a number both skipped and forwarded is
+    // the publisher contradicting itself, and the mapping owes it nothing.
+    let mut skipped: (Option<(Uuid, u32)>, HashSet<u16>) = (None, HashSet::new());
+    for step in data.chunks_exact(8) {
+        let ssrc = 0x1000 + u32::from(step[1] & 3);
+        let seq = u16::from_be_bytes([step[2], step[3]]);
+        let ts = u32::from_be_bytes([step[4], step[5], step[6], step[7]]);
+        let packet = InputPacket {
+            session,
+            ssrc,
+            seq,
+            ts,
+            clock_rate: if step[1] & 4 == 0 { 90_000 } else { 48_000 },
+        };
+        let op = step[0] % 5;
+        if op < 2 && skipped.0 != Some((session, ssrc)) {
+            skipped = (Some((session, ssrc)), HashSet::new());
+        }
+        match op {
+            0 => {
+                let out = stream.map(packet, now);
+                assert_eq!(out.ssrc, stream.ssrc, "the output SSRC never changes");
+                if let Some((before, out_before)) = previous {
+                    let same_input = before.session == session && before.ssrc == ssrc;
+                    let contradicted = skipped.1.contains(&seq) || skipped.1.contains(&before.seq);
+                    if same_input && seq == before.seq.wrapping_add(1) && !contradicted {
+                        assert_eq!(out.seq, out_before.wrapping_add(1), "no gap, no overlap");
+                    }
+                }
+                previous = Some((packet, out.seq));
+            }
+            1 => {
+                stream.skip(packet, now);
+                skipped.1.insert(seq);
+                previous = None;
+            }
+            2 => {
+                session = Uuid::from_u128(session.as_u128().wrapping_add(1));
+            }
+            3 => now += Duration::from_millis(u64::from(seq)),
+            _ => {
+                if let Some((out_ssrc, _)) = stream.map_report(session, ssrc, ts) {
+                    assert_eq!(out_ssrc, stream.ssrc);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(fuzzing)]
+pub use media::{answer_offer, forward_rtp, ice_restart, stun_route};
+
+/// The wrappers over the media internals, compiled with them in fuzz builds only.
+#[cfg(fuzzing)]
+mod media;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A crash `scripts/fuzz` found (fuzz/artifacts/continuity/crash-b0da6485…): padding
+    /// skipped with sequence number 0, then a media packet with the same number. The harness
+    /// asserted continuity the publisher itself had broken; now it must pass.
+    #[test]
+    fn a_number_both_skipped_and_forwarded_is_not_held_against_the_mapping() {
+        const CRASH: [u8; 56] = [
+            0x10, 0x00, 0x00, 0x01, 0x01, 0x00, 0x0c, 0x00, 0x7e, 0x00, 0xff, 0x9a, 0x01, 0x10,
+            0x00, 0x00, 0xbf, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0xff, 0x00, 0x00, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01,
+            0x00, 0x00, 0x0b, 0x00, 0x00, 0x00, 0x00, 0x01, 0xff, 0xff, 0x00, 0x00, 0x17, 0x70,
+        ];
+        continuity(&CRASH);
+    }
+
+    #[test]
+    fn the_continuity_program_checks_consecutive_packets() {
+        let step = |op: u8, seq: u16| {
+            let [hi, lo] = seq.to_be_bytes();
+            [op, 0, hi, lo, 0, 0, 0, 0]
+        };
+        // Packets, padding closed up, a reconnect after time passes: all consistent.
+        let program: Vec<u8> = [
+            step(0, 100),
+            step(0, 101),
+            step(1, 102),
+            step(0, 103),
+            step(3, 500),
+            step(2, 0),
+            step(0, 7),
+            step(0, 8),
+        ]
+        .concat();
+        continuity(&program);
+    }
+
+    #[test]
+    fn offers_plan_after_the_selector_byte() {
+        let offer = concat!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n",
+            "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\n",
+            "a=rtpmap:96 VP8/90000\r\n",
+        );
+        let mut data = vec![0x02];
+        data.extend_from_slice(offer.as_bytes());
+        let (_, plan) = plan_offer(&data).expect("a VP8 offer plans for a VP8 ingest");
+        assert_eq!(plan.video.map(|v| v.codec), Some(VideoCodec::Vp8));
+        data[0] = 0x01; // H264 only: nothing to answer with
+        assert!(plan_offer(&data).is_none());
+        assert!(plan_offer(&[0x02, 0xff, 0xfe]).is_none(), "not UTF-8");
+        assert!(plan_offer(&[]).is_none());
+    }
+}

@@ -1,0 +1,175 @@
+//! Fuzz wrappers over the media internals (fuzz builds only). The modules below are the real
+//! `src/media/*.rs` files compiled a second time as siblings, so `super::peer` and
+//! `super::rtcp` inside them resolve here; what the wrappers do not call is dead code here.
+
+#![allow(dead_code, unreachable_pub, unused_imports)]
+
+#[path = "../media/forward.rs"]
+mod forward;
+#[path = "../media/mux.rs"]
+mod mux;
+#[path = "../media/peer.rs"]
+mod peer;
+#[path = "../media/restart.rs"]
+mod restart;
+#[path = "../media/rtcp.rs"]
+mod rtcp;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rtc::shared::marshal::Unmarshal;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::codec::{MediaKind, OfferPlan, VideoCodec};
+use crate::metrics::Metrics;
+use crate::registry::{Caps, Registry};
+
+use super::{FUZZ_UFRAG, ingest, plan_offer};
+
+/// A runtime for the sockets the mux and the forwarder want (never driven: sends stay
+/// would-block, which the code under test handles like a full socket buffer).
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("fuzz runtime")
+    })
+}
+
+fn udp_socket() -> tokio::net::UdpSocket {
+    let _entered = runtime().enter();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("loopback UDP socket");
+    socket.set_nonblocking(true).expect("non-blocking");
+    tokio::net::UdpSocket::from_std(socket).expect("tokio UDP socket")
+}
+
+fn factory() -> &'static peer::PeerFactory {
+    static FACTORY: OnceLock<peer::PeerFactory> = OnceLock::new();
+    FACTORY.get_or_init(|| {
+        let udp = SocketAddr::from(([127, 0, 0, 1], 8189));
+        peer::PeerFactory::new(vec![udp], vec![udp], Duration::from_secs(30)).expect("peer factory")
+    })
+}
+
+/// The mux's STUN routing on one datagram (or ICE-TCP first frame): a session is routed for
+/// [`FUZZ_UFRAG`]; returns whether `packet` was routed to it.
+///
+/// Today this is `UdpMux::claim_tcp`, the pub(crate) entry that runs the private
+/// `binding_request_ufrag` and the routing table. Once the mux verifies MESSAGE-INTEGRITY
+/// before it routes, point this at that function (route + bind for `(packet, from)`), with
+/// the session's password [`super::FUZZ_PWD`].
+pub fn stun_route(packet: &[u8]) -> bool {
+    static MUX: OnceLock<mux::UdpMux> = OnceLock::new();
+    let mux = MUX.get_or_init(|| mux::UdpMux::new(udp_socket()));
+    let (route, _inbound) = mux.route(FUZZ_UFRAG.to_owned(), Uuid::from_u128(7));
+    let (writer, _frames) = mpsc::channel::<Bytes>(1);
+    let from = SocketAddr::from(([127, 0, 0, 2], 40_000));
+    let routed = mux.claim_tcp(packet, from, writer).is_some();
+    drop(route);
+    assert_eq!(mux.routes(), 0, "a dropped route leaves nothing behind");
+    routed
+}
+
+/// The offer planner, then (for an offer it accepts) the real negotiation: webrtc-rs parses
+/// the offer and whipgate builds its answer.
+pub fn answer_offer(data: &[u8]) -> Option<String> {
+    let (offer, plan) = plan_offer(data)?;
+    factory().negotiate(offer, &plan).ok().map(|n| n.answer_sdp)
+}
+
+/// An ICE restart (trickle-ice-sdpfrag, RFC 8840) on a session negotiated from `offer`
+/// (a valid offer; `None` if it is not): the fragment's credentials, then the restart itself.
+pub fn ice_restart(offer: &str, fragment: &[u8]) -> Option<Result<(String, String), String>> {
+    let fragment = std::str::from_utf8(fragment).ok()?;
+    let _ = peer::ice_credentials(fragment);
+    let plan = crate::whip::plan_offer(offer, &ingest(0)).ok()?;
+    let mut negotiated = factory().negotiate(offer.to_owned(), &plan).ok()?;
+    Some(restart::restart(&mut negotiated.peer, fragment))
+}
+
+/// RTP and RTCP through a session's forwarder and the ingest's continuity state. `data` is a
+/// sequence of records `op, len_hi, len_lo, bytes[len]`: op % 4: 0 an RTP packet forwarded,
+/// 1 an RTP packet skipped (padding), 2 an RTCP compound packet whose Sender Reports are
+/// forwarded, 3 a reconnect (a new forwarder, a new session, the same continuity); op & 4:
+/// audio instead of video. Every RTP payload also goes through keyframe detection for each
+/// video codec.
+pub fn forward_rtp(data: &[u8]) {
+    static SETUP: OnceLock<(forward::ForwardSockets, Arc<Metrics>, OfferPlan)> = OnceLock::new();
+    let (sockets, metrics, plan) = SETUP.get_or_init(|| {
+        let sockets = forward::ForwardSockets {
+            v4: Arc::new(udp_socket()),
+            v6: None,
+        };
+        let metrics = Arc::new(Metrics::new(false).expect("metrics"));
+        let offer = concat!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n",
+            "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\n",
+            "a=rtpmap:96 H264/90000\r\n",
+            "a=fmtp:96 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=sendonly\r\n",
+            "a=rtpmap:111 opus/48000/2\r\n",
+        );
+        let plan = crate::whip::plan_offer(offer, &ingest(1)).expect("the fuzz offer plans");
+        (sockets, metrics, plan)
+    });
+    let registry = Registry::new(Caps { max_publishers: 4 }, 16, Arc::clone(metrics));
+    if registry.register(ingest(1), false).is_err() {
+        return;
+    }
+    let Ok(mut admission) = registry.admit("fuzz", None) else {
+        return;
+    };
+    let mut forwarder = forward::Forwarder::new(sockets.clone(), &admission, plan, metrics);
+    let mut rest = data;
+    while let [op, hi, lo, tail @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
+        let (bytes, next) = tail.split_at(len);
+        rest = next;
+        let kind = if op & 4 == 0 {
+            MediaKind::Video
+        } else {
+            MediaKind::Audio
+        };
+        match op % 4 {
+            0 | 1 => {
+                let Ok(mut packet) = rtc::rtp::Packet::unmarshal(&mut &bytes[..]) else {
+                    continue;
+                };
+                for codec in [
+                    VideoCodec::H264,
+                    VideoCodec::Vp8,
+                    VideoCodec::Vp9,
+                    VideoCodec::Av1,
+                    VideoCodec::H265,
+                ] {
+                    let _ = forward::starts_keyframe(codec, &packet.payload);
+                }
+                forwarder.count_received(kind, bytes.len());
+                if op % 4 == 0 {
+                    forwarder.forward(kind, &mut packet);
+                } else {
+                    forwarder.skip(kind, &packet);
+                }
+            }
+            2 => {
+                let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut &bytes[..]) else {
+                    continue;
+                };
+                for packet in &packets {
+                    forwarder.forward_rtcp(kind, packet.as_ref());
+                }
+            }
+            _ => {
+                // The publisher reconnects: a new session on the same ingest continuity.
+                admission.session_id = Uuid::new_v4();
+                forwarder = forward::Forwarder::new(sockets.clone(), &admission, plan, metrics);
+            }
+        }
+    }
+}

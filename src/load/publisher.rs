@@ -1,0 +1,564 @@
+//! One generated publisher: a sans-IO `rtc` peer connection (or, for the relay floor, plain
+//! RTP) on its own UDP socket, a pacer for video frames and 20 ms audio packets, and nothing
+//! else: no task, no timer of its own. A worker calls [`Publisher::service`] whenever the
+//! publisher may have something to do and learns when to come back.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp;
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+use rtc::shared::marshal::Marshal;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::net::UdpSocket;
+
+use super::payload::{self, Stamp};
+use super::{MediaPlan, VideoCodec};
+
+const VIDEO_PT: u8 = 102;
+const AUDIO_PT: u8 = 111;
+/// A pacer this far behind skips ahead instead of bursting to catch up.
+const MAX_LAG: Duration = Duration::from_millis(500);
+
+/// Counters a worker accumulates and publishes in bulk.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Tally {
+    pub(crate) video_packets: u64,
+    pub(crate) audio_packets: u64,
+    pub(crate) bytes: u64,
+    pub(crate) send_errors: u64,
+    pub(crate) keyframe_requests: u64,
+    pub(crate) nacks: u64,
+}
+
+/// Where a publisher is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Connecting,
+    Connected,
+    Failed,
+}
+
+struct Stream {
+    ssrc: u32,
+    seq: u16,
+    count: u64,
+    interval: Duration,
+    next_due: Instant,
+    sender: Option<RTCRtpSenderId>,
+    to: Option<SocketAddr>,
+}
+
+enum Transport {
+    Webrtc(Box<RTCPeerConnection>),
+    Plain,
+}
+
+/// One publisher.
+pub(crate) struct Publisher {
+    pub(crate) index: u32,
+    socket: UdpSocket,
+    local: SocketAddr,
+    transport: Transport,
+    video: Option<Stream>,
+    audio: Option<Stream>,
+    plan: MediaPlan,
+    pub(crate) phase: Phase,
+    /// When the publish started (before the POST), for the connect time.
+    pub(crate) started: Instant,
+    pub(crate) connected_after: Option<Duration>,
+    next_timeout: Option<Instant>,
+    want_keyframe: bool,
+}
+
+fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, video: bool) -> RTCRtpCodec {
+    let fb = |typ: &str, parameter: &str| RTCPFeedback {
+        typ: typ.to_owned(),
+        parameter: parameter.to_owned(),
+    };
+    RTCRtpCodec {
+        mime_type: mime.to_owned(),
+        clock_rate,
+        channels,
+        sdp_fmtp_line: fmtp.to_owned(),
+        rtcp_feedback: if video {
+            vec![fb("nack", ""), fb("nack", "pli"), fb("ccm", "fir")]
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+fn video_codec(c: VideoCodec) -> RTCRtpCodec {
+    match c {
+        VideoCodec::H264 => codec(
+            MIME_TYPE_H264,
+            90_000,
+            0,
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+            true,
+        ),
+        VideoCodec::Vp8 => codec(MIME_TYPE_VP8, 90_000, 0, "", true),
+    }
+}
+
+fn audio_codec() -> RTCRtpCodec {
+    codec(
+        MIME_TYPE_OPUS,
+        48_000,
+        2,
+        "minptime=10;useinbandfec=1",
+        false,
+    )
+}
+
+/// A random non-zero SSRC.
+fn ssrc() -> u32 {
+    (uuid::Uuid::new_v4().as_u128() as u32).max(1)
+}
+
+fn stream(interval: Duration, now: Instant) -> Stream {
+    Stream {
+        ssrc: ssrc(),
+        seq: (uuid::Uuid::new_v4().as_u128() >> 64) as u16,
+        count: 0,
+        interval,
+        next_due: now,
+        sender: None,
+        to: None,
+    }
+}
+
+impl Publisher {
+    /// A WebRTC publisher and its complete offer (the host candidate included).
+    pub(crate) fn webrtc(
+        index: u32,
+        socket: UdpSocket,
+        plan: MediaPlan,
+        certificate: &rtc::peer_connection::certificate::RTCCertificate,
+    ) -> rtc::shared::error::Result<(Publisher, String)> {
+        let now = Instant::now();
+        let local = socket.local_addr()?;
+        let mut media = MediaEngine::default();
+        media.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: video_codec(plan.codec),
+                payload_type: VIDEO_PT,
+            },
+            RtpCodecKind::Video,
+        )?;
+        if plan.audio {
+            media.register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: audio_codec(),
+                    payload_type: AUDIO_PT,
+                },
+                RtpCodecKind::Audio,
+            )?;
+        }
+        let settings = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            .build();
+        let mut peer = RTCPeerConnectionBuilder::new()
+            .with_configuration(
+                RTCConfigurationBuilder::new()
+                    .with_certificates(vec![certificate.clone()])
+                    .build(),
+            )
+            .with_media_engine(media)
+            .with_setting_engine(settings)
+            // No interceptors: no per-packet bookkeeping, no report timers.
+            .with_interceptor_registry(Registry::new())
+            .build(now)?;
+        let mut video = stream(plan.frame_interval(), now);
+        video.sender = Some(peer.add_track(track(
+            RtpCodecKind::Video,
+            index,
+            video.ssrc,
+            video_codec(plan.codec),
+        ))?);
+        let audio = if plan.audio {
+            let mut a = stream(Duration::from_millis(20), now);
+            a.sender =
+                Some(peer.add_track(track(RtpCodecKind::Audio, index, a.ssrc, audio_codec()))?);
+            Some(a)
+        } else {
+            None
+        };
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: local.ip().to_string(),
+                port: local.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()?;
+        peer.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+        let offer = peer.create_offer(None)?;
+        peer.set_local_description(now, offer)?;
+        let sdp = peer
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or(rtc::shared::error::Error::ErrNoRemoteDescription)?;
+        let publisher = Publisher {
+            index,
+            socket,
+            local,
+            transport: Transport::Webrtc(Box::new(peer)),
+            video: Some(video),
+            audio,
+            plan,
+            phase: Phase::Connecting,
+            started: now,
+            connected_after: None,
+            next_timeout: Some(now),
+            want_keyframe: true,
+        };
+        Ok((publisher, sdp))
+    }
+
+    /// A plain RTP publisher (no WebRTC): the floor a bare UDP relay is measured with.
+    pub(crate) fn plain(
+        index: u32,
+        socket: UdpSocket,
+        plan: MediaPlan,
+        video_to: SocketAddr,
+        audio_to: SocketAddr,
+    ) -> std::io::Result<Publisher> {
+        let now = Instant::now();
+        let local = socket.local_addr()?;
+        let mut video = stream(plan.frame_interval(), now);
+        video.to = Some(video_to);
+        let audio = plan.audio.then(|| {
+            let mut a = stream(Duration::from_millis(20), now);
+            a.to = Some(audio_to);
+            a
+        });
+        let mut p = Publisher {
+            index,
+            socket,
+            local,
+            transport: Transport::Plain,
+            video: Some(video),
+            audio,
+            plan,
+            phase: Phase::Connecting,
+            started: now,
+            connected_after: None,
+            next_timeout: None,
+            want_keyframe: true,
+        };
+        p.on_connected(now);
+        Ok(p)
+    }
+
+    /// Applies the gateway's answer. Passive ICE-TCP candidates are dropped: this client
+    /// only speaks UDP.
+    pub(crate) fn set_answer(&mut self, answer: &str) -> rtc::shared::error::Result<()> {
+        let Transport::Webrtc(peer) = &mut self.transport else {
+            return Ok(());
+        };
+        let sdp: String = answer
+            .lines()
+            .filter(|l| !(l.starts_with("a=candidate") && l.to_ascii_lowercase().contains(" tcp ")))
+            .flat_map(|l| [l, "\r\n"])
+            .collect();
+        peer.set_remote_description(Instant::now(), RTCSessionDescription::answer(sdp)?)?;
+        self.next_timeout = Some(Instant::now());
+        Ok(())
+    }
+
+    fn on_connected(&mut self, now: Instant) {
+        self.phase = Phase::Connected;
+        self.connected_after = Some(now.duration_since(self.started));
+        // Spread publishers over the frame interval, as independent encoders would be.
+        let phase = |s: &mut Stream, salt: u32| {
+            let frac = f64::from(self.index.wrapping_mul(2_654_435_761).wrapping_add(salt) % 1000)
+                / 1000.0;
+            s.next_due = now + s.interval.mul_f64(frac);
+        };
+        if let Some(v) = &mut self.video {
+            phase(v, 0);
+        }
+        if let Some(a) = &mut self.audio {
+            phase(a, 7);
+        }
+    }
+
+    /// Does whatever is due: reads, protocol timeouts, media. Returns when to come back.
+    pub(crate) fn service(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        tally: &mut Tally,
+    ) -> Option<Instant> {
+        if self.phase == Phase::Failed {
+            return None;
+        }
+        let mut touched = self.read(now, buf);
+        if let (Transport::Webrtc(peer), Some(due)) = (&mut self.transport, self.next_timeout)
+            && due <= now
+        {
+            let _ = peer.handle_timeout(now);
+            touched = true;
+        }
+        if touched {
+            self.drain(now, tally);
+        }
+        if self.phase == Phase::Connected && self.send_media(now, tally) {
+            touched = true;
+        }
+        // Flushing and asking for the next timeout walk the whole handler chain: only after
+        // something happened, not on every wake-up of the worker.
+        if touched {
+            self.flush(tally);
+            if let Transport::Webrtc(peer) = &mut self.transport {
+                self.next_timeout = peer.poll_timeout();
+            }
+        }
+        [
+            self.next_timeout,
+            (self.phase == Phase::Connected)
+                .then_some(())
+                .and(self.video.as_ref().map(|s| s.next_due)),
+            (self.phase == Phase::Connected)
+                .then_some(())
+                .and(self.audio.as_ref().map(|s| s.next_due)),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Feeds every queued datagram to the peer connection; true if there was one.
+    fn read(&mut self, now: Instant, buf: &mut [u8]) -> bool {
+        let mut any = false;
+        while let Ok((n, from)) = self.socket.try_recv_from(buf) {
+            any = true;
+            if let Transport::Webrtc(peer) = &mut self.transport {
+                let _ = peer.handle_read(TaggedBytesMut {
+                    now,
+                    transport: TransportContext {
+                        local_addr: self.local,
+                        peer_addr: from,
+                        ecn: None,
+                        transport_protocol: TransportProtocol::UDP,
+                    },
+                    message: BytesMut::from(&buf[..n]),
+                });
+            }
+        }
+        any
+    }
+
+    /// Handles the peer's events and incoming RTCP.
+    fn drain(&mut self, now: Instant, tally: &mut Tally) {
+        let Transport::Webrtc(peer) = &mut self.transport else {
+            return;
+        };
+        let mut connected = false;
+        while let Some(event) = peer.poll_event() {
+            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
+                match state {
+                    RTCPeerConnectionState::Connected => connected = true,
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                        self.phase = Phase::Failed;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        while let Some(message) = peer.poll_read() {
+            if let RTCMessage::RtcpPacket(_, packets) = message.message {
+                for p in &packets {
+                    let any = p.as_any();
+                    if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                        tally.keyframe_requests += 1;
+                        self.want_keyframe = true;
+                    } else if any.is::<TransportLayerNack>() {
+                        tally.nacks += 1;
+                    }
+                }
+            }
+        }
+        if connected && self.phase == Phase::Connecting {
+            self.on_connected(now);
+        }
+    }
+
+    /// Sends the frames and audio packets that are due; true if it sent any.
+    fn send_media(&mut self, now: Instant, tally: &mut Tally) -> bool {
+        let due = |s: &Option<Stream>| s.as_ref().is_some_and(|s| s.next_due <= now);
+        if !due(&self.video) && !due(&self.audio) {
+            return false;
+        }
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let stamp = Stamp {
+            sent_us: wall,
+            publisher: self.index,
+        };
+        let plan = self.plan;
+        if let Some(mut v) = self.video.take() {
+            while v.next_due <= now {
+                let keyframe = self.want_keyframe || v.count % plan.keyframe_frames() == 0;
+                self.want_keyframe = false;
+                let frame = plan.frame_bytes(keyframe);
+                let packets =
+                    payload::video_frame(plan.codec, keyframe, frame, plan.payload_size, stamp);
+                let ts = (v.count * 90_000 / u64::from(plan.fps.max(1))) as u32;
+                let last = packets.len() - 1;
+                for (i, p) in packets.into_iter().enumerate() {
+                    tally.video_packets += 1;
+                    self.write(&mut v, VIDEO_PT, ts, i == last, p, tally);
+                }
+                v.count += 1;
+                advance(&mut v, now);
+            }
+            self.video = Some(v);
+        }
+        if let Some(mut a) = self.audio.take() {
+            while a.next_due <= now {
+                let ts = (a.count * 960) as u32;
+                tally.audio_packets += 1;
+                self.write(
+                    &mut a,
+                    AUDIO_PT,
+                    ts,
+                    false,
+                    payload::audio_packet(plan.audio_bytes, stamp),
+                    tally,
+                );
+                a.count += 1;
+                advance(&mut a, now);
+            }
+            self.audio = Some(a);
+        }
+        true
+    }
+
+    fn write(
+        &mut self,
+        s: &mut Stream,
+        pt: u8,
+        timestamp: u32,
+        marker: bool,
+        payload: Bytes,
+        tally: &mut Tally,
+    ) {
+        let packet = rtp::Packet {
+            header: rtp::Header {
+                version: 2,
+                payload_type: pt,
+                sequence_number: s.seq,
+                timestamp,
+                ssrc: s.ssrc,
+                marker,
+                ..Default::default()
+            },
+            payload,
+        };
+        s.seq = s.seq.wrapping_add(1);
+        match (&mut self.transport, s.sender, s.to) {
+            (Transport::Webrtc(peer), Some(id), _) => {
+                if let Some(mut sender) = peer.rtp_sender(id)
+                    && sender.write_rtp(Instant::now(), packet).is_err()
+                {
+                    tally.send_errors += 1;
+                }
+            }
+            (Transport::Plain, _, Some(to)) => match packet.marshal() {
+                Ok(bytes) => {
+                    tally.bytes += bytes.len() as u64;
+                    if self.socket.try_send_to(&bytes, to).is_err() {
+                        tally.send_errors += 1;
+                    }
+                }
+                Err(_) => tally.send_errors += 1,
+            },
+            _ => tally.send_errors += 1,
+        }
+    }
+
+    /// Sends what the peer connection queued.
+    fn flush(&mut self, tally: &mut Tally) {
+        let Transport::Webrtc(peer) = &mut self.transport else {
+            return;
+        };
+        while let Some(out) = peer.poll_write() {
+            if out.transport.transport_protocol != TransportProtocol::UDP {
+                continue;
+            }
+            tally.bytes += out.message.len() as u64;
+            if self
+                .socket
+                .try_send_to(&out.message, out.transport.peer_addr)
+                .is_err()
+            {
+                tally.send_errors += 1;
+            }
+        }
+    }
+
+    /// Ends the publisher politely (DTLS close_notify) or, with `vanish`, silently.
+    pub(crate) fn close(mut self, vanish: bool, tally: &mut Tally) {
+        if vanish {
+            return;
+        }
+        if let Transport::Webrtc(peer) = &mut self.transport {
+            let _ = peer.close();
+        }
+        self.flush(tally);
+    }
+}
+
+fn advance(s: &mut Stream, now: Instant) {
+    s.next_due += s.interval;
+    if now.duration_since(s.next_due) > MAX_LAG && s.next_due < now {
+        s.next_due = now + s.interval;
+    }
+}
+
+fn track(kind: RtpCodecKind, index: u32, ssrc: u32, codec: RTCRtpCodec) -> MediaStreamTrack {
+    MediaStreamTrack::new(
+        format!("whipgate-load-{index}"),
+        format!("{kind}-{index}"),
+        format!("{kind}-{index}"),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec,
+            ..Default::default()
+        }],
+    )
+}
