@@ -50,11 +50,14 @@ fn args() -> Args {
 }
 
 /// A child process killed on drop.
-struct Proc(Child);
+/// A child process and its scratch data dir: killed, reaped and removed on drop.
+struct Proc(Child, Option<tempfile::TempDir>);
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        // The data dir goes only once the process is gone.
+        drop(self.1.take());
     }
 }
 
@@ -96,8 +99,13 @@ async fn sink() -> Result<(SocketAddr, Arc<AtomicU64>)> {
 }
 
 fn start_gateway() -> Result<(Proc, serde_json::Value)> {
-    let exe = env!("CARGO_BIN_EXE_whipgate");
-    let mut child = Command::new(exe)
+    // WHIPGATE_BENCH_BIN measures another build (e.g. the previous release) in the same way.
+    let exe = std::env::var("WHIPGATE_BENCH_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_whipgate").into());
+    // A scratch data dir, by environment so that builds without persistence ignore it.
+    let data = tempfile::tempdir()?;
+    let mut child = Command::new(&exe)
+        .env("WHIPGATE_DATA_DIR", data.path())
         .args([
             "--http-listen",
             "127.0.0.1:0",
@@ -114,7 +122,7 @@ fn start_gateway() -> Result<(Proc, serde_json::Value)> {
     let stdout = child.stdout.take().context("stdout")?;
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
-    Ok((Proc(child), serde_json::from_str(&line)?))
+    Ok((Proc(child, Some(data)), serde_json::from_str(&line)?))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -222,12 +230,12 @@ async fn bench_gateway(a: &Args) -> Result<(f64, f64)> {
 async fn bench_relay(pps_target: f64, seconds: u64) -> Result<f64> {
     let (out_sink, forwarded) = sink().await?;
     let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
+    let mut child = Command::new(&exe)
         .args(["--relay", &out_sink.to_string()])
         .stdout(Stdio::piped())
         .spawn()?;
     let stdout = child.stdout.take().context("stdout")?;
-    let relay = Proc(child);
+    let relay = Proc(child, None);
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
     let relay_addr: SocketAddr = line.trim().parse()?;

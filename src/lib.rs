@@ -15,7 +15,7 @@
 //! | [`error`] | the one error type and its HTTP / gRPC status mapping |
 //! | [`facts`] | stream facts read from forwarded RTP (resolution, frame rate, keyframe interval, B-frames, audio channels) |
 //! | [`load`] | `whipgate-load`, the load generator, sink, relay and soak (a client: it never runs inside the gateway) |
-//! | [`config`], [`metrics`], [`codec`], [`continuity`] | configuration, Prometheus metrics, codecs and consumer SDP, output stream continuity across reconnects |
+//! | [`config`], [`metrics`], [`codec`], [`continuity`] | configuration, Prometheus metrics, codecs and consumer SDP, output stream continuity across reconnects and restarts |
 //! | `fuzzing` (hidden) | entry points for the cargo-fuzz targets in `fuzz/`; not an API |
 
 pub mod codec;

@@ -106,7 +106,7 @@ class Row:
             self.gw = self.procs.start(
                 "whipgate",
                 [self.args.whipgate, "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0",
-                 "--udp-listen", "127.0.0.1:0"],
+                 "--udp-listen", "127.0.0.1:0", "--data-dir", str(self.workdir / "data")],
                 stdout=subprocess.PIPE, stderr=err, env=env,
             )
         ready = read_ready_line(self.gw, self.args.ready_timeout)

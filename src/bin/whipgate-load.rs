@@ -23,6 +23,8 @@ struct Cli {
     load: LoadConfig,
 }
 
+// Parsed once at start: the size of the larger variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// A bare UDP relay (recv -> send) for the benchmark's floor; prints its ports as JSON.

@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::codec::{MediaKind, OfferPlan, VideoCodec};
 use crate::metrics::Metrics;
-use crate::registry::{Caps, Registry};
+use crate::registry::{Admitted, Caps, Registry};
 
 use super::{FUZZ_UFRAG, ingest, plan_offer};
 
@@ -122,7 +122,7 @@ pub fn forward_rtp(data: &[u8]) {
     if registry.register(ingest(1), false).is_err() {
         return;
     }
-    let Ok(mut admission) = registry.admit("fuzz", None) else {
+    let Ok(Admitted::Session(mut admission, ())) = registry.admit("fuzz", None, |_| Ok(())) else {
         return;
     };
     let mut forwarder = forward::Forwarder::new(sockets.clone(), &admission, plan, metrics);

@@ -120,6 +120,11 @@ impl Media {
         self.mux.routes()
     }
 
+    /// The session a publisher address is routed to, if any (diagnostics, tests).
+    pub fn routed_session(&self, addr: SocketAddr) -> Option<uuid::Uuid> {
+        self.mux.session_of(addr)
+    }
+
     /// The bound ICE-TCP address, if ICE-TCP is on.
     pub fn tcp_local_addr(&self) -> Option<SocketAddr> {
         let tcp = self.tcp.lock().unwrap_or_else(|p| p.into_inner());

@@ -194,7 +194,6 @@ impl UdpMux {
     }
 
     /// The session an address is bound to (tests and diagnostics).
-    #[cfg(test)]
     pub(crate) fn session_of(&self, addr: SocketAddr) -> Option<Uuid> {
         self.read().by_addr.get(&addr).map(|b| b.sink.session)
     }

@@ -6,11 +6,14 @@
 //! and pion stacks do, the effective size is logged, and a cap by `net.core.rmem_max` is
 //! reported (as root, `SO_RCVBUFFORCE` lifts it).
 
+use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::BytesMut;
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +26,8 @@ const MAX_DATAGRAM: usize = 2048;
 /// slices of it (reference counted), so the receive path allocates about once per
 /// `POOL_CHUNK / size` datagrams instead of once per datagram.
 const POOL_CHUNK: usize = 64 * 1024;
+/// Datagrams (or GRO buffers) read per system call at most.
+const BATCH: usize = 16;
 
 /// Binds the media socket with `buffer` bytes of kernel receive and send buffer (0 keeps the
 /// kernel's default).
@@ -70,29 +75,96 @@ fn size_buffers(socket: &Socket, wanted: usize) {
     }
 }
 
-/// Receives until cancelled, routing each datagram to its session.
+/// Receives until cancelled, routing each datagram to its session: batches of datagrams per
+/// system call (`recvmmsg`, and UDP GRO where the kernel coalesces), through `quinn-udp`.
 pub(crate) async fn receive(mux: UdpMux, metrics: Arc<Metrics>, cancel: CancellationToken) {
     let socket = Arc::clone(mux.socket());
+    let state = match quinn_udp::UdpSocketState::new((&*socket).into()) {
+        Ok(state) => state,
+        Err(err) => {
+            tracing::warn!(%err, "batched receive unavailable; one datagram per call");
+            return receive_one_by_one(mux, metrics, cancel).await;
+        }
+    };
+    // A GRO buffer holds up to 64 datagrams of one flow: room for the largest UDP payload.
+    let slot = if state.gro_segments() > 1 {
+        usize::from(u16::MAX)
+    } else {
+        MAX_DATAGRAM
+    };
+    let mut buf = vec![0u8; slot * BATCH];
+    let mut meta = [quinn_udp::RecvMeta::default(); BATCH];
+    let mut pool = BytesMut::with_capacity(POOL_CHUNK);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            ready = socket.readable() => if let Err(err) = ready {
+                tracing::warn!(%err, "media socket");
+                return;
+            },
+        }
+        // Drain what is queued, then wait for readiness again.
+        loop {
+            let received = {
+                let mut chunks = buf.chunks_mut(slot);
+                let mut slices: [IoSliceMut<'_>; BATCH] =
+                    std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+                socket.try_io(Interest::READABLE, || {
+                    state.recv((&*socket).into(), &mut slices, &mut meta)
+                })
+            };
+            let n = match received {
+                Ok(n) => n,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(err) => {
+                    // ICMP errors surface here on some platforms; they concern one peer.
+                    tracing::debug!(%err, "media socket receive error");
+                    break;
+                }
+            };
+            let now = Instant::now();
+            for (i, m) in meta.iter().take(n).enumerate() {
+                let data = &buf[i * slot..i * slot + m.len.min(slot)];
+                for datagram in data.chunks(m.stride.max(1)) {
+                    route(&mux, &metrics, datagram, m.addr, now, &mut pool);
+                }
+            }
+        }
+    }
+}
+
+/// The receive loop without batching, where `quinn-udp` cannot set the socket up.
+async fn receive_one_by_one(mux: UdpMux, metrics: Arc<Metrics>, cancel: CancellationToken) {
+    let socket = Arc::clone(mux.socket());
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut pool = bytes::BytesMut::with_capacity(POOL_CHUNK);
+    let mut pool = BytesMut::with_capacity(POOL_CHUNK);
     loop {
         let (n, from) = tokio::select! {
             _ = cancel.cancelled() => return,
             received = socket.recv_from(&mut buf) => match received {
                 Ok(r) => r,
                 Err(err) => {
-                    // ICMP errors surface here on some platforms; they concern one peer.
                     tracing::debug!(%err, "media socket receive error");
                     continue;
                 }
             },
         };
-        let packet = &buf[..n];
-        if pool.capacity() - pool.len() < n {
-            pool = bytes::BytesMut::with_capacity(POOL_CHUNK);
-        }
-        if let Err(reason) = mux.dispatch(packet, from, Instant::now(), &mut pool) {
-            metrics.media_drop("udp", reason.as_str());
-        }
+        route(&mux, &metrics, &buf[..n], from, Instant::now(), &mut pool);
+    }
+}
+
+fn route(
+    mux: &UdpMux,
+    metrics: &Metrics,
+    datagram: &[u8],
+    from: SocketAddr,
+    now: Instant,
+    pool: &mut BytesMut,
+) {
+    if pool.capacity() - pool.len() < datagram.len() {
+        *pool = BytesMut::with_capacity(POOL_CHUNK);
+    }
+    if let Err(reason) = mux.dispatch(datagram, from, now, pool) {
+        metrics.media_drop("udp", reason.as_str());
     }
 }

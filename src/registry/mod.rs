@@ -5,6 +5,7 @@
 //! happen in the same critical section. The registry stores metadata, counters and a
 //! cancellation handle per session, never the peer connection: each session's task owns that.
 
+mod caps;
 mod durable;
 mod error;
 mod events;
@@ -302,54 +303,6 @@ impl Registry {
         let mut all: Vec<IngestView> = self.lock().ingests.values().map(view_of).collect();
         all.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
         all
-    }
-
-    // ---- caps ----------------------------------------------------------------------------
-
-    /// Global caps and the live publisher count.
-    pub fn caps(&self) -> (Caps, usize) {
-        let state = self.lock();
-        (state.caps, state.sessions.len())
-    }
-
-    /// Changes the global cap. Live publishers above a lowered cap stay; new ones get 503.
-    pub fn set_max_publishers(&self, max_publishers: usize) -> (Caps, usize) {
-        let mut state = self.lock();
-        state.caps.max_publishers = max_publishers;
-        let caps = state.caps;
-        self.emit(
-            &mut state,
-            "",
-            None,
-            EventPayload::CapsChanged { caps, limits: None },
-        );
-        (caps, state.sessions.len())
-    }
-
-    /// Changes one ingest's limits.
-    pub fn set_limits(&self, ingest_id: &str, limits: Limits) -> Result<(), RegistryError> {
-        let mut state = self.lock();
-        let entry = state
-            .ingests
-            .get_mut(ingest_id)
-            .ok_or_else(|| RegistryError::IngestNotFound(ingest_id.to_owned()))?;
-        entry.limits_override = Some(limits);
-        let caps = state.caps;
-        self.emit(
-            &mut state,
-            ingest_id,
-            None,
-            EventPayload::CapsChanged {
-                caps,
-                limits: Some(limits),
-            },
-        );
-        Ok(())
-    }
-
-    /// An ingest's current limits (sessions re-read them, so changes apply live).
-    pub fn limits(&self, ingest_id: &str) -> Option<Limits> {
-        self.lock().ingests.get(ingest_id).map(IngestEntry::limits)
     }
 
     /// Subscribes to events from `from_seq` (0: live only).

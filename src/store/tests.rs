@@ -185,3 +185,31 @@ async fn open_creates_a_missing_data_dir() {
     store.put_ingest(&ingest("x")).await.expect("put");
     assert!(nested.join(FILE_NAME).is_file());
 }
+
+/// Not a check: prints what a durable write costs on this disk. Run with
+/// `cargo test --lib store::tests::durable_write_latency -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn durable_write_latency() {
+    let dir = Scratch::new("latency");
+    let store = EmbeddedStore::open(&dir.0).expect("open");
+    let mut times = Vec::new();
+    for i in 0..200 {
+        let started = std::time::Instant::now();
+        store
+            .put_ingest(&ingest(&format!("cam-{i}")))
+            .await
+            .expect("put");
+        times.push(started.elapsed());
+    }
+    times.sort();
+    let batch: Vec<StreamRecord> = (0..200).map(|i| stream(&format!("cam-{i}"), 1)).collect();
+    let started = std::time::Instant::now();
+    store.put_streams(&batch).await.expect("checkpoint");
+    println!(
+        "put_ingest p50 {:?} p99 {:?}; checkpoint of 200 streams {:?}",
+        times[100],
+        times[198],
+        started.elapsed()
+    );
+}

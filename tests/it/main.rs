@@ -7,5 +7,7 @@ mod facts;
 mod harness;
 mod load_smoke;
 mod publisher;
+mod restart;
 mod simulcast;
+mod spoof;
 mod whip;
