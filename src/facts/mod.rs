@@ -7,8 +7,8 @@
 //! when its bytes change). The session copies [`StreamFacts`] into its stats events.
 //!
 //! B-frames: two signals, either one is enough.
-//! - A coded H.264 slice whose header says B (`slice_type` 1 or 6). Definitive, and seen on
-//!   the first B frame.
+//! - A coded H.264 slice whose header says B (`slice_type` 1 or 6), in a stream whose SPS
+//!   allows B slices (not Baseline). Definitive, and seen on the first B frame.
 //! - Presentation order that is not transmission order: two packets with consecutive
 //!   sequence numbers whose RTP timestamps go backwards, seen twice. This is what actually
 //!   hurts a WebRTC receiver (frames are reordered, so the jitter buffer must hold them) and
@@ -128,6 +128,9 @@ pub struct VideoPacket<'a> {
     pub payload: &'a [u8],
 }
 
+/// H.264 Baseline `profile_idc`: no B slices.
+const BASELINE: u8 = 66;
+
 /// What an SPS says (H.264 or H.265).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) struct SpsFacts {
@@ -191,7 +194,11 @@ impl VideoTracker {
                 if let Some(sps) = scan.sps {
                     self.apply_sps(sps);
                 }
-                if scan.b_slice {
+                // Only behind an SPS that allows B slices (not Baseline): without one the
+                // slice cannot be decoded anyway, and bytes that merely look like a B slice
+                // header (a synthetic or damaged stream) must not warn.
+                let b_allowed = self.facts.profile_idc.is_some_and(|p| p != BASELINE);
+                if scan.b_slice && b_allowed {
                     signal = Some(BFrameSignal::SliceType);
                 }
             }

@@ -110,6 +110,27 @@ fn b_slices_warn_once() {
 }
 
 #[test]
+fn b_looking_slices_without_an_sps_that_allows_them_do_not_warn() {
+    let mut tracker = VideoTracker::new(VideoCodec::H264, 90_000);
+    // No SPS yet: bytes that parse as a B slice header (0x41 0xab: slice_type 1).
+    for seq in 0..10u16 {
+        let ts = u32::from(seq) * 3000;
+        assert_eq!(
+            tracker.observe(video(1, seq, ts, false, &[0x41, 0xab, 0xab])),
+            None
+        );
+    }
+    // A Baseline SPS (no B slices possible): still no warning.
+    let baseline = hex("6742c01fd9005005bb011000000300100000030320f1832480");
+    tracker.observe(video(1, 10, 30_000, true, &baseline));
+    assert_eq!(
+        tracker.observe(video(1, 11, 33_000, false, &[0x41, 0xab])),
+        None
+    );
+    assert!(!tracker.facts().b_frames);
+}
+
+#[test]
 fn reordered_timestamps_warn_without_slice_headers() {
     let mut tracker = VideoTracker::new(VideoCodec::H265, 90_000);
     let warnings = b_frame_stream(&mut tracker, false);
