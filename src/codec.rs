@@ -2,8 +2,10 @@
 //!
 //! The consumer SDP is plain text for FFmpeg / GStreamer (`-protocol_whitelist file,udp,rtp`).
 //! Its payload types are fixed per codec, and the media path rewrites every forwarded packet
-//! to them, so the SDP is known at registration time and never depends on what a publisher
-//! happened to negotiate.
+//! to them. FFmpeg decodes only the first payload type of an `m=` line, so an ingest accepts
+//! one video codec (H264) unless its registration lists more; for an ingest that lists several,
+//! the registration-time SDP says so (`i=` line) and the SDP of the codec a publisher actually
+//! negotiated comes with the session.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -56,8 +58,10 @@ impl MediaKind {
 }
 
 impl VideoCodec {
-    /// Default preference when a registration names none.
-    pub const DEFAULT: &'static [VideoCodec] = &[VideoCodec::H264, VideoCodec::Vp8];
+    /// What a registration that names no video codec accepts: H264 only (what OBS, Chrome,
+    /// Safari, FFmpeg and GStreamer send), so the registration-time consumer SDP has one
+    /// payload type and always decodes.
+    pub const DEFAULT: &'static [VideoCodec] = &[VideoCodec::H264];
 
     /// Every video codec whipgate can forward.
     pub const ALL: &'static [VideoCodec] = &[
@@ -180,8 +184,9 @@ impl OfferPlan {
 
 /// Builds the SDP a consumer opens to receive an ingest's forwarded media.
 ///
-/// When several codecs are allowed, all are listed, the preferred first. FFmpeg only reads the
-/// first payload type of an `m=` line, so a consumer that must not guess registers one codec.
+/// When several codecs are allowed, all are listed, the preferred first, and an `i=` line says
+/// that the negotiated one comes with the session: FFmpeg only reads the first payload type of
+/// an `m=` line, so a consumer of such an ingest opens the session's SDP instead.
 pub fn consumer_sdp(
     ingest_id: &str,
     video: Option<(SocketAddr, &[VideoCodec])>,
@@ -192,9 +197,13 @@ pub fn consumer_sdp(
         .or(audio.map(|(addr, _)| addr))
         .map_or_else(|| "127.0.0.1".to_owned(), |addr| addr.ip().to_string());
     let mut sdp = format!(
-        "v=0\r\no=- 0 0 IN {} {origin}\r\ns=whipgate {ingest_id}\r\nt=0 0\r\n",
+        "v=0\r\no=- 0 0 IN {} {origin}\r\ns=whipgate {ingest_id}\r\n",
         addr_type(&origin)
     );
+    if video.is_some_and(|(_, codecs)| codecs.len() > 1) {
+        sdp.push_str(SEVERAL_CODECS_NOTE);
+    }
+    sdp.push_str("t=0 0\r\n");
     if let Some((addr, codecs)) = video {
         let lines: Vec<_> = codecs
             .iter()
@@ -225,6 +234,11 @@ pub fn consumer_sdp(
     }
     sdp
 }
+
+/// The `i=` line of a registration-time SDP that lists several video codecs.
+pub const SEVERAL_CODECS_NOTE: &str = "i=lists several video codecs: FFmpeg decodes only the \
+first; open the consumer_sdp of the track_started event or of GetIngest's live session, which \
+has the negotiated one\r\n";
 
 fn addr_type(ip: &str) -> &'static str {
     if ip.contains(':') { "IP6" } else { "IP4" }
@@ -274,6 +288,28 @@ mod tests {
         // It must parse as SDP.
         let mut reader = std::io::Cursor::new(sdp.as_bytes());
         sdp::SessionDescription::unmarshal(&mut reader).unwrap();
+    }
+
+    #[test]
+    fn several_video_codecs_are_flagged_and_the_negotiated_sdp_has_one() {
+        let v: SocketAddr = "127.0.0.1:5004".parse().unwrap();
+        let both = [VideoCodec::H264, VideoCodec::Vp8];
+        let sdp = consumer_sdp("cam", Some((v, &both)), None);
+        assert!(sdp.contains("m=video 5004 RTP/AVP 96 97\r\n"));
+        assert!(sdp.contains(SEVERAL_CODECS_NOTE), "{sdp}");
+        let one = consumer_sdp("cam", Some((v, VideoCodec::DEFAULT)), None);
+        assert!(!one.contains("i="), "{one}");
+        let negotiated = consumer_sdp("cam", Some((v, &[VideoCodec::Vp8])), None);
+        assert!(
+            negotiated.contains("m=video 5004 RTP/AVP 97\r\n"),
+            "{negotiated}"
+        );
+        assert!(negotiated.contains("a=rtpmap:97 VP8/90000"));
+        assert!(!negotiated.contains("H264") && !negotiated.contains("i="));
+        for text in [sdp, negotiated] {
+            let mut reader = std::io::Cursor::new(text.as_bytes());
+            sdp::SessionDescription::unmarshal(&mut reader).unwrap();
+        }
     }
 
     #[test]

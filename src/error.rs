@@ -56,6 +56,9 @@ pub enum Error {
     /// A watcher could not keep up with the event stream.
     #[error("{0}")]
     Lagged(String),
+    /// A bounded resource (e.g. the event-stream watchers) is in full use; retry later.
+    #[error("{0}")]
+    Busy(String),
     /// A watcher named the event epoch of another gateway run.
     #[error("{0}")]
     StaleEpoch(String),
@@ -77,7 +80,9 @@ impl Error {
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::IngestNotFound(_) | Error::SessionNotFound => StatusCode::NOT_FOUND,
             Error::PublisherConflict(_) | Error::IngestExists(_) => StatusCode::CONFLICT,
-            Error::CapReached(_) | Error::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Error::CapReached(_) | Error::Draining | Error::Busy(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::GatherTimeout => StatusCode::GATEWAY_TIMEOUT,
             Error::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
@@ -101,7 +106,7 @@ impl Error {
             Error::IngestNotFound(_) | Error::SessionNotFound => Code::NotFound,
             Error::PublisherConflict(_) | Error::IngestExists(_) => Code::AlreadyExists,
             Error::CapReached(_) => Code::ResourceExhausted,
-            Error::Draining => Code::Unavailable,
+            Error::Draining | Error::Busy(_) => Code::Unavailable,
             Error::GatherTimeout => Code::DeadlineExceeded,
             Error::PreconditionFailed | Error::PreconditionRequired => Code::FailedPrecondition,
             Error::OutOfRange(_) => Code::OutOfRange,

@@ -130,12 +130,20 @@ impl Gateway {
             metrics_listener,
             tracker,
             cancel,
-            ..
+            bound,
         } = self;
+        let node = control::NodeInfo::local(bound.http);
         media.spawn_receiver(cancel.clone());
         tracker.spawn(registry.clone().run_checkpoints(cancel.clone()));
 
-        let state = WhipState::new(registry.clone(), media.clone(), &config.ice_servers)?;
+        let events = whip::events::EventsHub::new(
+            registry.clone(),
+            config.api_key.as_deref(),
+            cancel.clone(),
+            node.clone(),
+        );
+        let state = WhipState::new(registry.clone(), media.clone(), &config.ice_servers)?
+            .with_events(events);
         let app = whip::router(
             state.clone(),
             &config.cors_origins,
@@ -172,7 +180,7 @@ impl Gateway {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(Error::internal)?;
-        let service = ControlService::new(registry.clone(), cancel.clone());
+        let service = ControlService::new(registry.clone(), cancel.clone()).with_node(node);
         let interceptor = control::api_key_interceptor(config.api_key.clone(), registry.clone());
         let grpc_cancel = cancel.clone();
         tracker.spawn(async move {

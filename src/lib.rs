@@ -6,11 +6,12 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`whip`] | the HTTP edge: routes, handlers, SDP offer checks, CORS, the publish page |
+//! | [`whip`] | the HTTP edge: routes, handlers, SDP offer checks, CORS, the publish page, the dashboard, `/events` (SSE) |
 //! | [`registry`] | the shared state: ingests, admission, live sessions, caps, the event log; restored from and written to the store |
 //! | [`store`] | what outlives the process, behind one trait: the embedded redb store (default) or memory |
 //! | [`media`] | the only webrtc-rs importer: the one UDP port and ICE-TCP port (mux), one task per session, simulcast, ICE restart, RTP -> UDP |
-//! | [`control`] | the tonic `IngestControl` service and proto conversions |
+//! | [`control`] | the tonic `IngestControl` service, proto conversions, the JSON form of its messages |
+//! | [`ctl`] | `whipgate ctl`: the operator's shell client for the control plane |
 //! | [`gateway`] | binding listeners, wiring, graceful shutdown |
 //! | [`error`] | the one error type and its HTTP / gRPC status mapping |
 //! | [`facts`] | stream facts read from forwarded RTP (resolution, frame rate, keyframe interval, B-frames, audio channels) |
@@ -22,6 +23,7 @@ pub mod codec;
 pub mod config;
 pub mod continuity;
 pub mod control;
+pub mod ctl;
 pub mod error;
 pub mod facts;
 #[doc(hidden)]

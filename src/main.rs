@@ -1,4 +1,5 @@
 //! The `whipgate` binary: parse configuration, init logging, run until SIGINT/SIGTERM.
+//! `whipgate ctl ...` is the control-plane client instead ([`whipgate::ctl`]).
 
 use anyhow::Context;
 use clap::Parser;
@@ -8,6 +9,11 @@ use whipgate::config::Cli;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args_os().skip(1).peekable();
+    if args.peek().is_some_and(|a| a == "ctl") {
+        args.next();
+        std::process::exit(whipgate::ctl::main(args).await);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

@@ -39,15 +39,16 @@ enum Command {
         duration: f64,
     },
     /// Publish/DELETE and publish/vanish cycles while sampling the gateway process.
-    Soak(soak::SoakConfig),
+    Soak(Box<soak::SoakConfig>),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rtc_dtls=error")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,rtc=error,rtc_dtls=error")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -75,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Soak(cfg)) => {
             let json = cfg.load.json;
-            let report = soak::run(cfg).await.context("soak")?;
+            let report = soak::run(*cfg).await.context("soak")?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             }

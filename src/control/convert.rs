@@ -188,6 +188,8 @@ fn session(s: &SessionView) -> pb::Session {
         counters: Some(counters(s.counters)),
         simulcast_layers: s.simulcast_layers.clone(),
         forwarded_layer: s.forwarded_layer.clone().unwrap_or_default(),
+        consumer_sdp: s.consumer_sdp.clone(),
+        node_id: String::new(),
         facts: Some(super::facts::stream_facts(&s.facts)),
     }
 }
@@ -313,6 +315,7 @@ pub(crate) fn event(e: &Event) -> pb::Event {
             codec,
             ssrc,
             rid,
+            consumer_sdp,
         } => Payload::TrackStarted(pb::TrackStarted {
             kind: match kind {
                 MediaKind::Video => pb::MediaKind::Video,
@@ -321,6 +324,7 @@ pub(crate) fn event(e: &Event) -> pb::Event {
             codec: codec.clone(),
             ssrc: *ssrc,
             rid: rid.clone().unwrap_or_default(),
+            consumer_sdp: consumer_sdp.clone(),
         }),
         EventPayload::SessionStats {
             bitrate_bps,

@@ -2,6 +2,15 @@
 
 mod convert;
 mod facts;
+pub mod json;
+mod node;
+
+pub use node::NodeInfo;
+
+/// The proto form of an ingest view (for the HTTP snapshot).
+pub fn convert_ingest(view: &crate::registry::IngestView) -> pb::Ingest {
+    convert::ingest(view)
+}
 
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -32,12 +41,31 @@ use pb::ingest_control_server::IngestControl;
 pub struct ControlService {
     registry: Registry,
     shutdown: CancellationToken,
+    node: Arc<NodeInfo>,
 }
 
 impl ControlService {
     /// A service over `registry`; event streams end when `shutdown` is cancelled.
     pub fn new(registry: Registry, shutdown: CancellationToken) -> Self {
-        ControlService { registry, shutdown }
+        ControlService {
+            registry,
+            shutdown,
+            node: Arc::new(NodeInfo::default()),
+        }
+    }
+
+    /// Names the node this service runs on (ListNodes, `Session.node_id`).
+    pub fn with_node(mut self, node: NodeInfo) -> Self {
+        self.node = Arc::new(node);
+        self
+    }
+
+    /// Names this node as the holder of the ingest's live session.
+    fn stamp(&self, mut ingest: pb::Ingest) -> pb::Ingest {
+        if let Some(session) = &mut ingest.session {
+            session.node_id.clone_from(&self.node.id);
+        }
+        ingest
     }
 
     fn done<T>(&self, method: &str, result: Result<T, Error>) -> Result<Response<T>, Status> {
@@ -55,7 +83,8 @@ impl ControlService {
     }
 }
 
-fn code_name(code: tonic::Code) -> &'static str {
+/// The canonical name of a gRPC code (`RESOURCE_EXHAUSTED`).
+pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
     match code {
         Ok => "OK",
@@ -106,7 +135,8 @@ pub fn api_key_interceptor(
     }
 }
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+/// A stream of control-plane events (see [`watch`]).
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl IngestControl for ControlService {
@@ -123,7 +153,7 @@ impl IngestControl for ControlService {
             // Durable before the answer.
             self.registry.persist().ingest(&view.spec.id).await?;
             Ok(pb::RegisterIngestResponse {
-                ingest: Some(convert::ingest(&view)),
+                ingest: Some(self.stamp(convert::ingest(&view))),
                 created,
             })
         }
@@ -153,7 +183,7 @@ impl IngestControl for ControlService {
             .registry
             .get(&request.into_inner().ingest_id)
             .map(|v| pb::GetIngestResponse {
-                ingest: Some(convert::ingest(&v)),
+                ingest: Some(self.stamp(convert::ingest(&v))),
             })
             .map_err(Error::from);
         self.done("GetIngest", result)
@@ -163,7 +193,12 @@ impl IngestControl for ControlService {
         &self,
         _request: Request<pb::ListIngestsRequest>,
     ) -> Result<Response<pb::ListIngestsResponse>, Status> {
-        let ingests = self.registry.list().iter().map(convert::ingest).collect();
+        let ingests = self
+            .registry
+            .list()
+            .iter()
+            .map(|v| self.stamp(convert::ingest(v)))
+            .collect();
         self.done("ListIngests", Ok(pb::ListIngestsResponse { ingests }))
     }
 
@@ -259,26 +294,47 @@ impl IngestControl for ControlService {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        let req = request.into_inner();
-        let subscription = match self.registry.subscribe_at(req.epoch, req.from_seq) {
-            Ok(s) => s,
-            Err(err) => return self.done("WatchEvents", Err(err.into())),
-        };
-        let filter = Filter {
-            ingests: req.ingest_ids.into_iter().collect(),
-            kinds: req.kinds.into_iter().collect(),
-        };
-        let state = WatchState {
-            replay: subscription.replay.into_iter(),
-            live: subscription.live,
-            filter,
-            shutdown: self.shutdown.clone(),
-            last_seq: req.from_seq.saturating_sub(1),
-            finished: false,
-        };
-        let stream = futures_util::stream::unfold(state, next_event);
-        self.done("WatchEvents", Ok(Box::pin(stream) as EventStream))
+        let result = watch(&self.registry, &self.shutdown, request.into_inner());
+        self.done("WatchEvents", result)
     }
+
+    async fn list_nodes(
+        &self,
+        _request: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let nodes = vec![self.node.describe(&self.registry)];
+        self.done("ListNodes", Ok(pb::ListNodesResponse { nodes }))
+    }
+}
+
+/// The event stream of `WatchEvents`: the replay from `from_seq`, then live events, filtered;
+/// a watcher that lags gets RESOURCE_EXHAUSTED (with where to resume), shutdown UNAVAILABLE,
+/// and the stream ends after either. The SSE endpoint (`GET /events`) serves the same stream.
+pub fn watch(
+    registry: &Registry,
+    shutdown: &CancellationToken,
+    req: pb::WatchEventsRequest,
+) -> Result<EventStream, Error> {
+    let subscription = registry.subscribe_at(req.epoch, req.from_seq)?;
+    let filter = Filter {
+        ingests: req.ingest_ids.into_iter().collect(),
+        kinds: req.kinds.into_iter().collect(),
+    };
+    let next_seq = subscription.next_seq;
+    let state = WatchState {
+        replay: subscription.replay.into_iter(),
+        live: subscription.live,
+        filter,
+        shutdown: shutdown.clone(),
+        // Live only: a lag resumes from the first event this watcher was due.
+        last_seq: if req.from_seq == 0 {
+            next_seq.saturating_sub(1)
+        } else {
+            req.from_seq.saturating_sub(1)
+        },
+        finished: false,
+    };
+    Ok(Box::pin(futures_util::stream::unfold(state, next_event)))
 }
 
 struct Filter {

@@ -6,6 +6,8 @@
 
 #[path = "../media/forward.rs"]
 mod forward;
+#[path = "../media/ice_auth.rs"]
+mod ice_auth;
 #[path = "../media/mux.rs"]
 mod mux;
 #[path = "../media/peer.rs"]
@@ -20,6 +22,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::shared::marshal::Unmarshal;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -57,20 +60,26 @@ fn factory() -> &'static peer::PeerFactory {
     })
 }
 
-/// The mux's STUN routing on one datagram (or ICE-TCP first frame): a session is routed for
-/// [`FUZZ_UFRAG`]; returns whether `packet` was routed to it.
-///
-/// Today this is `UdpMux::claim_tcp`, the pub(crate) entry that runs the private
-/// `binding_request_ufrag` and the routing table. Once the mux verifies MESSAGE-INTEGRITY
-/// before it routes, point this at that function (route + bind for `(packet, from)`), with
-/// the session's password [`super::FUZZ_PWD`].
+/// The mux's routing of one datagram from anyone on the internet: a session is routed for
+/// [`FUZZ_UFRAG`] with the password [`super::FUZZ_PWD`]; the datagram goes through
+/// `UdpMux::dispatch` (parse, FINGERPRINT and MESSAGE-INTEGRITY verification, address binding)
+/// and, as the first frame of an ICE-TCP connection, through `claim_tcp`. Returns whether it
+/// was routed to the session.
 pub fn stun_route(packet: &[u8]) -> bool {
     static MUX: OnceLock<mux::UdpMux> = OnceLock::new();
-    let mux = MUX.get_or_init(|| mux::UdpMux::new(udp_socket()));
-    let (route, _inbound) = mux.route(FUZZ_UFRAG.to_owned(), Uuid::from_u128(7));
-    let (writer, _frames) = mpsc::channel::<Bytes>(1);
+    let mux = MUX.get_or_init(|| {
+        let crypto = rtc::crypto::default_provider().expect("crypto provider");
+        mux::UdpMux::new(udp_socket(), crypto)
+    });
+    let (route, _inbound) = mux.route(FUZZ_UFRAG.to_owned(), super::FUZZ_PWD, Uuid::from_u128(7));
     let from = SocketAddr::from(([127, 0, 0, 2], 40_000));
-    let routed = mux.claim_tcp(packet, from, writer).is_some();
+    let mut pool = bytes::BytesMut::new();
+    let routed = mux
+        .dispatch(packet, from, std::time::Instant::now(), &mut pool)
+        .is_ok();
+    let (writer, _frames) = mpsc::channel::<Bytes>(1);
+    let claimed = mux.claim_tcp(packet, from, writer).is_ok();
+    assert_eq!(routed, claimed, "UDP and ICE-TCP authenticate alike");
     drop(route);
     assert_eq!(mux.routes(), 0, "a dropped route leaves nothing behind");
     routed
@@ -90,7 +99,7 @@ pub fn ice_restart(offer: &str, fragment: &[u8]) -> Option<Result<(String, Strin
     let _ = peer::ice_credentials(fragment);
     let plan = crate::whip::plan_offer(offer, &ingest(0)).ok()?;
     let mut negotiated = factory().negotiate(offer.to_owned(), &plan).ok()?;
-    Some(restart::restart(&mut negotiated.peer, fragment))
+    Some(restart::restart(&mut negotiated.peer, fragment).map(|r| (r.ufrag, r.fragment)))
 }
 
 /// RTP and RTCP through a session's forwarder and the ingest's continuity state. `data` is a
@@ -162,7 +171,10 @@ pub fn forward_rtp(data: &[u8]) {
                     continue;
                 };
                 for packet in &packets {
-                    forwarder.forward_rtcp(kind, packet.as_ref());
+                    let report = packet.as_any().downcast_ref::<SenderReport>();
+                    if let Some(report) = report {
+                        forwarder.forward_rtcp(kind, report);
+                    }
                 }
             }
             _ => {

@@ -18,7 +18,9 @@ use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsTransportState, RTCIceCandidate,
+};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -32,6 +34,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sansio::Protocol;
 use rtc::shared::marshal::Marshal;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use rtc::statistics::StatsSelector;
 use tokio::net::UdpSocket;
 
 use super::payload::{self, Stamp};
@@ -407,7 +410,17 @@ impl Publisher {
             }
         }
         if connected && self.phase == Phase::Connecting {
-            self.on_connected(now);
+            // rtc also reports "connected" when ICE is up and DTLS *closed* (the gateway gave
+            // up on a handshake that never completed): only a connected DTLS counts.
+            let dtls_up = peer
+                .get_stats(now, StatsSelector::None)
+                .transport()
+                .is_some_and(|t| t.dtls_state == RTCDtlsTransportState::Connected);
+            if dtls_up {
+                self.on_connected(now);
+            } else {
+                self.phase = Phase::Failed;
+            }
         }
     }
 

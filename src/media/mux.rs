@@ -243,7 +243,7 @@ impl UdpMux {
         from: SocketAddr,
         now: Instant,
     ) -> Result<Sink, DropReason> {
-        let (session, pwd) = self.verify(&mut request)?;
+        let session = self.verify(&mut request)?;
         let mut table = self.write();
         let table = &mut *table;
         match table.by_addr.get_mut(&from) {
@@ -264,7 +264,6 @@ impl UdpMux {
             }
             None => {}
         }
-        drop(pwd);
         let routed = table
             .sessions
             .get_mut(&session)
@@ -287,10 +286,7 @@ impl UdpMux {
     }
 
     /// The session whose credential verifies `request`.
-    fn verify(
-        &self,
-        request: &mut ice_auth::BindingRequest,
-    ) -> Result<(Uuid, Arc<str>), DropReason> {
+    fn verify(&self, request: &mut ice_auth::BindingRequest) -> Result<Uuid, DropReason> {
         let (session, pwd) = self
             .read()
             .by_ufrag
@@ -299,7 +295,7 @@ impl UdpMux {
             .ok_or(DropReason::UnknownUfrag)?;
         // The HMAC runs without the table lock held.
         ice_auth::verify(request, pwd.as_bytes(), self.crypto.crypto())?;
-        Ok((session, pwd))
+        Ok(session)
     }
 }
 
@@ -316,7 +312,7 @@ impl UdpMux {
             return Err(DropReason::Unmatched);
         }
         let mut request = ice_auth::parse(first)?.ok_or(DropReason::Unmatched)?;
-        let (session, _) = self.verify(&mut request)?;
+        let session = self.verify(&mut request)?;
         let mut table = self.write();
         let sink = table
             .sessions
@@ -339,12 +335,13 @@ impl UdpMux {
         if !is_stun_message(frame) {
             return Ok(());
         }
-        match ice_auth::parse(frame)? {
-            Some(mut request) => match self.verify(&mut request)? {
-                (owner, _) if owner == session => Ok(()),
-                _ => Err(DropReason::AddressInUse),
-            },
-            None => Ok(()),
+        let Some(mut request) = ice_auth::parse(frame)? else {
+            return Ok(());
+        };
+        if self.verify(&mut request)? == session {
+            Ok(())
+        } else {
+            Err(DropReason::AddressInUse)
         }
     }
 

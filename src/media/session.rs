@@ -353,23 +353,6 @@ impl Session {
         }
     }
 
-    /// The simulcast layer (RID) of a video SSRC; `None` without simulcast.
-    fn rid_of(&mut self, ssrc: u32) -> Option<String> {
-        if self.plan.simulcast_rids.is_empty() {
-            return None;
-        }
-        if let Some(rid) = self.rids.get(&ssrc) {
-            return Some(rid.clone());
-        }
-        let receivers: Vec<_> = self.peer.get_receivers().collect();
-        let rid = receivers.into_iter().find_map(|id| {
-            let receiver = self.peer.rtp_receiver(id)?;
-            receiver.track().rid(ssrc).map(|r| r.to_string())
-        })?;
-        self.rids.insert(ssrc, rid.clone());
-        Some(rid)
-    }
-
     /// Forwards the publisher's Sender Reports to the consumer's RTCP port (RTP port + 1).
     fn on_rtcp(&mut self, packets: &[Box<dyn rtc::rtcp::Packet>], p: &Progress) {
         for packet in packets {

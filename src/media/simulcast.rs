@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 
+use super::session::Session;
+
 /// A new "highest" layer must carry this much more than the current one (hysteresis).
 const SWITCH_MARGIN: f64 = 1.2;
 
@@ -91,6 +93,25 @@ impl LayerSelector {
             }
         }
         self.window.clear();
+    }
+}
+
+impl Session {
+    /// The simulcast layer (RID) of a video SSRC; `None` without simulcast.
+    pub(super) fn rid_of(&mut self, ssrc: u32) -> Option<String> {
+        if self.plan.simulcast_rids.is_empty() {
+            return None;
+        }
+        if let Some(rid) = self.rids.get(&ssrc) {
+            return Some(rid.clone());
+        }
+        let receivers: Vec<_> = self.peer.get_receivers().collect();
+        let rid = receivers.into_iter().find_map(|id| {
+            let receiver = self.peer.rtp_receiver(id)?;
+            receiver.track().rid(ssrc).map(|r| r.to_string())
+        })?;
+        self.rids.insert(ssrc, rid.clone());
+        Some(rid)
     }
 }
 

@@ -139,6 +139,8 @@ pub enum EventPayload {
         ssrc: u32,
         /// Simulcast layer, if any.
         rid: Option<String>,
+        /// SDP for what the session forwards (its negotiated codecs only).
+        consumer_sdp: String,
     },
     /// Periodic statistics of a live session.
     SessionStats {
@@ -243,6 +245,9 @@ pub struct Subscription {
     pub replay: Vec<Arc<Event>>,
     /// Everything after the replay.
     pub live: broadcast::Receiver<Arc<Event>>,
+    /// Sequence number of the first event the live receiver will get (where a live-only
+    /// watcher that lags must resume).
+    pub next_seq: u64,
 }
 
 impl EventLog {
@@ -325,6 +330,7 @@ impl EventLog {
             return Ok(Subscription {
                 replay: Vec::new(),
                 live,
+                next_seq: self.next_seq,
             });
         }
         if from_seq > self.next_seq {
@@ -338,7 +344,11 @@ impl EventLog {
         }
         let skip = usize::try_from(from_seq - oldest).unwrap_or(usize::MAX);
         let replay = self.history.iter().skip(skip).cloned().collect();
-        Ok(Subscription { replay, live })
+        Ok(Subscription {
+            replay,
+            live,
+            next_seq: self.next_seq,
+        })
     }
 }
 

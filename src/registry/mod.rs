@@ -382,6 +382,9 @@ fn view_of(entry: &IngestEntry) -> IngestView {
             counters: s.counters.snapshot(),
             simulcast_layers: s.simulcast_layers.clone(),
             forwarded_layer: s.forwarded_layer.clone(),
+            consumer_sdp: entry
+                .spec
+                .negotiated_sdp(s.video_codec.as_deref(), s.audio_codec.as_deref()),
             facts: s.facts,
         }),
     }

@@ -83,6 +83,22 @@ impl IngestSpec {
         )
     }
 
+    /// The SDP for what a session forwards: the negotiated codec of each kind (by its SDP
+    /// encoding name), or every accepted one while it is not known yet.
+    pub fn negotiated_sdp(&self, video: Option<&str>, audio: Option<&str>) -> String {
+        let video = video
+            .and_then(VideoCodec::from_encoding_name)
+            .map_or_else(|| self.video_codecs.clone(), |c| vec![c]);
+        let audio = audio
+            .and_then(AudioCodec::from_encoding_name)
+            .map_or_else(|| self.audio_codecs.clone(), |c| vec![c]);
+        codec::consumer_sdp(
+            &self.id,
+            self.video_target.map(|t| (t, video.as_slice())),
+            self.audio_target.map(|t| (t, audio.as_slice())),
+        )
+    }
+
     /// Whether a live publisher must be closed to move from `self` to `other`.
     pub fn media_differs(&self, other: &IngestSpec) -> bool {
         self.video_target != other.video_target
@@ -194,6 +210,8 @@ pub struct SessionView {
     pub simulcast_layers: Vec<String>,
     /// The simulcast layer being forwarded.
     pub forwarded_layer: Option<String>,
+    /// SDP for what this session forwards (the negotiated codecs only).
+    pub consumer_sdp: String,
     /// Resolution, frame rate, keyframe interval, audio channels (as of the last stats).
     pub facts: StreamFacts,
 }

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{EndReason, EventPayload, Registry, RegistryError, SessionState, State};
-use crate::codec::MediaKind;
+use crate::codec::{AudioCodec, MediaKind, VideoCodec};
 use crate::facts::{StreamFacts, StreamWarning};
 
 /// Commands the control plane sends to a live session's task.
@@ -121,6 +121,10 @@ impl Registry {
             MediaKind::Video => session.video_codec = Some(codec.to_owned()),
             MediaKind::Audio => session.audio_codec = Some(codec.to_owned()),
         }
+        let (video, audio) = (session.video_codec.clone(), session.audio_codec.clone());
+        let consumer_sdp = state.ingests.get(&ingest_id).map_or_else(String::new, |e| {
+            e.spec.negotiated_sdp(video.as_deref(), audio.as_deref())
+        });
         self.emit(
             &mut state,
             &ingest_id,
@@ -130,8 +134,23 @@ impl Registry {
                 codec: codec.to_owned(),
                 ssrc,
                 rid: rid.map(str::to_owned),
+                consumer_sdp,
             },
         );
+    }
+
+    /// Records the codecs a session negotiated (before its first packet), so its view and its
+    /// track-started events carry the SDP of exactly those.
+    pub fn session_negotiated(
+        &self,
+        session_id: Uuid,
+        video: Option<VideoCodec>,
+        audio: Option<AudioCodec>,
+    ) {
+        if let Some((_, session)) = self.lock().session_mut(session_id) {
+            session.video_codec = video.map(|c| c.encoding_name().to_owned());
+            session.audio_codec = audio.map(|c| c.encoding_name().to_owned());
+        }
     }
 
     /// Emits a periodic stats event for a live session.

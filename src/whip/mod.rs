@@ -4,6 +4,8 @@
 //! `PATCH` on the session takes trickle-ICE fragments. Every status comes from
 //! [`crate::error::Error`].
 
+mod dashboard;
+pub mod events;
 mod offer;
 
 use std::net::SocketAddr;
@@ -39,6 +41,14 @@ pub struct WhipState {
     pub media: Media,
     /// `Link: rel="ice-server"` values sent on every 201.
     pub ice_server_links: Arc<[HeaderValue]>,
+    /// The event stream, snapshot and dashboard routes' state.
+    pub events: events::EventsHub,
+}
+
+impl axum::extract::FromRef<WhipState> for events::EventsHub {
+    fn from_ref(state: &WhipState) -> Self {
+        state.events.clone()
+    }
 }
 
 impl WhipState {
@@ -48,11 +58,24 @@ impl WhipState {
             .iter()
             .map(|s| HeaderValue::from_str(&s.link_header()).map_err(Error::internal))
             .collect::<Result<Vec<_>, _>>()?;
+        let events = events::EventsHub::new(
+            registry.clone(),
+            None,
+            tokio_util::sync::CancellationToken::new(),
+            crate::control::NodeInfo::default(),
+        );
         Ok(WhipState {
             registry,
             media,
             ice_server_links: links.into(),
+            events,
         })
+    }
+
+    /// Serves `/events`, `/api/ingests` and `/dashboard` from `events` (API key, shutdown).
+    pub fn with_events(mut self, events: events::EventsHub) -> Self {
+        self.events = events;
+        self
     }
 }
 
@@ -70,7 +93,8 @@ pub fn router(
             axum::routing::delete(stop).patch(patch).get(no_content),
         )
         .route("/publish/{ingest_id}", get(publish_page))
-        .route("/healthz", get(healthz));
+        .route("/healthz", get(healthz))
+        .merge(dashboard::routes());
     if with_metrics {
         router = router.route("/metrics", get(metrics));
     }
@@ -210,6 +234,10 @@ async fn publish_inner(
         }
     };
     let session_id = admission.session_id;
+    let (video, audio) = (
+        plan.video.as_ref().map(|c| c.codec),
+        plan.audio.as_ref().map(|c| c.codec),
+    );
     // The planner accepted the body, so it is UTF-8.
     let offer = offer.unwrap_or_default().to_owned();
     let answer = state
@@ -217,6 +245,7 @@ async fn publish_inner(
         .publish(*admission, offer, plan)
         .await
         .map_err(|err| refused(state, ingest_id, err))?;
+    state.registry.session_negotiated(session_id, video, audio);
     state
         .registry
         .publish_accepted(session_id, peer, &answer.etag);

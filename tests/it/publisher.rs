@@ -491,6 +491,17 @@ impl Publisher {
         Ok(())
     }
 
+    /// The video track with its negotiated payload type and SSRC, for a test that sends its
+    /// own packets (e.g. a real encoded clip).
+    pub async fn video_track(&self) -> Result<(Arc<TrackLocalStaticRTP>, u8, u32)> {
+        let (track, sender, _) = self.video.as_ref().context("no video track")?;
+        Ok((
+            Arc::clone(track),
+            negotiated_pt(sender).await?,
+            first_ssrc(track).await?,
+        ))
+    }
+
     /// Stops sending media (the connection stays up).
     pub fn stop_media(&self) {
         self.sending.store(false, Ordering::SeqCst);
@@ -520,7 +531,7 @@ impl Drop for Publisher {
     }
 }
 
-fn packet(
+pub(crate) fn packet(
     pt: u8,
     ssrc: u32,
     seq: u32,

@@ -142,6 +142,29 @@ fn simulcast_layers_are_read_from_the_send_list() {
     );
 }
 
+const BOTH: &[VideoCodec] = &[VideoCodec::H264, VideoCodec::Vp8];
+
+/// A registration without codecs accepts H264 only: a VP8-only publisher gets a 400 that names
+/// the accepted codec.
+#[test]
+fn the_default_refuses_vp8_only_and_names_h264() {
+    let vp8_only = BROWSER
+        .replace("96 97 102 106", "96 97")
+        .replace("a=rtpmap:102 H264", "a=rtpmap:102 X")
+        .replace("a=rtpmap:106 H264", "a=rtpmap:106 X");
+    match plan(&vp8_only, &spec(VideoCodec::DEFAULT)) {
+        Err(Error::BadRequest(msg)) => assert!(msg.contains("accepted: H264"), "{msg}"),
+        other => panic!("expected a 400, got {other:?}"),
+    }
+    assert_eq!(
+        plan(&vp8_only, &spec(BOTH))
+            .expect("plan")
+            .video
+            .map(|v| v.codec),
+        Some(VideoCodec::Vp8)
+    );
+}
+
 /// Firefox (and GStreamer webrtcbin with max-bundle): every section after the first has port 0
 /// and `a=bundle-only` (RFC 8843). It is live, not rejected.
 #[test]
@@ -162,7 +185,7 @@ a=bundle-only\r\n\
 a=mid:1\r\n\
 a=sendonly\r\n\
 a=rtpmap:120 VP8/90000\r\n";
-    let planned = plan(offer, &spec(VideoCodec::DEFAULT)).expect("plan");
+    let planned = plan(offer, &spec(BOTH)).expect("plan");
     assert_eq!(
         planned
             .video
@@ -173,10 +196,5 @@ a=rtpmap:120 VP8/90000\r\n";
     assert!(planned.audio.is_some());
     // Port 0 without bundle-only still rejects the section.
     let rejected = offer.replace("a=bundle-only\r\n", "");
-    assert!(
-        plan(&rejected, &spec(VideoCodec::DEFAULT))
-            .expect("plan")
-            .video
-            .is_none()
-    );
+    assert!(plan(&rejected, &spec(BOTH)).expect("plan").video.is_none());
 }

@@ -98,7 +98,7 @@ async fn vp9_is_forwarded_when_the_ingest_accepts_it() -> Result<()> {
     assert!(v.iter().all(|p| p.payload_type == 98));
     let session = gw.session("vp9cam").await?.expect("live");
     assert_eq!(session.video_codec, "VP9");
-    // The default codec set (H264, VP8) refuses a VP9-only publisher.
+    // The default codec set (H264 only) refuses a VP9-only publisher.
     gw.register("default", None, None).await?;
     let (_p, offer) = Publisher::new(Some(Video::Vp9), false).await?;
     assert_eq!(gw.post_offer("default", &offer, None).await?.status(), 400);
@@ -176,7 +176,13 @@ async fn a_reconnecting_publisher_continues_the_same_output_stream() -> Result<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bundle_only_sections_of_real_offers_are_answered_live() -> Result<()> {
     let mut gw = TestGateway::start().await?;
-    gw.register("bundle", None, None).await?;
+    // These offers are VP8-only: the default registration (H264) would refuse them.
+    gw.register_with(pb::RegisterIngestRequest {
+        ingest_id: "bundle".into(),
+        video_codecs: vec![pb::VideoCodec::Vp8 as i32],
+        ..Default::default()
+    })
+    .await?;
     for (name, offer) in [
         (
             "firefox",
