@@ -16,6 +16,7 @@
 //! | [`error`] | the one error type and its HTTP / gRPC status mapping |
 //! | [`cluster`] | cluster mode on Redis: node records, publisher leases, shared state, one event stream, routed control calls |
 //! | [`secret`], [`untrusted`] | constant-time checks of the API key and bearer tokens; outside strings bounded and escaped for logs and events |
+//! | [`facts`] | stream facts read from forwarded RTP (resolution, frame rate, keyframe interval, B-frames, audio channels) |
 //! | [`load`] | `whipgate-load`, the load generator, sink, relay and soak (a client: it never runs inside the gateway) |
 //! | [`config`], [`metrics`], [`codec`], [`continuity`] | configuration, Prometheus metrics, codecs and consumer SDP, output stream continuity across reconnects and restarts |
 //! | `fuzzing` (hidden) | entry points for the cargo-fuzz targets in `fuzz/`; not an API |
@@ -27,6 +28,7 @@ pub mod continuity;
 pub mod control;
 pub mod ctl;
 pub mod error;
+pub mod facts;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;

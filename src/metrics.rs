@@ -50,6 +50,10 @@ pub struct Metrics {
     pub nacks_sent: IntCounter,
     /// PLIs sent to publishers.
     pub plis_sent: IntCounter,
+    /// RTCP Sender Reports the gateway made for publishers that send none.
+    pub sender_reports_synthesized: IntCounter,
+    /// Stream warnings (B-frames).
+    pub stream_warnings: IntCounter,
     /// Media datagrams (UDP) and ICE-TCP frames or connections dropped, by transport and
     /// reason (a fixed set: see `media_drop`).
     pub media_dropped: IntCounterVec,
@@ -214,6 +218,16 @@ impl Metrics {
                 &r,
                 "whipgate_rtcp_plis_sent_total",
                 "RTCP PLIs sent to publishers",
+            )?,
+            sender_reports_synthesized: counter(
+                &r,
+                "whipgate_rtcp_sender_reports_synthesized_total",
+                "RTCP Sender Reports made by the gateway for publishers that send none",
+            )?,
+            stream_warnings: counter(
+                &r,
+                "whipgate_stream_warnings_total",
+                "Stream warnings (B-frames) emitted",
             )?,
             media_dropped: counter_vec(
                 &r,

@@ -206,6 +206,7 @@ fn session(s: &SessionView) -> pb::Session {
         forwarded_layer: s.forwarded_layer.clone().unwrap_or_default(),
         consumer_sdp: s.consumer_sdp.clone(),
         node_id: String::new(),
+        facts: Some(super::facts::stream_facts(&s.facts)),
     }
 }
 
@@ -276,6 +277,7 @@ pub(crate) fn event_kind(p: &EventPayload) -> pb::EventKind {
         EventPayload::SessionConnected { .. } => K::SessionConnected,
         EventPayload::TrackStarted { .. } => K::TrackStarted,
         EventPayload::SessionStats { .. } => K::SessionStats,
+        EventPayload::StreamWarning { .. } => K::StreamWarning,
         EventPayload::SessionEnded { .. } => K::SessionEnded,
         EventPayload::CapsChanged { .. } => K::CapsChanged,
     }
@@ -330,11 +332,16 @@ pub(crate) fn event(e: &Event) -> pb::Event {
             bitrate_bps,
             counters: c,
             video_jitter_ms,
+            facts,
         } => Payload::SessionStats(pb::SessionStats {
             bitrate_bps: *bitrate_bps,
             counters: Some(counters(*c)),
             video_jitter_ms: *video_jitter_ms,
+            facts: Some(super::facts::stream_facts(facts)),
         }),
+        EventPayload::StreamWarning { kind, warning } => {
+            Payload::StreamWarning(super::facts::stream_warning(*kind, *warning))
+        }
         EventPayload::SessionEnded {
             reason,
             detail,

@@ -95,6 +95,28 @@ pub fn session(s: &pb::Session) -> Value {
         "forwarded_layer": s.forwarded_layer,
         "consumer_sdp": s.consumer_sdp,
         "node_id": s.node_id,
+        "facts": facts(s.facts.as_ref()),
+    })
+}
+
+/// Stream facts (zero: not known yet; `null` for a kind that is not forwarded).
+fn facts(f: Option<&pb::StreamFacts>) -> Value {
+    let Some(f) = f else { return Value::Null };
+    json!({
+        "video": f.video.as_ref().map_or(Value::Null, |v| json!({
+            "width": v.width,
+            "height": v.height,
+            "fps": v.fps,
+            "declared_fps": v.declared_fps,
+            "keyframe_interval_millis": v.keyframe_interval_millis,
+            "profile_idc": v.profile_idc,
+            "level_idc": v.level_idc,
+            "b_frames": v.b_frames,
+        })),
+        "audio": f.audio.as_ref().map_or(Value::Null, |a| json!({
+            "sample_rate": a.sample_rate,
+            "channels": a.channels,
+        })),
     })
 }
 
@@ -188,8 +210,25 @@ pub fn event(e: &pb::Event) -> Value {
                 "bitrate_bps": p.bitrate_bps,
                 "counters": counters(p.counters.as_ref()),
                 "video_jitter_ms": p.video_jitter_ms,
+                "facts": facts(p.facts.as_ref()),
             }),
         ),
+        Some(Payload::StreamWarning(p)) => {
+            let warning = pb::StreamWarningKind::try_from(p.warning)
+                .ok()
+                .map(|k| k.as_str_name());
+            let kind = pb::MediaKind::try_from(p.kind)
+                .ok()
+                .map(|k| k.as_str_name());
+            (
+                "stream_warning",
+                json!({
+                    "warning": enum_name(warning, "STREAM_WARNING_KIND_", p.warning),
+                    "kind": enum_name(kind, "MEDIA_KIND_", p.kind),
+                    "detail": p.detail,
+                }),
+            )
+        }
         Some(Payload::SessionEnded(p)) => {
             let full = pb::EndReason::try_from(p.reason)
                 .ok()
@@ -262,6 +301,14 @@ mod tests {
                 bitrate_bps: 1_500_000,
                 counters: None,
                 video_jitter_ms: 1.5,
+                facts: Some(pb::StreamFacts {
+                    video: Some(pb::VideoFacts {
+                        width: 1280,
+                        height: 720,
+                        ..Default::default()
+                    }),
+                    audio: None,
+                }),
             })),
         };
         let v = event(&e);
@@ -269,6 +316,8 @@ mod tests {
         assert_eq!(v["kind"], "session_stats");
         assert_eq!(v["session_stats"]["bitrate_bps"], 1_500_000);
         assert_eq!(v["session_stats"]["counters"]["packets_lost"], 0);
+        assert_eq!(v["session_stats"]["facts"]["video"]["width"], 1280);
+        assert!(v["session_stats"]["facts"]["audio"].is_null());
         assert_eq!(v["at"], "1970-01-01T00:00:00Z");
     }
 }

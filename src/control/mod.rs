@@ -1,6 +1,7 @@
 //! The gRPC control plane (`whipgate.v1.IngestControl`), over the shared registry.
 
 mod convert;
+mod facts;
 pub mod json;
 pub mod limits;
 mod node;

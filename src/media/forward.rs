@@ -188,15 +188,10 @@ impl Forwarder {
     /// Sends a Sender Report, mapped to the output stream, to the RTCP port of a kind's target
     /// (RTP port + 1).
     pub(crate) fn forward_rtcp(&mut self, kind: MediaKind, report: &SenderReport) {
-        let Some(target) = self.target(kind) else {
+        let Some(clock_rate) = self.target(kind).map(|target| target.clock_rate) else {
             return;
         };
-        let Some(port) = target.addr.port().checked_add(1) else {
-            return;
-        };
-        let addr = SocketAddr::new(target.addr.ip(), port);
         let session = self.session;
-        let clock_rate = target.clock_rate;
         let mapped = self.with_stream(kind, |stream| {
             stream.map_report(
                 session,
@@ -216,12 +211,22 @@ impl Forwarder {
             ..report.clone()
         };
         match report.marshal() {
-            Ok(bytes) => {
-                if let Some(socket) = self.sockets.for_addr(addr) {
-                    let _ = socket.try_send_to(&bytes, addr);
-                }
-            }
+            Ok(bytes) => self.send_rtcp(kind, &bytes),
             Err(err) => tracing::debug!(%err, "marshalling RTCP"),
+        }
+    }
+
+    /// Sends an RTCP packet to the RTCP port of a kind's target (RTP port + 1).
+    pub(crate) fn send_rtcp(&self, kind: MediaKind, bytes: &[u8]) {
+        let Some(target) = self.target(kind) else {
+            return;
+        };
+        let Some(port) = target.addr.port().checked_add(1) else {
+            return;
+        };
+        let addr = SocketAddr::new(target.addr.ip(), port);
+        if let Some(socket) = self.sockets.for_addr(addr) {
+            let _ = socket.try_send_to(bytes, addr);
         }
     }
 }

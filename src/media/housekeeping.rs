@@ -104,6 +104,8 @@ impl Session {
                 format!("{bitrate} bps above the cap of {max} bps"),
             ));
         }
+        let facts = self.stream_facts();
+        registry.set_session_facts(self.admission.session_id, facts);
         self.admission.guard.registry().session_stats(
             self.admission.session_id,
             bitrate,

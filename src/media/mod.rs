@@ -10,11 +10,13 @@ mod forward;
 mod housekeeping;
 mod ice_auth;
 mod mux;
+mod observe;
 mod peer;
 mod restart;
 mod rtcp;
 mod session;
 mod simulcast;
+mod sr;
 mod tcp;
 mod udp;
 
@@ -34,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::registry::Admission;
 use forward::{ForwardSockets, Forwarder};
 use mux::UdpMux;
+use observe::Observers;
 use peer::PeerFactory;
 use session::{Session, SessionTimers};
 use simulcast::LayerSelector;
@@ -182,6 +185,7 @@ impl Media {
         let session = Session {
             layers,
             forwarder: Forwarder::new(self.forward.clone(), &admission, &plan, &self.metrics),
+            observers: Observers::new(&plan, &admission.spec),
             admission,
             plan,
             peer: negotiated.peer,

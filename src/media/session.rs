@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use super::forward::{Forwarder, starts_keyframe};
 use super::mux::{Datagram, Route, UdpMux};
+use super::observe::Observers;
 use super::simulcast::LayerSelector;
 use crate::codec::{MediaKind, OfferPlan};
 use crate::registry::{Admission, EndReason, IceRestarted, SessionCommand};
@@ -54,6 +55,8 @@ pub(crate) struct Session {
     /// SSRC -> simulcast RID, learnt from the receiver.
     pub(crate) rids: HashMap<u32, String>,
     pub(crate) timers: SessionTimers,
+    /// Stream facts and Sender Report synthesis.
+    pub(crate) observers: Observers,
 }
 
 /// Mutable bookkeeping of the loop.
@@ -118,6 +121,7 @@ impl Session {
                 _ = housekeeping.tick() => {
                     self.check_limits(&mut p);
                     self.review_layers(&mut p);
+                    self.send_reports();
                 }
                 _ = stats.tick() => {
                     let elapsed = last_stats.elapsed();
@@ -267,6 +271,7 @@ impl Session {
         let session_id = self.admission.session_id;
         p.last_media = Instant::now();
         self.forwarder.count_received(kind, size);
+        let mut keyframe = false;
         match kind {
             MediaKind::Video => {
                 counters.video_packets.fetch_add(1, Ordering::Relaxed);
@@ -276,7 +281,7 @@ impl Session {
                 let Some(codec) = self.plan.video.as_ref().map(|v| v.codec) else {
                     return;
                 };
-                let keyframe = starts_keyframe(codec, &packet.payload);
+                keyframe = starts_keyframe(codec, &packet.payload);
                 if keyframe {
                     counters.keyframes.fetch_add(1, Ordering::Relaxed);
                 }
@@ -339,8 +344,12 @@ impl Session {
             // Padding only (bandwidth probes, sent on the media SSRC when RTX is not
             // negotiated): nothing for a consumer, and the output closes the gap.
             self.forwarder.skip(kind, packet);
-        } else if self.forwarder.forward(kind, packet) {
+            return;
+        }
+        self.observe_input(kind, packet, keyframe);
+        if self.forwarder.forward(kind, packet) {
             counters.packets_forwarded.fetch_add(1, Ordering::Relaxed);
+            self.observe_output(kind, packet);
         }
     }
 
@@ -357,6 +366,7 @@ impl Session {
             } else {
                 continue;
             };
+            self.observe_publisher_report();
             self.forwarder.forward_rtcp(kind, report);
         }
     }

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::model::{Caps, CountersSnapshot, IngestView, Limits};
 use crate::codec::MediaKind;
+use crate::facts::{StreamFacts, StreamWarning};
 use crate::store::EventClock;
 
 /// When fewer sequence numbers than this are left in the reservation, the next block is asked
@@ -149,6 +150,15 @@ pub enum EventPayload {
         counters: CountersSnapshot,
         /// Video interarrival jitter.
         video_jitter_ms: f64,
+        /// What the media is.
+        facts: StreamFacts,
+    },
+    /// Something about a live stream the operator should fix (B-frames).
+    StreamWarning {
+        /// The stream concerned.
+        kind: MediaKind,
+        /// What.
+        warning: StreamWarning,
     },
     /// A session is gone.
     SessionEnded {
@@ -182,6 +192,7 @@ impl EventPayload {
             EventPayload::SessionConnected { .. } => "session_connected",
             EventPayload::TrackStarted { .. } => "track_started",
             EventPayload::SessionStats { .. } => "session_stats",
+            EventPayload::StreamWarning { .. } => "stream_warning",
             EventPayload::SessionEnded { .. } => "session_ended",
             EventPayload::CapsChanged { .. } => "caps_changed",
         }

@@ -35,6 +35,7 @@ pub use publish::{Admission, Admitted, SessionGuard};
 pub use session::{IceRestarted, SessionCommand};
 
 use crate::continuity::Continuity;
+use crate::facts::StreamFacts;
 use crate::metrics::Metrics;
 use crate::store::{EventClock, Store};
 use events::{EventLog, SubscribeError};
@@ -118,6 +119,8 @@ struct SessionEntry {
     /// Announced (publish-accepted emitted): only announced sessions emit session-ended.
     announced: bool,
     etag: String,
+    /// What the media is, as the session task last reported.
+    facts: StreamFacts,
 }
 
 impl Registry {
@@ -388,6 +391,7 @@ fn view_of(entry: &IngestEntry) -> IngestView {
             consumer_sdp: entry
                 .spec
                 .negotiated_sdp(s.video_codec.as_deref(), s.audio_codec.as_deref()),
+            facts: s.facts,
         }),
     }
 }

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::RegistryError;
 use crate::codec::{self, AudioCodec, VideoCodec};
+use crate::facts::StreamFacts;
 
 /// Longest accepted ingest id.
 pub const MAX_INGEST_ID_LEN: usize = 128;
@@ -211,6 +212,8 @@ pub struct SessionView {
     pub forwarded_layer: Option<String>,
     /// SDP for what this session forwards (the negotiated codecs only).
     pub consumer_sdp: String,
+    /// Resolution, frame rate, keyframe interval, audio channels (as of the last stats).
+    pub facts: StreamFacts,
 }
 
 /// An ingest as seen from outside (no token).

@@ -168,6 +168,7 @@ impl Registry {
             etag: String::new(),
             simulcast_layers: Vec::new(),
             forwarded_layer: None,
+            facts: Default::default(),
         });
         state.sessions.insert(session_id, ingest_id.to_owned());
         self.inner

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::{EndReason, EventPayload, Registry, RegistryError, SessionState, State};
 use crate::codec::{AudioCodec, MediaKind, VideoCodec};
+use crate::facts::{StreamFacts, StreamWarning};
 
 /// Commands the control plane sends to a live session's task.
 #[derive(Debug)]
@@ -159,6 +160,7 @@ impl Registry {
             return;
         };
         let counters = session.counters.snapshot();
+        let facts = session.facts;
         self.emit(
             &mut state,
             &ingest_id,
@@ -167,7 +169,31 @@ impl Registry {
                 bitrate_bps,
                 counters,
                 video_jitter_ms,
+                facts,
             },
+        );
+    }
+
+    /// Records what a live session's media is: GetIngest shows it, the next stats event
+    /// carries it.
+    pub fn set_session_facts(&self, session_id: Uuid, facts: StreamFacts) {
+        let mut state = self.lock();
+        if let Some((_, session)) = state.session_mut(session_id) {
+            session.facts = facts;
+        }
+    }
+
+    /// Emits a warning about a live session's stream (the session sends each kind once).
+    pub fn stream_warning(&self, session_id: Uuid, kind: MediaKind, warning: StreamWarning) {
+        let mut state = self.lock();
+        let Some((ingest_id, _)) = state.session_mut(session_id) else {
+            return;
+        };
+        self.emit(
+            &mut state,
+            &ingest_id,
+            Some(session_id),
+            EventPayload::StreamWarning { kind, warning },
         );
     }
 

@@ -12,6 +12,7 @@ mod ctl;
 mod drain;
 mod edge_http;
 mod events_sse;
+mod facts;
 mod grafana;
 mod hardening;
 mod harness;

@@ -10,7 +10,9 @@ use rtc::ice::network_type::NetworkType;
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_nack, register_default_interceptors,
+};
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9, MediaEngine,
 };
@@ -65,6 +67,12 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// A video frame a test makes: its RTP timestamp and one payload per packet.
+pub struct Frame {
+    pub timestamp: u32,
+    pub packets: Vec<Vec<u8>>,
+}
+
 /// How fast the synthetic video goes (audio is always 50 packets/s of 80 bytes).
 #[derive(Clone, Copy, Debug)]
 pub struct MediaRate {
@@ -89,14 +97,32 @@ impl Default for MediaRate {
 /// A loopback peer connection with the default (sender) interceptors, and watches on its ICE
 /// gathering and connection states.
 pub(crate) async fn peer(
-    mut media: MediaEngine,
+    media: MediaEngine,
     tcp_only: bool,
 ) -> Result<(
     Arc<dyn PeerConnection>,
     watch::Receiver<bool>,
     watch::Receiver<RTCPeerConnectionState>,
 )> {
-    let registry = register_default_interceptors(Registry::new(), &mut media)?;
+    peer_with(media, tcp_only, true).await
+}
+
+/// Like [`peer`]; without `rtcp_reports` the peer sends no RTCP Sender or Receiver Reports
+/// (as OBS), only NACKs.
+async fn peer_with(
+    mut media: MediaEngine,
+    tcp_only: bool,
+    rtcp_reports: bool,
+) -> Result<(
+    Arc<dyn PeerConnection>,
+    watch::Receiver<bool>,
+    watch::Receiver<RTCPeerConnectionState>,
+)> {
+    let registry = if rtcp_reports {
+        register_default_interceptors(Registry::new(), &mut media)?
+    } else {
+        configure_nack(Registry::new(), &mut media)
+    };
     let (gathered_tx, gathered) = watch::channel(false);
     let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
     let builder = PeerConnectionBuilder::new()
@@ -189,6 +215,23 @@ impl Publisher {
         audio: bool,
         tcp_only: bool,
     ) -> Result<(Self, String)> {
+        Self::with_options(video, audio, tcp_only, true).await
+    }
+
+    /// Like `new`, but the publisher sends no RTCP Sender Reports (as OBS).
+    pub async fn without_sender_reports(
+        video: Option<Video>,
+        audio: bool,
+    ) -> Result<(Self, String)> {
+        Self::with_options(video, audio, false, false).await
+    }
+
+    async fn with_options(
+        video: Option<Video>,
+        audio: bool,
+        tcp_only: bool,
+        rtcp_reports: bool,
+    ) -> Result<(Self, String)> {
         let mut media = MediaEngine::default();
         if let Some(v) = video {
             let (c, pt) = video_codec(v);
@@ -209,7 +252,7 @@ impl Publisher {
                 RtpCodecKind::Audio,
             )?;
         }
-        let (pc, gathered, state) = peer(media, tcp_only).await?;
+        let (pc, gathered, state) = peer_with(media, tcp_only, rtcp_reports).await?;
         let video = match video {
             Some(v) => {
                 let t = track(RtpCodecKind::Video, video_codec(v).0, random_ssrc());
@@ -386,6 +429,42 @@ impl Publisher {
                 }
             }));
         }
+        self.start_audio().await
+    }
+
+    /// Starts sending video frames the test makes (`frames(n)` for the n-th frame, one every
+    /// `interval`; the last packet of a frame carries the marker bit), and the usual audio.
+    pub async fn start_media_from(
+        &mut self,
+        interval: Duration,
+        mut frames: impl FnMut(u32) -> Frame + Send + 'static,
+    ) -> Result<()> {
+        self.sending.store(true, Ordering::SeqCst);
+        if let Some((track, sender, _)) = &self.video {
+            let pt = negotiated_pt(sender).await?;
+            let ssrc = first_ssrc(track).await?;
+            let (track, sending) = (Arc::clone(track), Arc::clone(&self.sending));
+            self.tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                let (mut n, mut seq): (u32, u32) = (0, 0);
+                while sending.load(Ordering::SeqCst) {
+                    tick.tick().await;
+                    let frame = frames(n);
+                    let last = frame.packets.len().saturating_sub(1);
+                    for (i, payload) in frame.packets.into_iter().enumerate() {
+                        let rtp = packet(pt, ssrc, seq, frame.timestamp, i == last, payload);
+                        let _ = track.write_rtp(rtp).await;
+                        seq = seq.wrapping_add(1);
+                    }
+                    n = n.wrapping_add(1);
+                }
+            }));
+        }
+        self.start_audio().await
+    }
+
+    /// 50 Opus-like packets a second (TOC byte 0xFC: stereo) until `stop_media`.
+    async fn start_audio(&mut self) -> Result<()> {
         if let Some((track, sender)) = &self.audio {
             let pt = negotiated_pt(sender).await?;
             let ssrc = first_ssrc(track).await?;

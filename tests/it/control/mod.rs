@@ -37,6 +37,7 @@ fn kind(event: &pb::Event) -> K {
         Some(Payload::SessionStats(_)) => K::SessionStats,
         Some(Payload::SessionEnded(_)) => K::SessionEnded,
         Some(Payload::CapsChanged(_)) => K::CapsChanged,
+        Some(Payload::StreamWarning(_)) => K::StreamWarning,
         None => K::Unspecified,
     }
 }

@@ -1,0 +1,126 @@
+//! What a session learns from the packets it forwards: stream facts ([`crate::facts`]) from
+//! the publisher's packets, and the clock mapping of the Sender Reports it makes for
+//! publishers that send none ([`super::sr`]) from the output packets. Per packet this is a
+//! few field updates: no allocation, no lock.
+
+use std::time::{Instant, SystemTime};
+
+use rtc::rtp;
+use rtc::shared::marshal::Marshal;
+
+use super::session::Session;
+use super::sr::{SenderReports, WallClock};
+use crate::codec::{MediaKind, OfferPlan};
+use crate::facts::{AudioTracker, StreamFacts, VideoPacket, VideoTracker};
+use crate::registry::IngestSpec;
+
+/// A session's fact trackers and Sender Report clocks, for the kinds it forwards.
+pub(crate) struct Observers {
+    video: Option<VideoTracker>,
+    audio: Option<AudioTracker>,
+    reports: SenderReports,
+}
+
+impl Observers {
+    /// For the negotiated codecs of the kinds the ingest forwards.
+    pub(crate) fn new(plan: &OfferPlan, spec: &IngestSpec) -> Self {
+        let video = plan.video.as_ref().filter(|_| spec.video_target.is_some());
+        let audio = plan.audio.as_ref().filter(|_| spec.audio_target.is_some());
+        Observers {
+            video: video.map(|v| VideoTracker::new(v.codec, v.clock_rate)),
+            audio: audio.map(|a| {
+                AudioTracker::new(a.codec.encoding_name(), a.clock_rate, a.channels, &a.fmtp)
+            }),
+            reports: SenderReports::new(
+                WallClock::new(Instant::now(), SystemTime::now()),
+                video.map(|v| v.clock_rate),
+                audio.map(|a| a.clock_rate),
+            ),
+        }
+    }
+
+    /// The facts so far.
+    pub(crate) fn facts(&self) -> StreamFacts {
+        StreamFacts {
+            video: self.video.as_ref().map(VideoTracker::facts),
+            audio: self.audio.as_ref().map(AudioTracker::facts),
+        }
+    }
+}
+
+impl Session {
+    /// A publisher packet about to be forwarded (its own SSRC, sequence and timestamp).
+    pub(super) fn observe_input(&mut self, kind: MediaKind, packet: &rtp::Packet, keyframe: bool) {
+        match kind {
+            MediaKind::Video => {
+                let Some(tracker) = self.observers.video.as_mut() else {
+                    return;
+                };
+                let warning = tracker.observe(VideoPacket {
+                    ssrc: packet.header.ssrc,
+                    seq: packet.header.sequence_number,
+                    timestamp: packet.header.timestamp,
+                    keyframe,
+                    payload: &packet.payload,
+                });
+                if let Some(warning) = warning {
+                    tracing::warn!(
+                        ingest = %self.admission.spec.id,
+                        warning = warning.as_str(),
+                        "{}",
+                        warning.detail()
+                    );
+                    let registry = self.admission.guard.registry();
+                    registry.metrics().stream_warnings.inc();
+                    registry.stream_warning(self.admission.session_id, kind, warning);
+                }
+            }
+            MediaKind::Audio => {
+                if let Some(tracker) = self.observers.audio.as_mut() {
+                    tracker.observe(&packet.payload);
+                }
+            }
+        }
+    }
+
+    /// A packet that was sent to the consumer, with the output stream's header.
+    pub(super) fn observe_output(&mut self, kind: MediaKind, packet: &rtp::Packet) {
+        self.observers.reports.on_forwarded(
+            kind,
+            Instant::now(),
+            packet.header.ssrc,
+            packet.header.timestamp,
+            packet.payload.len(),
+        );
+    }
+
+    /// The publisher sent a Sender Report: its own clock wins for a while.
+    pub(super) fn observe_publisher_report(&mut self) {
+        self.observers.reports.on_publisher_report(Instant::now());
+    }
+
+    /// Sends the Sender Reports that are due (housekeeping, a few times a second).
+    pub(super) fn send_reports(&mut self) {
+        for report in self
+            .observers
+            .reports
+            .poll(Instant::now())
+            .into_iter()
+            .flatten()
+        {
+            match report.to_rtcp().marshal() {
+                Ok(bytes) => {
+                    self.forwarder.send_rtcp(report.kind, &bytes);
+                    let registry = self.admission.guard.registry();
+                    registry.metrics().sender_reports_synthesized.inc();
+                }
+                Err(err) => tracing::debug!(%err, "marshalling a Sender Report"),
+            }
+        }
+    }
+
+    /// The facts so far (stats).
+    pub(super) fn stream_facts(&self) -> StreamFacts {
+        self.observers.facts()
+    }
+}
