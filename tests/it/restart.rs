@@ -99,7 +99,7 @@ impl Child9 {
         Ok(request.send().await?)
     }
 
-    /// Publishes VP8 with a real WebRTC client and the token; media flowing.
+    /// Publishes H264 with a real WebRTC client and the token; media flowing.
     async fn publish(&self) -> Result<Publisher> {
         let (mut publisher, offer) = Publisher::new(Some(Video::H264), false).await?;
         let response = self.post(&offer, Some(TOKEN)).await?;
@@ -159,8 +159,6 @@ async fn registrations_and_stream_continuity_survive_kill_9() -> Result<()> {
         video_target: sink.addr.to_string(),
         bearer_token: TOKEN.into(),
         labels: [("room".to_owned(), "42".to_owned())].into(),
-        // The publisher sends VP8; the default registration accepts H264 only.
-        video_codecs: vec![pb::VideoCodec::Vp8 as i32],
         ..Default::default()
     })
     .await?;
