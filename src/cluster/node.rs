@@ -48,6 +48,8 @@ struct Inner {
     leases: Leases,
     /// Leases this node holds: ingest -> session.
     held: Mutex<HashMap<String, Uuid>>,
+    /// The cluster event stream on this node, once started.
+    feed: std::sync::OnceLock<super::feed::EventFeed>,
 }
 
 impl ClusterNode {
@@ -66,6 +68,7 @@ impl ClusterNode {
                 leases: Leases::new(redis.clone(), keys.clone()),
                 settings,
                 held: Mutex::new(HashMap::new()),
+                feed: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -73,6 +76,16 @@ impl ClusterNode {
     /// This node's settings.
     pub fn settings(&self) -> &NodeSettings {
         &self.inner.settings
+    }
+
+    /// The cluster event stream on this node (`None` before [`ClusterNode::attach_feed`]).
+    pub fn feed(&self) -> Option<&super::feed::EventFeed> {
+        self.inner.feed.get()
+    }
+
+    /// Sets the cluster event stream of this node (once; later calls are ignored).
+    pub fn attach_feed(&self, feed: super::feed::EventFeed) {
+        let _ = self.inner.feed.set(feed);
     }
 
     /// The node records.
