@@ -161,10 +161,15 @@ impl EventFeed {
         let mut replay = Vec::new();
         let mut next = from_seq;
         loop {
-            let page = self.inner.stream.read_from(next).await.map_err(|e| match e {
-                ClusterError::OutOfRange(m) => Error::OutOfRange(m),
-                other => Error::Unavailable(format!("cluster event stream: {other}")),
-            })?;
+            let page = self
+                .inner
+                .stream
+                .read_from(next)
+                .await
+                .map_err(|e| match e {
+                    ClusterError::OutOfRange(m) => Error::OutOfRange(m),
+                    other => Error::Unavailable(format!("cluster event stream: {other}")),
+                })?;
             replay.extend(page.events.iter().filter_map(|e| decode(e, current)));
             if !page.more {
                 break;

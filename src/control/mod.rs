@@ -395,7 +395,12 @@ async fn watch_with(
         Some(feed) => {
             let sub = feed.subscribe(req.epoch, req.from_seq).await?;
             let replay: Vec<Item> = sub.replay.into_iter().map(Item::Shared).collect();
-            (replay, Live::Shared(sub.live), sub.last_seq, Some(sub.epoch))
+            (
+                replay,
+                Live::Shared(sub.live),
+                sub.last_seq,
+                Some(sub.epoch),
+            )
         }
         None => {
             let subscription = source.registry.subscribe_at(req.epoch, req.from_seq)?;

@@ -15,7 +15,7 @@ use crate::harness::{PATIENCE, TestGateway, UdpSink, eventually, header};
 use crate::publisher::{Publisher, Video};
 use crate::redis_harness::RedisServer;
 
-async fn node(
+pub async fn node(
     redis: &RedisServer,
     id: &str,
     tweak: impl FnOnce(&mut whipgate::Config),
