@@ -257,4 +257,46 @@ mod tests {
         let (last, _) = next_event(state).await.unwrap();
         assert_eq!(last.unwrap_err().code(), tonic::Code::Unavailable);
     }
+
+    fn shared(seq: u64, epoch: u64) -> Arc<pb::Event> {
+        Arc::new(pb::Event {
+            seq,
+            epoch,
+            node_id: "b".into(),
+            ..Default::default()
+        })
+    }
+
+    fn shared_watch(live: broadcast::Receiver<Arc<pb::Event>>, last_seq: u64) -> WatchState {
+        let mut state = watch(tokio::sync::broadcast::channel(1).1, last_seq);
+        state.live = Live::Shared(live);
+        state.shared_epoch = Some(7);
+        state
+    }
+
+    #[tokio::test]
+    async fn a_cluster_watcher_is_told_of_a_jump_in_seqs_and_of_a_new_epoch() {
+        let (tx, rx) = broadcast::channel(8);
+        let state = shared_watch(rx, 4);
+        for seq in [5, 7] {
+            tx.send(shared(seq, 7)).unwrap();
+        }
+        let (first, state) = next_event(state).await.unwrap();
+        assert_eq!(first.unwrap().node_id, "b", "the producing node is kept");
+        let (jump, state) = next_event(state).await.unwrap();
+        let status = jump.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            status.message().contains("from_seq=6"),
+            "{}",
+            status.message()
+        );
+        assert!(next_event(state).await.is_none());
+
+        let (tx, rx) = broadcast::channel(8);
+        let state = shared_watch(rx, 4);
+        tx.send(shared(1, 9)).unwrap();
+        let (changed, _) = next_event(state).await.unwrap();
+        assert_eq!(changed.unwrap_err().code(), tonic::Code::FailedPrecondition);
+    }
 }

@@ -420,4 +420,6 @@ fn view_of(entry: &IngestEntry) -> IngestView {
 #[cfg(test)]
 mod durable_tests;
 #[cfg(test)]
+mod shared_tests;
+#[cfg(test)]
 mod tests;
