@@ -204,8 +204,10 @@ impl Registry {
             // Sequence numbers are running low: reserve the next block soon.
             self.inner.checkpoint_soon.notify_one();
         }
-        if let Some(sink) = self.inner.sink.get() {
-            sink.offer(event);
+        if let Some(sink) = self.inner.sink.get()
+            && sink.offer(event)
+        {
+            self.inner.metrics.cluster_events_dropped.inc();
         }
     }
 

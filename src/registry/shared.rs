@@ -36,16 +36,19 @@ pub(super) struct EventSink {
 
 impl EventSink {
     /// Queues an event without waiting; a full queue drops it (counted, logged sparsely).
-    pub(super) fn offer(&self, event: Arc<Event>) {
-        if self.tx.try_send(event).is_err() {
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if n.is_power_of_two() {
-                tracing::warn!(
-                    dropped = n,
-                    "cluster event queue full or closed (Redis unreachable?): events dropped"
-                );
-            }
+    /// Returns whether it was dropped.
+    pub(super) fn offer(&self, event: Arc<Event>) -> bool {
+        if self.tx.try_send(event).is_ok() {
+            return false;
         }
+        let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                dropped = n,
+                "cluster event queue full or closed (Redis unreachable?): events dropped"
+            );
+        }
+        true
     }
 }
 

@@ -145,7 +145,7 @@ async fn a_registration_on_one_running_node_is_live_on_every_other() -> Result<(
         get(&mut b, "cam").await.expect_err("gone").code(),
         tonic::Code::NotFound
     );
-    eventually(PATIENCE, "a's copy to stay and c's to go", || async {
+    eventually(PATIENCE, "c's copy to go", || async {
         c.registry.get("cam").is_err().then_some(())
     })
     .await?;
