@@ -211,8 +211,9 @@ impl EventFeed {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             let n = tokio::select! {
-                n = rx.recv_many(&mut batch, BATCH) => n,
+                biased;
                 _ = cancel.cancelled() => break,
+                n = rx.recv_many(&mut batch, BATCH) => n,
             };
             if n == 0 {
                 return;
