@@ -209,7 +209,9 @@ impl EventFeed {
     /// Appends this node's queued events to the stream until `cancel`, then flushes once.
     async fn publish(self, mut rx: mpsc::Receiver<Arc<Event>>, cancel: CancellationToken) {
         let mut batch = Vec::with_capacity(BATCH);
-        loop {
+        // A batch not appended yet when shutdown came goes out first in the flush.
+        let mut unsent = Vec::new();
+        'run: loop {
             let n = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
@@ -221,25 +223,19 @@ impl EventFeed {
             let items = self.encode(&batch);
             batch.clear();
             let mut backoff = Duration::from_millis(50);
-            loop {
-                match self.inner.stream.append_batch(&items).await {
-                    Ok(_) => break,
-                    Err(err) => {
-                        tracing::debug!(%err, events = items.len(), "appending events failed; retrying");
-                        tokio::select! {
-                            _ = tokio::time::sleep(backoff) => {}
-                            _ = cancel.cancelled() => break,
-                        }
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                    }
+            while let Err(err) = self.inner.stream.append_batch(&items).await {
+                tracing::debug!(%err, events = items.len(), "appending events failed; retrying");
+                if sleep_or_cancel(&mut backoff, &cancel).await {
+                    unsent = items;
+                    break 'run;
                 }
             }
         }
         // Shutdown: what is queued now (the sessions' ends) goes out once, bounded in time.
         while rx.try_recv().map(|e| batch.push(e)).is_ok() {}
         let flush = async {
-            for chunk in batch.chunks(BATCH) {
-                let items = self.encode(chunk);
+            let queued = batch.chunks(BATCH).map(|chunk| self.encode(chunk));
+            for items in std::iter::once(unsent).chain(queued) {
                 if let Err(err) = self.inner.stream.append_batch(&items).await {
                     tracing::warn!(%err, events = items.len(), "events lost at shutdown");
                     return;
