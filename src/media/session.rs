@@ -75,8 +75,8 @@ pub(crate) struct Progress {
     /// Video and audio bytes received at the last statistics report.
     pub(super) bytes_at_last_stats: (u64, u64),
     pub(super) nacks_seen: u64,
-    /// The forwarded streams (video, audio) the publisher has said RTCP BYE for.
-    pub(super) goodbyes: (bool, bool),
+    /// The publisher's streams it has said RTCP BYE for (only SSRCs it sent: bounded).
+    pub(super) goodbyes: HashSet<u32>,
     pub(super) end: Option<(EndReason, String)>,
 }
 
@@ -96,7 +96,7 @@ impl Session {
             housekeeping_ticks: 0,
             bytes_at_last_stats: (0, 0),
             nacks_seen: 0,
-            goodbyes: (false, false),
+            goodbyes: HashSet::new(),
             end: None,
         };
         let mut housekeeping = tokio::time::interval(Duration::from_millis(500));
@@ -429,21 +429,27 @@ impl Session {
 }
 
 /// Records an RTCP BYE (it is SRTCP, so only the authenticated publisher can send one) and
-/// ends the session when every stream being forwarded has said goodbye: the publisher closed
-/// its peer connection. A BYE for a stream that is not forwarded (another simulcast layer)
-/// changes nothing.
+/// ends the session when every stream the publisher sent has said goodbye: it closed its peer
+/// connection. A BYE for some streams only (audio stopped, or one simulcast layer paused by
+/// the browser under congestion) ends nothing.
 fn on_goodbye(bye: &Goodbye, p: &mut Progress) {
-    for ssrc in &bye.sources {
-        if Some(*ssrc) == p.video_ssrc {
-            p.goodbyes.0 = true;
-        } else if Some(*ssrc) == p.audio_ssrc {
-            p.goodbyes.1 = true;
+    for &ssrc in &bye.sources {
+        let sent = p.seen_ssrcs.contains(&ssrc)
+            || Some(ssrc) == p.video_ssrc
+            || Some(ssrc) == p.audio_ssrc;
+        if sent {
+            p.goodbyes.insert(ssrc);
         }
     }
-    let video_done = p.video_ssrc.is_none() || p.goodbyes.0;
-    let audio_done = p.audio_ssrc.is_none() || p.goodbyes.1;
-    let any = p.video_ssrc.is_some() || p.audio_ssrc.is_some();
-    if any && video_done && audio_done && p.end.is_none() {
+    let mut streams = p
+        .seen_ssrcs
+        .iter()
+        .copied()
+        .chain(p.video_ssrc)
+        .chain(p.audio_ssrc)
+        .peekable();
+    let any = streams.peek().is_some();
+    if any && streams.all(|ssrc| p.goodbyes.contains(&ssrc)) && p.end.is_none() {
         p.end = Some((EndReason::PublisherClose, "RTCP BYE".into()));
     }
 }
@@ -465,7 +471,7 @@ mod goodbye_tests {
             housekeeping_ticks: 0,
             bytes_at_last_stats: (0, 0),
             nacks_seen: 0,
-            goodbyes: (false, false),
+            goodbyes: HashSet::new(),
             end: None,
         }
     }
@@ -490,6 +496,17 @@ mod goodbye_tests {
 
         let mut p = progress(Some(1), Some(2));
         on_goodbye(&bye(&[2, 1]), &mut p);
+        assert!(matches!(p.end, Some((EndReason::PublisherClose, _))));
+    }
+
+    #[test]
+    fn a_paused_simulcast_layer_is_not_a_goodbye() {
+        // Three layers seen, the middle one forwarded, no audio.
+        let mut p = progress(Some(2), None);
+        p.seen_ssrcs.extend([1, 2, 3]);
+        on_goodbye(&bye(&[2]), &mut p);
+        assert!(p.end.is_none(), "the browser paused the forwarded layer");
+        on_goodbye(&bye(&[1, 3]), &mut p);
         assert!(matches!(p.end, Some((EndReason::PublisherClose, _))));
     }
 
