@@ -98,11 +98,6 @@ impl Registry {
             return;
         };
         let mut written: HashMap<String, StreamRecord> = HashMap::new();
-        // What was read back at boot is not written back unchanged: in cluster mode another
-        // node may be sending (and checkpointing) that stream right now.
-        for seen in self.streams_due(&mut written) {
-            written.insert(seen.ingest_id.clone(), seen);
-        }
         let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -151,16 +146,17 @@ impl Registry {
         let at_ms = unix_ms(wall);
         let mut due = Vec::new();
         for (ingest_id, continuity) in all {
-            let (mut video, mut audio) = {
+            let (mut video, mut audio, here) = {
                 let c = continuity.lock().unwrap_or_else(|p| p.into_inner());
-                (c.video.state(now, wall), c.audio.state(now, wall))
+                let here = c.video.forwarded_here() || c.audio.forwarded_here();
+                (c.video.state(now, wall), c.audio.state(now, wall), here)
             };
-            let previous = written.get(&ingest_id);
-            // A stream that never sent a packet is known to no consumer: nothing to keep (and
-            // in cluster mode, nothing to overwrite another node's checkpoint with).
-            if previous.is_none() && video.last.is_none() && audio.last.is_none() {
+            // Only streams this process sent: what was read back at boot is already stored,
+            // and in cluster mode another node may be sending (and checkpointing) it now.
+            if !here {
                 continue;
             }
+            let previous = written.get(&ingest_id);
             if let Some(prev) = previous {
                 if same_point(&prev.video, &video) && same_point(&prev.audio, &audio) {
                     continue;
