@@ -114,7 +114,13 @@ mod tests {
         let mut local = OutputStream::new();
         let first = local.map(packet(10), now);
         let old = super::super::now_ms() - 60_000;
-        assert!(!adopt(&mut local, &stored(first.ssrc, 3, old), wall, now, wall));
+        assert!(!adopt(
+            &mut local,
+            &stored(first.ssrc, 3, old),
+            wall,
+            now,
+            wall
+        ));
         let empty = OutputState {
             ssrc: 1,
             last: None,

@@ -85,7 +85,9 @@ impl ControlService {
         let call = RoutedCall::Keyframe {
             ingest: ingest_id.clone(),
         };
-        self.local_or_owner(&ingest_id, local, call).await.map(|_| ())
+        self.local_or_owner(&ingest_id, local, call)
+            .await
+            .map(|_| ())
     }
 
     pub(super) async fn select_layer_any(
@@ -124,7 +126,9 @@ impl ControlService {
         };
         // "Not live here" is not an answer for SetCaps: the limits are set either way.
         let local = local.map(|()| false);
-        self.local_or_owner(ingest_id, local, call).await.map(|_| ())
+        self.local_or_owner(ingest_id, local, call)
+            .await
+            .map(|_| ())
     }
 
     /// Removes an ingest; a live session on another node is ended there too.

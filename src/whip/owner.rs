@@ -50,7 +50,9 @@ pub(super) async fn take_over_outputs(
     continuity: &std::sync::Mutex<crate::continuity::Continuity>,
 ) {
     match cluster.take_over_outputs(ingest_id, continuity).await {
-        Ok(true) => tracing::info!(ingest = %ingest_id, "output streams continued from their checkpoint"),
+        Ok(true) => {
+            tracing::info!(ingest = %ingest_id, "output streams continued from their checkpoint")
+        }
         Ok(false) => {}
         // The session still works; its consumer may see new SSRCs.
         Err(err) => tracing::warn!(ingest = %ingest_id, %err, "reading output stream state failed"),

@@ -34,7 +34,9 @@ fn code<T>(result: Result<T, tonic::Status>) -> Code {
 }
 
 fn ingest(id: &str) -> pb::GetIngestRequest {
-    pb::GetIngestRequest { ingest_id: id.into() }
+    pb::GetIngestRequest {
+        ingest_id: id.into(),
+    }
 }
 
 async fn gauge(gw: &TestGateway) -> Result<String> {
@@ -58,7 +60,11 @@ async fn teardown_and_unregister_on_a_end_the_session_on_b() -> Result<()> {
         ingest_id: "cam".into(),
         reason: reason.into(),
     };
-    let answer = a.grpc.teardown_stream(teardown("moved")).await?.into_inner();
+    let answer = a
+        .grpc
+        .teardown_stream(teardown("moved"))
+        .await?
+        .into_inner();
     assert!(answer.session_closed, "a reports b's session closed");
     eventually(PATIENCE, "b's gauge back to 0", || async {
         (gauge(&b).await.ok()? == "whipgate_live_publishers 0").then_some(())
@@ -111,7 +117,12 @@ async fn request_keyframe_via_c_reaches_the_publisher_on_b() -> Result<()> {
     let plis = || {
         let mut grpc = b.grpc.clone();
         async move {
-            let ingest = grpc.get_ingest(ingest("kf")).await.ok()?.into_inner().ingest?;
+            let ingest = grpc
+                .get_ingest(ingest("kf"))
+                .await
+                .ok()?
+                .into_inner()
+                .ingest?;
             ingest.session?.counters.map(|c| c.plis_sent)
         }
     };
@@ -128,8 +139,14 @@ async fn request_keyframe_via_c_reaches_the_publisher_on_b() -> Result<()> {
     })
     .await?;
     // NOT_FOUND when nothing is live, or the ingest is unknown, as on a single node.
-    assert_eq!(code(c.grpc.request_keyframe(keyframe("idle")).await), Code::NotFound);
-    assert_eq!(code(c.grpc.request_keyframe(keyframe("ghost")).await), Code::NotFound);
+    assert_eq!(
+        code(c.grpc.request_keyframe(keyframe("idle")).await),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(c.grpc.request_keyframe(keyframe("ghost")).await),
+        Code::NotFound
+    );
     // Layer choice: durable, and the live session on b is told.
     let layer = c
         .grpc
@@ -260,7 +277,11 @@ async fn patch_and_delete_on_another_nodes_session_redirect_to_the_owner() -> Re
     let moved = patch(a.url(&location)).send().await?;
     assert_eq!(moved.status(), 307);
     let owner_url = header(&moved, "location")?;
-    assert_eq!(owner_url, b.url(&location), "b's advertise URL and the same path");
+    assert_eq!(
+        owner_url,
+        b.url(&location),
+        "b's advertise URL and the same path"
+    );
     assert_eq!(patch(owner_url.clone()).send().await?.status(), 204);
 
     // A real ICE restart, through the 307.
@@ -279,7 +300,11 @@ async fn patch_and_delete_on_another_nodes_session_redirect_to_the_owner() -> Re
                 let moved = send(a_url).await?;
                 anyhow::ensure!(moved.status() == 307, "PATCH on a: {}", moved.status());
                 let answered = send(header(&moved, "location")?).await?;
-                anyhow::ensure!(answered.status() == 200, "PATCH on b: {}", answered.status());
+                anyhow::ensure!(
+                    answered.status() == 200,
+                    "PATCH on b: {}",
+                    answered.status()
+                );
                 Ok(answered.text().await?)
             }
         })
@@ -308,7 +333,11 @@ async fn patch_and_delete_on_another_nodes_session_redirect_to_the_owner() -> Re
     })
     .await?;
     assert_eq!(patch(a.url(&location)).send().await?.status(), 404);
-    let gone = http.delete(a.url(&location)).bearer_auth("s3cret").send().await?;
+    let gone = http
+        .delete(a.url(&location))
+        .bearer_auth("s3cret")
+        .send()
+        .await?;
     assert_eq!(gone.status(), 204);
     Ok(())
 }
