@@ -341,3 +341,30 @@ async fn patch_and_delete_on_another_nodes_session_redirect_to_the_owner() -> Re
     assert_eq!(gone.status(), 204);
     Ok(())
 }
+
+#[tokio::test]
+async fn without_redis_calls_and_session_urls_it_cannot_place_answer_unavailable() -> Result<()> {
+    let mut redis = RedisServer::start().await?;
+    let sink = UdpSink::bind().await?;
+    let mut a = node(&redis, "a", |_| {}).await?;
+    a.register("live", Some(&sink), None).await?;
+    a.register("idle", Some(&sink), None).await?;
+    let published = a.publish("live", Some(Video::H264), false).await?;
+    redis.kill();
+    // This node's own session: answered here, Redis or not.
+    let keyframe = |id: &str| pb::RequestKeyframeRequest {
+        ingest_id: id.into(),
+    };
+    a.grpc.request_keyframe(keyframe("live")).await?;
+    // Nothing live here: it may be live elsewhere, which only Redis can tell.
+    assert_eq!(
+        code(a.grpc.request_keyframe(keyframe("idle")).await),
+        Code::Unavailable
+    );
+    let elsewhere = format!("/whip/idle/{}", uuid::Uuid::new_v4());
+    let r = a.http.delete(a.url(&elsewhere)).send().await?;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(a.delete(&published.location).await?, 204, "its own session");
+    Ok(())
+}
