@@ -368,3 +368,43 @@ async fn without_redis_calls_and_session_urls_it_cannot_place_answer_unavailable
     assert_eq!(a.delete(&published.location).await?, 204, "its own session");
     Ok(())
 }
+
+/// Benchmark-class (run by hand):
+/// `cargo test --release --test it routed_call_latency -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "measurement, not a check"]
+async fn routed_call_latency() -> Result<()> {
+    const N: usize = 200;
+    let redis = RedisServer::start().await?;
+    let sink = UdpSink::bind().await?;
+    let (a, b, _c) = three_nodes(&redis, &sink, &["cam"]).await?;
+    let _published = b.publish("cam", Some(Video::H264), false).await?;
+    let timed = |gw: &TestGateway| {
+        let mut grpc = gw.grpc.clone();
+        async move {
+            let mut out = Vec::with_capacity(N);
+            for _ in 0..N {
+                let started = Instant::now();
+                grpc.request_keyframe(pb::RequestKeyframeRequest {
+                    ingest_id: "cam".into(),
+                })
+                .await?;
+                out.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+            out.sort_by(f64::total_cmp);
+            anyhow::Ok(out)
+        }
+    };
+    let local = timed(&b).await?;
+    let routed = timed(&a).await?;
+    let p = |v: &[f64], q: f64| v[((v.len() - 1) as f64 * q) as usize];
+    println!(
+        "RequestKeyframe over {N} calls: on the owner p50 {:.2} ms p90 {:.2} ms; \
+         routed through another node p50 {:.2} ms p90 {:.2} ms",
+        p(&local, 0.5),
+        p(&local, 0.9),
+        p(&routed, 0.5),
+        p(&routed, 0.9)
+    );
+    Ok(())
+}
