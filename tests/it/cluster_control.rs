@@ -408,3 +408,57 @@ async fn routed_call_latency() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn malformed_routed_calls_are_dropped_and_the_queue_keeps_serving() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    let sink = UdpSink::bind().await?;
+    let (mut a, b, _c) = three_nodes(&redis, &sink, &["cam"]).await?;
+    let _published = b.publish("cam", Some(Video::H264), false).await?;
+    let handle = crate::cluster_redis::node_handle(&redis.url());
+    let lease_before: Option<String> = handle
+        .query(redis::cmd("GET").arg("whipgate:lease:cam"))
+        .await?;
+    let far = whipgate::cluster::now_ms() + 3_600_000;
+    let soon = whipgate::cluster::now_ms() + 5_000;
+    let teardown = r#"{"op":"teardown","ingest":"cam","detail":"forged"}"#;
+    let forged = [
+        "not json".to_string(),
+        // Answers into another key (it would overwrite the lease).
+        serde_json::json!({"reply_to": "whipgate:lease:cam", "deadline_ms": soon, "body": teardown})
+            .to_string(),
+        // A deadline an hour away.
+        serde_json::json!({"reply_to": format!("whipgate:rpc:reply:{}", uuid::Uuid::new_v4()),
+            "deadline_ms": far, "body": teardown})
+        .to_string(),
+        // An unknown operation.
+        serde_json::json!({"reply_to": format!("whipgate:rpc:reply:{}", uuid::Uuid::new_v4()),
+            "deadline_ms": soon, "body": r#"{"op":"reboot"}"#})
+        .to_string(),
+    ];
+    for raw in &forged {
+        let _: i64 = handle
+            .query(redis::cmd("RPUSH").arg("whipgate:rpc:b").arg(raw))
+            .await?;
+    }
+    // The queue drains past them and still serves real calls.
+    eventually(PATIENCE, "b to drain its queue", || async {
+        let n: i64 = handle
+            .query(redis::cmd("LLEN").arg("whipgate:rpc:b"))
+            .await
+            .ok()?;
+        (n == 0).then_some(())
+    })
+    .await?;
+    a.grpc
+        .request_keyframe(pb::RequestKeyframeRequest {
+            ingest_id: "cam".into(),
+        })
+        .await?;
+    assert_eq!(b.registry.live_count(), 1, "no forged teardown ran");
+    let lease_after: Option<String> = handle
+        .query(redis::cmd("GET").arg("whipgate:lease:cam"))
+        .await?;
+    assert_eq!(lease_after, lease_before, "the lease was not overwritten");
+    Ok(())
+}
