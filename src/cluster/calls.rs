@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::lease::Holder;
 use super::{ClusterError, ClusterNode};
-use crate::registry::{EndReason, Limits, Registry, RegistryError, validate_ingest_id};
+use crate::registry::{Limits, Registry, RegistryError, validate_ingest_id};
 
 /// How long a caller waits for the owner's answer (then UNAVAILABLE).
 pub const ROUTE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -36,7 +36,8 @@ pub enum RoutedCall {
         /// The reason given to TeardownStream.
         detail: String,
     },
-    /// `UnregisterIngest` on another node: end this session (reason: unregister).
+    /// `UnregisterIngest` on another node: forget the ingest here too, ending its session
+    /// (reason: unregister).
     Unregistered {
         /// The ingest.
         ingest: String,
@@ -126,17 +127,14 @@ pub fn execute(registry: &Registry, call: RoutedCall) -> Answer {
     let result = match call {
         RoutedCall::Teardown { ingest, detail } => registry.teardown(&ingest, &detail),
         RoutedCall::Unregistered { ingest, session } => {
-            let Ok(session) = Uuid::parse_str(&session) else {
+            if Uuid::parse_str(&session).is_err() {
                 return Answer::Invalid {
                     message: "invalid session id".into(),
                 };
-            };
-            let ours = registry
-                .get(&ingest)
-                .map(|v| v.session.is_some_and(|s| s.id == session));
-            ours.map(|ours| {
-                ours && registry.end_session(session, EndReason::Unregister, "ingest unregistered")
-            })
+            }
+            // The caller removed the registration from Redis already: forget it here too, so
+            // the publisher cannot come back on this node (its session ends: unregister).
+            registry.unregister(&ingest)
         }
         RoutedCall::Keyframe { ingest } => registry.request_keyframe(&ingest).map(|()| true),
         RoutedCall::SelectLayer { ingest, rid } => registry.select_layer(&ingest, rid),

@@ -105,6 +105,9 @@ async fn teardown_and_unregister_on_a_end_the_session_on_b() -> Result<()> {
         (b.registry.live_count() == 0).then_some(())
     })
     .await?;
+    assert!(b.registry.get("cam").is_err(), "b forgot the registration");
+    let refused = crate::cluster_gateway::post(&b, "cam").await?;
+    assert_eq!(refused.status(), 404, "the publisher cannot come back on b");
     Ok(())
 }
 
