@@ -11,6 +11,8 @@
 //! | this node's publisher, tail and watchers of that stream | — | [`feed`] |
 //! | registrations other nodes changed, reloaded live | — | `invalidate` |
 //! | control calls routed to the owning node | `rpc:<node>` (list), `rpc:reply:<uuid>` (list) | [`rpc`] |
+//! | which calls are routed, how the owner runs them, the owner's session URL | — | [`calls`] |
+//! | a publisher that moves to this node keeps its output streams | reads `outputs` | [`takeover`] |
 //! | a node's event clock (the store trait's epoch and reserved seqs) | `clock:<node>` (hash) | `crate::store::redis` |
 //!
 //! Every key starts with a prefix (`whipgate:` by default), so several clusters can share one
@@ -18,6 +20,7 @@
 //! periodic renewals. Redis being unreachable never blocks for long: every command has a short
 //! deadline and fails with [`ClusterError::Unavailable`].
 
+pub mod calls;
 pub mod conn;
 pub mod events;
 pub mod feed;
@@ -27,6 +30,7 @@ pub mod node;
 pub mod nodes;
 pub mod rpc;
 pub mod state;
+pub mod takeover;
 pub mod url;
 
 pub use conn::{Redis, Timeouts};

@@ -25,8 +25,11 @@ use super::durable::{entry_from, record_of};
 use super::{EndReason, Event, IngestEntry, Registry, RegistryError, State};
 use crate::store::IngestRecord;
 
-/// How long an unpersisted local change keeps refreshes away from its ingest at most.
-pub const DIRTY_GUARD: Duration = Duration::from_secs(10);
+/// How long an unpersisted local change keeps refreshes away from its ingest at most: longer
+/// than a store write may take (the cluster's command deadline is 1 s), short enough that a
+/// change nobody persists here (a routed call run on the owner) does not hide a newer one for
+/// long.
+pub const DIRTY_GUARD: Duration = Duration::from_secs(2);
 
 /// Where a cluster node's registry hands its events (see [`Registry::set_event_sink`]).
 pub(super) struct EventSink {
@@ -175,7 +178,10 @@ impl Registry {
 
     /// Makes the local entry of `ingest_id` what the store says (`None`: not registered),
     /// unless a local change is still being written. Returns a session to cancel: a live
-    /// local session of an ingest unregistered elsewhere, or replaced with other media.
+    /// local session of an ingest replaced elsewhere with other media. An ingest unregistered
+    /// elsewhere with a session live here stays until that session ends: the node that
+    /// unregistered it routes the end here (`UnregisterIngest` from any node), which reports
+    /// `session_closed`.
     fn apply_locked(
         &self,
         state: &mut State,
@@ -190,15 +196,10 @@ impl Registry {
             return None;
         }
         let Some(record) = record else {
-            state.ingests.get(ingest_id)?;
-            let cancel = self.end_locked(
-                state,
-                ingest_id,
-                EndReason::Unregister,
-                "ingest unregistered on another node",
-            );
-            state.ingests.remove(ingest_id);
-            return cancel;
+            if state.ingests.get(ingest_id)?.session.is_none() {
+                state.ingests.remove(ingest_id);
+            }
+            return None;
         };
         let fresh = match entry_from(record) {
             Ok(entry) => entry,
