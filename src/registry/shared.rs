@@ -127,6 +127,16 @@ impl Registry {
         }
     }
 
+    /// Forgets that `ingest_id` has a local change being written: a change made here on
+    /// behalf of another node (a routed call), which that node wrote to the store.
+    pub fn settle(&self, ingest_id: &str) {
+        let mut state = self.lock();
+        if let Some(entry) = state.ingests.get_mut(ingest_id) {
+            entry.dirty = None;
+        }
+        state.removed.remove(ingest_id);
+    }
+
     /// Cluster mode: reloads `ingest_id` from the store (another node may have registered,
     /// replaced, unregistered it or changed its limits or layer). No event is emitted.
     pub async fn refresh(&self, ingest_id: &str) -> Result<(), RegistryError> {

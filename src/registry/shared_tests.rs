@@ -88,3 +88,21 @@ async fn a_local_change_being_written_is_not_undone_by_a_refresh() {
     b.refresh("cam").await.expect("refresh");
     assert!(b.get("cam").is_err());
 }
+
+#[tokio::test]
+async fn a_change_made_for_another_node_does_not_hold_its_reloads_back() {
+    let (a, b) = two_nodes().await;
+    a.register(spec("cam", "one"), false).expect("register");
+    a.persist().ingest("cam").await.expect("persist");
+    b.refresh("cam").await.expect("refresh");
+    // A routed call run on B for A (A writes the store itself).
+    b.set_limits("cam", Limits::default()).expect("limits");
+    b.settle("cam");
+    a.register(spec("cam", "two"), true).expect("replace");
+    a.persist().ingest("cam").await.expect("persist");
+    b.refresh("cam").await.expect("refresh");
+    assert!(matches!(
+        b.admit("cam", Some("one"), |_| Ok(())),
+        Err(RegistryError::Unauthorized)
+    ));
+}
