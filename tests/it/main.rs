@@ -1,4 +1,6 @@
 #![allow(unreachable_pub)]
+// Release builds of the cluster tests nest deep async layouts (cluster_control::three_nodes).
+#![recursion_limit = "256"]
 //! One integration binary: the whole gateway in-process, real WebRTC publishers, real gRPC,
 //! real HTTP, real UDP sinks.
 
