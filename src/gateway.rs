@@ -110,6 +110,7 @@ impl Gateway {
                 None => None,
             },
         };
+        let cancel = CancellationToken::new();
         let cluster = match cluster_redis {
             Some(redis) => {
                 let advertise_url = config.advertise_url.clone().unwrap_or_else(|| {
@@ -127,10 +128,22 @@ impl Gateway {
                     lease: config.cluster_lease,
                 };
                 tracing::info!(node = %settings.node_id, advertise = %settings.advertise_url, redis = %redis.describe(), "cluster mode");
-                Some(
-                    ClusterNode::new(settings, redis)
-                        .map_err(|e| Error::BadRequest(e.to_string()))?,
+                let node_id = settings.node_id.clone();
+                let node = ClusterNode::new(settings, redis.clone())
+                    .map_err(|e| Error::BadRequest(e.to_string()))?;
+                // One event stream for the cluster: watchers on this node read it.
+                let feed = crate::cluster::feed::EventFeed::start(
+                    redis,
+                    crate::cluster::Keys::default(),
+                    &node_id,
+                    config.event_history,
+                    &registry,
+                    &tracker,
+                    &cancel,
                 )
+                .await;
+                node.attach_feed(feed);
+                Some(node)
             }
             None => None,
         };
@@ -145,7 +158,7 @@ impl Gateway {
             metrics_listener,
             bound,
             tracker,
-            cancel: CancellationToken::new(),
+            cancel,
         })
     }
 
@@ -205,7 +218,8 @@ impl Gateway {
             config.api_key.as_deref(),
             cancel.clone(),
             node.clone(),
-        );
+        )
+        .with_cluster(cluster.clone());
         let mut state =
             WhipState::new(registry.clone(), media.clone(), &config)?.with_events(events);
         if let Some(node) = &cluster {

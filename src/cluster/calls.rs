@@ -121,6 +121,15 @@ impl RoutedCall {
 
 /// Runs `call` on this node's registry.
 pub fn execute(registry: &Registry, call: RoutedCall) -> Answer {
+    // The calling node wrote the change to the shared state itself: nothing for this node's
+    // reloads to wait for.
+    let ingest = call.ingest().to_owned();
+    let answer = execute_here(registry, call);
+    registry.settle(&ingest);
+    answer
+}
+
+fn execute_here(registry: &Registry, call: RoutedCall) -> Answer {
     if let Err(message) = call.validate() {
         return Answer::Invalid { message };
     }

@@ -8,6 +8,8 @@
 //! | one publisher per ingest across the cluster | `lease:<ingest>` (string, NX PX) | [`lease`] |
 //! | registrations, caps, layer choices, output stream state | `ingests`, `layers`, `outputs` (hashes), `caps` | [`state`] |
 //! | one event stream, gap-free `seq` | `events` (stream, id `<seq>-0`), `events:seq`, `events:epoch` | [`events`] |
+//! | this node's publisher, tail and watchers of that stream | — | [`feed`] |
+//! | registrations other nodes changed, reloaded live | — | `invalidate` |
 //! | control calls routed to the owning node | `rpc:<node>` (list), `rpc:reply:<uuid>` (list) | [`rpc`] |
 //! | which calls are routed, how the owner runs them, the owner's session URL | — | [`calls`] |
 //! | a publisher that moves to this node keeps its output streams | reads `outputs` | [`takeover`] |
@@ -21,6 +23,8 @@
 pub mod calls;
 pub mod conn;
 pub mod events;
+pub mod feed;
+mod invalidate;
 pub mod lease;
 pub mod node;
 pub mod nodes;

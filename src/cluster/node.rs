@@ -52,6 +52,8 @@ struct Inner {
     state: super::state::SharedState,
     /// Leases this node holds: ingest -> session.
     held: Mutex<HashMap<String, Uuid>>,
+    /// The cluster event stream on this node, once started.
+    feed: std::sync::OnceLock<super::feed::EventFeed>,
 }
 
 impl ClusterNode {
@@ -72,6 +74,7 @@ impl ClusterNode {
                 state: super::state::SharedState::new(redis.clone(), keys.clone()),
                 settings,
                 held: Mutex::new(HashMap::new()),
+                feed: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -79,6 +82,16 @@ impl ClusterNode {
     /// This node's settings.
     pub fn settings(&self) -> &NodeSettings {
         &self.inner.settings
+    }
+
+    /// The cluster event stream on this node (`None` before [`ClusterNode::attach_feed`]).
+    pub fn feed(&self) -> Option<&super::feed::EventFeed> {
+        self.inner.feed.get()
+    }
+
+    /// Sets the cluster event stream of this node (once; later calls are ignored).
+    pub fn attach_feed(&self, feed: super::feed::EventFeed) {
+        let _ = self.inner.feed.set(feed);
     }
 
     /// The node records.

@@ -178,9 +178,14 @@ impl Registry {
         due
     }
 
-    /// The record of an ingest as it stands now (`None`: unregistered).
-    fn ingest_record(&self, ingest_id: &str) -> Option<IngestRecord> {
-        self.lock().ingests.get(ingest_id).map(record_of)
+    /// The record of an ingest as it stands now (`None`: unregistered), and the revision of
+    /// its unwritten local change.
+    fn ingest_record(&self, ingest_id: &str) -> (Option<IngestRecord>, Option<u64>) {
+        let state = self.lock();
+        (
+            state.ingests.get(ingest_id).map(record_of),
+            Self::dirty_rev(&state, ingest_id),
+        )
     }
 }
 
@@ -202,10 +207,12 @@ impl Persist<'_> {
             return Ok(());
         };
         let _writer = inner.write_lock.lock().await;
-        match self.registry.ingest_record(ingest_id) {
+        let (record, rev) = self.registry.ingest_record(ingest_id);
+        match record {
             Some(record) => store.put_ingest(&record).await?,
             None => store.delete_ingest(ingest_id).await?,
         }
+        self.registry.persisted(ingest_id, rev);
         Ok(())
     }
 
@@ -246,7 +253,7 @@ fn limits_of(l: LimitsRecord) -> Limits {
     }
 }
 
-fn record_of(e: &IngestEntry) -> IngestRecord {
+pub(super) fn record_of(e: &IngestEntry) -> IngestRecord {
     let s = &e.spec;
     IngestRecord {
         id: s.id.clone(),
@@ -274,7 +281,7 @@ fn record_of(e: &IngestEntry) -> IngestRecord {
     }
 }
 
-fn entry_from(r: &IngestRecord) -> Result<IngestEntry, RegistryError> {
+pub(super) fn entry_from(r: &IngestRecord) -> Result<IngestEntry, RegistryError> {
     let corrupt = |detail: String| {
         RegistryError::Store(StoreError::Corrupt {
             key: format!("ingests/{}", r.id),
@@ -320,5 +327,6 @@ fn entry_from(r: &IngestRecord) -> Result<IngestEntry, RegistryError> {
         continuity: Arc::default(),
         limits_override: r.limits_override.map(limits_of),
         layer_override: r.layer_override.clone().map(|c| c.rid),
+        dirty: None,
     })
 }

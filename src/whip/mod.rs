@@ -210,6 +210,13 @@ async fn publish_inner(
             let busy = Error::Overloaded("too many negotiations in progress".into());
             refused(state, ingest_id, busy)
         })?;
+    if state.cluster.is_some()
+        && crate::registry::validate_ingest_id(ingest_id).is_ok()
+        && let Err(err) = state.registry.refresh(ingest_id).await
+    {
+        // Admission needs Redis for the lease anyway; this node's copy decides until then.
+        tracing::debug!(%err, "reading the shared registration failed");
+    }
     let admitted = match state.registry.admit(ingest_id, token, |spec| {
         let offer = offer.ok_or_else(|| "SDP offer is not UTF-8".to_owned())?;
         plan_offer(offer, spec).map_err(|err| err.to_string())
