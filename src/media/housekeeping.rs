@@ -60,7 +60,8 @@ impl Session {
                 lost += received.packets_lost.max(0);
                 nacks += u64::from(inbound.nack_count);
                 if received.rtp_stream_stats.kind == RtpCodecKind::Video {
-                    jitter_ms = received.jitter * 1000.0;
+                    let clock_rate = self.plan.video.as_ref().map_or(90_000, |v| v.clock_rate);
+                    jitter_ms = jitter_to_ms(received.jitter, clock_rate);
                 }
             }
         }
@@ -111,5 +112,30 @@ impl Session {
             bitrate,
             jitter_ms,
         );
+    }
+}
+
+/// Interarrival jitter in milliseconds. `rtc` fills its `jitter` statistic from the receiver
+/// report it generates, so the value is in RTP timestamp units (RFC 3550 section 6.4.1), not
+/// seconds as its doc says: it converts with the stream's clock rate (90 kHz video, 48 kHz Opus).
+pub(super) fn jitter_to_ms(rtp_units: f64, clock_rate: u32) -> f64 {
+    if clock_rate == 0 {
+        return 0.0;
+    }
+    rtp_units * 1000.0 / f64::from(clock_rate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::jitter_to_ms;
+
+    #[test]
+    fn jitter_converts_rtp_units_with_the_clock_rate() {
+        // 450 units at 90 kHz are 5 ms; 240 units at 48 kHz are 5 ms too.
+        assert!((jitter_to_ms(450.0, 90_000) - 5.0).abs() < 1e-9);
+        assert!((jitter_to_ms(240.0, 48_000) - 5.0).abs() < 1e-9);
+        assert_eq!(jitter_to_ms(0.0, 90_000), 0.0);
+        // A bogus clock rate gives no figure rather than infinity.
+        assert_eq!(jitter_to_ms(450.0, 0), 0.0);
     }
 }
