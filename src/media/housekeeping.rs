@@ -60,8 +60,7 @@ impl Session {
                 lost += received.packets_lost.max(0);
                 nacks += u64::from(inbound.nack_count);
                 if received.rtp_stream_stats.kind == RtpCodecKind::Video {
-                    let clock_rate = self.plan.video.as_ref().map_or(90_000, |v| v.clock_rate);
-                    jitter_ms = jitter_to_ms(received.jitter, clock_rate);
+                    jitter_ms = jitter_millis(received.jitter, VIDEO_CLOCK_RATE);
                 }
             }
         }
@@ -115,27 +114,24 @@ impl Session {
     }
 }
 
-/// Interarrival jitter in milliseconds. `rtc` fills its `jitter` statistic from the receiver
-/// report it generates, so the value is in RTP timestamp units (RFC 3550 section 6.4.1), not
-/// seconds as its doc says: it converts with the stream's clock rate (90 kHz video, 48 kHz Opus).
-pub(super) fn jitter_to_ms(rtp_units: f64, clock_rate: u32) -> f64 {
-    if clock_rate == 0 {
-        return 0.0;
-    }
-    rtp_units * 1000.0 / f64::from(clock_rate)
+/// Every WebRTC video codec (H264, VP8, VP9, AV1, H265) runs its RTP clock at 90 kHz.
+const VIDEO_CLOCK_RATE: f64 = 90_000.0;
+
+/// Inter-arrival jitter in milliseconds. rtc 0.21 documents `jitter` in seconds but fills it
+/// with the receiver report's value, which RFC 3550 §6.4.1 counts in RTP timestamp units.
+fn jitter_millis(rtp_units: f64, clock_rate: f64) -> f64 {
+    rtp_units * 1000.0 / clock_rate
 }
 
 #[cfg(test)]
 mod tests {
-    use super::jitter_to_ms;
+    use super::*;
 
     #[test]
-    fn jitter_converts_rtp_units_with_the_clock_rate() {
-        // 450 units at 90 kHz are 5 ms; 240 units at 48 kHz are 5 ms too.
-        assert!((jitter_to_ms(450.0, 90_000) - 5.0).abs() < 1e-9);
-        assert!((jitter_to_ms(240.0, 48_000) - 5.0).abs() < 1e-9);
-        assert_eq!(jitter_to_ms(0.0, 90_000), 0.0);
-        // A bogus clock rate gives no figure rather than infinity.
-        assert_eq!(jitter_to_ms(450.0, 0), 0.0);
+    fn jitter_in_rtp_units_becomes_milliseconds_on_the_codec_clock() {
+        // 889 ticks of a 90 kHz clock: the 889,000 "ms" the dashboard used to show.
+        assert!((jitter_millis(889.0, VIDEO_CLOCK_RATE) - 9.877).abs() < 0.001);
+        assert_eq!(jitter_millis(480.0, 48_000.0), 10.0);
+        assert_eq!(jitter_millis(0.0, VIDEO_CLOCK_RATE), 0.0);
     }
 }
