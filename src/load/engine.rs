@@ -273,8 +273,9 @@ impl Engine {
                 .map_err(|e| format!("socket: {}", e.kind()))?;
             return Ok((p, String::new(), Duration::ZERO));
         }
-        let (mut publisher, offer) = Publisher::webrtc(i, socket, plan, &self.certificate)
-            .map_err(|e| format!("offer: {e}"))?;
+        let (mut publisher, offer) =
+            Publisher::webrtc(i, socket, plan, &self.certificate, self.cfg.gso)
+                .map_err(|e| format!("offer: {e}"))?;
         let url = self.cfg.endpoint(i);
         // A gateway that is busy answers 429 or 503 with Retry-After: wait as told (at most
         // `MAX_RETRY_WAIT`) and try again, as a WHIP client should, `POST_ATTEMPTS` times.
