@@ -210,6 +210,11 @@ impl Gateway {
             WhipState::new(registry.clone(), media.clone(), &config)?.with_events(events);
         if let Some(node) = &cluster {
             tracker.spawn(node.clone().run(registry.clone(), cancel.clone()));
+            tracker.spawn(crate::cluster::calls::serve(
+                node.clone(),
+                registry.clone(),
+                cancel.clone(),
+            ));
             state.cluster = Some(node.clone());
         }
         let app = whip::router(state.clone(), &config, metrics_listener.is_none());

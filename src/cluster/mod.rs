@@ -9,6 +9,8 @@
 //! | registrations, caps, layer choices, output stream state | `ingests`, `layers`, `outputs` (hashes), `caps` | [`state`] |
 //! | one event stream, gap-free `seq` | `events` (stream, id `<seq>-0`), `events:seq`, `events:epoch` | [`events`] |
 //! | control calls routed to the owning node | `rpc:<node>` (list), `rpc:reply:<uuid>` (list) | [`rpc`] |
+//! | which calls are routed, how the owner runs them, the owner's session URL | — | [`calls`] |
+//! | a publisher that moves to this node keeps its output streams | reads `outputs` | [`takeover`] |
 //! | a node's event clock (the store trait's epoch and reserved seqs) | `clock:<node>` (hash) | `crate::store::redis` |
 //!
 //! Every key starts with a prefix (`whipgate:` by default), so several clusters can share one
@@ -16,6 +18,7 @@
 //! periodic renewals. Redis being unreachable never blocks for long: every command has a short
 //! deadline and fails with [`ClusterError::Unavailable`].
 
+pub mod calls;
 pub mod conn;
 pub mod events;
 pub mod lease;
@@ -23,6 +26,7 @@ pub mod node;
 pub mod nodes;
 pub mod rpc;
 pub mod state;
+pub mod takeover;
 pub mod url;
 
 pub use conn::{Redis, Timeouts};

@@ -46,6 +46,10 @@ struct Inner {
     settings: NodeSettings,
     nodes: Nodes,
     leases: Leases,
+    /// Routed control calls (to other nodes, and this node's queue).
+    rpc: super::rpc::Rpc,
+    /// Shared per-ingest state (output stream takeover).
+    state: super::state::SharedState,
     /// Leases this node holds: ingest -> session.
     held: Mutex<HashMap<String, Uuid>>,
 }
@@ -64,6 +68,8 @@ impl ClusterNode {
             inner: Arc::new(Inner {
                 nodes: Nodes::new(redis.clone(), keys.clone()),
                 leases: Leases::new(redis.clone(), keys.clone()),
+                rpc: super::rpc::Rpc::new(redis.clone(), keys.clone()),
+                state: super::state::SharedState::new(redis.clone(), keys.clone()),
                 settings,
                 held: Mutex::new(HashMap::new()),
             }),
@@ -83,6 +89,16 @@ impl ClusterNode {
     /// The leases.
     pub fn leases(&self) -> &Leases {
         &self.inner.leases
+    }
+
+    /// Routed control calls.
+    pub fn rpc(&self) -> &super::rpc::Rpc {
+        &self.inner.rpc
+    }
+
+    /// Shared per-ingest state.
+    pub fn shared_state(&self) -> &super::state::SharedState {
+        &self.inner.state
     }
 
     /// The store of node `node_id` on the cluster's Redis.

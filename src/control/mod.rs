@@ -5,6 +5,7 @@ mod facts;
 pub mod json;
 pub mod limits;
 mod node;
+mod routed;
 mod watch;
 
 pub use node::NodeInfo;
@@ -48,6 +49,8 @@ pub struct ControlService {
     node: Arc<NodeInfo>,
     watchers: Arc<Semaphore>,
     cluster: Option<crate::cluster::ClusterNode>,
+    /// Routed control calls in flight (cluster mode).
+    routed: Arc<Semaphore>,
 }
 
 impl ControlService {
@@ -60,10 +63,12 @@ impl ControlService {
             node: Arc::new(NodeInfo::default()),
             watchers: Arc::new(Semaphore::new(max_watchers)),
             cluster: None,
+            routed: Arc::new(Semaphore::new(routed::MAX_ROUTED_IN_FLIGHT)),
         }
     }
 
-    /// In cluster mode, `ListNodes` answers every node's record from the cluster store.
+    /// In cluster mode, `ListNodes` answers every node's record from the cluster store, and
+    /// the RPCs acting on a live session reach the node that holds it.
     pub fn with_cluster(mut self, cluster: Option<crate::cluster::ClusterNode>) -> Self {
         self.cluster = cluster;
         self
@@ -157,12 +162,7 @@ impl IngestControl for ControlService {
         request: Request<pb::UnregisterIngestRequest>,
     ) -> Result<Response<pb::UnregisterIngestResponse>, Status> {
         let ingest_id = request.into_inner().ingest_id;
-        let result = async {
-            let session_closed = self.registry.unregister(&ingest_id)?;
-            self.registry.persist().ingest(&ingest_id).await?;
-            Ok(pb::UnregisterIngestResponse { session_closed })
-        }
-        .await;
+        let result = self.unregister_any(&ingest_id).await;
         self.done("UnregisterIngest", result)
     }
 
@@ -209,11 +209,7 @@ impl IngestControl for ControlService {
                 ));
             }
             if !req.ingest_id.is_empty() {
-                self.registry.set_limits(
-                    &req.ingest_id,
-                    req.limits.map(convert::limits).unwrap_or_default(),
-                )?;
-                self.registry.persist().ingest(&req.ingest_id).await?;
+                self.set_limits_any(&req.ingest_id, req.limits).await?;
             }
             if let Some(max) = req.max_publishers {
                 self.registry.set_max_publishers(max as usize);
@@ -247,14 +243,7 @@ impl IngestControl for ControlService {
         &self,
         request: Request<pb::TeardownStreamRequest>,
     ) -> Result<Response<pb::TeardownStreamResponse>, Status> {
-        let req = request.into_inner();
-        let result = limits::check_reason(&req.reason)
-            .and_then(|()| {
-                self.registry
-                    .teardown(&req.ingest_id, &req.reason)
-                    .map_err(Error::from)
-            })
-            .map(|session_closed| pb::TeardownStreamResponse { session_closed });
+        let result = self.teardown_any(request.into_inner()).await;
         self.done("TeardownStream", result)
     }
 
@@ -263,10 +252,9 @@ impl IngestControl for ControlService {
         request: Request<pb::RequestKeyframeRequest>,
     ) -> Result<Response<pb::RequestKeyframeResponse>, Status> {
         let result = self
-            .registry
-            .request_keyframe(&request.into_inner().ingest_id)
-            .map(|()| pb::RequestKeyframeResponse {})
-            .map_err(Error::from);
+            .keyframe_any(request.into_inner().ingest_id)
+            .await
+            .map(|()| pb::RequestKeyframeResponse {});
         self.done("RequestKeyframe", result)
     }
 
@@ -274,14 +262,7 @@ impl IngestControl for ControlService {
         &self,
         request: Request<pb::SelectSimulcastLayerRequest>,
     ) -> Result<Response<pb::SelectSimulcastLayerResponse>, Status> {
-        let req = request.into_inner();
-        let result = async {
-            let rid = convert::rid(&req.rid)?;
-            let session_live = self.registry.select_layer(&req.ingest_id, rid)?;
-            self.registry.persist().ingest(&req.ingest_id).await?;
-            Ok(pb::SelectSimulcastLayerResponse { session_live })
-        }
-        .await;
+        let result = self.select_layer_any(request.into_inner()).await;
         self.done("SelectSimulcastLayer", result)
     }
 

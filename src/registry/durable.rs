@@ -146,10 +146,16 @@ impl Registry {
         let at_ms = unix_ms(wall);
         let mut due = Vec::new();
         for (ingest_id, continuity) in all {
-            let (mut video, mut audio) = {
+            let (mut video, mut audio, here) = {
                 let c = continuity.lock().unwrap_or_else(|p| p.into_inner());
-                (c.video.state(now, wall), c.audio.state(now, wall))
+                let here = c.video.forwarded_here() || c.audio.forwarded_here();
+                (c.video.state(now, wall), c.audio.state(now, wall), here)
             };
+            // Only streams this process sent: what was read back at boot is already stored,
+            // and in cluster mode another node may be sending (and checkpointing) it now.
+            if !here {
+                continue;
+            }
             let previous = written.get(&ingest_id);
             if let Some(prev) = previous {
                 if same_point(&prev.video, &video) && same_point(&prev.audio, &audio) {

@@ -2,6 +2,7 @@
 //! One integration binary: the whole gateway in-process, real WebRTC publishers, real gRPC,
 //! real HTTP, real UDP sinks.
 
+mod cluster_control;
 mod cluster_failover;
 mod cluster_gateway;
 mod cluster_redis;
