@@ -313,7 +313,6 @@ impl Engine {
 }
 
 impl Engine {
-
     /// A whole run as `whipgate-load` does it: register, publish, measure, tear down.
     pub async fn run(&self) -> Result<Report, LoadError> {
         let n = self.cfg.publishers;
