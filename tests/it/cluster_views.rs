@@ -1,0 +1,87 @@
+//! Cluster mode, what watchers and orchestrators see from any node: one event per logical
+//! change even when a control call is routed to the owner, a live session on another node in
+//! GetIngest / ListIngests, and the nodes on the dashboard.
+
+use anyhow::Result;
+use whipgate::control::pb;
+
+use crate::cluster_events::{Seen, read_until, watch};
+use crate::cluster_gateway::node;
+use crate::harness::{PATIENCE, UdpSink};
+use crate::publisher::Video;
+use crate::redis_harness::RedisServer;
+
+fn count(events: &[Seen], kind: &str, ingest: &str) -> usize {
+    events
+        .iter()
+        .filter(|(_, k, i, _)| k == kind && i == ingest)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routed_set_caps_and_unregister_emit_one_event_each() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    let sink = UdpSink::bind().await?;
+    let mut a = node(&redis, "a", |_| {}).await?;
+    a.register("cam", Some(&sink), None).await?;
+    let mut b = node(&redis, "b", |_| {}).await?;
+    let mut c = node(&redis, "c", |_| {}).await?;
+    let _published = b.publish("cam", Some(Video::H264), false).await?;
+    sink.recv_rtp(PATIENCE).await?;
+    let mut stream = watch(&mut c, 1).await?;
+    // Everything up to the session's start, so that the count starts after it.
+    read_until(&mut stream, |(_, k, i, _)| {
+        k == "session_connected" && i == "cam"
+    })
+    .await?;
+
+    a.grpc
+        .set_caps(pb::SetCapsRequest {
+            ingest_id: "cam".into(),
+            limits: Some(pb::IngestLimits {
+                max_bitrate_bps: 50_000_000,
+                max_session_seconds: 0,
+            }),
+            ..Default::default()
+        })
+        .await?;
+    let unregistered = a
+        .grpc
+        .unregister_ingest(pb::UnregisterIngestRequest {
+            ingest_id: "cam".into(),
+        })
+        .await?
+        .into_inner();
+    assert!(unregistered.session_closed);
+    // Markers from both nodes: each node publishes its events in order, so once both markers
+    // are in, every event a and b emitted for `cam` is in too.
+    a.register("mark-a", Some(&sink), None).await?;
+    b.register("mark-b", Some(&sink), None).await?;
+    let mut seen = Vec::new();
+    let mut marks = 0;
+    while marks < 2 {
+        let batch = read_until(&mut stream, |(_, k, i, _)| {
+            k == "ingest_registered" && i.starts_with("mark-")
+        })
+        .await?;
+        marks += 1;
+        seen.extend(batch);
+    }
+    assert_eq!(count(&seen, "caps_changed", "cam"), 1, "{seen:?}");
+    assert_eq!(count(&seen, "ingest_unregistered", "cam"), 1, "{seen:?}");
+    assert_eq!(count(&seen, "session_ended", "cam"), 1, "{seen:?}");
+    // The owner emits them, session end first, as a single node does.
+    let order: Vec<&str> = seen
+        .iter()
+        .filter(|(_, _, i, _)| i == "cam")
+        .map(|(_, k, _, _)| k.as_str())
+        .filter(|k| *k == "session_ended" || *k == "ingest_unregistered")
+        .collect();
+    assert_eq!(order, ["session_ended", "ingest_unregistered"]);
+    let unregistered_by = seen
+        .iter()
+        .find(|(_, k, i, _)| k == "ingest_unregistered" && i == "cam")
+        .map(|(_, _, _, n)| n.clone());
+    assert_eq!(unregistered_by.as_deref(), Some("b"));
+    Ok(())
+}
