@@ -190,6 +190,35 @@ impl ControlService {
     }
 }
 
+impl ControlService {
+    /// Cluster mode: fills `session` of the ingests without a local one from the summary of
+    /// the node that holds it ([`crate::cluster::summary`]). Redis unreachable: left as they
+    /// are (the answer is this node's view).
+    pub(super) async fn fill_remote_sessions(&self, ingests: &mut [pb::Ingest]) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let ids: Vec<&str> = ingests
+            .iter()
+            .filter(|i| i.session.is_none())
+            .map(|i| i.ingest_id.as_str())
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let mut found = match cluster.summaries().read(&ids).await {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::debug!(%err, "session summaries unreadable");
+                return;
+            }
+        };
+        for ingest in ingests.iter_mut().filter(|i| i.session.is_none()) {
+            ingest.session = found.remove(&ingest.ingest_id);
+        }
+    }
+}
+
 fn unavailable(err: ClusterError) -> Error {
     Error::Unavailable(err.to_string())
 }

@@ -2,12 +2,12 @@
 //! change even when a control call is routed to the owner, a live session on another node in
 //! GetIngest / ListIngests, and the nodes on the dashboard.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use whipgate::control::pb;
 
 use crate::cluster_events::{Seen, read_until, watch};
 use crate::cluster_gateway::node;
-use crate::harness::{PATIENCE, UdpSink};
+use crate::harness::{PATIENCE, TestGateway, UdpSink, eventually};
 use crate::publisher::Video;
 use crate::redis_harness::RedisServer;
 
@@ -83,5 +83,101 @@ async fn routed_set_caps_and_unregister_emit_one_event_each() -> Result<()> {
         .find(|(_, k, i, _)| k == "ingest_unregistered" && i == "cam")
         .map(|(_, _, _, n)| n.clone());
     assert_eq!(unregistered_by.as_deref(), Some("b"));
+    Ok(())
+}
+
+async fn session_on(gw: &mut TestGateway, ingest: &str) -> Result<Option<pb::Session>> {
+    let got = gw
+        .grpc
+        .get_ingest(pb::GetIngestRequest {
+            ingest_id: ingest.into(),
+        })
+        .await?
+        .into_inner();
+    Ok(got.ingest.and_then(|i| i.session))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_and_list_ingests_on_any_node_show_the_live_session_of_another() -> Result<()> {
+    let redis = RedisServer::start().await?;
+    let sink = UdpSink::bind().await?;
+    let mut a = node(&redis, "a", |_| {}).await?;
+    a.register("cam", Some(&sink), None).await?;
+    a.register("idle", Some(&sink), None).await?;
+    let mut b = node(&redis, "b", |_| {}).await?;
+    let mut c = node(&redis, "c", |_| {}).await?;
+    let published = b.publish("cam", Some(Video::H264), false).await?;
+    sink.recv_rtp(PATIENCE).await?;
+    let on_b = session_on(&mut b, "cam")
+        .await?
+        .context("b's own session")?;
+    for gw in [&mut a, &mut c] {
+        let seen = eventually(PATIENCE, "the connected session from another node", || {
+            let mut grpc = gw.grpc.clone();
+            async move {
+                let got = grpc
+                    .get_ingest(pb::GetIngestRequest {
+                        ingest_id: "cam".into(),
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                let session = got.ingest?.session?;
+                (session.state == pb::SessionState::Connected as i32).then_some(session)
+            }
+        })
+        .await?;
+        assert_eq!(seen.node_id, "b");
+        assert_eq!(seen.session_id, on_b.session_id);
+        assert_eq!(seen.started_at, on_b.started_at);
+        assert_eq!(seen.video_codec, "H264");
+        assert!(!seen.remote_addr.is_empty(), "remote address");
+        assert_eq!(seen.consumer_sdp, on_b.consumer_sdp);
+        assert!(
+            seen.consumer_sdp.contains("m=video"),
+            "{}",
+            seen.consumer_sdp
+        );
+    }
+    let listed = a
+        .grpc
+        .list_ingests(pb::ListIngestsRequest::default())
+        .await?
+        .into_inner();
+    let node_of = |id: &str| {
+        listed
+            .ingests
+            .iter()
+            .find(|i| i.ingest_id == id)
+            .map(|i| i.session.as_ref().map(|s| s.node_id.clone()))
+    };
+    assert_eq!(node_of("cam"), Some(Some("b".to_owned())));
+    assert_eq!(node_of("idle"), Some(None), "nothing live: no session");
+
+    // Ended: no session anywhere.
+    assert_eq!(b.delete(&published.location).await?, 204);
+    for gw in [&mut a, &mut c] {
+        let grpc = gw.grpc.clone();
+        eventually(PATIENCE, "the session to go", || {
+            let mut grpc = grpc.clone();
+            async move {
+                let got = grpc
+                    .get_ingest(pb::GetIngestRequest {
+                        ingest_id: "cam".into(),
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                got.ingest?.session.is_none().then_some(())
+            }
+        })
+        .await?;
+    }
+    // And the summary itself is gone with the lease.
+    let handle = crate::cluster_redis::node_handle(&redis.url());
+    let left: Option<Vec<u8>> = handle
+        .query(redis::cmd("GET").arg("whipgate:session:cam"))
+        .await?;
+    assert!(left.is_none(), "summary deleted with the lease");
     Ok(())
 }
