@@ -121,6 +121,20 @@ impl Summaries {
         Ok(out)
     }
 
+    /// Fills `session` of the ingests without one from [`Summaries::read`].
+    pub async fn fill(&self, ingests: &mut [pb::Ingest]) -> Result<(), ClusterError> {
+        let ids: Vec<&str> = ingests
+            .iter()
+            .filter(|i| i.session.is_none())
+            .map(|i| i.ingest_id.as_str())
+            .collect();
+        let mut found = self.read(&ids).await?;
+        for ingest in ingests.iter_mut().filter(|i| i.session.is_none()) {
+            ingest.session = found.remove(&ingest.ingest_id);
+        }
+        Ok(())
+    }
+
     fn trusted(&self, ingest: &str, lease: &[u8], raw: &[u8]) -> Option<pb::Session> {
         let holder = std::str::from_utf8(lease).ok().map(Holder::decode)?.ok()?;
         if holder.node == self.node_id || raw.len() > MAX_SUMMARY {

@@ -20,6 +20,11 @@ pub(crate) fn session_to_pb(session: &crate::registry::SessionView) -> pb::Sessi
     convert::session(session)
 }
 
+/// The proto form of a cluster node record (ListNodes, the dashboard).
+pub fn node_to_pb(record: &crate::cluster::nodes::NodeRecord) -> pb::Node {
+    node::from_record(record)
+}
+
 /// The proto form of an ingest view (for the HTTP snapshot).
 pub fn convert_ingest(view: &crate::registry::IngestView) -> pb::Ingest {
     convert::ingest(view)

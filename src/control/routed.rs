@@ -198,23 +198,8 @@ impl ControlService {
         let Some(cluster) = &self.cluster else {
             return;
         };
-        let ids: Vec<&str> = ingests
-            .iter()
-            .filter(|i| i.session.is_none())
-            .map(|i| i.ingest_id.as_str())
-            .collect();
-        if ids.is_empty() {
-            return;
-        }
-        let mut found = match cluster.summaries().read(&ids).await {
-            Ok(found) => found,
-            Err(err) => {
-                tracing::debug!(%err, "session summaries unreadable");
-                return;
-            }
-        };
-        for ingest in ingests.iter_mut().filter(|i| i.session.is_none()) {
-            ingest.session = found.remove(&ingest.ingest_id);
+        if let Err(err) = cluster.summaries().fill(ingests).await {
+            tracing::debug!(%err, "session summaries unreadable");
         }
     }
 }

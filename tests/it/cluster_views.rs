@@ -181,3 +181,58 @@ async fn get_and_list_ingests_on_any_node_show_the_live_session_of_another() -> 
     assert!(left.is_none(), "summary deleted with the lease");
     Ok(())
 }
+
+async fn api_ingests(gw: &TestGateway) -> Result<serde_json::Value> {
+    let response = gw.http.get(gw.url("/api/ingests")).send().await?;
+    anyhow::ensure!(response.status() == 200, "{}", response.status());
+    Ok(serde_json::from_str(&response.text().await?)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_snapshot_lists_every_node_and_remote_sessions() -> Result<()> {
+    let single = TestGateway::start().await?;
+    let alone = api_ingests(&single).await?;
+    assert_eq!(alone["clustered"], false);
+    assert_eq!(alone["nodes"].as_array().map(Vec::len), Some(1));
+    drop(single);
+
+    let redis = RedisServer::start().await?;
+    let sink = UdpSink::bind().await?;
+    let mut a = node(&redis, "a", |_| {}).await?;
+    a.register("cam", Some(&sink), None).await?;
+    let b = node(&redis, "b", |_| {}).await?;
+    let _published = b.publish("cam", Some(Video::H264), false).await?;
+    sink.recv_rtp(PATIENCE).await?;
+    let snapshot = eventually(PATIENCE, "b's heartbeat with its publisher", || async {
+        let snap = api_ingests(&a).await.ok()?;
+        let b_live = snap["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["node_id"] == "b")?["live_publishers"]
+            .as_u64()?;
+        (b_live == 1).then_some(snap)
+    })
+    .await?;
+    assert_eq!(snapshot["clustered"], true);
+    let nodes = snapshot["nodes"].as_array().context("nodes")?;
+    let ids: Vec<&str> = nodes.iter().filter_map(|n| n["node_id"].as_str()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.contains(&"a") && ids.contains(&"b"), "{ids:?}");
+    for n in nodes {
+        assert!(
+            n["advertise_url"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("http")),
+            "{n}"
+        );
+        assert_eq!(n["draining"], false);
+        assert!(n["last_heartbeat"].as_str().is_some(), "{n}");
+        assert!(n["publisher_capacity"].as_u64().is_some(), "{n}");
+    }
+    let cam = snapshot["ingests"]
+        .as_array()
+        .and_then(|all| all.iter().find(|i| i["ingest_id"] == "cam"))
+        .context("cam")?;
+    assert_eq!(cam["session"]["node_id"], "b", "{cam}");
+    Ok(())
+}
