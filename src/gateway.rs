@@ -3,6 +3,8 @@
 
 mod serve;
 
+pub(crate) use serve::accept_bounded;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +25,8 @@ use crate::error::Error;
 use crate::media::Media;
 use crate::metrics::Metrics;
 use crate::registry::{Caps, Registry};
+use crate::tls::incoming::TlsOn;
+use crate::tls::{TlsReload, TlsSetup};
 use crate::whip::{self, WhipState};
 
 /// Addresses actually bound (ports resolved when the config asked for port 0).
@@ -53,12 +57,14 @@ pub struct Gateway {
     tracker: TaskTracker,
     cancel: CancellationToken,
     cluster: Option<ClusterNode>,
+    tls: TlsSetup,
 }
 
 impl Gateway {
     /// Binds all listeners.
     pub async fn bind(config: Config) -> Result<Self, Error> {
         config.validate().map_err(Error::BadRequest)?;
+        let tls = TlsSetup::from_config(&config).map_err(Error::BadRequest)?;
         let metrics = Arc::new(Metrics::new(config.metrics_ingest_label).map_err(Error::internal)?);
         // The store is read back before any listener opens.
         // Cluster mode keeps the same records in Redis instead of the data dir.
@@ -112,12 +118,13 @@ impl Gateway {
         };
         let cluster = match cluster_redis {
             Some(redis) => {
+                let scheme = if tls.http.is_some() { "https" } else { "http" };
                 let advertise_url = config.advertise_url.clone().unwrap_or_else(|| {
                     if bound.http.ip().is_unspecified() {
                         let host = crate::cluster::node::hostname();
-                        format!("http://{host}:{}", bound.http.port())
+                        format!("{scheme}://{host}:{}", bound.http.port())
                     } else {
-                        format!("http://{}", bound.http)
+                        format!("{scheme}://{}", bound.http)
                     }
                 });
                 let settings = NodeSettings {
@@ -146,7 +153,14 @@ impl Gateway {
             bound,
             tracker,
             cancel: CancellationToken::new(),
+            tls,
         })
+    }
+
+    /// The handle that re-reads the TLS certificates (the binary calls it on SIGHUP); with
+    /// no TLS configured, reloading does nothing.
+    pub fn tls_reload(&self) -> TlsReload {
+        self.tls.reload.clone()
     }
 
     /// The bound addresses.
@@ -187,6 +201,7 @@ impl Gateway {
             cancel,
             bound,
             cluster,
+            tls,
             ..
         } = self;
         // In cluster mode the node is who the cluster knows; alone, its host name and HTTP port.
@@ -195,8 +210,24 @@ impl Gateway {
                 id: c.settings().node_id.clone(),
                 advertise_url: c.settings().advertise_url.clone(),
             },
-            None => control::NodeInfo::local(bound.http),
+            None => {
+                let mut local = control::NodeInfo::local(bound.http);
+                if tls.http.is_some() {
+                    local.advertise_url = format!("https://{}", bound.http);
+                }
+                local
+            }
         };
+        let tls_on = |acceptor: Option<tokio_rustls::TlsAcceptor>, listener: &str| {
+            let failures = metrics.tls_handshake_failures.with_label_values(&[listener]);
+            acceptor.map(|acceptor| TlsOn {
+                acceptor,
+                timeout: tls.handshake_timeout,
+                failures,
+            })
+        };
+        let http_tls = tls_on(tls.http.clone(), "http");
+        let grpc_tls = tls_on(tls.grpc.clone(), "grpc");
         media.spawn_receiver(cancel.clone());
         tracker.spawn(registry.clone().run_checkpoints(cancel.clone()));
 
@@ -221,6 +252,7 @@ impl Gateway {
             http,
             app,
             limits,
+            http_tls.clone(),
             Arc::clone(&metrics),
             cancel.clone(),
             tracker.clone(),
@@ -230,6 +262,7 @@ impl Gateway {
                 listener,
                 whip::metrics_router(state),
                 limits,
+                http_tls,
                 Arc::clone(&metrics),
                 cancel.clone(),
                 tracker.clone(),
@@ -245,7 +278,9 @@ impl Gateway {
             node,
             cluster.clone(),
             health_service,
+            grpc_tls,
             cancel.clone(),
+            tracker.clone(),
         )?);
         warn_if_control_is_open(&config);
         tracing::info!(?config.http_listen, ?config.grpc_listen, ?config.udp_listen, "whipgate running");
@@ -295,7 +330,9 @@ fn serve_grpc(
     health_service: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health + 'static,
     >,
+    tls: Option<TlsOn>,
     cancel: CancellationToken,
+    tracker: TaskTracker,
 ) -> Result<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>, Error> {
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -323,9 +360,23 @@ fn serve_grpc(
         ))
         .add_service(InterceptedService::new(control, interceptor));
     Ok(Box::pin(async move {
-        let result = router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), cancel.cancelled())
-            .await;
+        let result = match tls {
+            Some(tls) => {
+                let incoming =
+                    crate::tls::incoming::grpc_incoming(listener, tls, cancel.clone(), tracker);
+                router
+                    .serve_with_incoming_shutdown(incoming, cancel.cancelled())
+                    .await
+            }
+            None => {
+                router
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(listener),
+                        cancel.cancelled(),
+                    )
+                    .await
+            }
+        };
         if let Err(err) = result {
             tracing::error!(%err, "gRPC server failed");
         }
