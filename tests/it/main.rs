@@ -22,4 +22,6 @@ mod redis_harness;
 mod restart;
 mod simulcast;
 mod spoof;
+mod tls;
+mod tls_binary;
 mod whip;
