@@ -1,6 +1,7 @@
 //! Binds every listener, wires the registry, the WHIP edge, the media path and the control
 //! plane together, and drains cleanly on shutdown.
 
+mod idle;
 mod serve;
 
 pub(crate) use serve::accept_bounded;

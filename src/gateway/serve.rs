@@ -4,7 +4,8 @@
 //! clients wait in the kernel backlog instead of costing memory), backoff on accept errors
 //! (EMFILE), and graceful shutdown of every connection on cancel. With TLS, each connection
 //! task runs the handshake (bounded by a timeout, inside the connection cap) and speaks
-//! HTTP/2 or HTTP/1.1 as ALPN chose.
+//! HTTP/2 or HTTP/1.1 as ALPN chose; an HTTP/2 connection with no open request for the
+//! header-read timeout is closed too ([`super::idle`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -119,6 +120,15 @@ async fn serve_connection<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = super::idle::Activity::new();
+    let app = if h2 {
+        app.layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&activity),
+            super::idle::track,
+        ))
+    } else {
+        app
+    };
     let service = TowerToHyperService::new(app.map_request(
         move |mut request: axum::http::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
@@ -139,9 +149,21 @@ async fn serve_connection<IO>(
     };
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(connection);
+    let idle = async {
+        if h2 {
+            activity.idle(limits.header_timeout).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
     let result = tokio::select! {
         result = connection.as_mut() => result,
         () = cancel.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+        () = idle => {
+            tracing::debug!(%peer, "closing an idle HTTP/2 connection");
             connection.as_mut().graceful_shutdown();
             connection.await
         }

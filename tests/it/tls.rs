@@ -109,9 +109,12 @@ impl TestPki {
         Ok(IngestControlClient::new(channel))
     }
 
-    /// Handshakes with `addr` offering `alpn`; returns the leaf the server presented and the
-    /// protocol ALPN chose.
-    pub async fn presented(&self, addr: SocketAddr, alpn: &[&[u8]]) -> Result<(Vec<u8>, Vec<u8>)> {
+    /// A TLS connection to `addr` offering `alpn`, trusting only this CA.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        alpn: &[&[u8]],
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::from_pem_slice(self.ca_pem.as_bytes())?)?;
         let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -124,9 +127,15 @@ impl TestPki {
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let tcp = tokio::net::TcpStream::connect(addr).await?;
         let name = ServerName::try_from("localhost")?.to_owned();
-        let tls = tokio::time::timeout(PATIENCE, connector.connect(name, tcp))
+        Ok(tokio::time::timeout(PATIENCE, connector.connect(name, tcp))
             .await
-            .context("TLS handshake timed out")??;
+            .context("TLS handshake timed out")??)
+    }
+
+    /// Handshakes with `addr` offering `alpn`; returns the leaf the server presented and the
+    /// protocol ALPN chose.
+    pub async fn presented(&self, addr: SocketAddr, alpn: &[&[u8]]) -> Result<(Vec<u8>, Vec<u8>)> {
+        let tls = self.connect(addr, alpn).await?;
         let connection = tls.get_ref().1;
         let leaf = connection
             .peer_certificates()
@@ -156,9 +165,14 @@ impl Drop for TlsGateway {
 
 impl TlsGateway {
     async fn start(pki: &TestPki) -> Result<Self> {
+        Self::start_with(pki, |_| {}).await
+    }
+
+    async fn start_with(pki: &TestPki, tweak: impl FnOnce(&mut Config)) -> Result<Self> {
         let mut config = Config::loopback();
         config.stats_interval = Duration::from_millis(300);
         pki.configure(&mut config);
+        tweak(&mut config);
         let gateway = Gateway::bind(config).await?;
         let bound = gateway.bound();
         let reload = gateway.tls_reload();
@@ -259,6 +273,48 @@ async fn whip_and_metrics_over_https_only() -> Result<()> {
     let nodes = gw.grpc.list_nodes(pb::ListNodesRequest::default()).await?;
     let url = &nodes.into_inner().nodes[0].advertise_url;
     assert_eq!(url, &format!("https://{}", gw.bound.http));
+    Ok(())
+}
+
+/// Reads until the server closes the connection (EOF or reset); how long that took.
+async fn closed_after(mut stream: impl tokio::io::AsyncRead + Unpin) -> Result<Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = tokio::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(PATIENCE, stream.read(&mut buf)).await {
+            Err(_) => bail!("the server kept the connection open"),
+            Ok(Ok(0) | Err(_)) => return Ok(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_handshakes_and_idle_http2_connections_are_closed() -> Result<()> {
+    let pki = TestPki::new()?;
+    let timeout = Duration::from_secs(1);
+    let gw = TlsGateway::start_with(&pki, |c| c.http_header_timeout = timeout).await?;
+    // A client that never starts its handshake is cut off after the timeout, and counted;
+    // meanwhile others are served (the handshake runs in the connection's own task).
+    let stalled = tokio::net::TcpStream::connect(gw.bound.http).await?;
+    let stalled = tokio::spawn(closed_after(stalled));
+    let status = gw.https.get(gw.url("/healthz")).send().await?.status();
+    assert_eq!(status, 200);
+    assert!(stalled.await?? >= timeout - Duration::from_millis(100));
+    eventually(PATIENCE, "the timed-out handshake in /metrics", || async {
+        let text = gw.https.get(gw.url("/metrics")).send().await.ok()?.text().await.ok()?;
+        text.lines()
+            .any(|l| l == "whipgate_tls_handshake_failures_total{listener=\"http\"} 1")
+            .then_some(())
+    })
+    .await?;
+    // An HTTP/2 connection with no request is closed after the same timeout, as HTTP/1.1's
+    // header-read timeout closes an idle kept-alive connection.
+    let idle = pki.connect(gw.bound.http, &[b"h2"]).await?;
+    assert_eq!(idle.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let after = closed_after(idle).await?;
+    assert!(after >= timeout - Duration::from_millis(100), "{after:?}");
     Ok(())
 }
 
