@@ -220,7 +220,9 @@ impl Gateway {
             }
         };
         let tls_on = |acceptor: Option<tokio_rustls::TlsAcceptor>, listener: &str| {
-            let failures = metrics.tls_handshake_failures.with_label_values(&[listener]);
+            let failures = metrics
+                .tls_handshake_failures
+                .with_label_values(&[listener]);
             acceptor.map(|acceptor| TlsOn {
                 acceptor,
                 timeout: tls.handshake_timeout,
@@ -272,6 +274,11 @@ impl Gateway {
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_serving(&health, true).await;
+        let grpc = GrpcIncoming {
+            listener: grpc,
+            tls: grpc_tls,
+            tracker: tracker.clone(),
+        };
         tracker.spawn(serve_grpc(
             grpc,
             &config,
@@ -279,9 +286,7 @@ impl Gateway {
             node,
             cluster.clone(),
             health_service,
-            grpc_tls,
             cancel.clone(),
-            tracker.clone(),
         )?);
         warn_if_control_is_open(&config);
         tracing::info!(?config.http_listen, ?config.grpc_listen, ?config.udp_listen, "whipgate running");
@@ -320,10 +325,17 @@ impl Gateway {
     }
 }
 
+/// The gRPC listener, and TLS on it (handshakes in tasks tracked by `tracker`).
+struct GrpcIncoming {
+    listener: TcpListener,
+    tls: Option<TlsOn>,
+    tracker: TaskTracker,
+}
+
 /// The gRPC server: the control service and reflection (v1 and v1alpha) behind the API key,
 /// health open; bounded streams per connection, message sizes, watchers; HTTP/2 keepalive.
 fn serve_grpc(
-    listener: TcpListener,
+    incoming: GrpcIncoming,
     config: &Config,
     registry: Registry,
     node: control::NodeInfo,
@@ -331,9 +343,7 @@ fn serve_grpc(
     health_service: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health + 'static,
     >,
-    tls: Option<TlsOn>,
     cancel: CancellationToken,
-    tracker: TaskTracker,
 ) -> Result<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>, Error> {
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -361,6 +371,11 @@ fn serve_grpc(
         ))
         .add_service(InterceptedService::new(control, interceptor));
     Ok(Box::pin(async move {
+        let GrpcIncoming {
+            listener,
+            tls,
+            tracker,
+        } = incoming;
         let result = match tls {
             Some(tls) => {
                 let incoming =

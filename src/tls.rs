@@ -81,7 +81,11 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
 }
 
 /// Reads a PEM certificate chain and its private key and checks that they belong together.
-pub fn load_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, String> {
+pub fn load_pair(
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, String> {
     let cert_pem = read_pem(cert)?;
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::sync::oneshot;
@@ -142,7 +140,10 @@ impl TestPki {
             .and_then(|c| c.first())
             .context("no peer certificate")?
             .to_vec();
-        Ok((leaf, connection.alpn_protocol().unwrap_or_default().to_vec()))
+        Ok((
+            leaf,
+            connection.alpn_protocol().unwrap_or_default().to_vec(),
+        ))
     }
 }
 
@@ -215,7 +216,11 @@ impl TlsGateway {
             .send()
             .await?;
         if response.status() != 201 {
-            bail!("publish answered {}: {}", response.status(), response.text().await?);
+            bail!(
+                "publish answered {}: {}",
+                response.status(),
+                response.text().await?
+            );
         }
         let location = header(&response, "location")?;
         assert!(location.starts_with("/whip/cam/"), "{location}");
@@ -242,7 +247,15 @@ async fn whip_and_metrics_over_https_only() -> Result<()> {
         .await;
     assert!(plain.is_err(), "plain HTTP answered: {plain:?}");
     let metrics = eventually(PATIENCE, "the failed handshake in /metrics", || async {
-        let text = gw.https.get(gw.url("/metrics")).send().await.ok()?.text().await.ok()?;
+        let text = gw
+            .https
+            .get(gw.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
         text.lines()
             .any(|l| l == "whipgate_tls_handshake_failures_total{listener=\"http\"} 1")
             .then_some(text)
@@ -303,7 +316,15 @@ async fn slow_handshakes_and_idle_http2_connections_are_closed() -> Result<()> {
     assert_eq!(status, 200);
     assert!(stalled.await?? >= timeout - Duration::from_millis(100));
     eventually(PATIENCE, "the timed-out handshake in /metrics", || async {
-        let text = gw.https.get(gw.url("/metrics")).send().await.ok()?.text().await.ok()?;
+        let text = gw
+            .https
+            .get(gw.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
         text.lines()
             .any(|l| l == "whipgate_tls_handshake_failures_total{listener=\"http\"} 1")
             .then_some(())
@@ -443,7 +464,9 @@ async fn tls_configuration_errors_are_clear() -> Result<()> {
     let file = pki.dir.path().join("whipgate.toml");
     std::fs::write(
         &file,
-        format!("tls_cert = {cert:?}\ntls_key = {key:?}\ngrpc_tls_cert = {cert:?}\ngrpc_tls_key = {key:?}\n"),
+        format!(
+            "tls_cert = {cert:?}\ntls_key = {key:?}\ngrpc_tls_cert = {cert:?}\ngrpc_tls_key = {key:?}\n"
+        ),
     )?;
     let config = Config::load(["whipgate", "--config", &file.to_string_lossy()])
         .map_err(anyhow::Error::msg)?;
@@ -454,12 +477,18 @@ async fn tls_configuration_errors_are_clear() -> Result<()> {
     let mut config = Config::loopback();
     config.tls_cert = Some(pki.dir.path().join("missing.pem"));
     config.tls_key = Some(pki.key_path());
-    let err = Gateway::bind(config).await.err().context("bound without a cert")?;
+    let err = Gateway::bind(config)
+        .await
+        .err()
+        .context("bound without a cert")?;
     assert!(err.to_string().contains("missing.pem"), "{err}");
     let mut config = Config::loopback();
     config.tls_cert = Some(pki.key_path());
     config.tls_key = Some(pki.key_path());
-    let err = Gateway::bind(config).await.err().context("bound with a key as cert")?;
+    let err = Gateway::bind(config)
+        .await
+        .err()
+        .context("bound with a key as cert")?;
     assert!(err.to_string().contains("no CERTIFICATE"), "{err}");
     Ok(())
 }

@@ -31,7 +31,12 @@ async fn start(pki: &TestPki, data: &Path, log: &Path) -> Result<Running> {
     command
         .arg("--data-dir")
         .arg(data)
-        .args(["--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
+        .args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+        ])
         .args(["--udp-listen", "127.0.0.1:0", "--tcp-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -94,7 +99,11 @@ async fn sighup_reloads_the_binary_and_ctl_speaks_tls() -> Result<()> {
     })
     .await?;
     assert!(gw.child.try_wait()?.is_none(), "SIGHUP stopped the gateway");
-    assert!(read(&log).contains("TLS certificate reloaded"), "{}", read(&log));
+    assert!(
+        read(&log).contains("TLS certificate reloaded"),
+        "{}",
+        read(&log)
+    );
 
     // A broken file on SIGHUP: logged, the old certificate stays, the gateway runs on.
     std::fs::write(pki.cert_path(), "garbage")?;
@@ -103,7 +112,10 @@ async fn sighup_reloads_the_binary_and_ctl_speaks_tls() -> Result<()> {
         read(&log).contains("reload failed").then_some(())
     })
     .await?;
-    assert!(gw.child.try_wait()?.is_none(), "a bad reload stopped the gateway");
+    assert!(
+        gw.child.try_wait()?.is_none(),
+        "a bad reload stopped the gateway"
+    );
     assert_eq!(pki.presented(gw.http, &[]).await?.0, second);
     let health = pki
         .https()?
@@ -116,7 +128,14 @@ async fn sighup_reloads_the_binary_and_ctl_speaks_tls() -> Result<()> {
     let addr = format!("https://{}", gw.grpc);
     let ca = pki.ca_path().to_string_lossy().into_owned();
     let (code, _, err) = ctl(&[
-        "--addr", &addr, "--ca-cert", &ca, "register", "cam", "--video", "127.0.0.1:5004",
+        "--addr",
+        &addr,
+        "--ca-cert",
+        &ca,
+        "register",
+        "cam",
+        "--video",
+        "127.0.0.1:5004",
     ])
     .await?;
     assert_eq!(code, 0, "{err}");
