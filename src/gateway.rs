@@ -4,6 +4,7 @@
 mod idle;
 mod serve;
 
+use serve::GrpcIncoming;
 pub(crate) use serve::accept_bounded;
 
 use std::future::Future;
@@ -12,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::service::interceptor::InterceptedService;
@@ -26,7 +26,6 @@ use crate::error::Error;
 use crate::media::Media;
 use crate::metrics::Metrics;
 use crate::registry::{Caps, Registry};
-use crate::tls::incoming::TlsOn;
 use crate::tls::{TlsReload, TlsSetup};
 use crate::whip::{self, WhipState};
 
@@ -219,18 +218,7 @@ impl Gateway {
                 local
             }
         };
-        let tls_on = |acceptor: Option<tokio_rustls::TlsAcceptor>, listener: &str| {
-            let failures = metrics
-                .tls_handshake_failures
-                .with_label_values(&[listener]);
-            acceptor.map(|acceptor| TlsOn {
-                acceptor,
-                timeout: tls.handshake_timeout,
-                failures,
-            })
-        };
-        let http_tls = tls_on(tls.http.clone(), "http");
-        let grpc_tls = tls_on(tls.grpc.clone(), "grpc");
+        let (http_tls, grpc_tls) = tls.listeners(&metrics);
         media.spawn_receiver(cancel.clone());
         tracker.spawn(registry.clone().run_checkpoints(cancel.clone()));
 
@@ -325,13 +313,6 @@ impl Gateway {
     }
 }
 
-/// The gRPC listener, and TLS on it (handshakes in tasks tracked by `tracker`).
-struct GrpcIncoming {
-    listener: TcpListener,
-    tls: Option<TlsOn>,
-    tracker: TaskTracker,
-}
-
 /// The gRPC server: the control service and reflection (v1 and v1alpha) behind the API key,
 /// health open; bounded streams per connection, message sizes, watchers; HTTP/2 keepalive.
 fn serve_grpc(
@@ -371,29 +352,7 @@ fn serve_grpc(
         ))
         .add_service(InterceptedService::new(control, interceptor));
     Ok(Box::pin(async move {
-        let GrpcIncoming {
-            listener,
-            tls,
-            tracker,
-        } = incoming;
-        let result = match tls {
-            Some(tls) => {
-                let incoming =
-                    crate::tls::incoming::grpc_incoming(listener, tls, cancel.clone(), tracker);
-                router
-                    .serve_with_incoming_shutdown(incoming, cancel.cancelled())
-                    .await
-            }
-            None => {
-                router
-                    .serve_with_incoming_shutdown(
-                        TcpListenerStream::new(listener),
-                        cancel.cancelled(),
-                    )
-                    .await
-            }
-        };
-        if let Err(err) = result {
+        if let Err(err) = incoming.serve(router, cancel).await {
             tracing::error!(%err, "gRPC server failed");
         }
     }))

@@ -203,6 +203,25 @@ pub(crate) struct TlsSetup {
 }
 
 impl TlsSetup {
+    /// TLS for the HTTP and the gRPC listener, each counting its handshake failures under its
+    /// own label (both series exist from the start).
+    pub(crate) fn listeners(
+        &self,
+        metrics: &crate::metrics::Metrics,
+    ) -> (Option<incoming::TlsOn>, Option<incoming::TlsOn>) {
+        let on = |acceptor: &Option<TlsAcceptor>, listener: &str| {
+            let failures = metrics
+                .tls_handshake_failures
+                .with_label_values(&[listener]);
+            acceptor.clone().map(|acceptor| incoming::TlsOn {
+                acceptor,
+                timeout: self.handshake_timeout,
+                failures,
+            })
+        };
+        (on(&self.http, "http"), on(&self.grpc, "grpc"))
+    }
+
     /// Loads the configured pairs (a load error is a startup error).
     pub(crate) fn from_config(config: &Config) -> Result<Self, String> {
         validate_pairs(config)?;

@@ -69,6 +69,42 @@ pub(crate) async fn accept_bounded(
     }
 }
 
+/// The gRPC listener, and TLS on it (handshakes in tasks tracked by `tracker`).
+pub(crate) struct GrpcIncoming {
+    pub(crate) listener: TcpListener,
+    pub(crate) tls: Option<TlsOn>,
+    pub(crate) tracker: TaskTracker,
+}
+
+impl GrpcIncoming {
+    /// Serves `router` on the listener, over TLS if configured, until `cancel`.
+    pub(crate) async fn serve(
+        self,
+        router: tonic::transport::server::Router,
+        cancel: CancellationToken,
+    ) -> Result<(), tonic::transport::Error> {
+        match self.tls {
+            Some(tls) => {
+                let incoming = crate::tls::incoming::grpc_incoming(
+                    self.listener,
+                    tls,
+                    cancel.clone(),
+                    self.tracker,
+                );
+                router
+                    .serve_with_incoming_shutdown(incoming, cancel.cancelled())
+                    .await
+            }
+            None => {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
+                router
+                    .serve_with_incoming_shutdown(incoming, cancel.cancelled())
+                    .await
+            }
+        }
+    }
+}
+
 /// Serves `app` on `listener` (over TLS when `tls`) until `cancel`; connection tasks are
 /// tracked by `tracker`.
 pub(crate) async fn serve(

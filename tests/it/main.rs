@@ -24,4 +24,5 @@ mod simulcast;
 mod spoof;
 mod tls;
 mod tls_binary;
+mod tls_pki;
 mod whip;

@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::harness::{PATIENCE, eventually};
-use crate::tls::TestPki;
+use crate::tls_pki::TestPki;
 
 const BIN: &str = env!("CARGO_BIN_EXE_whipgate");
 
