@@ -364,3 +364,27 @@ async fn tls_configuration_errors_are_clear() -> Result<()> {
     assert!(err.to_string().contains("no CERTIFICATE"), "{err}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_tool_publishes_over_https() -> Result<()> {
+    use whipgate::load::{Engine, LoadConfig};
+    let pki = TestPki::new()?;
+    let gw = TlsGateway::start(&pki).await?;
+    let cfg = LoadConfig {
+        url: gw.url("/whip"),
+        grpc: Some(format!("https://{}", gw.bound.grpc)),
+        ca_cert: Some(pki.ca_path()),
+        publishers: 2,
+        prefix: "tls-load-".to_owned(),
+        duration: 1.0,
+        workers: Some(1),
+        ..LoadConfig::default()
+    };
+    let report = tokio::time::timeout(Duration::from_secs(30), Engine::new(cfg)?.run()).await??;
+    assert_eq!(report.created, 2, "{report:?}");
+    assert_eq!(report.connected, 2, "{report:?}");
+    assert!(report.post_errors.is_empty(), "{report:?}");
+    let sink = report.sink.as_ref().context("no sink report")?;
+    assert!(sink.packets > 0, "{report:?}");
+    Ok(())
+}
