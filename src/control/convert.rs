@@ -262,6 +262,7 @@ fn end_reason(r: EndReason) -> pb::EndReason {
         EndReason::DurationCap => pb::EndReason::DurationCap,
         EndReason::Replaced => pb::EndReason::Replaced,
         EndReason::Error => pb::EndReason::Error,
+        EndReason::PublisherClose => pb::EndReason::PublisherClose,
     }
 }
 

@@ -78,11 +78,17 @@ impl FrameClock {
     }
 }
 
-/// The time between the last two keyframes.
+/// How many recent keyframe intervals the reported interval looks at.
+const KEYFRAME_WINDOW: usize = 4;
+
+/// The publisher's keyframe interval: the longest of the last few intervals between
+/// keyframes. A keyframe forced by a PLI (at session start, on a consumer's request) splits one
+/// natural interval into two short ones; the longest recent interval is the encoder's cadence.
 #[derive(Debug, Default)]
 pub(super) struct KeyframeClock {
     last: Option<i64>,
-    interval_ticks: Option<i64>,
+    intervals: [i64; KEYFRAME_WINDOW],
+    next: usize,
 }
 
 impl KeyframeClock {
@@ -91,7 +97,8 @@ impl KeyframeClock {
     pub(super) fn observe(&mut self, ext: i64) {
         match self.last {
             Some(last) if ext > last => {
-                self.interval_ticks = Some(ext - last);
+                self.intervals[self.next % KEYFRAME_WINDOW] = ext - last;
+                self.next = self.next.wrapping_add(1);
                 self.last = Some(ext);
             }
             Some(_) => {}
@@ -99,11 +106,13 @@ impl KeyframeClock {
         }
     }
 
-    /// The last interval.
+    /// The longest recent interval, once there is one.
     pub(super) fn interval(&self, clock_rate: u32) -> Option<Duration> {
-        let ticks = u64::try_from(self.interval_ticks?).ok()?;
+        let ticks = u64::try_from(self.intervals.iter().copied().max()?)
+            .ok()
+            .filter(|&t| t > 0)?;
         Some(Duration::from_micros(
-            ticks.saturating_mul(1_000_000) / u64::from(clock_rate),
+            ticks.saturating_mul(1_000_000) / u64::from(clock_rate.max(1)),
         ))
     }
 }
@@ -126,5 +135,28 @@ impl ReorderDetector {
         }
         self.previous = Some((seq, ts));
         self.backward_steps >= REORDER_EVIDENCE
+    }
+}
+
+#[cfg(test)]
+mod keyframe_tests {
+    use super::*;
+
+    #[test]
+    fn a_forced_keyframe_does_not_hide_the_encoders_cadence() {
+        let mut clock = KeyframeClock::default();
+        assert_eq!(clock.interval(90_000), None);
+        clock.observe(0);
+        assert_eq!(clock.interval(90_000), None);
+        // A PLI-forced keyframe 0.1 s after the first, then the encoder's 2 s cadence.
+        clock.observe(9_000);
+        assert_eq!(clock.interval(90_000), Some(Duration::from_millis(100)));
+        clock.observe(180_000);
+        clock.observe(360_000);
+        assert_eq!(clock.interval(90_000), Some(Duration::from_secs(2)));
+        // The same keyframe's later packets and a timestamp going back change nothing.
+        clock.observe(360_000);
+        clock.observe(100);
+        assert_eq!(clock.interval(90_000), Some(Duration::from_secs(2)));
     }
 }

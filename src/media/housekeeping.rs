@@ -60,7 +60,7 @@ impl Session {
                 lost += received.packets_lost.max(0);
                 nacks += u64::from(inbound.nack_count);
                 if received.rtp_stream_stats.kind == RtpCodecKind::Video {
-                    jitter_ms = received.jitter * 1000.0;
+                    jitter_ms = jitter_millis(received.jitter, VIDEO_CLOCK_RATE);
                 }
             }
         }
@@ -111,5 +111,27 @@ impl Session {
             bitrate,
             jitter_ms,
         );
+    }
+}
+
+/// Every WebRTC video codec (H264, VP8, VP9, AV1, H265) runs its RTP clock at 90 kHz.
+const VIDEO_CLOCK_RATE: f64 = 90_000.0;
+
+/// Inter-arrival jitter in milliseconds. rtc 0.21 documents `jitter` in seconds but fills it
+/// with the receiver report's value, which RFC 3550 §6.4.1 counts in RTP timestamp units.
+fn jitter_millis(rtp_units: f64, clock_rate: f64) -> f64 {
+    rtp_units * 1000.0 / clock_rate
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_in_rtp_units_becomes_milliseconds_on_the_codec_clock() {
+        // 889 ticks of a 90 kHz clock: the 889,000 "ms" the dashboard used to show.
+        assert!((jitter_millis(889.0, VIDEO_CLOCK_RATE) - 9.877).abs() < 0.001);
+        assert_eq!(jitter_millis(480.0, 48_000.0), 10.0);
+        assert_eq!(jitter_millis(0.0, VIDEO_CLOCK_RATE), 0.0);
     }
 }

@@ -12,6 +12,7 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
+use rtc::rtcp::goodbye::Goodbye;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
@@ -74,6 +75,8 @@ pub(crate) struct Progress {
     /// Video and audio bytes received at the last statistics report.
     pub(super) bytes_at_last_stats: (u64, u64),
     pub(super) nacks_seen: u64,
+    /// The publisher's streams it has said RTCP BYE for (only SSRCs it sent: bounded).
+    pub(super) goodbyes: HashSet<u32>,
     pub(super) end: Option<(EndReason, String)>,
 }
 
@@ -93,6 +96,7 @@ impl Session {
             housekeeping_ticks: 0,
             bytes_at_last_stats: (0, 0),
             nacks_seen: 0,
+            goodbyes: HashSet::new(),
             end: None,
         };
         let mut housekeeping = tokio::time::interval(Duration::from_millis(500));
@@ -353,9 +357,14 @@ impl Session {
         }
     }
 
-    /// Forwards the publisher's Sender Reports to the consumer's RTCP port (RTP port + 1).
-    fn on_rtcp(&mut self, packets: &[Box<dyn rtc::rtcp::Packet>], p: &Progress) {
+    /// Forwards the publisher's Sender Reports to the consumer's RTCP port (RTP port + 1);
+    /// ends the session once the publisher has said BYE for every stream it sends.
+    fn on_rtcp(&mut self, packets: &[Box<dyn rtc::rtcp::Packet>], p: &mut Progress) {
         for packet in packets {
+            if let Some(bye) = packet.as_any().downcast_ref::<Goodbye>() {
+                on_goodbye(bye, p);
+                continue;
+            }
             let Some(report) = packet.as_any().downcast_ref::<SenderReport>() else {
                 continue;
             };
@@ -416,5 +425,103 @@ impl Session {
             fragment: restarted.fragment,
             etag,
         })
+    }
+}
+
+/// Records an RTCP BYE (it is SRTCP, so only the authenticated publisher can send one) and
+/// ends the session when every stream the publisher sent has said goodbye: it closed its peer
+/// connection. A BYE for some streams only (audio stopped, or one simulcast layer paused by
+/// the browser under congestion) ends nothing.
+fn on_goodbye(bye: &Goodbye, p: &mut Progress) {
+    for &ssrc in &bye.sources {
+        let sent = p.seen_ssrcs.contains(&ssrc)
+            || Some(ssrc) == p.video_ssrc
+            || Some(ssrc) == p.audio_ssrc;
+        if sent {
+            p.goodbyes.insert(ssrc);
+        }
+    }
+    let mut streams = p
+        .seen_ssrcs
+        .iter()
+        .copied()
+        .chain(p.video_ssrc)
+        .chain(p.audio_ssrc)
+        .peekable();
+    let any = streams.peek().is_some();
+    if any && streams.all(|ssrc| p.goodbyes.contains(&ssrc)) && p.end.is_none() {
+        p.end = Some((EndReason::PublisherClose, "RTCP BYE".into()));
+    }
+}
+
+#[cfg(test)]
+mod goodbye_tests {
+    use super::*;
+
+    fn progress(video: Option<u32>, audio: Option<u32>) -> Progress {
+        let now = Instant::now();
+        Progress {
+            remote: None,
+            connected: true,
+            last_media: now,
+            started: now,
+            video_ssrc: video,
+            audio_ssrc: audio,
+            seen_ssrcs: HashSet::new(),
+            housekeeping_ticks: 0,
+            bytes_at_last_stats: (0, 0),
+            nacks_seen: 0,
+            goodbyes: HashSet::new(),
+            end: None,
+        }
+    }
+
+    fn bye(sources: &[u32]) -> Goodbye {
+        Goodbye {
+            sources: sources.to_vec(),
+            reason: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_session_ends_once_every_forwarded_stream_said_goodbye() {
+        let mut p = progress(Some(1), Some(2));
+        on_goodbye(&bye(&[1]), &mut p);
+        assert!(p.end.is_none(), "audio is still live");
+        // Another simulcast layer's SSRC, or an unknown one, changes nothing.
+        on_goodbye(&bye(&[7, 8]), &mut p);
+        assert!(p.end.is_none());
+        on_goodbye(&bye(&[2]), &mut p);
+        assert!(matches!(p.end, Some((EndReason::PublisherClose, _))));
+
+        let mut p = progress(Some(1), Some(2));
+        on_goodbye(&bye(&[2, 1]), &mut p);
+        assert!(matches!(p.end, Some((EndReason::PublisherClose, _))));
+    }
+
+    #[test]
+    fn a_paused_simulcast_layer_is_not_a_goodbye() {
+        // Three layers seen, the middle one forwarded, no audio.
+        let mut p = progress(Some(2), None);
+        p.seen_ssrcs.extend([1, 2, 3]);
+        on_goodbye(&bye(&[2]), &mut p);
+        assert!(p.end.is_none(), "the browser paused the forwarded layer");
+        on_goodbye(&bye(&[1, 3]), &mut p);
+        assert!(matches!(p.end, Some((EndReason::PublisherClose, _))));
+    }
+
+    #[test]
+    fn a_goodbye_before_any_stream_or_after_an_end_changes_nothing() {
+        let mut p = progress(None, None);
+        on_goodbye(&bye(&[1]), &mut p);
+        assert!(p.end.is_none(), "nothing forwarded yet: nothing to close");
+
+        let mut p = progress(Some(1), None);
+        p.end = Some((EndReason::Teardown, "first".into()));
+        on_goodbye(&bye(&[1]), &mut p);
+        assert!(
+            matches!(p.end, Some((EndReason::Teardown, _))),
+            "the first end wins"
+        );
     }
 }

@@ -81,6 +81,10 @@ pub enum EndReason {
     Replaced,
     /// Negotiation or internal failure.
     Error,
+    /// The publisher said goodbye in-band: an RTCP BYE for every stream it was sending (a
+    /// browser closing its peer connection or tab, a tool stopping), so the session ends
+    /// at once instead of by the media timeout.
+    PublisherClose,
 }
 
 impl EndReason {
@@ -97,6 +101,7 @@ impl EndReason {
             EndReason::DurationCap => "duration_cap",
             EndReason::Replaced => "replaced",
             EndReason::Error => "error",
+            EndReason::PublisherClose => "publisher_close",
         }
     }
 }
