@@ -243,6 +243,12 @@ impl TlsSetup {
             }
             _ => http_source.clone(),
         };
+        if let Some(source) = &http_source {
+            tracing::info!(cert = %source.cert.display(), "TLS: the HTTP listener serves HTTPS only");
+        }
+        if let Some(source) = &grpc_source {
+            tracing::info!(cert = %source.cert.display(), "TLS: gRPC over TLS");
+        }
         let acceptor = |source: Option<Arc<CertSource>>, alpn: &[&[u8]]| {
             source
                 .map(|s| server_config(&provider, s, alpn).map(|c| TlsAcceptor::from(Arc::new(c))))

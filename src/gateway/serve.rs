@@ -15,7 +15,6 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -171,41 +170,60 @@ async fn serve_connection<IO>(
             request
         },
     ));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
-    builder.http2().timer(TokioTimer::new());
-    // HTTP/2 only where TLS negotiated it; plaintext stays HTTP/1.1 as before.
-    let builder = if h2 {
-        builder.http2_only()
-    } else {
-        builder.http1_only()
-    };
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    let idle = async {
-        if h2 {
+    let io = TokioIo::new(stream);
+    // Not hyper-util's auto builder: it waits for the first bytes without a timer, so a
+    // client that sends nothing would escape the header-read timeout.
+    let result = if h2 {
+        let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .serve_connection(io, service);
+        let idle = async {
             activity.idle(limits.header_timeout).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = cancel.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-        () = idle => {
             tracing::debug!(%peer, "closing an idle HTTP/2 connection");
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
+        };
+        drive(connection, |c| c.graceful_shutdown(), idle, &cancel).await
+    } else {
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .serve_connection(io, service)
+            .with_upgrades();
+        let never = std::future::pending::<()>();
+        drive(connection, |c| c.graceful_shutdown(), never, &cancel).await
     };
     if let Err(err) = result {
         metrics.http_connection_errors.inc();
         tracing::debug!(%peer, %err, "HTTP connection ended with an error");
+    }
+}
+
+/// Runs `connection` to its end; on `cancel` or once `idle` completes, shuts it down
+/// gracefully (in-flight requests finish) and waits for that (after `idle`, for a second at
+/// most).
+async fn drive<C>(
+    connection: C,
+    graceful_shutdown: impl Fn(std::pin::Pin<&mut C>),
+    idle: impl std::future::Future<Output = ()>,
+    cancel: &CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    C: std::future::Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::pin!(connection);
+    tokio::pin!(idle);
+    tokio::select! {
+        result = connection.as_mut() => result,
+        () = cancel.cancelled() => {
+            graceful_shutdown(connection.as_mut());
+            connection.await
+        }
+        () = &mut idle => {
+            graceful_shutdown(connection.as_mut());
+            // hyper's HTTP/2 server waits for the client's preface even when shut down, so a
+            // client that never sent it would stay: give the GOAWAY a moment, then drop.
+            tokio::time::timeout(Duration::from_secs(1), connection)
+                .await
+                .unwrap_or(Ok(()))
+        }
     }
 }
