@@ -307,6 +307,10 @@ async def publish_once(args: argparse.Namespace, http, index: int) -> dict:
                 "etag": resp.headers.get("ETag"),
                 "link": resp.headers.getall("Link", []),
                 "final_url": str(resp.url),
+                "redirects": [
+                    {"status": h.status, "location": h.headers.get("Location")}
+                    for h in resp.history
+                ],
                 "millis": round((time.monotonic() - t0) * 1000),
             }
         post = result["post"]

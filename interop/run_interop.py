@@ -8,6 +8,9 @@ Rows (select with --rows; `all` is the default):
                                  publishes to the same ingest: ONE FFmpeg decodes across the
                                  reconnect (a UDP tap between whipgate and FFmpeg checks the
                                  forwarded SSRC, sequence numbers and timestamps)
+  aiortc-h264-307                cluster: a private redis-server and two whipgate nodes; the
+                                 POST goes to the full node (--max-publishers 0), aiortc follows
+                                 its 307 to the node with room, FFmpeg decodes that node's media
   aiortc-h264-trickle,           aiortc, the offer POSTed without candidates, which follow
   aiortc-vp8-trickle             in a PATCH (trickle-ice-sdpfrag, If-Match: the ETag)
   chromium-h264, chromium-vp8    Debian Chromium on whipgate's /publish page (playwright-core)
@@ -70,6 +73,8 @@ def missing_tools(args: argparse.Namespace, rows: list[str]) -> list[str]:
     for tool in ("ffmpeg", "timeout"):
         if not shutil.which(tool):
             missing.append(f"{tool} (apt-get install ffmpeg coreutils)")
+    if any(ROWS[r].cluster for r in rows) and not shutil.which("redis-server"):
+        missing.append("redis-server (apt-get install redis-server)")
     return list(dict.fromkeys(missing))
 
 

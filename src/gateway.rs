@@ -116,6 +116,7 @@ impl Gateway {
                 None => None,
             },
         };
+        let cancel = CancellationToken::new();
         let cluster = match cluster_redis {
             Some(redis) => {
                 let scheme = if tls.http.is_some() { "https" } else { "http" };
@@ -134,10 +135,22 @@ impl Gateway {
                     lease: config.cluster_lease,
                 };
                 tracing::info!(node = %settings.node_id, advertise = %settings.advertise_url, redis = %redis.describe(), "cluster mode");
-                Some(
-                    ClusterNode::new(settings, redis)
-                        .map_err(|e| Error::BadRequest(e.to_string()))?,
+                let node_id = settings.node_id.clone();
+                let node = ClusterNode::new(settings, redis.clone())
+                    .map_err(|e| Error::BadRequest(e.to_string()))?;
+                // One event stream for the cluster: watchers on this node read it.
+                let feed = crate::cluster::feed::EventFeed::start(
+                    redis,
+                    crate::cluster::Keys::default(),
+                    &node_id,
+                    config.event_history,
+                    &registry,
+                    &tracker,
+                    &cancel,
                 )
+                .await;
+                node.attach_feed(feed);
+                Some(node)
             }
             None => None,
         };
@@ -152,7 +165,7 @@ impl Gateway {
             metrics_listener,
             bound,
             tracker,
-            cancel: CancellationToken::new(),
+            cancel,
             tls,
         })
     }
@@ -227,11 +240,17 @@ impl Gateway {
             config.api_key.as_deref(),
             cancel.clone(),
             node.clone(),
-        );
+        )
+        .with_cluster(cluster.clone());
         let mut state =
             WhipState::new(registry.clone(), media.clone(), &config)?.with_events(events);
         if let Some(node) = &cluster {
             tracker.spawn(node.clone().run(registry.clone(), cancel.clone()));
+            tracker.spawn(crate::cluster::calls::serve(
+                node.clone(),
+                registry.clone(),
+                cancel.clone(),
+            ));
             state.cluster = Some(node.clone());
         }
         let app = whip::router(state.clone(), &config, metrics_listener.is_none());

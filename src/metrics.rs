@@ -63,6 +63,8 @@ pub struct Metrics {
     pub control_requests: IntCounterVec,
     /// Events emitted by kind.
     pub events: IntCounterVec,
+    /// Cluster mode: events dropped because the queue to the cluster event stream was full.
+    pub cluster_events_dropped: IntCounter,
     /// Bytes received per ingest (only when `ingest_label` is on).
     pub ingest_bytes_received: IntCounterVec,
 }
@@ -256,6 +258,11 @@ impl Metrics {
                 "whipgate_events_total",
                 "Session events emitted by kind",
                 &["kind"],
+            )?,
+            cluster_events_dropped: counter(
+                &r,
+                "whipgate_cluster_events_dropped_total",
+                "Cluster mode: events dropped because the queue to the Redis event stream was full",
             )?,
             ingest_bytes_received: counter_vec(
                 &r,

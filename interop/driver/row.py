@@ -83,7 +83,8 @@ class Row:
         log(f"row {self.spec.name}: {self.spec.client} {self.spec.codecs} (logs in {self.workdir})")
         try:
             ready = self.start_gateway()
-            stub, udp_port = self.register(ready), int(ready["udp"].rsplit(":", 1)[1])
+            ready, stub = self.scenario.after_register(self, ready, self.register(ready))
+            udp_port = int(ready["udp"].rsplit(":", 1)[1])
             keep = self.start_ffmpeg()
             result = self.publish(ready, stub)
             if self.na is None:
@@ -106,7 +107,8 @@ class Row:
             self.gw = self.procs.start(
                 "whipgate",
                 [self.args.whipgate, "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0",
-                 "--udp-listen", "127.0.0.1:0", "--data-dir", str(self.workdir / "data")],
+                 "--udp-listen", "127.0.0.1:0", "--data-dir", str(self.workdir / "data"),
+                 *self.scenario.gateway_args(self)],
                 stdout=subprocess.PIPE, stderr=err, env=env,
             )
         ready = read_ready_line(self.gw, self.args.ready_timeout)
@@ -318,6 +320,7 @@ class Row:
     def shutdown(self) -> None:
         """The one graceful end: gRPC closed, FFmpeg gone, whipgate exits on SIGTERM."""
         self.close_control()
+        self.scenario.shutdown(self)
         if self.ff is not None and self.ff.poll() is None:
             Procs.stop(self.ff, signal.SIGKILL, 5)
         code = Procs.stop(self.gw, signal.SIGTERM, 10)

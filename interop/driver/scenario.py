@@ -22,6 +22,17 @@ class Scenario:
     def __init__(self, spec: RowSpec) -> None:
         self.spec = spec
 
+    def gateway_args(self, run: Row) -> list[str]:
+        """Extra whipgate arguments (started after anything they need)."""
+        return []
+
+    def after_register(self, run: Row, ready: dict, stub):
+        """After RegisterIngest: the ready line and control stub the rest of the row uses."""
+        return ready, stub
+
+    def shutdown(self, run: Row) -> None:
+        """Before whipgate's SIGTERM: the scenario's own processes and channels."""
+
     def ffmpeg_seconds(self, seconds: float) -> float:
         """Seconds of each stream FFmpeg decodes before it ends by itself."""
         return ffmpeg.duration(seconds)
@@ -78,9 +89,12 @@ class Scenario:
 
 
 def scenario_for(spec: RowSpec) -> Scenario:
+    from .cluster import Cluster
     from .reconnect import Reconnect
     from .simulcast import Simulcast
 
+    if spec.cluster:
+        return Cluster(spec)
     if spec.sessions > 1:
         return Reconnect(spec)
     if spec.simulcast:

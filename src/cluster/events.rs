@@ -47,6 +47,17 @@ redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], seq .. '-0', 'node', ARGV[2], 'da
 return seq
 "#;
 
+/// Appends several events in order, in one atomic step; returns the first one's seq.
+const APPEND_MANY: &str = r#"
+local first = 0
+for i = 2, #ARGV, 2 do
+  local seq = redis.call('INCR', KEYS[2])
+  if first == 0 then first = seq end
+  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], seq .. '-0', 'node', ARGV[i], 'data', ARGV[i + 1])
+end
+return first
+"#;
+
 /// Sets the epoch if there is none, and returns it.
 const EPOCH: &str = r#"
 redis.call('SET', KEYS[1], ARGV[1], 'NX')
@@ -60,6 +71,7 @@ pub struct EventStream {
     keys: Keys,
     max_len: u64,
     append: Script,
+    append_many: Script,
     epoch: Script,
 }
 
@@ -71,16 +83,42 @@ impl EventStream {
             keys,
             max_len: max_len.max(1),
             append: Script::new(APPEND),
+            append_many: Script::new(APPEND_MANY),
             epoch: Script::new(EPOCH),
         }
     }
 
-    /// The stream's epoch: a random id fixed when the first node used it. It changes only if
-    /// Redis lost its data, which also restarts the seqs, so seqs from another epoch are void.
+    /// The stream's epoch: a random number fixed when the first node used it. It changes only
+    /// if Redis lost its data, which also restarts the seqs, so seqs from another epoch are
+    /// void.
     pub async fn epoch(&self) -> Result<String, ClusterError> {
+        // Below 2^53 (a JSON number browsers read exactly), never 0 ("any epoch").
+        let fresh = (uuid::Uuid::new_v4().as_u64_pair().0 >> 11).max(1);
         let mut inv = self.epoch.prepare_invoke();
-        inv.key(self.keys.events_epoch())
-            .arg(uuid::Uuid::new_v4().to_string());
+        inv.key(self.keys.events_epoch()).arg(fresh);
+        self.redis.script(&inv).await
+    }
+
+    /// [`epoch`](Self::epoch) as the number events carry (`Event.epoch`).
+    pub async fn epoch_number(&self) -> Result<u64, ClusterError> {
+        let raw = self.epoch().await?;
+        raw.parse::<u64>()
+            .map_err(|_| ClusterError::Corrupt(format!("event stream epoch {raw:?}")))
+    }
+
+    /// Appends events (`(node, data)`, in order) in one round trip; returns the first seq
+    /// (0 for none). Atomic: all are appended, with consecutive seqs, or none.
+    pub async fn append_batch(&self, events: &[(String, String)]) -> Result<u64, ClusterError> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = self.append_many.prepare_invoke();
+        inv.key(self.keys.events())
+            .key(self.keys.events_seq())
+            .arg(self.max_len);
+        for (node, data) in events {
+            inv.arg(node).arg(data);
+        }
         self.redis.script(&inv).await
     }
 

@@ -8,7 +8,11 @@
 //! | one publisher per ingest across the cluster | `lease:<ingest>` (string, NX PX) | [`lease`] |
 //! | registrations, caps, layer choices, output stream state | `ingests`, `layers`, `outputs` (hashes), `caps` | [`state`] |
 //! | one event stream, gap-free `seq` | `events` (stream, id `<seq>-0`), `events:seq`, `events:epoch` | [`events`] |
+//! | this node's publisher, tail and watchers of that stream | — | [`feed`] |
+//! | registrations other nodes changed, reloaded live | — | `invalidate` |
 //! | control calls routed to the owning node | `rpc:<node>` (list), `rpc:reply:<uuid>` (list) | [`rpc`] |
+//! | which calls are routed, how the owner runs them, the owner's session URL | — | [`calls`] |
+//! | a publisher that moves to this node keeps its output streams | reads `outputs` | [`takeover`] |
 //! | a node's event clock (the store trait's epoch and reserved seqs) | `clock:<node>` (hash) | `crate::store::redis` |
 //!
 //! Every key starts with a prefix (`whipgate:` by default), so several clusters can share one
@@ -16,13 +20,17 @@
 //! periodic renewals. Redis being unreachable never blocks for long: every command has a short
 //! deadline and fails with [`ClusterError::Unavailable`].
 
+pub mod calls;
 pub mod conn;
 pub mod events;
+pub mod feed;
+mod invalidate;
 pub mod lease;
 pub mod node;
 pub mod nodes;
 pub mod rpc;
 pub mod state;
+pub mod takeover;
 pub mod url;
 
 pub use conn::{Redis, Timeouts};

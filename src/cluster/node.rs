@@ -46,8 +46,14 @@ struct Inner {
     settings: NodeSettings,
     nodes: Nodes,
     leases: Leases,
+    /// Routed control calls (to other nodes, and this node's queue).
+    rpc: super::rpc::Rpc,
+    /// Shared per-ingest state (output stream takeover).
+    state: super::state::SharedState,
     /// Leases this node holds: ingest -> session.
     held: Mutex<HashMap<String, Uuid>>,
+    /// The cluster event stream on this node, once started.
+    feed: std::sync::OnceLock<super::feed::EventFeed>,
 }
 
 impl ClusterNode {
@@ -64,8 +70,11 @@ impl ClusterNode {
             inner: Arc::new(Inner {
                 nodes: Nodes::new(redis.clone(), keys.clone()),
                 leases: Leases::new(redis.clone(), keys.clone()),
+                rpc: super::rpc::Rpc::new(redis.clone(), keys.clone()),
+                state: super::state::SharedState::new(redis.clone(), keys.clone()),
                 settings,
                 held: Mutex::new(HashMap::new()),
+                feed: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -73,6 +82,16 @@ impl ClusterNode {
     /// This node's settings.
     pub fn settings(&self) -> &NodeSettings {
         &self.inner.settings
+    }
+
+    /// The cluster event stream on this node (`None` before [`ClusterNode::attach_feed`]).
+    pub fn feed(&self) -> Option<&super::feed::EventFeed> {
+        self.inner.feed.get()
+    }
+
+    /// Sets the cluster event stream of this node (once; later calls are ignored).
+    pub fn attach_feed(&self, feed: super::feed::EventFeed) {
+        let _ = self.inner.feed.set(feed);
     }
 
     /// The node records.
@@ -83,6 +102,16 @@ impl ClusterNode {
     /// The leases.
     pub fn leases(&self) -> &Leases {
         &self.inner.leases
+    }
+
+    /// Routed control calls.
+    pub fn rpc(&self) -> &super::rpc::Rpc {
+        &self.inner.rpc
+    }
+
+    /// Shared per-ingest state.
+    pub fn shared_state(&self) -> &super::state::SharedState {
+        &self.inner.state
     }
 
     /// The store of node `node_id` on the cluster's Redis.

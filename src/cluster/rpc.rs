@@ -8,8 +8,11 @@
 //! A caller pushes `{reply_to, deadline_ms, body}` onto `rpc:<node>` (refused when that queue
 //! already holds [`MAX_PENDING`] calls; the queue expires if nobody drains it) and waits with
 //! `BLPOP` on its own `rpc:reply:<uuid>` list. The owner drains its queue with `BLPOP`, skips
-//! calls whose deadline passed, and pushes the answer (which expires after a minute if the
-//! caller gave up). Bodies are opaque: the caller and the owner agree on their encoding.
+//! calls whose deadline passed, and pushes the answer (which expires shortly after the call's
+//! deadline if the caller gave up). Bodies are opaque: the caller and the owner agree on their
+//! encoding. Only nodes write these lists (Redis is trusted infrastructure), but what is popped
+//! is still checked: its size, that it answers to a reply key of this prefix named by a UUID,
+//! and that its deadline is neither past nor further away than [`MAX_TIMEOUT`].
 
 use std::time::Duration;
 
@@ -23,8 +26,10 @@ use super::{ClusterError, Keys, Redis, now_ms};
 pub const MAX_PENDING: u64 = 1024;
 /// Longest accepted body (a control call is small; this bounds what one call can store).
 pub const MAX_BODY: usize = 64 * 1024;
-/// How long an unread answer stays.
-const REPLY_TTL_MS: u64 = 60_000;
+/// Longest a caller may wait for one call (a deadline further away is refused).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an unread answer stays past the call's deadline.
+const REPLY_GRACE_MS: u64 = 2_000;
 
 #[derive(Serialize, Deserialize)]
 struct Envelope {
@@ -66,6 +71,7 @@ impl Rpc {
         body: &str,
         timeout: Duration,
     ) -> Result<String, ClusterError> {
+        let timeout = timeout.min(MAX_TIMEOUT);
         if body.len() > MAX_BODY {
             return Err(ClusterError::Corrupt(format!(
                 "routed call of {} bytes (limit {MAX_BODY})",
@@ -130,6 +136,7 @@ pub struct Call {
     /// What the caller sent.
     pub body: String,
     reply_to: String,
+    deadline_ms: u64,
     redis: Redis,
 }
 
@@ -159,29 +166,55 @@ impl Inbox {
         let Some((_, raw)) = popped else {
             return Ok(None);
         };
-        let envelope: Envelope = serde_json::from_str(&raw)
-            .map_err(|e| ClusterError::Corrupt(format!("routed call: {e}")))?;
-        if !envelope.reply_to.starts_with(&self.reply_prefix) {
+        // The envelope adds the reply key, the deadline and JSON escaping to the body.
+        if raw.len() > 2 * MAX_BODY + 256 {
             return Err(ClusterError::Corrupt(format!(
-                "routed call answers to {:?}, not a reply key",
-                envelope.reply_to
+                "routed call of {} bytes",
+                raw.len()
             )));
         }
-        if envelope.deadline_ms < now_ms() {
+        let envelope: Envelope = serde_json::from_str(&raw)
+            .map_err(|e| ClusterError::Corrupt(format!("routed call: {e}")))?;
+        let named_by_uuid = envelope
+            .reply_to
+            .strip_prefix(&self.reply_prefix)
+            .is_some_and(|id| uuid::Uuid::parse_str(id).is_ok());
+        if !named_by_uuid {
+            return Err(ClusterError::Corrupt(format!(
+                "routed call answers to {:?}, not a reply key",
+                crate::error::bounded(&envelope.reply_to)
+            )));
+        }
+        if envelope.body.len() > MAX_BODY {
+            return Err(ClusterError::Corrupt("routed call body too large".into()));
+        }
+        let now = now_ms();
+        if envelope.deadline_ms < now {
             // The caller has given up; acting now would surprise it.
             return Ok(None);
+        }
+        if envelope.deadline_ms - now > MAX_TIMEOUT.as_millis() as u64 {
+            return Err(ClusterError::Corrupt(format!(
+                "routed call with a deadline {} ms away",
+                envelope.deadline_ms - now
+            )));
         }
         Ok(Some(Call {
             body: envelope.body,
             reply_to: envelope.reply_to,
+            deadline_ms: envelope.deadline_ms,
             redis: self.redis.clone(),
         }))
     }
 }
 
 impl Call {
-    /// Sends the answer back to the caller.
+    /// Sends the answer back to the caller (it expires shortly after the caller's deadline).
     pub async fn reply(self, body: &str) -> Result<(), ClusterError> {
+        let ttl_ms = self
+            .deadline_ms
+            .saturating_sub(now_ms())
+            .saturating_add(REPLY_GRACE_MS);
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("RPUSH")
@@ -190,7 +223,7 @@ impl Call {
             .ignore()
             .cmd("PEXPIRE")
             .arg(&self.reply_to)
-            .arg(REPLY_TTL_MS)
+            .arg(ttl_ms)
             .ignore();
         self.redis.pipe::<()>(&pipe).await
     }

@@ -106,6 +106,12 @@ impl OutputStream {
         }
     }
 
+    /// Whether this process forwarded packets on this stream (a stream read back from a
+    /// checkpoint and not used since has nothing new to checkpoint).
+    pub fn forwarded_here(&self) -> bool {
+        self.input.is_some()
+    }
+
     /// Maps one forwarded input packet.
     pub fn map(&mut self, packet: InputPacket, now: Instant) -> Mapped {
         let ssrc = self.ssrc;

@@ -366,6 +366,8 @@ pub(crate) fn event(e: &Event) -> pb::Event {
         ingest_id: e.ingest_id.clone(),
         session_id: e.session_id.map(|s| s.to_string()).unwrap_or_default(),
         payload: Some(payload),
+        // Stamped by whoever knows the node (the watch, the cluster publisher).
+        node_id: String::new(),
     }
 }
 

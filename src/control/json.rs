@@ -155,7 +155,7 @@ pub fn node(n: &pb::Node) -> Value {
     })
 }
 
-/// One event: `seq`, `epoch`, `at`, `ingest_id`, `session_id`, `kind`, and the payload under the
+/// One event: `seq`, `epoch`, `at`, `ingest_id`, `session_id`, `node_id`, `kind`, and the payload under the
 /// kind's name (`{"kind": "session_stats", "session_stats": {...}}`).
 pub fn event(e: &pb::Event) -> Value {
     use pb::event::Payload;
@@ -257,6 +257,7 @@ pub fn event(e: &pb::Event) -> Value {
     out.insert("at".into(), timestamp(e.at.as_ref()));
     out.insert("ingest_id".into(), json!(e.ingest_id));
     out.insert("session_id".into(), json!(e.session_id));
+    out.insert("node_id".into(), json!(e.node_id));
     out.insert("kind".into(), json!(kind));
     out.insert(kind.into(), body);
     Value::Object(out)
@@ -297,6 +298,7 @@ mod tests {
             ingest_id: "cam".into(),
             session_id: "s".into(),
             epoch: 2,
+            node_id: "a".into(),
             payload: Some(pb::event::Payload::SessionStats(pb::SessionStats {
                 bitrate_bps: 1_500_000,
                 counters: None,
@@ -313,6 +315,7 @@ mod tests {
         };
         let v = event(&e);
         assert_eq!(v["seq"], 7);
+        assert_eq!(v["node_id"], "a");
         assert_eq!(v["kind"], "session_stats");
         assert_eq!(v["session_stats"]["bitrate_bps"], 1_500_000);
         assert_eq!(v["session_stats"]["counters"]["packets_lost"], 0);

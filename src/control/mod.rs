@@ -5,9 +5,15 @@ mod facts;
 pub mod json;
 pub mod limits;
 mod node;
+mod routed;
 mod watch;
 
 pub use node::NodeInfo;
+
+/// The proto form of an event (`node_id` empty: the caller names the node).
+pub(crate) fn event_to_pb(event: &crate::registry::Event) -> pb::Event {
+    convert::event(event)
+}
 
 /// The proto form of an ingest view (for the HTTP snapshot).
 pub fn convert_ingest(view: &crate::registry::IngestView) -> pb::Ingest {
@@ -24,7 +30,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::Error;
 use crate::registry::Registry;
-use watch::{Filter, WatchState, next_event};
+use watch::{Filter, Item, Live, WatchState, next_event};
 
 pub use limits::api_key_interceptor;
 
@@ -48,6 +54,8 @@ pub struct ControlService {
     node: Arc<NodeInfo>,
     watchers: Arc<Semaphore>,
     cluster: Option<crate::cluster::ClusterNode>,
+    /// Routed control calls in flight (cluster mode).
+    routed: Arc<Semaphore>,
 }
 
 impl ControlService {
@@ -60,10 +68,12 @@ impl ControlService {
             node: Arc::new(NodeInfo::default()),
             watchers: Arc::new(Semaphore::new(max_watchers)),
             cluster: None,
+            routed: Arc::new(Semaphore::new(routed::MAX_ROUTED_IN_FLIGHT)),
         }
     }
 
-    /// In cluster mode, `ListNodes` answers every node's record from the cluster store.
+    /// In cluster mode, `ListNodes` answers every node's record from the cluster store, and
+    /// the RPCs acting on a live session reach the node that holds it.
     pub fn with_cluster(mut self, cluster: Option<crate::cluster::ClusterNode>) -> Self {
         self.cluster = cluster;
         self
@@ -81,6 +91,24 @@ impl ControlService {
             session.node_id.clone_from(&self.node.id);
         }
         ingest
+    }
+
+    /// Cluster mode: reloads one ingest (or all) from the shared state, so an answer reflects
+    /// what any node wrote. Redis unreachable: the answer comes from this node's copy.
+    async fn refresh(&self, ingest_id: Option<&str>) {
+        if self.cluster.is_none() {
+            return;
+        }
+        let result = match ingest_id {
+            Some(id) if crate::registry::validate_ingest_id(id).is_ok() => {
+                self.registry.refresh(id).await
+            }
+            Some(_) => Ok(()),
+            None => self.registry.refresh_all().await,
+        };
+        if let Err(err) = result {
+            tracing::debug!(%err, "reading shared registrations failed; answering from this node");
+        }
     }
 
     fn done<T>(&self, method: &str, result: Result<T, Error>) -> Result<Response<T>, Status> {
@@ -157,12 +185,7 @@ impl IngestControl for ControlService {
         request: Request<pb::UnregisterIngestRequest>,
     ) -> Result<Response<pb::UnregisterIngestResponse>, Status> {
         let ingest_id = request.into_inner().ingest_id;
-        let result = async {
-            let session_closed = self.registry.unregister(&ingest_id)?;
-            self.registry.persist().ingest(&ingest_id).await?;
-            Ok(pb::UnregisterIngestResponse { session_closed })
-        }
-        .await;
+        let result = self.unregister_any(&ingest_id).await;
         self.done("UnregisterIngest", result)
     }
 
@@ -170,9 +193,11 @@ impl IngestControl for ControlService {
         &self,
         request: Request<pb::GetIngestRequest>,
     ) -> Result<Response<pb::GetIngestResponse>, Status> {
+        let ingest_id = request.into_inner().ingest_id;
+        self.refresh(Some(&ingest_id)).await;
         let result = self
             .registry
-            .get(&request.into_inner().ingest_id)
+            .get(&ingest_id)
             .map(|v| pb::GetIngestResponse {
                 ingest: Some(self.stamp(convert::ingest(&v))),
             })
@@ -185,6 +210,7 @@ impl IngestControl for ControlService {
         request: Request<pb::ListIngestsRequest>,
     ) -> Result<Response<pb::ListIngestsResponse>, Status> {
         let req = request.into_inner();
+        self.refresh(None).await;
         let result = limits::page(self.registry.list(), req.page_size, &req.page_token).map(
             |(page, next_page_token)| pb::ListIngestsResponse {
                 ingests: page
@@ -209,11 +235,7 @@ impl IngestControl for ControlService {
                 ));
             }
             if !req.ingest_id.is_empty() {
-                self.registry.set_limits(
-                    &req.ingest_id,
-                    req.limits.map(convert::limits).unwrap_or_default(),
-                )?;
-                self.registry.persist().ingest(&req.ingest_id).await?;
+                self.set_limits_any(&req.ingest_id, req.limits).await?;
             }
             if let Some(max) = req.max_publishers {
                 self.registry.set_max_publishers(max as usize);
@@ -247,14 +269,7 @@ impl IngestControl for ControlService {
         &self,
         request: Request<pb::TeardownStreamRequest>,
     ) -> Result<Response<pb::TeardownStreamResponse>, Status> {
-        let req = request.into_inner();
-        let result = limits::check_reason(&req.reason)
-            .and_then(|()| {
-                self.registry
-                    .teardown(&req.ingest_id, &req.reason)
-                    .map_err(Error::from)
-            })
-            .map(|session_closed| pb::TeardownStreamResponse { session_closed });
+        let result = self.teardown_any(request.into_inner()).await;
         self.done("TeardownStream", result)
     }
 
@@ -263,10 +278,9 @@ impl IngestControl for ControlService {
         request: Request<pb::RequestKeyframeRequest>,
     ) -> Result<Response<pb::RequestKeyframeResponse>, Status> {
         let result = self
-            .registry
-            .request_keyframe(&request.into_inner().ingest_id)
-            .map(|()| pb::RequestKeyframeResponse {})
-            .map_err(Error::from);
+            .keyframe_any(request.into_inner().ingest_id)
+            .await
+            .map(|()| pb::RequestKeyframeResponse {});
         self.done("RequestKeyframe", result)
     }
 
@@ -274,14 +288,7 @@ impl IngestControl for ControlService {
         &self,
         request: Request<pb::SelectSimulcastLayerRequest>,
     ) -> Result<Response<pb::SelectSimulcastLayerResponse>, Status> {
-        let req = request.into_inner();
-        let result = async {
-            let rid = convert::rid(&req.rid)?;
-            let session_live = self.registry.select_layer(&req.ingest_id, rid)?;
-            self.registry.persist().ingest(&req.ingest_id).await?;
-            Ok(pb::SelectSimulcastLayerResponse { session_live })
-        }
-        .await;
+        let result = self.select_layer_any(request.into_inner()).await;
         self.done("SelectSimulcastLayer", result)
     }
 
@@ -301,7 +308,12 @@ impl IngestControl for ControlService {
                 Err(Error::Overloaded("too many event watchers".into())),
             );
         };
-        let result = watch_with(&self.registry, &self.shutdown, req, Some(permit));
+        let source = WatchSource {
+            registry: &self.registry,
+            cluster: self.cluster.as_ref(),
+            node_id: &self.node.id,
+        };
+        let result = watch_with(source, &self.shutdown, req, Some(permit)).await;
         self.done("WatchEvents", result)
     }
 
@@ -325,42 +337,74 @@ impl IngestControl for ControlService {
     }
 }
 
+/// Where a watch reads its events: this node's registry, or in cluster mode the cluster's
+/// one event stream.
+#[derive(Clone, Copy)]
+pub struct WatchSource<'a> {
+    /// This node's registry.
+    pub registry: &'a Registry,
+    /// Cluster membership, in cluster mode.
+    pub cluster: Option<&'a crate::cluster::ClusterNode>,
+    /// This node's id (named on its own events when alone).
+    pub node_id: &'a str,
+}
+
 /// The event stream of `WatchEvents`: the replay from `from_seq`, then live events, filtered;
 /// a watcher that lags gets RESOURCE_EXHAUSTED (with where to resume), shutdown UNAVAILABLE,
 /// and the stream ends after either. The SSE endpoint (`GET /events`) serves the same stream.
-pub fn watch(
-    registry: &Registry,
+pub async fn watch(
+    source: WatchSource<'_>,
     shutdown: &CancellationToken,
     req: pb::WatchEventsRequest,
 ) -> Result<EventStream, Error> {
-    watch_with(registry, shutdown, req, None)
+    watch_with(source, shutdown, req, None).await
 }
 
 /// [`watch`], holding `permit` (a slot under the watcher cap) for the stream's life.
-fn watch_with(
-    registry: &Registry,
+async fn watch_with(
+    source: WatchSource<'_>,
     shutdown: &CancellationToken,
     req: pb::WatchEventsRequest,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<EventStream, Error> {
-    let subscription = registry.subscribe_at(req.epoch, req.from_seq)?;
     let filter = Filter {
         ingests: req.ingest_ids.into_iter().collect(),
         kinds: req.kinds.into_iter().collect(),
     };
-    let next_seq = subscription.next_seq;
+    let feed = source.cluster.and_then(|c| c.feed());
+    let (replay, live, last_seq, shared_epoch) = match feed {
+        Some(feed) => {
+            let sub = feed.subscribe(req.epoch, req.from_seq).await?;
+            let replay: Vec<Item> = sub.replay.into_iter().map(Item::Shared).collect();
+            (
+                replay,
+                Live::Shared(sub.live),
+                sub.last_seq,
+                Some(sub.epoch),
+            )
+        }
+        None => {
+            let subscription = source.registry.subscribe_at(req.epoch, req.from_seq)?;
+            let next_seq = subscription.next_seq;
+            let replay: Vec<Item> = subscription.replay.into_iter().map(Item::Local).collect();
+            // Live only: a lag resumes from the first event this watcher was due.
+            let last_seq = if req.from_seq == 0 {
+                next_seq.saturating_sub(1)
+            } else {
+                req.from_seq.saturating_sub(1)
+            };
+            (replay, Live::Local(subscription.live), last_seq, None)
+        }
+    };
     let state = WatchState {
-        replay: subscription.replay.into_iter(),
-        live: subscription.live,
+        replay: replay.into_iter(),
+        live,
         filter,
         shutdown: shutdown.clone(),
-        // Live only: a lag resumes from the first event this watcher was due.
-        last_seq: if req.from_seq == 0 {
-            next_seq.saturating_sub(1)
-        } else {
-            req.from_seq.saturating_sub(1)
-        },
+        last_seq,
         finished: false,
+        node_id: Arc::from(source.node_id),
+        shared_epoch,
         _permit: permit,
     };
     Ok(Box::pin(futures_util::stream::unfold(state, next_event)))

@@ -1,11 +1,13 @@
 //! WatchEvents streams: replay then live tail, filters, lag and shutdown semantics, and the
-//! watcher cap (a permit held for the stream's life).
+//! watcher cap (a permit held for the stream's life). One node serves its registry's event
+//! log; in cluster mode every node serves the cluster's one event stream (see
+//! [`crate::cluster::feed`]), with the same statuses.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -19,24 +21,114 @@ pub(super) struct Filter {
 }
 
 impl Filter {
-    fn accepts(&self, event: &Event) -> bool {
-        (self.ingests.is_empty() || self.ingests.contains(&event.ingest_id))
-            && (self.kinds.is_empty()
-                || self
-                    .kinds
-                    .contains(&(convert::event_kind(&event.payload) as i32)))
+    fn accepts(&self, event: &Item) -> bool {
+        (self.ingests.is_empty() || self.ingests.contains(event.ingest_id()))
+            && (self.kinds.is_empty() || self.kinds.contains(&(event.kind() as i32)))
+    }
+}
+
+/// One event: this node's (single node) or the cluster stream's.
+pub(super) enum Item {
+    Local(Arc<Event>),
+    Shared(Arc<pb::Event>),
+}
+
+impl Item {
+    fn seq(&self) -> u64 {
+        match self {
+            Item::Local(e) => e.seq,
+            Item::Shared(e) => e.seq,
+        }
+    }
+
+    fn epoch(&self) -> u64 {
+        match self {
+            Item::Local(e) => e.epoch,
+            Item::Shared(e) => e.epoch,
+        }
+    }
+
+    fn ingest_id(&self) -> &str {
+        match self {
+            Item::Local(e) => &e.ingest_id,
+            Item::Shared(e) => &e.ingest_id,
+        }
+    }
+
+    fn kind(&self) -> pb::EventKind {
+        match self {
+            Item::Local(e) => convert::event_kind(&e.payload),
+            Item::Shared(e) => shared_kind(e),
+        }
+    }
+
+    fn to_pb(&self, node_id: &str) -> pb::Event {
+        match self {
+            Item::Local(e) => {
+                let mut event = convert::event(e);
+                event.node_id = node_id.to_owned();
+                event
+            }
+            Item::Shared(e) => pb::Event::clone(e),
+        }
+    }
+}
+
+fn shared_kind(e: &pb::Event) -> pb::EventKind {
+    use pb::EventKind as K;
+    use pb::event::Payload as P;
+    match &e.payload {
+        None => K::Unspecified,
+        Some(P::IngestRegistered(_)) => K::IngestRegistered,
+        Some(P::IngestUpdated(_)) => K::IngestUpdated,
+        Some(P::IngestUnregistered(_)) => K::IngestUnregistered,
+        Some(P::PublishAccepted(_)) => K::PublishAccepted,
+        Some(P::PublishRejected(_)) => K::PublishRejected,
+        Some(P::SessionConnected(_)) => K::SessionConnected,
+        Some(P::TrackStarted(_)) => K::TrackStarted,
+        Some(P::SessionStats(_)) => K::SessionStats,
+        Some(P::StreamWarning(_)) => K::StreamWarning,
+        Some(P::SessionEnded(_)) => K::SessionEnded,
+        Some(P::CapsChanged(_)) => K::CapsChanged,
+    }
+}
+
+/// The live tail of a watch.
+pub(super) enum Live {
+    Local(broadcast::Receiver<Arc<Event>>),
+    Shared(broadcast::Receiver<Arc<pb::Event>>),
+}
+
+impl Live {
+    async fn recv(&mut self) -> Result<Item, RecvError> {
+        match self {
+            Live::Local(rx) => rx.recv().await.map(Item::Local),
+            Live::Shared(rx) => rx.recv().await.map(Item::Shared),
+        }
     }
 }
 
 pub(super) struct WatchState {
-    pub(super) replay: std::vec::IntoIter<Arc<Event>>,
-    pub(super) live: tokio::sync::broadcast::Receiver<Arc<Event>>,
+    pub(super) replay: std::vec::IntoIter<Item>,
+    pub(super) live: Live,
     pub(super) filter: Filter,
     pub(super) shutdown: CancellationToken,
     pub(super) last_seq: u64,
     pub(super) finished: bool,
+    /// Names the node on events that do not carry one (this node's own, single node).
+    pub(super) node_id: Arc<str>,
+    /// Cluster mode: the stream's epoch (0: not known yet); seqs must follow each other.
+    pub(super) shared_epoch: Option<u64>,
     /// The watcher's slot under the cap, released when the stream is dropped.
     pub(super) _permit: Option<OwnedSemaphorePermit>,
+}
+
+fn lagged(s: &mut WatchState) -> Status {
+    s.finished = true;
+    let resume = s.last_seq + 1;
+    Status::from(Error::Lagged(format!(
+        "watcher fell behind the event stream; resume with from_seq={resume}"
+    )))
 }
 
 pub(super) async fn next_event(
@@ -62,24 +154,37 @@ pub(super) async fn next_event(
                 match received {
                     Ok(event) => event,
                     Err(RecvError::Lagged(_)) => {
-                        s.finished = true;
-                        let resume = s.last_seq + 1;
-                        let err = Error::Lagged(format!(
-                            "watcher fell behind the event stream; resume with from_seq={resume}"
-                        ));
-                        return Some((Err(Status::from(err)), s));
+                        let status = lagged(&mut s);
+                        return Some((Err(status), s));
                     }
                     Err(RecvError::Closed) => return None,
                 }
             }
         };
+        if let Some(epoch) = s.shared_epoch {
+            if epoch != 0 && event.epoch() != epoch {
+                s.finished = true;
+                let err = Error::StaleEpoch(format!(
+                    "the cluster event stream changed epoch ({epoch} -> {}); resume with epoch={}",
+                    event.epoch(),
+                    event.epoch()
+                ));
+                return Some((Err(Status::from(err)), s));
+            }
+            // A jump means the tail skipped events this watcher was due.
+            if event.seq() > s.last_seq + 1 && s.last_seq > 0 {
+                let status = lagged(&mut s);
+                return Some((Err(status), s));
+            }
+            s.shared_epoch = Some(event.epoch());
+        }
         // The replay and the live tail may overlap by the events emitted in between.
-        if event.seq <= s.last_seq {
+        if event.seq() <= s.last_seq {
             continue;
         }
-        s.last_seq = event.seq;
+        s.last_seq = event.seq();
         if s.filter.accepts(&event) {
-            return Some((Ok(convert::event(&event)), s));
+            return Some((Ok(event.to_pb(&s.node_id)), s));
         }
     }
 }
@@ -104,7 +209,7 @@ mod tests {
     fn watch(live: tokio::sync::broadcast::Receiver<Arc<Event>>, last_seq: u64) -> WatchState {
         WatchState {
             replay: Vec::new().into_iter(),
-            live,
+            live: Live::Local(live),
             filter: Filter {
                 ingests: HashSet::new(),
                 kinds: HashSet::new(),
@@ -112,6 +217,8 @@ mod tests {
             shutdown: CancellationToken::new(),
             last_seq,
             finished: false,
+            node_id: Arc::from("n1"),
+            shared_epoch: None,
             _permit: None,
         }
     }
@@ -144,8 +251,52 @@ mod tests {
         tx.send(event(1)).unwrap();
         state.shutdown.cancel();
         let (first, state) = next_event(state).await.unwrap();
-        assert_eq!(first.unwrap().seq, 1, "queued events still arrive");
+        let first = first.unwrap();
+        assert_eq!(first.seq, 1, "queued events still arrive");
+        assert_eq!(first.node_id, "n1", "named after this node");
         let (last, _) = next_event(state).await.unwrap();
         assert_eq!(last.unwrap_err().code(), tonic::Code::Unavailable);
+    }
+
+    fn shared(seq: u64, epoch: u64) -> Arc<pb::Event> {
+        Arc::new(pb::Event {
+            seq,
+            epoch,
+            node_id: "b".into(),
+            ..Default::default()
+        })
+    }
+
+    fn shared_watch(live: broadcast::Receiver<Arc<pb::Event>>, last_seq: u64) -> WatchState {
+        let mut state = watch(tokio::sync::broadcast::channel(1).1, last_seq);
+        state.live = Live::Shared(live);
+        state.shared_epoch = Some(7);
+        state
+    }
+
+    #[tokio::test]
+    async fn a_cluster_watcher_is_told_of_a_jump_in_seqs_and_of_a_new_epoch() {
+        let (tx, rx) = broadcast::channel(8);
+        let state = shared_watch(rx, 4);
+        for seq in [5, 7] {
+            tx.send(shared(seq, 7)).unwrap();
+        }
+        let (first, state) = next_event(state).await.unwrap();
+        assert_eq!(first.unwrap().node_id, "b", "the producing node is kept");
+        let (jump, state) = next_event(state).await.unwrap();
+        let status = jump.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            status.message().contains("from_seq=6"),
+            "{}",
+            status.message()
+        );
+        assert!(next_event(state).await.is_none());
+
+        let (tx, rx) = broadcast::channel(8);
+        let state = shared_watch(rx, 4);
+        tx.send(shared(1, 9)).unwrap();
+        let (changed, _) = next_event(state).await.unwrap();
+        assert_eq!(changed.unwrap_err().code(), tonic::Code::FailedPrecondition);
     }
 }

@@ -9,6 +9,7 @@
 //! | [`engine`] | a batch of publishers: POSTs with bounded concurrency and ramp, workers, teardown |
 //! | `worker` | the loop that services a share of the publishers |
 //! | `publisher` | one publisher's peer connection, pacer and packetizer |
+//! | `gso` | segmented sends (`--gso`) |
 //! | [`payload`] | pre-built H264 / VP8 / Opus payloads and the latency stamp |
 //! | [`sink`] | the UDP sink (RFC 3550 loss, latency, keyframes) |
 //! | [`relay`] | a bare UDP relay, the floor the benchmark compares whipgate with |
@@ -16,6 +17,7 @@
 //! | [`stats`] | histogram and `/proc` readers |
 
 pub mod engine;
+mod gso;
 pub mod payload;
 mod publisher;
 pub mod relay;
@@ -118,6 +120,12 @@ pub struct LoadConfig {
     /// Also report the kernel's drops at this UDP socket (the gateway's media port).
     #[arg(long)]
     pub watch_udp: Option<SocketAddr>,
+    /// Send a frame's packets in one UDP GSO send where the kernel offers it (default: one
+    /// datagram per system call, as browsers send). Lowers the generator's cost a little, but
+    /// the gateway then receives frames coalesced by GRO, which real publishers do not send:
+    /// off for benchmarks of the gateway.
+    #[arg(long)]
+    pub gso: bool,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -31,6 +31,7 @@ impl Registry {
             .get_mut(ingest_id)
             .ok_or_else(|| RegistryError::IngestNotFound(ingest_id.to_owned()))?;
         entry.limits_override = Some(limits);
+        Self::touch(&mut state, ingest_id, false);
         let caps = state.caps;
         self.emit(
             &mut state,

@@ -146,10 +146,16 @@ impl Registry {
         let at_ms = unix_ms(wall);
         let mut due = Vec::new();
         for (ingest_id, continuity) in all {
-            let (mut video, mut audio) = {
+            let (mut video, mut audio, here) = {
                 let c = continuity.lock().unwrap_or_else(|p| p.into_inner());
-                (c.video.state(now, wall), c.audio.state(now, wall))
+                let here = c.video.forwarded_here() || c.audio.forwarded_here();
+                (c.video.state(now, wall), c.audio.state(now, wall), here)
             };
+            // Only streams this process sent: what was read back at boot is already stored,
+            // and in cluster mode another node may be sending (and checkpointing) it now.
+            if !here {
+                continue;
+            }
             let previous = written.get(&ingest_id);
             if let Some(prev) = previous {
                 if same_point(&prev.video, &video) && same_point(&prev.audio, &audio) {
@@ -172,9 +178,14 @@ impl Registry {
         due
     }
 
-    /// The record of an ingest as it stands now (`None`: unregistered).
-    fn ingest_record(&self, ingest_id: &str) -> Option<IngestRecord> {
-        self.lock().ingests.get(ingest_id).map(record_of)
+    /// The record of an ingest as it stands now (`None`: unregistered), and the revision of
+    /// its unwritten local change.
+    fn ingest_record(&self, ingest_id: &str) -> (Option<IngestRecord>, Option<u64>) {
+        let state = self.lock();
+        (
+            state.ingests.get(ingest_id).map(record_of),
+            Self::dirty_rev(&state, ingest_id),
+        )
     }
 }
 
@@ -196,10 +207,12 @@ impl Persist<'_> {
             return Ok(());
         };
         let _writer = inner.write_lock.lock().await;
-        match self.registry.ingest_record(ingest_id) {
+        let (record, rev) = self.registry.ingest_record(ingest_id);
+        match record {
             Some(record) => store.put_ingest(&record).await?,
             None => store.delete_ingest(ingest_id).await?,
         }
+        self.registry.persisted(ingest_id, rev);
         Ok(())
     }
 
@@ -240,7 +253,7 @@ fn limits_of(l: LimitsRecord) -> Limits {
     }
 }
 
-fn record_of(e: &IngestEntry) -> IngestRecord {
+pub(super) fn record_of(e: &IngestEntry) -> IngestRecord {
     let s = &e.spec;
     IngestRecord {
         id: s.id.clone(),
@@ -268,7 +281,7 @@ fn record_of(e: &IngestEntry) -> IngestRecord {
     }
 }
 
-fn entry_from(r: &IngestRecord) -> Result<IngestEntry, RegistryError> {
+pub(super) fn entry_from(r: &IngestRecord) -> Result<IngestEntry, RegistryError> {
     let corrupt = |detail: String| {
         RegistryError::Store(StoreError::Corrupt {
             key: format!("ingests/{}", r.id),
@@ -314,5 +327,6 @@ fn entry_from(r: &IngestRecord) -> Result<IngestEntry, RegistryError> {
         continuity: Arc::default(),
         limits_override: r.limits_override.map(limits_of),
         layer_override: r.layer_override.clone().map(|c| c.rid),
+        dirty: None,
     })
 }

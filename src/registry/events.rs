@@ -271,14 +271,14 @@ impl EventLog {
         }
     }
 
-    /// Appends an event; returns `true` when the sequence-number reservation runs low and
-    /// the next block should be reserved.
+    /// Appends an event; returns it, and `true` when the sequence-number reservation runs low
+    /// and the next block should be reserved.
     pub(crate) fn emit(
         &mut self,
         ingest_id: &str,
         session_id: Option<Uuid>,
         payload: EventPayload,
-    ) -> bool {
+    ) -> (Arc<Event>, bool) {
         let event = Arc::new(Event {
             epoch: self.epoch,
             seq: self.next_seq,
@@ -293,13 +293,13 @@ impl EventLog {
         }
         self.history.push_back(Arc::clone(&event));
         // No receiver is fine: nobody is watching.
-        let _ = self.live.send(event);
+        let _ = self.live.send(Arc::clone(&event));
         let low = self.reserved_to.saturating_sub(self.next_seq) < SEQ_LOW_WATER;
         if low && !self.reserving {
             self.reserving = true;
-            return true;
+            return (event, true);
         }
-        false
+        (event, false)
     }
 
     /// This run's epoch.
@@ -426,13 +426,13 @@ mod tests {
             },
         );
         let asks: Vec<bool> = (0..4)
-            .map(|_| log.emit("a", None, EventPayload::IngestUnregistered))
+            .map(|_| log.emit("a", None, EventPayload::IngestUnregistered).1)
             .collect();
         assert_eq!(asks, [false, false, true, false], "asked once, when low");
         let due = log.reservation_due().expect("due");
         assert_eq!(due, log.next_seq + SEQ_BLOCK_SIZE);
         log.reserved(due);
         assert_eq!(log.reservation_due(), None);
-        assert!(!log.emit("a", None, EventPayload::IngestUnregistered));
+        assert!(!log.emit("a", None, EventPayload::IngestUnregistered).1);
     }
 }

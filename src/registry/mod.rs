@@ -12,10 +12,11 @@ mod events;
 mod model;
 mod publish;
 mod session;
+mod shared;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use tokio::sync::mpsc;
@@ -33,6 +34,7 @@ pub use model::{
 };
 pub use publish::{Admission, Admitted, SessionGuard};
 pub use session::{IceRestarted, SessionCommand};
+pub use shared::DIRTY_GUARD;
 
 use crate::continuity::Continuity;
 use crate::facts::StreamFacts;
@@ -58,6 +60,8 @@ struct Inner {
     checkpoint_soon: tokio::sync::Notify,
     /// `--max-publishers` at boot (stored with a SetCaps value, see `CapsRecord`).
     configured_max_publishers: usize,
+    /// Cluster mode: where events also go (the cluster event stream's publisher).
+    sink: OnceLock<shared::EventSink>,
 }
 
 struct State {
@@ -67,6 +71,10 @@ struct State {
     caps: Caps,
     draining: bool,
     events: EventLog,
+    /// Counter of local changes (see `shared`).
+    local_rev: u64,
+    /// Ingests unregistered here whose removal is not written yet (see `shared`).
+    removed: HashMap<String, shared::Dirty>,
 }
 
 impl State {
@@ -89,6 +97,8 @@ struct IngestEntry {
     limits_override: Option<Limits>,
     /// Simulcast layer chosen with SelectSimulcastLayer (`Some(None)`: highest bitrate).
     layer_override: Option<Option<String>>,
+    /// A local change not written to the store yet (see `shared`).
+    dirty: Option<shared::Dirty>,
 }
 
 impl IngestEntry {
@@ -151,12 +161,15 @@ impl Registry {
                     caps,
                     draining: false,
                     events: EventLog::new(event_history, clock),
+                    local_rev: 0,
+                    removed: HashMap::new(),
                 }),
                 metrics,
                 store,
                 write_lock: tokio::sync::Mutex::new(()),
                 checkpoint_soon: tokio::sync::Notify::new(),
                 configured_max_publishers,
+                sink: OnceLock::new(),
             }),
         }
     }
@@ -186,9 +199,15 @@ impl Registry {
             .events
             .with_label_values(&[payload.kind_name()])
             .inc();
-        if state.events.emit(ingest_id, session_id, payload) {
+        let (event, low) = state.events.emit(ingest_id, session_id, payload);
+        if low {
             // Sequence numbers are running low: reserve the next block soon.
             self.inner.checkpoint_soon.notify_one();
+        }
+        if let Some(sink) = self.inner.sink.get()
+            && sink.offer(event)
+        {
+            self.inner.metrics.cluster_events_dropped.inc();
         }
     }
 
@@ -216,6 +235,7 @@ impl Registry {
                         let old = std::mem::replace(&mut existing.spec, spec);
                         old.media_differs(&existing.spec)
                     });
+                    Self::touch(&mut state, &id, false);
                     if must_close {
                         cancel = self.end_locked(
                             &mut state,
@@ -241,9 +261,11 @@ impl Registry {
                         continuity: Arc::default(),
                         limits_override: None,
                         layer_override: None,
+                        dirty: None,
                     };
                     let view = view_of(&entry);
                     state.ingests.insert(id.clone(), entry);
+                    Self::touch(&mut state, &id, false);
                     self.emit(
                         &mut state,
                         &id,
@@ -274,6 +296,7 @@ impl Registry {
                 "ingest unregistered",
             );
             state.ingests.remove(ingest_id);
+            Self::touch(&mut state, ingest_id, true);
             self.emit(
                 &mut state,
                 ingest_id,
@@ -398,5 +421,7 @@ fn view_of(entry: &IngestEntry) -> IngestView {
 
 #[cfg(test)]
 mod durable_tests;
+#[cfg(test)]
+mod shared_tests;
 #[cfg(test)]
 mod tests;

@@ -285,7 +285,9 @@ impl Registry {
                 .get_mut(ingest_id)
                 .ok_or_else(|| RegistryError::IngestNotFound(ingest_id.to_owned()))?;
             entry.layer_override = Some(rid.clone());
-            entry.session.as_ref().map(|s| s.commands.clone())
+            let commands = entry.session.as_ref().map(|s| s.commands.clone());
+            Self::touch(&mut state, ingest_id, false);
+            commands
         };
         Ok(commands.is_some_and(|c| c.try_send(SessionCommand::SelectLayer(rid)).is_ok()))
     }

@@ -76,6 +76,19 @@ pub trait Store: Send + Sync + 'static {
     async fn begin_epoch(&self, block: u64) -> Result<EventClock, StoreError>;
     /// Raises the reserved sequence-number high-water mark to `reserved_to` (never lowers).
     async fn reserve_seq(&self, reserved_to: u64) -> Result<(), StoreError>;
+    /// One registration as stored now (cluster mode reads other nodes' writes with it).
+    async fn get_ingest(&self, ingest_id: &str) -> Result<Option<IngestRecord>, StoreError> {
+        Ok(self
+            .load()
+            .await?
+            .ingests
+            .into_iter()
+            .find(|r| r.id == ingest_id))
+    }
+    /// Every registration as stored now.
+    async fn ingests(&self) -> Result<Vec<IngestRecord>, StoreError> {
+        Ok(self.load().await?.ingests)
+    }
 }
 
 /// Opens the store of a gateway: the embedded store in `data_dir` (created if missing), or an

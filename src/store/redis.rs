@@ -97,6 +97,23 @@ impl Store for RedisStore {
         })
     }
 
+    async fn get_ingest(&self, ingest_id: &str) -> Result<Option<IngestRecord>, StoreError> {
+        let raw = self
+            .state
+            .get(Table::Ingests, ingest_id)
+            .await
+            .map_err(store_err)?;
+        raw.map(|raw| decode(&format!("ingests/{ingest_id}"), &raw))
+            .transpose()
+    }
+
+    async fn ingests(&self) -> Result<Vec<IngestRecord>, StoreError> {
+        let all = self.state.all(Table::Ingests).await.map_err(store_err)?;
+        all.iter()
+            .map(|(id, raw)| decode(&format!("ingests/{id}"), raw))
+            .collect()
+    }
+
     async fn put_ingest(&self, ingest: &IngestRecord) -> Result<(), StoreError> {
         let raw = encode("ingest", ingest)?;
         self.state

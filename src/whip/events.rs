@@ -51,6 +51,8 @@ pub struct EventsHub {
     watchers: Arc<Semaphore>,
     heartbeat: Duration,
     pub(super) node: Arc<NodeInfo>,
+    /// Cluster mode: the stream read is the cluster's.
+    cluster: Option<crate::cluster::ClusterNode>,
 }
 
 impl EventsHub {
@@ -71,7 +73,14 @@ impl EventsHub {
             watchers: Arc::new(Semaphore::new(DEFAULT_MAX_WATCHERS)),
             heartbeat: DEFAULT_HEARTBEAT,
             node: Arc::new(node),
+            cluster: None,
         }
+    }
+
+    /// In cluster mode, `/events` serves the cluster's one event stream.
+    pub fn with_cluster(mut self, cluster: Option<crate::cluster::ClusterNode>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// Changes the watcher cap and the heartbeat interval.
@@ -219,7 +228,12 @@ pub(super) async fn events(
     let permit = Arc::clone(&hub.watchers)
         .try_acquire_owned()
         .map_err(|_| Error::Overloaded("too many event-stream watchers; retry later".into()))?;
-    let stream = match control::watch(&hub.registry, &hub.shutdown, request) {
+    let source = control::WatchSource {
+        registry: &hub.registry,
+        cluster: hub.cluster.as_ref(),
+        node_id: &hub.node.id,
+    };
+    let stream = match control::watch(source, &hub.shutdown, request).await {
         Ok(stream) => stream
             .map(move |item| {
                 // The permit lives as long as the stream.

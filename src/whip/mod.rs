@@ -8,6 +8,7 @@ mod dashboard;
 pub mod events;
 mod guards;
 mod offer;
+mod owner;
 mod ratelimit;
 
 use std::net::SocketAddr;
@@ -209,6 +210,13 @@ async fn publish_inner(
             let busy = Error::Overloaded("too many negotiations in progress".into());
             refused(state, ingest_id, busy)
         })?;
+    if state.cluster.is_some()
+        && crate::registry::validate_ingest_id(ingest_id).is_ok()
+        && let Err(err) = state.registry.refresh(ingest_id).await
+    {
+        // Admission needs Redis for the lease anyway; this node's copy decides until then.
+        tracing::debug!(%err, "reading the shared registration failed");
+    }
     let admitted = match state.registry.admit(ingest_id, token, |spec| {
         let offer = offer.ok_or_else(|| "SDP offer is not UTF-8".to_owned())?;
         plan_offer(offer, spec).map_err(|err| err.to_string())
@@ -242,6 +250,7 @@ async fn publish_inner(
             .claim(ingest_id, session_id)
             .await
             .map_err(|err| refused(state, ingest_id, err))?;
+        owner::take_over_outputs(cluster, ingest_id, &admission.continuity).await;
     }
     // The planner accepted the body, so it is UTF-8.
     let offer = offer.unwrap_or_default().to_owned();
@@ -295,11 +304,15 @@ fn redirect(url: &str) -> Result<Response, Error> {
 
 /// DELETE: ends the session. Idempotent: an unknown session is also 204. An ingest with a
 /// bearer token wants it here too (401 otherwise), so a leaked session URL cannot end a stream.
+/// Another node's session: 307 there ([`owner`]).
 async fn stop(
     State(state): State<WhipState>,
     Path((ingest_id, session_id)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Result<StatusCode, Error> {
+) -> Result<Response, Error> {
+    if let Some(to_owner) = owner::redirect_to_owner(&state, &ingest_id, &session_id).await? {
+        return Ok(to_owner);
+    }
     state
         .registry
         .authorize_session(&ingest_id, bearer(&headers))?;
@@ -308,19 +321,23 @@ async fn stop(
     {
         tracing::info!(ingest = %Bounded(&ingest_id), session_id = %id, "publisher sent DELETE");
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// PATCH with a trickle-ICE fragment (RFC 8840). whipgate is ICE-lite: it learns the
 /// publisher's addresses from its connectivity checks, so trickled candidates are accepted
 /// (204) and not needed. With `If-Match: *` the fragment's new ufrag/pwd restart ICE: 200 with
 /// the gateway's new fragment and a new ETag; a failed restart leaves the session running.
+/// Another node's session: 307 there ([`owner`]).
 async fn patch(
     State(state): State<WhipState>,
     Path((ingest_id, session_id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Error> {
+    if let Some(to_owner) = owner::redirect_to_owner(&state, &ingest_id, &session_id).await? {
+        return Ok(to_owner);
+    }
     if !content_type_is(&headers, TRICKLE_ICE) {
         return Err(Error::UnsupportedMediaType(TRICKLE_ICE));
     }

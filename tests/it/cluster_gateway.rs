@@ -11,11 +11,14 @@ use whipgate::cluster::nodes::Nodes;
 use whipgate::control::pb;
 
 use crate::cluster_redis::node_handle;
+use whipgate::continuity::{RESTORE_WINDOW, restart_margin};
+
 use crate::harness::{PATIENCE, TestGateway, UdpSink, eventually, header};
 use crate::publisher::{Publisher, Video};
 use crate::redis_harness::RedisServer;
+use crate::restart::{newest, receive_for};
 
-async fn node(
+pub(crate) async fn node(
     redis: &RedisServer,
     id: &str,
     tweak: impl FnOnce(&mut whipgate::Config),
@@ -31,7 +34,7 @@ async fn node(
     .await
 }
 
-async fn post(gw: &TestGateway, ingest: &str) -> Result<reqwest::Response> {
+pub(crate) async fn post(gw: &TestGateway, ingest: &str) -> Result<reqwest::Response> {
     let (_publisher, offer) = Publisher::new(Some(Video::H264), false).await?;
     gw.post_offer(ingest, &offer, None).await
 }
@@ -211,14 +214,15 @@ async fn redis_down_keeps_media_flowing_refuses_new_publishers_and_recovers() ->
     Ok(())
 }
 
-/// Starts node `id` on a runtime of its own with a live publisher on `ingest`, and returns a
-/// switch that kills it abruptly: the runtime is dropped with every task in it (no lease
-/// release, no record removal), as kill -9 would.
-fn node_that_can_die(
+/// Starts node `id` (publisher lease `lease`) on a runtime of its own with a live publisher on
+/// `ingest`, and returns a switch that kills it abruptly: the runtime is dropped with every
+/// task in it (no lease release, no record removal), as kill -9 would.
+pub(crate) fn node_that_can_die(
     redis_url: String,
     id: &'static str,
     ingest: &'static str,
     target: std::net::SocketAddr,
+    lease: Duration,
 ) -> Result<std::sync::mpsc::Sender<()>> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
@@ -236,7 +240,7 @@ fn node_that_can_die(
                 let mut gw = TestGateway::start_with(move |c| {
                     c.cluster_redis = Some(redis_url);
                     c.node_id = Some(id.into());
-                    c.cluster_lease = Duration::from_secs(2);
+                    c.cluster_lease = lease;
                 })
                 .await?;
                 gw.register_with(pb::RegisterIngestRequest {
@@ -274,15 +278,23 @@ fn node_that_can_die(
 async fn a_dead_nodes_ingest_accepts_a_publisher_elsewhere_within_the_lease_time() -> Result<()> {
     let redis = RedisServer::start().await?;
     let sink = UdpSink::bind().await?;
-    let kill_b = node_that_can_die(redis.url(), "b", "cam", sink.addr)?;
+    let kill_b = node_that_can_die(redis.url(), "b", "cam", sink.addr, Duration::from_secs(2))?;
     let mut c = node(&redis, "c", |_| {}).await?;
     c.register("cam", Some(&sink), None).await?;
     sink.recv_rtp(PATIENCE).await?;
     let refused = post(&c, "cam").await?;
     assert_eq!(refused.status(), 409, "b holds the lease");
+    // Long enough for two checkpoints with traffic (the packet rate is measured between them).
+    let before = receive_for(&sink, Duration::from_millis(2500)).await?;
+    let ssrc = before.last().map(|p| p.ssrc).expect("media from b");
 
     kill_b.send(())?;
     let killed = std::time::Instant::now();
+    let mut last_seen = before;
+    while let Ok(p) = sink.recv_rtp(Duration::from_millis(200)).await {
+        last_seen.push(p);
+    }
+    let last_seq = newest(&last_seen).expect("packets");
     let leases = Leases::new(node_handle(&redis.url()), Keys::default());
     eventually(PATIENCE, "b's lease to expire", || async {
         leases.holder("cam").await.ok()?.is_none().then_some(())
@@ -294,8 +306,22 @@ async fn a_dead_nodes_ingest_accepts_a_publisher_elsewhere_within_the_lease_time
         killed.elapsed()
     );
     let _second = c.publish("cam", Some(Video::H264), false).await?;
-    sink.drain();
-    sink.recv_rtp(PATIENCE).await?;
+    // The consumer started before keeps decoding: same SSRC, sequence numbers forward by at
+    // most the margin (b's packets after its last checkpoint are covered by it).
+    let after = sink.recv_n(5, PATIENCE).await?;
+    assert!(
+        after.iter().all(|p| p.ssrc == ssrc),
+        "same output SSRC {ssrc}: {:?}",
+        after.iter().map(|p| p.ssrc).collect::<Vec<_>>()
+    );
+    let jump = after[0].sequence.wrapping_sub(last_seq);
+    // The synthetic publisher sends ~30 video packets/s; twice that bounds the rate measured.
+    let bound = restart_margin(60.0, RESTORE_WINDOW) + 1;
+    assert!(
+        (1..=bound).contains(&jump),
+        "sequence numbers continue forward: last {last_seq}, then {} (jump {jump}, bound {bound})",
+        after[0].sequence
+    );
     assert_eq!(leases.holder("cam").await?.expect("lease").node, "c");
     let nodes = Nodes::new(node_handle(&redis.url()), Keys::default());
     eventually(PATIENCE, "b's record to expire", || async {

@@ -1,7 +1,11 @@
 #![allow(unreachable_pub)]
+// Release builds of the cluster tests nest deep async layouts (cluster_control::three_nodes).
+#![recursion_limit = "256"]
 //! One integration binary: the whole gateway in-process, real WebRTC publishers, real gRPC,
 //! real HTTP, real UDP sinks.
 
+mod cluster_control;
+mod cluster_events;
 mod cluster_failover;
 mod cluster_gateway;
 mod cluster_redis;

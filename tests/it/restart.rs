@@ -125,7 +125,7 @@ fn tail(log: &Path) -> String {
 }
 
 /// Receives until `span` of forwarded media has been seen.
-async fn receive_for(sink: &UdpSink, span: Duration) -> Result<Vec<RtpSeen>> {
+pub(crate) async fn receive_for(sink: &UdpSink, span: Duration) -> Result<Vec<RtpSeen>> {
     let started = Instant::now();
     let mut seen = Vec::new();
     while started.elapsed() < span {
@@ -135,7 +135,7 @@ async fn receive_for(sink: &UdpSink, span: Duration) -> Result<Vec<RtpSeen>> {
 }
 
 /// The newest sequence number of a run of packets (modulo 2^16).
-fn newest(packets: &[RtpSeen]) -> Option<u16> {
+pub(crate) fn newest(packets: &[RtpSeen]) -> Option<u16> {
     packets.iter().map(|p| p.sequence).reduce(|a, b| {
         if (1..0x8000).contains(&b.wrapping_sub(a)) {
             b

@@ -1,0 +1,311 @@
+//! Control calls that act on the node holding an ingest's live session, from any node.
+//!
+//! The node that receives `TeardownStream`, `RequestKeyframe`, `SelectSimulcastLayer`,
+//! `SetCaps` (an ingest's limits) or `UnregisterIngest` finds the live session's node from the
+//! ingest's lease ([`ClusterNode::live_elsewhere`]) and, when it is another node, sends it a
+//! [`RoutedCall`] over [`super::rpc`]. Each node serves its own queue with one task
+//! ([`serve`]), executing calls on its local registry and answering with an [`Answer`] that
+//! the caller turns back into the status a single node would give. WHIP session URLs (PATCH,
+//! DELETE) are not routed: the edge answers 307 to the owner's URL ([`ClusterNode::session_url`]).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::lease::Holder;
+use super::{ClusterError, ClusterNode};
+use crate::registry::{Limits, Registry, RegistryError, validate_ingest_id};
+
+/// How long a caller waits for the owner's answer (then UNAVAILABLE).
+pub const ROUTE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one wait on this node's queue lasts (bounds how late cancellation is seen).
+const POLL: Duration = Duration::from_secs(1);
+/// Longest detail text carried by a call (the control plane's reason limit).
+const MAX_DETAIL: usize = 256;
+
+/// A control call for the node holding an ingest's live session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RoutedCall {
+    /// `TeardownStream`: end the ingest's live session.
+    Teardown {
+        /// The ingest.
+        ingest: String,
+        /// The reason given to TeardownStream.
+        detail: String,
+    },
+    /// `UnregisterIngest` on another node: forget the ingest here too, ending its session
+    /// (reason: unregister).
+    Unregistered {
+        /// The ingest.
+        ingest: String,
+        /// The session the lease named (a UUID).
+        session: String,
+    },
+    /// `RequestKeyframe`.
+    Keyframe {
+        /// The ingest.
+        ingest: String,
+    },
+    /// `SelectSimulcastLayer`.
+    SelectLayer {
+        /// The ingest.
+        ingest: String,
+        /// The layer, `None`: the highest.
+        rid: Option<String>,
+    },
+    /// `SetCaps` with an ingest's limits.
+    SetLimits {
+        /// The ingest.
+        ingest: String,
+        /// Bitrate cap, if any.
+        max_bitrate_bps: Option<u64>,
+        /// Duration cap in seconds, if any.
+        max_session_secs: Option<u64>,
+    },
+}
+
+/// The owner's answer to a [`RoutedCall`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Answer {
+    /// Done; `flag` is the call's boolean result (session closed, session told).
+    Done {
+        /// The boolean the RPC answers.
+        flag: bool,
+    },
+    /// The owner does not know the ingest.
+    IngestNotFound,
+    /// The owner has no live session for it.
+    SessionNotFound,
+    /// The call was malformed.
+    Invalid {
+        /// Why.
+        message: String,
+    },
+}
+
+impl RoutedCall {
+    /// The ingest the call is about.
+    pub fn ingest(&self) -> &str {
+        match self {
+            RoutedCall::Teardown { ingest, .. }
+            | RoutedCall::Unregistered { ingest, .. }
+            | RoutedCall::Keyframe { ingest }
+            | RoutedCall::SelectLayer { ingest, .. }
+            | RoutedCall::SetLimits { ingest, .. } => ingest,
+        }
+    }
+
+    /// Checks what the caller could have got wrong (another node's bug, another version).
+    fn validate(&self) -> Result<(), String> {
+        validate_ingest_id(self.ingest()).map_err(|e| e.to_string())?;
+        match self {
+            RoutedCall::Teardown { detail, .. } if detail.len() > MAX_DETAIL => {
+                Err(format!("detail longer than {MAX_DETAIL} bytes"))
+            }
+            RoutedCall::SelectLayer { rid: Some(rid), .. }
+                if rid.len() > 255
+                    || !rid
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
+                Err("invalid rid".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Runs `call` on this node's registry.
+pub fn execute(registry: &Registry, call: RoutedCall) -> Answer {
+    // The calling node wrote the change to the shared state itself: nothing for this node's
+    // reloads to wait for.
+    let ingest = call.ingest().to_owned();
+    let answer = execute_here(registry, call);
+    registry.settle(&ingest);
+    answer
+}
+
+fn execute_here(registry: &Registry, call: RoutedCall) -> Answer {
+    if let Err(message) = call.validate() {
+        return Answer::Invalid { message };
+    }
+    let result = match call {
+        RoutedCall::Teardown { ingest, detail } => registry.teardown(&ingest, &detail),
+        RoutedCall::Unregistered { ingest, session } => {
+            if Uuid::parse_str(&session).is_err() {
+                return Answer::Invalid {
+                    message: "invalid session id".into(),
+                };
+            }
+            // The caller removed the registration from Redis already: forget it here too, so
+            // the publisher cannot come back on this node (its session ends: unregister).
+            registry.unregister(&ingest)
+        }
+        RoutedCall::Keyframe { ingest } => registry.request_keyframe(&ingest).map(|()| true),
+        RoutedCall::SelectLayer { ingest, rid } => registry.select_layer(&ingest, rid),
+        RoutedCall::SetLimits {
+            ingest,
+            max_bitrate_bps,
+            max_session_secs,
+        } => {
+            let limits = Limits {
+                max_bitrate_bps,
+                max_session: max_session_secs.map(Duration::from_secs),
+            };
+            let live = registry
+                .get(&ingest)
+                .map(|v| v.session.is_some())
+                .unwrap_or(false);
+            registry.set_limits(&ingest, limits).map(|()| live)
+        }
+    };
+    match result {
+        Ok(flag) => Answer::Done { flag },
+        Err(RegistryError::IngestNotFound(_)) => Answer::IngestNotFound,
+        Err(RegistryError::SessionNotFound) => Answer::SessionNotFound,
+        Err(other) => Answer::Invalid {
+            message: other.to_string(),
+        },
+    }
+}
+
+impl ClusterNode {
+    /// Who holds `ingest`'s live session, if it is another node (from the lease).
+    pub async fn live_elsewhere(&self, ingest: &str) -> Result<Option<Holder>, ClusterError> {
+        let holder = self.leases().holder(ingest).await?;
+        Ok(holder.filter(|h| h.node != self.settings().node_id))
+    }
+
+    /// Sends `call` to `holder`'s node and waits up to [`ROUTE_TIMEOUT`] for its answer.
+    pub async fn route(&self, holder: &Holder, call: &RoutedCall) -> Result<Answer, ClusterError> {
+        let body = serde_json::to_string(call).map_err(|e| ClusterError::Corrupt(e.to_string()))?;
+        let raw = self.rpc().call(&holder.node, &body, ROUTE_TIMEOUT).await?;
+        if raw.len() > super::rpc::MAX_BODY {
+            return Err(ClusterError::Corrupt("routed answer too large".into()));
+        }
+        serde_json::from_str(&raw)
+            .map_err(|e| ClusterError::Corrupt(format!("routed answer from {}: {e}", holder.node)))
+    }
+
+    /// The URL of session `session` of `ingest` on the node that holds it, if that is another
+    /// live node: its advertise URL and the same path. `None`: no other node holds it.
+    pub async fn session_url(
+        &self,
+        ingest: &str,
+        session: Uuid,
+    ) -> Result<Option<String>, ClusterError> {
+        let Some(holder) = self.live_elsewhere(ingest).await? else {
+            return Ok(None);
+        };
+        if holder.session != session.to_string() {
+            return Ok(None);
+        }
+        // A node whose record expired is gone: its lease is on its way out too.
+        let Some(owner) = self.nodes().get(&holder.node).await? else {
+            return Ok(None);
+        };
+        Ok(Some(format!(
+            "{}/whip/{ingest}/{session}",
+            owner.advertise_url.trim_end_matches('/')
+        )))
+    }
+}
+
+/// Serves the calls routed to this node until `cancel`, one at a time (each is a registry
+/// operation of microseconds and one Redis write for the answer).
+pub async fn serve(node: ClusterNode, registry: Registry, cancel: CancellationToken) {
+    let mut inbox = node.rpc().serve(&node.settings().node_id);
+    loop {
+        let next = tokio::select! {
+            _ = cancel.cancelled() => return,
+            next = inbox.next(POLL) => next,
+        };
+        let call = match next {
+            Ok(Some(call)) => call,
+            Ok(None) => continue,
+            Err(ClusterError::Corrupt(detail)) => {
+                tracing::warn!(%detail, "dropped a malformed routed call");
+                continue;
+            }
+            Err(err) => {
+                tracing::debug!(%err, "routed calls: queue unreachable");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(POLL) => continue,
+                }
+            }
+        };
+        let answer = match serde_json::from_str::<RoutedCall>(&call.body) {
+            Ok(routed) => {
+                tracing::info!(call = ?routed, "routed control call");
+                execute(&registry, routed)
+            }
+            Err(e) => Answer::Invalid {
+                message: format!("unreadable call: {e}"),
+            },
+        };
+        let body = serde_json::to_string(&answer).unwrap_or_default();
+        if let Err(err) = call.reply(&body).await {
+            tracing::warn!(%err, "answering a routed call failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_round_trip_and_unknown_fields_are_refused() {
+        let call = RoutedCall::SelectLayer {
+            ingest: "cam".into(),
+            rid: Some("h".into()),
+        };
+        let raw = serde_json::to_string(&call).expect("json");
+        assert_eq!(serde_json::from_str::<RoutedCall>(&raw).ok(), Some(call));
+        assert!(
+            serde_json::from_str::<RoutedCall>(r#"{"op":"keyframe","ingest":"a","x":1}"#).is_err()
+        );
+        assert!(serde_json::from_str::<RoutedCall>(r#"{"op":"reboot"}"#).is_err());
+    }
+
+    #[test]
+    fn bad_calls_are_answered_invalid_not_executed() {
+        let registry = Registry::new(
+            crate::registry::Caps { max_publishers: 1 },
+            16,
+            std::sync::Arc::new(crate::metrics::Metrics::new(false).expect("metrics")),
+        );
+        for call in [
+            RoutedCall::Keyframe {
+                ingest: "bad id".into(),
+            },
+            RoutedCall::Teardown {
+                ingest: "cam".into(),
+                detail: "x".repeat(MAX_DETAIL + 1),
+            },
+            RoutedCall::SelectLayer {
+                ingest: "cam".into(),
+                rid: Some("a b".into()),
+            },
+        ] {
+            assert!(
+                matches!(execute(&registry, call), Answer::Invalid { .. }),
+                "refused"
+            );
+        }
+        assert_eq!(
+            execute(
+                &registry,
+                RoutedCall::Keyframe {
+                    ingest: "cam".into()
+                }
+            ),
+            Answer::IngestNotFound
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! Output stream continuity across nodes: a publisher that reconnects to another node (its
+//! node died, or a load balancer sent it elsewhere) keeps its consumer's streams.
+//!
+//! Every node checkpoints the output streams it sends into `outputs` (SSRC, last sequence
+//! number and timestamp, packet rate; once a second, see [`crate::registry::CHECKPOINT_INTERVAL`]).
+//! When this node admits a publisher, it reads the ingest's record and, for each kind whose
+//! record is newer than what this node last sent, continues the record's stream exactly as a
+//! restarted single node does ([`OutputStream::restore`]): same SSRC, sequence numbers jumped
+//! forward by the packet rate times the time since the checkpoint plus a fixed margin (so the
+//! packets the dead node sent after its last checkpoint are covered), timestamps advanced by
+//! the wall-clock gap.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::state::Table;
+use super::{ClusterError, ClusterNode};
+use crate::continuity::{Continuity, OutputState, OutputStream};
+use crate::store::StreamRecord;
+
+/// A stored stream must be this much newer than our own last packet to replace it (the two
+/// wall-clock readings of one packet can differ by a millisecond or so).
+const NEWER_BY_MS: u64 = 50;
+
+impl ClusterNode {
+    /// Continues `ingest`'s output streams from their checkpoint in Redis where that is newer
+    /// than `continuity` (this node's state, about to be used by a new session). Returns
+    /// whether a stream was taken over.
+    pub async fn take_over_outputs(
+        &self,
+        ingest: &str,
+        continuity: &Mutex<Continuity>,
+    ) -> Result<bool, ClusterError> {
+        let Some(raw) = self.shared_state().get(Table::Outputs, ingest).await? else {
+            return Ok(false);
+        };
+        let record: StreamRecord = serde_json::from_str(&raw)
+            .map_err(|e| ClusterError::Corrupt(format!("outputs/{ingest}: {e}")))?;
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let at = UNIX_EPOCH + Duration::from_millis(record.at_ms);
+        let mut c = continuity.lock().unwrap_or_else(|p| p.into_inner());
+        let video = adopt(&mut c.video, &record.video, at, now, wall);
+        let audio = adopt(&mut c.audio, &record.audio, at, now, wall);
+        Ok(video || audio)
+    }
+}
+
+/// Replaces `local` with the continuation of `stored` if `stored` is another stream or newer.
+fn adopt(
+    local: &mut OutputStream,
+    stored: &OutputState,
+    checkpoint_at: SystemTime,
+    now: Instant,
+    wall: SystemTime,
+) -> bool {
+    let Some(theirs) = stored.last else {
+        // Nothing was ever sent on the stored stream: no consumer knows it.
+        return false;
+    };
+    let mine = local.state(now, wall);
+    let newer = match mine.last {
+        None => true,
+        Some(_) if mine.ssrc != stored.ssrc => true,
+        Some(last) => theirs.at_unix_ms > last.at_unix_ms.saturating_add(NEWER_BY_MS),
+    };
+    if newer {
+        *local = OutputStream::restore(stored, checkpoint_at, now, wall);
+    }
+    newer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::continuity::{InputPacket, LastOut, RESTORE_FIXED_MARGIN};
+
+    fn packet(seq: u16) -> InputPacket {
+        InputPacket {
+            session: uuid::Uuid::nil(),
+            ssrc: 5,
+            seq,
+            ts: u32::from(seq) * 3000,
+            clock_rate: 90_000,
+        }
+    }
+
+    fn stored(ssrc: u32, seq: u16, at_unix_ms: u64) -> OutputState {
+        OutputState {
+            ssrc,
+            last: Some(LastOut {
+                seq,
+                ts: 0,
+                at_unix_ms,
+            }),
+            packets_per_sec: 0.0,
+        }
+    }
+
+    #[test]
+    fn another_nodes_stream_is_continued_past_the_margin() {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let mut local = OutputStream::new();
+        let sent = super::super::now_ms() - 500;
+        assert!(adopt(&mut local, &stored(77, 1000, sent), wall, now, wall));
+        let next = local.map(packet(1), now);
+        assert_eq!(next.ssrc, 77);
+        assert_eq!(next.seq, 1000 + RESTORE_FIXED_MARGIN + 1);
+    }
+
+    #[test]
+    fn our_own_newer_stream_is_kept_and_empty_records_are_ignored() {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let mut local = OutputStream::new();
+        let first = local.map(packet(10), now);
+        let old = super::super::now_ms() - 60_000;
+        assert!(!adopt(
+            &mut local,
+            &stored(first.ssrc, 3, old),
+            wall,
+            now,
+            wall
+        ));
+        let empty = OutputState {
+            ssrc: 1,
+            last: None,
+            packets_per_sec: 0.0,
+        };
+        assert!(!adopt(&mut local, &empty, wall, now, wall));
+        assert_eq!(local.map(packet(11), now).seq, first.seq.wrapping_add(1));
+    }
+}
