@@ -100,6 +100,12 @@ fn print_summary(r: &Report) {
         "publishers      {} requested, {} created (201), {} connected, {} failed",
         r.publishers, r.created, r.connected, r.failed
     );
+    if r.post_retries > 0 {
+        println!(
+            "POST retries    {} (429/503 with Retry-After)",
+            r.post_retries
+        );
+    }
     if !r.post_errors.is_empty() {
         println!("POST errors     {:?}", r.post_errors);
     }

@@ -19,6 +19,11 @@ use super::sink::{Sink, SinkReport};
 use super::stats::{Histogram, Quantiles, proc_sample};
 use super::worker::{self, Command, Live};
 use super::{LoadConfig, LoadError, VideoCodec};
+
+/// POSTs per publisher at most when the gateway answers 429 or 503.
+const POST_ATTEMPTS: u32 = 5;
+/// Longest Retry-After honoured between two attempts.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
 use crate::control::pb;
 use crate::control::pb::ingest_control_client::IngestControlClient;
 
@@ -29,6 +34,8 @@ pub struct Engine {
     certificate: RTCCertificate,
     http: reqwest::Client,
     sink: Option<Sink>,
+    /// POSTs retried after a 429 or 503 (Retry-After).
+    retries: std::sync::atomic::AtomicU64,
 }
 
 /// Publishers set up by [`Engine::start`], running until [`Batch::finish`].
@@ -64,6 +71,8 @@ pub struct Report {
     /// POSTs answered 201.
     pub created: u32,
     pub post_errors: BTreeMap<String, u64>,
+    /// POSTs retried after a 429 or 503 with Retry-After (the gateway was busy).
+    pub post_retries: u64,
     /// Publishers whose ICE + DTLS came up.
     pub connected: u64,
     pub failed: u64,
@@ -126,15 +135,19 @@ impl Engine {
         } else {
             None
         };
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(cfg.concurrency.max(1))
-            .build()?;
+            .pool_max_idle_per_host(cfg.concurrency.max(1));
+        if let Some(pem) = cfg.ca_pem()? {
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+        }
+        let http = http.build()?;
         Ok(Engine {
             cfg,
             certificate,
             http,
             sink,
+            retries: Default::default(),
         })
     }
 
@@ -154,10 +167,17 @@ impl Engine {
         let (Some(addr), Some(sink)) = (&self.cfg.grpc, &self.sink) else {
             return Ok(());
         };
-        let channel = tonic::transport::Endpoint::from_shared(addr.clone())
-            .map_err(|e| LoadError::Other(format!("--grpc {addr}: {e}")))?
-            .connect()
-            .await?;
+        let mut endpoint = tonic::transport::Endpoint::from_shared(addr.clone())
+            .map_err(|e| LoadError::Other(format!("--grpc {addr}: {e}")))?;
+        if addr.starts_with("https://") {
+            let tls = match self.cfg.ca_pem()? {
+                Some(pem) => tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+                None => tonic::transport::ClientTlsConfig::new().with_native_roots(),
+            };
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        let channel = endpoint.connect().await?;
         let client = IngestControlClient::new(channel);
         let (video, audio) = (sink.video_addr().to_string(), sink.audio_addr().to_string());
         let results: Vec<Result<(), LoadError>> = futures_util::stream::iter(ids)
@@ -263,19 +283,40 @@ impl Engine {
                 .map_err(|e| format!("socket: {}", e.kind()))?;
             return Ok((p, String::new(), Duration::ZERO));
         }
-        let (mut publisher, offer) = Publisher::webrtc(i, socket, plan, &self.certificate)
-            .map_err(|e| format!("offer: {e}"))?;
+        let (mut publisher, offer) =
+            Publisher::webrtc(i, socket, plan, &self.certificate, self.cfg.gso)
+                .map_err(|e| format!("offer: {e}"))?;
         let url = self.cfg.endpoint(i);
-        let mut request = self
-            .http
-            .post(&url)
-            .header("content-type", "application/sdp")
-            .body(offer);
-        if let Some(token) = &self.cfg.token {
-            request = request.bearer_auth(token);
-        }
-        let sent = Instant::now();
-        let response = request.send().await.map_err(error_label)?;
+        // A gateway that is busy answers 429 or 503 with Retry-After: wait as told (at most
+        // `MAX_RETRY_WAIT`) and try again, as a WHIP client should, `POST_ATTEMPTS` times.
+        let mut attempt = 0;
+        let (sent, response) = loop {
+            attempt += 1;
+            let mut request = self
+                .http
+                .post(&url)
+                .header("content-type", "application/sdp")
+                .body(offer.clone());
+            if let Some(token) = &self.cfg.token {
+                request = request.bearer_auth(token);
+            }
+            let sent = Instant::now();
+            let response = request.send().await.map_err(error_label)?;
+            let status = response.status();
+            let busy = status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                || status == reqwest::StatusCode::SERVICE_UNAVAILABLE;
+            if !busy || attempt >= POST_ATTEMPTS {
+                break (sent, response);
+            }
+            let wait = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+                .map_or(Duration::from_secs(1), Duration::from_secs)
+                .min(MAX_RETRY_WAIT);
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(wait).await;
+        };
         let status = response.status();
         let location = response
             .headers()
@@ -336,6 +377,7 @@ impl Engine {
             publishers: n,
             created,
             post_errors,
+            post_retries: self.retries.load(Ordering::Relaxed),
             connected: at_end.connected,
             failed: at_end.failed,
             handshake,

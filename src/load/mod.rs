@@ -9,6 +9,7 @@
 //! | [`engine`] | a batch of publishers: POSTs with bounded concurrency and ramp, workers, teardown |
 //! | `worker` | the loop that services a share of the publishers |
 //! | `publisher` | one publisher's peer connection, pacer and packetizer |
+//! | `gso` | segmented sends (`--gso`) |
 //! | [`payload`] | pre-built H264 / VP8 / Opus payloads and the latency stamp |
 //! | [`sink`] | the UDP sink (RFC 3550 loss, latency, keyframes) |
 //! | [`relay`] | a bare UDP relay, the floor the benchmark compares whipgate with |
@@ -16,6 +17,7 @@
 //! | [`stats`] | histogram and `/proc` readers |
 
 pub mod engine;
+mod gso;
 pub mod payload;
 mod publisher;
 pub mod relay;
@@ -85,6 +87,10 @@ pub struct LoadConfig {
     /// gRPC address (e.g. http://127.0.0.1:50051), pointing at the built-in sink.
     #[arg(long)]
     pub grpc: Option<String>,
+    /// PEM CA certificate(s) to trust for https:// URLs (--url, --grpc): a private CA or a
+    /// self-signed certificate [default: the system's roots].
+    #[arg(long, env = "WHIPGATE_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// API key for `--grpc`.
     #[arg(long, env = "WHIPGATE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -114,6 +120,12 @@ pub struct LoadConfig {
     /// Also report the kernel's drops at this UDP socket (the gateway's media port).
     #[arg(long)]
     pub watch_udp: Option<SocketAddr>,
+    /// Send a frame's packets in one UDP GSO send where the kernel offers it (default: one
+    /// datagram per system call, as browsers send). Lowers the generator's cost a little, but
+    /// the gateway then receives frames coalesced by GRO, which real publishers do not send:
+    /// off for benchmarks of the gateway.
+    #[arg(long)]
+    pub gso: bool,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -148,6 +160,17 @@ impl LoadConfig {
     /// The WHIP endpoint of publisher `i`.
     pub fn endpoint(&self, i: u32) -> String {
         format!("{}/{}", self.url.trim_end_matches('/'), self.ingest_id(i))
+    }
+
+    /// The bytes of `--ca-cert`, if given.
+    pub fn ca_pem(&self) -> Result<Option<Vec<u8>>, LoadError> {
+        self.ca_cert
+            .as_ref()
+            .map(|path| {
+                std::fs::read(path)
+                    .map_err(|e| LoadError::Other(format!("--ca-cert {}: {e}", path.display())))
+            })
+            .transpose()
     }
 
     /// The ingest id of publisher `i`.

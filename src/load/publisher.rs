@@ -37,6 +37,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::statistics::StatsSelector;
 use tokio::net::UdpSocket;
 
+use super::gso::{MAX_GSO_BYTES, MAX_GSO_SEGMENTS, gso_state, send_batch};
 use super::payload::{self, Stamp};
 use super::{MediaPlan, VideoCodec};
 
@@ -83,6 +84,10 @@ enum Transport {
 pub(crate) struct Publisher {
     pub(crate) index: u32,
     socket: UdpSocket,
+    /// Segmented sends (UDP GSO) through `quinn-udp`, where the kernel has them.
+    udp: Option<quinn_udp::UdpSocketState>,
+    /// The datagrams of one flush, packed for one send.
+    gso: Vec<u8>,
     local: SocketAddr,
     transport: Transport,
     video: Option<Stream>,
@@ -161,6 +166,7 @@ impl Publisher {
         socket: UdpSocket,
         plan: MediaPlan,
         certificate: &rtc::peer_connection::certificate::RTCCertificate,
+        gso: bool,
     ) -> rtc::shared::error::Result<(Publisher, String)> {
         let now = Instant::now();
         let local = socket.local_addr()?;
@@ -228,6 +234,7 @@ impl Publisher {
             .local_description()
             .map(|d| d.sdp)
             .ok_or(rtc::shared::error::Error::ErrNoRemoteDescription)?;
+        let udp = gso.then(|| gso_state(&socket)).flatten();
         let publisher = Publisher {
             index,
             socket,
@@ -241,6 +248,8 @@ impl Publisher {
             connected_after: None,
             next_timeout: Some(now),
             want_keyframe: true,
+            udp,
+            gso: Vec::new(),
         };
         Ok((publisher, sdp))
     }
@@ -275,6 +284,8 @@ impl Publisher {
             connected_after: None,
             next_timeout: None,
             want_keyframe: true,
+            udp: None,
+            gso: Vec::new(),
         };
         p.on_connected(now);
         Ok(p)
@@ -520,24 +531,67 @@ impl Publisher {
         }
     }
 
-    /// Sends what the peer connection queued.
+    /// Sends what the peer connection queued. With `--gso`, a frame's packets (equal sizes,
+    /// the last one shorter) go out as one segmented send (UDP GSO) where the kernel offers
+    /// it: one system call per frame instead of one per packet.
     fn flush(&mut self, tally: &mut Tally) {
         let Transport::Webrtc(peer) = &mut self.transport else {
             return;
         };
+        let max_segments = self
+            .udp
+            .as_ref()
+            .map_or(1, |s| s.max_gso_segments().min(MAX_GSO_SEGMENTS));
+        let mut batch = std::mem::take(&mut self.gso);
+        batch.clear();
+        let (mut segment, mut count, mut to, mut closed) = (0, 0, None, false);
         while let Some(out) = peer.poll_write() {
             if out.transport.transport_protocol != TransportProtocol::UDP {
                 continue;
             }
-            tally.bytes += out.message.len() as u64;
-            if self
-                .socket
-                .try_send_to(&out.message, out.transport.peer_addr)
-                .is_err()
-            {
-                tally.send_errors += 1;
+            let len = out.message.len();
+            tally.bytes += len as u64;
+            let dest = out.transport.peer_addr;
+            let fits = count > 0
+                && !closed
+                && to == Some(dest)
+                && len <= segment
+                && count < max_segments
+                && batch.len() + len <= MAX_GSO_BYTES;
+            if count > 0 && !fits {
+                send_batch(
+                    &self.socket,
+                    self.udp.as_ref(),
+                    &batch,
+                    segment,
+                    count,
+                    to,
+                    tally,
+                );
+                batch.clear();
+                count = 0;
             }
+            if count == 0 {
+                (segment, to, closed) = (len, Some(dest), false);
+            } else if len < segment {
+                // Only the last segment of a send may be shorter.
+                closed = true;
+            }
+            batch.extend_from_slice(&out.message);
+            count += 1;
         }
+        if count > 0 {
+            send_batch(
+                &self.socket,
+                self.udp.as_ref(),
+                &batch,
+                segment,
+                count,
+                to,
+                tally,
+            );
+        }
+        self.gso = batch;
     }
 
     /// Ends the publisher politely (DTLS close_notify) or, with `vanish`, silently.

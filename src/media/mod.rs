@@ -7,6 +7,8 @@
 //! (`forward`).
 
 mod forward;
+#[cfg(test)]
+mod handshake_tests;
 mod housekeeping;
 mod ice_auth;
 mod mux;

@@ -27,4 +27,7 @@ mod redis_harness;
 mod restart;
 mod simulcast;
 mod spoof;
+mod tls;
+mod tls_binary;
+mod tls_pki;
 mod whip;
