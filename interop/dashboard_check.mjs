@@ -55,6 +55,7 @@ function startGateway() {
   gateway = spawn(opts.whipgate, [
     "--data-dir", dataDir,
     "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--udp-listen", "127.0.0.1:0",
+    "--tcp-listen", "127.0.0.1:0",
     "--stats-interval-secs", "1",
   ], { env: { ...process.env, WHIPGATE_API_KEY: KEY, RUST_LOG: "error" }, stdio: ["ignore", "pipe", "inherit"] });
   return new Promise((resolve, reject) => {

@@ -182,6 +182,24 @@ pub struct Config {
     /// Concurrent WatchEvents streams at most; more get RESOURCE_EXHAUSTED.
     #[arg(long, env = "WHIPGATE_GRPC_MAX_WATCHERS", default_value_t = 64)]
     pub grpc_max_watchers: usize,
+    /// TLS certificate chain (PEM) of the HTTP listener (WHIP, pages, /events, /metrics, the
+    /// metrics listener) and, unless --grpc-tls-cert is given, of gRPC. With --tls-key: HTTPS
+    /// only. SIGHUP re-reads the files.
+    #[arg(long, env = "WHIPGATE_TLS_CERT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "WHIPGATE_TLS_KEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// gRPC's own certificate chain (PEM) [default: --tls-cert].
+    #[arg(long, env = "WHIPGATE_GRPC_TLS_CERT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// gRPC's own private key (PEM) [default: --tls-key].
+    #[arg(long, env = "WHIPGATE_GRPC_TLS_KEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_tls_key: Option<PathBuf>,
 }
 
 /// The data dir when none is configured: relative to the working directory, so
@@ -447,6 +465,7 @@ impl Config {
                 ));
             }
         }
+        crate::tls::validate_pairs(self)?;
         if self.cors_origins.is_empty() {
             return Err("cors_origins must name at least one origin (or \"*\")".into());
         }

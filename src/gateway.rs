@@ -1,7 +1,11 @@
 //! Binds every listener, wires the registry, the WHIP edge, the media path and the control
 //! plane together, and drains cleanly on shutdown.
 
+mod idle;
 mod serve;
+
+use serve::GrpcIncoming;
+pub(crate) use serve::accept_bounded;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::service::interceptor::InterceptedService;
@@ -23,6 +26,7 @@ use crate::error::Error;
 use crate::media::Media;
 use crate::metrics::Metrics;
 use crate::registry::{Caps, Registry};
+use crate::tls::{TlsReload, TlsSetup};
 use crate::whip::{self, WhipState};
 
 /// Addresses actually bound (ports resolved when the config asked for port 0).
@@ -53,12 +57,14 @@ pub struct Gateway {
     tracker: TaskTracker,
     cancel: CancellationToken,
     cluster: Option<ClusterNode>,
+    tls: TlsSetup,
 }
 
 impl Gateway {
     /// Binds all listeners.
     pub async fn bind(config: Config) -> Result<Self, Error> {
         config.validate().map_err(Error::BadRequest)?;
+        let tls = TlsSetup::from_config(&config).map_err(Error::BadRequest)?;
         let metrics = Arc::new(Metrics::new(config.metrics_ingest_label).map_err(Error::internal)?);
         // The store is read back before any listener opens.
         // Cluster mode keeps the same records in Redis instead of the data dir.
@@ -113,12 +119,13 @@ impl Gateway {
         let cancel = CancellationToken::new();
         let cluster = match cluster_redis {
             Some(redis) => {
+                let scheme = if tls.http.is_some() { "https" } else { "http" };
                 let advertise_url = config.advertise_url.clone().unwrap_or_else(|| {
                     if bound.http.ip().is_unspecified() {
                         let host = crate::cluster::node::hostname();
-                        format!("http://{host}:{}", bound.http.port())
+                        format!("{scheme}://{host}:{}", bound.http.port())
                     } else {
-                        format!("http://{}", bound.http)
+                        format!("{scheme}://{}", bound.http)
                     }
                 });
                 let settings = NodeSettings {
@@ -159,7 +166,14 @@ impl Gateway {
             bound,
             tracker,
             cancel,
+            tls,
         })
+    }
+
+    /// The handle that re-reads the TLS certificates (the binary calls it on SIGHUP); with
+    /// no TLS configured, reloading does nothing.
+    pub fn tls_reload(&self) -> TlsReload {
+        self.tls.reload.clone()
     }
 
     /// The bound addresses.
@@ -200,6 +214,7 @@ impl Gateway {
             cancel,
             bound,
             cluster,
+            tls,
             ..
         } = self;
         // In cluster mode the node is who the cluster knows; alone, its host name and HTTP port.
@@ -208,8 +223,15 @@ impl Gateway {
                 id: c.settings().node_id.clone(),
                 advertise_url: c.settings().advertise_url.clone(),
             },
-            None => control::NodeInfo::local(bound.http),
+            None => {
+                let mut local = control::NodeInfo::local(bound.http);
+                if tls.http.is_some() {
+                    local.advertise_url = format!("https://{}", bound.http);
+                }
+                local
+            }
         };
+        let (http_tls, grpc_tls) = tls.listeners(&metrics);
         media.spawn_receiver(cancel.clone());
         tracker.spawn(registry.clone().run_checkpoints(cancel.clone()));
 
@@ -240,6 +262,7 @@ impl Gateway {
             http,
             app,
             limits,
+            http_tls.clone(),
             Arc::clone(&metrics),
             cancel.clone(),
             tracker.clone(),
@@ -249,6 +272,7 @@ impl Gateway {
                 listener,
                 whip::metrics_router(state),
                 limits,
+                http_tls,
                 Arc::clone(&metrics),
                 cancel.clone(),
                 tracker.clone(),
@@ -257,6 +281,11 @@ impl Gateway {
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_serving(&health, true).await;
+        let grpc = GrpcIncoming {
+            listener: grpc,
+            tls: grpc_tls,
+            tracker: tracker.clone(),
+        };
         tracker.spawn(serve_grpc(
             grpc,
             &config,
@@ -306,7 +335,7 @@ impl Gateway {
 /// The gRPC server: the control service and reflection (v1 and v1alpha) behind the API key,
 /// health open; bounded streams per connection, message sizes, watchers; HTTP/2 keepalive.
 fn serve_grpc(
-    listener: TcpListener,
+    incoming: GrpcIncoming,
     config: &Config,
     registry: Registry,
     node: control::NodeInfo,
@@ -342,10 +371,7 @@ fn serve_grpc(
         ))
         .add_service(InterceptedService::new(control, interceptor));
     Ok(Box::pin(async move {
-        let result = router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), cancel.cancelled())
-            .await;
-        if let Err(err) = result {
+        if let Err(err) = incoming.serve(router, cancel).await {
             tracing::error!(%err, "gRPC server failed");
         }
     }))

@@ -13,6 +13,7 @@
 //! | [`control`] | the tonic `IngestControl` service, proto conversions, the JSON form of its messages |
 //! | [`ctl`] | `whipgate ctl`: the operator's shell client for the control plane |
 //! | [`gateway`] | binding listeners, wiring, graceful shutdown |
+//! | [`tls`] | HTTPS and gRPC TLS (rustls): PEM loading, the certificate swapped on reload (SIGHUP), per-connection handshakes |
 //! | [`error`] | the one error type and its HTTP / gRPC status mapping |
 //! | [`cluster`] | cluster mode on Redis: node records, publisher leases, shared state, one event stream, routed control calls |
 //! | [`secret`], [`untrusted`] | constant-time checks of the API key and bearer tokens; outside strings bounded and escaped for logs and events |
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod registry;
 pub mod secret;
 pub mod store;
+pub mod tls;
 pub mod untrusted;
 pub mod whip;
 

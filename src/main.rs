@@ -1,4 +1,5 @@
-//! The `whipgate` binary: parse configuration, init logging, run until SIGINT/SIGTERM.
+//! The `whipgate` binary: parse configuration, init logging, run until SIGINT/SIGTERM;
+//! SIGHUP re-reads the TLS certificates.
 //! `whipgate ctl ...` is the control-plane client instead ([`whipgate::ctl`]).
 
 use anyhow::Context;
@@ -24,6 +25,8 @@ async fn main() -> anyhow::Result<()> {
         .context("invalid configuration")?;
     let gateway = Gateway::bind(config).await.context("binding listeners")?;
     let bound = gateway.bound();
+    // Before the ready line: a SIGHUP from then on reloads instead of killing the process.
+    let reload = reload_on_sighup(gateway.tls_reload());
     // One machine-readable line on stdout, for scripts that start whipgate on port 0.
     println!(
         "{}",
@@ -35,7 +38,37 @@ async fn main() -> anyhow::Result<()> {
         })
     );
     gateway.run(shutdown_signal()).await.context("running")?;
+    reload.abort();
     Ok(())
+}
+
+/// Reloads the TLS certificates on each SIGHUP (a bad file keeps the old certificate, logged
+/// by the handle), for `systemctl reload`; without TLS, SIGHUP is logged and ignored.
+#[cfg(unix)]
+fn reload_on_sighup(reload: whipgate::tls::TlsReload) -> tokio::task::JoinHandle<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Registered here, not in the task, so it is in place when this returns.
+    let hangups = signal(SignalKind::hangup());
+    tokio::spawn(async move {
+        let mut hangups = match hangups {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::error!(%err, "listening for SIGHUP");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading TLS certificates");
+            // Failures are logged by the handle; the old certificate stays.
+            let _ = reload.reload();
+        }
+    })
+}
+
+#[cfg(not(unix))]
+fn reload_on_sighup(reload: whipgate::tls::TlsReload) -> tokio::task::JoinHandle<()> {
+    drop(reload);
+    tokio::spawn(async {})
 }
 
 async fn shutdown_signal() {

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub http_connections: IntGauge,
     /// HTTP connections closed by the header-read timeout or a protocol error.
     pub http_connection_errors: IntCounter,
+    /// TLS handshakes that failed or timed out, by listener (`http`, `grpc`).
+    pub tls_handshake_failures: IntCounterVec,
     /// ICE+DTLS establishment time by result.
     pub ice_connect_duration: HistogramVec,
     /// Live publishers.
@@ -153,6 +155,12 @@ impl Metrics {
                 &r,
                 "whipgate_http_connection_errors_total",
                 "HTTP connections ended by the header-read timeout or a protocol error",
+            )?,
+            tls_handshake_failures: counter_vec(
+                &r,
+                "whipgate_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out, by listener (http, grpc)",
+                &["listener"],
             )?,
             publish_rejections: counter_vec(
                 &r,

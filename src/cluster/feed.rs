@@ -21,6 +21,7 @@
 //! RESOURCE_EXHAUSTED and where to resume, as a lagging watcher on one node does; an epoch that
 //! changes under a watcher (Redis lost its data) ends it with FAILED_PRECONDITION.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::events::{EventStream, StoredEvent};
+use super::summary::Summaries;
 use super::{ClusterError, Keys, Redis};
 use crate::control::pb;
 use crate::error::Error;
@@ -54,6 +56,7 @@ pub struct EventFeed {
 
 struct Inner {
     stream: EventStream,
+    summaries: Summaries,
     node_id: String,
     live: Mutex<Live>,
 }
@@ -97,6 +100,7 @@ impl EventFeed {
         let (tx, _) = broadcast::channel(history.max(16));
         let feed = EventFeed {
             inner: Arc::new(Inner {
+                summaries: Summaries::new(redis.clone(), keys.clone(), node_id),
                 stream: EventStream::new(redis, keys, history as u64),
                 node_id: node_id.to_owned(),
                 live: Mutex::new(Live {
@@ -112,7 +116,7 @@ impl EventFeed {
         }
         let (queue, rx) = mpsc::channel(QUEUE);
         registry.set_event_sink(queue);
-        tracker.spawn(feed.clone().publish(rx, cancel.clone()));
+        tracker.spawn(feed.clone().publish(rx, registry.clone(), cancel.clone()));
         tracker.spawn(feed.clone().tail(cancel.clone()));
         tracker.spawn(super::invalidate::run(
             feed.clone(),
@@ -207,7 +211,12 @@ impl EventFeed {
     }
 
     /// Appends this node's queued events to the stream until `cancel`, then flushes once.
-    async fn publish(self, mut rx: mpsc::Receiver<Arc<Event>>, cancel: CancellationToken) {
+    async fn publish(
+        self,
+        mut rx: mpsc::Receiver<Arc<Event>>,
+        registry: Registry,
+        cancel: CancellationToken,
+    ) {
         let mut batch = Vec::with_capacity(BATCH);
         // A batch not appended yet when shutdown came goes out first in the flush.
         let mut unsent = Vec::new();
@@ -221,6 +230,11 @@ impl EventFeed {
                 return;
             }
             let items = self.encode(&batch);
+            let sessions: BTreeSet<String> = batch
+                .iter()
+                .filter(|e| e.session_id.is_some())
+                .map(|e| e.ingest_id.clone())
+                .collect();
             batch.clear();
             let mut backoff = Duration::from_millis(50);
             while let Err(err) = self.inner.stream.append_batch(&items).await {
@@ -229,6 +243,10 @@ impl EventFeed {
                     unsent = items;
                     break 'run;
                 }
+            }
+            // After the events: a reader that saw `session_connected` finds the summary.
+            if let Err(err) = self.inner.summaries.write(&registry, &sessions).await {
+                tracing::debug!(%err, "writing session summaries failed");
             }
         }
         // Shutdown: what is queued now (the sessions' ends) goes out once, bounded in time.

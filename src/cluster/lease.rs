@@ -24,13 +24,13 @@ pub struct Holder {
 }
 
 impl Holder {
-    fn encode(&self) -> String {
+    pub(super) fn encode(&self) -> String {
         // Field order is fixed by the struct, so equal holders encode to equal strings, which
         // is what the scripts compare.
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    fn decode(raw: &str) -> Result<Self, ClusterError> {
+    pub(super) fn decode(raw: &str) -> Result<Self, ClusterError> {
         serde_json::from_str(raw).map_err(|e| ClusterError::Corrupt(format!("lease value: {e}")))
     }
 }
@@ -52,25 +52,31 @@ if cur then return {0, cur} end
 return {2}
 "#;
 
-/// Extends the TTL only if the value is still ours.
+/// Extends the TTL (and the session summary's, `KEYS[2]`) only if the value is still ours.
 const RENEW: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 "#;
 
-/// Deletes only if the value is still ours.
+/// Deletes (with the session summary, `KEYS[2]`) only if the value is still ours.
 const RELEASE: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[2])
+  return redis.call('DEL', KEYS[1])
+end
 return 0
 "#;
 
-/// Takes the lease if free, keeps it if ours (after Redis came back without it, say).
+/// Takes the lease if free, keeps it if ours (after Redis came back without it, say); the
+/// session summary (`KEYS[2]`) lives as long.
 const REASSERT: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if (not cur) or cur == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
   return {1}
 end
 return {0, cur}
@@ -130,6 +136,7 @@ impl Leases {
     ) -> Result<Acquired, ClusterError> {
         let mut inv = script.prepare_invoke();
         inv.key(self.keys.lease(ingest))
+            .key(self.keys.session(ingest))
             .arg(holder.encode())
             .arg(ttl_ms(ttl));
         let reply: Vec<redis::Value> = self.redis.script(&inv).await?;
@@ -155,6 +162,7 @@ impl Leases {
     ) -> Result<bool, ClusterError> {
         let mut inv = self.renew.prepare_invoke();
         inv.key(self.keys.lease(ingest))
+            .key(self.keys.session(ingest))
             .arg(holder.encode())
             .arg(ttl_ms(ttl));
         let n: i64 = self.redis.script(&inv).await?;
@@ -164,7 +172,9 @@ impl Leases {
     /// Gives `holder`'s lease up; `false` if it was not theirs (any more).
     pub async fn release(&self, ingest: &str, holder: &Holder) -> Result<bool, ClusterError> {
         let mut inv = self.release.prepare_invoke();
-        inv.key(self.keys.lease(ingest)).arg(holder.encode());
+        inv.key(self.keys.lease(ingest))
+            .key(self.keys.session(ingest))
+            .arg(holder.encode());
         let n: i64 = self.redis.script(&inv).await?;
         Ok(n == 1)
     }

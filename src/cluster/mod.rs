@@ -6,6 +6,7 @@
 //! | connection (direct or through Sentinel), fail-fast timeouts | — | [`conn`] |
 //! | node records: heartbeat with TTL, placement | `node:<id>` (string, PX), `nodes` (zset) | [`nodes`] |
 //! | one publisher per ingest across the cluster | `lease:<ingest>` (string, NX PX) | [`lease`] |
+//! | the live session as other nodes' GetIngest shows it | `session:<ingest>` (string, lease's TTL) | [`summary`] |
 //! | registrations, caps, layer choices, output stream state | `ingests`, `layers`, `outputs` (hashes), `caps` | [`state`] |
 //! | one event stream, gap-free `seq` | `events` (stream, id `<seq>-0`), `events:seq`, `events:epoch` | [`events`] |
 //! | this node's publisher, tail and watchers of that stream | — | [`feed`] |
@@ -30,6 +31,7 @@ pub mod node;
 pub mod nodes;
 pub mod rpc;
 pub mod state;
+pub mod summary;
 pub mod takeover;
 pub mod url;
 
@@ -100,6 +102,10 @@ impl Keys {
     /// An ingest's publisher lease.
     pub fn lease(&self, ingest: &str) -> String {
         self.key(&["lease", ingest])
+    }
+    /// The summary of an ingest's live session, for the other nodes' GetIngest.
+    pub fn session(&self, ingest: &str) -> String {
+        self.key(&["session", ingest])
     }
     /// A hash of shared per-ingest state (`ingests`, `layers`, `outputs`).
     pub fn hash(&self, name: &str) -> String {

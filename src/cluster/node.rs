@@ -54,6 +54,8 @@ struct Inner {
     held: Mutex<HashMap<String, Uuid>>,
     /// The cluster event stream on this node, once started.
     feed: std::sync::OnceLock<super::feed::EventFeed>,
+    /// Live session summaries (other nodes' sessions in GetIngest).
+    summaries: super::summary::Summaries,
 }
 
 impl ClusterNode {
@@ -72,6 +74,11 @@ impl ClusterNode {
                 leases: Leases::new(redis.clone(), keys.clone()),
                 rpc: super::rpc::Rpc::new(redis.clone(), keys.clone()),
                 state: super::state::SharedState::new(redis.clone(), keys.clone()),
+                summaries: super::summary::Summaries::new(
+                    redis.clone(),
+                    keys.clone(),
+                    &settings.node_id,
+                ),
                 settings,
                 held: Mutex::new(HashMap::new()),
                 feed: std::sync::OnceLock::new(),
@@ -92,6 +99,11 @@ impl ClusterNode {
     /// Sets the cluster event stream of this node (once; later calls are ignored).
     pub fn attach_feed(&self, feed: super::feed::EventFeed) {
         let _ = self.inner.feed.set(feed);
+    }
+
+    /// Live session summaries.
+    pub fn summaries(&self) -> &super::summary::Summaries {
+        &self.inner.summaries
     }
 
     /// The node records.

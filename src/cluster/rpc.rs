@@ -7,13 +7,15 @@
 //!
 //! A caller pushes `{reply_to, deadline_ms, body}` onto `rpc:<node>` (refused when that queue
 //! already holds [`MAX_PENDING`] calls; the queue expires if nobody drains it) and waits with
-//! `BLPOP` on its own `rpc:reply:<uuid>` list. The owner drains its queue with `BLPOP`, skips
+//! `BLPOP` on its own `rpc:reply:<uuid>` list, on a connection of its own that is kept for
+//! later calls (up to [`IDLE_CONNECTIONS`] of them). The owner drains its queue with `BLPOP`, skips
 //! calls whose deadline passed, and pushes the answer (which expires shortly after the call's
 //! deadline if the caller gave up). Bodies are opaque: the caller and the owner agree on their
 //! encoding. Only nodes write these lists (Redis is trusted infrastructure), but what is popped
 //! is still checked: its size, that it answers to a reply key of this prefix named by a UUID,
 //! and that its deadline is neither past nor further away than [`MAX_TIMEOUT`].
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::Script;
@@ -30,6 +32,9 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an unread answer stays past the call's deadline.
 const REPLY_GRACE_MS: u64 = 2_000;
+/// Idle connections kept for callers' `BLPOP`s (one per call in flight; opening one costs a
+/// round trip or two, which a routed call would otherwise pay every time).
+pub const IDLE_CONNECTIONS: usize = 16;
 
 #[derive(Serialize, Deserialize)]
 struct Envelope {
@@ -52,6 +57,8 @@ pub struct Rpc {
     redis: Redis,
     keys: Keys,
     push: Script,
+    /// Callers' connections between calls, with the response timeout they were opened with.
+    idle: Arc<Mutex<Vec<(Duration, MultiplexedConnection)>>>,
 }
 
 impl Rpc {
@@ -61,6 +68,31 @@ impl Rpc {
             redis,
             keys,
             push: Script::new(PUSH),
+            idle: Arc::default(),
+        }
+    }
+
+    /// An idle caller connection opened with `response_timeout`, or a new one.
+    async fn caller_connection(
+        &self,
+        response_timeout: Duration,
+    ) -> Result<MultiplexedConnection, ClusterError> {
+        let reused = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let at = idle.iter().position(|(t, _)| *t == response_timeout);
+            at.map(|i| idle.swap_remove(i).1)
+        };
+        match reused {
+            Some(conn) => Ok(conn),
+            None => self.redis.dedicated(Some(response_timeout)).await,
+        }
+    }
+
+    /// Keeps a connection whose last `BLPOP` completed for the next call.
+    fn recycle(&self, response_timeout: Duration, conn: MultiplexedConnection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_CONNECTIONS {
+            idle.push((response_timeout, conn));
         }
     }
 
@@ -88,10 +120,8 @@ impl Rpc {
         .map_err(|e| ClusterError::Corrupt(e.to_string()))?;
         // Wait on our own connection first, so no answer can arrive before we listen
         // (it would wait in the list anyway, but connecting is the part that can fail).
-        let mut conn = self
-            .redis
-            .dedicated(Some(timeout + self.redis.timeouts().command))
-            .await?;
+        let response_timeout = timeout + self.redis.timeouts().command;
+        let mut conn = self.caller_connection(response_timeout).await?;
         let mut inv = self.push.prepare_invoke();
         inv.key(self.keys.rpc_queue(node))
             .arg(envelope)
@@ -99,6 +129,7 @@ impl Rpc {
             .arg(timeout_ms.saturating_mul(2).max(10_000));
         let pushed: i64 = self.redis.script(&inv).await?;
         if pushed != 1 {
+            self.recycle(response_timeout, conn);
             return Err(ClusterError::NodeBusy(node.to_string()));
         }
         let reply: Option<(String, String)> = redis::cmd("BLPOP")
@@ -107,6 +138,9 @@ impl Rpc {
             .query_async(&mut conn)
             .await
             .map_err(|e| super::conn::map_error(&e))?;
+        // Answered or timed out on the server's side: the connection is idle again (one that
+        // failed is dropped above, by `?`).
+        self.recycle(response_timeout, conn);
         reply
             .map(|(_, body)| body)
             .ok_or_else(|| ClusterError::NodeTimeout(node.to_string()))

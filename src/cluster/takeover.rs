@@ -31,18 +31,30 @@ impl ClusterNode {
         ingest: &str,
         continuity: &Mutex<Continuity>,
     ) -> Result<bool, ClusterError> {
-        let Some(raw) = self.shared_state().get(Table::Outputs, ingest).await? else {
-            return Ok(false);
-        };
-        let record: StreamRecord = serde_json::from_str(&raw)
-            .map_err(|e| ClusterError::Corrupt(format!("outputs/{ingest}: {e}")))?;
-        let (now, wall) = (Instant::now(), SystemTime::now());
-        let at = UNIX_EPOCH + Duration::from_millis(record.at_ms);
-        let mut c = continuity.lock().unwrap_or_else(|p| p.into_inner());
-        let video = adopt(&mut c.video, &record.video, at, now, wall);
-        let audio = adopt(&mut c.audio, &record.audio, at, now, wall);
-        Ok(video || audio)
+        let record = self.stored_outputs(ingest).await?;
+        Ok(record.is_some_and(|r| continue_outputs(&r, continuity)))
     }
+
+    /// `ingest`'s output stream checkpoint, if any (admission reads it while it claims the
+    /// lease: one round trip for both).
+    pub async fn stored_outputs(&self, ingest: &str) -> Result<Option<StreamRecord>, ClusterError> {
+        let Some(raw) = self.shared_state().get(Table::Outputs, ingest).await? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&raw)
+            .map(Some)
+            .map_err(|e| ClusterError::Corrupt(format!("outputs/{ingest}: {e}")))
+    }
+}
+
+/// Continues the streams of `record` in `continuity` where they are newer; whether one was.
+pub fn continue_outputs(record: &StreamRecord, continuity: &Mutex<Continuity>) -> bool {
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let at = UNIX_EPOCH + Duration::from_millis(record.at_ms);
+    let mut c = continuity.lock().unwrap_or_else(|p| p.into_inner());
+    let video = adopt(&mut c.video, &record.video, at, now, wall);
+    let audio = adopt(&mut c.audio, &record.audio, at, now, wall);
+    video || audio
 }
 
 /// Replaces `local` with the continuation of `stored` if `stored` is another stream or newer.

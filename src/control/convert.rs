@@ -190,7 +190,7 @@ fn counters(c: CountersSnapshot) -> pb::SessionCounters {
     }
 }
 
-fn session(s: &SessionView) -> pb::Session {
+pub(crate) fn session(s: &SessionView) -> pb::Session {
     pb::Session {
         session_id: s.id.to_string(),
         state: match s.state {

@@ -15,6 +15,16 @@ pub(crate) fn event_to_pb(event: &crate::registry::Event) -> pb::Event {
     convert::event(event)
 }
 
+/// The proto form of a live session (`node_id` empty: the caller names the node).
+pub(crate) fn session_to_pb(session: &crate::registry::SessionView) -> pb::Session {
+    convert::session(session)
+}
+
+/// The proto form of a cluster node record (ListNodes, the dashboard).
+pub fn node_to_pb(record: &crate::cluster::nodes::NodeRecord) -> pb::Node {
+    node::from_record(record)
+}
+
 /// The proto form of an ingest view (for the HTTP snapshot).
 pub fn convert_ingest(view: &crate::registry::IngestView) -> pb::Ingest {
     convert::ingest(view)
@@ -198,10 +208,19 @@ impl IngestControl for ControlService {
         let result = self
             .registry
             .get(&ingest_id)
-            .map(|v| pb::GetIngestResponse {
-                ingest: Some(self.stamp(convert::ingest(&v))),
-            })
+            .map(|v| self.stamp(convert::ingest(&v)))
             .map_err(Error::from);
+        let result = match result {
+            Ok(ingest) => {
+                let mut one = [ingest];
+                self.fill_remote_sessions(&mut one).await;
+                let [ingest] = one;
+                Ok(pb::GetIngestResponse {
+                    ingest: Some(ingest),
+                })
+            }
+            Err(err) => Err(err),
+        };
         self.done("GetIngest", result)
     }
 
@@ -220,6 +239,13 @@ impl IngestControl for ControlService {
                 next_page_token,
             },
         );
+        let result = match result {
+            Ok(mut list) => {
+                self.fill_remote_sessions(&mut list.ingests).await;
+                Ok(list)
+            }
+            Err(err) => Err(err),
+        };
         self.done("ListIngests", result)
     }
 

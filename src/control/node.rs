@@ -44,7 +44,7 @@ impl NodeInfo {
 }
 
 /// A cluster node record as `ListNodes` reports it.
-pub(super) fn from_record(r: &crate::cluster::nodes::NodeRecord) -> pb::Node {
+pub(crate) fn from_record(r: &crate::cluster::nodes::NodeRecord) -> pb::Node {
     let heartbeat = UNIX_EPOCH + Duration::from_millis(r.last_heartbeat_ms);
     pb::Node {
         node_id: r.id.clone(),

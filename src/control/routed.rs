@@ -109,13 +109,21 @@ impl ControlService {
     }
 
     /// An ingest's limits: set here (and durable), and on the node with its live session.
+    /// One `caps_changed` event either way: the node with the session emits it when it
+    /// applied the change, this node otherwise.
     pub(super) async fn set_limits_any(
         &self,
         ingest_id: &str,
         limits: Option<pb::IngestLimits>,
     ) -> Result<(), Error> {
         let limits = limits.map(convert::limits).unwrap_or_default();
-        let local = self.registry.set_limits(ingest_id, limits);
+        // Asked first, so that this node knows whether to emit the event itself.
+        let elsewhere = self.owner_elsewhere(ingest_id).await?;
+        let Some(holder) = elsewhere else {
+            self.registry.set_limits(ingest_id, limits)?;
+            return Ok(self.registry.persist().ingest(ingest_id).await?);
+        };
+        let local = self.registry.set_limits_quietly(ingest_id, limits);
         if local.is_ok() {
             self.registry.persist().ingest(ingest_id).await?;
         }
@@ -124,37 +132,49 @@ impl ControlService {
             max_bitrate_bps: limits.max_bitrate_bps,
             max_session_secs: limits.max_session.map(|d| d.as_secs()),
         };
-        // "Not live here" is not an answer for SetCaps: the limits are set either way.
-        let local = local.map(|()| false);
-        self.local_or_owner(ingest_id, local, call)
-            .await
-            .map(|_| ())
+        let routed = self.route(&holder, call).await;
+        if local.is_ok() && routed.is_err() {
+            self.registry.announce_limits(ingest_id, limits);
+        }
+        match (local, routed) {
+            // "Not live there" is not an answer for SetCaps: the limits are set here.
+            (Ok(()), Ok(_) | Err(Error::IngestNotFound(_))) => Ok(()),
+            (Err(_), Ok(_)) => Ok(()),
+            (_, Err(err)) => Err(err),
+        }
     }
 
-    /// Removes an ingest; a live session on another node is ended there too.
+    /// Removes an ingest; a live session on another node is ended there too. One
+    /// `ingest_unregistered` event: the owner's (after its `session_ended`, as on a single
+    /// node) when it knew the ingest, this node's otherwise.
     pub(super) async fn unregister_any(
         &self,
         ingest_id: &str,
     ) -> Result<pb::UnregisterIngestResponse, Error> {
         // Asked first: with Redis unreachable nothing changes (the removal could not be
         // made durable anyway).
-        let elsewhere = self.owner_elsewhere(ingest_id).await?;
-        let local = self.registry.unregister(ingest_id);
+        let Some(holder) = self.owner_elsewhere(ingest_id).await? else {
+            let closed = self.registry.unregister(ingest_id)?;
+            self.registry.persist().ingest(ingest_id).await?;
+            return Ok(pb::UnregisterIngestResponse {
+                session_closed: closed,
+            });
+        };
+        let local = self.registry.unregister_quietly(ingest_id);
         if local.is_ok() {
             self.registry.persist().ingest(ingest_id).await?;
         }
-        let remote = match &elsewhere {
-            Some(holder) => {
-                let call = RoutedCall::Unregistered {
-                    ingest: ingest_id.to_owned(),
-                    session: holder.session.clone(),
-                };
-                match self.route(holder, call).await {
-                    Err(Error::IngestNotFound(_)) => false,
-                    other => other?,
-                }
-            }
-            None => false,
+        let call = RoutedCall::Unregistered {
+            ingest: ingest_id.to_owned(),
+            session: holder.session.clone(),
+        };
+        let routed = self.route(&holder, call).await;
+        if local.is_ok() && routed.is_err() {
+            self.registry.announce_unregistered(ingest_id);
+        }
+        let remote = match routed {
+            Err(Error::IngestNotFound(_)) => false,
+            other => other?,
         };
         match local {
             Ok(closed) => Ok(pb::UnregisterIngestResponse {
@@ -162,12 +182,24 @@ impl ControlService {
             }),
             // Unknown here, but a live session elsewhere was ended (a retry after a routing
             // failure, or a registration this node has not seen).
-            Err(RegistryError::IngestNotFound(_)) if elsewhere.is_some() => {
-                Ok(pb::UnregisterIngestResponse {
-                    session_closed: remote,
-                })
-            }
+            Err(RegistryError::IngestNotFound(_)) => Ok(pb::UnregisterIngestResponse {
+                session_closed: remote,
+            }),
             Err(err) => Err(err.into()),
+        }
+    }
+}
+
+impl ControlService {
+    /// Cluster mode: fills `session` of the ingests without a local one from the summary of
+    /// the node that holds it ([`crate::cluster::summary`]). Redis unreachable: left as they
+    /// are (the answer is this node's view).
+    pub(super) async fn fill_remote_sessions(&self, ingests: &mut [pb::Ingest]) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        if let Err(err) = cluster.summaries().fill(ingests).await {
+            tracing::debug!(%err, "session summaries unreadable");
         }
     }
 }

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::control::json;
 use crate::control::pb;
@@ -23,7 +23,7 @@ use crate::control::pb::ingest_control_client::IngestControlClient;
 #[derive(Debug, Parser)]
 #[command(name = "whipgate ctl", about = "Control a running whipgate over gRPC")]
 pub struct Ctl {
-    /// The gateway's gRPC address.
+    /// The gateway's gRPC address: http:// (plaintext) or https:// (TLS).
     #[arg(
         long,
         env = "WHIPGATE_CTL_ADDR",
@@ -31,6 +31,10 @@ pub struct Ctl {
         global = true
     )]
     addr: String,
+    /// PEM CA certificate(s) to trust for an https:// --addr (a private CA or a self-signed
+    /// certificate) [default: the system's roots].
+    #[arg(long, env = "WHIPGATE_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
     /// A file holding the API key (else WHIPGATE_API_KEY).
     #[arg(long, global = true)]
     api_key_file: Option<PathBuf>,
@@ -203,13 +207,34 @@ async fn connect(ctl: &Ctl) -> Result<Client> {
         .map(|k| MetadataValue::try_from(format!("Bearer {k}")))
         .transpose()
         .context("the API key must be printable ASCII")?;
-    let channel = Endpoint::from_shared(ctl.addr.clone())
+    let mut endpoint = Endpoint::from_shared(ctl.addr.clone())
         .with_context(|| format!("invalid --addr {:?}", ctl.addr))?
-        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect_timeout(std::time::Duration::from_secs(5));
+    if ctl.addr.starts_with("https://") {
+        endpoint = endpoint
+            .tls_config(client_tls(ctl.ca_cert.as_deref())?)
+            .context("TLS configuration")?;
+    } else if ctl.ca_cert.is_some() {
+        bail!("--ca-cert needs an https:// --addr");
+    }
+    let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("connecting to {}", ctl.addr))?;
     Ok(IngestControlClient::with_interceptor(channel, ApiKey(key)))
+}
+
+/// TLS for an https:// address: the given CA, else the system's roots.
+fn client_tls(ca_cert: Option<&std::path::Path>) -> Result<ClientTlsConfig> {
+    let tls = ClientTlsConfig::new();
+    Ok(match ca_cert {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the CA certificate {}", path.display()))?;
+            tls.ca_certificate(Certificate::from_pem(pem))
+        }
+        None => tls.with_native_roots(),
+    })
 }
 
 /// Runs `whipgate ctl` with `args` (the words after `ctl`); returns the process exit code

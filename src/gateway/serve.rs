@@ -2,7 +2,10 @@
 //! its request headers within the header-read timeout is disconnected (slowloris), a cap on
 //! open connections (a semaphore permit per connection, taken before `accept`, so excess
 //! clients wait in the kernel backlog instead of costing memory), backoff on accept errors
-//! (EMFILE), and graceful shutdown of every connection on cancel.
+//! (EMFILE), and graceful shutdown of every connection on cancel. With TLS, each connection
+//! task runs the handshake (bounded by a timeout, inside the connection cap) and speaks
+//! HTTP/2 or HTTP/1.1 as ALPN chose; an HTTP/2 connection with no open request for the
+//! header-read timeout is closed too ([`super::idle`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,15 +14,17 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::metrics::Metrics;
+use crate::tls::incoming::TlsOn;
 
 /// Connection-level limits of an HTTP listener.
 #[derive(Clone, Copy, Debug)]
@@ -31,81 +36,194 @@ pub(crate) struct ConnLimits {
     pub(crate) max_connections: usize,
 }
 
-/// Serves `app` on `listener` until `cancel`; connection tasks are tracked by `tracker`.
+/// Takes a slot from `slots`, then accepts a connection (backing off on accept errors);
+/// `None` once `cancel` fires or `slots` is closed.
+pub(crate) async fn accept_bounded(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+    cancel: &CancellationToken,
+    what: &'static str,
+) -> Option<(OwnedSemaphorePermit, TcpStream, SocketAddr)> {
+    let permit = tokio::select! {
+        permit = Arc::clone(slots).acquire_owned() => permit.ok()?,
+        () = cancel.cancelled() => return None,
+    };
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((permit, stream, peer));
+                }
+                Err(err) => {
+                    // Out of descriptors or similar: back off instead of spinning.
+                    tracing::warn!(%err, ?backoff, "{what} accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            },
+            () = cancel.cancelled() => return None,
+        }
+    }
+}
+
+/// The gRPC listener, and TLS on it (handshakes in tasks tracked by `tracker`).
+pub(crate) struct GrpcIncoming {
+    pub(crate) listener: TcpListener,
+    pub(crate) tls: Option<TlsOn>,
+    pub(crate) tracker: TaskTracker,
+}
+
+impl GrpcIncoming {
+    /// Serves `router` on the listener, over TLS if configured, until `cancel`.
+    pub(crate) async fn serve(
+        self,
+        router: tonic::transport::server::Router,
+        cancel: CancellationToken,
+    ) -> Result<(), tonic::transport::Error> {
+        match self.tls {
+            Some(tls) => {
+                let incoming = crate::tls::incoming::grpc_incoming(
+                    self.listener,
+                    tls,
+                    cancel.clone(),
+                    self.tracker,
+                );
+                router
+                    .serve_with_incoming_shutdown(incoming, cancel.cancelled())
+                    .await
+            }
+            None => {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
+                router
+                    .serve_with_incoming_shutdown(incoming, cancel.cancelled())
+                    .await
+            }
+        }
+    }
+}
+
+/// Serves `app` on `listener` (over TLS when `tls`) until `cancel`; connection tasks are
+/// tracked by `tracker`.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnLimits,
+    tls: Option<TlsOn>,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&slots).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            () = cancel.cancelled() => return,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of descriptors or similar: back off instead of spinning.
-                    tracing::warn!(%err, ?backoff, "HTTP accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-            () = cancel.cancelled() => return,
-        };
-        backoff = Duration::from_millis(5);
-        let _ = stream.set_nodelay(true);
+    while let Some((permit, stream, peer)) =
+        accept_bounded(&listener, &slots, &cancel, "HTTP").await
+    {
         let app = app.clone();
         let cancel = cancel.clone();
         let metrics = Arc::clone(&metrics);
+        let tls = tls.clone();
         tracker.spawn(async move {
             let _permit = permit;
             metrics.http_connections.inc();
-            serve_connection(stream, peer, app, limits, &metrics, cancel).await;
+            match tls {
+                None => serve_connection(stream, false, peer, app, limits, &metrics, cancel).await,
+                Some(tls) => {
+                    let handshake = tokio::select! {
+                        stream = tls.handshake(stream, peer) => stream,
+                        () = cancel.cancelled() => None,
+                    };
+                    if let Some(stream) = handshake {
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        serve_connection(stream, h2, peer, app, limits, &metrics, cancel).await;
+                    }
+                }
+            }
             metrics.http_connections.dec();
         });
     }
 }
 
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
+async fn serve_connection<IO>(
+    stream: IO,
+    h2: bool,
     peer: SocketAddr,
     app: Router,
     limits: ConnLimits,
     metrics: &Metrics,
     cancel: CancellationToken,
-) {
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = super::idle::Activity::new();
+    let app = if h2 {
+        app.layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&activity),
+            super::idle::track,
+        ))
+    } else {
+        app
+    };
     let service = TowerToHyperService::new(app.map_request(
         move |mut request: axum::http::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             request
         },
     ));
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = cancel.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
+    let io = TokioIo::new(stream);
+    // Not hyper-util's auto builder: it waits for the first bytes without a timer, so a
+    // client that sends nothing would escape the header-read timeout.
+    let result = if h2 {
+        let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .serve_connection(io, service);
+        let idle = async {
+            activity.idle(limits.header_timeout).await;
+            tracing::debug!(%peer, "closing an idle HTTP/2 connection");
+        };
+        drive(connection, |c| c.graceful_shutdown(), idle, &cancel).await
+    } else {
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .serve_connection(io, service)
+            .with_upgrades();
+        let never = std::future::pending::<()>();
+        drive(connection, |c| c.graceful_shutdown(), never, &cancel).await
     };
     if let Err(err) = result {
         metrics.http_connection_errors.inc();
         tracing::debug!(%peer, %err, "HTTP connection ended with an error");
+    }
+}
+
+/// Runs `connection` to its end; on `cancel` or once `idle` completes, shuts it down
+/// gracefully (in-flight requests finish) and waits for that (after `idle`, for a second at
+/// most).
+async fn drive<C>(
+    connection: C,
+    graceful_shutdown: impl Fn(std::pin::Pin<&mut C>),
+    idle: impl std::future::Future<Output = ()>,
+    cancel: &CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    C: std::future::Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::pin!(connection);
+    tokio::pin!(idle);
+    tokio::select! {
+        result = connection.as_mut() => result,
+        () = cancel.cancelled() => {
+            graceful_shutdown(connection.as_mut());
+            connection.await
+        }
+        () = &mut idle => {
+            graceful_shutdown(connection.as_mut());
+            // hyper's HTTP/2 server waits for the client's preface even when shut down, so a
+            // client that never sent it would stay: give the GOAWAY a moment, then drop.
+            tokio::time::timeout(Duration::from_secs(1), connection)
+                .await
+                .unwrap_or(Ok(()))
+        }
     }
 }

@@ -135,10 +135,13 @@ impl Engine {
         } else {
             None
         };
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(cfg.concurrency.max(1))
-            .build()?;
+            .pool_max_idle_per_host(cfg.concurrency.max(1));
+        if let Some(pem) = cfg.ca_pem()? {
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+        }
+        let http = http.build()?;
         Ok(Engine {
             cfg,
             certificate,
@@ -164,10 +167,17 @@ impl Engine {
         let (Some(addr), Some(sink)) = (&self.cfg.grpc, &self.sink) else {
             return Ok(());
         };
-        let channel = tonic::transport::Endpoint::from_shared(addr.clone())
-            .map_err(|e| LoadError::Other(format!("--grpc {addr}: {e}")))?
-            .connect()
-            .await?;
+        let mut endpoint = tonic::transport::Endpoint::from_shared(addr.clone())
+            .map_err(|e| LoadError::Other(format!("--grpc {addr}: {e}")))?;
+        if addr.starts_with("https://") {
+            let tls = match self.cfg.ca_pem()? {
+                Some(pem) => tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+                None => tonic::transport::ClientTlsConfig::new().with_native_roots(),
+            };
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        let channel = endpoint.connect().await?;
         let client = IngestControlClient::new(channel);
         let (video, audio) = (sink.video_addr().to_string(), sink.audio_addr().to_string());
         let results: Vec<Result<(), LoadError>> = futures_util::stream::iter(ids)

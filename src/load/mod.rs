@@ -87,6 +87,10 @@ pub struct LoadConfig {
     /// gRPC address (e.g. http://127.0.0.1:50051), pointing at the built-in sink.
     #[arg(long)]
     pub grpc: Option<String>,
+    /// PEM CA certificate(s) to trust for https:// URLs (--url, --grpc): a private CA or a
+    /// self-signed certificate [default: the system's roots].
+    #[arg(long, env = "WHIPGATE_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// API key for `--grpc`.
     #[arg(long, env = "WHIPGATE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -156,6 +160,17 @@ impl LoadConfig {
     /// The WHIP endpoint of publisher `i`.
     pub fn endpoint(&self, i: u32) -> String {
         format!("{}/{}", self.url.trim_end_matches('/'), self.ingest_id(i))
+    }
+
+    /// The bytes of `--ca-cert`, if given.
+    pub fn ca_pem(&self) -> Result<Option<Vec<u8>>, LoadError> {
+        self.ca_cert
+            .as_ref()
+            .map(|path| {
+                std::fs::read(path)
+                    .map_err(|e| LoadError::Other(format!("--ca-cert {}: {e}", path.display())))
+            })
+            .transpose()
     }
 
     /// The ingest id of publisher `i`.

@@ -25,13 +25,19 @@ impl Registry {
 
     /// Changes one ingest's limits.
     pub fn set_limits(&self, ingest_id: &str, limits: Limits) -> Result<(), RegistryError> {
+        self.set_limits_as(ingest_id, limits, true)
+    }
+
+    /// [`Registry::set_limits`] without its `caps_changed` event: cluster mode, when the node
+    /// with the live session applies the change too and emits it there (one change, one
+    /// event); [`Registry::announce_limits`] emits it here if that node did not.
+    pub fn set_limits_quietly(&self, ingest_id: &str, limits: Limits) -> Result<(), RegistryError> {
+        self.set_limits_as(ingest_id, limits, false)
+    }
+
+    /// Emits the `caps_changed` event of a change made with [`Registry::set_limits_quietly`].
+    pub fn announce_limits(&self, ingest_id: &str, limits: Limits) {
         let mut state = self.lock();
-        let entry = state
-            .ingests
-            .get_mut(ingest_id)
-            .ok_or_else(|| RegistryError::IngestNotFound(ingest_id.to_owned()))?;
-        entry.limits_override = Some(limits);
-        Self::touch(&mut state, ingest_id, false);
         let caps = state.caps;
         self.emit(
             &mut state,
@@ -42,6 +48,25 @@ impl Registry {
                 limits: Some(limits),
             },
         );
+    }
+
+    fn set_limits_as(
+        &self,
+        ingest_id: &str,
+        limits: Limits,
+        announce: bool,
+    ) -> Result<(), RegistryError> {
+        let mut state = self.lock();
+        let entry = state
+            .ingests
+            .get_mut(ingest_id)
+            .ok_or_else(|| RegistryError::IngestNotFound(ingest_id.to_owned()))?;
+        entry.limits_override = Some(limits);
+        Self::touch(&mut state, ingest_id, false);
+        drop(state);
+        if announce {
+            self.announce_limits(ingest_id, limits);
+        }
         Ok(())
     }
 

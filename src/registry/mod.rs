@@ -284,6 +284,14 @@ impl Registry {
 
     /// Removes an ingest, closing its live publisher. Returns whether a session was closed.
     pub fn unregister(&self, ingest_id: &str) -> Result<bool, RegistryError> {
+        self.unregister_as(ingest_id, true)
+    }
+
+    pub(super) fn unregister_as(
+        &self,
+        ingest_id: &str,
+        announce: bool,
+    ) -> Result<bool, RegistryError> {
         let cancel = {
             let mut state = self.lock();
             if !state.ingests.contains_key(ingest_id) {
@@ -297,12 +305,14 @@ impl Registry {
             );
             state.ingests.remove(ingest_id);
             Self::touch(&mut state, ingest_id, true);
-            self.emit(
-                &mut state,
-                ingest_id,
-                None,
-                EventPayload::IngestUnregistered,
-            );
+            if announce {
+                self.emit(
+                    &mut state,
+                    ingest_id,
+                    None,
+                    EventPayload::IngestUnregistered,
+                );
+            }
             cancel
         };
         let closed = cancel.is_some();

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::durable::{entry_from, record_of};
-use super::{EndReason, Event, IngestEntry, Registry, RegistryError, State};
+use super::{EndReason, Event, EventPayload, IngestEntry, Registry, RegistryError, State};
 use crate::store::IngestRecord;
 
 /// How long an unpersisted local change keeps refreshes away from its ingest at most: longer
@@ -125,6 +125,24 @@ impl Registry {
         if state.removed.get(ingest_id).is_some_and(|d| d.rev == rev) {
             state.removed.remove(ingest_id);
         }
+    }
+
+    /// [`Registry::unregister`] without its `ingest_unregistered` event: cluster mode, when
+    /// the node with the live session unregisters it too and emits it there (one change, one
+    /// event); [`Registry::announce_unregistered`] emits it here if that node did not.
+    pub fn unregister_quietly(&self, ingest_id: &str) -> Result<bool, RegistryError> {
+        self.unregister_as(ingest_id, false)
+    }
+
+    /// Emits the `ingest_unregistered` event of [`Registry::unregister_quietly`].
+    pub fn announce_unregistered(&self, ingest_id: &str) {
+        let mut state = self.lock();
+        self.emit(
+            &mut state,
+            ingest_id,
+            None,
+            EventPayload::IngestUnregistered,
+        );
     }
 
     /// Forgets that `ingest_id` has a local change being written: a change made here on

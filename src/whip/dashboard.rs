@@ -1,5 +1,6 @@
 //! The built-in live dashboard (`GET /dashboard`, self-contained like the publish page) and the
-//! JSON snapshot it starts from (`GET /api/ingests`); live updates come from `GET /events`.
+//! JSON snapshot it starts from (`GET /api/ingests`; in cluster mode with every node and the
+//! live sessions other nodes hold); live updates come from `GET /events`.
 
 use axum::Json;
 use axum::Router;
@@ -47,7 +48,7 @@ async fn snapshot(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, Error> {
     hub.authorize(&headers, query.get("token").map(String::as_str))?;
-    let ingests: Vec<_> = hub
+    let mut ingests: Vec<_> = hub
         .registry
         .list()
         .iter()
@@ -56,21 +57,44 @@ async fn snapshot(
             if let Some(session) = &mut ingest.session {
                 session.node_id.clone_from(&hub.node.id);
             }
-            json::ingest(&ingest)
+            ingest
         })
         .collect();
+    let nodes = match &hub.cluster {
+        None => vec![hub.node.describe(&hub.registry)],
+        Some(cluster) => cluster_view(cluster, &hub, &mut ingests).await,
+    };
+    let ingests: Vec<_> = ingests.iter().map(json::ingest).collect();
     let (caps, live) = hub.registry.caps();
     let caps = crate::control::pb::Caps {
         max_publishers: u32::try_from(caps.max_publishers).unwrap_or(u32::MAX),
     };
-    let node = hub.node.describe(&hub.registry);
     Ok(Json(json!({
         "ingests": ingests,
         "caps": json::caps(Some(&caps)),
         "live_publishers": live,
-        // One node: the dashboard hides the nodes panel.
-        "clustered": false,
-        "nodes": [json::node(&node)],
+        // Not clustered: the dashboard hides the nodes panel.
+        "clustered": hub.cluster.is_some(),
+        "nodes": nodes.iter().map(json::node).collect::<Vec<_>>(),
     }))
     .into_response())
+}
+
+/// Cluster mode: every node's record (as `ListNodes`), and the live sessions other nodes
+/// hold filled in from their summaries. Redis unreachable: this node alone, as it sees itself.
+async fn cluster_view(
+    cluster: &crate::cluster::ClusterNode,
+    hub: &EventsHub,
+    ingests: &mut [crate::control::pb::Ingest],
+) -> Vec<crate::control::pb::Node> {
+    if let Err(err) = cluster.summaries().fill(ingests).await {
+        tracing::debug!(%err, "session summaries unreadable");
+    }
+    match cluster.nodes().list().await {
+        Ok(records) => records.iter().map(crate::control::node_to_pb).collect(),
+        Err(err) => {
+            tracing::debug!(%err, "node records unreadable");
+            vec![hub.node.describe(&hub.registry)]
+        }
+    }
 }

@@ -52,7 +52,7 @@ pub struct EventsHub {
     heartbeat: Duration,
     pub(super) node: Arc<NodeInfo>,
     /// Cluster mode: the stream read is the cluster's.
-    cluster: Option<crate::cluster::ClusterNode>,
+    pub(super) cluster: Option<crate::cluster::ClusterNode>,
 }
 
 impl EventsHub {

@@ -246,11 +246,14 @@ async fn publish_inner(
     if let Some(cluster) = &state.cluster {
         // One publisher per ingest across the cluster: no lease, no session (dropping the
         // admission frees the slot).
-        cluster
-            .claim(ingest_id, session_id)
-            .await
-            .map_err(|err| refused(state, ingest_id, err))?;
-        owner::take_over_outputs(cluster, ingest_id, &admission.continuity).await;
+        // The checkpoint is read while the lease is claimed (both in flight on the one
+        // multiplexed connection): it is used only once the claim succeeded.
+        let (claimed, stored) = tokio::join!(
+            cluster.claim(ingest_id, session_id),
+            cluster.stored_outputs(ingest_id)
+        );
+        claimed.map_err(|err| refused(state, ingest_id, err))?;
+        owner::take_over_outputs(ingest_id, stored, &admission.continuity);
     }
     // The planner accepted the body, so it is UTF-8.
     let offer = offer.unwrap_or_default().to_owned();

@@ -44,12 +44,16 @@ pub(super) async fn redirect_to_owner(
 
 /// Continues the ingest's output streams from another node's checkpoint, if that is newer:
 /// a publisher moving here keeps its consumer's SSRC and sequence numbers going forward.
-pub(super) async fn take_over_outputs(
-    cluster: &crate::cluster::ClusterNode,
+/// `stored` is the ingest's checkpoint as read from Redis.
+pub(super) fn take_over_outputs(
     ingest_id: &str,
+    stored: Result<Option<crate::store::StreamRecord>, crate::cluster::ClusterError>,
     continuity: &std::sync::Mutex<crate::continuity::Continuity>,
 ) {
-    match cluster.take_over_outputs(ingest_id, continuity).await {
+    let continued = stored.map(|record| {
+        record.is_some_and(|r| crate::cluster::takeover::continue_outputs(&r, continuity))
+    });
+    match continued {
         Ok(true) => {
             tracing::info!(ingest = %ingest_id, "output streams continued from their checkpoint")
         }

@@ -153,15 +153,15 @@ async fn a_registration_on_one_running_node_is_live_on_every_other() -> Result<(
 }
 
 /// (seq, kind, ingest, node) of an event: what every watcher must agree on.
-type Seen = (u64, String, String, String);
+pub(crate) type Seen = (u64, String, String, String);
 
-fn seen(e: &pb::Event) -> Seen {
+pub(crate) fn seen(e: &pb::Event) -> Seen {
     let json = whipgate::control::json::event(e);
     let kind = json["kind"].as_str().unwrap_or_default().to_owned();
     (e.seq, kind, e.ingest_id.clone(), e.node_id.clone())
 }
 
-async fn watch(gw: &mut TestGateway, from_seq: u64) -> Result<Streaming<pb::Event>> {
+pub(crate) async fn watch(gw: &mut TestGateway, from_seq: u64) -> Result<Streaming<pb::Event>> {
     Ok(gw
         .grpc
         .watch_events(pb::WatchEventsRequest {
@@ -173,7 +173,7 @@ async fn watch(gw: &mut TestGateway, from_seq: u64) -> Result<Streaming<pb::Even
 }
 
 /// Reads `stream` until (and including) the event `last` says is the last.
-async fn read_until(
+pub(crate) async fn read_until(
     stream: &mut Streaming<pb::Event>,
     last: impl Fn(&Seen) -> bool,
 ) -> Result<Vec<Seen>> {

@@ -88,7 +88,8 @@ async fn one_publisher_per_ingest_across_nodes() -> Result<()> {
     let mut b = node(&redis, "b", |_| {}).await?;
     let sink = UdpSink::bind().await?;
     a.register("cam", Some(&sink), None).await?;
-    // No live resync between running nodes yet: B learns the registration by registering it.
+    // B learns the registration from the shared state; the same registration sent to B
+    // as well is harmless (identical: nothing changes).
     b.register("cam", Some(&sink), None).await?;
     let published = a.publish("cam", Some(Video::H264), false).await?;
     sink.recv_rtp(PATIENCE).await?;

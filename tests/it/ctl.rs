@@ -37,6 +37,9 @@ async fn gateway() -> Result<Running> {
         .args([
             "--udp-listen",
             "127.0.0.1:0",
+            // Every listener on a free port: tests run in parallel.
+            "--tcp-listen",
+            "127.0.0.1:0",
             "--stats-interval-secs",
             "0.5",
         ])
