@@ -35,7 +35,7 @@ pub struct Engine {
     http: reqwest::Client,
     sink: Option<Sink>,
     /// POSTs retried after a 429 or 503 (Retry-After).
-    retries: std::sync::atomic::AtomicU64,
+    retries: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Publishers set up by [`Engine::start`], running until [`Batch::finish`].
@@ -241,15 +241,37 @@ impl Engine {
         let started = Instant::now();
         let ramp = self.cfg.ramp;
         let first = ids.start;
-        let results = futures_util::stream::iter(ids)
-            .then(|i| async move {
+        // Without a ramp every offer is made before the first POST, so `--concurrency` POSTs
+        // really go out at once (as from that many publishers, each with its offer ready).
+        let ready: Vec<_> = if ramp > 0.0 {
+            Vec::new()
+        } else {
+            ids.clone().map(|i| (i, self.prepare(i))).collect()
+        };
+        let prepared: Box<dyn Iterator<Item = _> + Send> = if ramp > 0.0 {
+            Box::new(ids.map(|i| (i, None)))
+        } else {
+            Box::new(ready.into_iter().map(|(i, p)| (i, Some(p))))
+        };
+        let results = futures_util::stream::iter(prepared)
+            .then(|(i, prepared)| async move {
                 if ramp > 0.0 {
                     let at = started + Duration::from_secs_f64(f64::from(i - first) / ramp);
                     tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
                 }
-                i
+                prepared.unwrap_or_else(|| self.prepare(i))
             })
-            .map(|i| self.publish_one(i))
+            // Each POST is its own task: its answer is read (and timed) as soon as it arrives,
+            // not when this loop next gets to it between other publishers' offers and answers.
+            .map(|prepared| {
+                let post = self.poster();
+                async move {
+                    let (publisher, offer, url) = prepared?;
+                    tokio::spawn(post.publish(publisher, offer, url))
+                        .await
+                        .map_err(|e| format!("task: {e}"))?
+                }
+            })
             .buffer_unordered(self.cfg.concurrency.max(1));
         let mut results = std::pin::pin!(results);
         let mut next_worker = 0;
@@ -269,8 +291,18 @@ impl Engine {
         batch
     }
 
-    /// One publish: socket, peer connection, offer, POST, answer.
-    async fn publish_one(&self, i: u32) -> Result<(Publisher, String, Duration), String> {
+    /// What POSTs one offer, owned so that each POST can run as its own task.
+    fn poster(&self) -> Poster {
+        Poster {
+            http: self.http.clone(),
+            token: self.cfg.token.clone(),
+            retries: Arc::clone(&self.retries),
+        }
+    }
+
+    /// One publisher before its POST: socket, peer connection, offer, and the URL to POST to.
+    /// A plain publisher (no WebRTC) has no offer: it is "answered" at once.
+    fn prepare(&self, i: u32) -> Result<(Publisher, Option<String>, String), String> {
         let socket = super::udp_socket(std::net::SocketAddr::new(self.cfg.bind_ip, 0), 1 << 20)
             .and_then(tokio::net::UdpSocket::from_std)
             .map_err(|e| format!("socket: {}", e.kind()))?;
@@ -281,64 +313,16 @@ impl Engine {
             };
             let p = Publisher::plain(i, socket, plan, video_to, audio_to)
                 .map_err(|e| format!("socket: {}", e.kind()))?;
-            return Ok((p, String::new(), Duration::ZERO));
+            return Ok((p, None, String::new()));
         }
-        let (mut publisher, offer) =
+        let (publisher, offer) =
             Publisher::webrtc(i, socket, plan, &self.certificate, self.cfg.gso)
                 .map_err(|e| format!("offer: {e}"))?;
-        let url = self.cfg.endpoint(i);
-        // A gateway that is busy answers 429 or 503 with Retry-After: wait as told (at most
-        // `MAX_RETRY_WAIT`) and try again, as a WHIP client should, `POST_ATTEMPTS` times.
-        let mut attempt = 0;
-        let (sent, response) = loop {
-            attempt += 1;
-            let mut request = self
-                .http
-                .post(&url)
-                .header("content-type", "application/sdp")
-                .body(offer.clone());
-            if let Some(token) = &self.cfg.token {
-                request = request.bearer_auth(token);
-            }
-            let sent = Instant::now();
-            let response = request.send().await.map_err(error_label)?;
-            let status = response.status();
-            let busy = status == reqwest::StatusCode::TOO_MANY_REQUESTS
-                || status == reqwest::StatusCode::SERVICE_UNAVAILABLE;
-            if !busy || attempt >= POST_ATTEMPTS {
-                break (sent, response);
-            }
-            let wait = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-                .map_or(Duration::from_secs(1), Duration::from_secs)
-                .min(MAX_RETRY_WAIT);
-            self.retries.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(wait).await;
-        };
-        let status = response.status();
-        let location = response
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let answer = response.text().await.map_err(error_label)?;
-        let took = sent.elapsed();
-        if status != reqwest::StatusCode::CREATED {
-            return Err(status.as_u16().to_string());
-        }
-        let location = location
-            .and_then(|l| reqwest::Url::parse(&url).ok()?.join(&l).ok())
-            .map(String::from)
-            .ok_or_else(|| "201 without Location".to_owned())?;
-        publisher.started = sent;
-        publisher
-            .set_answer(&answer)
-            .map_err(|e| format!("answer: {e}"))?;
-        Ok((publisher, location, took))
+        Ok((publisher, Some(offer), self.cfg.endpoint(i)))
     }
+}
 
+impl Engine {
     /// A whole run as `whipgate-load` does it: register, publish, measure, tear down.
     pub async fn run(&self) -> Result<Report, LoadError> {
         let n = self.cfg.publishers;
@@ -404,6 +388,78 @@ impl Engine {
             rcvbuf_errors: rcvbuf_end.saturating_sub(rcvbuf_start),
             watched_udp_drops: drops_end.saturating_sub(drops_start),
         })
+    }
+}
+
+/// POSTs one prepared offer (see [`Engine::prepare`]).
+struct Poster {
+    http: reqwest::Client,
+    token: Option<String>,
+    retries: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Poster {
+    /// POST -> 201 (timed from the request being sent to the answer read), then the answer
+    /// applied to the publisher.
+    async fn publish(
+        self,
+        mut publisher: Publisher,
+        offer: Option<String>,
+        url: String,
+    ) -> Result<(Publisher, String, Duration), String> {
+        let Some(offer) = offer else {
+            return Ok((publisher, String::new(), Duration::ZERO));
+        };
+        // A gateway that is busy answers 429 or 503 with Retry-After: wait as told (at most
+        // `MAX_RETRY_WAIT`) and try again, as a WHIP client should, `POST_ATTEMPTS` times.
+        let mut attempt = 0;
+        let (sent, response) = loop {
+            attempt += 1;
+            let mut request = self
+                .http
+                .post(&url)
+                .header("content-type", "application/sdp")
+                .body(offer.clone());
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            let sent = Instant::now();
+            let response = request.send().await.map_err(error_label)?;
+            let status = response.status();
+            let busy = status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                || status == reqwest::StatusCode::SERVICE_UNAVAILABLE;
+            if !busy || attempt >= POST_ATTEMPTS {
+                break (sent, response);
+            }
+            let wait = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+                .map_or(Duration::from_secs(1), Duration::from_secs)
+                .min(MAX_RETRY_WAIT);
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(wait).await;
+        };
+        let status = response.status();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let answer = response.text().await.map_err(error_label)?;
+        let took = sent.elapsed();
+        if status != reqwest::StatusCode::CREATED {
+            return Err(status.as_u16().to_string());
+        }
+        let location = location
+            .and_then(|l| reqwest::Url::parse(&url).ok()?.join(&l).ok())
+            .map(String::from)
+            .ok_or_else(|| "201 without Location".to_owned())?;
+        publisher.started = sent;
+        publisher
+            .set_answer(&answer)
+            .map_err(|e| format!("answer: {e}"))?;
+        Ok((publisher, location, took))
     }
 }
 
