@@ -155,6 +155,34 @@ mod tests {
         continuity(&CRASH);
     }
 
+    /// A crash `scripts/fuzz` found (crash-03c61bbe…): padding exactly half the sequence
+    /// space ahead of the newest packet, then 0xffff and 0 (consecutive, behind it). Each
+    /// packet judged "before or after the padding" on its own reference, so the two
+    /// disagreed and the output skipped a number; now every skipped number is placed
+    /// relative to the newest input.
+    #[test]
+    fn padding_half_the_space_away_leaves_consecutive_packets_consecutive() {
+        const CRASH: [u8; 32] = [
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x24, 0xf6, 0x00, 0x80, 0x00, 0x00, 0xff,
+            0x00, 0x80, 0x00, 0x00, 0xff, 0xff, 0xfa, 0xff, 0xf7, 0x00, 0xff, 0x00, 0x00, 0x00,
+            0x01, 0x00, 0x00, 0x01,
+        ];
+        continuity(&CRASH);
+        // Padding just under half the space ahead, then two packets behind the newest.
+        let step = |op: u8, seq: u16| {
+            let [hi, lo] = seq.to_be_bytes();
+            [op, 0, hi, lo, 0, 0, 0, 0]
+        };
+        let program: Vec<u8> = [
+            step(0, 0),
+            step(1, 0x7fff),
+            step(0, 0xfffe),
+            step(0, 0xffff),
+        ]
+        .concat();
+        continuity(&program);
+    }
+
     #[test]
     fn the_continuity_program_checks_consecutive_packets() {
         let step = |op: u8, seq: u16| {

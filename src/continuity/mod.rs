@@ -116,10 +116,14 @@ impl OutputStream {
     pub fn map(&mut self, packet: InputPacket, now: Instant) -> Mapped {
         let ssrc = self.ssrc;
         let input = self.input_for(packet, now);
+        // Positions relative to the newest input number: one reference for every skipped
+        // number, so two consecutive packets never disagree about which came before them.
+        let newest = input.newest;
+        let at = |seq: u16| seq.wrapping_sub(newest) as i16;
         let skipped_before = input
             .skipped
             .iter()
-            .filter(|&&s| (1..0x8000).contains(&packet.seq.wrapping_sub(s)))
+            .filter(|&&s| at(s) < at(packet.seq))
             .count() as u16;
         let out = Mapped {
             ssrc,
@@ -214,13 +218,16 @@ impl OutputStream {
         if (1..0x8000).contains(&packet.seq.wrapping_sub(input.newest)) {
             input.newest = packet.seq;
         }
-        while let Some(&oldest) = input.skipped.front() {
-            if !(SKIP_WINDOW..0x8000).contains(&input.newest.wrapping_sub(oldest)) {
-                break;
-            }
-            input.skipped.pop_front();
-            input.seq_offset = input.seq_offset.wrapping_sub(1);
-        }
+        // Skipped numbers far enough behind the newest are behind every packet still to come:
+        // fold them into the offset (all of them, wherever they sit in arrival order, before
+        // the newest moves far enough for them to look ahead again).
+        let newest = input.newest;
+        let before = input.skipped.len();
+        input
+            .skipped
+            .retain(|&s| !(SKIP_WINDOW..=0x8000).contains(&newest.wrapping_sub(s)));
+        let folded = (before - input.skipped.len()) as u16;
+        input.seq_offset = input.seq_offset.wrapping_sub(folded);
         input
     }
 
