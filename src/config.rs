@@ -134,6 +134,10 @@ pub struct Config {
     /// Kernel receive and send buffer of the media socket in bytes (0: the kernel default).
     #[arg(long, env = "WHIPGATE_MEDIA_SOCKET_BUFFER", default_value_t = 8 * 1024 * 1024)]
     pub media_socket_buffer: usize,
+    /// Media workers, each with its own socket on the media port and its own sessions
+    /// (0: one per CPU core).
+    #[arg(long, env = "WHIPGATE_MEDIA_WORKERS", default_value_t = 0)]
+    pub media_workers: usize,
     /// Cluster mode: the shared Redis, `redis://host:port/db` or
     /// `redis+sentinel://host:port,host:port/<master>/db`; unset: single node.
     #[arg(long, env = "WHIPGATE_CLUSTER_REDIS", hide_env_values = true)]

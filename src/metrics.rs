@@ -244,7 +244,7 @@ impl Metrics {
                 "whipgate_media_dropped_total",
                 "Media datagrams, ICE-TCP frames and connections dropped, by transport (udp, tcp) \
                  and reason (unmatched, malformed, unknown_ufrag, unauthenticated, \
-                 address_in_use, queue_full, oversize, connection_limit)",
+                 address_in_use, oversize, connection_limit)",
                 &["transport", "reason"],
             )?,
             control_requests: counter_vec(

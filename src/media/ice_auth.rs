@@ -27,8 +27,6 @@ pub(crate) enum DropReason {
     Unauthenticated,
     /// A verified check from an address another session authenticated recently.
     AddressInUse,
-    /// The session's queue was full.
-    QueueFull,
     /// An ICE-TCP frame larger than a UDP datagram.
     Oversize,
     /// An ICE-TCP connection over the global or per-address cap.
@@ -44,7 +42,6 @@ impl DropReason {
             DropReason::UnknownUfrag => "unknown_ufrag",
             DropReason::Unauthenticated => "unauthenticated",
             DropReason::AddressInUse => "address_in_use",
-            DropReason::QueueFull => "queue_full",
             DropReason::Oversize => "oversize",
             DropReason::ConnectionLimit => "connection_limit",
         }

@@ -20,6 +20,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::batch::ForwardBatch;
+use super::forward::ForwardSockets;
 use super::ice_auth::DropReason;
 use super::mux::{Datagram, Sink, UdpMux};
 use crate::metrics::Metrics;
@@ -86,6 +88,7 @@ fn take_slot(counts: &Arc<Mutex<Counts>>, ip: IpAddr, total: usize, per_ip: usiz
 pub(crate) async fn accept(
     listener: TcpListener,
     mux: UdpMux,
+    sockets: ForwardSockets,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -121,6 +124,7 @@ pub(crate) async fn accept(
         let connection = Connection {
             peer,
             mux: mux.clone(),
+            sockets: sockets.clone(),
             metrics: Arc::clone(&metrics),
         };
         let cancel = cancel.clone();
@@ -135,6 +139,7 @@ pub(crate) async fn accept(
 }
 
 struct Connection {
+    sockets: ForwardSockets,
     peer: SocketAddr,
     mux: UdpMux,
     metrics: Arc<Metrics>,
@@ -147,6 +152,7 @@ impl Connection {
         let mut tx = Some(tx);
         let mut owner: Option<(Uuid, Sink)> = None;
         let mut input = BytesMut::with_capacity(4096);
+        let mut batch = ForwardBatch::new(self.sockets.clone(), &self.metrics);
         let mut deadline = tokio::time::Instant::now() + CLAIM_TIMEOUT;
         loop {
             tokio::select! {
@@ -157,7 +163,7 @@ impl Connection {
                         Ok(0) | Err(_) => break,
                         Ok(_) => {}
                     }
-                    if let Err(reason) = self.frames(&mut input, &mut owner, &mut tx) {
+                    if let Err(reason) = self.frames(&mut input, &mut owner, &mut tx, &mut batch) {
                         self.metrics.media_drop("tcp", reason.as_str());
                         break;
                     }
@@ -190,6 +196,7 @@ impl Connection {
         input: &mut BytesMut,
         owner: &mut Option<(Uuid, Sink)>,
         writer: &mut Option<mpsc::Sender<Bytes>>,
+        batch: &mut ForwardBatch,
     ) -> Result<(), DropReason> {
         while let Some(frame) = next_frame(input)? {
             match owner {
@@ -212,9 +219,7 @@ impl Connection {
                 at: Instant::now(),
                 tcp: true,
             };
-            if let Err(reason) = sink.deliver(datagram) {
-                self.metrics.media_drop("tcp", reason.as_str());
-            }
+            sink.cell().outside(batch, |live, _| live.input(datagram));
         }
         Ok(())
     }

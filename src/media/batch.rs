@@ -1,0 +1,170 @@
+//! Forwarded RTP leaves in batches: the packets that one batch of received datagrams produces
+//! are marshalled into one reused buffer and handed to the kernel with one `sendmmsg` per
+//! address family, instead of one `sendto` per packet.
+
+use std::net::SocketAddr;
+
+use prometheus::IntCounter;
+
+use super::forward::ForwardSockets;
+use crate::codec::MediaKind;
+use crate::metrics::Metrics;
+
+/// Packets queued before the batch sends on its own (the kernel takes up to 1024 per call).
+const MAX_PACKETS: usize = 64;
+
+/// One queued packet: a range of the batch's buffer and where it goes.
+struct Queued {
+    to: SocketAddr,
+    start: usize,
+    len: usize,
+    video: bool,
+}
+
+/// Packets to forward, sent together on `flush`.
+pub(crate) struct ForwardBatch {
+    sockets: ForwardSockets,
+    buf: Vec<u8>,
+    queued: Vec<Queued>,
+    /// Send failures per kind: video, audio.
+    errors: [IntCounter; 2],
+}
+
+impl ForwardBatch {
+    pub(crate) fn new(sockets: ForwardSockets, metrics: &Metrics) -> Self {
+        ForwardBatch {
+            sockets,
+            buf: Vec::new(),
+            queued: Vec::new(),
+            errors: [
+                metrics.kind(MediaKind::Video).forward_errors,
+                metrics.kind(MediaKind::Audio).forward_errors,
+            ],
+        }
+    }
+
+    /// Queues one packet of at most `size` bytes, written by `write` (which returns the bytes
+    /// it wrote, or `None` to queue nothing). Sends what is queued first when the batch is
+    /// full. Returns the bytes queued.
+    pub(crate) fn push(
+        &mut self,
+        to: SocketAddr,
+        kind: MediaKind,
+        size: usize,
+        write: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Option<usize> {
+        if self.queued.len() >= MAX_PACKETS {
+            self.flush();
+        }
+        let start = self.buf.len();
+        self.buf.resize(start + size, 0);
+        let Some(len) = write(&mut self.buf[start..]).filter(|n| *n <= size) else {
+            self.buf.truncate(start);
+            return None;
+        };
+        self.buf.truncate(start + len);
+        self.queued.push(Queued {
+            to,
+            start,
+            len,
+            video: kind == MediaKind::Video,
+        });
+        Some(len)
+    }
+
+    /// Sends everything queued. A packet the kernel refuses (send buffer full, unreachable
+    /// target) is dropped and counted, as UDP would.
+    pub(crate) fn flush(&mut self) {
+        if self.queued.is_empty() {
+            return;
+        }
+        for v4 in [true, false] {
+            let packets: Vec<&Queued> = self
+                .queued
+                .iter()
+                .filter(|q| q.to.is_ipv4() == v4)
+                .collect();
+            if packets.is_empty() {
+                continue;
+            }
+            let socket = if v4 {
+                Some(&self.sockets.v4)
+            } else {
+                self.sockets.v6.as_ref()
+            };
+            let errors = &self.errors;
+            let mut failed = |q: &Queued| errors[usize::from(!q.video)].inc();
+            match socket {
+                Some(socket) => send_all(socket, &self.buf, &packets, &mut failed),
+                None => packets.iter().for_each(|q| failed(q)),
+            }
+        }
+        self.queued.clear();
+        self.buf.clear();
+    }
+}
+
+/// Sends `packets` in as few system calls as the kernel allows; `failed` sees each one it
+/// refused.
+#[cfg(target_os = "linux")]
+fn send_all(
+    socket: &tokio::net::UdpSocket,
+    buf: &[u8],
+    packets: &[&Queued],
+    failed: &mut impl FnMut(&Queued),
+) {
+    use rustix::net::addr::SocketAddrArg;
+    use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
+    use std::io::IoSlice;
+
+    let addrs: Vec<SocketAddrAny> = packets.iter().map(|q| q.to.as_any()).collect();
+    let iovs: Vec<[IoSlice<'_>; 1]> = packets
+        .iter()
+        .map(|q| [IoSlice::new(&buf[q.start..q.start + q.len])])
+        .collect();
+    let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = packets
+        .iter()
+        .map(|_| SendAncillaryBuffer::default())
+        .collect();
+    let mut msgs: Vec<MMsgHdr<'_>> = addrs
+        .iter()
+        .zip(&iovs)
+        .zip(controls.iter_mut())
+        .map(|((addr, iov), control)| MMsgHdr::new_with_addr(addr, iov, control))
+        .collect();
+    let mut next = 0;
+    while next < msgs.len() {
+        match rustix::net::sendmmsg(socket, &mut msgs[next..], SendFlags::DONTWAIT) {
+            Ok(0) => break,
+            Ok(n) => next += n,
+            Err(rustix::io::Errno::INTR) => {}
+            // The send buffer is full: the rest is dropped, as one `sendto` would.
+            Err(rustix::io::Errno::AGAIN) => break,
+            // The message at `next` was refused (its target's ICMP error, a bad address):
+            // skip it, send the rest.
+            Err(err) => {
+                tracing::debug!(%err, to = %packets[next].to, "forwarding");
+                failed(packets[next]);
+                next += 1;
+            }
+        }
+    }
+    packets[next..].iter().for_each(|q| failed(q));
+}
+
+#[cfg(not(target_os = "linux"))]
+fn send_all(
+    socket: &tokio::net::UdpSocket,
+    buf: &[u8],
+    packets: &[&Queued],
+    failed: &mut impl FnMut(&Queued),
+) {
+    for q in packets {
+        if socket
+            .try_send_to(&buf[q.start..q.start + q.len], q.to)
+            .is_err()
+        {
+            failed(q);
+        }
+    }
+}
