@@ -168,3 +168,68 @@ fn send_all(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    async fn sockets(v6: bool) -> ForwardSockets {
+        let bind = |a: &str| {
+            let a: SocketAddr = a.parse().expect("address");
+            async move { tokio::net::UdpSocket::bind(a).await.map(Arc::new) }
+        };
+        ForwardSockets {
+            v4: bind("127.0.0.1:0").await.expect("v4"),
+            v6: if v6 { bind("[::1]:0").await.ok() } else { None },
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_packets_arrive_in_order_and_a_full_batch_sends_itself() {
+        let metrics = Metrics::new(false).expect("metrics");
+        let mut batch = ForwardBatch::new(sockets(false).await, &metrics);
+        let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("sink");
+        let to = sink.local_addr().expect("addr");
+        for i in 0..MAX_PACKETS + 3 {
+            let queued = batch.push(to, MediaKind::Video, 1500, |buf| {
+                buf[..4].copy_from_slice(&(i as u32).to_be_bytes());
+                Some(4)
+            });
+            assert_eq!(queued, Some(4));
+        }
+        // The 65th push sent the first 64 already; three wait for the flush.
+        assert_eq!(batch.queued.len(), 3);
+        batch.flush();
+        let mut buf = [0u8; 16];
+        for i in 0..MAX_PACKETS + 3 {
+            let n = sink.recv(&mut buf).expect("datagram");
+            assert_eq!(&buf[..n], &(i as u32).to_be_bytes());
+        }
+        assert_eq!(batch.queued.len(), 0);
+        assert_eq!(metrics.kind(MediaKind::Video).forward_errors.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_packet_that_cannot_be_sent_is_counted_and_the_others_still_go() {
+        let metrics = Metrics::new(false).expect("metrics");
+        let mut batch = ForwardBatch::new(sockets(false).await, &metrics);
+        let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("sink");
+        let to = sink.local_addr().expect("addr");
+        let v6: SocketAddr = "[::1]:9".parse().expect("v6");
+        // No IPv6 socket: the audio packet for an IPv6 target fails; a failed write queues
+        // nothing; the video packet goes.
+        batch.push(v6, MediaKind::Audio, 100, |_| Some(10));
+        assert_eq!(batch.push(to, MediaKind::Video, 100, |_| None), None);
+        batch.push(to, MediaKind::Video, 100, |buf| {
+            buf[..2].copy_from_slice(b"ok");
+            Some(2)
+        });
+        batch.flush();
+        let mut buf = [0u8; 16];
+        let n = sink.recv(&mut buf).expect("datagram");
+        assert_eq!(&buf[..n], b"ok");
+        assert_eq!(metrics.kind(MediaKind::Audio).forward_errors.get(), 1);
+        assert_eq!(metrics.kind(MediaKind::Video).forward_errors.get(), 0);
+    }
+}

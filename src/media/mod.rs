@@ -116,7 +116,16 @@ impl Media {
         let mux = UdpMux::new(Arc::clone(&first), factory.crypto());
         let (workers, homes): (Vec<_>, Vec<_>) = std::iter::once(first)
             .chain(sockets)
-            .map(|socket| Worker::new(socket, mux.clone(), forward.clone(), Arc::clone(&metrics)))
+            .enumerate()
+            .map(|(i, socket)| {
+                Worker::new(
+                    i,
+                    socket,
+                    mux.clone(),
+                    forward.clone(),
+                    Arc::clone(&metrics),
+                )
+            })
             .unzip();
         Ok(Media {
             mux,

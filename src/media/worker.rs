@@ -13,6 +13,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use prometheus::IntCounter;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -83,11 +84,14 @@ pub(crate) struct Worker {
     timers: BinaryHeap<Due>,
     schedule: mpsc::Receiver<Arc<Cell>>,
     batch: ForwardBatch,
+    /// Datagrams this worker received.
+    received: IntCounter,
 }
 
 impl Worker {
     /// A worker on `socket` and the handle that gives it timers.
     pub(crate) fn new(
+        index: usize,
         socket: Arc<UdpSocket>,
         mux: UdpMux,
         sockets: ForwardSockets,
@@ -98,6 +102,9 @@ impl Worker {
             socket,
             mux,
             batch: ForwardBatch::new(sockets, &metrics),
+            received: metrics
+                .media_worker_datagrams
+                .with_label_values(&[index.to_string().as_str()]),
             metrics,
             timers: BinaryHeap::new(),
             schedule,
@@ -185,7 +192,9 @@ impl Worker {
         let now = Instant::now();
         let mut current: Option<Arc<Cell>> = None;
         let mut fed = Vec::with_capacity(BATCH);
+        let mut count = 0;
         for (data, from) in datagrams {
+            count += 1;
             let cell = match self.mux.dispatch(data, from, now) {
                 Ok(cell) => cell,
                 Err(reason) => {
@@ -212,6 +221,7 @@ impl Worker {
             fed.push(datagram);
         }
         self.finish(current, &mut fed);
+        self.received.inc_by(count);
     }
 
     /// Feeds a session the datagrams routed to it and handles what they produced.
