@@ -246,7 +246,7 @@ impl Metrics {
                 "whipgate_media_dropped_total",
                 "Media datagrams, ICE-TCP frames and connections dropped, by transport (udp, tcp) \
                  and reason (unmatched, malformed, unknown_ufrag, unauthenticated, \
-                 address_in_use, oversize, connection_limit)",
+                 address_in_use, oversize, connection_limit, setup_busy)",
                 &["transport", "reason"],
             )?,
             media_worker_datagrams: counter_vec(
