@@ -179,7 +179,7 @@ impl Media {
     pub fn spawn_receiver(&self, cancel: CancellationToken) {
         let metrics = Arc::clone(&self.metrics);
         let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
-        // Only the workers hold the setup queue: its threads end when the workers do.
+        // Only the workers and the ICE-TCP tasks hold the setup queue: its threads end with them.
         let setup = setup::Setup::start(workers.len(), &self.forward, &metrics, &self.tracker);
         for (i, worker) in workers.into_iter().enumerate() {
             self.tracker.spawn(
@@ -194,6 +194,7 @@ impl Media {
                 listener,
                 self.mux.clone(),
                 self.forward.clone(),
+                setup.clone(),
                 metrics,
                 cancel,
                 self.tracker.clone(),
