@@ -9,6 +9,8 @@
 //! session (`live`) takes commands, caps and statistics, and closes it.
 
 mod batch;
+#[cfg(test)]
+mod core_tests;
 mod forward;
 #[cfg(test)]
 mod handshake_tests;
@@ -21,6 +23,8 @@ mod peer;
 mod restart;
 mod rtcp;
 mod session;
+#[cfg(test)]
+mod sim;
 mod simulcast;
 mod sr;
 mod tcp;
@@ -47,7 +51,7 @@ use live::{Cell, Control};
 use mux::UdpMux;
 use observe::Observers;
 use peer::PeerFactory;
-use session::{Progress, Session, SessionTimers};
+use session::{Egress, Progress, Session, SessionTimers};
 use simulcast::LayerSelector;
 use worker::{Worker, WorkerHandle};
 
@@ -199,8 +203,9 @@ impl Media {
     ) -> Result<Answer, Error> {
         let factory = Arc::clone(&self.factory);
         let blocking_plan = plan.clone();
-        let negotiation =
-            tokio::task::spawn_blocking(move || factory.negotiate(offer, &blocking_plan));
+        let negotiation = tokio::task::spawn_blocking(move || {
+            factory.negotiate(offer, &blocking_plan, std::time::Instant::now())
+        });
         let started = std::time::Instant::now();
         let negotiated = match tokio::time::timeout(self.answer_timeout, negotiation).await {
             Err(_) => return Err(Error::GatherTimeout),
@@ -219,14 +224,15 @@ impl Media {
         let layers = LayerSelector::new(admission.spec.simulcast_layer.clone());
         let commands = std::mem::replace(&mut admission.commands, tokio::sync::mpsc::channel(1).1);
         let cancel = admission.cancel.clone();
+        let now = std::time::Instant::now();
         let session = Session {
             layers,
             forwarder: Forwarder::new(self.forward.clone(), &admission, &plan, &self.metrics),
-            observers: Observers::new(&plan, &admission.spec),
+            observers: Observers::new(&plan, &admission.spec, now),
             admission,
             plan,
             peer: negotiated.peer,
-            socket: Arc::clone(self.mux.socket()),
+            egress: Egress::Network(Arc::clone(self.mux.socket())),
             rids: Default::default(),
             ice_local: self.factory.ice_local_addr(false),
             ice_local_tcp: self.factory.ice_local_addr(true),
@@ -235,11 +241,7 @@ impl Media {
         };
         let span = tracing::info_span!("session", ingest = %session.admission.spec.id, %session_id);
         let home = self.next_home.fetch_add(1, Ordering::Relaxed) % self.homes.len();
-        let cell = Cell::new(
-            session,
-            Progress::new(std::time::Instant::now()),
-            self.homes[home].clone(),
-        );
+        let cell = Cell::new(session, Progress::new(now), self.homes[home].clone());
         let route = self.mux.route(
             ufrag.clone(),
             &negotiated.pwd,
