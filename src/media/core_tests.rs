@@ -328,3 +328,16 @@ fn a_bitrate_cap_ends_a_session_above_it_at_the_next_statistics_report() {
     assert_eq!(reason, EndReason::BitrateCap);
     assert!(detail.ends_with("above the cap of 400000 bps"), "{detail}");
 }
+
+#[test]
+fn an_rtcp_goodbye_for_every_stream_ends_the_session_as_a_publisher_close() {
+    let mut sim = connected_sim(Limits::default());
+    let until = sim.now + Duration::from_secs(1);
+    sim.stream_until(until, PACE, 500);
+    let (video, audio) = (sim.publisher.video.ssrc, sim.publisher.audio.ssrc);
+    sim.send_goodbye(vec![video]);
+    assert_eq!(ended(&sim), None, "audio still flows");
+    sim.run_for(PACE);
+    sim.send_goodbye(vec![audio]);
+    assert_eq!(ended(&sim), Some(EndReason::PublisherClose));
+}

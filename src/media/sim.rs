@@ -552,3 +552,19 @@ impl Sim {
         packets
     }
 }
+
+impl Sim {
+    /// The publisher says RTCP BYE for `sources`, at `now`.
+    pub(super) fn send_goodbye(&mut self, sources: Vec<u32>) {
+        let bye = rtc::rtcp::goodbye::Goodbye {
+            sources,
+            reason: Bytes::from_static(b"closing"),
+        };
+        let sender = self.publisher.video.sender;
+        let mut sender = self.publisher.peer.rtp_sender(sender).expect("sender");
+        sender
+            .write_rtcp(self.now, vec![Box::new(bye)])
+            .expect("write RTCP");
+        self.exchange();
+    }
+}
