@@ -2,25 +2,23 @@
 //! forwarding, the media and connect timeouts, NACKs and receiver reports, the duration and
 //! bitrate caps. Every instant below is simulated; nothing sleeps.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtcp::receiver_report::ReceiverReport;
-use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 
 use super::session::SessionTimers;
 use super::sim::{Sim, VIDEO_PT};
 use crate::codec::{AudioCodec, VideoCodec};
 use crate::registry::{EndReason, Limits};
 
-const MEDIA_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const MEDIA_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The control task's housekeeping period (caps and timeouts are looked at this often).
-const HOUSEKEEPING: Duration = Duration::from_millis(500);
+pub(super) const HOUSEKEEPING: Duration = Duration::from_millis(500);
 const STATS: Duration = Duration::from_secs(1);
 /// The publisher's packet interval (one video and one audio packet each time).
-const PACE: Duration = Duration::from_millis(20);
-const MS: Duration = Duration::from_millis(1);
+pub(super) const PACE: Duration = Duration::from_millis(20);
+pub(super) const MS: Duration = Duration::from_millis(1);
 
 fn timers() -> SessionTimers {
     SessionTimers {
@@ -30,7 +28,7 @@ fn timers() -> SessionTimers {
     }
 }
 
-fn connected_sim(limits: Limits) -> Sim {
+pub(super) fn connected_sim(limits: Limits) -> Sim {
     let mut sim = Sim::new(timers(), limits);
     let took = sim.connect();
     assert!(took < Duration::from_secs(1), "connecting took {took:?}");
@@ -38,7 +36,7 @@ fn connected_sim(limits: Limits) -> Sim {
 }
 
 /// The reason the session ended, if it did.
-fn ended(sim: &Sim) -> Option<EndReason> {
+pub(super) fn ended(sim: &Sim) -> Option<EndReason> {
     sim.progress.end.as_ref().map(|(reason, _)| *reason)
 }
 
@@ -156,116 +154,6 @@ fn a_session_that_never_connects_ends_after_the_connect_timeout() {
     assert!(!sim.progress.connected && !sim.publisher.connected);
 }
 
-/// Loses the publisher's video RTP packet with sequence number `seq` (SRTP leaves the RTP
-/// header in the clear).
-fn lose_video(seq: u16) -> super::sim::Loss {
-    Box::new(move |d: &[u8]| {
-        d.len() > 12
-            && d[0] >> 6 == 2
-            && d[1] & 0x7f == VIDEO_PT
-            && u16::from_be_bytes([d[2], d[3]]) == seq
-    })
-}
-
-/// NACKs for `ssrc` received since `from`: arrival time and the sequence numbers named.
-fn nacks_since(sim: &Sim, ssrc: u32, from: Instant) -> Vec<(Instant, Vec<u16>)> {
-    sim.publisher
-        .received::<TransportLayerNack>()
-        .into_iter()
-        .filter(|(at, nack)| *at >= from && nack.media_ssrc == ssrc)
-        .map(|(at, nack)| {
-            (
-                at,
-                nack.nacks.iter().flat_map(|p| p.packet_list()).collect(),
-            )
-        })
-        .collect()
-}
-
-#[test]
-fn a_lost_packet_is_nacked_by_number_within_the_nack_interval_until_it_is_resent() {
-    let mut sim = connected_sim(Limits::default());
-    let ssrc = sim.publisher.video.ssrc;
-    sim.send_video(500, true);
-    for _ in 0..3 {
-        sim.run_for(PACE);
-        sim.send_video(500, false);
-    }
-    let lost = sim.publisher.video.seq;
-    sim.lose = lose_video(lost);
-    sim.run_for(PACE);
-    assert_eq!(sim.send_video(500, false), lost);
-    sim.run_for(PACE);
-    let before_gap = sim.now;
-    assert!(
-        nacks_since(&sim, ssrc, sim.start).is_empty(),
-        "NACK without a gap"
-    );
-    sim.send_video(500, false);
-    let gap_seen = sim.now;
-    // The generator runs every 100 ms.
-    sim.run_for(Duration::from_millis(100));
-    let nacks = nacks_since(&sim, ssrc, before_gap);
-    let (at, named) = nacks.first().expect("no NACK within 100 ms of the gap");
-    assert!(*at >= gap_seen && *at <= gap_seen + Duration::from_millis(100));
-    assert_eq!(named, &[lost], "the NACK names exactly the lost packet");
-    // Still missing: asked again at the next run.
-    sim.run_for(Duration::from_millis(100));
-    assert!(
-        nacks_since(&sim, ssrc, *at + MS)
-            .iter()
-            .any(|(_, n)| n == &[lost])
-    );
-    // The publisher resends it (between two runs of the generator): no more NACKs for it.
-    sim.lose = Box::new(|_| false);
-    sim.run_for(Duration::from_millis(10));
-    sim.resend_video(lost);
-    let resent = sim.now;
-    sim.run_for(Duration::from_millis(500));
-    let after = nacks_since(&sim, ssrc, resent);
-    let after: Vec<_> = after.into_iter().map(|(at, n)| (at - resent, n)).collect();
-    assert!(after.iter().all(|(_, n)| !n.contains(&lost)), "{after:?}");
-    // The statistics count the NACKs the session sent.
-    let (elapsed, now) = (sim.elapsed(), sim.now);
-    sim.session.report_stats(&mut sim.progress, elapsed, now);
-    let sent = sim.session.admission.counters.snapshot().nacks_sent;
-    assert!(sent >= 2, "nacks_sent = {sent}");
-}
-
-#[test]
-fn receiver_reports_come_every_second_and_count_an_unrepaired_loss() {
-    let mut sim = connected_sim(Limits::default());
-    let ssrc = sim.publisher.video.ssrc;
-    let until = sim.now + Duration::from_secs(1);
-    sim.stream_until(until, PACE, 500);
-    sim.lose = lose_video(sim.publisher.video.seq);
-    let until = sim.now + Duration::from_secs(4);
-    sim.stream_until(until, PACE, 500);
-    let reports: Vec<(Instant, u32)> = sim
-        .publisher
-        .received::<ReceiverReport>()
-        .into_iter()
-        .filter_map(|(at, rr)| {
-            let video = rr.reports.iter().find(|r| r.ssrc == ssrc)?;
-            Some((at, video.total_lost))
-        })
-        .collect();
-    assert!(reports.len() >= 4, "{} reports in 5 s", reports.len());
-    for pair in reports.windows(2) {
-        assert_eq!(
-            pair[1].0 - pair[0].0,
-            Duration::from_secs(1),
-            "report interval"
-        );
-    }
-    assert_eq!(reports[0].1, 0, "no loss in the first second");
-    assert_eq!(
-        reports.last().map(|r| r.1),
-        Some(1),
-        "the lost packet is counted"
-    );
-}
-
 #[test]
 fn a_duration_cap_set_live_ends_the_session_when_it_is_reached() {
     let mut sim = connected_sim(Limits::default());
@@ -329,15 +217,53 @@ fn a_bitrate_cap_ends_a_session_above_it_at_the_next_statistics_report() {
     assert!(detail.ends_with("above the cap of 400000 bps"), "{detail}");
 }
 
+/// Loses the `n`th (0-based) DTLS datagram the publisher sends.
+fn lose_dtls(n: usize) -> super::sim::Loss {
+    let mut seen = 0;
+    Box::new(move |d: &[u8]| {
+        if !d.first().is_some_and(|b| (20..=63).contains(b)) {
+            return false;
+        }
+        seen += 1;
+        seen == n + 1
+    })
+}
+
 #[test]
-fn an_rtcp_goodbye_for_every_stream_ends_the_session_as_a_publisher_close() {
+fn a_lost_handshake_datagram_is_retransmitted_and_the_session_connects() {
+    for n in 0..3 {
+        let mut sim = Sim::new(timers(), Limits::default());
+        sim.lose = lose_dtls(n);
+        let took = sim.connect();
+        // The retransmission timer of DTLS starts at one second.
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+            "DTLS datagram {n} lost: connected after {took:?}"
+        );
+        sim.send_video(500, true);
+        assert_eq!(sim.forwarded(true).len(), 1, "DTLS datagram {n} lost");
+    }
+}
+
+#[test]
+fn a_vanished_publisher_fails_ice_after_the_disconnected_and_failed_timeouts() {
     let mut sim = connected_sim(Limits::default());
     let until = sim.now + Duration::from_secs(1);
     sim.stream_until(until, PACE, 500);
-    let (video, audio) = (sim.publisher.video.ssrc, sim.publisher.audio.ssrc);
-    sim.send_goodbye(vec![video]);
-    assert_eq!(ended(&sim), None, "audio still flows");
-    sim.run_for(PACE);
-    sim.send_goodbye(vec![audio]);
-    assert_eq!(ended(&sim), Some(EndReason::PublisherClose));
+    // Gone without a word: nothing from the publisher arrives any more. Housekeeping is left
+    // out, so the media timeout does not end the session first.
+    sim.lose = Box::new(|_| true);
+    let gone = sim.now;
+    while sim.progress.end.is_none() && sim.now < gone + Duration::from_secs(90) {
+        sim.run_for(Duration::from_millis(100));
+    }
+    let after = sim.now - sim.last_check;
+    assert_eq!(ended(&sim), Some(EndReason::IceFailure), "after {after:?}");
+    // rtc-ice fails a pair after its disconnected timeout (15 s) plus its failed timeout
+    // (max(media timeout, 30 s)) without a check from the publisher: 45 s, looked at every
+    // 2 s.
+    assert!(
+        after > Duration::from_secs(45) && after <= Duration::from_secs(47),
+        "ICE failed {after:?} after the publisher's last consent check"
+    );
 }

@@ -10,6 +10,8 @@
 
 mod batch;
 #[cfg(test)]
+mod core_feedback_tests;
+#[cfg(test)]
 mod core_tests;
 mod forward;
 #[cfg(test)]
