@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 
 use super::core_tests::{HOUSEKEEPING, MS, PACE, connected_sim, ended};
@@ -224,4 +225,38 @@ fn sender_reports_are_made_for_a_publisher_that_sends_none_and_its_own_are_forwa
             "synthesized next to the publisher's"
         );
     }
+}
+
+#[test]
+fn transport_wide_feedback_covers_every_packet_every_100_ms_while_media_flows() {
+    let mut sim = connected_sim(Limits::default());
+    let started = sim.now;
+    let until = started + Duration::from_secs(2);
+    // 100 packets: a video and an audio packet every 20 ms for 1 s.
+    sim.stream_until(started + Duration::from_secs(1), PACE, 500);
+    sim.run_until(until);
+    let feedback = sim.publisher.received::<TransportLayerCc>();
+    let during: Vec<_> = feedback.iter().filter(|(at, _)| *at > started).collect();
+    assert!(
+        during.len() >= 9,
+        "{} feedback packets in 1 s",
+        during.len()
+    );
+    for pair in during.windows(2) {
+        assert_eq!(
+            pair[1].0 - pair[0].0,
+            Duration::from_millis(100),
+            "feedback interval"
+        );
+    }
+    let reported: u32 = during
+        .iter()
+        .map(|(_, fb)| u32::from(fb.packet_status_count))
+        .sum();
+    assert_eq!(reported, 100, "every packet of the second is reported once");
+    let last = during.last().map(|(at, _)| *at).unwrap_or(started);
+    assert!(
+        last <= started + Duration::from_millis(1_100),
+        "feedback without packets"
+    );
 }

@@ -1,6 +1,7 @@
 //! The simulated publisher: a webrtc-rs peer connection as a browser offers it (sendonly
-//! H264 and Opus), with no interceptors of its own (it neither answers NACKs nor sends
-//! reports) but one that hands it every RTCP packet the gateway sends.
+//! H264 and Opus, transport-wide sequence numbers), with no other interceptors of its own (it
+//! neither answers NACKs nor sends reports) but one that hands it every RTCP packet the
+//! gateway sends.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -11,6 +12,7 @@ use rtc::interceptor::{StreamInfo, TaggedPacket};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::configure_twcc_sender_only;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
 };
@@ -136,6 +138,10 @@ impl Publisher {
             };
             media.register_codec(parameters, kind).expect("codec");
         }
+        // Transport-wide sequence numbers on every packet, as browsers send them.
+        let interceptors = Interceptors::new().with(Slot::from(11_500), DeliverRtcp::default());
+        let interceptors =
+            configure_twcc_sender_only(interceptors, &mut media).expect("TWCC sender");
         let provider = rtc::crypto::default_provider().expect("crypto provider");
         let certificate = RTCCertificate::generate(
             provider.crypto(),
@@ -155,9 +161,7 @@ impl Publisher {
                     .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
                     .build(),
             )
-            .with_interceptor_registry(
-                Interceptors::new().with(Slot::from(11_500), DeliverRtcp::default()),
-            )
+            .with_interceptor_registry(interceptors)
             .build(now)
             .expect("publisher peer");
         let mut track = |kind: RtpCodecKind, ssrc: u32, codec: RTCRtpCodec| {
