@@ -136,10 +136,7 @@ pub fn ice_restart(offer: &str, fragment: &[u8]) -> Option<bool> {
 pub fn forward_rtp(data: &[u8]) {
     static SETUP: OnceLock<(forward::ForwardSockets, Arc<Metrics>, OfferPlan)> = OnceLock::new();
     let (sockets, metrics, plan) = SETUP.get_or_init(|| {
-        let sockets = forward::ForwardSockets {
-            v4: Arc::new(udp_socket()),
-            v6: None,
-        };
+        let sockets = forward::ForwardSockets::new(udp_socket(), None);
         let metrics = Arc::new(Metrics::new(false).expect("metrics"));
         let offer = concat!(
             "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n",

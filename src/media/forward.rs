@@ -18,21 +18,37 @@ use crate::continuity::{Continuity, InputPacket, OutputStream};
 use crate::metrics::{KindCounters, Metrics};
 use crate::registry::Admission;
 
-/// Sockets used to send forwarded media (one per address family).
+/// Sockets used to send forwarded media (one per address family), with their UDP GSO state
+/// where the kernel offers segmentation offload.
 #[derive(Clone)]
 pub(crate) struct ForwardSockets {
     pub(crate) v4: Arc<UdpSocket>,
     pub(crate) v6: Option<Arc<UdpSocket>>,
+    pub(crate) gso4: Option<Arc<quinn_udp::UdpSocketState>>,
+    pub(crate) gso6: Option<Arc<quinn_udp::UdpSocketState>>,
 }
 
 impl ForwardSockets {
     pub(crate) async fn bind() -> std::io::Result<Self> {
-        let v4 = Arc::new(UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0))).await?);
-        let v6 = UdpSocket::bind(SocketAddr::from(([0u16; 8], 0)))
-            .await
-            .ok()
-            .map(Arc::new);
-        Ok(ForwardSockets { v4, v6 })
+        let v4 = UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0))).await?;
+        let v6 = UdpSocket::bind(SocketAddr::from(([0u16; 8], 0))).await.ok();
+        Ok(Self::new(v4, v6))
+    }
+
+    /// Wraps bound sockets.
+    pub(crate) fn new(v4: UdpSocket, v6: Option<UdpSocket>) -> Self {
+        let gso = |socket: &UdpSocket| {
+            quinn_udp::UdpSocketState::new(socket.into())
+                .ok()
+                .filter(|state| state.max_gso_segments() > 1)
+                .map(Arc::new)
+        };
+        ForwardSockets {
+            gso4: gso(&v4),
+            gso6: v6.as_ref().and_then(gso),
+            v4: Arc::new(v4),
+            v6: v6.map(Arc::new),
+        }
     }
 
     fn for_addr(&self, addr: SocketAddr) -> Option<&Arc<UdpSocket>> {

@@ -31,6 +31,9 @@ pub(crate) enum DropReason {
     Oversize,
     /// An ICE-TCP connection over the global or per-address cap.
     ConnectionLimit,
+    /// A datagram of a session still setting up, while the setup threads' queue is full
+    /// (ICE and DTLS retransmit).
+    SetupBusy,
 }
 
 impl DropReason {
@@ -44,6 +47,7 @@ impl DropReason {
             DropReason::AddressInUse => "address_in_use",
             DropReason::Oversize => "oversize",
             DropReason::ConnectionLimit => "connection_limit",
+            DropReason::SetupBusy => "setup_busy",
         }
     }
 }

@@ -134,6 +134,11 @@ impl Live {
         self.after_input(batch)
     }
 
+    /// Not connected yet (ICE, DTLS): driven on a setup thread, off the media workers.
+    pub(crate) fn setting_up(&self) -> bool {
+        !self.closed && !self.progress.connected
+    }
+
     /// Whether a worker may drop the session from its heap.
     pub(crate) fn is_closed(&self) -> bool {
         self.closed

@@ -4,9 +4,11 @@
 //! one ICE-TCP port (`tcp`) carry every session; only connectivity checks that verify with a
 //! session's ICE credential (`ice_auth`) teach the router a publisher's address. Each publish
 //! gets an ICE-lite, receive-only peer connection (`peer`) wrapped in a `session`. The media
-//! `worker` that receives a session's datagrams drives it directly and runs its timers; RTP goes
-//! to the ingest's UDP targets (`forward`) in batches (`batch`). A small control task per
-//! session (`live`) takes commands, caps and statistics, and closes it.
+//! `worker` that receives a connected session's datagrams drives it directly and runs its
+//! timers; RTP goes to the ingest's UDP targets (`forward`) in batches (`batch`). Sessions
+//! still setting up (ICE, DTLS) are driven on low-priority `setup` threads, so that handshakes
+//! never stall media. A small control task per session (`live`) takes commands, caps and
+//! statistics, and closes it.
 
 mod batch;
 #[cfg(test)]
@@ -25,6 +27,7 @@ mod peer;
 mod restart;
 mod rtcp;
 mod session;
+mod setup;
 #[cfg(test)]
 mod sim;
 mod simulcast;
@@ -122,7 +125,16 @@ impl Media {
         let mux = UdpMux::new(Arc::clone(&first), factory.crypto());
         let (workers, homes): (Vec<_>, Vec<_>) = std::iter::once(first)
             .chain(sockets)
-            .map(|socket| Worker::new(socket, mux.clone(), forward.clone(), Arc::clone(&metrics)))
+            .enumerate()
+            .map(|(i, socket)| {
+                Worker::new(
+                    i,
+                    socket,
+                    mux.clone(),
+                    forward.clone(),
+                    Arc::clone(&metrics),
+                )
+            })
             .unzip();
         Ok(Media {
             mux,
@@ -173,10 +185,12 @@ impl Media {
     pub fn spawn_receiver(&self, cancel: CancellationToken) {
         let metrics = Arc::clone(&self.metrics);
         let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        // Only the workers hold the setup queue: its threads end when the workers do.
+        let setup = setup::Setup::start(workers.len(), &self.forward, &metrics, &self.tracker);
         for (i, worker) in workers.into_iter().enumerate() {
             self.tracker.spawn(
                 worker
-                    .run(cancel.clone())
+                    .run(setup.clone(), cancel.clone())
                     .instrument(tracing::info_span!("media_worker", worker = i)),
             );
         }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use prometheus::IntCounter;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -20,8 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::batch::ForwardBatch;
 use super::forward::ForwardSockets;
+use super::ice_auth::DropReason;
 use super::live::{self, Cell};
 use super::mux::{Datagram, UdpMux};
+use super::setup::Setup;
 use crate::metrics::Metrics;
 
 /// Largest datagram read from the media port (larger ones are truncated and fail to parse).
@@ -83,11 +86,14 @@ pub(crate) struct Worker {
     timers: BinaryHeap<Due>,
     schedule: mpsc::Receiver<Arc<Cell>>,
     batch: ForwardBatch,
+    /// Datagrams this worker received.
+    received: IntCounter,
 }
 
 impl Worker {
     /// A worker on `socket` and the handle that gives it timers.
     pub(crate) fn new(
+        index: usize,
         socket: Arc<UdpSocket>,
         mux: UdpMux,
         sockets: ForwardSockets,
@@ -98,6 +104,9 @@ impl Worker {
             socket,
             mux,
             batch: ForwardBatch::new(sockets, &metrics),
+            received: metrics
+                .media_worker_datagrams
+                .with_label_values(&[index.to_string().as_str()]),
             metrics,
             timers: BinaryHeap::new(),
             schedule,
@@ -105,8 +114,9 @@ impl Worker {
         (worker, WorkerHandle { tx })
     }
 
-    /// Receives, drives sessions and runs their timers until cancelled.
-    pub(crate) async fn run(mut self, cancel: CancellationToken) {
+    /// Receives, drives sessions and runs their timers until cancelled; sessions still
+    /// setting up go to `setup`.
+    pub(crate) async fn run(mut self, setup: Setup, cancel: CancellationToken) {
         let socket = Arc::clone(&self.socket);
         let state = match quinn_udp::UdpSocketState::new((&*socket).into()) {
             Ok(state) => state,
@@ -165,7 +175,7 @@ impl Worker {
                                 .chunks(m.stride.max(1))
                                 .map(move |d| (d, m.addr))
                         });
-                        self.handle(datagrams, &mut pool);
+                        self.handle(datagrams, &mut pool, &setup);
                         self.run_timers();
                         self.batch.flush();
                     }
@@ -181,11 +191,14 @@ impl Worker {
         &mut self,
         datagrams: impl Iterator<Item = (&'a [u8], std::net::SocketAddr)>,
         pool: &mut BytesMut,
+        setup: &Setup,
     ) {
         let now = Instant::now();
         let mut current: Option<Arc<Cell>> = None;
         let mut fed = Vec::with_capacity(BATCH);
+        let mut count = 0;
         for (data, from) in datagrams {
+            count += 1;
             let cell = match self.mux.dispatch(data, from, now) {
                 Ok(cell) => cell,
                 Err(reason) => {
@@ -206,18 +219,30 @@ impl Worker {
             // Consecutive datagrams of one session (a GRO buffer, a frame's packets) are fed
             // under one lock and handled together.
             if current.as_ref().is_some_and(|c| !Arc::ptr_eq(c, &cell)) {
-                self.finish(current.take(), &mut fed);
+                self.finish(current.take(), &mut fed, setup);
             }
             current = Some(cell);
             fed.push(datagram);
         }
-        self.finish(current, &mut fed);
+        self.finish(current, &mut fed, setup);
+        self.received.inc_by(count);
     }
 
-    /// Feeds a session the datagrams routed to it and handles what they produced.
-    fn finish(&mut self, cell: Option<Arc<Cell>>, fed: &mut Vec<Datagram>) {
+    /// Feeds a session the datagrams routed to it and handles what they produced; a session
+    /// that is not connected yet gets them on a setup thread instead.
+    fn finish(&mut self, cell: Option<Arc<Cell>>, fed: &mut Vec<Datagram>, setup: &Setup) {
         let Some(cell) = cell else { return };
         let mut live = cell.lock();
+        if live.setting_up() {
+            drop(live);
+            for datagram in fed.drain(..) {
+                if !setup.submit(Arc::clone(&cell), datagram) {
+                    self.metrics
+                        .media_drop("udp", DropReason::SetupBusy.as_str());
+                }
+            }
+            return;
+        }
         for datagram in fed.drain(..) {
             live.input(datagram);
         }

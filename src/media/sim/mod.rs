@@ -107,7 +107,7 @@ impl Sim {
         let tokio_socket = |socket: UdpSocket| {
             let _entered = runtime.enter();
             socket.set_nonblocking(true).expect("non-blocking");
-            Arc::new(tokio::net::UdpSocket::from_std(socket).expect("tokio socket"))
+            tokio::net::UdpSocket::from_std(socket).expect("tokio socket")
         };
         let sinks = Sinks {
             video: loopback_pair(),
@@ -147,10 +147,7 @@ impl Sim {
             .set_remote_description(start, answer)
             .expect("remote description");
 
-        let forward = ForwardSockets {
-            v4: tokio_socket(loopback()),
-            v6: None,
-        };
+        let forward = ForwardSockets::new(tokio_socket(loopback()), None);
         // Tokio sends (the forwarded RTCP) only once its reactor has seen the socket writable.
         runtime
             .block_on(forward.v4.writable())
@@ -166,7 +163,7 @@ impl Sim {
             rids: Default::default(),
             ice_local: factory.ice_local_addr(false),
             ice_local_tcp: factory.ice_local_addr(true),
-            mux: UdpMux::new(tokio_socket(loopback()), factory.crypto()),
+            mux: UdpMux::new(Arc::new(tokio_socket(loopback())), factory.crypto()),
             timers,
         };
         Sim {
