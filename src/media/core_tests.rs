@@ -2,6 +2,8 @@
 //! forwarding, the media and connect timeouts, NACKs and receiver reports, the duration and
 //! bitrate caps. Every instant below is simulated; nothing sleeps.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -266,4 +268,66 @@ fn a_vanished_publisher_fails_ice_after_the_disconnected_and_failed_timeouts() {
         after > Duration::from_secs(45) && after <= Duration::from_secs(47),
         "ICE failed {after:?} after the publisher's last consent check"
     );
+}
+
+#[test]
+fn after_an_ice_restart_media_and_consent_continue_on_the_new_credentials() {
+    let mut sim = connected_sim(Limits::default());
+    let until = sim.now + Duration::from_secs(1);
+    sim.stream_until(until, PACE, 500);
+    let before = sim.forwarded(true);
+    let last_input = sim.publisher.video.seq.wrapping_sub(1);
+    let fragment = sim.publisher.restart_ice(sim.now);
+    let mut answer = None;
+    sim.outside(|session, _, now| answer = Some(session.ice_restart(&fragment, now)));
+    let restarted = answer.expect("ran").expect("ICE restart");
+    assert_ne!(
+        restarted.etag,
+        format!("\"{}\"", sim.ufrag),
+        "new credentials"
+    );
+    let now = sim.now;
+    sim.publisher.apply_restart(now, &restarted.fragment);
+    // The video sequence numbers the publisher puts on the wire from now on (webrtc-rs holds
+    // its media until its restarted ICE agent has a pair again).
+    let sent = Rc::new(RefCell::new(Vec::new()));
+    let seen = Rc::clone(&sent);
+    sim.lose = Box::new(move |d: &[u8]| {
+        if d.len() > 12 && d[0] >> 6 == 2 && d[1] & 0x7f == VIDEO_PT {
+            seen.borrow_mut().push(u16::from_be_bytes([d[2], d[3]]));
+        }
+        false
+    });
+    // Long past the 45 s in which ICE fails without a check that verifies: the publisher's
+    // checks carry the new credentials, so consent holds.
+    let mut after = Vec::new();
+    let mut tick = sim.now;
+    for _ in 0..120 {
+        tick += HOUSEKEEPING;
+        sim.stream_until(tick, PACE, 500);
+        sim.session.check_limits(&mut sim.progress, tick);
+        assert_eq!(ended(&sim), None, "{:?}", sim.progress.end);
+        after.extend(sim.forwarded(true));
+    }
+    assert!(sim.publisher.connected);
+    let sent = sent.borrow();
+    assert!(
+        sent.len() > 2_900,
+        "the publisher sent {} packets",
+        sent.len()
+    );
+    assert_eq!(
+        after.len(),
+        sent.len(),
+        "every packet after the restart forwarded"
+    );
+    // One output stream, whose numbers follow the input's across the restart.
+    let (last, first) = (before.last().expect("before"), &after[0]);
+    assert_eq!(first.header.ssrc, last.header.ssrc);
+    let input_step = sent[0].wrapping_sub(last_input);
+    let output_step = first
+        .header
+        .sequence_number
+        .wrapping_sub(last.header.sequence_number);
+    assert_eq!(output_step, input_step);
 }

@@ -58,6 +58,8 @@ pub(super) struct Sim {
     pub(super) publisher: Publisher,
     pub(super) registry: Registry,
     pub(super) ingest: String,
+    /// The gateway's ICE ufrag from the negotiation.
+    pub(super) ufrag: String,
     batch: ForwardBatch,
     sinks: Sinks,
     pub(super) lose: Loss,
@@ -141,6 +143,7 @@ impl Sim {
         let factory =
             PeerFactory::new(vec![GATEWAY], vec![], timers.media_timeout).expect("factory");
         let negotiated = factory.negotiate(offer, &plan, start).expect("negotiate");
+        let ufrag = negotiated.ufrag.clone();
         let answer = RTCSessionDescription::answer(negotiated.answer_sdp).expect("answer");
         publisher
             .peer
@@ -174,6 +177,7 @@ impl Sim {
             publisher,
             registry,
             ingest: spec.id,
+            ufrag,
             batch: ForwardBatch::new(forward, &metrics),
             sinks,
             lose: Box::new(|_| false),

@@ -19,6 +19,7 @@ use rtc::peer_connection::configuration::media_engine::{
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
@@ -30,6 +31,7 @@ use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTra
 use rtc::sansio::Protocol;
 
 use super::PUBLISHER;
+use crate::media::peer::ice_credentials;
 
 /// The publisher's payload types.
 pub(in crate::media) const VIDEO_PT: u8 = 102;
@@ -313,5 +315,44 @@ impl Publisher {
     ) {
         let mut sender = self.peer.rtp_sender(self.video.sender).expect("sender");
         sender.write_rtcp(now, vec![packet]).expect("write RTCP");
+    }
+}
+
+impl Publisher {
+    /// Restarts ICE at `now`: a new offer with fresh credentials, whose ufrag and pwd go to
+    /// the gateway in a trickle-ice-sdpfrag (the WHIP PATCH body).
+    pub(in crate::media) fn restart_ice(&mut self, now: Instant) -> String {
+        self.peer.restart_ice();
+        let offer = self.peer.create_offer(None).expect("restart offer");
+        self.peer
+            .set_local_description(now, offer)
+            .expect("local description");
+        let local = self.peer.local_description().expect("offer").sdp;
+        let (ufrag, pwd) = ice_credentials(&local).expect("new credentials");
+        format!(
+            "a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n"
+        )
+    }
+
+    /// Applies the gateway's answer fragment to the remote description, at `now`.
+    pub(in crate::media) fn apply_restart(&mut self, now: Instant, fragment: &str) {
+        let (ufrag, pwd) = ice_credentials(fragment).expect("gateway credentials");
+        let remote = self.peer.remote_description().expect("answer").sdp.clone();
+        let answer: String = remote
+            .lines()
+            .map(|l| {
+                if l.starts_with("a=ice-ufrag:") {
+                    format!("a=ice-ufrag:{ufrag}\r\n")
+                } else if l.starts_with("a=ice-pwd:") {
+                    format!("a=ice-pwd:{pwd}\r\n")
+                } else {
+                    format!("{l}\r\n")
+                }
+            })
+            .collect();
+        let answer = RTCSessionDescription::answer(answer).expect("answer");
+        self.peer
+            .set_remote_description(now, answer)
+            .expect("restarted answer");
     }
 }
