@@ -7,6 +7,7 @@
 //! worker that last handled the session's input (`worker`). The control task wakes only for
 //! what is rare: commands, caps and statistics a few times a second, and the end.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,9 @@ pub(crate) struct Cell {
     ended: Notify,
     /// The worker that takes the session's timer when input arrives outside a worker.
     home: WorkerHandle,
+    /// Connected (ICE and DTLS done): read by the workers without the lock, so that a worker
+    /// never waits for a setup thread holding it (those run at a lower priority).
+    connected: AtomicBool,
 }
 
 /// The session and its bookkeeping.
@@ -54,6 +58,7 @@ impl Cell {
             }),
             ended: Notify::new(),
             home,
+            connected: AtomicBool::new(false),
         })
     }
 
@@ -61,11 +66,20 @@ impl Cell {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Tells the control task that the session ended from within (after input or a timer).
+    /// Publishes what the workers read without the lock, and tells the control task when the
+    /// session ended from within (after input or a timer).
     fn signal_end(&self, live: &Live) {
+        if live.progress.connected && !self.connected.load(Ordering::Relaxed) {
+            self.connected.store(true, Ordering::Release);
+        }
         if live.progress.end.is_some() {
             self.ended.notify_one();
         }
+    }
+
+    /// Not connected yet (ICE, DTLS): its datagrams go to a setup thread, off the workers.
+    pub(crate) fn setting_up(&self) -> bool {
+        !self.connected.load(Ordering::Acquire)
     }
 
     /// Runs `f` on the session outside a worker (ICE-TCP input, commands, housekeeping), then
@@ -81,6 +95,43 @@ impl Cell {
         }
         f(&mut live, batch);
         let reschedule = live.after_input(batch).is_some();
+        self.finish_outside(live, reschedule, batch);
+    }
+
+    /// `outside`, unless the session is busy (a setup thread holds it): then nothing, and
+    /// `false`. For periodic work on a tokio thread, which must not wait for a setup thread.
+    pub(crate) fn try_outside(
+        self: &Arc<Self>,
+        batch: &mut ForwardBatch,
+        f: impl FnOnce(&mut Live, &mut ForwardBatch),
+    ) -> bool {
+        let mut live = match self.state.try_lock() {
+            Ok(live) => live,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        };
+        if live.closed {
+            return true;
+        }
+        f(&mut live, batch);
+        let reschedule = live.after_input(batch).is_some();
+        self.finish_outside(live, reschedule, batch);
+        true
+    }
+
+    /// Runs the session's due timer entry `at` outside a worker (a session still setting up).
+    pub(crate) fn timer_outside(self: &Arc<Self>, at: Instant, batch: &mut ForwardBatch) {
+        let mut live = self.lock();
+        let reschedule = live.on_timer(at, Instant::now(), batch).is_some();
+        self.finish_outside(live, reschedule, batch);
+    }
+
+    fn finish_outside(
+        self: &Arc<Self>,
+        live: MutexGuard<'_, Live>,
+        reschedule: bool,
+        batch: &mut ForwardBatch,
+    ) {
         self.signal_end(&live);
         drop(live);
         batch.flush();
@@ -134,11 +185,6 @@ impl Live {
         self.after_input(batch)
     }
 
-    /// Not connected yet (ICE, DTLS): driven on a setup thread, off the media workers.
-    pub(crate) fn setting_up(&self) -> bool {
-        !self.closed && !self.progress.connected
-    }
-
     /// Whether a worker may drop the session from its heap.
     pub(crate) fn is_closed(&self) -> bool {
         self.closed
@@ -182,21 +228,26 @@ impl Control {
                 biased;
                 _ = self.cancel.cancelled() => break,
                 _ = cell.ended.notified() => break,
-                _ = housekeeping.tick() => cell.outside(&mut batch, |live, _| {
-                    let now = Instant::now();
-                    let Live { session, progress, .. } = live;
-                    session.run_overdue_timers(now);
-                    session.check_limits(progress, now);
-                    session.review_layers(progress, now);
-                    session.send_reports(now);
-                }),
+                // Skipped while a setup thread works on the session: the next tick comes.
+                _ = housekeeping.tick() => {
+                    cell.try_outside(&mut batch, |live, _| {
+                        let now = Instant::now();
+                        let Live { session, progress, .. } = live;
+                        session.run_overdue_timers(now);
+                        session.check_limits(progress, now);
+                        session.review_layers(progress, now);
+                        session.send_reports(now);
+                    });
+                }
                 _ = stats.tick() => {
                     let now = Instant::now();
                     let elapsed = now.saturating_duration_since(last_stats);
-                    last_stats = now;
-                    cell.outside(&mut batch, |live, _| {
+                    // The bitrate is over the time since the last report that ran.
+                    if cell.try_outside(&mut batch, |live, _| {
                         live.session.report_stats(&mut live.progress, elapsed, now);
-                    });
+                    }) {
+                        last_stats = now;
+                    }
                 }
                 Some(command) = self.commands.recv() => cell.outside(&mut batch, |live, _| {
                     let Live { session, progress, .. } = live;

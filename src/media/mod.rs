@@ -84,6 +84,8 @@ pub struct Media {
     forward: ForwardSockets,
     timers: SessionTimers,
     answer_timeout: Duration,
+    /// Negotiations computed at once (`--negotiation-threads`), served in arrival order.
+    negotiating: Arc<tokio::sync::Semaphore>,
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
 }
@@ -95,8 +97,13 @@ impl Media {
         metrics: Arc<Metrics>,
         tracker: TaskTracker,
     ) -> Result<Self, Error> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let count = match config.media_workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => cores,
+            n => n,
+        };
+        let negotiating = match config.negotiation_threads {
+            0 => cores,
             n => n,
         };
         let sockets = udp::bind_group(config.udp_listen, config.media_socket_buffer, count)
@@ -150,6 +157,7 @@ impl Media {
                 stats_interval: config.stats_interval,
             },
             answer_timeout: config.answer_timeout,
+            negotiating: Arc::new(tokio::sync::Semaphore::new(negotiating)),
             metrics,
             tracker,
         })
@@ -185,7 +193,7 @@ impl Media {
     pub fn spawn_receiver(&self, cancel: CancellationToken) {
         let metrics = Arc::clone(&self.metrics);
         let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
-        // Only the workers hold the setup queue: its threads end when the workers do.
+        // Only the workers and the ICE-TCP tasks hold the setup queue: its threads end with them.
         let setup = setup::Setup::start(workers.len(), &self.forward, &metrics, &self.tracker);
         for (i, worker) in workers.into_iter().enumerate() {
             self.tracker.spawn(
@@ -200,6 +208,7 @@ impl Media {
                 listener,
                 self.mux.clone(),
                 self.forward.clone(),
+                setup.clone(),
                 metrics,
                 cancel,
                 self.tracker.clone(),
@@ -219,15 +228,22 @@ impl Media {
     ) -> Result<Answer, Error> {
         let factory = Arc::clone(&self.factory);
         let blocking_plan = plan.clone();
-        let negotiation = tokio::task::spawn_blocking(move || {
-            factory.negotiate(offer, &blocking_plan, std::time::Instant::now())
-        });
+        let turn = Arc::clone(&self.negotiating);
+        let negotiation = async move {
+            // Closed never: the semaphore lives as long as the media.
+            let _permit = turn.acquire_owned().await.map_err(Error::internal)?;
+            tokio::task::spawn_blocking(move || {
+                factory.negotiate(offer, &blocking_plan, std::time::Instant::now())
+            })
+            .await
+            .map_err(Error::internal)
+        };
         let started = std::time::Instant::now();
         let negotiated = match tokio::time::timeout(self.answer_timeout, negotiation).await {
             Err(_) => return Err(Error::GatherTimeout),
             // Finished, but too late for a publisher that is already giving up.
             Ok(_) if started.elapsed() > self.answer_timeout => return Err(Error::GatherTimeout),
-            Ok(Err(join)) => return Err(Error::internal(join)),
+            Ok(Err(err)) => return Err(err),
             Ok(Ok(Err(err))) => {
                 return Err(Error::BadRequest(format!(
                     "cannot answer this offer: {err}"

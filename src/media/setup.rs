@@ -9,6 +9,7 @@
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio_util::task::TaskTracker;
 
@@ -23,7 +24,13 @@ const QUEUE: usize = 4096;
 /// The threads' niceness: below the workers, so that a burst of handshakes yields to media.
 const NICE: i32 = 10;
 
-type Job = (Arc<Cell>, Datagram);
+/// Work for a setup thread.
+enum Job {
+    /// A datagram of a session that is not connected yet.
+    Input(Arc<Cell>, Datagram),
+    /// That session's timer entry at this instant fell due.
+    Timer(Arc<Cell>, Instant),
+}
 
 /// Hands setting-up sessions' datagrams to the setup threads.
 #[derive(Clone)]
@@ -52,7 +59,17 @@ impl Setup {
 
     /// Queues a datagram of a session that is not connected yet; `false` if the queue is full.
     pub(crate) fn submit(&self, cell: Arc<Cell>, datagram: Datagram) -> bool {
-        match self.tx.try_send((cell, datagram)) {
+        self.send(Job::Input(cell, datagram))
+    }
+
+    /// Queues the due timer entry `at` of a session that is not connected yet; `false` if the
+    /// queue is full.
+    pub(crate) fn submit_timer(&self, cell: Arc<Cell>, at: Instant) -> bool {
+        self.send(Job::Timer(cell, at))
+    }
+
+    fn send(&self, job: Job) -> bool {
+        match self.tx.try_send(job) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
         }
@@ -64,8 +81,13 @@ fn run(rx: &Mutex<Receiver<Job>>, mut batch: ForwardBatch) {
     set_nice(NICE);
     loop {
         let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-        let Ok((cell, datagram)) = job else { break };
-        cell.outside(&mut batch, |live, _| live.input(datagram));
+        match job {
+            Ok(Job::Input(cell, datagram)) => {
+                cell.outside(&mut batch, |live, _| live.input(datagram));
+            }
+            Ok(Job::Timer(cell, at)) => cell.timer_outside(at, &mut batch),
+            Err(_) => break,
+        }
     }
     // The blocking pool reuses the thread: give it back at normal priority.
     set_nice(0);

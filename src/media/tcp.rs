@@ -24,6 +24,7 @@ use super::batch::ForwardBatch;
 use super::forward::ForwardSockets;
 use super::ice_auth::DropReason;
 use super::mux::{Datagram, Sink, UdpMux};
+use super::setup::Setup;
 use crate::metrics::Metrics;
 
 /// A connection must authenticate this soon.
@@ -89,6 +90,7 @@ pub(crate) async fn accept(
     listener: TcpListener,
     mux: UdpMux,
     sockets: ForwardSockets,
+    setup: Setup,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -125,6 +127,7 @@ pub(crate) async fn accept(
             peer,
             mux: mux.clone(),
             sockets: sockets.clone(),
+            setup: setup.clone(),
             metrics: Arc::clone(&metrics),
         };
         let cancel = cancel.clone();
@@ -140,6 +143,7 @@ pub(crate) async fn accept(
 
 struct Connection {
     sockets: ForwardSockets,
+    setup: Setup,
     peer: SocketAddr,
     mux: UdpMux,
     metrics: Arc<Metrics>,
@@ -219,7 +223,14 @@ impl Connection {
                 at: Instant::now(),
                 tcp: true,
             };
-            sink.cell().outside(batch, |live, _| live.input(datagram));
+            let cell = sink.cell();
+            // Handshakes run on the setup threads, as for UDP (this is a tokio thread).
+            if !cell.setting_up() {
+                cell.outside(batch, |live, _| live.input(datagram));
+            } else if !self.setup.submit(Arc::clone(cell), datagram) {
+                self.metrics
+                    .media_drop("tcp", DropReason::SetupBusy.as_str());
+            }
         }
         Ok(())
     }

@@ -176,12 +176,12 @@ impl Worker {
                                 .map(move |d| (d, m.addr))
                         });
                         self.handle(datagrams, &mut pool, &setup);
-                        self.run_timers();
+                        self.run_timers(&setup);
                         self.batch.flush();
                     }
                 }
             }
-            self.run_timers();
+            self.run_timers(&setup);
             self.batch.flush();
         }
     }
@@ -232,9 +232,7 @@ impl Worker {
     /// that is not connected yet gets them on a setup thread instead.
     fn finish(&mut self, cell: Option<Arc<Cell>>, fed: &mut Vec<Datagram>, setup: &Setup) {
         let Some(cell) = cell else { return };
-        let mut live = cell.lock();
-        if live.setting_up() {
-            drop(live);
+        if cell.setting_up() {
             for datagram in fed.drain(..) {
                 if !setup.submit(Arc::clone(&cell), datagram) {
                     self.metrics
@@ -243,6 +241,7 @@ impl Worker {
             }
             return;
         }
+        let mut live = cell.lock();
         for datagram in fed.drain(..) {
             live.input(datagram);
         }
@@ -267,14 +266,18 @@ impl Worker {
         }
     }
 
-    /// Runs every timer that is due.
-    fn run_timers(&mut self) {
+    /// Runs every timer that is due; those of sessions still setting up run on a setup thread
+    /// (which may hold their lock for a while).
+    fn run_timers(&mut self, setup: &Setup) {
         let now = Instant::now();
         while self.timers.peek().is_some_and(|d| d.at <= now) {
             let Some(due) = self.timers.pop() else { break };
             let Some(cell) = due.cell.upgrade() else {
                 continue;
             };
+            if cell.setting_up() && setup.submit_timer(Arc::clone(&cell), due.at) {
+                continue;
+            }
             let mut live = cell.lock();
             let next = live.on_timer(due.at, now, &mut self.batch);
             live::finished_input(&cell, &live);
