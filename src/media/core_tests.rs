@@ -1,6 +1,7 @@
-//! One real gateway session driven on simulated time ([`super::sim`]): connection and
-//! forwarding, the media and connect timeouts, NACKs and receiver reports, the duration and
-//! bitrate caps. Every instant below is simulated; nothing sleeps.
+//! One real gateway session driven on simulated time ([`super::sim`]): connection (with a
+//! lost handshake datagram too) and forwarding, the media and connect timeouts, ICE failure
+//! and ICE restart, the duration and bitrate caps. Every instant below is simulated; nothing
+//! sleeps. What the session says over RTCP is in `core_feedback_tests`.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -22,6 +23,7 @@ const STATS: Duration = Duration::from_secs(1);
 pub(super) const PACE: Duration = Duration::from_millis(20);
 pub(super) const MS: Duration = Duration::from_millis(1);
 
+/// The session's timers in these tests.
 fn timers() -> SessionTimers {
     SessionTimers {
         media_timeout: MEDIA_TIMEOUT,
@@ -30,6 +32,7 @@ fn timers() -> SessionTimers {
     }
 }
 
+/// A session with these ingest limits whose publisher has connected (no media yet).
 pub(super) fn connected_sim(limits: Limits) -> Sim {
     let mut sim = Sim::new(timers(), limits);
     let took = sim.connect();

@@ -3,7 +3,8 @@
 //! `PeerFactory::negotiate`, the gateway `Session` built as `Media::publish` builds it, and
 //! the datagrams between them shuttled in memory on a simulated clock. Nothing waits on a
 //! real clock: when nothing is in flight, time jumps to the earliest timer of either side.
-//! The only sockets are the loopback consumer targets the forwarded RTP is read from.
+//! The only sockets are on loopback: the consumer targets the forwarded RTP and RTCP are
+//! read from, the forwarder's sending socket, and the mux's (bound, never used).
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
