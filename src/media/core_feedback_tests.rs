@@ -260,3 +260,50 @@ fn transport_wide_feedback_covers_every_packet_every_100_ms_while_media_flows() 
         "feedback without packets"
     );
 }
+
+#[test]
+fn housekeeping_runs_the_timers_of_a_session_whose_worker_is_starved() {
+    let mut sim = connected_sim(Limits::default());
+    let ssrc = sim.publisher.video.ssrc;
+    let reports = |sim: &Sim, from: Instant| -> Vec<Instant> {
+        let rrs = sim.publisher.received::<ReceiverReport>();
+        let video = rrs
+            .into_iter()
+            .filter(|(_, rr)| rr.reports.iter().any(|r| r.ssrc == ssrc));
+        video.map(|(at, _)| at).filter(|at| *at >= from).collect()
+    };
+    let mut tick = sim.now;
+    for _ in 0..4 {
+        tick += HOUSEKEEPING;
+        sim.stream_until(tick, PACE, 500);
+    }
+    assert!(
+        !reports(&sim, sim.start).is_empty(),
+        "no receiver report at all"
+    );
+    // The worker stops running the session's timers; housekeeping goes on every 500 ms.
+    sim.starved = true;
+    let starved = sim.now;
+    let mut ticks = Vec::new();
+    for _ in 0..8 {
+        tick += HOUSEKEEPING;
+        sim.stream_until(tick, PACE, 500);
+        sim.outside(|session, _, now| session.run_overdue_timers(now));
+        ticks.push(tick);
+    }
+    let late = reports(&sim, starved + MS);
+    // Due every second; run by the first housekeeping more than 250 ms after that.
+    assert!(
+        late.len() >= 3,
+        "{} receiver reports in 4 s of starvation",
+        late.len()
+    );
+    assert!(
+        late.iter().all(|at| ticks.contains(at)),
+        "not sent by housekeeping"
+    );
+    for pair in late.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= Duration::from_secs(1) && gap <= Duration::from_millis(1_500));
+    }
+}

@@ -64,6 +64,9 @@ pub(super) struct Sim {
     batch: ForwardBatch,
     sinks: Sinks,
     pub(super) lose: Loss,
+    /// The session's timers are not run when due (a starved worker): only `outside` work,
+    /// such as housekeeping's safety net, runs them.
+    pub(super) starved: bool,
     /// When the publisher's last STUN message (connectivity or consent check) arrived.
     pub(super) last_check: Instant,
     /// Keeps the tokio sockets of the mux and the forwarder registered.
@@ -182,6 +185,7 @@ impl Sim {
             batch: ForwardBatch::new(forward, &metrics),
             sinks,
             lose: Box::new(|_| false),
+            starved: false,
             last_check: start,
             _runtime: runtime,
         }
@@ -243,7 +247,7 @@ impl Sim {
         loop {
             self.exchange();
             let publisher_due = self.publisher.peer.poll_timeout();
-            let session_due = self.session.next_timeout();
+            let session_due = self.session.next_timeout().filter(|_| !self.starved);
             let Some(due) = [publisher_due, session_due].into_iter().flatten().min() else {
                 break;
             };
