@@ -19,6 +19,11 @@ mod restart;
 #[path = "../media/rtcp.rs"]
 mod rtcp;
 
+/// What the mux routes to: the workers' session cells in the gateway, plain ids here.
+mod live {
+    pub(crate) type Cell = uuid::Uuid;
+}
+
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -69,15 +74,16 @@ fn factory() -> &'static peer::PeerFactory {
 /// password; that a datagram from an unbound address is never delivered unless it bound it;
 /// and that dropping the route leaves nothing behind. Returns whether the datagram was routed.
 pub fn stun_route(packet: &[u8]) -> bool {
-    static MUX: OnceLock<mux::UdpMux> = OnceLock::new();
-    let mux = MUX.get_or_init(|| mux::UdpMux::new(udp_socket(), factory().crypto()));
+    static MUX: OnceLock<mux::UdpMux<Uuid>> = OnceLock::new();
+    let mux = MUX.get_or_init(|| mux::UdpMux::new(Arc::new(udp_socket()), factory().crypto()));
     let session = Uuid::from_u128(7);
-    let (route, _inbound) = mux.route(FUZZ_UFRAG.to_owned(), FUZZ_PWD, session);
+    let route = mux.route(FUZZ_UFRAG.to_owned(), FUZZ_PWD, session, session);
     let from = SocketAddr::from(([127, 0, 0, 2], 40_000));
-    let mut pool = bytes::BytesMut::with_capacity(2048);
-    let routed = mux
-        .dispatch(packet, from, Instant::now(), &mut pool)
-        .is_ok();
+    let dispatched = mux.dispatch(packet, from, Instant::now());
+    let routed = dispatched.is_ok();
+    if let Ok(to) = dispatched {
+        assert_eq!(to, session, "routed to the one session");
+    }
     let bound = mux.session_of(from);
     let (writer, _frames) = mpsc::channel::<Bytes>(1);
     let claimed = mux
