@@ -9,6 +9,7 @@
 //! | [`engine`] | a batch of publishers: POSTs with bounded concurrency and ramp, workers, teardown |
 //! | `worker` | the loop that services a share of the publishers |
 //! | `publisher` | one publisher's peer connection, pacer and packetizer |
+//! | `outbox` | a publisher's outgoing datagrams: `sendmmsg` batches on a connected socket |
 //! | `gso` | segmented sends (`--gso`) |
 //! | [`payload`] | pre-built H264 / VP8 / Opus payloads and the latency stamp |
 //! | [`sink`] | the UDP sink (RFC 3550 loss, latency, keyframes) |
@@ -18,6 +19,7 @@
 
 pub mod engine;
 mod gso;
+mod outbox;
 pub mod payload;
 mod publisher;
 pub mod relay;
@@ -121,9 +123,9 @@ pub struct LoadConfig {
     #[arg(long)]
     pub watch_udp: Option<SocketAddr>,
     /// Send a frame's packets in one UDP GSO send where the kernel offers it (default: one
-    /// datagram per system call, as browsers send). Lowers the generator's cost a little, but
-    /// the gateway then receives frames coalesced by GRO, which real publishers do not send:
-    /// off for benchmarks of the gateway.
+    /// `sendmmsg` per frame, each packet its own datagram, as browsers send them). Lowers the
+    /// generator's cost a little, but the gateway then receives frames coalesced by GRO, which
+    /// real publishers do not send: off for benchmarks of the gateway.
     #[arg(long)]
     pub gso: bool,
     /// Print the report as one JSON object.

@@ -37,7 +37,8 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::statistics::StatsSelector;
 use tokio::net::UdpSocket;
 
-use super::gso::{MAX_GSO_BYTES, MAX_GSO_SEGMENTS, gso_state, send_batch};
+use super::gso::gso_state;
+use super::outbox::Outbox;
 use super::payload::{self, Stamp};
 use super::{MediaPlan, VideoCodec};
 
@@ -84,10 +85,8 @@ enum Transport {
 pub(crate) struct Publisher {
     pub(crate) index: u32,
     socket: UdpSocket,
-    /// Segmented sends (UDP GSO) through `quinn-udp`, where the kernel has them.
-    udp: Option<quinn_udp::UdpSocketState>,
-    /// The datagrams of one flush, packed for one send.
-    gso: Vec<u8>,
+    /// What a service of the publisher sends, batched.
+    out: Outbox,
     local: SocketAddr,
     transport: Transport,
     video: Option<Stream>,
@@ -248,8 +247,7 @@ impl Publisher {
             connected_after: None,
             next_timeout: Some(now),
             want_keyframe: true,
-            udp,
-            gso: Vec::new(),
+            out: Outbox::new(udp),
         };
         Ok((publisher, sdp))
     }
@@ -284,8 +282,7 @@ impl Publisher {
             connected_after: None,
             next_timeout: None,
             want_keyframe: true,
-            udp: None,
-            gso: Vec::new(),
+            out: Outbox::default(),
         };
         p.on_connected(now);
         Ok(p)
@@ -461,7 +458,7 @@ impl Publisher {
                 let last = packets.len() - 1;
                 for (i, p) in packets.into_iter().enumerate() {
                     tally.video_packets += 1;
-                    self.write(&mut v, VIDEO_PT, ts, i == last, p, tally);
+                    self.write(now, &mut v, VIDEO_PT, ts, i == last, p, tally);
                 }
                 v.count += 1;
                 advance(&mut v, now);
@@ -473,6 +470,7 @@ impl Publisher {
                 let ts = (a.count * 960) as u32;
                 tally.audio_packets += 1;
                 self.write(
+                    now,
                     &mut a,
                     AUDIO_PT,
                     ts,
@@ -488,8 +486,10 @@ impl Publisher {
         true
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &mut self,
+        now: Instant,
         s: &mut Stream,
         pt: u8,
         timestamp: u32,
@@ -513,7 +513,7 @@ impl Publisher {
         match (&mut self.transport, s.sender, s.to) {
             (Transport::Webrtc(peer), Some(id), _) => {
                 if let Some(mut sender) = peer.rtp_sender(id)
-                    && sender.write_rtp(Instant::now(), packet).is_err()
+                    && sender.write_rtp(now, packet).is_err()
                 {
                     tally.send_errors += 1;
                 }
@@ -521,9 +521,7 @@ impl Publisher {
             (Transport::Plain, _, Some(to)) => match packet.marshal() {
                 Ok(bytes) => {
                     tally.bytes += bytes.len() as u64;
-                    if self.socket.try_send_to(&bytes, to).is_err() {
-                        tally.send_errors += 1;
-                    }
+                    self.out.push(&self.socket, to, bytes.freeze(), tally);
                 }
                 Err(_) => tally.send_errors += 1,
             },
@@ -531,67 +529,23 @@ impl Publisher {
         }
     }
 
-    /// Sends what the peer connection queued. With `--gso`, a frame's packets (equal sizes,
-    /// the last one shorter) go out as one segmented send (UDP GSO) where the kernel offers
-    /// it: one system call per frame instead of one per packet.
+    /// Sends what the peer connection queued (and plain RTP written), batched by the outbox.
+    /// Once connected, the socket is connected to the gateway's address first.
     fn flush(&mut self, tally: &mut Tally) {
-        let Transport::Webrtc(peer) = &mut self.transport else {
-            return;
-        };
-        let max_segments = self
-            .udp
-            .as_ref()
-            .map_or(1, |s| s.max_gso_segments().min(MAX_GSO_SEGMENTS));
-        let mut batch = std::mem::take(&mut self.gso);
-        batch.clear();
-        let (mut segment, mut count, mut to, mut closed) = (0, 0, None, false);
-        while let Some(out) = peer.poll_write() {
-            if out.transport.transport_protocol != TransportProtocol::UDP {
-                continue;
+        if let Transport::Webrtc(peer) = &mut self.transport {
+            while let Some(out) = peer.poll_write() {
+                if out.transport.transport_protocol != TransportProtocol::UDP {
+                    continue;
+                }
+                tally.bytes += out.message.len() as u64;
+                let to = out.transport.peer_addr;
+                if self.phase == Phase::Connected && !self.out.connect_tried() {
+                    self.out.connect(&self.socket, to);
+                }
+                self.out.push(&self.socket, to, out.message.freeze(), tally);
             }
-            let len = out.message.len();
-            tally.bytes += len as u64;
-            let dest = out.transport.peer_addr;
-            let fits = count > 0
-                && !closed
-                && to == Some(dest)
-                && len <= segment
-                && count < max_segments
-                && batch.len() + len <= MAX_GSO_BYTES;
-            if count > 0 && !fits {
-                send_batch(
-                    &self.socket,
-                    self.udp.as_ref(),
-                    &batch,
-                    segment,
-                    count,
-                    to,
-                    tally,
-                );
-                batch.clear();
-                count = 0;
-            }
-            if count == 0 {
-                (segment, to, closed) = (len, Some(dest), false);
-            } else if len < segment {
-                // Only the last segment of a send may be shorter.
-                closed = true;
-            }
-            batch.extend_from_slice(&out.message);
-            count += 1;
         }
-        if count > 0 {
-            send_batch(
-                &self.socket,
-                self.udp.as_ref(),
-                &batch,
-                segment,
-                count,
-                to,
-                tally,
-            );
-        }
-        self.gso = batch;
+        self.out.flush(&self.socket, tally);
     }
 
     /// Ends the publisher politely (DTLS close_notify) or, with `vanish`, silently.
