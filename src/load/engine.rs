@@ -315,9 +315,15 @@ impl Engine {
                 .map_err(|e| format!("socket: {}", e.kind()))?;
             return Ok((p, None, String::new()));
         }
-        let (publisher, offer) =
-            Publisher::webrtc(i, socket, plan, &self.certificate, self.cfg.gso)
-                .map_err(|e| format!("offer: {e}"))?;
+        let (publisher, offer) = Publisher::webrtc(
+            i,
+            socket,
+            plan,
+            &self.certificate,
+            self.cfg.gso,
+            !self.cfg.full_rtc,
+        )
+        .map_err(|e| format!("offer: {e}"))?;
         Ok((publisher, Some(offer), self.cfg.endpoint(i)))
     }
 }

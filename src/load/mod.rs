@@ -9,6 +9,7 @@
 //! | [`engine`] | a batch of publishers: POSTs with bounded concurrency and ramp, workers, teardown |
 //! | `worker` | the loop that services a share of the publishers |
 //! | `publisher` | one publisher's peer connection, pacer and packetizer |
+//! | `lean` | ICE, DTLS and SRTP of a publisher without the peer connection's pipeline |
 //! | `outbox` | a publisher's outgoing datagrams: `sendmmsg` batches on a connected socket |
 //! | `gso` | segmented sends (`--gso`) |
 //! | [`payload`] | pre-built H264 / VP8 / Opus payloads and the latency stamp |
@@ -19,6 +20,7 @@
 
 pub mod engine;
 mod gso;
+mod lean;
 mod outbox;
 pub mod payload;
 mod publisher;
@@ -128,6 +130,11 @@ pub struct LoadConfig {
     /// real publishers do not send: off for benchmarks of the gateway.
     #[arg(long)]
     pub gso: bool,
+    /// Drive each publisher's media through the `rtc` peer connection's full handler pipeline
+    /// (about twice the generator's CPU per packet) instead of the default lean path: the
+    /// same ICE, DTLS and SRTP from webrtc-rs's own crates, without the pipeline.
+    #[arg(long)]
+    pub full_rtc: bool,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::certificate::RTCCertificate;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
@@ -32,12 +33,13 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
-use rtc::shared::marshal::Marshal;
+use rtc::shared::marshal::{Marshal, MarshalSize};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::statistics::StatsSelector;
 use tokio::net::UdpSocket;
 
 use super::gso::gso_state;
+use super::lean::{self, Lean};
 use super::outbox::Outbox;
 use super::payload::{self, Stamp};
 use super::{MediaPlan, VideoCodec};
@@ -78,7 +80,15 @@ struct Stream {
 
 enum Transport {
     Webrtc(Box<RTCPeerConnection>),
+    /// ICE, DTLS and SRTP without the peer connection's pipeline (the default).
+    Lean(Box<Lean>),
     Plain,
+}
+
+/// What a lean publisher needs once the answer is in: its offer and certificate.
+struct LeanSetup {
+    offer: String,
+    certificate: RTCCertificate,
 }
 
 /// One publisher.
@@ -98,6 +108,10 @@ pub(crate) struct Publisher {
     pub(crate) connected_after: Option<Duration>,
     next_timeout: Option<Instant>,
     want_keyframe: bool,
+    /// Set for a lean publisher until its answer arrives.
+    lean: Option<Box<LeanSetup>>,
+    /// A marshalled RTP packet before encryption (lean publishers).
+    scratch: Vec<u8>,
 }
 
 fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, video: bool) -> RTCRtpCodec {
@@ -164,8 +178,9 @@ impl Publisher {
         index: u32,
         socket: UdpSocket,
         plan: MediaPlan,
-        certificate: &rtc::peer_connection::certificate::RTCCertificate,
+        certificate: &RTCCertificate,
         gso: bool,
+        lean: bool,
     ) -> rtc::shared::error::Result<(Publisher, String)> {
         let now = Instant::now();
         let local = socket.local_addr()?;
@@ -248,6 +263,13 @@ impl Publisher {
             next_timeout: Some(now),
             want_keyframe: true,
             out: Outbox::new(udp),
+            lean: lean.then(|| {
+                Box::new(LeanSetup {
+                    offer: sdp.clone(),
+                    certificate: certificate.clone(),
+                })
+            }),
+            scratch: Vec::new(),
         };
         Ok((publisher, sdp))
     }
@@ -283,6 +305,8 @@ impl Publisher {
             next_timeout: None,
             want_keyframe: true,
             out: Outbox::default(),
+            lean: None,
+            scratch: Vec::new(),
         };
         p.on_connected(now);
         Ok(p)
@@ -291,6 +315,14 @@ impl Publisher {
     /// Applies the gateway's answer. Passive ICE-TCP candidates are dropped: this client
     /// only speaks UDP.
     pub(crate) fn set_answer(&mut self, answer: &str) -> rtc::shared::error::Result<()> {
+        if let Some(setup) = self.lean.take() {
+            let now = Instant::now();
+            let lean = Lean::new(&setup.offer, answer, &setup.certificate, now)
+                .map_err(rtc::shared::error::Error::Other)?;
+            self.transport = Transport::Lean(Box::new(lean));
+            self.next_timeout = Some(now);
+            return Ok(());
+        }
         let Transport::Webrtc(peer) = &mut self.transport else {
             return Ok(());
         };
@@ -332,10 +364,16 @@ impl Publisher {
             return None;
         }
         let mut touched = self.read(now, buf);
-        if let (Transport::Webrtc(peer), Some(due)) = (&mut self.transport, self.next_timeout)
+        if let Some(due) = self.next_timeout
             && due <= now
         {
-            let _ = peer.handle_timeout(now);
+            match &mut self.transport {
+                Transport::Webrtc(peer) => {
+                    let _ = peer.handle_timeout(now);
+                }
+                Transport::Lean(lean) => lean.handle_timeout(now),
+                Transport::Plain => {}
+            }
             touched = true;
         }
         if touched {
@@ -348,8 +386,10 @@ impl Publisher {
         // something happened, not on every wake-up of the worker.
         if touched {
             self.flush(tally);
-            if let Transport::Webrtc(peer) = &mut self.transport {
-                self.next_timeout = peer.poll_timeout();
+            match &mut self.transport {
+                Transport::Webrtc(peer) => self.next_timeout = peer.poll_timeout(),
+                Transport::Lean(lean) => self.next_timeout = lean.poll_timeout(),
+                Transport::Plain => {}
             }
         }
         [
@@ -371,7 +411,9 @@ impl Publisher {
         let mut any = false;
         while let Ok((n, from)) = self.socket.try_recv_from(buf) {
             any = true;
-            if let Transport::Webrtc(peer) = &mut self.transport {
+            if let Transport::Lean(lean) = &mut self.transport {
+                lean.handle_read(now, from, &buf[..n]);
+            } else if let Transport::Webrtc(peer) = &mut self.transport {
                 let _ = peer.handle_read(TaggedBytesMut {
                     now,
                     transport: TransportContext {
@@ -389,6 +431,18 @@ impl Publisher {
 
     /// Handles the peer's events and incoming RTCP.
     fn drain(&mut self, now: Instant, tally: &mut Tally) {
+        if let Transport::Lean(lean) = &mut self.transport {
+            let requests = std::mem::take(&mut lean.keyframe_requests);
+            tally.keyframe_requests += requests;
+            tally.nacks += std::mem::take(&mut lean.nacks);
+            self.want_keyframe |= requests > 0;
+            match lean.state {
+                lean::State::Connected if self.phase == Phase::Connecting => self.on_connected(now),
+                lean::State::Failed => self.phase = Phase::Failed,
+                _ => {}
+            }
+            return;
+        }
         let Transport::Webrtc(peer) = &mut self.transport else {
             return;
         };
@@ -518,6 +572,22 @@ impl Publisher {
                     tally.send_errors += 1;
                 }
             }
+            (Transport::Lean(lean), _, _) => {
+                let size = packet.marshal_size();
+                self.scratch.resize(size, 0);
+                let sealed = packet
+                    .marshal_to(&mut self.scratch)
+                    .ok()
+                    .and_then(|n| lean.protect(&self.scratch[..n]));
+                match sealed {
+                    Some(datagram) => {
+                        tally.bytes += datagram.len() as u64;
+                        let to = lean.remote();
+                        self.out.push(&self.socket, to, datagram, tally);
+                    }
+                    None => tally.send_errors += 1,
+                }
+            }
             (Transport::Plain, _, Some(to)) => match packet.marshal() {
                 Ok(bytes) => {
                     tally.bytes += bytes.len() as u64;
@@ -532,6 +602,16 @@ impl Publisher {
     /// Sends what the peer connection queued (and plain RTP written), batched by the outbox.
     /// Once connected, the socket is connected to the gateway's address first.
     fn flush(&mut self, tally: &mut Tally) {
+        if let Transport::Lean(lean) = &mut self.transport {
+            let to = lean.remote();
+            if self.phase == Phase::Connected && !self.out.connect_tried() {
+                self.out.connect(&self.socket, to);
+            }
+            for datagram in lean.take_transmits() {
+                tally.bytes += datagram.len() as u64;
+                self.out.push(&self.socket, to, datagram, tally);
+            }
+        }
         if let Transport::Webrtc(peer) = &mut self.transport {
             while let Some(out) = peer.poll_write() {
                 if out.transport.transport_protocol != TransportProtocol::UDP {
@@ -553,8 +633,12 @@ impl Publisher {
         if vanish {
             return;
         }
-        if let Transport::Webrtc(peer) = &mut self.transport {
-            let _ = peer.close();
+        match &mut self.transport {
+            Transport::Webrtc(peer) => {
+                let _ = peer.close();
+            }
+            Transport::Lean(lean) => lean.close(Instant::now()),
+            Transport::Plain => {}
         }
         self.flush(tally);
     }
