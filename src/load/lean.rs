@@ -174,7 +174,10 @@ impl Lean {
 
     /// When [`Lean::handle_timeout`] wants to run next.
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
-        let dtls = self.dtls.poll_timeout(&self.remote);
+        // DTLS timers only matter during the handshake (asking costs a lookup per call).
+        let dtls = (self.state == State::Connecting && self.dtls_started)
+            .then(|| self.dtls.poll_timeout(&self.remote))
+            .flatten();
         [Some(self.next_check), dtls].into_iter().flatten().min()
     }
 
@@ -222,11 +225,12 @@ impl Lean {
         }
     }
 
-    /// Encrypts a marshalled RTP packet (None before the keys exist or on an error).
-    pub(super) fn protect(&mut self, rtp: &[u8]) -> Option<Bytes> {
+    /// Encrypts a marshalled RTP packet with its `header` (None before the keys exist or on
+    /// an error).
+    pub(super) fn protect(&mut self, rtp: &[u8], header: &rtc::rtp::Header) -> Option<Bytes> {
         self.srtp
             .as_mut()?
-            .encrypt_rtp(rtp)
+            .encrypt_rtp_with_header(rtp, header)
             .ok()
             .map(BytesMut::freeze)
     }

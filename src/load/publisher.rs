@@ -48,6 +48,9 @@ const VIDEO_PT: u8 = 102;
 const AUDIO_PT: u8 = 111;
 /// A pacer this far behind skips ahead instead of bursting to catch up.
 const MAX_LAG: Duration = Duration::from_millis(500);
+/// A connected publisher only hears RTCP and consent answers: its socket is read this often,
+/// not on every wake-up of its worker.
+const READ_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Counters a worker accumulates and publishes in bulk.
 #[derive(Clone, Copy, Debug, Default)]
@@ -107,6 +110,8 @@ pub(crate) struct Publisher {
     pub(crate) started: Instant,
     pub(crate) connected_after: Option<Duration>,
     next_timeout: Option<Instant>,
+    /// When a connected publisher's socket is read next.
+    next_read: Instant,
     want_keyframe: bool,
     /// Set for a lean publisher until its answer arrives.
     lean: Option<Box<LeanSetup>>,
@@ -261,6 +266,7 @@ impl Publisher {
             started: now,
             connected_after: None,
             next_timeout: Some(now),
+            next_read: now,
             want_keyframe: true,
             out: Outbox::new(udp),
             lean: lean.then(|| {
@@ -303,6 +309,7 @@ impl Publisher {
             started: now,
             connected_after: None,
             next_timeout: None,
+            next_read: now,
             want_keyframe: true,
             out: Outbox::default(),
             lean: None,
@@ -363,7 +370,11 @@ impl Publisher {
         if self.phase == Phase::Failed {
             return None;
         }
-        let mut touched = self.read(now, buf);
+        let mut touched = false;
+        if self.phase == Phase::Connecting || now >= self.next_read {
+            self.next_read = now + READ_INTERVAL;
+            touched = self.read(now, buf);
+        }
         if let Some(due) = self.next_timeout
             && due <= now
         {
@@ -578,7 +589,7 @@ impl Publisher {
                 let sealed = packet
                     .marshal_to(&mut self.scratch)
                     .ok()
-                    .and_then(|n| lean.protect(&self.scratch[..n]));
+                    .and_then(|n| lean.protect(&self.scratch[..n], &packet.header));
                 match sealed {
                     Some(datagram) => {
                         tally.bytes += datagram.len() as u64;
