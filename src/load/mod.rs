@@ -1,13 +1,14 @@
 //! `whipgate-load`: the load generator operators run to size a machine ("how many publishers
 //! does this box take?"). It drives N WHIP publishers from a few worker tasks, each publisher a
-//! sans-IO `rtc` peer connection on its own UDP socket sending pre-built H264 or VP8 frames and
-//! 50 pps Opus-like audio; optionally registers the ingests itself over gRPC and measures what
+//! WebRTC client (offer from a sans-IO `rtc` peer connection; ICE, DTLS and SRTP from webrtc-rs's
+//! crates) on its own UDP socket sending pre-built H264 or VP8 frames and 50 pps Opus-like audio; optionally registers the ingests itself over gRPC and measures what
 //! arrives at its built-in UDP sink (loss per SSRC, latency, keyframes).
 //!
 //! | module | owns |
 //! |---|---|
 //! | [`engine`] | a batch of publishers: POSTs with bounded concurrency and ramp, workers, teardown |
 //! | `worker` | the loop that services a share of the publishers |
+//! | `offer` | a publisher's offer, from an `rtc` peer connection |
 //! | `publisher` | one publisher's peer connection, pacer and packetizer |
 //! | `lean` | ICE, DTLS and SRTP of a publisher without the peer connection's pipeline |
 //! | `outbox` | a publisher's outgoing datagrams: `sendmmsg` batches on a connected socket |
@@ -21,6 +22,7 @@
 pub mod engine;
 mod gso;
 mod lean;
+mod offer;
 mod outbox;
 pub mod payload;
 mod publisher;

@@ -1,5 +1,6 @@
-//! One generated publisher: a sans-IO `rtc` peer connection (or, for the relay floor, plain
-//! RTP) on its own UDP socket, a pacer for video frames and 20 ms audio packets, and nothing
+//! One generated publisher: its offer from a sans-IO `rtc` peer connection, then the lean
+//! transport of [`super::lean`] (or, with `--full-rtc`, that peer connection; for the relay
+//! floor, plain RTP) on its own UDP socket, a pacer for video frames and 20 ms audio packets, and nothing
 //! else: no task, no timer of its own. A worker calls [`Publisher::service`] whenever the
 //! publisher may have something to do and learns when to come back.
 
@@ -7,45 +8,31 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use rtc::interceptor::Registry;
-use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::certificate::RTCCertificate;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
-};
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCDtlsTransportState, RTCIceCandidate,
-};
-use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::peer_connection::transport::RTCDtlsTransportState;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpSenderId;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
-};
 use rtc::sansio::Protocol;
 use rtc::shared::marshal::{Marshal, MarshalSize};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::statistics::StatsSelector;
 use tokio::net::UdpSocket;
 
+use super::MediaPlan;
 use super::gso::gso_state;
 use super::lean::{self, Lean};
+use super::offer::{self, AUDIO_PT, VIDEO_PT};
 use super::outbox::Outbox;
 use super::payload::{self, Stamp};
-use super::{MediaPlan, VideoCodec};
 
-const VIDEO_PT: u8 = 102;
-const AUDIO_PT: u8 = 111;
 /// A pacer this far behind skips ahead instead of bursting to catch up.
 const MAX_LAG: Duration = Duration::from_millis(500);
 /// A connected publisher only hears RTCP and consent answers: its socket is read this often,
@@ -119,47 +106,6 @@ pub(crate) struct Publisher {
     scratch: Vec<u8>,
 }
 
-fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, video: bool) -> RTCRtpCodec {
-    let fb = |typ: &str, parameter: &str| RTCPFeedback {
-        typ: typ.to_owned(),
-        parameter: parameter.to_owned(),
-    };
-    RTCRtpCodec {
-        mime_type: mime.to_owned(),
-        clock_rate,
-        channels,
-        sdp_fmtp_line: fmtp.to_owned(),
-        rtcp_feedback: if video {
-            vec![fb("nack", ""), fb("nack", "pli"), fb("ccm", "fir")]
-        } else {
-            Vec::new()
-        },
-    }
-}
-
-fn video_codec(c: VideoCodec) -> RTCRtpCodec {
-    match c {
-        VideoCodec::H264 => codec(
-            MIME_TYPE_H264,
-            90_000,
-            0,
-            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
-            true,
-        ),
-        VideoCodec::Vp8 => codec(MIME_TYPE_VP8, 90_000, 0, "", true),
-    }
-}
-
-fn audio_codec() -> RTCRtpCodec {
-    codec(
-        MIME_TYPE_OPUS,
-        48_000,
-        2,
-        "minptime=10;useinbandfec=1",
-        false,
-    )
-}
-
 /// A random non-zero SSRC.
 fn ssrc() -> u32 {
     (uuid::Uuid::new_v4().as_u128() as u32).max(1)
@@ -189,70 +135,20 @@ impl Publisher {
     ) -> rtc::shared::error::Result<(Publisher, String)> {
         let now = Instant::now();
         let local = socket.local_addr()?;
-        let mut media = MediaEngine::default();
-        media.register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: video_codec(plan.codec),
-                payload_type: VIDEO_PT,
-            },
-            RtpCodecKind::Video,
-        )?;
-        if plan.audio {
-            media.register_codec(
-                RTCRtpCodecParameters {
-                    rtp_codec: audio_codec(),
-                    payload_type: AUDIO_PT,
-                },
-                RtpCodecKind::Audio,
-            )?;
-        }
-        let settings = SettingEngineBuilder::new()
-            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-            .build();
-        let mut peer = RTCPeerConnectionBuilder::new()
-            .with_configuration(
-                RTCConfigurationBuilder::new()
-                    .with_certificates(vec![certificate.clone()])
-                    .build(),
-            )
-            .with_media_engine(media)
-            .with_setting_engine(settings)
-            // No interceptors: no per-packet bookkeeping, no report timers.
-            .with_interceptor_registry(Registry::new())
-            .build(now)?;
         let mut video = stream(plan.frame_interval(), now);
-        video.sender = Some(peer.add_track(track(
-            RtpCodecKind::Video,
+        let mut audio = plan.audio.then(|| stream(Duration::from_millis(20), now));
+        let (peer, senders, sdp) = offer::peer_connection(
             index,
-            video.ssrc,
-            video_codec(plan.codec),
-        ))?);
-        let audio = if plan.audio {
-            let mut a = stream(Duration::from_millis(20), now);
-            a.sender =
-                Some(peer.add_track(track(RtpCodecKind::Audio, index, a.ssrc, audio_codec()))?);
-            Some(a)
-        } else {
-            None
-        };
-        let candidate = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: local.ip().to_string(),
-                port: local.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
+            local,
+            plan,
+            certificate,
+            [Some(video.ssrc), audio.as_ref().map(|a| a.ssrc)],
+            now,
+        )?;
+        video.sender = senders[0];
+        if let Some(a) = &mut audio {
+            a.sender = senders[1];
         }
-        .new_candidate_host()?;
-        peer.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
-        let offer = peer.create_offer(None)?;
-        peer.set_local_description(now, offer)?;
-        let sdp = peer
-            .local_description()
-            .map(|d| d.sdp)
-            .ok_or(rtc::shared::error::Error::ErrNoRemoteDescription)?;
         let udp = gso.then(|| gso_state(&socket)).flatten();
         let publisher = Publisher {
             index,
@@ -660,21 +556,4 @@ fn advance(s: &mut Stream, now: Instant) {
     if now.duration_since(s.next_due) > MAX_LAG && s.next_due < now {
         s.next_due = now + s.interval;
     }
-}
-
-fn track(kind: RtpCodecKind, index: u32, ssrc: u32, codec: RTCRtpCodec) -> MediaStreamTrack {
-    MediaStreamTrack::new(
-        format!("whipgate-load-{index}"),
-        format!("{kind}-{index}"),
-        format!("{kind}-{index}"),
-        kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec,
-            ..Default::default()
-        }],
-    )
 }
