@@ -304,7 +304,6 @@ impl Engine {
     /// A plain publisher (no WebRTC) has no offer: it is "answered" at once.
     fn prepare(&self, i: u32) -> Result<(Publisher, Option<String>, String), String> {
         let socket = super::udp_socket(std::net::SocketAddr::new(self.cfg.bind_ip, 0), 1 << 20)
-            .and_then(tokio::net::UdpSocket::from_std)
             .map_err(|e| format!("socket: {}", e.kind()))?;
         let plan = self.cfg.plan();
         if let Some(to) = &self.cfg.plain {

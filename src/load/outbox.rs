@@ -5,10 +5,9 @@
 //! socket is `connect`ed to the gateway, so the kernel reuses the route (no lookup and no
 //! shared IP-ID state per packet).
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 
 use bytes::Bytes;
-use tokio::net::UdpSocket;
 
 use super::gso::{MAX_GSO_BYTES, MAX_GSO_SEGMENTS, send_batch};
 use super::publisher::Tally;

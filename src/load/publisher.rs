@@ -4,7 +4,7 @@
 //! else: no task, no timer of its own. A worker calls [`Publisher::service`] whenever the
 //! publisher may have something to do and learns when to come back.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -24,7 +24,6 @@ use rtc::sansio::Protocol;
 use rtc::shared::marshal::{Marshal, MarshalSize};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::statistics::StatsSelector;
-use tokio::net::UdpSocket;
 
 use super::MediaPlan;
 use super::gso::gso_state;
@@ -35,9 +34,10 @@ use super::payload::{self, Stamp};
 
 /// A pacer this far behind skips ahead instead of bursting to catch up.
 const MAX_LAG: Duration = Duration::from_millis(500);
-/// A connected publisher only hears RTCP and consent answers: its socket is read this often,
-/// not on every wake-up of its worker.
-const READ_INTERVAL: Duration = Duration::from_millis(10);
+/// A connected publisher only hears RTCP and consent answers: its socket (non-blocking, not
+/// registered with the runtime, so arrivals wake nothing) is read this often, not on every
+/// wake-up of its worker.
+const READ_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Counters a worker accumulates and publishes in bulk.
 #[derive(Clone, Copy, Debug, Default)]
@@ -316,7 +316,7 @@ impl Publisher {
     /// Feeds every queued datagram to the peer connection; true if there was one.
     fn read(&mut self, now: Instant, buf: &mut [u8]) -> bool {
         let mut any = false;
-        while let Ok((n, from)) = self.socket.try_recv_from(buf) {
+        while let Ok((n, from)) = self.socket.recv_from(buf) {
             any = true;
             if let Transport::Lean(lean) = &mut self.transport {
                 lean.handle_read(now, from, &buf[..n]);
