@@ -1,10 +1,13 @@
 //! The lean transport of a WebRTC publisher, from webrtc-rs's own parts: ICE as the
-//! controlling agent towards the gateway's ICE-lite candidate (STUN checks with USE-CANDIDATE,
-//! `rtc-stun`), the DTLS client handshake (`rtc-dtls`), then SRTP with the keys it exports
-//! (`rtc-srtp`), exactly as the `rtc` peer connection does it, but without that connection's
-//! per-packet handler pipeline (which cost the generator half its CPU). The offer is still
-//! made by `rtc` (see [`super::publisher`]); RTCP from the gateway is decrypted and parsed so
-//! that keyframe requests and NACKs are counted.
+//! controlling agent towards the gateway's first UDP candidate of our address family (STUN
+//! checks with USE-CANDIDATE, `rtc-stun`; the gateway's own checks are answered), the DTLS
+//! client handshake (`rtc-dtls`, the gateway's certificate checked against the answer's
+//! fingerprint), then SRTP with the keys it exports (`rtc-srtp`), as the `rtc` peer connection
+//! derives them, but without that connection's per-packet handler pipeline (which cost the
+//! generator about half its CPU). The offer is still made by `rtc` (see [`super::offer`]);
+//! RTCP from the gateway is decrypted and parsed so that keyframe requests and NACKs are
+//! counted. Only one candidate pair is tried: a gateway reachable only through a later
+//! candidate needs `--full-rtc`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -81,20 +84,24 @@ fn attribute<'a>(sdp: &'a str, name: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
-/// The first UDP candidate of an SDP (`a=candidate:f 1 udp prio ip port typ host`).
-fn udp_candidate(sdp: &str) -> Option<SocketAddr> {
+/// The first UDP candidate of an SDP (`a=candidate:f 1 udp prio ip port typ host`) in the
+/// address family of `local`.
+fn udp_candidate(sdp: &str, local: SocketAddr) -> Option<SocketAddr> {
     sdp.lines().find_map(|l| {
         let c: Vec<&str> = l.strip_prefix("a=candidate:")?.split_whitespace().collect();
         if c.len() < 6 || !c[2].eq_ignore_ascii_case("udp") {
             return None;
         }
-        Some(SocketAddr::new(c[4].parse().ok()?, c[5].parse().ok()?))
+        let addr = SocketAddr::new(c[4].parse().ok()?, c[5].parse().ok()?);
+        (addr.is_ipv4() == local.is_ipv4()).then_some(addr)
     })
 }
 
 impl Lean {
-    /// Sets up from our offer and the gateway's answer; starts checking at once.
+    /// Sets up from our offer and the gateway's answer (`local`: our socket's address);
+    /// starts checking at once.
     pub(super) fn new(
+        local: SocketAddr,
         offer: &str,
         answer: &str,
         certificate: &RTCCertificate,
@@ -110,7 +117,12 @@ impl Lean {
         let remote_ufrag = field(answer, "ice-ufrag")?;
         let remote_pwd = field(answer, "ice-pwd")?;
         let fingerprint = field(answer, "fingerprint")?;
-        let remote = udp_candidate(answer).ok_or("no UDP candidate in the answer")?;
+        let remote = udp_candidate(answer, local).ok_or("no usable UDP candidate in the answer")?;
+        if attribute(answer, "setup") == Some("active") {
+            return Err(
+                "the gateway wants to be the DTLS client (a=setup:active): use --full-rtc".into(),
+            );
+        }
         let expected = fingerprint
             .strip_prefix("sha-256 ")
             .ok_or("the answer's fingerprint is not sha-256")?

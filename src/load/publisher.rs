@@ -220,7 +220,7 @@ impl Publisher {
     pub(crate) fn set_answer(&mut self, answer: &str) -> rtc::shared::error::Result<()> {
         if let Some(setup) = self.lean.take() {
             let now = Instant::now();
-            let lean = Lean::new(&setup.offer, answer, &setup.certificate, now)
+            let lean = Lean::new(self.local, &setup.offer, answer, &setup.certificate, now)
                 .map_err(rtc::shared::error::Error::Other)?;
             self.transport = Transport::Lean(Box::new(lean));
             self.next_timeout = Some(now);
