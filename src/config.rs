@@ -134,6 +134,10 @@ pub struct Config {
     /// Kernel receive and send buffer of the media socket in bytes (0: the kernel default).
     #[arg(long, env = "WHIPGATE_MEDIA_SOCKET_BUFFER", default_value_t = 8 * 1024 * 1024)]
     pub media_socket_buffer: usize,
+    /// Media workers, each with its own socket on the media port and its own sessions
+    /// (0: one per CPU core).
+    #[arg(long, env = "WHIPGATE_MEDIA_WORKERS", default_value_t = 0)]
+    pub media_workers: usize,
     /// Cluster mode: the shared Redis, `redis://host:port/db` or
     /// `redis+sentinel://host:port,host:port/<master>/db`; unset: single node.
     #[arg(long, env = "WHIPGATE_CLUSTER_REDIS", hide_env_values = true)]
@@ -176,6 +180,11 @@ pub struct Config {
     /// WebRTC negotiations (offer to answer) at once at most; more get 503 with Retry-After.
     #[arg(long, env = "WHIPGATE_MAX_NEGOTIATIONS", default_value_t = 16)]
     pub max_negotiations: usize,
+    /// Negotiations computed at the same time (the rest wait their turn, first come first
+    /// served, within `max_negotiations`); 0: one per CPU core. Serving a burst in order
+    /// answers most publishers sooner than sharing the cores among all of them.
+    #[arg(long, env = "WHIPGATE_NEGOTIATION_THREADS", default_value_t = 0)]
+    pub negotiation_threads: usize,
     /// Concurrent HTTP/2 streams per gRPC connection.
     #[arg(long, env = "WHIPGATE_GRPC_MAX_STREAMS", default_value_t = 128)]
     pub grpc_max_streams: u32,

@@ -59,6 +59,8 @@ pub struct Metrics {
     /// Media datagrams (UDP) and ICE-TCP frames or connections dropped, by transport and
     /// reason (a fixed set: see `media_drop`).
     pub media_dropped: IntCounterVec,
+    /// UDP datagrams received by each media worker (one label value per worker).
+    pub media_worker_datagrams: IntCounterVec,
     /// Control RPCs by method and gRPC code.
     pub control_requests: IntCounterVec,
     /// Events emitted by kind.
@@ -244,8 +246,15 @@ impl Metrics {
                 "whipgate_media_dropped_total",
                 "Media datagrams, ICE-TCP frames and connections dropped, by transport (udp, tcp) \
                  and reason (unmatched, malformed, unknown_ufrag, unauthenticated, \
-                 address_in_use, queue_full, oversize, connection_limit)",
+                 address_in_use, oversize, connection_limit, setup_busy)",
                 &["transport", "reason"],
+            )?,
+            media_worker_datagrams: counter_vec(
+                &r,
+                "whipgate_media_worker_datagrams_total",
+                "UDP datagrams received by each media worker (one socket of the media port's \
+                 SO_REUSEPORT group each; the kernel spreads publishers over them by address)",
+                &["worker"],
             )?,
             control_requests: counter_vec(
                 &r,

@@ -1,5 +1,5 @@
 //! RTP -> UDP: rewrite the payload type to the consumer SDP's and send, without re-encoding
-//! and without per-packet allocation (one marshal buffer per session).
+//! and without per-packet allocation (packets are marshalled into the worker's send batch).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -12,26 +12,43 @@ use rtc::rtp;
 use rtc::shared::marshal::{Marshal, MarshalSize};
 use tokio::net::UdpSocket;
 
+use super::batch::ForwardBatch;
 use crate::codec::{MediaKind, OfferPlan, VideoCodec};
 use crate::continuity::{Continuity, InputPacket, OutputStream};
 use crate::metrics::{KindCounters, Metrics};
 use crate::registry::Admission;
 
-/// Sockets used to send forwarded media (one per address family).
+/// Sockets used to send forwarded media (one per address family), with their UDP GSO state
+/// where the kernel offers segmentation offload.
 #[derive(Clone)]
 pub(crate) struct ForwardSockets {
     pub(crate) v4: Arc<UdpSocket>,
     pub(crate) v6: Option<Arc<UdpSocket>>,
+    pub(crate) gso4: Option<Arc<quinn_udp::UdpSocketState>>,
+    pub(crate) gso6: Option<Arc<quinn_udp::UdpSocketState>>,
 }
 
 impl ForwardSockets {
     pub(crate) async fn bind() -> std::io::Result<Self> {
-        let v4 = Arc::new(UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0))).await?);
-        let v6 = UdpSocket::bind(SocketAddr::from(([0u16; 8], 0)))
-            .await
-            .ok()
-            .map(Arc::new);
-        Ok(ForwardSockets { v4, v6 })
+        let v4 = UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0))).await?;
+        let v6 = UdpSocket::bind(SocketAddr::from(([0u16; 8], 0))).await.ok();
+        Ok(Self::new(v4, v6))
+    }
+
+    /// Wraps bound sockets.
+    pub(crate) fn new(v4: UdpSocket, v6: Option<UdpSocket>) -> Self {
+        let gso = |socket: &UdpSocket| {
+            quinn_udp::UdpSocketState::new(socket.into())
+                .ok()
+                .filter(|state| state.max_gso_segments() > 1)
+                .map(Arc::new)
+        };
+        ForwardSockets {
+            gso4: gso(&v4),
+            gso6: v6.as_ref().and_then(gso),
+            v4: Arc::new(v4),
+            v6: v6.map(Arc::new),
+        }
     }
 
     fn for_addr(&self, addr: SocketAddr) -> Option<&Arc<UdpSocket>> {
@@ -59,7 +76,6 @@ pub(crate) struct Forwarder {
     audio: Option<Target>,
     video_received: KindCounters,
     audio_received: KindCounters,
-    buf: Vec<u8>,
 }
 
 impl Forwarder {
@@ -97,7 +113,6 @@ impl Forwarder {
             video_received: video_counters,
             audio_received: audio_counters,
             sockets,
-            buf: vec![0u8; 1500],
         }
     }
 
@@ -143,34 +158,34 @@ impl Forwarder {
         received.bytes_received.inc_by(size as u64);
     }
 
-    /// Forwards a packet to its kind's target; returns whether it was sent.
-    pub(crate) fn forward(&mut self, kind: MediaKind, packet: &mut rtp::Packet) -> bool {
-        // Borrowed by field, so that the marshal buffer can be borrowed mutably meanwhile.
-        let Some(target) = target_of(&self.video, &self.audio, kind) else {
+    /// Queues a packet for its kind's target in `batch` (sent when the batch is flushed);
+    /// returns whether it was queued.
+    pub(crate) fn forward(
+        &mut self,
+        kind: MediaKind,
+        packet: &mut rtp::Packet,
+        batch: &mut ForwardBatch,
+    ) -> bool {
+        let Some(target) = self.target(kind) else {
             return false;
         };
+        let (addr, payload_type) = (target.addr, target.payload_type);
         let input = self.input_of(packet, target.clock_rate);
         let mapped = self.with_stream(kind, |stream| stream.map(input, Instant::now()));
-        packet.header.payload_type = target.payload_type;
+        packet.header.payload_type = payload_type;
         packet.header.ssrc = mapped.ssrc;
         packet.header.sequence_number = mapped.seq;
         packet.header.timestamp = mapped.ts;
-        let needed = packet.marshal_size();
-        if self.buf.len() < needed {
-            self.buf.resize(needed, 0);
-        }
-        let sent = match packet.marshal_to(&mut self.buf) {
-            Ok(n) => self
-                .sockets
-                .for_addr(target.addr)
-                .is_some_and(|socket| socket.try_send_to(&self.buf[..n], target.addr).is_ok())
-                .then_some(n),
-            Err(err) => {
-                tracing::debug!(%err, "marshalling RTP");
-                None
-            }
+        let queued = batch.push(addr, kind, packet.marshal_size(), |buf| {
+            packet
+                .marshal_to(buf)
+                .map_err(|err| tracing::debug!(%err, "marshalling RTP"))
+                .ok()
+        });
+        let Some(target) = self.target(kind) else {
+            return false;
         };
-        match sent {
+        match queued {
             Some(n) => {
                 target.counters.packets_forwarded.inc();
                 target.counters.bytes_forwarded.inc_by(n as u64);

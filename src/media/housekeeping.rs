@@ -26,9 +26,11 @@ impl Session {
         }
     }
 
-    pub(super) fn check_limits(&mut self, p: &mut Progress) {
-        let idle = p.last_media.elapsed();
-        if !p.connected && p.started.elapsed() > self.timers.connect_timeout {
+    /// Ends the session when it never connected, went quiet or outlived its cap (at `now`).
+    pub(super) fn check_limits(&mut self, p: &mut Progress, now: Instant) {
+        let idle = now.saturating_duration_since(p.last_media);
+        let age = now.saturating_duration_since(p.started);
+        if !p.connected && age > self.timers.connect_timeout {
             p.end = Some((EndReason::Inactivity, "never connected".into()));
         } else if p.connected && idle > self.timers.media_timeout {
             p.end = Some((
@@ -39,7 +41,7 @@ impl Session {
         let registry = self.admission.guard.registry();
         let limits = registry.limits(&self.admission.spec.id).unwrap_or_default();
         if let Some(max) = limits.max_session
-            && p.started.elapsed() >= max
+            && age >= max
         {
             p.end = Some((
                 EndReason::DurationCap,
@@ -48,12 +50,13 @@ impl Session {
         }
     }
 
-    pub(super) fn report_stats(&mut self, p: &mut Progress, elapsed: Duration) {
+    /// Reports statistics for the `elapsed` time up to `now`, and applies the bitrate cap.
+    pub(super) fn report_stats(&mut self, p: &mut Progress, elapsed: Duration, now: Instant) {
         let counters = &self.admission.counters;
         let mut lost = 0i64;
         let mut nacks = 0u64;
         let mut jitter_ms = 0.0;
-        let report = self.peer.get_stats(Instant::now(), StatsSelector::None);
+        let report = self.peer.get_stats(now, StatsSelector::None);
         for entry in report.iter() {
             if let RTCStatsReportEntry::InboundRtp(inbound) = entry {
                 let received = &inbound.received_rtp_stream_stats;

@@ -27,12 +27,13 @@ pub(crate) enum DropReason {
     Unauthenticated,
     /// A verified check from an address another session authenticated recently.
     AddressInUse,
-    /// The session's queue was full.
-    QueueFull,
     /// An ICE-TCP frame larger than a UDP datagram.
     Oversize,
     /// An ICE-TCP connection over the global or per-address cap.
     ConnectionLimit,
+    /// A datagram of a session still setting up, while the setup threads' queue is full
+    /// (ICE and DTLS retransmit).
+    SetupBusy,
 }
 
 impl DropReason {
@@ -44,9 +45,9 @@ impl DropReason {
             DropReason::UnknownUfrag => "unknown_ufrag",
             DropReason::Unauthenticated => "unauthenticated",
             DropReason::AddressInUse => "address_in_use",
-            DropReason::QueueFull => "queue_full",
             DropReason::Oversize => "oversize",
             DropReason::ConnectionLimit => "connection_limit",
+            DropReason::SetupBusy => "setup_busy",
         }
     }
 }

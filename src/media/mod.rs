@@ -1,29 +1,38 @@
 //! The media path, and the only module that imports webrtc-rs (`rtc`, its sans-IO core).
 //!
-//! One UDP socket (`udp`, routed by `mux`) and one ICE-TCP port (`tcp`) carry every session;
-//! only connectivity checks that verify with a session's ICE credential (`ice_auth`) teach the
-//! router a publisher's address. Each publish gets an ICE-lite, receive-only peer connection
-//! (`peer`) driven by its own task (`session`), which forwards RTP to the ingest's UDP targets
-//! (`forward`).
+//! One UDP port (`udp`: one socket per worker in a `SO_REUSEPORT` group, routed by `mux`) and
+//! one ICE-TCP port (`tcp`) carry every session; only connectivity checks that verify with a
+//! session's ICE credential (`ice_auth`) teach the router a publisher's address. Each publish
+//! gets an ICE-lite, receive-only peer connection (`peer`) wrapped in a `session`. The media
+//! `worker` that receives a connected session's datagrams drives it directly and runs its
+//! timers; RTP goes to the ingest's UDP targets (`forward`) in batches (`batch`). Sessions
+//! still setting up (ICE, DTLS) are driven on low-priority `setup` threads, so that handshakes
+//! never stall media. A small control task per session (`live`) takes commands, caps and
+//! statistics, and closes it.
 
+mod batch;
 mod forward;
 #[cfg(test)]
 mod handshake_tests;
 mod housekeeping;
 mod ice_auth;
+mod live;
 mod mux;
 mod observe;
 mod peer;
 mod restart;
 mod rtcp;
 mod session;
+mod setup;
 mod simulcast;
 mod sr;
 mod tcp;
 mod udp;
+mod worker;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -37,11 +46,13 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::registry::Admission;
 use forward::{ForwardSockets, Forwarder};
+use live::{Cell, Control};
 use mux::UdpMux;
 use observe::Observers;
 use peer::PeerFactory;
-use session::{Session, SessionTimers};
+use session::{Progress, Session, SessionTimers};
 use simulcast::LayerSelector;
+use worker::{Worker, WorkerHandle};
 
 /// What a successful publish answers.
 #[derive(Debug)]
@@ -56,12 +67,19 @@ pub struct Answer {
 #[derive(Clone)]
 pub struct Media {
     mux: UdpMux,
+    /// The workers until the receiver starts them.
+    workers: Arc<std::sync::Mutex<Vec<Worker>>>,
+    /// Hands a new session's timers to a worker (round robin until its datagrams arrive).
+    homes: Arc<[WorkerHandle]>,
+    next_home: Arc<AtomicUsize>,
     /// The ICE-TCP listener until the receiver starts.
     tcp: Arc<std::sync::Mutex<Option<TcpListener>>>,
     factory: Arc<PeerFactory>,
     forward: ForwardSockets,
     timers: SessionTimers,
     answer_timeout: Duration,
+    /// Negotiations computed at once (`--negotiation-threads`), served in arrival order.
+    negotiating: Arc<tokio::sync::Semaphore>,
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
 }
@@ -73,9 +91,18 @@ impl Media {
         metrics: Arc<Metrics>,
         tracker: TaskTracker,
     ) -> Result<Self, Error> {
-        let socket =
-            udp::bind(config.udp_listen, config.media_socket_buffer).map_err(Error::internal)?;
-        let local = socket.local_addr().map_err(Error::internal)?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let count = match config.media_workers {
+            0 => cores,
+            n => n,
+        };
+        let negotiating = match config.negotiation_threads {
+            0 => cores,
+            n => n,
+        };
+        let sockets = udp::bind_group(config.udp_listen, config.media_socket_buffer, count)
+            .map_err(Error::internal)?;
+        let local = sockets[0].local_addr().map_err(Error::internal)?;
         let candidates = advertised_addrs(local, &config.public_ip, &config.interfaces);
         let tcp = match config.tcp_listen {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(Error::internal)?),
@@ -88,20 +115,43 @@ impl Media {
             }
             None => Vec::new(),
         };
-        tracing::info!(udp = %local, ?candidates, ?tcp_candidates, "media ports bound");
+        tracing::info!(udp = %local, workers = count, ?candidates, ?tcp_candidates, "media ports bound");
         let factory = PeerFactory::new(candidates, tcp_candidates, config.media_timeout)
             .map_err(Error::internal)?;
+        let forward = ForwardSockets::bind().await.map_err(Error::internal)?;
+        let mut sockets = sockets.into_iter().map(Arc::new);
+        let first = sockets
+            .next()
+            .ok_or_else(|| Error::internal("no media socket"))?;
+        let mux = UdpMux::new(Arc::clone(&first), factory.crypto());
+        let (workers, homes): (Vec<_>, Vec<_>) = std::iter::once(first)
+            .chain(sockets)
+            .enumerate()
+            .map(|(i, socket)| {
+                Worker::new(
+                    i,
+                    socket,
+                    mux.clone(),
+                    forward.clone(),
+                    Arc::clone(&metrics),
+                )
+            })
+            .unzip();
         Ok(Media {
-            mux: UdpMux::new(socket, factory.crypto()),
+            mux,
+            workers: Arc::new(std::sync::Mutex::new(workers)),
+            homes: homes.into(),
+            next_home: Arc::new(AtomicUsize::new(0)),
             tcp: Arc::new(std::sync::Mutex::new(tcp)),
             factory: Arc::new(factory),
-            forward: ForwardSockets::bind().await.map_err(Error::internal)?,
+            forward,
             timers: SessionTimers {
                 media_timeout: config.media_timeout,
                 connect_timeout: config.connect_timeout,
                 stats_interval: config.stats_interval,
             },
             answer_timeout: config.answer_timeout,
+            negotiating: Arc::new(tokio::sync::Semaphore::new(negotiating)),
             metrics,
             tracker,
         })
@@ -135,17 +185,24 @@ impl Media {
 
     /// Starts the receive loops of the shared UDP socket and the ICE-TCP listener.
     pub fn spawn_receiver(&self, cancel: CancellationToken) {
-        let mux = self.mux.clone();
         let metrics = Arc::clone(&self.metrics);
-        self.tracker.spawn(
-            udp::receive(mux, Arc::clone(&metrics), cancel.clone())
-                .instrument(tracing::info_span!("udp_mux")),
-        );
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        // Only the workers and the ICE-TCP tasks hold the setup queue: its threads end with them.
+        let setup = setup::Setup::start(workers.len(), &self.forward, &metrics, &self.tracker);
+        for (i, worker) in workers.into_iter().enumerate() {
+            self.tracker.spawn(
+                worker
+                    .run(setup.clone(), cancel.clone())
+                    .instrument(tracing::info_span!("media_worker", worker = i)),
+            );
+        }
         let listener = self.tcp.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(listener) = listener {
             let accept = tcp::accept(
                 listener,
                 self.mux.clone(),
+                self.forward.clone(),
+                setup.clone(),
                 metrics,
                 cancel,
                 self.tracker.clone(),
@@ -159,20 +216,26 @@ impl Media {
     /// any failure ends the session in the registry.
     pub async fn publish(
         &self,
-        admission: Admission,
+        mut admission: Admission,
         offer: String,
         plan: OfferPlan,
     ) -> Result<Answer, Error> {
         let factory = Arc::clone(&self.factory);
         let blocking_plan = plan.clone();
-        let negotiation =
-            tokio::task::spawn_blocking(move || factory.negotiate(offer, &blocking_plan));
+        let turn = Arc::clone(&self.negotiating);
+        let negotiation = async move {
+            // Closed never: the semaphore lives as long as the media.
+            let _permit = turn.acquire_owned().await.map_err(Error::internal)?;
+            tokio::task::spawn_blocking(move || factory.negotiate(offer, &blocking_plan))
+                .await
+                .map_err(Error::internal)
+        };
         let started = std::time::Instant::now();
         let negotiated = match tokio::time::timeout(self.answer_timeout, negotiation).await {
             Err(_) => return Err(Error::GatherTimeout),
             // Finished, but too late for a publisher that is already giving up.
             Ok(_) if started.elapsed() > self.answer_timeout => return Err(Error::GatherTimeout),
-            Ok(Err(join)) => return Err(Error::internal(join)),
+            Ok(Err(err)) => return Err(err),
             Ok(Ok(Err(err))) => {
                 return Err(Error::BadRequest(format!(
                     "cannot answer this offer: {err}"
@@ -182,8 +245,9 @@ impl Media {
         };
         let session_id = admission.session_id;
         let ufrag = negotiated.ufrag;
-        let (route, inbound) = self.mux.route(ufrag.clone(), &negotiated.pwd, session_id);
         let layers = LayerSelector::new(admission.spec.simulcast_layer.clone());
+        let commands = std::mem::replace(&mut admission.commands, tokio::sync::mpsc::channel(1).1);
+        let cancel = admission.cancel.clone();
         let session = Session {
             layers,
             forwarder: Forwarder::new(self.forward.clone(), &admission, &plan, &self.metrics),
@@ -191,8 +255,6 @@ impl Media {
             admission,
             plan,
             peer: negotiated.peer,
-            inbound,
-            route,
             socket: Arc::clone(self.mux.socket()),
             rids: Default::default(),
             ice_local: self.factory.ice_local_addr(false),
@@ -201,7 +263,28 @@ impl Media {
             timers: self.timers,
         };
         let span = tracing::info_span!("session", ingest = %session.admission.spec.id, %session_id);
-        self.tracker.spawn(session.run().instrument(span));
+        let home = self.next_home.fetch_add(1, Ordering::Relaxed) % self.homes.len();
+        let cell = Cell::new(
+            session,
+            Progress::new(std::time::Instant::now()),
+            self.homes[home].clone(),
+        );
+        let route = self.mux.route(
+            ufrag.clone(),
+            &negotiated.pwd,
+            session_id,
+            Arc::clone(&cell),
+        );
+        let control = Control {
+            cell,
+            route,
+            commands,
+            cancel,
+            stats_interval: self.timers.stats_interval,
+            sockets: self.forward.clone(),
+            metrics: Arc::clone(&self.metrics),
+        };
+        self.tracker.spawn(control.run().instrument(span));
         Ok(Answer {
             sdp: negotiated.answer_sdp,
             etag: format!("\"{ufrag}\""),

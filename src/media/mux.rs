@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use rtc::crypto::RTCCryptoProvider;
 use rtc::stun::message::is_stun_message;
@@ -21,9 +22,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::ice_auth::{self, DropReason};
-
-/// Datagrams queued per session before the mux drops (a stuck session must not stall others).
-const SESSION_QUEUE: usize = 1024;
+use super::live::Cell;
 /// Source addresses a session may have bound at once (host, srflx, relay, a NAT rebinding...).
 pub(crate) const MAX_ADDRS: usize = 8;
 /// ufrags routed per session: the current one and the one before the last ICE restart.
@@ -41,31 +40,34 @@ pub(crate) struct Datagram {
     pub(crate) tcp: bool,
 }
 
-/// A session's inbound queue.
+/// Where a routed session's datagrams go: the session itself (`T`, a `Cell` in the gateway),
+/// driven by whoever receives.
 #[derive(Clone)]
-pub(crate) struct Sink {
+pub(crate) struct Sink<T = Arc<Cell>> {
     session: Uuid,
-    tx: mpsc::Sender<Datagram>,
+    cell: T,
 }
 
-impl Sink {
-    /// Queues a datagram for the session; `QueueFull` if it cannot keep up.
-    pub(crate) fn deliver(&self, datagram: Datagram) -> Result<(), DropReason> {
-        self.tx
-            .try_send(datagram)
-            .map_err(|_| DropReason::QueueFull)
+impl<T> Sink<T> {
+    /// The session.
+    pub(crate) fn cell(&self) -> &T {
+        &self.cell
     }
 }
 
+/// The per-datagram view of the address table: replaced as a whole when an address is bound
+/// or released (rare), read without a lock by every worker for every datagram.
+type AddrSnapshot<T> = HashMap<SocketAddr, T>;
+
 /// An address bound to a session, and when a check from it last verified.
-struct Bound {
-    sink: Sink,
+struct Bound<T> {
+    sink: Sink<T>,
     checked: Instant,
 }
 
 /// What the table holds per session.
-struct Routed {
-    sink: Sink,
+struct Routed<T> {
+    sink: Sink<T>,
     /// Oldest first; the last is the current ufrag.
     ufrags: VecDeque<String>,
     /// Oldest first.
@@ -78,30 +80,51 @@ struct TcpWriter {
     tx: mpsc::Sender<Bytes>,
 }
 
-#[derive(Default)]
-struct Table {
+struct Table<T> {
     /// Our ufrag -> (session, our ice-pwd).
     by_ufrag: HashMap<String, (Uuid, Arc<str>)>,
-    by_addr: HashMap<SocketAddr, Bound>,
-    sessions: HashMap<Uuid, Routed>,
+    by_addr: HashMap<SocketAddr, Bound<T>>,
+    sessions: HashMap<Uuid, Routed<T>>,
     tcp_writers: HashMap<SocketAddr, TcpWriter>,
 }
 
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Table {
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            sessions: HashMap::new(),
+            tcp_writers: HashMap::new(),
+        }
+    }
+}
+
 /// The shared media socket and its routing table.
-#[derive(Clone)]
-pub(crate) struct UdpMux {
+pub(crate) struct UdpMux<T = Arc<Cell>> {
     socket: Arc<UdpSocket>,
-    table: Arc<RwLock<Table>>,
+    table: Arc<RwLock<Table<T>>>,
+    addrs: Arc<ArcSwap<AddrSnapshot<T>>>,
     crypto: Arc<dyn RTCCryptoProvider>,
 }
 
+impl<T> Clone for UdpMux<T> {
+    fn clone(&self) -> Self {
+        UdpMux {
+            socket: Arc::clone(&self.socket),
+            table: Arc::clone(&self.table),
+            addrs: Arc::clone(&self.addrs),
+            crypto: Arc::clone(&self.crypto),
+        }
+    }
+}
+
 /// Removes a session's routes when dropped.
-pub(crate) struct Route {
-    mux: UdpMux,
+pub(crate) struct Route<T: Clone = Arc<Cell>> {
+    mux: UdpMux<T>,
     session: Uuid,
 }
 
-impl Drop for Route {
+impl<T: Clone> Drop for Route<T> {
     fn drop(&mut self) {
         let mut table = self.mux.write();
         if let Some(routed) = table.sessions.remove(&self.session) {
@@ -114,24 +137,36 @@ impl Drop for Route {
         }
         // Dropping a writer's sender closes its ICE-TCP connection.
         table.tcp_writers.retain(|_, w| w.session != self.session);
+        self.mux.publish(&table);
     }
 }
 
-impl UdpMux {
-    pub(crate) fn new(socket: UdpSocket, crypto: Arc<dyn RTCCryptoProvider>) -> Self {
+impl<T: Clone> UdpMux<T> {
+    pub(crate) fn new(socket: Arc<UdpSocket>, crypto: Arc<dyn RTCCryptoProvider>) -> Self {
         UdpMux {
-            socket: Arc::new(socket),
+            socket,
             table: Arc::new(RwLock::new(Table::default())),
+            addrs: Arc::new(ArcSwap::from_pointee(AddrSnapshot::new())),
             crypto,
         }
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, Table> {
+    fn read(&self) -> RwLockReadGuard<'_, Table<T>> {
         self.table.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Table> {
+    fn write(&self) -> RwLockWriteGuard<'_, Table<T>> {
         self.table.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes the address table for the per-datagram path (after a change of `by_addr`).
+    fn publish(&self, table: &Table<T>) {
+        let snapshot = table
+            .by_addr
+            .iter()
+            .map(|(addr, bound)| (*addr, bound.sink.cell.clone()))
+            .collect();
+        self.addrs.store(Arc::new(snapshot));
     }
 
     /// The socket, for sending.
@@ -139,16 +174,10 @@ impl UdpMux {
         &self.socket
     }
 
-    /// Routes checks for `ufrag` (authenticated with `pwd`, our ice-pwd) to a new session
-    /// queue; addresses follow from verified checks.
-    pub(crate) fn route(
-        &self,
-        ufrag: String,
-        pwd: &str,
-        session: Uuid,
-    ) -> (Route, mpsc::Receiver<Datagram>) {
-        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
-        let sink = Sink { session, tx };
+    /// Routes checks for `ufrag` (authenticated with `pwd`, our ice-pwd) to a new session;
+    /// addresses follow from verified checks.
+    pub(crate) fn route(&self, ufrag: String, pwd: &str, session: Uuid, cell: T) -> Route<T> {
+        let sink = Sink { session, cell };
         let mut table = self.write();
         table
             .by_ufrag
@@ -162,11 +191,10 @@ impl UdpMux {
             },
         );
         drop(table);
-        let route = Route {
+        Route {
             mux: self.clone(),
             session,
-        };
-        (route, rx)
+        }
     }
 
     /// Routes the ufrag of an ICE restart to a routed session; the one before the previous
@@ -198,40 +226,28 @@ impl UdpMux {
         self.read().by_addr.get(&addr).map(|b| b.sink.session)
     }
 
-    /// Routes one UDP datagram to its session's queue; its bytes are copied into `pool`'s
-    /// spare capacity (no allocation while it lasts).
+    /// The session a UDP datagram goes to. Media takes the lock-free path; a connectivity
+    /// check must verify before it binds its source address.
     pub(crate) fn dispatch(
         &self,
         packet: &[u8],
         from: SocketAddr,
         at: Instant,
-        pool: &mut BytesMut,
-    ) -> Result<(), DropReason> {
-        let mut datagram = |data: &[u8]| {
-            pool.extend_from_slice(data);
-            Datagram {
-                data: pool.split(),
-                from,
-                at,
-                tcp: false,
-            }
+    ) -> Result<T, DropReason> {
+        let bound = || {
+            self.addrs
+                .load()
+                .get(&from)
+                .cloned()
+                .ok_or(DropReason::Unmatched)
         };
         if !is_stun_message(packet) {
-            // The per-packet path: one read lock, no allocation before the session is known.
-            let table = self.read();
-            let bound = table.by_addr.get(&from).ok_or(DropReason::Unmatched)?;
-            return bound.sink.deliver(datagram(packet));
+            return bound();
         }
         match ice_auth::parse(packet)? {
-            Some(request) => self
-                .authenticate(request, from, at)?
-                .deliver(datagram(packet)),
+            Some(request) => Ok(self.authenticate(request, from, at)?.cell),
             // Indications and responses only from an address a check authenticated.
-            None => {
-                let table = self.read();
-                let bound = table.by_addr.get(&from).ok_or(DropReason::Unmatched)?;
-                bound.sink.deliver(datagram(packet))
-            }
+            None => bound(),
         }
     }
 
@@ -242,7 +258,7 @@ impl UdpMux {
         mut request: ice_auth::BindingRequest,
         from: SocketAddr,
         now: Instant,
-    ) -> Result<Sink, DropReason> {
+    ) -> Result<Sink<T>, DropReason> {
         let session = self.verify(&mut request)?;
         let mut table = self.write();
         let table = &mut *table;
@@ -282,6 +298,7 @@ impl UdpMux {
                 checked: now,
             },
         );
+        self.publish(table);
         Ok(sink)
     }
 
@@ -299,7 +316,7 @@ impl UdpMux {
     }
 }
 
-impl UdpMux {
+impl<T: Clone> UdpMux<T> {
     /// The session an ICE-TCP connection belongs to, from its first frame: a binding request
     /// that verifies. Registers the connection's writer for the session's replies.
     pub(crate) fn claim_tcp(
@@ -307,7 +324,7 @@ impl UdpMux {
         first: &[u8],
         peer: SocketAddr,
         writer: mpsc::Sender<Bytes>,
-    ) -> Result<(Uuid, Sink), DropReason> {
+    ) -> Result<(Uuid, Sink<T>), DropReason> {
         if !is_stun_message(first) {
             return Err(DropReason::Unmatched);
         }

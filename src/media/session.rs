@@ -20,17 +20,14 @@ use rtc::sansio::Protocol;
 use rtc::shared::marshal::MarshalSize;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 
+use super::batch::ForwardBatch;
 use super::forward::{Forwarder, starts_keyframe};
-use super::mux::{Datagram, Route, UdpMux};
+use super::mux::{Datagram, UdpMux};
 use super::observe::Observers;
 use super::simulcast::LayerSelector;
 use crate::codec::{MediaKind, OfferPlan};
-use crate::registry::{Admission, EndReason, IceRestarted, SessionCommand};
-
-/// Datagrams handled per wake-up at most.
-const READ_BATCH: usize = 32;
+use crate::registry::{Admission, EndReason, IceRestarted};
 
 /// Timing knobs of a session.
 #[derive(Clone, Copy, Debug)]
@@ -45,8 +42,6 @@ pub(crate) struct Session {
     pub(crate) admission: Admission,
     pub(crate) plan: OfferPlan,
     pub(crate) peer: RTCPeerConnection,
-    pub(crate) inbound: mpsc::Receiver<Datagram>,
-    pub(crate) route: Route,
     pub(crate) socket: Arc<UdpSocket>,
     pub(crate) ice_local: SocketAddr,
     pub(crate) ice_local_tcp: SocketAddr,
@@ -65,6 +60,8 @@ pub(crate) struct Progress {
     pub(super) remote: Option<SocketAddr>,
     pub(super) connected: bool,
     pub(super) last_media: Instant,
+    /// When the datagram being handled arrived (the session's clock for media).
+    pub(super) input_at: Instant,
     pub(super) started: Instant,
     /// SSRC of the forwarded video stream (the current layer with simulcast).
     pub(super) video_ssrc: Option<u32>,
@@ -80,15 +77,14 @@ pub(crate) struct Progress {
     pub(super) end: Option<(EndReason, String)>,
 }
 
-impl Session {
-    /// Runs until the session ends, then closes the peer connection and releases its routes.
-    pub(crate) async fn run(mut self) {
-        let session_id = self.admission.session_id;
-        let now = Instant::now();
-        let mut p = Progress {
+impl Progress {
+    /// A session's bookkeeping as it starts at `now`.
+    pub(crate) fn new(now: Instant) -> Self {
+        Progress {
             remote: None,
             connected: false,
             last_media: now,
+            input_at: now,
             started: now,
             video_ssrc: None,
             audio_ssrc: None,
@@ -98,82 +94,38 @@ impl Session {
             nacks_seen: 0,
             goodbyes: HashSet::new(),
             end: None,
-        };
-        let mut housekeeping = tokio::time::interval(Duration::from_millis(500));
-        let mut stats = tokio::time::interval(self.timers.stats_interval);
-        stats.reset();
-        let mut last_stats = Instant::now();
-        let cancel = self.admission.cancel.clone();
-        let mut batch = Vec::with_capacity(READ_BATCH);
-        loop {
-            self.drain(&mut p);
-            if p.end.is_some() {
-                break;
-            }
-            let deadline = self
-                .peer
-                .poll_timeout()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-            tokio::select! {
-                // Timers first: a flood of datagrams must not delay receiver reports, NACKs,
-                // TWCC feedback or the cap checks (they are only ready when due).
-                biased;
-                _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
-                    self.handle_timeout();
-                }
-                _ = housekeeping.tick() => {
-                    self.check_limits(&mut p);
-                    self.review_layers(&mut p);
-                    self.send_reports();
-                }
-                _ = stats.tick() => {
-                    let elapsed = last_stats.elapsed();
-                    last_stats = Instant::now();
-                    self.report_stats(&mut p, elapsed);
-                }
-                Some(command) = self.admission.commands.recv() => match command {
-                    SessionCommand::RequestKeyframe => self.request_keyframe(&p),
-                    SessionCommand::SelectLayer(rid) => self.layers.set_preferred(rid),
-                    SessionCommand::IceRestart { fragment, reply } => {
-                        let _ = reply.send(self.ice_restart(&fragment));
-                    }
-                },
-                received = self.inbound.recv_many(&mut batch, READ_BATCH) => {
-                    if received == 0 {
-                        break;
-                    }
-                    // One wake-up handles everything queued: fewer task switches per packet.
-                    for d in batch.drain(..) {
-                        self.read(d, &mut p);
-                    }
-                    // Timers that fell due while the batch was handled run now.
-                    if Instant::now() >= deadline {
-                        self.handle_timeout();
-                    }
-                }
-            }
         }
+    }
+}
+
+/// How late a timer may run before the session's housekeeping runs it itself (a worker's
+/// timer queue was full or its worker is overloaded).
+const OVERDUE: Duration = Duration::from_millis(250);
+
+impl Session {
+    /// When the peer connection next needs `handle_timeout`.
+    pub(crate) fn next_timeout(&mut self) -> Option<Instant> {
+        self.peer.poll_timeout()
+    }
+
+    /// Runs timers that are well overdue (housekeeping's safety net).
+    pub(crate) fn run_overdue_timers(&mut self, now: Instant) {
+        if self.next_timeout().is_some_and(|t| t + OVERDUE < now) {
+            self.handle_timeout(now);
+        }
+    }
+
+    /// Closes the peer connection and sends what closing produced (DTLS close_notify).
+    pub(crate) fn close(&mut self) {
         if let Err(err) = self.peer.close() {
             tracing::debug!(%err, "closing peer connection");
         }
-        // Flush what close produced (DTLS close_notify), best effort.
         self.flush();
-        match p.end.take() {
-            Some((reason, detail)) => {
-                let registry = self.admission.guard.registry();
-                registry.end_session(session_id, reason, &detail);
-                tracing::info!(%session_id, reason = reason.as_str(), %detail, "session closed");
-            }
-            // Ended from outside (DELETE, teardown, unregister, replace, shutdown): the
-            // session-ended event already carries the reason.
-            None => tracing::info!(%session_id, "session closed by the gateway"),
-        }
-        drop(self.route);
     }
 
-    fn handle_timeout(&mut self) {
-        if let Err(err) = self.peer.handle_timeout(Instant::now()) {
+    /// Runs the peer connection's timers that are due at `now`.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if let Err(err) = self.peer.handle_timeout(now) {
             tracing::debug!(%err, "peer timeout handling");
         }
     }
@@ -190,8 +142,10 @@ impl Session {
         }
     }
 
-    fn read(&mut self, d: Datagram, p: &mut Progress) {
+    /// Feeds one datagram to the peer connection (`drain` handles what it produced).
+    pub(crate) fn read(&mut self, d: Datagram, p: &mut Progress) {
         p.remote = Some(d.from);
+        p.input_at = d.at;
         let tagged = TaggedBytesMut {
             now: d.at,
             transport: TransportContext {
@@ -215,8 +169,8 @@ impl Session {
         }
     }
 
-    /// Sends queued output, handles events and forwards received media.
-    fn drain(&mut self, p: &mut Progress) {
+    /// Sends queued output, handles events and queues received media in `batch`.
+    pub(crate) fn drain(&mut self, p: &mut Progress, batch: &mut ForwardBatch) {
         self.flush();
         while let Some(event) = self.peer.poll_event() {
             self.on_event(event, p);
@@ -224,7 +178,7 @@ impl Session {
         while let Some(message) = self.peer.poll_read() {
             tracing::trace!(message = ?std::mem::discriminant(&message.message), "peer message");
             match message.message {
-                RTCMessage::RtpPacket(_, mut packet) => self.on_rtp(&mut packet, p),
+                RTCMessage::RtpPacket(_, mut packet) => self.on_rtp(&mut packet, p, batch),
                 RTCMessage::RtcpPacket(_, packets) => self.on_rtcp(&packets, p),
                 _ => {}
             }
@@ -241,7 +195,7 @@ impl Session {
                 match state {
                     RTCPeerConnectionState::Connected if !p.connected => {
                         p.connected = true;
-                        p.last_media = Instant::now();
+                        p.last_media = p.input_at;
                         registry.session_connected(self.admission.session_id, p.remote);
                     }
                     RTCPeerConnectionState::Failed => {
@@ -265,7 +219,12 @@ impl Session {
         }
     }
 
-    fn on_rtp(&mut self, packet: &mut rtc::rtp::Packet, p: &mut Progress) {
+    fn on_rtp(
+        &mut self,
+        packet: &mut rtc::rtp::Packet,
+        p: &mut Progress,
+        batch: &mut ForwardBatch,
+    ) {
         let Some(kind) = self.plan.kind_of(packet.header.payload_type) else {
             return;
         };
@@ -273,7 +232,7 @@ impl Session {
         let counters = Arc::clone(&self.admission.counters);
         let ssrc = packet.header.ssrc;
         let session_id = self.admission.session_id;
-        p.last_media = Instant::now();
+        p.last_media = p.input_at;
         self.forwarder.count_received(kind, size);
         let mut keyframe = false;
         match kind {
@@ -351,7 +310,7 @@ impl Session {
             return;
         }
         self.observe_input(kind, packet, keyframe);
-        if self.forwarder.forward(kind, packet) {
+        if self.forwarder.forward(kind, packet, batch) {
             counters.packets_forwarded.fetch_add(1, Ordering::Relaxed);
             self.observe_output(kind, packet);
         }
@@ -381,7 +340,7 @@ impl Session {
     }
 
     /// Sends an RTCP PLI for the forwarded video stream, if there is one yet.
-    fn request_keyframe(&mut self, p: &Progress) {
+    pub(crate) fn request_keyframe(&mut self, p: &Progress) {
         if let Some(media_ssrc) = p.video_ssrc {
             self.send_pli(media_ssrc);
         }
@@ -416,7 +375,7 @@ impl Session {
 
     /// Restarts ICE and routes the new ufrag to this session (the previous one keeps working
     /// until the publisher moves over; older ones stop).
-    fn ice_restart(&mut self, fragment: &str) -> Result<IceRestarted, String> {
+    pub(crate) fn ice_restart(&mut self, fragment: &str) -> Result<IceRestarted, String> {
         let restarted = super::restart::restart(&mut self.peer, fragment)?;
         let etag = format!("\"{}\"", restarted.ufrag);
         self.mux
@@ -459,20 +418,11 @@ mod goodbye_tests {
     use super::*;
 
     fn progress(video: Option<u32>, audio: Option<u32>) -> Progress {
-        let now = Instant::now();
         Progress {
-            remote: None,
             connected: true,
-            last_media: now,
-            started: now,
             video_ssrc: video,
             audio_ssrc: audio,
-            seen_ssrcs: HashSet::new(),
-            housekeeping_ticks: 0,
-            bytes_at_last_stats: (0, 0),
-            nacks_seen: 0,
-            goodbyes: HashSet::new(),
-            end: None,
+            ..Progress::new(Instant::now())
         }
     }
 

@@ -20,8 +20,11 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::batch::ForwardBatch;
+use super::forward::ForwardSockets;
 use super::ice_auth::DropReason;
 use super::mux::{Datagram, Sink, UdpMux};
+use super::setup::Setup;
 use crate::metrics::Metrics;
 
 /// A connection must authenticate this soon.
@@ -86,6 +89,8 @@ fn take_slot(counts: &Arc<Mutex<Counts>>, ip: IpAddr, total: usize, per_ip: usiz
 pub(crate) async fn accept(
     listener: TcpListener,
     mux: UdpMux,
+    sockets: ForwardSockets,
+    setup: Setup,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -121,6 +126,8 @@ pub(crate) async fn accept(
         let connection = Connection {
             peer,
             mux: mux.clone(),
+            sockets: sockets.clone(),
+            setup: setup.clone(),
             metrics: Arc::clone(&metrics),
         };
         let cancel = cancel.clone();
@@ -135,6 +142,8 @@ pub(crate) async fn accept(
 }
 
 struct Connection {
+    sockets: ForwardSockets,
+    setup: Setup,
     peer: SocketAddr,
     mux: UdpMux,
     metrics: Arc<Metrics>,
@@ -147,6 +156,7 @@ impl Connection {
         let mut tx = Some(tx);
         let mut owner: Option<(Uuid, Sink)> = None;
         let mut input = BytesMut::with_capacity(4096);
+        let mut batch = ForwardBatch::new(self.sockets.clone(), &self.metrics);
         let mut deadline = tokio::time::Instant::now() + CLAIM_TIMEOUT;
         loop {
             tokio::select! {
@@ -157,7 +167,7 @@ impl Connection {
                         Ok(0) | Err(_) => break,
                         Ok(_) => {}
                     }
-                    if let Err(reason) = self.frames(&mut input, &mut owner, &mut tx) {
+                    if let Err(reason) = self.frames(&mut input, &mut owner, &mut tx, &mut batch) {
                         self.metrics.media_drop("tcp", reason.as_str());
                         break;
                     }
@@ -190,6 +200,7 @@ impl Connection {
         input: &mut BytesMut,
         owner: &mut Option<(Uuid, Sink)>,
         writer: &mut Option<mpsc::Sender<Bytes>>,
+        batch: &mut ForwardBatch,
     ) -> Result<(), DropReason> {
         while let Some(frame) = next_frame(input)? {
             match owner {
@@ -212,8 +223,13 @@ impl Connection {
                 at: Instant::now(),
                 tcp: true,
             };
-            if let Err(reason) = sink.deliver(datagram) {
-                self.metrics.media_drop("tcp", reason.as_str());
+            let cell = sink.cell();
+            // Handshakes run on the setup threads, as for UDP (this is a tokio thread).
+            if !cell.setting_up() {
+                cell.outside(batch, |live, _| live.input(datagram));
+            } else if !self.setup.submit(Arc::clone(cell), datagram) {
+                self.metrics
+                    .media_drop("tcp", DropReason::SetupBusy.as_str());
             }
         }
         Ok(())

@@ -32,3 +32,4 @@ mod tls;
 mod tls_binary;
 mod tls_pki;
 mod whip;
+mod workers;

@@ -1,0 +1,354 @@
+//! Forwarded RTP leaves in batches: the packets that one batch of received datagrams produces
+//! are marshalled into one reused buffer and handed to the kernel together, instead of one
+//! `sendto` per packet. A run of equal-sized packets to one target (a video frame's packets)
+//! goes as one UDP GSO send (the kernel or the NIC cuts it into datagrams); the rest go with
+//! one `sendmmsg`. Order per target is kept.
+
+use std::net::SocketAddr;
+
+use prometheus::IntCounter;
+
+use super::forward::ForwardSockets;
+use crate::codec::MediaKind;
+use crate::metrics::Metrics;
+
+/// Packets queued before the batch sends on its own (the kernel takes up to 1024 per call).
+const MAX_PACKETS: usize = 64;
+/// Bytes of one GSO send at most (one UDP datagram's worth, before segmentation).
+const MAX_GSO_BYTES: usize = 60_000;
+
+/// One queued packet: a range of the batch's buffer and where it goes.
+struct Queued {
+    to: SocketAddr,
+    start: usize,
+    len: usize,
+    video: bool,
+}
+
+/// Packets to forward, sent together on `flush`.
+pub(crate) struct ForwardBatch {
+    sockets: ForwardSockets,
+    buf: Vec<u8>,
+    queued: Vec<Queued>,
+    /// Send failures per kind: video, audio.
+    errors: [IntCounter; 2],
+}
+
+impl ForwardBatch {
+    pub(crate) fn new(sockets: ForwardSockets, metrics: &Metrics) -> Self {
+        ForwardBatch {
+            sockets,
+            buf: Vec::new(),
+            queued: Vec::new(),
+            errors: [
+                metrics.kind(MediaKind::Video).forward_errors,
+                metrics.kind(MediaKind::Audio).forward_errors,
+            ],
+        }
+    }
+
+    /// Queues one packet of at most `size` bytes, written by `write` (which returns the bytes
+    /// it wrote, or `None` to queue nothing). Sends what is queued first when the batch is
+    /// full. Returns the bytes queued.
+    pub(crate) fn push(
+        &mut self,
+        to: SocketAddr,
+        kind: MediaKind,
+        size: usize,
+        write: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Option<usize> {
+        if self.queued.len() >= MAX_PACKETS {
+            self.flush();
+        }
+        let start = self.buf.len();
+        self.buf.resize(start + size, 0);
+        let Some(len) = write(&mut self.buf[start..]).filter(|n| *n <= size) else {
+            self.buf.truncate(start);
+            return None;
+        };
+        self.buf.truncate(start + len);
+        self.queued.push(Queued {
+            to,
+            start,
+            len,
+            video: kind == MediaKind::Video,
+        });
+        Some(len)
+    }
+
+    /// Sends everything queued. A packet the kernel refuses (send buffer full, unreachable
+    /// target) is dropped and counted, as UDP would.
+    pub(crate) fn flush(&mut self) {
+        if self.queued.is_empty() {
+            return;
+        }
+        for v4 in [true, false] {
+            let packets: Vec<&Queued> = self
+                .queued
+                .iter()
+                .filter(|q| q.to.is_ipv4() == v4)
+                .collect();
+            if packets.is_empty() {
+                continue;
+            }
+            let (socket, gso) = if v4 {
+                (Some(&self.sockets.v4), self.sockets.gso4.as_deref())
+            } else {
+                (self.sockets.v6.as_ref(), self.sockets.gso6.as_deref())
+            };
+            let errors = &self.errors;
+            let mut failed = |q: &Queued| errors[usize::from(!q.video)].inc();
+            let Some(socket) = socket else {
+                packets.iter().for_each(|q| failed(q));
+                continue;
+            };
+            let max_segments = gso.map_or(1, |g| g.max_gso_segments());
+            let mut singles: Vec<&Queued> = Vec::new();
+            let mut i = 0;
+            while i < packets.len() {
+                let end = gso_run(&packets[i..], max_segments) + i;
+                match gso {
+                    Some(gso) if end - i > 1 => {
+                        // Earlier packets to this target must leave first.
+                        send_all(socket, &self.buf, &singles, &mut failed);
+                        singles.clear();
+                        let (first, last) = (packets[i], packets[end - 1]);
+                        let transmit = quinn_udp::Transmit {
+                            destination: first.to,
+                            ecn: None,
+                            contents: &self.buf[first.start..last.start + last.len],
+                            segment_size: Some(first.len),
+                            src_ip: None,
+                        };
+                        if let Err(err) = gso.try_send(socket.as_ref().into(), &transmit) {
+                            tracing::debug!(%err, to = %first.to, "forwarding (GSO)");
+                            packets[i..end].iter().for_each(|q| failed(q));
+                        }
+                    }
+                    _ => singles.extend(&packets[i..end]),
+                }
+                i = end;
+            }
+            send_all(socket, &self.buf, &singles, &mut failed);
+        }
+        self.queued.clear();
+        self.buf.clear();
+    }
+}
+
+/// How many of `packets` (at least one) form a run one GSO send can carry: same target,
+/// adjacent in the buffer, every one but the last of the first one's size, the last no larger.
+fn gso_run(packets: &[&Queued], max_segments: usize) -> usize {
+    let Some(first) = packets.first() else {
+        return 0;
+    };
+    let mut total = first.len;
+    let mut n = 1;
+    while let Some(next) = packets.get(n) {
+        let previous = packets[n - 1];
+        let fits = next.to == first.to
+            && previous.len == first.len
+            && next.len <= first.len
+            && next.start == previous.start + previous.len
+            && n < max_segments
+            && total + next.len <= MAX_GSO_BYTES;
+        if !fits {
+            break;
+        }
+        total += next.len;
+        n += 1;
+    }
+    n
+}
+
+/// Sends `packets` in as few system calls as the kernel allows; `failed` sees each one it
+/// refused.
+#[cfg(target_os = "linux")]
+fn send_all(
+    socket: &tokio::net::UdpSocket,
+    buf: &[u8],
+    packets: &[&Queued],
+    failed: &mut impl FnMut(&Queued),
+) {
+    if packets.is_empty() {
+        return;
+    }
+    use rustix::net::addr::SocketAddrArg;
+    use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
+    use std::io::IoSlice;
+
+    let addrs: Vec<SocketAddrAny> = packets.iter().map(|q| q.to.as_any()).collect();
+    let iovs: Vec<[IoSlice<'_>; 1]> = packets
+        .iter()
+        .map(|q| [IoSlice::new(&buf[q.start..q.start + q.len])])
+        .collect();
+    let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = packets
+        .iter()
+        .map(|_| SendAncillaryBuffer::default())
+        .collect();
+    let mut msgs: Vec<MMsgHdr<'_>> = addrs
+        .iter()
+        .zip(&iovs)
+        .zip(controls.iter_mut())
+        .map(|((addr, iov), control)| MMsgHdr::new_with_addr(addr, iov, control))
+        .collect();
+    let mut next = 0;
+    while next < msgs.len() {
+        match rustix::net::sendmmsg(socket, &mut msgs[next..], SendFlags::DONTWAIT) {
+            Ok(0) => break,
+            Ok(n) => next += n,
+            Err(rustix::io::Errno::INTR) => {}
+            // The send buffer is full: the rest is dropped, as one `sendto` would.
+            Err(rustix::io::Errno::AGAIN) => break,
+            // The message at `next` was refused (its target's ICMP error, a bad address):
+            // skip it, send the rest.
+            Err(err) => {
+                tracing::debug!(%err, to = %packets[next].to, "forwarding");
+                failed(packets[next]);
+                next += 1;
+            }
+        }
+    }
+    packets[next..].iter().for_each(|q| failed(q));
+}
+
+#[cfg(not(target_os = "linux"))]
+fn send_all(
+    socket: &tokio::net::UdpSocket,
+    buf: &[u8],
+    packets: &[&Queued],
+    failed: &mut impl FnMut(&Queued),
+) {
+    for q in packets {
+        if socket
+            .try_send_to(&buf[q.start..q.start + q.len], q.to)
+            .is_err()
+        {
+            failed(q);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn sockets(v6: bool) -> ForwardSockets {
+        let bind = |a: &str| {
+            let a: SocketAddr = a.parse().expect("address");
+            async move { tokio::net::UdpSocket::bind(a).await }
+        };
+        let v6 = if v6 { bind("[::1]:0").await.ok() } else { None };
+        ForwardSockets::new(bind("127.0.0.1:0").await.expect("v4"), v6)
+    }
+
+    #[tokio::test]
+    async fn queued_packets_arrive_in_order_and_a_full_batch_sends_itself() {
+        let metrics = Metrics::new(false).expect("metrics");
+        let mut batch = ForwardBatch::new(sockets(false).await, &metrics);
+        let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("sink");
+        let to = sink.local_addr().expect("addr");
+        for i in 0..MAX_PACKETS + 3 {
+            let queued = batch.push(to, MediaKind::Video, 1500, |buf| {
+                buf[..4].copy_from_slice(&(i as u32).to_be_bytes());
+                Some(4)
+            });
+            assert_eq!(queued, Some(4));
+        }
+        // The 65th push sent the first 64 already; three wait for the flush.
+        assert_eq!(batch.queued.len(), 3);
+        batch.flush();
+        let mut buf = [0u8; 16];
+        for i in 0..MAX_PACKETS + 3 {
+            let n = sink.recv(&mut buf).expect("datagram");
+            assert_eq!(&buf[..n], &(i as u32).to_be_bytes());
+        }
+        assert_eq!(batch.queued.len(), 0);
+        assert_eq!(metrics.kind(MediaKind::Video).forward_errors.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_packet_that_cannot_be_sent_is_counted_and_the_others_still_go() {
+        let metrics = Metrics::new(false).expect("metrics");
+        let mut batch = ForwardBatch::new(sockets(false).await, &metrics);
+        let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("sink");
+        let to = sink.local_addr().expect("addr");
+        let v6: SocketAddr = "[::1]:9".parse().expect("v6");
+        // No IPv6 socket: the audio packet for an IPv6 target fails; a failed write queues
+        // nothing; the video packet goes.
+        batch.push(v6, MediaKind::Audio, 100, |_| Some(10));
+        assert_eq!(batch.push(to, MediaKind::Video, 100, |_| None), None);
+        batch.push(to, MediaKind::Video, 100, |buf| {
+            buf[..2].copy_from_slice(b"ok");
+            Some(2)
+        });
+        batch.flush();
+        let mut buf = [0u8; 16];
+        let n = sink.recv(&mut buf).expect("datagram");
+        assert_eq!(&buf[..n], b"ok");
+        assert_eq!(metrics.kind(MediaKind::Audio).forward_errors.get(), 1);
+        assert_eq!(metrics.kind(MediaKind::Video).forward_errors.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn runs_of_a_frame_go_as_one_gso_send_and_arrive_as_separate_datagrams_in_order() {
+        let metrics = Metrics::new(false).expect("metrics");
+        let sockets = sockets(false).await;
+        #[cfg(target_os = "linux")]
+        assert!(sockets.gso4.is_some(), "loopback offers UDP GSO on Linux");
+        let mut batch = ForwardBatch::new(sockets, &metrics);
+        let (a, b) = (
+            std::net::UdpSocket::bind("127.0.0.1:0").expect("a"),
+            std::net::UdpSocket::bind("127.0.0.1:0").expect("b"),
+        );
+        let to_a = a.local_addr().expect("a");
+        let to_b = b.local_addr().expect("b");
+        // A: a single, a frame of 3 x 100 + 40 bytes (one run), then one for B, then A again.
+        let plan: [(SocketAddr, u8, usize); 7] = [
+            (to_a, 0, 60),
+            (to_a, 1, 100),
+            (to_a, 2, 100),
+            (to_a, 3, 100),
+            (to_a, 4, 40),
+            (to_b, 5, 100),
+            (to_a, 6, 100),
+        ];
+        for (to, tag, len) in plan {
+            batch.push(to, MediaKind::Video, len, |buf| {
+                buf[..len].fill(tag);
+                Some(len)
+            });
+        }
+        batch.flush();
+        let mut buf = [0u8; 200];
+        for (to, tag, len) in plan {
+            let socket = if to == to_a { &a } else { &b };
+            let n = socket.recv(&mut buf).expect("datagram");
+            assert_eq!((n, buf[0], buf[n - 1]), (len, tag, tag), "packet {tag}");
+        }
+        assert_eq!(metrics.kind(MediaKind::Video).forward_errors.get(), 0);
+    }
+
+    #[test]
+    fn a_gso_run_needs_one_target_adjacent_bytes_and_equal_sizes_but_the_last() {
+        let to: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
+        let other: SocketAddr = "127.0.0.1:5002".parse().expect("addr");
+        let q = |to, start, len| Queued {
+            to,
+            start,
+            len,
+            video: true,
+        };
+        let run = |packets: &[Queued], max| {
+            let refs: Vec<&Queued> = packets.iter().collect();
+            gso_run(&refs, max)
+        };
+        let frame = [q(to, 0, 10), q(to, 10, 10), q(to, 20, 4), q(to, 24, 4)];
+        assert_eq!(run(&frame, 64), 3, "ends after the short last one");
+        assert_eq!(run(&frame, 2), 2, "bounded by the kernel's segment limit");
+        assert_eq!(run(&[q(to, 0, 10), q(other, 10, 10)], 64), 1);
+        assert_eq!(run(&[q(to, 0, 10), q(to, 30, 10)], 64), 1, "not adjacent");
+        assert_eq!(run(&[q(to, 0, 10), q(to, 10, 12)], 64), 1, "larger");
+        assert_eq!(run(&[], 64), 0);
+    }
+}

@@ -1,0 +1,286 @@
+//! A live session as the media workers see it, and the control task that owns its life.
+//!
+//! The session's state sits behind its own lock. The worker whose socket receives the
+//! publisher's datagrams (the kernel keeps a 4-tuple on one socket of the port's group) takes
+//! it per batch of datagrams and drives the session's `rtc` state machine to completion: no
+//! channel hop and no task wake-up per packet, and the lock is uncontended. Timers live on the
+//! worker that last handled the session's input (`worker`). The control task wakes only for
+//! what is rare: commands, caps and statistics a few times a second, and the end.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::batch::ForwardBatch;
+use super::forward::ForwardSockets;
+use super::mux::{Datagram, Route};
+use super::session::{Progress, Session};
+use super::worker::WorkerHandle;
+use crate::metrics::Metrics;
+use crate::registry::SessionCommand;
+
+/// How often caps, timeouts, simulcast layers and synthesized Sender Reports are looked at.
+const HOUSEKEEPING: Duration = Duration::from_millis(500);
+
+/// A session shared between the workers, its control task and ICE-TCP connections.
+pub(crate) struct Cell {
+    state: Mutex<Live>,
+    /// Set when input ended the session (ICE failure, BYE, a cap): the control task closes it.
+    ended: Notify,
+    /// The worker that takes the session's timer when input arrives outside a worker.
+    home: WorkerHandle,
+    /// Connected (ICE and DTLS done): read by the workers without the lock, so that a worker
+    /// never waits for a setup thread holding it (those run at a lower priority).
+    connected: AtomicBool,
+}
+
+/// The session and its bookkeeping.
+pub(crate) struct Live {
+    pub(crate) session: Session,
+    pub(crate) progress: Progress,
+    /// Deadline of the session's one live timer entry; entries at other instants are stale.
+    timer: Option<Instant>,
+    /// Closed: workers and timers leave it alone.
+    closed: bool,
+}
+
+impl Cell {
+    pub(crate) fn new(session: Session, progress: Progress, home: WorkerHandle) -> Arc<Self> {
+        Arc::new(Cell {
+            state: Mutex::new(Live {
+                session,
+                progress,
+                timer: None,
+                closed: false,
+            }),
+            ended: Notify::new(),
+            home,
+            connected: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Live> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes what the workers read without the lock, and tells the control task when the
+    /// session ended from within (after input or a timer).
+    fn signal_end(&self, live: &Live) {
+        if live.progress.connected && !self.connected.load(Ordering::Relaxed) {
+            self.connected.store(true, Ordering::Release);
+        }
+        if live.progress.end.is_some() {
+            self.ended.notify_one();
+        }
+    }
+
+    /// Not connected yet (ICE, DTLS): its datagrams go to a setup thread, off the workers.
+    pub(crate) fn setting_up(&self) -> bool {
+        !self.connected.load(Ordering::Acquire)
+    }
+
+    /// Runs `f` on the session outside a worker (ICE-TCP input, commands, housekeeping), then
+    /// sends what it produced and hands a new timer to the home worker.
+    pub(crate) fn outside(
+        self: &Arc<Self>,
+        batch: &mut ForwardBatch,
+        f: impl FnOnce(&mut Live, &mut ForwardBatch),
+    ) {
+        let mut live = self.lock();
+        if live.closed {
+            return;
+        }
+        f(&mut live, batch);
+        let reschedule = live.after_input(batch).is_some();
+        self.finish_outside(live, reschedule, batch);
+    }
+
+    /// `outside`, unless the session is busy (a setup thread holds it): then nothing, and
+    /// `false`. For periodic work on a tokio thread, which must not wait for a setup thread.
+    pub(crate) fn try_outside(
+        self: &Arc<Self>,
+        batch: &mut ForwardBatch,
+        f: impl FnOnce(&mut Live, &mut ForwardBatch),
+    ) -> bool {
+        let mut live = match self.state.try_lock() {
+            Ok(live) => live,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        };
+        if live.closed {
+            return true;
+        }
+        f(&mut live, batch);
+        let reschedule = live.after_input(batch).is_some();
+        self.finish_outside(live, reschedule, batch);
+        true
+    }
+
+    /// Runs the session's due timer entry `at` outside a worker (a session still setting up).
+    pub(crate) fn timer_outside(self: &Arc<Self>, at: Instant, batch: &mut ForwardBatch) {
+        let mut live = self.lock();
+        let reschedule = live.on_timer(at, Instant::now(), batch).is_some();
+        self.finish_outside(live, reschedule, batch);
+    }
+
+    fn finish_outside(
+        self: &Arc<Self>,
+        live: MutexGuard<'_, Live>,
+        reschedule: bool,
+        batch: &mut ForwardBatch,
+    ) {
+        self.signal_end(&live);
+        drop(live);
+        batch.flush();
+        if reschedule {
+            self.home.schedule(Arc::clone(self));
+        }
+    }
+}
+
+impl Live {
+    /// Feeds one datagram to the session (`after_input` finishes the work).
+    pub(crate) fn input(&mut self, datagram: Datagram) {
+        if !self.closed {
+            self.session.read(datagram, &mut self.progress);
+        }
+    }
+
+    /// Handles what input produced: events, media to forward, output; returns the deadline
+    /// of a timer entry to add when the session's next timer is earlier than its live entry.
+    pub(crate) fn after_input(&mut self, batch: &mut ForwardBatch) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        self.session.drain(&mut self.progress, batch);
+        self.reschedule()
+    }
+
+    /// The deadline to queue, if it is earlier than the live entry (or there is none).
+    fn reschedule(&mut self) -> Option<Instant> {
+        let next = self.session.next_timeout()?;
+        if self.timer.is_some_and(|t| t <= next) {
+            return None;
+        }
+        self.timer = Some(next);
+        Some(next)
+    }
+
+    /// The session's timer entry at `at` fired: runs the due timers if the entry is live;
+    /// returns the deadline of the next entry.
+    pub(crate) fn on_timer(
+        &mut self,
+        at: Instant,
+        now: Instant,
+        batch: &mut ForwardBatch,
+    ) -> Option<Instant> {
+        if self.closed || self.timer != Some(at) {
+            return None;
+        }
+        self.timer = None;
+        self.session.handle_timeout(now);
+        self.after_input(batch)
+    }
+
+    /// Whether a worker may drop the session from its heap.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// The timer entry a worker was handed (`Cell::outside`).
+    pub(crate) fn timer(&self) -> Option<Instant> {
+        self.timer.filter(|_| !self.closed)
+    }
+}
+
+/// Signals a worker gives after driving a session.
+pub(crate) fn finished_input(cell: &Cell, live: &Live) {
+    cell.signal_end(live);
+}
+
+/// What the control task needs besides the cell.
+pub(crate) struct Control {
+    pub(crate) cell: Arc<Cell>,
+    pub(crate) route: Route,
+    pub(crate) commands: mpsc::Receiver<SessionCommand>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) stats_interval: Duration,
+    pub(crate) sockets: ForwardSockets,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl Control {
+    /// Owns the session until it ends: commands, periodic work, then the close.
+    pub(crate) async fn run(mut self) {
+        let cell = Arc::clone(&self.cell);
+        let mut batch = ForwardBatch::new(self.sockets.clone(), &self.metrics);
+        // Arm the session's first timer (connect and DTLS timeouts) on its home worker.
+        cell.outside(&mut batch, |_, _| {});
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        let mut stats = tokio::time::interval(self.stats_interval);
+        stats.reset();
+        let mut last_stats = Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break,
+                _ = cell.ended.notified() => break,
+                // Skipped while a setup thread works on the session: the next tick comes.
+                _ = housekeeping.tick() => {
+                    cell.try_outside(&mut batch, |live, _| {
+                        let now = Instant::now();
+                        let Live { session, progress, .. } = live;
+                        session.run_overdue_timers(now);
+                        session.check_limits(progress, now);
+                        session.review_layers(progress);
+                        session.send_reports();
+                    });
+                }
+                _ = stats.tick() => {
+                    let now = Instant::now();
+                    let elapsed = now.saturating_duration_since(last_stats);
+                    // The bitrate is over the time since the last report that ran.
+                    if cell.try_outside(&mut batch, |live, _| {
+                        live.session.report_stats(&mut live.progress, elapsed, now);
+                    }) {
+                        last_stats = now;
+                    }
+                }
+                Some(command) = self.commands.recv() => cell.outside(&mut batch, |live, _| {
+                    let Live { session, progress, .. } = live;
+                    match command {
+                        SessionCommand::RequestKeyframe => session.request_keyframe(progress),
+                        SessionCommand::SelectLayer(rid) => session.layers.set_preferred(rid),
+                        SessionCommand::IceRestart { fragment, reply } => {
+                            let _ = reply.send(session.ice_restart(&fragment));
+                        }
+                    }
+                }),
+            }
+            if cell.lock().progress.end.is_some() {
+                break;
+            }
+        }
+        let mut live = cell.lock();
+        live.closed = true;
+        let end = live.progress.end.take();
+        live.session.close();
+        let session_id = live.session.admission.session_id;
+        let registry = live.session.admission.guard.registry().clone();
+        drop(live);
+        match end {
+            Some((reason, detail)) => {
+                registry.end_session(session_id, reason, &detail);
+                tracing::info!(%session_id, reason = reason.as_str(), %detail, "session closed");
+            }
+            // Ended from outside (DELETE, teardown, unregister, replace, shutdown): the
+            // session-ended event already carries the reason.
+            None => tracing::info!(%session_id, "session closed by the gateway"),
+        }
+        // Unroutes the session: the table's references to the cell go with it.
+        drop(self.route);
+    }
+}
