@@ -4,6 +4,8 @@
 
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
+#[path = "../media/batch.rs"]
+mod batch;
 #[path = "../media/forward.rs"]
 mod forward;
 #[path = "../media/ice_auth.rs"]
@@ -108,7 +110,10 @@ fn verifies(packet: &[u8]) -> bool {
 /// the offer and whipgate builds its answer.
 pub fn answer_offer(data: &[u8]) -> Option<String> {
     let (offer, plan) = plan_offer(data)?;
-    factory().negotiate(offer, &plan).ok().map(|n| n.answer_sdp)
+    factory()
+        .negotiate(offer, &plan, Instant::now())
+        .ok()
+        .map(|n| n.answer_sdp)
 }
 
 /// An ICE restart (trickle-ice-sdpfrag, RFC 8840) on a session negotiated from `offer`
@@ -117,8 +122,9 @@ pub fn ice_restart(offer: &str, fragment: &[u8]) -> Option<bool> {
     let fragment = std::str::from_utf8(fragment).ok()?;
     let _ = peer::ice_credentials(fragment);
     let plan = crate::whip::plan_offer(offer, &ingest(0)).ok()?;
-    let mut negotiated = factory().negotiate(offer.to_owned(), &plan).ok()?;
-    Some(restart::restart(&mut negotiated.peer, fragment).is_ok())
+    let now = Instant::now();
+    let mut negotiated = factory().negotiate(offer.to_owned(), &plan, now).ok()?;
+    Some(restart::restart(&mut negotiated.peer, fragment, now).is_ok())
 }
 
 /// RTP and RTCP through a session's forwarder and the ingest's continuity state. `data` is a
@@ -130,10 +136,7 @@ pub fn ice_restart(offer: &str, fragment: &[u8]) -> Option<bool> {
 pub fn forward_rtp(data: &[u8]) {
     static SETUP: OnceLock<(forward::ForwardSockets, Arc<Metrics>, OfferPlan)> = OnceLock::new();
     let (sockets, metrics, plan) = SETUP.get_or_init(|| {
-        let sockets = forward::ForwardSockets {
-            v4: Arc::new(udp_socket()),
-            v6: None,
-        };
+        let sockets = forward::ForwardSockets::new(udp_socket(), None);
         let metrics = Arc::new(Metrics::new(false).expect("metrics"));
         let offer = concat!(
             "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n",
@@ -154,6 +157,8 @@ pub fn forward_rtp(data: &[u8]) {
         return;
     };
     let mut forwarder = forward::Forwarder::new(sockets.clone(), &admission, plan, metrics);
+    let mut batch = batch::ForwardBatch::new(sockets.clone(), metrics);
+    let now = Instant::now();
     let mut rest = data;
     while let [op, hi, lo, tail @ ..] = rest {
         let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
@@ -180,9 +185,10 @@ pub fn forward_rtp(data: &[u8]) {
                 }
                 forwarder.count_received(kind, bytes.len());
                 if op % 4 == 0 {
-                    forwarder.forward(kind, &mut packet);
+                    forwarder.forward(kind, &mut packet, &mut batch, now);
+                    batch.flush();
                 } else {
-                    forwarder.skip(kind, &packet);
+                    forwarder.skip(kind, &packet, now);
                 }
             }
             2 => {

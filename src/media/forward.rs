@@ -121,11 +121,12 @@ impl Forwarder {
         target_of(&self.video, &self.audio, kind)
     }
 
-    /// Records a packet that is not forwarded (padding only) so the output has no gap.
-    pub(crate) fn skip(&mut self, kind: MediaKind, packet: &rtp::Packet) {
+    /// Records a packet that is not forwarded (padding only) and arrived at `now`, so the
+    /// output has no gap.
+    pub(crate) fn skip(&mut self, kind: MediaKind, packet: &rtp::Packet, now: Instant) {
         if let Some(clock_rate) = self.target(kind).map(|t| t.clock_rate) {
             let input = self.input_of(packet, clock_rate);
-            self.with_stream(kind, |stream| stream.skip(input, Instant::now()));
+            self.with_stream(kind, |stream| stream.skip(input, now));
         }
     }
 
@@ -158,20 +159,21 @@ impl Forwarder {
         received.bytes_received.inc_by(size as u64);
     }
 
-    /// Queues a packet for its kind's target in `batch` (sent when the batch is flushed);
-    /// returns whether it was queued.
+    /// Queues a packet that arrived at `now` for its kind's target in `batch` (sent when the
+    /// batch is flushed); returns whether it was queued.
     pub(crate) fn forward(
         &mut self,
         kind: MediaKind,
         packet: &mut rtp::Packet,
         batch: &mut ForwardBatch,
+        now: Instant,
     ) -> bool {
         let Some(target) = self.target(kind) else {
             return false;
         };
         let (addr, payload_type) = (target.addr, target.payload_type);
         let input = self.input_of(packet, target.clock_rate);
-        let mapped = self.with_stream(kind, |stream| stream.map(input, Instant::now()));
+        let mapped = self.with_stream(kind, |stream| stream.map(input, now));
         packet.header.payload_type = payload_type;
         packet.header.ssrc = mapped.ssrc;
         packet.header.sequence_number = mapped.seq;

@@ -12,8 +12,8 @@ use crate::codec::MediaKind;
 use crate::registry::EndReason;
 
 impl Session {
-    /// Re-ranks simulcast layers and asks the layer to switch to for a keyframe.
-    pub(super) fn review_layers(&mut self, p: &mut Progress) {
+    /// Re-ranks simulcast layers and asks the layer to switch to for a keyframe (at `now`).
+    pub(super) fn review_layers(&mut self, p: &mut Progress, now: Instant) {
         if self.plan.simulcast_rids.is_empty() {
             return;
         }
@@ -22,7 +22,7 @@ impl Session {
             self.layers.evaluate();
         }
         if let Some(ssrc) = self.layers.pending_switch() {
-            self.send_pli(ssrc);
+            self.send_pli(ssrc, now);
         }
     }
 

@@ -235,8 +235,8 @@ impl Control {
                         let Live { session, progress, .. } = live;
                         session.run_overdue_timers(now);
                         session.check_limits(progress, now);
-                        session.review_layers(progress);
-                        session.send_reports();
+                        session.review_layers(progress, now);
+                        session.send_reports(now);
                     });
                 }
                 _ = stats.tick() => {
@@ -251,11 +251,12 @@ impl Control {
                 }
                 Some(command) = self.commands.recv() => cell.outside(&mut batch, |live, _| {
                     let Live { session, progress, .. } = live;
+                    let now = Instant::now();
                     match command {
-                        SessionCommand::RequestKeyframe => session.request_keyframe(progress),
+                        SessionCommand::RequestKeyframe => session.request_keyframe(progress, now),
                         SessionCommand::SelectLayer(rid) => session.layers.set_preferred(rid),
                         SessionCommand::IceRestart { fragment, reply } => {
-                            let _ = reply.send(session.ice_restart(&fragment));
+                            let _ = reply.send(session.ice_restart(&fragment, now));
                         }
                     }
                 }),

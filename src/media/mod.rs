@@ -11,6 +11,10 @@
 //! statistics, and closes it.
 
 mod batch;
+#[cfg(test)]
+mod core_feedback_tests;
+#[cfg(test)]
+mod core_tests;
 mod forward;
 #[cfg(test)]
 mod handshake_tests;
@@ -24,6 +28,8 @@ mod restart;
 mod rtcp;
 mod session;
 mod setup;
+#[cfg(test)]
+mod sim;
 mod simulcast;
 mod sr;
 mod tcp;
@@ -50,7 +56,7 @@ use live::{Cell, Control};
 use mux::UdpMux;
 use observe::Observers;
 use peer::PeerFactory;
-use session::{Progress, Session, SessionTimers};
+use session::{Egress, Progress, Session, SessionTimers};
 use simulcast::LayerSelector;
 use worker::{Worker, WorkerHandle};
 
@@ -226,9 +232,11 @@ impl Media {
         let negotiation = async move {
             // Closed never: the semaphore lives as long as the media.
             let _permit = turn.acquire_owned().await.map_err(Error::internal)?;
-            tokio::task::spawn_blocking(move || factory.negotiate(offer, &blocking_plan))
-                .await
-                .map_err(Error::internal)
+            tokio::task::spawn_blocking(move || {
+                factory.negotiate(offer, &blocking_plan, std::time::Instant::now())
+            })
+            .await
+            .map_err(Error::internal)
         };
         let started = std::time::Instant::now();
         let negotiated = match tokio::time::timeout(self.answer_timeout, negotiation).await {
@@ -248,14 +256,15 @@ impl Media {
         let layers = LayerSelector::new(admission.spec.simulcast_layer.clone());
         let commands = std::mem::replace(&mut admission.commands, tokio::sync::mpsc::channel(1).1);
         let cancel = admission.cancel.clone();
+        let now = std::time::Instant::now();
         let session = Session {
             layers,
             forwarder: Forwarder::new(self.forward.clone(), &admission, &plan, &self.metrics),
-            observers: Observers::new(&plan, &admission.spec),
+            observers: Observers::new(&plan, &admission.spec, now),
             admission,
             plan,
             peer: negotiated.peer,
-            socket: Arc::clone(self.mux.socket()),
+            egress: Egress::Network(Arc::clone(self.mux.socket())),
             rids: Default::default(),
             ice_local: self.factory.ice_local_addr(false),
             ice_local_tcp: self.factory.ice_local_addr(true),
@@ -264,11 +273,7 @@ impl Media {
         };
         let span = tracing::info_span!("session", ingest = %session.admission.spec.id, %session_id);
         let home = self.next_home.fetch_add(1, Ordering::Relaxed) % self.homes.len();
-        let cell = Cell::new(
-            session,
-            Progress::new(std::time::Instant::now()),
-            self.homes[home].clone(),
-        );
+        let cell = Cell::new(session, Progress::new(now), self.homes[home].clone());
         let route = self.mux.route(
             ufrag.clone(),
             &negotiated.pwd,

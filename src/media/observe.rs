@@ -22,8 +22,9 @@ pub(crate) struct Observers {
 }
 
 impl Observers {
-    /// For the negotiated codecs of the kinds the ingest forwards.
-    pub(crate) fn new(plan: &OfferPlan, spec: &IngestSpec) -> Self {
+    /// For the negotiated codecs of the kinds the ingest forwards, starting at `now` (the wall
+    /// clock of synthesized Sender Reports is read once, here).
+    pub(crate) fn new(plan: &OfferPlan, spec: &IngestSpec, now: Instant) -> Self {
         let video = plan.video.as_ref().filter(|_| spec.video_target.is_some());
         let audio = plan.audio.as_ref().filter(|_| spec.audio_target.is_some());
         Observers {
@@ -32,7 +33,7 @@ impl Observers {
                 AudioTracker::new(a.codec.encoding_name(), a.clock_rate, a.channels, &a.fmtp)
             }),
             reports: SenderReports::new(
-                WallClock::new(Instant::now(), SystemTime::now()),
+                WallClock::new(now, SystemTime::now()),
                 video.map(|v| v.clock_rate),
                 audio.map(|a| a.clock_rate),
             ),
@@ -83,31 +84,26 @@ impl Session {
         }
     }
 
-    /// A packet that was sent to the consumer, with the output stream's header.
-    pub(super) fn observe_output(&mut self, kind: MediaKind, packet: &rtp::Packet) {
+    /// A packet that arrived at `now` and was sent to the consumer, with the output stream's
+    /// header.
+    pub(super) fn observe_output(&mut self, kind: MediaKind, packet: &rtp::Packet, now: Instant) {
         self.observers.reports.on_forwarded(
             kind,
-            Instant::now(),
+            now,
             packet.header.ssrc,
             packet.header.timestamp,
             packet.payload.len(),
         );
     }
 
-    /// The publisher sent a Sender Report: its own clock wins for a while.
-    pub(super) fn observe_publisher_report(&mut self) {
-        self.observers.reports.on_publisher_report(Instant::now());
+    /// The publisher sent a Sender Report (arrived at `now`): its own clock wins for a while.
+    pub(super) fn observe_publisher_report(&mut self, now: Instant) {
+        self.observers.reports.on_publisher_report(now);
     }
 
-    /// Sends the Sender Reports that are due (housekeeping, a few times a second).
-    pub(super) fn send_reports(&mut self) {
-        for report in self
-            .observers
-            .reports
-            .poll(Instant::now())
-            .into_iter()
-            .flatten()
-        {
+    /// Sends the Sender Reports that are due at `now` (housekeeping, a few times a second).
+    pub(super) fn send_reports(&mut self, now: Instant) {
+        for report in self.observers.reports.poll(now).into_iter().flatten() {
             match report.to_rtcp().marshal() {
                 Ok(bytes) => {
                     self.forwarder.send_rtcp(report.kind, &bytes);

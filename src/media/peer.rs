@@ -108,13 +108,13 @@ impl PeerFactory {
         }
     }
 
-    /// Builds the peer connection, applies the offer and produces the answer.
+    /// Builds the peer connection at `now`, applies the offer and produces the answer.
     pub(crate) fn negotiate(
         &self,
         offer_sdp: String,
         plan: &OfferPlan,
+        now: Instant,
     ) -> rtc::shared::error::Result<Negotiated> {
-        let now = Instant::now();
         let mut media = MediaEngine::default();
         if let Some(video) = &plan.video {
             media.register_codec(video_parameters(video), RtpCodecKind::Video)?;

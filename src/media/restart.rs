@@ -16,8 +16,12 @@ pub(crate) struct Restarted {
     pub(crate) fragment: String,
 }
 
-/// Restarts ICE with the publisher's new credentials from `fragment`.
-pub(crate) fn restart(peer: &mut RTCPeerConnection, fragment: &str) -> Result<Restarted, String> {
+/// Restarts ICE at `now` with the publisher's new credentials from `fragment`.
+pub(crate) fn restart(
+    peer: &mut RTCPeerConnection,
+    fragment: &str,
+    now: Instant,
+) -> Result<Restarted, String> {
     let (their_ufrag, their_pwd) =
         ice_credentials(fragment).ok_or("the fragment has no ice-ufrag / ice-pwd")?;
     let current = peer
@@ -29,7 +33,6 @@ pub(crate) fn restart(peer: &mut RTCPeerConnection, fragment: &str) -> Result<Re
         return Err("the ufrag did not change: not an ICE restart".into());
     }
     let offer = with_credentials(&current, &their_ufrag, &their_pwd);
-    let now = Instant::now();
     let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
     peer.set_remote_description(now, offer)
         .map_err(|e| e.to_string())?;

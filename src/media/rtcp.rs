@@ -1,11 +1,13 @@
 //! Lets the publisher's RTCP Sender Reports through to the session, so they can be forwarded to
 //! the consumer's RTCP port: FFmpeg and GStreamer align audio and video with them, and without
-//! them lip sync drifts. Every other inbound RTCP packet stays with the interceptors.
+//! them lip sync drifts. Its BYEs go through too: the session ends when every stream said
+//! goodbye. Every other inbound RTCP packet stays with the interceptors.
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::rtcp::goodbye::Goodbye;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
@@ -13,7 +15,7 @@ use rtc::shared::error::Error;
 /// The interceptor's position: after the built-in report interceptors, which must see all RTCP.
 pub(crate) const SLOT: usize = 11_500;
 
-/// Marks inbound Sender Reports for delivery to the application.
+/// Marks inbound Sender Reports and BYEs for delivery to the application.
 #[derive(Default)]
 pub(crate) struct SenderReportTap {
     read: VecDeque<TaggedPacket>,
@@ -31,7 +33,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SenderReportTap {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             let reports: Vec<Box<dyn rtc::rtcp::Packet>> = packets
                 .iter()
-                .filter(|p| p.as_any().is::<SenderReport>())
+                .filter(|p| p.as_any().is::<SenderReport>() || p.as_any().is::<Goodbye>())
                 .cloned()
                 .collect();
             if reports.is_empty() {

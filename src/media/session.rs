@@ -42,7 +42,8 @@ pub(crate) struct Session {
     pub(crate) admission: Admission,
     pub(crate) plan: OfferPlan,
     pub(crate) peer: RTCPeerConnection,
-    pub(crate) socket: Arc<UdpSocket>,
+    /// Where output to the publisher goes.
+    pub(crate) egress: Egress,
     pub(crate) ice_local: SocketAddr,
     pub(crate) ice_local_tcp: SocketAddr,
     pub(crate) mux: UdpMux,
@@ -53,6 +54,34 @@ pub(crate) struct Session {
     pub(crate) timers: SessionTimers,
     /// Stream facts and Sender Report synthesis.
     pub(crate) observers: Observers,
+}
+
+/// Where a session's output to its publisher goes: the only I/O a session does itself (its
+/// forwarded RTP goes to the caller's batch).
+pub(crate) enum Egress {
+    /// The shared media socket, or the publisher's ICE-TCP connection (through the mux).
+    Network(Arc<UdpSocket>),
+    /// Kept in order for the caller to deliver (a simulated network).
+    #[cfg(test)]
+    Held(std::collections::VecDeque<TaggedBytesMut>),
+}
+
+impl Egress {
+    /// Sends (or keeps) one datagram of the peer connection's output.
+    fn send(&mut self, mux: &UdpMux, out: TaggedBytesMut) {
+        match self {
+            Egress::Network(socket) => {
+                let to = out.transport.peer_addr;
+                if out.transport.transport_protocol == TransportProtocol::TCP {
+                    mux.send_tcp(to, &out.message);
+                } else if let Err(err) = socket.try_send_to(&out.message, to) {
+                    tracing::debug!(%err, %to, "media socket send");
+                }
+            }
+            #[cfg(test)]
+            Egress::Held(queue) => queue.push_back(out),
+        }
+    }
 }
 
 /// Mutable bookkeeping of the loop.
@@ -133,12 +162,7 @@ impl Session {
     /// Sends everything the peer connection queued, over UDP or the peer's ICE-TCP connection.
     fn flush(&mut self) {
         while let Some(out) = self.peer.poll_write() {
-            let to = out.transport.peer_addr;
-            if out.transport.transport_protocol == TransportProtocol::TCP {
-                self.mux.send_tcp(to, &out.message);
-            } else if let Err(err) = self.socket.try_send_to(&out.message, to) {
-                tracing::debug!(%err, %to, "media socket send");
-            }
+            self.egress.send(&self.mux, out);
         }
     }
 
@@ -279,7 +303,7 @@ impl Session {
                     }
                     if first {
                         // The consumer can only start decoding at a keyframe: ask for one now.
-                        self.request_keyframe(p);
+                        self.request_keyframe(p, p.input_at);
                     }
                 }
             }
@@ -306,13 +330,13 @@ impl Session {
         if packet.payload.is_empty() {
             // Padding only (bandwidth probes, sent on the media SSRC when RTX is not
             // negotiated): nothing for a consumer, and the output closes the gap.
-            self.forwarder.skip(kind, packet);
+            self.forwarder.skip(kind, packet, p.input_at);
             return;
         }
         self.observe_input(kind, packet, keyframe);
-        if self.forwarder.forward(kind, packet, batch) {
+        if self.forwarder.forward(kind, packet, batch, p.input_at) {
             counters.packets_forwarded.fetch_add(1, Ordering::Relaxed);
-            self.observe_output(kind, packet);
+            self.observe_output(kind, packet, p.input_at);
         }
     }
 
@@ -334,20 +358,20 @@ impl Session {
             } else {
                 continue;
             };
-            self.observe_publisher_report();
+            self.observe_publisher_report(p.input_at);
             self.forwarder.forward_rtcp(kind, report);
         }
     }
 
-    /// Sends an RTCP PLI for the forwarded video stream, if there is one yet.
-    pub(crate) fn request_keyframe(&mut self, p: &Progress) {
+    /// Sends an RTCP PLI for the forwarded video stream at `now`, if there is one yet.
+    pub(crate) fn request_keyframe(&mut self, p: &Progress, now: Instant) {
         if let Some(media_ssrc) = p.video_ssrc {
-            self.send_pli(media_ssrc);
+            self.send_pli(media_ssrc, now);
         }
     }
 
-    /// Sends an RTCP PLI for one video SSRC.
-    pub(super) fn send_pli(&mut self, media_ssrc: u32) {
+    /// Sends an RTCP PLI for one video SSRC at `now`.
+    pub(super) fn send_pli(&mut self, media_ssrc: u32, now: Instant) {
         let receivers: Vec<_> = self.peer.get_receivers().collect();
         for id in receivers {
             let Some(mut receiver) = self.peer.rtp_receiver(id) else {
@@ -360,7 +384,7 @@ impl Session {
                 sender_ssrc: 0,
                 media_ssrc,
             };
-            match receiver.write_rtcp(Instant::now(), vec![Box::new(pli)]) {
+            match receiver.write_rtcp(now, vec![Box::new(pli)]) {
                 Ok(()) => {
                     self.admission
                         .counters
@@ -373,10 +397,14 @@ impl Session {
         }
     }
 
-    /// Restarts ICE and routes the new ufrag to this session (the previous one keeps working
-    /// until the publisher moves over; older ones stop).
-    pub(crate) fn ice_restart(&mut self, fragment: &str) -> Result<IceRestarted, String> {
-        let restarted = super::restart::restart(&mut self.peer, fragment)?;
+    /// Restarts ICE at `now` and routes the new ufrag to this session (the previous one keeps
+    /// working until the publisher moves over; older ones stop).
+    pub(crate) fn ice_restart(
+        &mut self,
+        fragment: &str,
+        now: Instant,
+    ) -> Result<IceRestarted, String> {
+        let restarted = super::restart::restart(&mut self.peer, fragment, now)?;
         let etag = format!("\"{}\"", restarted.ufrag);
         self.mux
             .add_ufrag(restarted.ufrag, &restarted.pwd, self.admission.session_id);

@@ -1,0 +1,358 @@
+//! The simulated publisher: a webrtc-rs peer connection as a browser offers it (sendonly
+//! H264 and Opus, transport-wide sequence numbers), with no other interceptors of its own (it
+//! neither answers NACKs nor sends reports) but one that hands it every RTCP packet the
+//! gateway sends.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::Bytes;
+use rtc::interceptor::{Attribute, Interceptor, Packet, Registry as Interceptors, Slot};
+use rtc::interceptor::{StreamInfo, TaggedPacket};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::configure_twcc_sender_only;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+
+use super::PUBLISHER;
+use crate::media::peer::ice_credentials;
+
+/// The publisher's payload types.
+pub(in crate::media) const VIDEO_PT: u8 = 102;
+const AUDIO_PT: u8 = 111;
+
+/// Marks every inbound RTCP packet for the application: the test publisher looks at what
+/// the gateway sends it (NACKs, receiver reports, PLIs).
+#[derive(Default)]
+struct DeliverRtcp {
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverRtcp {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if matches!(msg.message.packet, Packet::Rtcp(_)) {
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for DeliverRtcp {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// One of the publisher's outgoing streams.
+pub(in crate::media) struct Track {
+    sender: RTCRtpSenderId,
+    pub(in crate::media) ssrc: u32,
+    /// The sequence number of the next packet.
+    pub(in crate::media) seq: u16,
+    /// The timestamp of the latest packet.
+    pub(in crate::media) timestamp: u32,
+}
+
+/// The publisher: a webrtc-rs peer connection as a browser would offer it (no interceptors
+/// of its own, so it neither answers NACKs nor sends reports).
+pub(in crate::media) struct Publisher {
+    pub(in crate::media) peer: RTCPeerConnection,
+    pub(in crate::media) video: Track,
+    pub(in crate::media) audio: Track,
+    /// RTCP from the gateway, and when it arrived.
+    pub(in crate::media) rtcp: Vec<(Instant, Box<dyn rtc::rtcp::Packet>)>,
+    pub(in crate::media) connected: bool,
+}
+
+fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str) -> RTCRtpCodec {
+    let fb = |parameter: &str| RTCPFeedback {
+        typ: "nack".to_owned(),
+        parameter: parameter.to_owned(),
+    };
+    RTCRtpCodec {
+        mime_type: mime.to_owned(),
+        clock_rate,
+        channels,
+        sdp_fmtp_line: fmtp.to_owned(),
+        rtcp_feedback: if channels == 0 {
+            vec![fb(""), fb("pli")]
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+fn video_codec() -> RTCRtpCodec {
+    let fmtp = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+    codec(MIME_TYPE_H264, 90_000, 0, fmtp)
+}
+
+fn audio_codec() -> RTCRtpCodec {
+    codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1")
+}
+
+impl Publisher {
+    /// A publisher at `now` and its offer.
+    pub(in crate::media) fn new(now: Instant) -> (Publisher, String) {
+        let mut media = MediaEngine::default();
+        for (codec, payload_type, kind) in [
+            (video_codec(), VIDEO_PT, RtpCodecKind::Video),
+            (audio_codec(), AUDIO_PT, RtpCodecKind::Audio),
+        ] {
+            let parameters = RTCRtpCodecParameters {
+                rtp_codec: codec,
+                payload_type,
+            };
+            media.register_codec(parameters, kind).expect("codec");
+        }
+        // Transport-wide sequence numbers on every packet, as browsers send them.
+        let interceptors = Interceptors::new().with(Slot::from(11_500), DeliverRtcp::default());
+        let interceptors =
+            configure_twcc_sender_only(interceptors, &mut media).expect("TWCC sender");
+        let provider = rtc::crypto::default_provider().expect("crypto provider");
+        let certificate = RTCCertificate::generate(
+            provider.crypto(),
+            rtc::crypto::SignatureScheme::EcdsaP256Sha256,
+            CertificateParams::new(vec!["publisher".to_owned()]).expect("params"),
+        )
+        .expect("certificate");
+        let mut peer = RTCPeerConnectionBuilder::new()
+            .with_configuration(
+                RTCConfigurationBuilder::new()
+                    .with_certificates(vec![certificate])
+                    .build(),
+            )
+            .with_media_engine(media)
+            .with_setting_engine(
+                SettingEngineBuilder::new()
+                    .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+                    .build(),
+            )
+            .with_interceptor_registry(interceptors)
+            .build(now)
+            .expect("publisher peer");
+        let mut track = |kind: RtpCodecKind, ssrc: u32, codec: RTCRtpCodec| {
+            let track = MediaStreamTrack::new(
+                "publisher".to_owned(),
+                format!("{kind}"),
+                format!("{kind}"),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec,
+                    ..Default::default()
+                }],
+            );
+            let init = RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![],
+                send_encodings: vec![],
+            };
+            let id = peer
+                .add_transceiver_from_track(track, Some(init))
+                .expect("transceiver");
+            Track {
+                sender: RTCRtpSenderId::from(id),
+                ssrc,
+                seq: 65_530,
+                timestamp: 0,
+            }
+        };
+        let video = track(RtpCodecKind::Video, 0x1111_1111, video_codec());
+        let audio = track(RtpCodecKind::Audio, 0x2222_2222, audio_codec());
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: PUBLISHER.ip().to_string(),
+                port: PUBLISHER.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()
+        .expect("candidate");
+        let candidate = RTCIceCandidate::from(&candidate).to_json().expect("json");
+        peer.add_local_candidate(candidate)
+            .expect("local candidate");
+        let offer = peer.create_offer(None).expect("offer");
+        peer.set_local_description(now, offer)
+            .expect("local description");
+        let sdp = peer.local_description().expect("offer sdp").sdp;
+        let publisher = Publisher {
+            peer,
+            video,
+            audio,
+            rtcp: Vec::new(),
+            connected: false,
+        };
+        (publisher, sdp)
+    }
+
+    /// Handles what arrived: connection state, RTCP.
+    pub(in crate::media) fn drain(&mut self, now: Instant) {
+        while let Some(event) = self.peer.poll_event() {
+            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
+                self.connected = state == RTCPeerConnectionState::Connected;
+            }
+        }
+        while let Some(message) = self.peer.poll_read() {
+            if let RTCMessage::RtcpPacket(_, packets) = message.message {
+                self.rtcp.extend(packets.into_iter().map(|p| (now, p)));
+            }
+        }
+    }
+
+    /// RTCP packets of type `T` received so far, with their arrival times.
+    pub(in crate::media) fn received<T: 'static + Clone>(&self) -> Vec<(Instant, T)> {
+        self.rtcp
+            .iter()
+            .filter_map(|(at, p)| p.as_any().downcast_ref::<T>().map(|t| (*at, t.clone())))
+            .collect()
+    }
+}
+
+impl Publisher {
+    /// Sends one video packet of `size` payload bytes (an H264 IDR or non-IDR slice) with
+    /// the video track's next sequence number, at `now`; returns that number.
+    pub(in crate::media) fn send_video(
+        &mut self,
+        now: Instant,
+        size: usize,
+        keyframe: bool,
+    ) -> u16 {
+        let mut payload = vec![0xab; size.max(2)];
+        payload[0] = if keyframe { 0x65 } else { 0x41 };
+        let seq = self.video.seq;
+        self.video.seq = seq.wrapping_add(1);
+        // 20 ms on the 90 kHz clock: the pace of every test.
+        self.video.timestamp = self.video.timestamp.wrapping_add(1_800);
+        self.write_rtp(now, true, seq, payload.into());
+        seq
+    }
+
+    /// Sends one 20 ms audio packet at `now`.
+    pub(in crate::media) fn send_audio(&mut self, now: Instant) {
+        let seq = self.audio.seq;
+        self.audio.seq = seq.wrapping_add(1);
+        self.audio.timestamp = self.audio.timestamp.wrapping_add(960);
+        self.write_rtp(now, false, seq, Bytes::from_static(&[0xfc; 80]));
+    }
+
+    /// Sends RTP packet `seq` of the video (or audio) track at `now`, with the track's
+    /// latest timestamp.
+    pub(in crate::media) fn write_rtp(
+        &mut self,
+        now: Instant,
+        video: bool,
+        seq: u16,
+        payload: Bytes,
+    ) {
+        let (track, payload_type) = if video {
+            (&self.video, VIDEO_PT)
+        } else {
+            (&self.audio, AUDIO_PT)
+        };
+        let packet = rtc::rtp::Packet {
+            header: rtc::rtp::Header {
+                version: 2,
+                payload_type,
+                sequence_number: seq,
+                timestamp: track.timestamp,
+                ssrc: track.ssrc,
+                marker: true,
+                ..Default::default()
+            },
+            payload,
+        };
+        let mut sender = self.peer.rtp_sender(track.sender).expect("sender");
+        sender.write_rtp(now, packet).expect("write RTP");
+    }
+
+    /// Sends an RTCP packet at `now`.
+    pub(in crate::media) fn write_rtcp(
+        &mut self,
+        now: Instant,
+        packet: Box<dyn rtc::rtcp::Packet>,
+    ) {
+        let mut sender = self.peer.rtp_sender(self.video.sender).expect("sender");
+        sender.write_rtcp(now, vec![packet]).expect("write RTCP");
+    }
+}
+
+impl Publisher {
+    /// Restarts ICE at `now`: a new offer with fresh credentials, whose ufrag and pwd go to
+    /// the gateway in a trickle-ice-sdpfrag (the WHIP PATCH body).
+    pub(in crate::media) fn restart_ice(&mut self, now: Instant) -> String {
+        self.peer.restart_ice();
+        let offer = self.peer.create_offer(None).expect("restart offer");
+        self.peer
+            .set_local_description(now, offer)
+            .expect("local description");
+        let local = self.peer.local_description().expect("offer").sdp;
+        let (ufrag, pwd) = ice_credentials(&local).expect("new credentials");
+        format!(
+            "a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n"
+        )
+    }
+
+    /// Applies the gateway's answer fragment to the remote description, at `now`.
+    pub(in crate::media) fn apply_restart(&mut self, now: Instant, fragment: &str) {
+        let (ufrag, pwd) = ice_credentials(fragment).expect("gateway credentials");
+        let remote = self.peer.remote_description().expect("answer").sdp.clone();
+        let answer: String = remote
+            .lines()
+            .map(|l| {
+                if l.starts_with("a=ice-ufrag:") {
+                    format!("a=ice-ufrag:{ufrag}\r\n")
+                } else if l.starts_with("a=ice-pwd:") {
+                    format!("a=ice-pwd:{pwd}\r\n")
+                } else {
+                    format!("{l}\r\n")
+                }
+            })
+            .collect();
+        let answer = RTCSessionDescription::answer(answer).expect("answer");
+        self.peer
+            .set_remote_description(now, answer)
+            .expect("restarted answer");
+    }
+}
