@@ -304,7 +304,6 @@ impl Engine {
     /// A plain publisher (no WebRTC) has no offer: it is "answered" at once.
     fn prepare(&self, i: u32) -> Result<(Publisher, Option<String>, String), String> {
         let socket = super::udp_socket(std::net::SocketAddr::new(self.cfg.bind_ip, 0), 1 << 20)
-            .and_then(tokio::net::UdpSocket::from_std)
             .map_err(|e| format!("socket: {}", e.kind()))?;
         let plan = self.cfg.plan();
         if let Some(to) = &self.cfg.plain {
@@ -315,9 +314,15 @@ impl Engine {
                 .map_err(|e| format!("socket: {}", e.kind()))?;
             return Ok((p, None, String::new()));
         }
-        let (publisher, offer) =
-            Publisher::webrtc(i, socket, plan, &self.certificate, self.cfg.gso)
-                .map_err(|e| format!("offer: {e}"))?;
+        let (publisher, offer) = Publisher::webrtc(
+            i,
+            socket,
+            plan,
+            &self.certificate,
+            self.cfg.gso,
+            !self.cfg.full_rtc,
+        )
+        .map_err(|e| format!("offer: {e}"))?;
         Ok((publisher, Some(offer), self.cfg.endpoint(i)))
     }
 }

@@ -1,10 +1,7 @@
 //! Segmented sends (UDP GSO) for the publishers' `--gso` option: one system call carries a
 //! frame's packets, through `quinn-udp` (already the gateway's receive path).
 
-use std::net::SocketAddr;
-
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 
 use super::publisher::Tally;
 
@@ -42,13 +39,9 @@ pub(super) fn send_batch(
                 segment_size: (count > 1).then_some(segment),
                 src_ip: None,
             };
-            socket
-                .try_io(Interest::WRITABLE, || {
-                    state.try_send(socket.into(), &transmit)
-                })
-                .is_ok()
+            state.try_send(socket.into(), &transmit).is_ok()
         }
-        None => socket.try_send_to(contents, to).is_ok(),
+        None => socket.send_to(contents, to).is_ok(),
     };
     if !sent {
         tally.send_errors += count as u64;

@@ -1,14 +1,17 @@
 //! `whipgate-load`: the load generator operators run to size a machine ("how many publishers
 //! does this box take?"). It drives N WHIP publishers from a few worker tasks, each publisher a
-//! sans-IO `rtc` peer connection on its own UDP socket sending pre-built H264 or VP8 frames and
-//! 50 pps Opus-like audio; optionally registers the ingests itself over gRPC and measures what
+//! WebRTC client (offer from a sans-IO `rtc` peer connection; ICE, DTLS and SRTP from webrtc-rs's
+//! crates) on its own UDP socket sending pre-built H264 or VP8 frames and 50 pps Opus-like audio; optionally registers the ingests itself over gRPC and measures what
 //! arrives at its built-in UDP sink (loss per SSRC, latency, keyframes).
 //!
 //! | module | owns |
 //! |---|---|
 //! | [`engine`] | a batch of publishers: POSTs with bounded concurrency and ramp, workers, teardown |
 //! | `worker` | the loop that services a share of the publishers |
+//! | `offer` | a publisher's offer, from an `rtc` peer connection |
 //! | `publisher` | one publisher's peer connection, pacer and packetizer |
+//! | `lean` | ICE, DTLS and SRTP of a publisher without the peer connection's pipeline |
+//! | `outbox` | a publisher's outgoing datagrams: `sendmmsg` batches on a connected socket |
 //! | `gso` | segmented sends (`--gso`) |
 //! | [`payload`] | pre-built H264 / VP8 / Opus payloads and the latency stamp |
 //! | [`sink`] | the UDP sink (RFC 3550 loss, latency, keyframes) |
@@ -18,6 +21,9 @@
 
 pub mod engine;
 mod gso;
+mod lean;
+mod offer;
+mod outbox;
 pub mod payload;
 mod publisher;
 pub mod relay;
@@ -121,11 +127,16 @@ pub struct LoadConfig {
     #[arg(long)]
     pub watch_udp: Option<SocketAddr>,
     /// Send a frame's packets in one UDP GSO send where the kernel offers it (default: one
-    /// datagram per system call, as browsers send). Lowers the generator's cost a little, but
-    /// the gateway then receives frames coalesced by GRO, which real publishers do not send:
-    /// off for benchmarks of the gateway.
+    /// `sendmmsg` per frame, each packet its own datagram, as browsers send them). Lowers the
+    /// generator's cost a little, but the gateway then receives frames coalesced by GRO, which
+    /// real publishers do not send: off for benchmarks of the gateway.
     #[arg(long)]
     pub gso: bool,
+    /// Drive each publisher's media through the `rtc` peer connection's full handler pipeline
+    /// (about twice the generator's CPU per packet) instead of the default lean path: the
+    /// same ICE, DTLS and SRTP from webrtc-rs's own crates, without the pipeline.
+    #[arg(long)]
+    pub full_rtc: bool,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,

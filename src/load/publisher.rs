@@ -1,50 +1,43 @@
-//! One generated publisher: a sans-IO `rtc` peer connection (or, for the relay floor, plain
-//! RTP) on its own UDP socket, a pacer for video frames and 20 ms audio packets, and nothing
+//! One generated publisher: its offer from a sans-IO `rtc` peer connection, then the lean
+//! transport of [`super::lean`] (or, with `--full-rtc`, that peer connection; for the relay
+//! floor, plain RTP) on its own UDP socket, a pacer for video frames and 20 ms audio packets, and nothing
 //! else: no task, no timer of its own. A worker calls [`Publisher::service`] whenever the
 //! publisher may have something to do and learns when to come back.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use rtc::interceptor::Registry;
-use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
-};
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::certificate::RTCCertificate;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCDtlsTransportState, RTCIceCandidate,
-};
-use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::peer_connection::transport::RTCDtlsTransportState;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpSenderId;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
-};
 use rtc::sansio::Protocol;
-use rtc::shared::marshal::Marshal;
+use rtc::shared::marshal::{Marshal, MarshalSize};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::statistics::StatsSelector;
-use tokio::net::UdpSocket;
 
-use super::gso::{MAX_GSO_BYTES, MAX_GSO_SEGMENTS, gso_state, send_batch};
+use super::MediaPlan;
+use super::gso::gso_state;
+use super::lean::{self, Lean};
+use super::offer::{self, AUDIO_PT, VIDEO_PT};
+use super::outbox::Outbox;
 use super::payload::{self, Stamp};
-use super::{MediaPlan, VideoCodec};
 
-const VIDEO_PT: u8 = 102;
-const AUDIO_PT: u8 = 111;
 /// A pacer this far behind skips ahead instead of bursting to catch up.
 const MAX_LAG: Duration = Duration::from_millis(500);
+/// A connected publisher only hears RTCP and consent answers: its socket (non-blocking, not
+/// registered with the runtime, so arrivals wake nothing) is read this often, not on every
+/// wake-up of its worker.
+const READ_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Counters a worker accumulates and publishes in bulk.
 #[derive(Clone, Copy, Debug, Default)]
@@ -77,17 +70,23 @@ struct Stream {
 
 enum Transport {
     Webrtc(Box<RTCPeerConnection>),
+    /// ICE, DTLS and SRTP without the peer connection's pipeline (the default).
+    Lean(Box<Lean>),
     Plain,
+}
+
+/// What a lean publisher needs once the answer is in: its offer and certificate.
+struct LeanSetup {
+    offer: String,
+    certificate: RTCCertificate,
 }
 
 /// One publisher.
 pub(crate) struct Publisher {
     pub(crate) index: u32,
     socket: UdpSocket,
-    /// Segmented sends (UDP GSO) through `quinn-udp`, where the kernel has them.
-    udp: Option<quinn_udp::UdpSocketState>,
-    /// The datagrams of one flush, packed for one send.
-    gso: Vec<u8>,
+    /// What a service of the publisher sends, batched.
+    out: Outbox,
     local: SocketAddr,
     transport: Transport,
     video: Option<Stream>,
@@ -98,48 +97,13 @@ pub(crate) struct Publisher {
     pub(crate) started: Instant,
     pub(crate) connected_after: Option<Duration>,
     next_timeout: Option<Instant>,
+    /// When a connected publisher's socket is read next.
+    next_read: Instant,
     want_keyframe: bool,
-}
-
-fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, video: bool) -> RTCRtpCodec {
-    let fb = |typ: &str, parameter: &str| RTCPFeedback {
-        typ: typ.to_owned(),
-        parameter: parameter.to_owned(),
-    };
-    RTCRtpCodec {
-        mime_type: mime.to_owned(),
-        clock_rate,
-        channels,
-        sdp_fmtp_line: fmtp.to_owned(),
-        rtcp_feedback: if video {
-            vec![fb("nack", ""), fb("nack", "pli"), fb("ccm", "fir")]
-        } else {
-            Vec::new()
-        },
-    }
-}
-
-fn video_codec(c: VideoCodec) -> RTCRtpCodec {
-    match c {
-        VideoCodec::H264 => codec(
-            MIME_TYPE_H264,
-            90_000,
-            0,
-            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
-            true,
-        ),
-        VideoCodec::Vp8 => codec(MIME_TYPE_VP8, 90_000, 0, "", true),
-    }
-}
-
-fn audio_codec() -> RTCRtpCodec {
-    codec(
-        MIME_TYPE_OPUS,
-        48_000,
-        2,
-        "minptime=10;useinbandfec=1",
-        false,
-    )
+    /// Set for a lean publisher until its answer arrives.
+    lean: Option<Box<LeanSetup>>,
+    /// A marshalled RTP packet before encryption (lean publishers).
+    scratch: Vec<u8>,
 }
 
 /// A random non-zero SSRC.
@@ -165,75 +129,26 @@ impl Publisher {
         index: u32,
         socket: UdpSocket,
         plan: MediaPlan,
-        certificate: &rtc::peer_connection::certificate::RTCCertificate,
+        certificate: &RTCCertificate,
         gso: bool,
+        lean: bool,
     ) -> rtc::shared::error::Result<(Publisher, String)> {
         let now = Instant::now();
         let local = socket.local_addr()?;
-        let mut media = MediaEngine::default();
-        media.register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: video_codec(plan.codec),
-                payload_type: VIDEO_PT,
-            },
-            RtpCodecKind::Video,
-        )?;
-        if plan.audio {
-            media.register_codec(
-                RTCRtpCodecParameters {
-                    rtp_codec: audio_codec(),
-                    payload_type: AUDIO_PT,
-                },
-                RtpCodecKind::Audio,
-            )?;
-        }
-        let settings = SettingEngineBuilder::new()
-            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-            .build();
-        let mut peer = RTCPeerConnectionBuilder::new()
-            .with_configuration(
-                RTCConfigurationBuilder::new()
-                    .with_certificates(vec![certificate.clone()])
-                    .build(),
-            )
-            .with_media_engine(media)
-            .with_setting_engine(settings)
-            // No interceptors: no per-packet bookkeeping, no report timers.
-            .with_interceptor_registry(Registry::new())
-            .build(now)?;
         let mut video = stream(plan.frame_interval(), now);
-        video.sender = Some(peer.add_track(track(
-            RtpCodecKind::Video,
+        let mut audio = plan.audio.then(|| stream(Duration::from_millis(20), now));
+        let (peer, senders, sdp) = offer::peer_connection(
             index,
-            video.ssrc,
-            video_codec(plan.codec),
-        ))?);
-        let audio = if plan.audio {
-            let mut a = stream(Duration::from_millis(20), now);
-            a.sender =
-                Some(peer.add_track(track(RtpCodecKind::Audio, index, a.ssrc, audio_codec()))?);
-            Some(a)
-        } else {
-            None
-        };
-        let candidate = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: local.ip().to_string(),
-                port: local.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
+            local,
+            plan,
+            certificate,
+            [Some(video.ssrc), audio.as_ref().map(|a| a.ssrc)],
+            now,
+        )?;
+        video.sender = senders[0];
+        if let Some(a) = &mut audio {
+            a.sender = senders[1];
         }
-        .new_candidate_host()?;
-        peer.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
-        let offer = peer.create_offer(None)?;
-        peer.set_local_description(now, offer)?;
-        let sdp = peer
-            .local_description()
-            .map(|d| d.sdp)
-            .ok_or(rtc::shared::error::Error::ErrNoRemoteDescription)?;
         let udp = gso.then(|| gso_state(&socket)).flatten();
         let publisher = Publisher {
             index,
@@ -247,9 +162,16 @@ impl Publisher {
             started: now,
             connected_after: None,
             next_timeout: Some(now),
+            next_read: now,
             want_keyframe: true,
-            udp,
-            gso: Vec::new(),
+            out: Outbox::new(udp),
+            lean: lean.then(|| {
+                Box::new(LeanSetup {
+                    offer: sdp.clone(),
+                    certificate: certificate.clone(),
+                })
+            }),
+            scratch: Vec::new(),
         };
         Ok((publisher, sdp))
     }
@@ -283,9 +205,11 @@ impl Publisher {
             started: now,
             connected_after: None,
             next_timeout: None,
+            next_read: now,
             want_keyframe: true,
-            udp: None,
-            gso: Vec::new(),
+            out: Outbox::default(),
+            lean: None,
+            scratch: Vec::new(),
         };
         p.on_connected(now);
         Ok(p)
@@ -294,6 +218,14 @@ impl Publisher {
     /// Applies the gateway's answer. Passive ICE-TCP candidates are dropped: this client
     /// only speaks UDP.
     pub(crate) fn set_answer(&mut self, answer: &str) -> rtc::shared::error::Result<()> {
+        if let Some(setup) = self.lean.take() {
+            let now = Instant::now();
+            let lean = Lean::new(self.local, &setup.offer, answer, &setup.certificate, now)
+                .map_err(rtc::shared::error::Error::Other)?;
+            self.transport = Transport::Lean(Box::new(lean));
+            self.next_timeout = Some(now);
+            return Ok(());
+        }
         let Transport::Webrtc(peer) = &mut self.transport else {
             return Ok(());
         };
@@ -334,11 +266,21 @@ impl Publisher {
         if self.phase == Phase::Failed {
             return None;
         }
-        let mut touched = self.read(now, buf);
-        if let (Transport::Webrtc(peer), Some(due)) = (&mut self.transport, self.next_timeout)
+        let mut touched = false;
+        if self.phase == Phase::Connecting || now >= self.next_read {
+            self.next_read = now + READ_INTERVAL;
+            touched = self.read(now, buf);
+        }
+        if let Some(due) = self.next_timeout
             && due <= now
         {
-            let _ = peer.handle_timeout(now);
+            match &mut self.transport {
+                Transport::Webrtc(peer) => {
+                    let _ = peer.handle_timeout(now);
+                }
+                Transport::Lean(lean) => lean.handle_timeout(now),
+                Transport::Plain => {}
+            }
             touched = true;
         }
         if touched {
@@ -351,8 +293,10 @@ impl Publisher {
         // something happened, not on every wake-up of the worker.
         if touched {
             self.flush(tally);
-            if let Transport::Webrtc(peer) = &mut self.transport {
-                self.next_timeout = peer.poll_timeout();
+            match &mut self.transport {
+                Transport::Webrtc(peer) => self.next_timeout = peer.poll_timeout(),
+                Transport::Lean(lean) => self.next_timeout = lean.poll_timeout(),
+                Transport::Plain => {}
             }
         }
         [
@@ -372,9 +316,11 @@ impl Publisher {
     /// Feeds every queued datagram to the peer connection; true if there was one.
     fn read(&mut self, now: Instant, buf: &mut [u8]) -> bool {
         let mut any = false;
-        while let Ok((n, from)) = self.socket.try_recv_from(buf) {
+        while let Ok((n, from)) = self.socket.recv_from(buf) {
             any = true;
-            if let Transport::Webrtc(peer) = &mut self.transport {
+            if let Transport::Lean(lean) = &mut self.transport {
+                lean.handle_read(now, from, &buf[..n]);
+            } else if let Transport::Webrtc(peer) = &mut self.transport {
                 let _ = peer.handle_read(TaggedBytesMut {
                     now,
                     transport: TransportContext {
@@ -392,6 +338,18 @@ impl Publisher {
 
     /// Handles the peer's events and incoming RTCP.
     fn drain(&mut self, now: Instant, tally: &mut Tally) {
+        if let Transport::Lean(lean) = &mut self.transport {
+            let requests = std::mem::take(&mut lean.keyframe_requests);
+            tally.keyframe_requests += requests;
+            tally.nacks += std::mem::take(&mut lean.nacks);
+            self.want_keyframe |= requests > 0;
+            match lean.state {
+                lean::State::Connected if self.phase == Phase::Connecting => self.on_connected(now),
+                lean::State::Failed => self.phase = Phase::Failed,
+                _ => {}
+            }
+            return;
+        }
         let Transport::Webrtc(peer) = &mut self.transport else {
             return;
         };
@@ -461,7 +419,7 @@ impl Publisher {
                 let last = packets.len() - 1;
                 for (i, p) in packets.into_iter().enumerate() {
                     tally.video_packets += 1;
-                    self.write(&mut v, VIDEO_PT, ts, i == last, p, tally);
+                    self.write(now, &mut v, VIDEO_PT, ts, i == last, p, tally);
                 }
                 v.count += 1;
                 advance(&mut v, now);
@@ -473,6 +431,7 @@ impl Publisher {
                 let ts = (a.count * 960) as u32;
                 tally.audio_packets += 1;
                 self.write(
+                    now,
                     &mut a,
                     AUDIO_PT,
                     ts,
@@ -488,8 +447,10 @@ impl Publisher {
         true
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &mut self,
+        now: Instant,
         s: &mut Stream,
         pt: u8,
         timestamp: u32,
@@ -513,17 +474,31 @@ impl Publisher {
         match (&mut self.transport, s.sender, s.to) {
             (Transport::Webrtc(peer), Some(id), _) => {
                 if let Some(mut sender) = peer.rtp_sender(id)
-                    && sender.write_rtp(Instant::now(), packet).is_err()
+                    && sender.write_rtp(now, packet).is_err()
                 {
                     tally.send_errors += 1;
+                }
+            }
+            (Transport::Lean(lean), _, _) => {
+                let size = packet.marshal_size();
+                self.scratch.resize(size, 0);
+                let sealed = packet
+                    .marshal_to(&mut self.scratch)
+                    .ok()
+                    .and_then(|n| lean.protect(&self.scratch[..n], &packet.header));
+                match sealed {
+                    Some(datagram) => {
+                        tally.bytes += datagram.len() as u64;
+                        let to = lean.remote();
+                        self.out.push(&self.socket, to, datagram, tally);
+                    }
+                    None => tally.send_errors += 1,
                 }
             }
             (Transport::Plain, _, Some(to)) => match packet.marshal() {
                 Ok(bytes) => {
                     tally.bytes += bytes.len() as u64;
-                    if self.socket.try_send_to(&bytes, to).is_err() {
-                        tally.send_errors += 1;
-                    }
+                    self.out.push(&self.socket, to, bytes.freeze(), tally);
                 }
                 Err(_) => tally.send_errors += 1,
             },
@@ -531,67 +506,33 @@ impl Publisher {
         }
     }
 
-    /// Sends what the peer connection queued. With `--gso`, a frame's packets (equal sizes,
-    /// the last one shorter) go out as one segmented send (UDP GSO) where the kernel offers
-    /// it: one system call per frame instead of one per packet.
+    /// Sends what the peer connection queued (and plain RTP written), batched by the outbox.
+    /// Once connected, the socket is connected to the gateway's address first.
     fn flush(&mut self, tally: &mut Tally) {
-        let Transport::Webrtc(peer) = &mut self.transport else {
-            return;
-        };
-        let max_segments = self
-            .udp
-            .as_ref()
-            .map_or(1, |s| s.max_gso_segments().min(MAX_GSO_SEGMENTS));
-        let mut batch = std::mem::take(&mut self.gso);
-        batch.clear();
-        let (mut segment, mut count, mut to, mut closed) = (0, 0, None, false);
-        while let Some(out) = peer.poll_write() {
-            if out.transport.transport_protocol != TransportProtocol::UDP {
-                continue;
+        if let Transport::Lean(lean) = &mut self.transport {
+            let to = lean.remote();
+            if self.phase == Phase::Connected && !self.out.connect_tried() {
+                self.out.connect(&self.socket, to);
             }
-            let len = out.message.len();
-            tally.bytes += len as u64;
-            let dest = out.transport.peer_addr;
-            let fits = count > 0
-                && !closed
-                && to == Some(dest)
-                && len <= segment
-                && count < max_segments
-                && batch.len() + len <= MAX_GSO_BYTES;
-            if count > 0 && !fits {
-                send_batch(
-                    &self.socket,
-                    self.udp.as_ref(),
-                    &batch,
-                    segment,
-                    count,
-                    to,
-                    tally,
-                );
-                batch.clear();
-                count = 0;
+            for datagram in lean.take_transmits() {
+                tally.bytes += datagram.len() as u64;
+                self.out.push(&self.socket, to, datagram, tally);
             }
-            if count == 0 {
-                (segment, to, closed) = (len, Some(dest), false);
-            } else if len < segment {
-                // Only the last segment of a send may be shorter.
-                closed = true;
-            }
-            batch.extend_from_slice(&out.message);
-            count += 1;
         }
-        if count > 0 {
-            send_batch(
-                &self.socket,
-                self.udp.as_ref(),
-                &batch,
-                segment,
-                count,
-                to,
-                tally,
-            );
+        if let Transport::Webrtc(peer) = &mut self.transport {
+            while let Some(out) = peer.poll_write() {
+                if out.transport.transport_protocol != TransportProtocol::UDP {
+                    continue;
+                }
+                tally.bytes += out.message.len() as u64;
+                let to = out.transport.peer_addr;
+                if self.phase == Phase::Connected && !self.out.connect_tried() {
+                    self.out.connect(&self.socket, to);
+                }
+                self.out.push(&self.socket, to, out.message.freeze(), tally);
+            }
         }
-        self.gso = batch;
+        self.out.flush(&self.socket, tally);
     }
 
     /// Ends the publisher politely (DTLS close_notify) or, with `vanish`, silently.
@@ -599,8 +540,12 @@ impl Publisher {
         if vanish {
             return;
         }
-        if let Transport::Webrtc(peer) = &mut self.transport {
-            let _ = peer.close();
+        match &mut self.transport {
+            Transport::Webrtc(peer) => {
+                let _ = peer.close();
+            }
+            Transport::Lean(lean) => lean.close(Instant::now()),
+            Transport::Plain => {}
         }
         self.flush(tally);
     }
@@ -611,21 +556,4 @@ fn advance(s: &mut Stream, now: Instant) {
     if now.duration_since(s.next_due) > MAX_LAG && s.next_due < now {
         s.next_due = now + s.interval;
     }
-}
-
-fn track(kind: RtpCodecKind, index: u32, ssrc: u32, codec: RTCRtpCodec) -> MediaStreamTrack {
-    MediaStreamTrack::new(
-        format!("whipgate-load-{index}"),
-        format!("{kind}-{index}"),
-        format!("{kind}-{index}"),
-        kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec,
-            ..Default::default()
-        }],
-    )
 }
