@@ -180,11 +180,6 @@ pub struct Config {
     /// WebRTC negotiations (offer to answer) at once at most; more get 503 with Retry-After.
     #[arg(long, env = "WHIPGATE_MAX_NEGOTIATIONS", default_value_t = 16)]
     pub max_negotiations: usize,
-    /// Negotiations computed at the same time (the rest wait their turn, first come first
-    /// served, within `max_negotiations`); 0: one per CPU core. Serving a burst in order
-    /// answers most publishers sooner than sharing the cores among all of them.
-    #[arg(long, env = "WHIPGATE_NEGOTIATION_THREADS", default_value_t = 0)]
-    pub negotiation_threads: usize,
     /// Concurrent HTTP/2 streams per gRPC connection.
     #[arg(long, env = "WHIPGATE_GRPC_MAX_STREAMS", default_value_t = 128)]
     pub grpc_max_streams: u32,

@@ -84,8 +84,6 @@ pub struct Media {
     forward: ForwardSockets,
     timers: SessionTimers,
     answer_timeout: Duration,
-    /// Negotiations computed at once (`--negotiation-threads`), served in arrival order.
-    negotiating: Arc<tokio::sync::Semaphore>,
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
 }
@@ -97,13 +95,8 @@ impl Media {
         metrics: Arc<Metrics>,
         tracker: TaskTracker,
     ) -> Result<Self, Error> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let count = match config.media_workers {
-            0 => cores,
-            n => n,
-        };
-        let negotiating = match config.negotiation_threads {
-            0 => cores,
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
         let sockets = udp::bind_group(config.udp_listen, config.media_socket_buffer, count)
@@ -157,7 +150,6 @@ impl Media {
                 stats_interval: config.stats_interval,
             },
             answer_timeout: config.answer_timeout,
-            negotiating: Arc::new(tokio::sync::Semaphore::new(negotiating)),
             metrics,
             tracker,
         })
@@ -228,22 +220,15 @@ impl Media {
     ) -> Result<Answer, Error> {
         let factory = Arc::clone(&self.factory);
         let blocking_plan = plan.clone();
-        let turn = Arc::clone(&self.negotiating);
-        let negotiation = async move {
-            // Closed never: the semaphore lives as long as the media.
-            let _permit = turn.acquire_owned().await.map_err(Error::internal)?;
-            tokio::task::spawn_blocking(move || {
-                factory.negotiate(offer, &blocking_plan, std::time::Instant::now())
-            })
-            .await
-            .map_err(Error::internal)
-        };
+        let negotiation = tokio::task::spawn_blocking(move || {
+            factory.negotiate(offer, &blocking_plan, std::time::Instant::now())
+        });
         let started = std::time::Instant::now();
         let negotiated = match tokio::time::timeout(self.answer_timeout, negotiation).await {
             Err(_) => return Err(Error::GatherTimeout),
             // Finished, but too late for a publisher that is already giving up.
             Ok(_) if started.elapsed() > self.answer_timeout => return Err(Error::GatherTimeout),
-            Ok(Err(err)) => return Err(err),
+            Ok(Err(join)) => return Err(Error::internal(join)),
             Ok(Ok(Err(err))) => {
                 return Err(Error::BadRequest(format!(
                     "cannot answer this offer: {err}"
