@@ -22,6 +22,8 @@ mod housekeeping;
 mod ice_auth;
 mod live;
 mod mux;
+#[cfg(test)]
+mod negotiate_cost;
 mod observe;
 mod peer;
 mod restart;
