@@ -163,7 +163,7 @@ impl PeerFactory {
                 )?;
             }
         }
-        let offer = RTCSessionDescription::offer(without_candidates(&offer_sdp))?;
+        let offer = RTCSessionDescription::offer(offer_for_rtc(&offer_sdp, plan))?;
         peer.set_remote_description(now, offer)?;
         let udp = self
             .candidates
@@ -205,22 +205,60 @@ impl PeerFactory {
     }
 }
 
-/// The offer without its candidates. An ICE-lite agent never sends checks while controlled,
-/// but rtc-ice sends them to every remote candidate once a role conflict makes it controlling
-/// (`contact_candidates` of its controlling selector): with no candidates from the offer it
-/// only knows the addresses that authenticated checks came from (peer-reflexive ones), so an
-/// offer cannot aim it at a third party.
-pub(crate) fn without_candidates(sdp: &str) -> String {
+/// The offer as webrtc-rs gets it: without its candidates, and with only the chosen codec in
+/// each audio and video section.
+///
+/// Candidates: an ICE-lite agent never sends checks while controlled, but rtc-ice sends them
+/// to every remote candidate once a role conflict makes it controlling (`contact_candidates`
+/// of its controlling selector): with no candidates from the offer it only knows the addresses
+/// that authenticated checks came from (peer-reflexive ones), so an offer cannot aim it at a
+/// third party.
+///
+/// Codecs: the media engine holds only the chosen codec, so the answer is the same either way,
+/// but rtc parses every payload type's rtpmap, fmtp and rtcp-fb lines of the offer several
+/// times while matching them (two thirds of a negotiation's CPU for a browser's offer of a
+/// dozen codecs). A section whose format list lacks the chosen payload type is left whole.
+pub(crate) fn offer_for_rtc(sdp: &str, plan: &OfferPlan) -> String {
     let mut out = String::with_capacity(sdp.len());
+    // The payload type kept in the current media section, when it is pruned.
+    let mut keep: Option<u8> = None;
     for line in sdp.lines() {
-        let trimmed = line.trim_end_matches('\r');
-        if trimmed.starts_with("a=candidate:") || trimmed == "a=end-of-candidates" {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with("a=candidate:") || line == "a=end-of-candidates" {
             continue;
         }
-        out.push_str(trimmed);
+        if let Some(media) = line.strip_prefix("m=") {
+            let chosen = match media.split(' ').next() {
+                Some("video") => plan.video.as_ref().map(|c| c.payload_type),
+                Some("audio") => plan.audio.as_ref().map(|c| c.payload_type),
+                _ => None,
+            };
+            let fields: Vec<&str> = media.split(' ').collect();
+            keep = chosen
+                .filter(|pt| fields.len() > 3 && fields[3..].iter().any(|f| f.parse() == Ok(*pt)));
+            if let Some(pt) = keep {
+                out.push_str(&format!("m={} {pt}\r\n", fields[..3].join(" ")));
+                continue;
+            }
+        } else if let Some(pt) = keep
+            && let Some(other) = codec_line_payload_type(line)
+            && other != pt
+        {
+            continue;
+        }
+        out.push_str(line);
         out.push_str("\r\n");
     }
     out
+}
+
+/// The payload type an `a=rtpmap:`, `a=fmtp:` or `a=rtcp-fb:` line is about (`None` for
+/// other lines and for `a=rtcp-fb:*`).
+fn codec_line_payload_type(line: &str) -> Option<u8> {
+    let rest = ["a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"]
+        .iter()
+        .find_map(|prefix| line.strip_prefix(prefix))?;
+    rest.split(' ').next()?.parse().ok()
 }
 
 fn nack_feedback() -> Vec<RTCPFeedback> {
@@ -266,5 +304,94 @@ fn audio_parameters(chosen: &Chosen<AudioCodec>) -> RTCRtpCodecParameters {
             rtcp_feedback: Vec::new(),
         },
         payload_type: chosen.payload_type,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{AudioCodec, VideoCodec};
+
+    const FIREFOX: &str = include_str!("../../tests/it/fixtures/firefox-esr-153-vp8-offer.sdp");
+
+    fn plan() -> OfferPlan {
+        let spec = crate::registry::IngestSpec {
+            id: "p".to_owned(),
+            video_target: None,
+            audio_target: None,
+            bearer_token: None,
+            labels: Default::default(),
+            video_codecs: vec![VideoCodec::Vp8],
+            audio_codecs: vec![AudioCodec::Opus],
+            limits: Default::default(),
+            redirect_url: None,
+            simulcast_layer: None,
+            replace_publisher: false,
+        };
+        crate::whip::plan_offer(FIREFOX, &spec).expect("Firefox's offer plans")
+    }
+
+    #[test]
+    fn rtc_gets_the_offer_without_candidates_and_with_only_the_chosen_codecs() {
+        let plan = plan();
+        let pruned = offer_for_rtc(FIREFOX, &plan);
+        assert!(
+            pruned.contains("m=audio 40519 UDP/TLS/RTP/SAVPF 109\r\n"),
+            "{pruned}"
+        );
+        assert!(
+            pruned.contains("m=video 0 UDP/TLS/RTP/SAVPF 120\r\n"),
+            "{pruned}"
+        );
+        for gone in [
+            "a=rtpmap:9 ",
+            "a=rtpmap:124 ",
+            "a=fmtp:121 ",
+            "a=rtcp-fb:121 ",
+            "a=candidate:",
+        ] {
+            assert!(!pruned.contains(gone), "{gone} left in {pruned}");
+        }
+        for kept in [
+            "a=rtpmap:109 opus",
+            "a=rtpmap:120 VP8",
+            "a=rtcp-fb:120 nack pli",
+            "a=mid:",
+            "a=extmap:",
+        ] {
+            assert!(pruned.contains(kept), "{kept} missing from {pruned}");
+        }
+        // The answer keeps the chosen codecs at the offer's payload types.
+        let udp: SocketAddr = "127.0.0.1:8189".parse().expect("addr");
+        let factory =
+            PeerFactory::new(vec![udp], vec![], Duration::from_secs(30)).expect("factory");
+        let answer = factory
+            .negotiate(FIREFOX.to_owned(), &plan, Instant::now())
+            .expect("negotiates")
+            .answer_sdp;
+        assert!(answer.contains("a=rtpmap:120 VP8/90000"), "{answer}");
+        assert!(answer.contains("a=rtpmap:109 opus/48000/2"), "{answer}");
+        assert!(
+            answer
+                .lines()
+                .any(|l| l.starts_with("m=video ") && l.ends_with(" 120")),
+            "{answer}"
+        );
+    }
+
+    #[test]
+    fn a_section_without_the_chosen_payload_type_is_left_whole() {
+        let mut plan = plan();
+        if let Some(video) = plan.video.as_mut() {
+            video.payload_type = 42;
+        }
+        let pruned = offer_for_rtc(FIREFOX, &plan);
+        assert!(
+            pruned.contains("m=video 0 UDP/TLS/RTP/SAVPF 120 124 121 125 99 100 123 122 119\r\n")
+        );
+        assert!(pruned.contains("a=rtpmap:121 VP9/90000"));
+        assert_eq!(codec_line_payload_type("a=rtcp-fb:* transport-cc"), None);
+        assert_eq!(codec_line_payload_type("a=fmtp:97 apt=96"), Some(97));
+        assert_eq!(codec_line_payload_type("a=mid:0"), None);
     }
 }
