@@ -106,8 +106,13 @@ impl KeyframeClock {
         }
     }
 
-    /// The longest recent interval, once there is one.
+    /// The longest recent interval, once there are two: the first interval of a session is
+    /// usually cut short by the keyframe its first PLI forces, and alone it would read as the
+    /// cadence ("a keyframe every 0.1 s").
     pub(super) fn interval(&self, clock_rate: u32) -> Option<Duration> {
+        if self.next < 2 {
+            return None;
+        }
         let ticks = u64::try_from(self.intervals.iter().copied().max()?)
             .ok()
             .filter(|&t| t > 0)?;
@@ -150,8 +155,13 @@ mod keyframe_tests {
         assert_eq!(clock.interval(90_000), None);
         // A PLI-forced keyframe 0.1 s after the first, then the encoder's 2 s cadence.
         clock.observe(9_000);
-        assert_eq!(clock.interval(90_000), Some(Duration::from_millis(100)));
+        assert_eq!(
+            clock.interval(90_000),
+            None,
+            "one short interval is no cadence"
+        );
         clock.observe(180_000);
+        assert_eq!(clock.interval(90_000), Some(Duration::from_millis(1_900)));
         clock.observe(360_000);
         assert_eq!(clock.interval(90_000), Some(Duration::from_secs(2)));
         // The same keyframe's later packets and a timestamp going back change nothing.

@@ -30,8 +30,15 @@ fn h264_stream_gives_resolution_rates_and_keyframe_interval() {
     let sps = hex(SPS_HIGH_360P);
     let (p_slice, idr) = ([0x41, 0x9a, 0x23], [0x65, 0x88, 0x84]);
     let mut seq = 65_000u16; // wraps during the test
-    // 4 s at 25 fps, a keyframe every 2 s, two packets per frame; timestamps near the wrap.
-    for frame in 0u32..100 {
+    // 6 s at 25 fps, a keyframe every 2 s, two packets per frame; timestamps near the wrap.
+    for frame in 0u32..150 {
+        if frame == 51 {
+            assert_eq!(
+                tracker.facts().keyframe_interval,
+                None,
+                "one interval is not a cadence yet (a PLI may have cut it short)"
+            );
+        }
         let ts = (u32::MAX - 100_000).wrapping_add(frame * 3600);
         let keyframe = frame % 50 == 0;
         if keyframe {
