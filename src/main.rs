@@ -6,6 +6,10 @@ use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 use whipgate::{Config, Gateway};
 
+/// Log filter without `RUST_LOG`. webrtc-rs logs each session's state changes at info (six
+/// lines per publisher, written while its offer is answered); whipgate logs sessions itself.
+const DEFAULT_LOG: &str = "info,rtc=warn";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args_os().skip(1).peekable();
@@ -15,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -22,6 +22,7 @@ mod housekeeping;
 mod ice_auth;
 mod live;
 mod mux;
+mod negotiate;
 #[cfg(test)]
 mod negotiate_cost;
 mod observe;
@@ -56,6 +57,7 @@ use crate::registry::Admission;
 use forward::{ForwardSockets, Forwarder};
 use live::{Cell, Control};
 use mux::UdpMux;
+use negotiate::{Negotiators, Refused};
 use observe::Observers;
 use peer::PeerFactory;
 use session::{Egress, Progress, Session, SessionTimers};
@@ -83,6 +85,8 @@ pub struct Media {
     /// The ICE-TCP listener until the receiver starts.
     tcp: Arc<std::sync::Mutex<Option<TcpListener>>>,
     factory: Arc<PeerFactory>,
+    /// Threads that answer offers, in arrival order.
+    negotiators: Negotiators,
     forward: ForwardSockets,
     timers: SessionTimers,
     answer_timeout: Duration,
@@ -145,6 +149,7 @@ impl Media {
             next_home: Arc::new(AtomicUsize::new(0)),
             tcp: Arc::new(std::sync::Mutex::new(tcp)),
             factory: Arc::new(factory),
+            negotiators: Negotiators::start(count, config.max_negotiations, &tracker),
             forward,
             timers: SessionTimers {
                 media_timeout: config.media_timeout,
@@ -185,6 +190,12 @@ impl Media {
 
     /// Starts the receive loops of the shared UDP socket and the ICE-TCP listener.
     pub fn spawn_receiver(&self, cancel: CancellationToken) {
+        let negotiators = self.negotiators.clone();
+        let closing = cancel.clone();
+        self.tracker.spawn(async move {
+            closing.cancelled().await;
+            negotiators.close();
+        });
         let metrics = Arc::clone(&self.metrics);
         let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
         // Only the workers and the ICE-TCP tasks hold the setup queue: its threads end with them.
@@ -222,15 +233,19 @@ impl Media {
     ) -> Result<Answer, Error> {
         let factory = Arc::clone(&self.factory);
         let blocking_plan = plan.clone();
-        let negotiation = tokio::task::spawn_blocking(move || {
-            factory.negotiate(offer, &blocking_plan, std::time::Instant::now())
-        });
+        let negotiation = self
+            .negotiators
+            .submit(move || factory.negotiate(offer, &blocking_plan, std::time::Instant::now()))
+            .map_err(|refused| match refused {
+                Refused::Busy => Error::Overloaded("too many negotiations in progress".into()),
+                Refused::Closed => Error::Draining,
+            })?;
         let started = std::time::Instant::now();
         let negotiated = match tokio::time::timeout(self.answer_timeout, negotiation).await {
             Err(_) => return Err(Error::GatherTimeout),
             // Finished, but too late for a publisher that is already giving up.
             Ok(_) if started.elapsed() > self.answer_timeout => return Err(Error::GatherTimeout),
-            Ok(Err(join)) => return Err(Error::internal(join)),
+            Ok(Err(_)) => return Err(Error::internal("the negotiation failed unexpectedly")),
             Ok(Ok(Err(err))) => {
                 return Err(Error::BadRequest(format!(
                     "cannot answer this offer: {err}"
