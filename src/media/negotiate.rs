@@ -3,8 +3,9 @@
 //! A negotiation is a fraction of a millisecond of CPU (webrtc-rs parsing and matching the
 //! offer, building the answer), too long to run on the async runtime between requests. On
 //! tokio's blocking pool a burst of 50 POSTs started up to 50 new threads, each paying for its
-//! creation and a fresh malloc arena (page faults), and the cores were shared among all of them,
-//! so every answer of the burst came at about the end of it. One thread per core fed in
+//! creation and most for a fresh malloc arena (glibc makes up to 8 per core; their first
+//! allocations page-fault), and the cores were shared among all of them, so every answer of the
+//! burst came at about the end of it. One thread per core fed in
 //! arrival order answers the first POSTs of a burst first, on threads whose memory is already
 //! warm.
 
