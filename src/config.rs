@@ -135,7 +135,7 @@ pub struct Config {
     #[arg(long, env = "WHIPGATE_MEDIA_SOCKET_BUFFER", default_value_t = 8 * 1024 * 1024)]
     pub media_socket_buffer: usize,
     /// Media workers, each with its own socket on the media port and its own sessions
-    /// (0: one per CPU core).
+    /// (0: one per CPU core); as many setup and negotiation threads are started.
     #[arg(long, env = "WHIPGATE_MEDIA_WORKERS", default_value_t = 0)]
     pub media_workers: usize,
     /// Cluster mode: the shared Redis, `redis://host:port/db` or
