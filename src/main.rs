@@ -10,6 +10,13 @@ use whipgate::{Config, Gateway};
 /// lines per publisher, written while its offer is answered); whipgate logs sessions itself.
 const DEFAULT_LOG: &str = "info,rtc=warn";
 
+/// jemalloc instead of glibc's malloc. Answering an offer is allocation-heavy (about 40 % of
+/// webrtc-rs' offer/answer is malloc/free), and a fresh glibc arena page-faults on first use.
+/// In alternated runs on fresh gateways, 50 POSTs at once: p50 9.2 -> 7.6 ms, the gateway's
+/// own mean 3.7 -> 2.6 ms; RSS per session lower at 50 publishers (238 -> 202 KiB).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args_os().skip(1).peekable();
