@@ -42,6 +42,8 @@ pub(crate) struct PeerFactory {
     crypto: Arc<dyn RTCCryptoProvider>,
     candidates: Vec<SocketAddr>,
     tcp_candidates: Vec<SocketAddr>,
+    /// `candidates` and `tcp_candidates` as webrtc-rs takes them, built once.
+    local_candidates: Vec<RTCIceCandidateInit>,
     ice_disconnected: Duration,
     ice_failed: Duration,
 }
@@ -79,11 +81,31 @@ impl PeerFactory {
             rtc::crypto::SignatureScheme::EcdsaP256Sha256,
             CertificateParams::new(vec!["whipgate".to_owned()])?,
         )?;
+        let udp = candidates.iter().map(|a| (a, "udp", TcpType::Unspecified));
+        let tcp = tcp_candidates.iter().map(|a| (a, "tcp", TcpType::Passive));
+        let local_candidates = udp
+            .chain(tcp)
+            .map(|(addr, network, tcp_type)| {
+                let candidate = CandidateHostConfig {
+                    base_config: CandidateConfig {
+                        network: network.to_owned(),
+                        address: addr.ip().to_string(),
+                        port: addr.port(),
+                        component: 1,
+                        ..Default::default()
+                    },
+                    tcp_type,
+                }
+                .new_candidate_host()?;
+                RTCIceCandidate::from(&candidate).to_json()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(PeerFactory {
             certificate,
             crypto: provider,
             candidates,
             tcp_candidates,
+            local_candidates,
             // Publishers send consent checks every ~5 s (RFC 7675) and consent lasts 30 s:
             // a shorter ICE-lite timeout flaps to "disconnected" between two checks. Vanished
             // publishers are caught sooner by the media timeout anyway.
@@ -165,35 +187,15 @@ impl PeerFactory {
         }
         let offer = RTCSessionDescription::offer(offer_for_rtc(&offer_sdp, plan))?;
         peer.set_remote_description(now, offer)?;
-        let udp = self
-            .candidates
-            .iter()
-            .map(|a| (a, "udp", TcpType::Unspecified));
-        let tcp = self
-            .tcp_candidates
-            .iter()
-            .map(|a| (a, "tcp", TcpType::Passive));
-        for (addr, network, tcp_type) in udp.chain(tcp) {
-            let candidate = CandidateHostConfig {
-                base_config: CandidateConfig {
-                    network: network.to_owned(),
-                    address: addr.ip().to_string(),
-                    port: addr.port(),
-                    component: 1,
-                    ..Default::default()
-                },
-                tcp_type,
-            }
-            .new_candidate_host()?;
-            peer.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+        for candidate in &self.local_candidates {
+            peer.add_local_candidate(candidate.clone())?;
         }
         peer.add_local_candidate(RTCIceCandidateInit::default())?;
+        // The answer already carries the candidates (gathering is complete): its text is what
+        // `local_description()` would give, without parsing and marshalling it once more.
         let answer = peer.create_answer(None)?;
+        let answer_sdp = answer.sdp.clone();
         peer.set_local_description(now, answer)?;
-        let answer_sdp = peer
-            .local_description()
-            .map(|d| d.sdp)
-            .ok_or(rtc::shared::error::Error::ErrPeerConnLocalDescriptionNil)?;
         let (ufrag, pwd) = ice_credentials(&answer_sdp)
             .ok_or(rtc::shared::error::Error::ErrSessionDescriptionMissingIceUfrag)?;
         Ok(Negotiated {
@@ -377,6 +379,38 @@ mod tests {
                 .any(|l| l.starts_with("m=video ") && l.ends_with(" 120")),
             "{answer}"
         );
+    }
+
+    #[test]
+    fn the_answer_is_the_local_description_with_every_candidate() {
+        let udp: Vec<SocketAddr> = vec![
+            "127.0.0.1:8189".parse().expect("addr"),
+            "[::1]:8189".parse().expect("addr"),
+        ];
+        let tcp: Vec<SocketAddr> = vec!["127.0.0.1:8190".parse().expect("addr")];
+        let factory = PeerFactory::new(udp, tcp, Duration::from_secs(30)).expect("factory");
+        let negotiated = factory
+            .negotiate(FIREFOX.to_owned(), &plan(), Instant::now())
+            .expect("negotiates");
+        let local = negotiated
+            .peer
+            .local_description()
+            .expect("a local description")
+            .sdp;
+        assert_eq!(negotiated.answer_sdp, local);
+        for candidate in [
+            " udp 2130706431 127.0.0.1 8189 typ host",
+            " udp 2130706431 ::1 8189 typ host",
+            " tcp 2124414975 127.0.0.1 8190 typ host tcptype passive",
+        ] {
+            assert!(
+                local
+                    .lines()
+                    .any(|l| l.starts_with("a=candidate:") && l.ends_with(candidate)),
+                "{candidate} missing from {local}"
+            );
+        }
+        assert!(local.contains("a=end-of-candidates\r\n"), "{local}");
     }
 
     #[test]
