@@ -14,6 +14,7 @@ const DEFAULT_LOG: &str = "info,rtc=warn";
 /// webrtc-rs' offer/answer is malloc/free), and a fresh glibc arena page-faults on first use.
 /// In alternated runs on fresh gateways, 50 POSTs at once: p50 9.2 -> 7.6 ms, the gateway's
 /// own mean 3.7 -> 2.6 ms; RSS per session lower at 50 publishers (238 -> 202 KiB).
+#[cfg(target_os = "linux")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
