@@ -174,12 +174,31 @@ pub struct Config {
     /// Open HTTP connections at most; further connections wait in the kernel's backlog.
     #[arg(long, env = "WHIPGATE_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
     pub http_max_connections: usize,
+    /// Open HTTP connections per client (IPv4 address, IPv6 /64) at most; more are closed
+    /// at once (plaintext: after a 503). Room for a studio's 50 encoders behind one NAT.
+    #[arg(
+        long,
+        env = "WHIPGATE_HTTP_MAX_CONNECTIONS_PER_CLIENT",
+        default_value_t = 64
+    )]
+    pub http_max_connections_per_client: usize,
     /// HTTP requests handled at once at most; more get 503 with Retry-After.
     #[arg(long, env = "WHIPGATE_HTTP_MAX_REQUESTS", default_value_t = 256)]
     pub http_max_requests: usize,
     /// WebRTC negotiations (offer to answer) at once at most; more get 503 with Retry-After.
     #[arg(long, env = "WHIPGATE_MAX_NEGOTIATIONS", default_value_t = 16)]
     pub max_negotiations: usize,
+    /// Open gRPC connections at most (TLS: counted from accept to close); more wait in the
+    /// kernel's backlog.
+    #[arg(long, env = "WHIPGATE_GRPC_MAX_CONNECTIONS", default_value_t = 256)]
+    pub grpc_max_connections: usize,
+    /// Open gRPC connections per client (IPv4 address, IPv6 /64) at most; more are closed.
+    #[arg(
+        long,
+        env = "WHIPGATE_GRPC_MAX_CONNECTIONS_PER_CLIENT",
+        default_value_t = 32
+    )]
+    pub grpc_max_connections_per_client: usize,
     /// Concurrent HTTP/2 streams per gRPC connection.
     #[arg(long, env = "WHIPGATE_GRPC_MAX_STREAMS", default_value_t = 128)]
     pub grpc_max_streams: u32,
@@ -301,9 +320,11 @@ impl Default for Config {
 
 impl Config {
     /// A configuration for tests and embedding: every listener on `127.0.0.1:0`, no drain
-    /// window, no per-client rate limit (every local client shares one address).
+    /// window, no per-client rate limit and per-client connection caps equal to the totals
+    /// (every local client shares one address).
     pub fn loopback() -> Self {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let defaults = Config::default();
         Config {
             http_listen: any,
             grpc_listen: any,
@@ -312,7 +333,9 @@ impl Config {
             data_dir: None,
             drain: Duration::ZERO,
             rate_limit_per_sec: 0.0,
-            ..Config::default()
+            http_max_connections_per_client: defaults.http_max_connections,
+            grpc_max_connections_per_client: defaults.grpc_max_connections,
+            ..defaults
         }
     }
 
@@ -435,6 +458,15 @@ impl Config {
         }
         for (name, n) in [
             ("http_max_connections", self.http_max_connections),
+            (
+                "http_max_connections_per_client",
+                self.http_max_connections_per_client,
+            ),
+            ("grpc_max_connections", self.grpc_max_connections),
+            (
+                "grpc_max_connections_per_client",
+                self.grpc_max_connections_per_client,
+            ),
             ("http_max_requests", self.http_max_requests),
             ("max_negotiations", self.max_negotiations),
             ("grpc_max_watchers", self.grpc_max_watchers),

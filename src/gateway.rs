@@ -1,6 +1,7 @@
 //! Binds every listener, wires the registry, the WHIP edge, the media path and the control
 //! plane together, and drains cleanly on shutdown.
 
+mod grpc_conns;
 mod idle;
 mod serve;
 
@@ -257,6 +258,7 @@ impl Gateway {
         let limits = serve::ConnLimits {
             header_timeout: config.http_header_timeout,
             max_connections: config.http_max_connections,
+            max_per_client: config.http_max_connections_per_client,
         };
         tracker.spawn(serve::serve(
             http,
@@ -284,6 +286,12 @@ impl Gateway {
         let grpc = GrpcIncoming {
             listener: grpc,
             tls: grpc_tls,
+            limits: grpc_conns::GrpcLimits {
+                max_connections: config.grpc_max_connections,
+                max_per_client: config.grpc_max_connections_per_client,
+                first_byte: config.http_header_timeout,
+            },
+            metrics: Arc::clone(&metrics),
             tracker: tracker.clone(),
         };
         tracker.spawn(serve_grpc(

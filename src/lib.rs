@@ -22,6 +22,7 @@
 //! | [`config`], [`metrics`], [`codec`], [`continuity`] | configuration, Prometheus metrics, codecs and consumer SDP, output stream continuity across reconnects and restarts |
 //! | `fuzzing` (hidden) | entry points for the cargo-fuzz targets in `fuzz/`; not an API |
 
+pub mod client;
 pub mod cluster;
 pub mod codec;
 pub mod config;

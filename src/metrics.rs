@@ -28,6 +28,11 @@ pub struct Metrics {
     pub http_connection_errors: IntCounter,
     /// TLS handshakes that failed or timed out, by listener (`http`, `grpc`).
     pub tls_handshake_failures: IntCounterVec,
+    /// Connections (and event-stream watchers) refused by a cap, by listener (`http`, `grpc`,
+    /// `events`) and reason (`per_client`, `total`).
+    pub connections_refused: IntCounterVec,
+    /// gRPC connections open now.
+    pub grpc_connections: IntGauge,
     /// ICE+DTLS establishment time by result.
     pub ice_connect_duration: HistogramVec,
     /// Live publishers.
@@ -153,6 +158,17 @@ impl Metrics {
                 "WHIP requests refused by the per-client rate limit (429)",
             )?,
             http_connections,
+            connections_refused: counter_vec(
+                &r,
+                "whipgate_connections_refused_total",
+                "Connections and event-stream watchers refused by a cap, by listener and reason",
+                &["listener", "reason"],
+            )?,
+            grpc_connections: {
+                let g = IntGauge::new("whipgate_grpc_connections", "gRPC connections open now")?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
             http_connection_errors: counter(
                 &r,
                 "whipgate_http_connection_errors_total",

@@ -1,7 +1,9 @@
 //! The HTTP accept loop: hyper's HTTP/1 server with a timer, so a client that does not send
 //! its request headers within the header-read timeout is disconnected (slowloris), a cap on
 //! open connections (a semaphore permit per connection, taken before `accept`, so excess
-//! clients wait in the kernel backlog instead of costing memory), backoff on accept errors
+//! clients wait in the kernel backlog instead of costing memory), a cap per client (one
+//! address, or IPv6 /64, cannot hold every slot: its excess connections are closed at once,
+//! plaintext ones after a 503), backoff on accept errors
 //! (EMFILE), and graceful shutdown of every connection on cancel. With TLS, each connection
 //! task runs the handshake (bounded by a timeout, inside the connection cap) and speaks
 //! HTTP/2 or HTTP/1.1 as ALPN chose; an HTTP/2 connection with no open request for the
@@ -23,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use crate::client::Slots;
 use crate::metrics::Metrics;
 use crate::tls::incoming::TlsOn;
 
@@ -34,7 +37,14 @@ pub(crate) struct ConnLimits {
     pub(crate) header_timeout: Duration,
     /// Open connections at most.
     pub(crate) max_connections: usize,
+    /// Open connections per client at most.
+    pub(crate) max_per_client: usize,
 }
+
+/// What a plaintext HTTP client gets when it holds its share of connections already.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: text/plain; charset=utf-8\r\nretry-after: 1\r\nconnection: close\r\n\
+content-length: 44\r\n\r\ntoo many open connections from your address\n";
 
 /// Takes a slot from `slots`, then accepts a connection (backing off on accept errors);
 /// `None` once `cancel` fires or `slots` is closed.
@@ -68,10 +78,12 @@ pub(crate) async fn accept_bounded(
     }
 }
 
-/// The gRPC listener, and TLS on it (handshakes in tasks tracked by `tracker`).
+/// The gRPC listener, TLS on it, and its caps.
 pub(crate) struct GrpcIncoming {
     pub(crate) listener: TcpListener,
     pub(crate) tls: Option<TlsOn>,
+    pub(crate) limits: super::grpc_conns::GrpcLimits,
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) tracker: TaskTracker,
 }
 
@@ -82,25 +94,17 @@ impl GrpcIncoming {
         router: tonic::transport::server::Router,
         cancel: CancellationToken,
     ) -> Result<(), tonic::transport::Error> {
-        match self.tls {
-            Some(tls) => {
-                let incoming = crate::tls::incoming::grpc_incoming(
-                    self.listener,
-                    tls,
-                    cancel.clone(),
-                    self.tracker,
-                );
-                router
-                    .serve_with_incoming_shutdown(incoming, cancel.cancelled())
-                    .await
-            }
-            None => {
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
-                router
-                    .serve_with_incoming_shutdown(incoming, cancel.cancelled())
-                    .await
-            }
-        }
+        let incoming = super::grpc_conns::incoming(
+            self.listener,
+            self.tls,
+            self.limits,
+            self.metrics,
+            cancel.clone(),
+            self.tracker,
+        );
+        router
+            .serve_with_incoming_shutdown(incoming, cancel.cancelled())
+            .await
     }
 }
 
@@ -116,15 +120,30 @@ pub(crate) async fn serve(
     tracker: TaskTracker,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let clients = Slots::new(limits.max_connections, limits.max_per_client);
     while let Some((permit, stream, peer)) =
         accept_bounded(&listener, &slots, &cancel, "HTTP").await
     {
+        let client = match clients.take(peer.ip()) {
+            Ok(client) => client,
+            Err(refused) => {
+                metrics
+                    .connections_refused
+                    .with_label_values(&["http", refused.as_str()])
+                    .inc();
+                if tls.is_none() {
+                    // A fresh socket's send buffer is empty: this never blocks.
+                    let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+                }
+                continue;
+            }
+        };
         let app = app.clone();
         let cancel = cancel.clone();
         let metrics = Arc::clone(&metrics);
         let tls = tls.clone();
         tracker.spawn(async move {
-            let _permit = permit;
+            let _held = (permit, client);
             metrics.http_connections.inc();
             match tls {
                 None => serve_connection(stream, false, peer, app, limits, &metrics, cancel).await,

@@ -4,11 +4,10 @@
 //! frame must be a STUN binding request that verifies with a session's credential (as on the
 //! UDP port); only then does the connection belong to that session, and the session's replies
 //! go back through it. Everything an outsider can open is bounded: connections in total and per
-//! source address, time to authenticate, idle time, time to write, and frame size.
+//! client (IPv4 address, IPv6 /64), time to authenticate, idle time, time to write, and frame size.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -25,6 +24,7 @@ use super::forward::ForwardSockets;
 use super::ice_auth::DropReason;
 use super::mux::{Datagram, Sink, UdpMux};
 use super::setup::Setup;
+use crate::client::Slots;
 use crate::metrics::Metrics;
 
 /// A connection must authenticate this soon.
@@ -38,52 +38,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const MAX_FRAME: usize = 1500;
 /// Open ICE-TCP connections at most.
 const MAX_CONNECTIONS: usize = 1024;
-/// Open ICE-TCP connections per source address at most.
-const MAX_PER_IP: usize = 16;
+/// Open ICE-TCP connections per client (IPv4 address, IPv6 /64) at most.
+const MAX_PER_CLIENT: usize = 16;
 /// Frames queued for writing per connection before they are dropped (like UDP would).
 const WRITE_QUEUE: usize = 256;
-
-/// Connection counts, total and per source address (an entry only while it has connections,
-/// so at most `MAX_CONNECTIONS` entries).
-#[derive(Default)]
-struct Counts {
-    total: usize,
-    per_ip: HashMap<IpAddr, usize>,
-}
-
-/// Releases a connection's slot when dropped.
-struct Slot {
-    counts: Arc<Mutex<Counts>>,
-    ip: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        counts.total = counts.total.saturating_sub(1);
-        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.per_ip.remove(&self.ip);
-            }
-        }
-    }
-}
-
-/// Takes a slot for a connection from `ip`, if the caps allow.
-fn take_slot(counts: &Arc<Mutex<Counts>>, ip: IpAddr, total: usize, per_ip: usize) -> Option<Slot> {
-    let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
-    let from_ip = c.per_ip.get(&ip).copied().unwrap_or(0);
-    if c.total >= total || from_ip >= per_ip {
-        return None;
-    }
-    c.total += 1;
-    c.per_ip.insert(ip, from_ip + 1);
-    Some(Slot {
-        counts: Arc::clone(counts),
-        ip,
-    })
-}
 
 /// Accepts ICE-TCP connections until cancelled.
 pub(crate) async fn accept(
@@ -95,7 +53,7 @@ pub(crate) async fn accept(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let counts = Arc::new(Mutex::new(Counts::default()));
+    let slots = Slots::new(MAX_CONNECTIONS, MAX_PER_CLIENT);
     let mut backoff = Duration::ZERO;
     loop {
         let (stream, peer) = tokio::select! {
@@ -117,7 +75,7 @@ pub(crate) async fn accept(
                 }
             },
         };
-        let Some(slot) = take_slot(&counts, peer.ip(), MAX_CONNECTIONS, MAX_PER_IP) else {
+        let Ok(slot) = slots.take(peer.ip()) else {
             metrics.media_drop("tcp", DropReason::ConnectionLimit.as_str());
             continue;
         };
@@ -277,22 +235,5 @@ mod tests {
             next_frame(&mut ok).unwrap().map(|f| f.len()),
             Some(MAX_FRAME)
         );
-    }
-
-    #[test]
-    fn connection_slots_are_capped_in_total_and_per_address() {
-        let counts = Arc::new(Mutex::new(Counts::default()));
-        let a: IpAddr = [10, 0, 0, 1].into();
-        let b: IpAddr = [10, 0, 0, 2].into();
-        let a1 = take_slot(&counts, a, 3, 2).unwrap();
-        let _a2 = take_slot(&counts, a, 3, 2).unwrap();
-        assert!(take_slot(&counts, a, 3, 2).is_none(), "per address");
-        let _b1 = take_slot(&counts, b, 3, 2).unwrap();
-        assert!(take_slot(&counts, b, 3, 2).is_none(), "in total");
-        drop(a1);
-        assert!(take_slot(&counts, b, 3, 2).is_some());
-        drop(_a2);
-        let c = counts.lock().unwrap();
-        assert_eq!(c.per_ip.get(&a), None, "no entry without connections");
     }
 }

@@ -21,6 +21,7 @@ mod facts;
 mod grafana;
 mod hardening;
 mod harness;
+mod limits;
 mod load_paths;
 mod load_smoke;
 mod publisher;
