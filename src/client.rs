@@ -25,6 +25,11 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// A request extension the HTTP server puts on every request: cancelling it closes the
+/// request's connection at once (an event stream whose reader stopped reading).
+#[derive(Clone, Debug, Default)]
+pub struct CloseConnection(pub tokio_util::sync::CancellationToken);
+
 /// Why a slot was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refused {

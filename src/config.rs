@@ -67,6 +67,14 @@ pub struct Config {
         default_value = "*"
     )]
     pub cors_origins: Vec<String>,
+    /// Origins allowed to read the dashboard's API (/api/ingests, /events, /events/token)
+    /// from their pages, comma-separated; none by default (same-origin only); "*" is refused.
+    #[arg(long, env = "WHIPGATE_API_CORS_ORIGINS", value_delimiter = ',')]
+    pub api_cors_origins: Vec<String>,
+    /// Serve the dashboard's data to anyone, without a credential, redacted (no RTP targets,
+    /// consumer SDPs, publisher addresses, session ids); the API key still reads everything.
+    #[arg(long, env = "WHIPGATE_PUBLIC_DASHBOARD")]
+    pub public_dashboard: bool,
     /// Largest accepted SDP offer in bytes.
     #[arg(long, env = "WHIPGATE_MAX_SDP_BYTES", default_value_t = 64 * 1024)]
     pub max_sdp_bytes: usize,
@@ -476,8 +484,14 @@ impl Config {
                 return Err(format!("{name} must be at least 1"));
             }
         }
-        if !self.rate_limit_per_sec.is_finite() || self.rate_limit_per_sec < 0.0 {
-            return Err("rate_limit_per_sec must be a number >= 0".into());
+        if !self.rate_limit_per_sec.is_finite()
+            || self.rate_limit_per_sec < 0.0
+            || (self.rate_limit_per_sec > 0.0 && self.rate_limit_per_sec < 0.01)
+        {
+            return Err(format!(
+                "rate_limit_per_sec {}: expected 0 (off) or a rate of at least 0.01 per second",
+                self.rate_limit_per_sec
+            ));
         }
         if self.rate_limit_per_sec > 0.0 && self.rate_limit_burst == 0 {
             return Err("rate_limit_burst must be at least 1".into());
@@ -502,6 +516,20 @@ impl Config {
             }
         }
         crate::tls::validate_pairs(self)?;
+        for origin in &self.api_cors_origins {
+            if origin == "*" {
+                return Err("api_cors_origins: \"*\" would let any web page read the \
+                            dashboard's data; name the origins (https://ops.example.com)"
+                    .into());
+            }
+            if !(origin.starts_with("http://") || origin.starts_with("https://"))
+                || axum::http::HeaderValue::from_str(origin).is_err()
+            {
+                return Err(format!(
+                    "api_cors_origins: {origin:?} is not an origin (scheme://host[:port])"
+                ));
+            }
+        }
         if self.cors_origins.is_empty() {
             return Err("cors_origins must name at least one origin (or \"*\")".into());
         }

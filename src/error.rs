@@ -72,6 +72,9 @@ pub enum Error {
     /// A watcher named the event epoch of another gateway run.
     #[error("{0}")]
     StaleEpoch(String),
+    /// The route is turned off by configuration; the text says how to turn it on.
+    #[error("{0}")]
+    Forbidden(String),
     /// A dependency (the cluster's Redis) is unreachable for now; retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -91,6 +94,7 @@ impl Error {
         match self {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::IngestNotFound(_) | Error::SessionNotFound => StatusCode::NOT_FOUND,
             Error::PublisherConflict(_) | Error::IngestExists(_) => StatusCode::CONFLICT,
             Error::CapReached(_)
@@ -120,6 +124,7 @@ impl Error {
                 Code::InvalidArgument
             }
             Error::Unauthorized => Code::Unauthenticated,
+            Error::Forbidden(_) => Code::PermissionDenied,
             Error::IngestNotFound(_) | Error::SessionNotFound => Code::NotFound,
             Error::PublisherConflict(_) | Error::IngestExists(_) => Code::AlreadyExists,
             Error::CapReached(_) | Error::Overloaded(_) | Error::RateLimited(_) => {
@@ -271,6 +276,7 @@ mod tests {
         match err {
             Error::BadRequest(_) => ("fix the request", 400),
             Error::Unauthorized => ("send the right token", 401),
+            Error::Forbidden(_) => ("ask the operator to turn it on", 403),
             Error::IngestNotFound(_) | Error::SessionNotFound => ("wrong URL", 404),
             Error::PublisherConflict(_) | Error::IngestExists(_) | Error::SessionEnded => {
                 ("someone else holds it", 409)
@@ -293,6 +299,7 @@ mod tests {
 
     fn every_variant() -> Vec<Error> {
         vec![
+            Error::Forbidden("off".into()),
             Error::BadRequest("x".into()),
             Error::Unauthorized,
             Error::IngestNotFound("x".into()),

@@ -238,11 +238,12 @@ impl Gateway {
 
         let events = whip::events::EventsHub::new(
             registry.clone(),
-            config.api_key.as_deref(),
+            whip::access::ReadAccess::new(config.api_key.as_deref(), config.public_dashboard),
             cancel.clone(),
             node.clone(),
         )
-        .with_cluster(cluster.clone());
+        .with_cluster(cluster.clone())
+        .with_tracker(tracker.clone());
         let mut state =
             WhipState::new(registry.clone(), media.clone(), &config)?.with_events(events);
         if let Some(node) = &cluster {
@@ -304,6 +305,7 @@ impl Gateway {
             cancel.clone(),
         )?);
         warn_if_control_is_open(&config);
+        say_who_reads_the_dashboard(&config);
         tracing::info!(?config.http_listen, ?config.grpc_listen, ?config.udp_listen, "whipgate running");
 
         shutdown.await;
@@ -398,6 +400,22 @@ fn warn_if_control_is_open(config: &Config) {
             "INSECURE CONTROL PLANE: --insecure-control with no API key on a non-loopback \
              address; anyone who reaches this port can register, reroute and tear down streams"
         );
+    }
+}
+
+/// Says at start who can read the dashboard's data, loudly when anyone can.
+fn say_who_reads_the_dashboard(config: &Config) {
+    match (config.api_key.is_some(), config.public_dashboard) {
+        (_, true) => tracing::warn!(
+            "PUBLIC DASHBOARD: --public-dashboard serves every ingest id, label, state and \
+             bitrate (redacted: no targets, consumer SDPs, publisher addresses) to anyone who \
+             reaches the HTTP port"
+        ),
+        (true, false) => tracing::info!("dashboard and /events need the API key"),
+        (false, false) => tracing::info!(
+            "dashboard data off (/api/ingests, /events): set --api-key-file to enable it, or \
+             --public-dashboard for a redacted public view"
+        ),
     }
 }
 

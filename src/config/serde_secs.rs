@@ -4,12 +4,26 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serializer};
 
+/// Longest duration any setting takes: a year (timers add durations to the clock's now,
+/// which a larger value would overflow).
+const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
 /// Parses a flag or environment value in seconds.
 pub(super) fn parse_secs(value: &str) -> Result<Duration, String> {
     let secs: f64 = value
         .trim()
         .parse()
         .map_err(|_| format!("invalid number of seconds {value:?}"))?;
+    checked(secs)
+}
+
+/// `secs` as a duration, if it is a number of seconds from 0 to a year.
+fn checked(secs: f64) -> Result<Duration, String> {
+    if !(0.0..=MAX_SECS).contains(&secs) {
+        return Err(format!(
+            "invalid duration {secs}: expected 0 to {MAX_SECS} seconds"
+        ));
+    }
     Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {secs}"))
 }
 
@@ -19,6 +33,5 @@ pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::E
 
 pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let secs = f64::deserialize(d)?;
-    Duration::try_from_secs_f64(secs)
-        .map_err(|_| serde::de::Error::custom(format!("invalid duration {secs}")))
+    checked(secs).map_err(serde::de::Error::custom)
 }

@@ -73,6 +73,31 @@ fn limits(l: Option<&pb::IngestLimits>) -> Value {
     })
 }
 
+/// What an anonymous reader (`--public-dashboard`) must not see: where media goes and how
+/// to consume it, who publishes from where, and the handles that address a session.
+const PRIVATE_KEYS: [&str; 6] = [
+    "video_target",
+    "audio_target",
+    "consumer_sdp",
+    "remote_addr",
+    "session_id",
+    "redirect_url",
+];
+
+/// Removes [`PRIVATE_KEYS`] at any depth of a JSON view (an ingest, an event).
+pub fn redact_public(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for key in PRIVATE_KEYS {
+                map.remove(key);
+            }
+            map.values_mut().for_each(redact_public);
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_public),
+        _ => {}
+    }
+}
+
 /// Global caps.
 pub fn caps(c: Option<&pb::Caps>) -> Value {
     json!({ "max_publishers": c.map_or(0, |c| c.max_publishers) })

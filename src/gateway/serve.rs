@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::client::Slots;
+use crate::client::{CloseConnection, Slots};
 use crate::metrics::Metrics;
 use crate::tls::incoming::TlsOn;
 
@@ -183,9 +183,12 @@ async fn serve_connection<IO>(
     } else {
         app
     };
+    let close = CloseConnection::default();
+    let closing = close.0.clone();
     let service = TowerToHyperService::new(app.map_request(
         move |mut request: axum::http::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(close.clone());
             request
         },
     ));
@@ -200,7 +203,14 @@ async fn serve_connection<IO>(
             activity.idle(limits.header_timeout).await;
             tracing::debug!(%peer, "closing an idle HTTP/2 connection");
         };
-        drive(connection, |c| c.graceful_shutdown(), idle, &cancel).await
+        drive(
+            connection,
+            |c| c.graceful_shutdown(),
+            idle,
+            &cancel,
+            &closing,
+        )
+        .await
     } else {
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -208,7 +218,14 @@ async fn serve_connection<IO>(
             .serve_connection(io, service)
             .with_upgrades();
         let never = std::future::pending::<()>();
-        drive(connection, |c| c.graceful_shutdown(), never, &cancel).await
+        drive(
+            connection,
+            |c| c.graceful_shutdown(),
+            never,
+            &cancel,
+            &closing,
+        )
+        .await
     };
     if let Err(err) = result {
         metrics.http_connection_errors.inc();
@@ -218,12 +235,13 @@ async fn serve_connection<IO>(
 
 /// Runs `connection` to its end; on `cancel` or once `idle` completes, shuts it down
 /// gracefully (in-flight requests finish) and waits for that (after `idle`, for a second at
-/// most).
+/// most); once `close` fires, drops it at once.
 async fn drive<C>(
     connection: C,
     graceful_shutdown: impl Fn(std::pin::Pin<&mut C>),
     idle: impl std::future::Future<Output = ()>,
     cancel: &CancellationToken,
+    close: &CancellationToken,
 ) -> Result<(), hyper::Error>
 where
     C: std::future::Future<Output = Result<(), hyper::Error>>,
@@ -232,6 +250,8 @@ where
     tokio::pin!(idle);
     tokio::select! {
         result = connection.as_mut() => result,
+        // A handler asked (an event stream whose reader stopped reading): drop, no goodbye.
+        () = close.cancelled() => Ok(()),
         () = cancel.cancelled() => {
             graceful_shutdown(connection.as_mut());
             connection.await

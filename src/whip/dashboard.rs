@@ -1,22 +1,23 @@
 //! The built-in live dashboard (`GET /dashboard`, self-contained like the publish page) and the
 //! JSON snapshot it starts from (`GET /api/ingests`; in cluster mode with every node and the
-//! live sessions other nodes hold); live updates come from `GET /events`.
+//! live sessions other nodes hold); live updates come from `GET /events`. Who may read them,
+//! and what an anonymous reader sees, is [`super::access`].
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{FromRef, Query, State};
+use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
-use std::collections::HashMap;
 
+use super::access::Reader;
 use super::events::{self, EventsHub};
 use crate::control::json;
 use crate::error::Error;
 
-/// The routes of the event stream, its tokens, the snapshot and the dashboard page.
-pub(super) fn routes<S>() -> Router<S>
+/// The read API: the event stream, its tokens and the snapshot.
+pub(super) fn api_routes<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     EventsHub: FromRef<S>,
@@ -25,7 +26,24 @@ where
         .route("/events", get(events::events))
         .route("/events/token", post(events::token))
         .route("/api/ingests", get(snapshot))
-        .route("/dashboard", get(page))
+}
+
+/// The dashboard page (no data in it).
+pub(super) fn page_routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new().route("/dashboard", get(page))
+}
+
+/// Both, for tests of the hub alone.
+#[cfg(test)]
+pub(super) fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    EventsHub: FromRef<S>,
+{
+    api_routes().merge(page_routes())
 }
 
 /// `GET /dashboard`: the page (no data in it; it asks the API for everything).
@@ -42,12 +60,8 @@ async fn page() -> Response {
 
 /// `GET /api/ingests`: every ingest with its live session, the caps and the nodes, in the
 /// JSON of the event stream.
-async fn snapshot(
-    State(hub): State<EventsHub>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Response, Error> {
-    hub.authorize(&headers, query.get("token").map(String::as_str))?;
+async fn snapshot(State(hub): State<EventsHub>, headers: HeaderMap) -> Result<Response, Error> {
+    let reader = hub.access.check_key(&headers)?;
     let mut ingests: Vec<_> = hub
         .registry
         .list()
@@ -64,7 +78,16 @@ async fn snapshot(
         None => vec![hub.node.describe(&hub.registry)],
         Some(cluster) => cluster_view(cluster, &hub, &mut ingests).await,
     };
-    let ingests: Vec<_> = ingests.iter().map(json::ingest).collect();
+    let ingests: Vec<_> = ingests
+        .iter()
+        .map(|ingest| {
+            let mut ingest = json::ingest(ingest);
+            if reader == Reader::Public {
+                json::redact_public(&mut ingest);
+            }
+            ingest
+        })
+        .collect();
     let (caps, live) = hub.registry.caps();
     let caps = crate::control::pb::Caps {
         max_publishers: u32::try_from(caps.max_publishers).unwrap_or(u32::MAX),

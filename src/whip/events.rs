@@ -8,36 +8,52 @@
 //! point out of the history (OUT_OF_RANGE), a watcher that lagged (RESOURCE_EXHAUSTED, with
 //! where to resume), shutdown (UNAVAILABLE). The stream is the very one `WatchEvents` serves.
 //!
-//! With an API key configured, a request needs `Authorization: Bearer <key>`, or `?token=` with
-//! a short-lived token from `POST /events/token` (EventSource cannot set headers). Watchers
-//! are capped (503 beyond); comment lines every heartbeat keep proxies from closing the stream.
+//! Who may read it, and what they see, is [`super::access`]: the API key, a single-use
+//! events token from `POST /events/token` (EventSource cannot set headers), or anyone,
+//! redacted, with `--public-dashboard`. Watchers are capped in total and per client (503
+//! beyond); each stream is fed by its own task through a short queue, with a heartbeat
+//! comment every interval (proxies keep the stream open, and a reader that stopped reading
+//! fills its queue sooner): a watcher whose queue stays full for [`STALL`] is dropped and its
+//! connection closed, and an anonymous watcher's stream ends after [`PUBLIC_LIFETIME`]
+//! (EventSource reconnects with `Last-Event-ID`), so a slot held by a reader that does not
+//! read is freed in bounded time.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, SystemTime};
 
+use axum::Extension;
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use ring::hmac;
 use serde_json::json;
-use tokio::sync::Semaphore;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use super::access::{ReadAccess, Reader, TOKEN_TTL};
+use crate::client::{CloseConnection, Slots};
 use crate::control::{self, NodeInfo, json, pb};
 use crate::error::Error;
 use crate::registry::{Registry, validate_ingest_id};
 
 /// Concurrent SSE watchers allowed by default.
 pub const DEFAULT_MAX_WATCHERS: usize = 64;
+/// Concurrent SSE watchers per client (IPv4 address, IPv6 /64) by default.
+pub const DEFAULT_MAX_WATCHERS_PER_CLIENT: usize = 4;
 /// Time between heartbeat comments by default.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
-/// How long a token from `POST /events/token` is accepted.
-pub const TOKEN_TTL: Duration = Duration::from_secs(60);
+/// A watcher whose queue stays full this long is dropped (its connection closed).
+pub const STALL: Duration = Duration::from_secs(30);
+/// An anonymous (`--public-dashboard`) watcher's stream ends after this long.
+pub const PUBLIC_LIFETIME: Duration = Duration::from_secs(600);
+/// Messages queued per watcher before its feeding task waits for the connection.
+const QUEUE: usize = 32;
 /// At most this many ingest ids in one filter.
 const MAX_FILTER_IDS: usize = 256;
 
@@ -45,34 +61,36 @@ const MAX_FILTER_IDS: usize = 256;
 #[derive(Clone)]
 pub struct EventsHub {
     pub(super) registry: Registry,
-    api_key: Option<hmac::Key>,
-    raw_key: Option<Arc<[u8]>>,
+    pub(super) access: ReadAccess,
     shutdown: CancellationToken,
-    watchers: Arc<Semaphore>,
+    tracker: TaskTracker,
+    watchers: Slots,
     heartbeat: Duration,
-    pub(super) node: Arc<NodeInfo>,
+    stall: Duration,
+    public_lifetime: Duration,
+    pub(super) node: std::sync::Arc<NodeInfo>,
     /// Cluster mode: the stream read is the cluster's.
     pub(super) cluster: Option<crate::cluster::ClusterNode>,
 }
 
 impl EventsHub {
-    /// A hub over `registry`; streams end when `shutdown` is cancelled. With `api_key`, every
-    /// route but the page itself wants the key (or a token derived from it).
+    /// A hub over `registry`, read with `access`; streams end when `shutdown` is cancelled.
     pub fn new(
         registry: Registry,
-        api_key: Option<&str>,
+        access: ReadAccess,
         shutdown: CancellationToken,
         node: NodeInfo,
     ) -> Self {
-        let raw_key = api_key.map(|k| Arc::from(k.as_bytes()));
         EventsHub {
             registry,
-            api_key: api_key.map(|k| hmac::Key::new(hmac::HMAC_SHA256, k.as_bytes())),
-            raw_key,
+            access,
             shutdown,
-            watchers: Arc::new(Semaphore::new(DEFAULT_MAX_WATCHERS)),
+            tracker: TaskTracker::new(),
+            watchers: Slots::new(DEFAULT_MAX_WATCHERS, DEFAULT_MAX_WATCHERS_PER_CLIENT),
             heartbeat: DEFAULT_HEARTBEAT,
-            node: Arc::new(node),
+            stall: STALL,
+            public_lifetime: PUBLIC_LIFETIME,
+            node: std::sync::Arc::new(node),
             cluster: None,
         }
     }
@@ -83,71 +101,49 @@ impl EventsHub {
         self
     }
 
-    /// Changes the watcher cap and the heartbeat interval.
-    pub fn with_limits(mut self, max_watchers: usize, heartbeat: Duration) -> Self {
-        self.watchers = Arc::new(Semaphore::new(max_watchers));
+    /// Streams are fed by tasks of `tracker` (the gateway's, so shutdown waits for them).
+    pub fn with_tracker(mut self, tracker: TaskTracker) -> Self {
+        self.tracker = tracker;
+        self
+    }
+
+    /// Changes the watcher caps (in total, per client) and the heartbeat interval.
+    pub fn with_limits(mut self, max: usize, per_client: usize, heartbeat: Duration) -> Self {
+        self.watchers = Slots::new(max, per_client);
         self.heartbeat = heartbeat;
         self
     }
 
-    /// Checks the API key (header) or an events token (`?token=`); passes without a key.
-    pub(super) fn authorize(&self, headers: &HeaderMap, token: Option<&str>) -> Result<(), Error> {
-        let (Some(key), Some(raw)) = (&self.api_key, &self.raw_key) else {
-            return Ok(());
-        };
-        if let Some(given) = super::bearer(headers) {
-            use subtle::ConstantTimeEq;
-            if bool::from(given.as_bytes().ct_eq(raw)) {
-                return Ok(());
-            }
-        }
-        match token {
-            Some(token) if verify_token(key, token, SystemTime::now()) => Ok(()),
-            _ => Err(Error::Unauthorized),
-        }
+    /// Changes the stall and anonymous-lifetime bounds.
+    pub fn with_bounds(mut self, stall: Duration, public_lifetime: Duration) -> Self {
+        self.stall = stall;
+        self.public_lifetime = public_lifetime;
+        self
     }
 }
 
-fn token_payload(expiry: u64) -> String {
-    format!("whipgate-events:{expiry}")
+/// The filter part of an events request, as a token binds it.
+fn filter_of(query: &HashMap<String, String>) -> String {
+    let get = |k: &str| query.get(k).map_or("", String::as_str);
+    format!("ingest_ids={}&kinds={}", get("ingest_ids"), get("kinds"))
 }
 
-/// A token valid until `now + TOKEN_TTL`: `<expiry unix seconds>.<hex HMAC-SHA256>` keyed
-/// with the API key, so any node sharing the key accepts it and nothing is stored.
-fn issue_token(key: &hmac::Key, now: SystemTime) -> String {
-    let expiry = unix_secs(now) + TOKEN_TTL.as_secs();
-    let tag = hmac::sign(key, token_payload(expiry).as_bytes());
-    format!("{expiry}.{}", hex::encode(tag.as_ref()))
-}
-
-fn verify_token(key: &hmac::Key, token: &str, now: SystemTime) -> bool {
-    let Some((expiry, tag)) = token.split_once('.') else {
-        return false;
-    };
-    let (Ok(expiry), Ok(tag)) = (expiry.parse::<u64>(), hex::decode(tag)) else {
-        return false;
-    };
-    let now = unix_secs(now);
-    expiry >= now
-        && expiry <= now + TOKEN_TTL.as_secs()
-        && hmac::verify(key, token_payload(expiry).as_bytes(), &tag).is_ok()
-}
-
-fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// `POST /events/token`: a token for `?token=` (needs the API key in the header).
+/// `POST /events/token[?ingest_ids=…&kinds=…]`: a single-use token that opens `GET /events`
+/// with that filter (needs the API key in the header).
 pub(super) async fn token(
     State(hub): State<EventsHub>,
     headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, Error> {
-    let Some(key) = &hub.api_key else {
-        // Nothing to prove without a key: an empty token is accepted everywhere.
-        return Ok(Json(json!({ "token": "", "expires_in": 0 })).into_response());
-    };
-    hub.authorize(&headers, None)?;
-    let token = issue_token(key, SystemTime::now());
+    if !hub.access.has_key() {
+        return Err(Error::Forbidden(super::access::OFF.into()));
+    }
+    if hub.access.check_key(&headers)? != Reader::Full {
+        return Err(Error::Unauthorized);
+    }
+    // The filter must parse as /events would take it.
+    watch_request(&HeaderMap::new(), &query)?;
+    let token = hub.access.issue(&filter_of(&query), SystemTime::now())?;
     Ok(Json(json!({ "token": token, "expires_in": TOKEN_TTL.as_secs() })).into_response())
 }
 
@@ -220,45 +216,139 @@ fn error_event(code: tonic::Code, message: &str) -> SseEvent {
 /// `GET /events`.
 pub(super) async fn events(
     State(hub): State<EventsHub>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    close: Option<Extension<CloseConnection>>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, Error> {
-    hub.authorize(&headers, query.get("token").map(String::as_str))?;
+    let reader = hub.access.check_events(
+        &headers,
+        query.get("token").map(String::as_str),
+        &filter_of(&query),
+        SystemTime::now(),
+    )?;
     let request = watch_request(&headers, &query)?;
-    let permit = Arc::clone(&hub.watchers)
-        .try_acquire_owned()
-        .map_err(|_| Error::Overloaded("too many event-stream watchers; retry later".into()))?;
+    let ip = peer.map_or(
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        |Extension(ConnectInfo(a))| a.ip(),
+    );
+    let slot = hub.watchers.take(ip).map_err(|refused| {
+        hub.registry
+            .metrics()
+            .connections_refused
+            .with_label_values(&["events", refused.as_str()])
+            .inc();
+        Error::Overloaded("too many event-stream watchers; retry later".into())
+    })?;
     let source = control::WatchSource {
         registry: &hub.registry,
         cluster: hub.cluster.as_ref(),
         node_id: &hub.node.id,
     };
-    let stream = match control::watch(source, &hub.shutdown, request).await {
-        Ok(stream) => stream
-            .map(move |item| {
-                // The permit lives as long as the stream.
-                let _held = &permit;
-                Ok::<_, Infallible>(match item {
-                    Ok(event) => SseEvent::default()
-                        .id(event.seq.to_string())
-                        .data(json::event(&event).to_string()),
-                    Err(status) => error_event(status.code(), status.message()),
-                })
-            })
-            .boxed(),
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let feed = Feed {
+        tx,
+        reader,
+        heartbeat: hub.heartbeat,
+        stall: hub.stall,
+        lifetime: (reader == Reader::Public).then_some(hub.public_lifetime),
+        close: close.map(|Extension(c)| c),
+        shutdown: hub.shutdown.clone(),
+    };
+    match control::watch(source, &hub.shutdown, request).await {
+        Ok(stream) => {
+            hub.tracker.spawn(async move {
+                let _slot = slot;
+                feed.run(stream).await;
+            });
+        }
         Err(err) => {
             let event = error_event(err.grpc_code(), &err.to_string());
-            futures_util::stream::once(async move { Ok::<_, Infallible>(event) }).boxed()
+            let _ = feed.tx.try_send(event);
         }
-    };
-    let mut response = Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(hub.heartbeat).text("heartbeat"))
-        .into_response();
+    }
+    let stream = ReceiverStream::new(rx).map(Ok::<_, Infallible>);
+    let mut response = Sse::new(stream).into_response();
     let h = response.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // nginx buffers responses unless told not to.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// Feeds one watcher's queue: events (redacted for anonymous readers) and heartbeats.
+struct Feed {
+    tx: mpsc::Sender<SseEvent>,
+    reader: Reader,
+    heartbeat: Duration,
+    stall: Duration,
+    lifetime: Option<Duration>,
+    close: Option<CloseConnection>,
+    shutdown: CancellationToken,
+}
+
+impl Feed {
+    async fn run(
+        self,
+        mut stream: impl futures_util::Stream<Item = Result<pb::Event, tonic::Status>> + Unpin,
+    ) {
+        let mut heartbeat = tokio::time::interval(self.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.reset();
+        let end = async {
+            match self.lifetime {
+                Some(lifetime) => tokio::time::sleep(lifetime).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(end);
+        loop {
+            let message = tokio::select! {
+                item = stream.next() => match item {
+                    Some(Ok(event)) => {
+                        let mut data = json::event(&event);
+                        if self.reader == Reader::Public {
+                            json::redact_public(&mut data);
+                        }
+                        SseEvent::default().id(event.seq.to_string()).data(data.to_string())
+                    }
+                    Some(Err(status)) => {
+                        // The last message: the stream ends after it.
+                        let _ = self.send(error_event(status.code(), status.message())).await;
+                        return;
+                    }
+                    None => return,
+                },
+                _ = heartbeat.tick() => SseEvent::default().comment("heartbeat"),
+                () = &mut end => return,
+            };
+            if !self.send(message).await {
+                return;
+            }
+        }
+    }
+
+    /// Queues `message`; false when the watcher is gone or has not taken anything for the
+    /// stall time (then its connection is closed).
+    async fn send(&self, message: SseEvent) -> bool {
+        let sent = tokio::select! {
+            biased;
+            sent = self.tx.send_timeout(message, self.stall) => sent,
+            // Shutting down: a watcher that is not reading holds nothing up.
+            () = self.shutdown.cancelled() => return false,
+        };
+        match sent {
+            Ok(()) => true,
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                tracing::debug!(stall = ?self.stall, "dropping an event-stream watcher that stopped reading");
+                if let Some(close) = &self.close {
+                    close.0.cancel();
+                }
+                false
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! The edge's per-request guards and request metrics: per-client rate limits on WHIP
-//! POST/PATCH/DELETE (429 + Retry-After), a cap on requests in flight (503 + Retry-After), a
+//! The edge's per-request guards and request metrics: per-client rate limits (429 +
+//! Retry-After) on WHIP POST/PATCH/DELETE and, in a table of their own, on reads (GET, HEAD:
+//! pages, the read API, metrics), a cap on requests in flight (503 + Retry-After), a
 //! whole-request timeout (408), and request counters whose labels are bounded.
 
 use std::net::SocketAddr;
@@ -19,8 +20,10 @@ use crate::error::Error;
 
 /// The edge's limits, shared by every request.
 pub struct EdgeLimits {
-    /// Per-client token buckets; `None`: off.
+    /// Per-client token buckets of writes (POST, PATCH, DELETE); `None`: off.
     pub rate: Option<RateLimiter>,
+    /// Per-client token buckets of reads (GET, HEAD), at the same rate; `None`: off.
+    pub read_rate: Option<RateLimiter>,
     /// Requests in flight.
     pub requests: Arc<Semaphore>,
     /// Negotiations (offer to answer) in flight.
@@ -34,6 +37,11 @@ impl EdgeLimits {
     pub fn new(config: &Config) -> Self {
         EdgeLimits {
             rate: RateLimiter::new(
+                config.rate_limit_per_sec,
+                config.rate_limit_burst,
+                ratelimit::MAX_CLIENTS,
+            ),
+            read_rate: RateLimiter::new(
                 config.rate_limit_per_sec,
                 config.rate_limit_burst,
                 ratelimit::MAX_CLIENTS,
@@ -52,10 +60,12 @@ pub(super) async fn guard(
     next: Next,
 ) -> Response {
     let limits = &state.limits;
-    if matches!(
-        *request.method(),
-        Method::POST | Method::PATCH | Method::DELETE
-    ) && let Some(limiter) = &limits.rate
+    let limiter = match *request.method() {
+        Method::POST | Method::PATCH | Method::DELETE => limits.rate.as_ref(),
+        Method::GET | Method::HEAD => limits.read_rate.as_ref(),
+        _ => None,
+    };
+    if let Some(limiter) = limiter
         && let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>()
         && let Err(wait) = limiter.check(peer.ip(), tokio::time::Instant::now())
     {

@@ -4,6 +4,7 @@
 //! `PATCH` on the session takes trickle-ICE fragments. Every status comes from
 //! [`crate::error::Error`].
 
+pub mod access;
 mod dashboard;
 pub mod events;
 mod guards;
@@ -69,7 +70,7 @@ impl WhipState {
             .collect::<Result<Vec<_>, _>>()?;
         let events = events::EventsHub::new(
             registry.clone(),
-            None,
+            access::ReadAccess::new(config.api_key.as_deref(), config.public_dashboard),
             tokio_util::sync::CancellationToken::new(),
             crate::control::NodeInfo::default(),
         );
@@ -90,17 +91,28 @@ impl WhipState {
     }
 }
 
-/// The WHIP router and pages, `/healthz`, and `/metrics` when `with_metrics`.
+/// The WHIP router and pages, `/healthz`, and `/metrics` when `with_metrics`. WHIP's own
+/// routes answer CORS for `--cors-origins` (publishers on other origins need it); the read
+/// API (`/api/ingests`, `/events`, `/events/token`) for `--api-cors-origins` only (none by
+/// default: same-origin); pages, `/healthz` and `/metrics` for none.
 pub fn router(state: WhipState, config: &Config, with_metrics: bool) -> Router {
-    let mut router = Router::new()
+    let whip = Router::new()
         .route("/whip/{ingest_id}", post(publish).get(no_content))
         .route(
             "/whip/{ingest_id}/{session_id}",
             axum::routing::delete(stop).patch(patch).get(no_content),
         )
+        .layer(whip_cors(&config.cors_origins));
+    let mut api = dashboard::api_routes();
+    if let Some(cors) = api_cors(&config.api_cors_origins) {
+        api = api.layer(cors);
+    }
+    let mut router = Router::new()
         .route("/publish/{ingest_id}", get(publish_page))
         .route("/healthz", get(healthz))
-        .merge(dashboard::routes());
+        .merge(dashboard::page_routes())
+        .merge(whip)
+        .merge(api);
     if with_metrics {
         router = router.route("/metrics", get(metrics));
     }
@@ -111,7 +123,6 @@ pub fn router(state: WhipState, config: &Config, with_metrics: bool) -> Router {
             state.clone(),
             guards::record_request,
         ))
-        .layer(cors(&config.cors_origins))
         .layer(middleware::map_response_with_state((), advertise_methods))
         .with_state(state)
 }
@@ -123,7 +134,7 @@ pub fn metrics_router(state: WhipState) -> Router {
         .with_state(state)
 }
 
-fn cors(origins: &[String]) -> CorsLayer {
+fn whip_cors(origins: &[String]) -> CorsLayer {
     let allow_origin = if origins.iter().any(|o| o == "*") {
         AllowOrigin::from(Any)
     } else {
@@ -152,6 +163,25 @@ fn cors(origins: &[String]) -> CorsLayer {
         ])
 }
 
+/// CORS of the read API: the listed origins only (`*` is refused by the configuration);
+/// `None` without any (same-origin only).
+fn api_cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(
+                origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
+            ))
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([
+                header::AUTHORIZATION,
+                HeaderName::from_static("last-event-id"),
+            ]),
+    )
+}
+
 fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -160,7 +190,7 @@ fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(expected))
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())

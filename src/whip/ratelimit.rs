@@ -15,6 +15,8 @@ use tokio::time::Instant;
 
 /// Clients tracked at most.
 pub(super) const MAX_CLIENTS: usize = 16_384;
+/// Longest wait a refusal names.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
 /// Entries a newcomer looks at for an idle one when the table is full.
 const EVICT_PROBES: usize = 8;
 
@@ -68,9 +70,9 @@ impl RateLimiter {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - bucket.tokens) / self.per_sec,
-            ))
+            // Bounded whatever the rate: Retry-After never overflows.
+            let wait = (1.0 - bucket.tokens) / self.per_sec;
+            Err(Duration::try_from_secs_f64(wait).map_or(MAX_WAIT, |w| w.min(MAX_WAIT)))
         }
     }
 
@@ -166,6 +168,14 @@ mod tests {
         limiter.check(ip("10.0.1.2"), later).unwrap();
         assert_eq!(limiter.tracked(), 4);
         assert!(RateLimiter::new(0.0, 5, 4).is_none(), "0 turns limits off");
+    }
+
+    #[test]
+    fn a_tiny_rate_names_a_bounded_wait() {
+        let limiter = RateLimiter::new(1e-20, 1, 4).unwrap();
+        let t0 = Instant::now();
+        limiter.check(ip("192.0.2.1"), t0).unwrap();
+        assert_eq!(limiter.check(ip("192.0.2.1"), t0), Err(MAX_WAIT));
     }
 
     #[test]

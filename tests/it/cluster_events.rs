@@ -232,7 +232,7 @@ fn is_end(s: &Seen) -> bool {
 async fn every_watcher_on_every_node_sees_one_gap_free_stream() -> Result<()> {
     let redis = RedisServer::start().await?;
     let mut a = node(&redis, "a", |_| {}).await?;
-    let mut b = node(&redis, "b", |_| {}).await?;
+    let mut b = node(&redis, "b", |c| c.public_dashboard = true).await?;
     let mut c = node(&redis, "c", |_| {}).await?;
     let sink = UdpSink::bind().await?;
     let mut on_a = watch(&mut a, 0).await?;

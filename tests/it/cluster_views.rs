@@ -190,7 +190,9 @@ async fn api_ingests(gw: &TestGateway) -> Result<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_snapshot_lists_every_node_and_remote_sessions() -> Result<()> {
-    let single = TestGateway::start().await?;
+    // The snapshot read as a public dashboard does (redacted, no credential).
+    let public = |c: &mut whipgate::Config| c.public_dashboard = true;
+    let single = TestGateway::start_with(public).await?;
     let alone = api_ingests(&single).await?;
     assert_eq!(alone["clustered"], false);
     assert_eq!(alone["nodes"].as_array().map(Vec::len), Some(1));
@@ -198,9 +200,9 @@ async fn the_dashboard_snapshot_lists_every_node_and_remote_sessions() -> Result
 
     let redis = RedisServer::start().await?;
     let sink = UdpSink::bind().await?;
-    let mut a = node(&redis, "a", |_| {}).await?;
+    let mut a = node(&redis, "a", public).await?;
     a.register("cam", Some(&sink), None).await?;
-    let b = node(&redis, "b", |_| {}).await?;
+    let b = node(&redis, "b", public).await?;
     let _published = b.publish("cam", Some(Video::H264), false).await?;
     sink.recv_rtp(PATIENCE).await?;
     let snapshot = eventually(PATIENCE, "b's heartbeat with its publisher", || async {

@@ -52,7 +52,8 @@ async fn sse_streams_a_live_publishers_stats_with_a_token() -> Result<()> {
     assert_eq!(unauthenticated.status(), 401);
     let token: Value = serde_json::from_str(
         &gw.http
-            .post(gw.url("/events/token"))
+            // A token opens the stream it was asked for: this filter.
+            .post(gw.url("/events/token?ingest_ids=live"))
             .bearer_auth(KEY)
             .send()
             .await?

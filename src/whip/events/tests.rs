@@ -1,5 +1,7 @@
 //! The SSE endpoint through `Router::oneshot`: auth, tokens, resume, filters, errors, bounds.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -10,6 +12,7 @@ use tower::ServiceExt;
 use super::*;
 use crate::metrics::Metrics;
 use crate::registry::Caps;
+use crate::whip::access::ReadAccess;
 
 const KEY: &str = "sekrit";
 
@@ -18,11 +21,12 @@ fn registry(history: usize) -> Registry {
     Registry::new(Caps { max_publishers: 4 }, history, metrics)
 }
 
+/// A hub read with `key`; without one, open to anyone (`--public-dashboard`).
 fn hub(registry: &Registry, key: Option<&str>) -> (EventsHub, CancellationToken) {
     let shutdown = CancellationToken::new();
     let hub = EventsHub::new(
         registry.clone(),
-        key,
+        ReadAccess::new(key, key.is_none()),
         shutdown.clone(),
         NodeInfo {
             id: "n1".into(),
@@ -33,9 +37,22 @@ fn hub(registry: &Registry, key: Option<&str>) -> (EventsHub, CancellationToken)
 }
 
 async fn get(hub: &EventsHub, uri: &str, headers: &[(&str, &str)]) -> Response {
+    get_from(hub, uri, headers, None).await
+}
+
+/// A GET as the HTTP server hands it over: from `peer`, with a connection to close.
+async fn get_from(
+    hub: &EventsHub,
+    uri: &str,
+    headers: &[(&str, &str)],
+    peer: Option<(SocketAddr, CloseConnection)>,
+) -> Response {
     let mut request = Request::get(uri);
     for (k, v) in headers {
         request = request.header(*k, *v);
+    }
+    if let Some((addr, close)) = peer {
+        request = request.extension(ConnectInfo(addr)).extension(close);
     }
     super::super::dashboard::routes()
         .with_state(hub.clone())
@@ -66,31 +83,6 @@ fn data(text: &str) -> Vec<serde_json::Value> {
         .filter_map(|l| l.strip_prefix("data: "))
         .filter_map(|d| serde_json::from_str(d).ok())
         .collect()
-}
-
-#[test]
-fn tokens_expire_and_cannot_be_forged() {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, KEY.as_bytes());
-    let other = hmac::Key::new(hmac::HMAC_SHA256, b"other");
-    let now = SystemTime::now();
-    let token = issue_token(&key, now);
-    assert!(verify_token(&key, &token, now));
-    assert!(verify_token(&key, &token, now + TOKEN_TTL));
-    assert!(!verify_token(
-        &key,
-        &token,
-        now + TOKEN_TTL + Duration::from_secs(2)
-    ));
-    assert!(!verify_token(&other, &token, now), "another key's token");
-    let (expiry, tag) = token.split_once('.').expect("shape");
-    let later = expiry.parse::<u64>().expect("expiry") + 3600;
-    assert!(
-        !verify_token(&key, &format!("{later}.{tag}"), now),
-        "tampered expiry"
-    );
-    for garbage in ["", ".", "x.y", "1.zz", "99999999999999999999.00"] {
-        assert!(!verify_token(&key, garbage, now), "{garbage}");
-    }
 }
 
 #[tokio::test]
@@ -127,12 +119,115 @@ async fn with_a_key_the_stream_wants_the_key_or_a_token() {
     let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(body["expires_in"], TOKEN_TTL.as_secs());
     let token = body["token"].as_str().expect("token");
+    // Scoped: a token opens the event stream, not the snapshot.
+    let snapshot = get(&hub, &format!("/api/ingests?token={token}"), &[]).await;
+    assert_eq!(snapshot.status(), 401);
+    // Bound to its filter: another filter does not spend it.
+    let other = get(
+        &hub,
+        &format!("/events?token={token}&kinds=session_stats"),
+        &[],
+    )
+    .await;
+    assert_eq!(other.status(), 401);
     let with_token = get(&hub, &format!("/events?token={token}"), &[]).await;
     assert_eq!(with_token.status(), 200);
-    let snapshot = get(&hub, &format!("/api/ingests?token={token}"), &[]).await;
-    assert_eq!(snapshot.status(), 200);
+    // Single use.
+    let again = get(&hub, &format!("/events?token={token}"), &[]).await;
+    assert_eq!(again.status(), 401);
+    let key_as_token = get(&hub, &format!("/events?token={KEY}"), &[]).await;
+    assert_eq!(key_as_token.status(), 401);
     // The page itself is public: it asks for the key.
     assert_eq!(get(&hub, "/dashboard", &[]).await.status(), 200);
+}
+
+#[tokio::test]
+async fn without_a_key_the_read_api_is_off_and_says_how_to_turn_it_on() {
+    let registry = registry(64);
+    let hub = EventsHub::new(
+        registry.clone(),
+        ReadAccess::new(None, false),
+        CancellationToken::new(),
+        NodeInfo::default(),
+    );
+    for uri in ["/events", "/api/ingests", "/events?from_seq=1"] {
+        let response = get(&hub, uri, &[("authorization", "Bearer guess")]).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{uri}");
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .expect("body");
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            text.contains("--api-key-file") && text.contains("--public-dashboard"),
+            "{text}"
+        );
+    }
+    let token = super::super::dashboard::routes()
+        .with_state(hub.clone())
+        .oneshot(
+            Request::post("/events/token")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    assert_eq!(token.status(), StatusCode::FORBIDDEN);
+    assert_eq!(get(&hub, "/dashboard", &[]).await.status(), 200);
+}
+
+#[tokio::test]
+async fn anonymous_readers_see_no_targets_sdps_addresses_or_session_ids() {
+    let registry = registry(64);
+    let hub = EventsHub::new(
+        registry.clone(),
+        ReadAccess::new(Some(KEY), true),
+        CancellationToken::new(),
+        NodeInfo::default(),
+    );
+    let mut spec = test_spec("cam");
+    spec.video_target = Some("10.1.2.3:5004".parse().expect("addr"));
+    registry.register(spec, false).expect("register");
+    let body = |response: Response| async move {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    let anonymous = body(get(&hub, "/api/ingests", &[]).await).await;
+    assert!(anonymous.contains("\"cam\""), "{anonymous}");
+    for private in ["10.1.2.3", "consumer_sdp", "video_target", "m=video"] {
+        assert!(!anonymous.contains(private), "{private} in {anonymous}");
+    }
+    let full = body(get(&hub, "/api/ingests", &[("authorization", "Bearer sekrit")]).await).await;
+    assert!(
+        full.contains("10.1.2.3") && full.contains("m=video"),
+        "{full}"
+    );
+    let stream = read_until(get(&hub, "/events?from_seq=1", &[]).await, |t| {
+        t.contains("ingest_registered")
+    })
+    .await;
+    assert!(stream.contains("ingest_registered"), "{stream}");
+    assert!(
+        !stream.contains("10.1.2.3") && !stream.contains("m=video"),
+        "{stream}"
+    );
+}
+
+fn test_spec(id: &str) -> crate::registry::IngestSpec {
+    crate::registry::IngestSpec {
+        id: id.into(),
+        video_target: None,
+        audio_target: None,
+        bearer_token: None,
+        labels: Default::default(),
+        video_codecs: crate::codec::VideoCodec::DEFAULT.to_vec(),
+        audio_codecs: crate::codec::AudioCodec::DEFAULT.to_vec(),
+        limits: Default::default(),
+        redirect_url: None,
+        simulcast_layer: None,
+        replace_publisher: false,
+    }
 }
 
 #[tokio::test]
@@ -166,19 +261,7 @@ async fn events_carry_their_seq_as_id_resume_and_filter() {
     assert_eq!(seqs, [3], "{resumed}");
     // Filters: no caps_changed for a session_stats-only watcher; nothing for another ingest.
     registry.set_max_publishers(8);
-    let spec = |id: &str| crate::registry::IngestSpec {
-        id: id.into(),
-        video_target: None,
-        audio_target: None,
-        bearer_token: None,
-        labels: Default::default(),
-        video_codecs: crate::codec::VideoCodec::DEFAULT.to_vec(),
-        audio_codecs: crate::codec::AudioCodec::DEFAULT.to_vec(),
-        limits: Default::default(),
-        redirect_url: None,
-        simulcast_layer: None,
-        replace_publisher: false,
-    };
+    let spec = test_spec;
     registry.register(spec("other"), false).expect("register");
     registry.register(spec("cam"), false).expect("register");
     let filtered = read_until(
@@ -245,7 +328,7 @@ async fn out_of_range_and_lag_end_the_stream_with_an_error_event() {
 async fn watchers_are_capped_heartbeats_flow_and_shutdown_ends_streams() {
     let registry = registry(16);
     let (hub, shutdown) = hub(&registry, None);
-    let hub = hub.with_limits(1, Duration::from_millis(50));
+    let hub = hub.with_limits(1, 1, Duration::from_millis(50));
     let first = get(&hub, "/events", &[]).await;
     assert_eq!(first.status(), 200);
     let second = get(&hub, "/events", &[]).await;
@@ -271,4 +354,106 @@ async fn watchers_are_capped_heartbeats_flow_and_shutdown_ends_streams() {
     drop(body);
     // The slot is free again once the stream is gone.
     assert_eq!(get(&hub, "/events", &[]).await.status(), 200);
+}
+
+#[tokio::test]
+async fn watchers_are_capped_per_client() {
+    let registry = registry(16);
+    let (hub, _) = hub(&registry, Some(KEY));
+    let hub = hub.with_limits(3, 2, DEFAULT_HEARTBEAT);
+    let auth = [("authorization", "Bearer sekrit")];
+    let from = |last: u8| {
+        Some((
+            SocketAddr::from(([192, 0, 2, last], 40000)),
+            CloseConnection::default(),
+        ))
+    };
+    let _a1 = get_from(&hub, "/events", &auth, from(1)).await;
+    let _a2 = get_from(&hub, "/events", &auth, from(1)).await;
+    assert_eq!(_a1.status(), 200);
+    assert_eq!(_a2.status(), 200);
+    let a3 = get_from(&hub, "/events", &auth, from(1)).await;
+    assert_eq!(a3.status(), StatusCode::SERVICE_UNAVAILABLE, "per client");
+    let _b1 = get_from(&hub, "/events", &auth, from(2)).await;
+    assert_eq!(_b1.status(), 200, "another client is not blocked");
+    let c1 = get_from(&hub, "/events", &auth, from(3)).await;
+    assert_eq!(c1.status(), StatusCode::SERVICE_UNAVAILABLE, "in total");
+}
+
+#[tokio::test]
+async fn a_watcher_that_stops_reading_is_dropped_and_its_connection_closed() {
+    let registry = registry(4096);
+    let (hub, _) = hub(&registry, Some(KEY));
+    let hub = hub
+        .with_limits(4, 1, DEFAULT_HEARTBEAT)
+        .with_bounds(Duration::from_millis(100), PUBLIC_LIFETIME);
+    let auth = [("authorization", "Bearer sekrit")];
+    let close = CloseConnection::default();
+    let peer = SocketAddr::from(([192, 0, 2, 1], 40000));
+    // Opened, then never read, while events keep coming.
+    let stalled = get_from(&hub, "/events", &auth, Some((peer, close.clone()))).await;
+    assert_eq!(stalled.status(), 200);
+    let busy = get_from(
+        &hub,
+        "/events",
+        &auth,
+        Some((peer, CloseConnection::default())),
+    )
+    .await;
+    assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+    for n in 0..200 {
+        registry.set_max_publishers(n);
+        if close.0.is_cancelled() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    tokio::time::timeout(Duration::from_secs(5), close.0.cancelled())
+        .await
+        .expect("the stalled watcher's connection is closed");
+    // Its slot is free again.
+    let mut again = None;
+    for _ in 0..100 {
+        let response = get_from(
+            &hub,
+            "/events",
+            &auth,
+            Some((peer, CloseConnection::default())),
+        )
+        .await;
+        if response.status() == 200 {
+            again = Some(response);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "the slot was freed");
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn anonymous_streams_end_after_their_lifetime_and_keyed_ones_do_not() {
+    let registry = registry(16);
+    let hub = EventsHub::new(
+        registry.clone(),
+        ReadAccess::new(Some(KEY), true),
+        CancellationToken::new(),
+        NodeInfo::default(),
+    )
+    .with_limits(4, 4, Duration::from_millis(50))
+    .with_bounds(STALL, Duration::from_millis(300));
+    let drain = |response: Response| async move {
+        let mut body = response.into_body().into_data_stream();
+        tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(_)) = body.next().await {}
+        })
+        .await
+        .is_ok()
+    };
+    assert!(
+        drain(get(&hub, "/events", &[]).await).await,
+        "anonymous: ended"
+    );
+    let keyed = get(&hub, "/events", &[("authorization", "Bearer sekrit")]).await;
+    assert!(!drain(keyed).await, "keyed: still open after 2 s");
 }
