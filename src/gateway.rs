@@ -81,7 +81,10 @@ impl Gateway {
             .unwrap_or_else(|| crate::cluster::node::default_node_id(config.http_listen.port()));
         let store = match &cluster_redis {
             Some(redis) => ClusterNode::store(redis, &node_id),
-            None => crate::store::open(config.data_dir.as_deref()).map_err(Error::internal)?,
+            // Not internal: a damaged or missing store file is the operator's to fix, and the
+            // message says how.
+            None => crate::store::open(config.data_dir.as_deref())
+                .map_err(|e| Error::BadRequest(e.to_string()))?,
         };
         let registry = Registry::restore(
             store,

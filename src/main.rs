@@ -2,6 +2,8 @@
 //! SIGHUP re-reads the TLS certificates.
 //! `whipgate ctl ...` is the control-plane client instead ([`whipgate::ctl`]).
 
+use std::process::ExitCode;
+
 use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 use whipgate::{Config, Gateway};
@@ -19,7 +21,7 @@ const DEFAULT_LOG: &str = "info,rtc=warn";
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1).peekable();
     if args.peek().is_some_and(|a| a == "ctl") {
         args.next();
@@ -32,10 +34,23 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line with the whole cause chain (it names the flag, address or file), and
+            // no backtrace even with RUST_BACKTRACE set: a refused start is not a crash.
+            eprintln!("whipgate: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Configuration -> bind -> run until a signal.
+async fn run() -> anyhow::Result<()> {
     let config = Config::from_cli()
         .map_err(anyhow::Error::msg)
         .context("invalid configuration")?;
-    let gateway = Gateway::bind(config).await.context("binding listeners")?;
+    let gateway = Gateway::bind(config).await.context("starting")?;
     let bound = gateway.bound();
     // Before the ready line: a SIGHUP from then on reloads instead of killing the process.
     let reload = reload_on_sighup(gateway.tls_reload());

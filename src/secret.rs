@@ -1,8 +1,10 @@
 //! Constant-time checks of shared secrets (the control-plane API key, WHIP bearer tokens)
 //! that leak neither content nor length: both sides are hashed with SHA-256 and the
-//! fixed-size digests compared with `subtle`.
+//! fixed-size digests compared with `subtle`. Bearer tokens are kept (in memory and in every
+//! store) only as a [`TokenHash`]: a random salt and SHA-256(salt || token).
 
-use ring::digest::{SHA256, digest};
+use ring::digest::{Context, SHA256, digest};
+use ring::rand::{SecureRandom, SystemRandom};
 use subtle::ConstantTimeEq;
 
 /// A secret kept as its SHA-256 digest, checked in constant time.
@@ -32,6 +34,99 @@ pub fn secrets_equal(expected: &str, given: &str) -> bool {
     Secret::new(expected).matches(given)
 }
 
+/// Bytes of a [`TokenHash`]'s salt.
+const SALT_LEN: usize = 16;
+/// How a [`TokenHash`] is written: `sha256:<salt, 32 hex>:<digest, 64 hex>`.
+const TOKEN_HASH_SCHEME: &str = "sha256";
+
+/// A bearer token at rest: a random 16-byte salt and SHA-256(salt || token). The registry and
+/// the stores keep only this; a token is checked by hashing the given one with the same salt
+/// and comparing the digests in constant time. Two hashes of one token differ (their salts
+/// do): equality of `TokenHash`es means "the same stored hash", not "the same token".
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TokenHash {
+    salt: [u8; SALT_LEN],
+    digest: [u8; 32],
+}
+
+impl TokenHash {
+    /// Hashes `token` with a fresh random salt.
+    pub fn new(token: &str) -> Self {
+        let mut salt = [0u8; SALT_LEN];
+        // As `Uuid::new_v4` (session ids) does, treat a failing OS random source as fatal:
+        // there is no safe fallback for a salt.
+        SystemRandom::new()
+            .fill(&mut salt)
+            .expect("the OS random number generator failed");
+        TokenHash {
+            digest: salted_sha256(&salt, token),
+            salt,
+        }
+    }
+
+    /// Whether `given` is the token this hash was made from (constant time in `given`'s
+    /// content and length).
+    pub fn matches(&self, given: &str) -> bool {
+        bool::from(self.digest.ct_eq(&salted_sha256(&self.salt, given)))
+    }
+
+    /// Whether `token` is the token behind `stored` (`None` on both sides: no token).
+    pub fn same_token(stored: Option<&TokenHash>, token: Option<&str>) -> bool {
+        match (stored, token) {
+            (None, None) => true,
+            (Some(hash), Some(token)) => hash.matches(token),
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenHash(..)")
+    }
+}
+
+impl From<TokenHash> for String {
+    fn from(hash: TokenHash) -> String {
+        format!(
+            "{TOKEN_HASH_SCHEME}:{}:{}",
+            hex::encode(hash.salt),
+            hex::encode(hash.digest)
+        )
+    }
+}
+
+impl TryFrom<String> for TokenHash {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let bad = || "not a token hash (expected sha256:<32 hex>:<64 hex>)".to_owned();
+        let mut parts = text.split(':');
+        let (Some(TOKEN_HASH_SCHEME), Some(salt), Some(digest), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let mut hash = TokenHash {
+            salt: [0; SALT_LEN],
+            digest: [0; 32],
+        };
+        hex::decode_to_slice(salt, &mut hash.salt).map_err(|_| bad())?;
+        hex::decode_to_slice(digest, &mut hash.digest).map_err(|_| bad())?;
+        Ok(hash)
+    }
+}
+
+fn salted_sha256(salt: &[u8], value: &str) -> [u8; 32] {
+    let mut ctx = Context::new(&SHA256);
+    ctx.update(salt);
+    ctx.update(value.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
 fn sha256(value: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(digest(&SHA256, value.as_bytes()).as_ref());
@@ -52,5 +147,43 @@ mod tests {
         assert!(secrets_equal("", ""));
         assert!(!secrets_equal("a", "b"));
         assert_eq!(format!("{key:?}"), "Secret(..)", "no digest in logs");
+    }
+    #[test]
+    fn token_hashes_are_salted_and_check_the_token() {
+        let a = TokenHash::new("t0ken");
+        let b = TokenHash::new("t0ken");
+        assert!(a.matches("t0ken") && b.matches("t0ken"));
+        assert!(!a.matches("t0ke") && !a.matches("t0ken ") && !a.matches(""));
+        assert_ne!(a, b, "a fresh salt per hash");
+        let text = String::from(a.clone());
+        assert!(
+            text.starts_with("sha256:") && text.len() == 7 + 32 + 1 + 64,
+            "{text}"
+        );
+        assert!(!text.contains("t0ken"));
+        let back = TokenHash::try_from(text).expect("parses back");
+        assert_eq!(back, a);
+        assert!(back.matches("t0ken"));
+        assert_eq!(format!("{a:?}"), "TokenHash(..)", "no hash in logs");
+        assert!(TokenHash::same_token(None, None));
+        assert!(TokenHash::same_token(Some(&a), Some("t0ken")));
+        assert!(!TokenHash::same_token(Some(&a), Some("other")));
+        assert!(!TokenHash::same_token(Some(&a), None));
+        assert!(!TokenHash::same_token(None, Some("t0ken")));
+    }
+
+    #[test]
+    fn malformed_token_hashes_are_refused() {
+        let good = String::from(TokenHash::new("x"));
+        for bad in [
+            String::new(),
+            "t0ken".to_owned(),
+            good.replacen("sha256", "md5", 1),
+            format!("{good}:extra"),
+            good[..good.len() - 2].to_owned(),
+            format!("sha256:{}:{}", "zz".repeat(16), "00".repeat(32)),
+        ] {
+            assert!(TokenHash::try_from(bad.clone()).is_err(), "{bad}");
+        }
     }
 }

@@ -16,6 +16,7 @@ use super::{Caps, IngestEntry, IngestSpec, Limits, Registry, RegistryError};
 use crate::codec::{AudioCodec, VideoCodec};
 use crate::continuity::{Continuity, OutputState, OutputStream};
 use crate::metrics::Metrics;
+use crate::secret::TokenHash;
 use crate::store::{
     CapsRecord, IngestRecord, LayerChoice, LimitsRecord, Store, StoreError, StreamRecord,
 };
@@ -259,7 +260,8 @@ pub(super) fn record_of(e: &IngestEntry) -> IngestRecord {
         id: s.id.clone(),
         video_target: s.video_target,
         audio_target: s.audio_target,
-        bearer_token: s.bearer_token.clone(),
+        bearer_token_hash: e.token.clone(),
+        clear_token: None,
         labels: s.labels.clone(),
         video_codecs: s
             .video_codecs
@@ -308,12 +310,19 @@ pub(super) fn entry_from(r: &IngestRecord) -> Result<IngestEntry, RegistryError>
     if video_codecs.is_empty() || audio_codecs.is_empty() {
         return Err(corrupt("empty codec list".into()));
     }
+    // A store hashes clear tokens of older records as it reads them; one that did not still
+    // never puts the clear token in memory.
+    let token = match &r.clear_token {
+        Some(clear) => Some(TokenHash::new(clear)),
+        None => r.bearer_token_hash.clone(),
+    };
     Ok(IngestEntry {
+        token,
         spec: IngestSpec {
             id: r.id.clone(),
             video_target: r.video_target,
             audio_target: r.audio_target,
-            bearer_token: r.bearer_token.clone(),
+            bearer_token: None,
             labels: r.labels.clone(),
             video_codecs,
             audio_codecs,

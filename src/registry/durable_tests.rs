@@ -68,6 +68,26 @@ fn packet(seq: u16) -> InputPacket {
 }
 
 #[tokio::test]
+async fn only_the_tokens_salted_hash_is_stored() {
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory().expect("store"));
+    let r = boot(&store, 64).await;
+    r.register(spec("a"), false).expect("register");
+    r.persist().ingest("a").await.expect("persist");
+    let record = store.get_ingest("a").await.expect("get").expect("stored");
+    let json = serde_json::to_string(&record).expect("json");
+    assert!(!json.contains("t0ken"), "{json}");
+    assert_eq!(record.clear_token, None);
+    let hash = record.bearer_token_hash.expect("a hash");
+    assert!(hash.matches("t0ken") && !hash.matches("t0ke"));
+    // Re-registering with the same token changes nothing, stored hash included.
+    let (_, created) = r.register(spec("a"), false).expect("unchanged");
+    assert!(!created);
+    r.persist().ingest("a").await.expect("persist");
+    let again = store.get_ingest("a").await.expect("get").expect("stored");
+    assert_eq!(again.bearer_token_hash, Some(hash));
+}
+
+#[tokio::test]
 async fn a_restart_brings_back_registrations_caps_choices_and_streams() {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory().expect("store"));
     let first = boot(&store, 64).await;

@@ -39,6 +39,7 @@ pub use shared::DIRTY_GUARD;
 use crate::continuity::Continuity;
 use crate::facts::StreamFacts;
 use crate::metrics::Metrics;
+use crate::secret::TokenHash;
 use crate::store::{EventClock, Store};
 use events::{EventLog, SubscribeError};
 
@@ -87,7 +88,10 @@ impl State {
 }
 
 struct IngestEntry {
+    /// The registration, its `bearer_token` always `None`: see `token`.
     spec: IngestSpec,
+    /// The WHIP bearer token's salted hash: the clear token is never kept.
+    token: Option<TokenHash>,
     created_at: SystemTime,
     session: Option<SessionEntry>,
     /// Output SSRCs and numbering, shared by the ingest's successive sessions.
@@ -213,27 +217,39 @@ impl Registry {
 
     // ---- ingests -------------------------------------------------------------------------
 
-    /// Registers an ingest. Identical re-registration is a no-op (`created == false`); a
-    /// different one fails with [`RegistryError::IngestExists`] unless `replace` is set.
+    /// Registers an ingest. Identical re-registration (the same token included, checked
+    /// against its stored hash) is a no-op (`created == false`); a different one fails with
+    /// [`RegistryError::IngestExists`] unless `replace` is set. Only the token's salted hash is
+    /// kept; the clear token is dropped when this returns.
     pub fn register(
         &self,
-        spec: IngestSpec,
+        mut spec: IngestSpec,
         replace: bool,
     ) -> Result<(IngestView, bool), RegistryError> {
         validate_ingest_id(&spec.id)?;
+        let clear_token = spec.bearer_token.take();
+        let same = |e: &IngestEntry| {
+            e.spec == spec && TokenHash::same_token(e.token.as_ref(), clear_token.as_deref())
+        };
         let mut cancel = None;
         let result = {
             let mut state = self.lock();
             let id = spec.id.clone();
-            match state.ingests.get(&id).map(|e| e.spec == spec) {
+            match state.ingests.get(&id).map(same) {
                 Some(true) => Ok((view_of(&state.ingests[&id]), false)),
                 Some(false) if !replace => Err(RegistryError::IngestExists(id)),
                 Some(false) => {
                     let must_close = state.ingests.get_mut(&id).is_some_and(|existing| {
                         existing.limits_override = None;
                         existing.layer_override = None;
+                        // The same token keeps its stored hash: hashes change with tokens only.
+                        let token_changed =
+                            !TokenHash::same_token(existing.token.as_ref(), clear_token.as_deref());
+                        if token_changed {
+                            existing.token = clear_token.as_deref().map(TokenHash::new);
+                        }
                         let old = std::mem::replace(&mut existing.spec, spec);
-                        old.media_differs(&existing.spec)
+                        old.media_differs(&existing.spec) || token_changed
                     });
                     Self::touch(&mut state, &id, false);
                     if must_close {
@@ -256,6 +272,7 @@ impl Registry {
                 None => {
                     let entry = IngestEntry {
                         spec,
+                        token: clear_token.as_deref().map(TokenHash::new),
                         created_at: SystemTime::now(),
                         session: None,
                         continuity: Arc::default(),
@@ -405,7 +422,8 @@ fn view_of(entry: &IngestEntry) -> IngestView {
     let mut spec = entry.spec.clone();
     spec.limits = entry.limits();
     spec.simulcast_layer = entry.simulcast_layer();
-    let has_bearer_token = spec.bearer_token.take().is_some();
+    spec.bearer_token = None;
+    let has_bearer_token = entry.token.is_some();
     IngestView {
         consumer_sdp: spec.consumer_sdp(),
         spec,

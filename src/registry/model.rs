@@ -55,7 +55,9 @@ pub struct IngestSpec {
     pub video_target: Option<SocketAddr>,
     /// Audio RTP destination; `None` drops audio.
     pub audio_target: Option<SocketAddr>,
-    /// Required WHIP bearer token, if any.
+    /// Required WHIP bearer token, if any, in clear as RegisterIngest gives it. The registry
+    /// keeps only its salted hash ([`crate::secret::TokenHash`]): specs it hands out (views,
+    /// admissions) always have `None` here.
     pub bearer_token: Option<String>,
     /// Free-form labels for the orchestrator.
     pub labels: BTreeMap<String, String>,
@@ -99,13 +101,14 @@ impl IngestSpec {
         )
     }
 
-    /// Whether a live publisher must be closed to move from `self` to `other`.
+    /// Whether a live publisher must be closed to move from `self` to `other` because its
+    /// media changes. A changed token closes it too; the registry compares tokens against
+    /// their stored hashes itself.
     pub fn media_differs(&self, other: &IngestSpec) -> bool {
         self.video_target != other.video_target
             || self.audio_target != other.audio_target
             || self.video_codecs != other.video_codecs
             || self.audio_codecs != other.audio_codecs
-            || self.bearer_token != other.bearer_token
     }
 }
 
@@ -216,7 +219,7 @@ pub struct SessionView {
     pub facts: StreamFacts,
 }
 
-/// An ingest as seen from outside (no token).
+/// An ingest as seen from outside (no token, no hash).
 #[derive(Clone, Debug, PartialEq)]
 pub struct IngestView {
     /// The registration (its `bearer_token` is always `None` here).

@@ -71,7 +71,7 @@ impl Registry {
         bearer: Option<&str>,
     ) -> Result<(), RegistryError> {
         match self.lock().ingests.get(ingest_id) {
-            Some(entry) => check_token(&entry.spec, bearer),
+            Some(entry) => check_token(entry.token.as_ref(), bearer),
             None => Ok(()),
         }
     }
@@ -127,7 +127,7 @@ impl Registry {
             // Another node serves this ingest; the publisher re-POSTs there.
             return Ok((Admitted::Redirect(url.clone()), None));
         }
-        check_token(&entry.spec, bearer)?;
+        check_token(entry.token.as_ref(), bearer)?;
         let mut spec = entry.spec.clone();
         spec.simulcast_layer = entry.simulcast_layer();
         let planned = plan(&spec).map_err(RegistryError::BadOffer)?;
@@ -244,10 +244,14 @@ impl Registry {
     }
 }
 
-fn check_token(spec: &IngestSpec, bearer: Option<&str>) -> Result<(), RegistryError> {
-    match (&spec.bearer_token, bearer) {
+/// Checks a publisher's bearer token against the ingest's stored hash (constant time).
+fn check_token(
+    expected: Option<&crate::secret::TokenHash>,
+    bearer: Option<&str>,
+) -> Result<(), RegistryError> {
+    match (expected, bearer) {
         (None, _) => Ok(()),
-        (Some(expected), Some(given)) if crate::secret::secrets_equal(expected, given) => Ok(()),
+        (Some(expected), Some(given)) if expected.matches(given) => Ok(()),
         _ => Err(RegistryError::Unauthorized),
     }
 }

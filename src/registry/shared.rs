@@ -243,7 +243,9 @@ impl Registry {
         if record_of(entry) == *record {
             return None;
         }
-        let must_close = entry.spec.media_differs(&fresh.spec);
+        // Hashes change with tokens only (see `Registry::register`): another hash is another
+        // token.
+        let must_close = entry.spec.media_differs(&fresh.spec) || entry.token != fresh.token;
         update(entry, fresh);
         if must_close {
             return self.end_locked(state, ingest_id, EndReason::Replaced, "ingest replaced");
@@ -255,6 +257,7 @@ impl Registry {
 /// Takes the stored parts of `fresh`, keeping the live session and output stream state.
 fn update(entry: &mut IngestEntry, fresh: IngestEntry) {
     entry.spec = fresh.spec;
+    entry.token = fresh.token;
     entry.created_at = fresh.created_at;
     entry.limits_override = fresh.limits_override;
     entry.layer_override = fresh.layer_override;

@@ -87,6 +87,48 @@ fn one_publisher_per_ingest_and_the_global_cap_hold() {
 }
 
 #[test]
+fn re_registering_is_checked_against_the_stored_token_hash() {
+    let r = registry(4);
+    let with = |token: &str| {
+        let mut s = spec("a");
+        s.bearer_token = Some(token.into());
+        s
+    };
+    assert!(r.register(with("t1"), false).expect("first").1);
+    let (view, created) = r
+        .register(with("t1"), false)
+        .expect("same token: unchanged");
+    assert!(!created && view.has_bearer_token);
+    assert!(matches!(
+        r.register(with("t2"), false),
+        Err(RegistryError::IngestExists(_))
+    ));
+    assert!(matches!(
+        r.register(spec("a"), false),
+        Err(RegistryError::IngestExists(_))
+    ));
+    let live = admit(&r, "a", Some("t1")).expect("t1 admitted");
+    r.register(with("t2"), true).expect("replaced");
+    assert!(
+        live.cancel.is_cancelled(),
+        "a new token closes the live publisher"
+    );
+    drop(live);
+    assert!(matches!(
+        admit(&r, "a", Some("t1")),
+        Err(RegistryError::Unauthorized)
+    ));
+    let live = admit(&r, "a", Some("t2")).expect("t2 admitted");
+    let mut relabelled = with("t2");
+    relabelled.labels.insert("k".into(), "v".into());
+    r.register(relabelled, true).expect("replaced, same token");
+    assert!(
+        !live.cancel.is_cancelled(),
+        "the same token and media keep the publisher"
+    );
+}
+
+#[test]
 fn tokens_are_checked() {
     let r = registry(4);
     let mut s = spec("a");

@@ -2,6 +2,9 @@
 //! ACID key-value store: every commit is fsync'd before it returns (copy-on-write B-trees with
 //! a two-phase commit), so a write survives kill -9 and power loss, and a torn write leaves the
 //! previous commit readable. Blocking calls run on tokio's blocking pool.
+//!
+//! Opening checks the files first ([`super::file`]); the layout version (`meta/schema`) is
+//! checked and older layouts migrated in the first transaction.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,12 +13,15 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, Tabl
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::file::{self, Found, RECOVER};
 use super::{CapsRecord, EventClock, IngestRecord, Store, StoreError, Stored, StreamRecord};
 
 /// The file inside the data dir.
 pub const FILE_NAME: &str = "whipgate.redb";
 /// Layout version of the tables below; a store written by a newer layout is refused.
-const SCHEMA: u64 = 1;
+/// 1: bearer tokens in clear. 2: bearer tokens as salted hashes (an older whipgate would read
+/// them as "no token", so it must refuse the store; layout 1 is migrated at open).
+const SCHEMA: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const INGESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("ingests");
@@ -30,27 +36,36 @@ pub struct EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store in `dir`, creating the directory if needed.
+    /// Opens (or creates) the store in `dir`, creating the directory if needed. The files are
+    /// checked first (see [`super::file`]): a damaged, truncated or empty store file, or a
+    /// missing one where a store was created before, is refused with an error naming it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(FILE_NAME);
         let open_err = |detail: String| StoreError::Open {
             path: path.display().to_string(),
             detail,
         };
-        std::fs::create_dir_all(dir)
-            .map_err(|e| open_err(format!("creating the data dir: {e}")))?;
-        let db = Database::create(&path).map_err(|err| {
-            open_err(match err {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    "the store is in use by another whipgate process on this data dir".into()
-                }
-                other => format!("{other} (not a whipgate store, or damaged)"),
-            })
+        let found = file::prepare(dir, &path)?;
+        let db = file::guarded(&path, || {
+            let db = Database::create(&path).map_err(|err| {
+                open_err(match err {
+                    redb::DatabaseError::DatabaseAlreadyOpen => {
+                        "the store is in use by another whipgate process on this data dir".into()
+                    }
+                    other => format!("{other} (not a whipgate store, or damaged): {RECOVER}"),
+                })
+            })?;
+            Self::init(&db).map_err(|e| match e {
+                StoreError::Io(detail) => open_err(format!("{detail}: {RECOVER}")),
+                other => other,
+            })?;
+            Ok(db)
         })?;
-        Self::init(db).map_err(|e| match e {
-            StoreError::Io(detail) => open_err(detail),
-            other => other,
-        })
+        file::mark(dir)?;
+        if found == Found::Created {
+            tracing::info!(path = %path.display(), "created a new store");
+        }
+        Ok(EmbeddedStore { db: Arc::new(db) })
     }
 
     /// A store that lives in memory only (tests, embedders): nothing survives the process.
@@ -58,17 +73,27 @@ impl EmbeddedStore {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(io)?;
-        Self::init(db)
+        Self::init(&db)?;
+        Ok(EmbeddedStore { db: Arc::new(db) })
     }
 
-    /// Creates the tables and checks the layout version.
-    fn init(db: Database) -> Result<Self, StoreError> {
+    /// Creates the tables, checks the layout version and brings an older layout up to date,
+    /// in one transaction.
+    fn init(db: &Database) -> Result<(), StoreError> {
         let tx = db.begin_write().map_err(io)?;
         {
             let mut meta = tx.open_table(META).map_err(io)?;
             let schema = meta.get("schema").map_err(io)?.map(|v| v.value());
             match schema {
                 Some(SCHEMA) => {}
+                Some(1) => {
+                    let hashed = hash_clear_tokens(&tx)?;
+                    tracing::info!(
+                        ingests = hashed,
+                        "store layout 1 -> {SCHEMA}: bearer tokens now stored as salted hashes"
+                    );
+                    meta.insert("schema", SCHEMA).map_err(io)?;
+                }
                 Some(other) => {
                     return Err(StoreError::Corrupt {
                         key: "meta/schema".into(),
@@ -90,8 +115,7 @@ impl EmbeddedStore {
             tx.open_table(STREAMS).map_err(io)?;
             tx.open_table(SETTINGS).map_err(io)?;
         }
-        tx.commit().map_err(io)?;
-        Ok(EmbeddedStore { db: Arc::new(db) })
+        tx.commit().map_err(io)
     }
 
     /// Runs a blocking database call off the async threads.
@@ -132,6 +156,23 @@ fn decode<T: DeserializeOwned>(table: &str, key: &str, bytes: &[u8]) -> Result<T
         key: format!("{table}/{key}"),
         detail: e.to_string(),
     })
+}
+
+/// Layout 1 -> 2: every registration's clear token replaced by its salted hash, in `tx`.
+fn hash_clear_tokens(tx: &redb::WriteTransaction) -> Result<usize, StoreError> {
+    let mut table = tx.open_table(INGESTS).map_err(io)?;
+    let mut rows = Vec::new();
+    for row in table.iter().map_err(io)? {
+        let (key, value) = row.map_err(io)?;
+        let mut record: IngestRecord = decode(INGESTS.name(), key.value(), value.value())?;
+        if record.hash_clear_token() {
+            rows.push((key.value().to_owned(), encode(&record)?));
+        }
+    }
+    for (key, value) in &rows {
+        table.insert(key.as_str(), value.as_slice()).map_err(io)?;
+    }
+    Ok(rows.len())
 }
 
 fn read_all<T: DeserializeOwned>(

@@ -1,6 +1,6 @@
-//! What outlives the process, behind one small trait: ingest registrations (tokens included),
-//! caps, per-ingest limits and layer choices, each ingest's output stream state, and the event
-//! clock (boot epoch and the sequence-number high-water mark).
+//! What outlives the process, behind one small trait: ingest registrations (bearer tokens as
+//! salted hashes only), caps, per-ingest limits and layer choices, each ingest's output stream
+//! state, and the event clock (boot epoch and the sequence-number high-water mark).
 //!
 //! The registry stays the in-memory authority; a [`Store`] is written on control-plane changes
 //! and by the continuity checkpoint, never on the packet path, and read once at boot. Records
@@ -11,6 +11,7 @@
 //! records in the cluster's Redis.
 
 pub mod embedded;
+pub mod file;
 mod records;
 pub mod redis;
 
@@ -91,8 +92,8 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// Opens the store of a gateway: the embedded store in `data_dir` (created if missing), or an
-/// in-memory one when `data_dir` is `None`.
+/// Opens the store of a gateway: the embedded store in `data_dir` (created if missing, 0700;
+/// see [`file`] for what is refused), or an in-memory one when `data_dir` is `None`.
 pub fn open(data_dir: Option<&Path>) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match data_dir {
         Some(dir) => Arc::new(embedded::EmbeddedStore::open(dir)?),

@@ -1,6 +1,10 @@
 //! The records a store keeps: plain serde data (JSON in every implementation), decoupled from
 //! the registry's types so the stored format changes only on purpose. New fields are added
 //! with `#[serde(default)]`, so older records still load.
+//!
+//! Bearer tokens are stored as salted hashes ([`TokenHash`], field `bearer_token_hash`). A
+//! record written before that holds the token in clear (`bearer_token`): it is read, hashed
+//! with [`IngestRecord::hash_clear_token`] and written back by the store; never written anew.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,6 +12,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::continuity::OutputState;
+use crate::secret::TokenHash;
 
 /// Per-ingest limits (0 or absent: no limit).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,7 +33,7 @@ pub struct LayerChoice {
     pub rid: Option<String>,
 }
 
-/// One registration, token included, with what the control plane changed since.
+/// One registration, its token as a salted hash, with what the control plane changed since.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IngestRecord {
     /// Ingest id (also the key).
@@ -39,10 +44,13 @@ pub struct IngestRecord {
     /// Audio RTP destination.
     #[serde(default)]
     pub audio_target: Option<SocketAddr>,
-    /// WHIP bearer token. Stored in clear: the gateway must compare it after a restart; the
-    /// data dir is as sensitive as the configuration.
-    #[serde(default)]
-    pub bearer_token: Option<String>,
+    /// WHIP bearer token as a salted hash (the token itself is never stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_hash: Option<TokenHash>,
+    /// The token in clear, as records written before salted hashes hold it: read so that
+    /// older stores load, turned into `bearer_token_hash` at load, never written.
+    #[serde(default, rename = "bearer_token", skip_serializing)]
+    pub clear_token: Option<String>,
     /// Orchestrator labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -70,6 +78,18 @@ pub struct IngestRecord {
     /// Layer chosen with SelectSimulcastLayer, winning over `simulcast_layer`.
     #[serde(default)]
     pub layer_override: Option<LayerChoice>,
+}
+
+impl IngestRecord {
+    /// Replaces a token stored in clear (an older record) by its salted hash. Returns whether
+    /// the record changed, so the store writes it back.
+    pub fn hash_clear_token(&mut self) -> bool {
+        let Some(clear) = self.clear_token.take() else {
+            return false;
+        };
+        self.bearer_token_hash = Some(TokenHash::new(&clear));
+        true
+    }
 }
 
 /// The global cap as set with SetCaps, and the configured value it overrode.

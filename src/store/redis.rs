@@ -5,6 +5,10 @@
 //! to the replicas is asynchronous). Redis being unreachable is
 //! [`StoreError::Unavailable`] within the cluster's command deadline, never a hang.
 //!
+//! Registrations written before tokens were hashed hold them in clear: each is hashed when
+//! read and written back with a compare-and-set, so a concurrent change by another node wins
+//! and every node converges on one stored hash.
+//!
 //! The event clock is per node (`clock:<node>`): each node's registry numbers its own events
 //! and a restarted node continues its own sequence in a new epoch.
 
@@ -54,6 +58,42 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Decodes a stored registration; one with its token in clear (written before tokens were
+    /// hashed) is written back hashed, unless another node changed it meanwhile (then the
+    /// value stored now is read instead; `None`: unregistered meanwhile).
+    async fn ingest_record(&self, id: &str, raw: &str) -> Result<Option<IngestRecord>, StoreError> {
+        let what = format!("ingests/{id}");
+        let mut record: IngestRecord = decode(&what, raw)?;
+        if !record.hash_clear_token() {
+            return Ok(Some(record));
+        }
+        let hashed = encode("ingest", &record)?;
+        let swapped = self
+            .state
+            .compare_and_set(Table::Ingests, id, Some(raw), &hashed)
+            .await
+            .map_err(store_err)?;
+        if swapped {
+            tracing::info!(ingest = %id, "stored bearer token replaced by its salted hash");
+            return Ok(Some(record));
+        }
+        let now = self
+            .state
+            .get(Table::Ingests, id)
+            .await
+            .map_err(store_err)?;
+        let Some(now) = now else {
+            return Ok(None);
+        };
+        let mut current: IngestRecord = decode(&what, &now)?;
+        // Still clear only if an older node wrote it again: hash in memory; the next read
+        // stores the hash.
+        current.hash_clear_token();
+        Ok(Some(current))
+    }
+}
+
 fn store_err(e: ClusterError) -> StoreError {
     match e {
         ClusterError::Corrupt(detail) => StoreError::Corrupt {
@@ -84,11 +124,12 @@ impl Store for RedisStore {
         let ingests = self.state.all(Table::Ingests).await.map_err(store_err)?;
         let streams = self.state.all(Table::Outputs).await.map_err(store_err)?;
         let caps = self.state.caps().await.map_err(store_err)?;
+        let mut records = Vec::with_capacity(ingests.len());
+        for (id, raw) in &ingests {
+            records.extend(self.ingest_record(id, raw).await?);
+        }
         Ok(Stored {
-            ingests: ingests
-                .iter()
-                .map(|(id, raw)| decode(&format!("ingests/{id}"), raw))
-                .collect::<Result<_, _>>()?,
+            ingests: records,
             caps: caps.as_deref().map(|raw| decode("caps", raw)).transpose()?,
             streams: streams
                 .iter()
@@ -103,15 +144,19 @@ impl Store for RedisStore {
             .get(Table::Ingests, ingest_id)
             .await
             .map_err(store_err)?;
-        raw.map(|raw| decode(&format!("ingests/{ingest_id}"), &raw))
-            .transpose()
+        match raw {
+            Some(raw) => self.ingest_record(ingest_id, &raw).await,
+            None => Ok(None),
+        }
     }
 
     async fn ingests(&self) -> Result<Vec<IngestRecord>, StoreError> {
         let all = self.state.all(Table::Ingests).await.map_err(store_err)?;
-        all.iter()
-            .map(|(id, raw)| decode(&format!("ingests/{id}"), raw))
-            .collect()
+        let mut records = Vec::with_capacity(all.len());
+        for (id, raw) in &all {
+            records.extend(self.ingest_record(id, raw).await?);
+        }
+        Ok(records)
     }
 
     async fn put_ingest(&self, ingest: &IngestRecord) -> Result<(), StoreError> {

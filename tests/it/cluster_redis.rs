@@ -363,3 +363,36 @@ async fn redis_down_fails_fast_and_everything_works_again_after_restart() -> Res
     assert_eq!(events.last_seq().await?, 2);
     Ok(())
 }
+
+#[tokio::test]
+async fn tokens_in_redis_are_salted_hashes_and_clear_ones_are_migrated_on_read() -> Result<()> {
+    use whipgate::store::Store;
+    use whipgate::store::redis::RedisStore;
+    let redis = RedisServer::start().await?;
+    let state = SharedState::new(node_handle(&redis.url()), Keys::default());
+    // A registration as the previous whipgate wrote it: the token in clear.
+    let old = r#"{"id":"old","video_target":"127.0.0.1:5004","bearer_token":"clear-t0ken",
+        "labels":{},"video_codecs":["H264"],"audio_codecs":["opus"],"created_at_ms":1}"#;
+    state.put(Table::Ingests, "old", old).await?;
+    let store = RedisStore::new(node_handle(&redis.url()), Keys::default(), "n1");
+    let loaded = store.load().await?;
+    let record = loaded.ingests.first().expect("the old registration loads");
+    let hash = record.bearer_token_hash.clone().expect("hashed on read");
+    assert!(hash.matches("clear-t0ken") && !hash.matches("clear"));
+    let raw = state.get(Table::Ingests, "old").await?.expect("stored");
+    assert!(!raw.contains("clear-t0ken"), "written back hashed: {raw}");
+    assert!(raw.contains("\"bearer_token_hash\":\"sha256:"), "{raw}");
+    // Another node reading it now sees the same stored hash, not a new one.
+    let other = RedisStore::new(node_handle(&redis.url()), Keys::default(), "n2");
+    let seen = other.get_ingest("old").await?.expect("registered");
+    assert_eq!(seen.bearer_token_hash, Some(hash));
+
+    // A registration written now holds the hash only.
+    let mut fresh = seen.clone();
+    fresh.id = "new".into();
+    fresh.bearer_token_hash = Some(whipgate::secret::TokenHash::new("n3w-t0ken"));
+    store.put_ingest(&fresh).await?;
+    let raw = state.get(Table::Ingests, "new").await?.expect("stored");
+    assert!(!raw.contains("n3w-t0ken"), "{raw}");
+    Ok(())
+}

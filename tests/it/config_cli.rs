@@ -1,5 +1,6 @@
-//! The real binary's configuration: precedence flags > environment > file, and refusing an
-//! open control plane, observed through what `whipgate` refuses to start with.
+//! The real binary's configuration: precedence flags > environment > file, refusing an open
+//! control plane, and refusing a damaged or emptied store file, observed through what
+//! `whipgate` refuses to start with.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -81,5 +82,69 @@ fn flags_beat_the_environment_which_beats_the_file() -> Result<()> {
         "{flag_over_env}"
     );
     std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+/// Runs `whipgate` on `data_dir` (every listener on 127.0.0.1:0) expecting a refusal; checks
+/// that it is one clear line naming the store file, without a panic or a backtrace (even with
+/// `RUST_BACKTRACE=1`), and returns that line.
+fn refused_store(data_dir: &std::path::Path) -> Result<String> {
+    let dir = data_dir.to_str().context("path")?;
+    let stderr = refused(
+        &[
+            "--http-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--udp-listen",
+            "127.0.0.1:0",
+            "--tcp-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir,
+        ],
+        &[("RUST_BACKTRACE", "1"), ("RUST_LOG", "info")],
+    )?;
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("whipgate: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line: {stderr}");
+    let file = data_dir.join("whipgate.redb");
+    assert!(
+        errors[0].contains(&file.display().to_string()),
+        "names the file: {stderr}"
+    );
+    Ok(errors[0].to_owned())
+}
+
+#[test]
+fn a_truncated_store_file_stops_the_start_cleanly() -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let data = scratch.path().join("data");
+    // A real store (as a first run writes it), cut short as a full disk or a bad copy leaves it.
+    drop(whipgate::store::embedded::EmbeddedStore::open(&data)?);
+    let file = data.join("whipgate.redb");
+    let bytes = std::fs::read(&file)?;
+    std::fs::write(&file, &bytes[..3000])?;
+    let line = refused_store(&data)?;
+    assert!(line.contains("truncated"), "{line}");
+    assert!(line.contains("restore it from a backup"), "{line}");
+    assert!(line.contains("move it aside"), "{line}");
+    assert_eq!(std::fs::metadata(&file)?.len(), 3000, "left as it was");
+    Ok(())
+}
+
+#[test]
+fn an_empty_store_file_stops_the_start() -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let data = scratch.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    std::fs::write(data.join("whipgate.redb"), b"")?;
+    let line = refused_store(&data)?;
+    assert!(line.contains("empty (0 bytes)"), "{line}");
+    assert!(line.contains("delete"), "{line}");
     Ok(())
 }

@@ -191,6 +191,21 @@ async fn registrations_and_stream_continuity_survive_kill_9() -> Result<()> {
 
     first.kill9()?;
     drop(publisher);
+    // The token is nowhere on disk (only its salted hash), and the files are private.
+    let store_file = data_dir.join("whipgate.redb");
+    let bytes = std::fs::read(&store_file)?;
+    assert!(
+        !bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+        "the bearer token is stored in clear"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            |p: &Path| -> Result<u32> { Ok(std::fs::metadata(p)?.permissions().mode() & 0o777) };
+        assert_eq!(mode(&data_dir)?, 0o700, "data dir");
+        assert_eq!(mode(&store_file)?, 0o600, "store file");
+    }
     let mut last_seen = before;
     while let Ok(p) = sink.recv_rtp(Duration::from_millis(200)).await {
         last_seen.push(p);
