@@ -160,6 +160,12 @@ pub struct Config {
     #[arg(long, env = "WHIPGATE_ADVERTISE_URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise_url: Option<String>,
+    /// Cluster mode: a full or draining node answers a POST with 307 to a node with room
+    /// (OBS and browsers follow it, re-sending the token to that node's advertise URL)
+    /// instead of handing the offer to that node itself and answering in its name (the
+    /// default: no client has to follow a redirect).
+    #[arg(long, env = "WHIPGATE_CLUSTER_REDIRECT_PUBLISH")]
+    pub cluster_redirect_publish: bool,
     /// Publisher lease and node heartbeat time to live in cluster mode, in seconds.
     #[arg(id = "cluster_lease_secs", long = "cluster-lease-secs", env = "WHIPGATE_CLUSTER_LEASE_SECS", default_value = "10", value_parser = parse_secs)]
     #[serde(rename = "cluster_lease_secs", with = "serde_secs")]

@@ -250,13 +250,15 @@ impl Gateway {
         let mut state =
             WhipState::new(registry.clone(), media.clone(), &config)?.with_events(events);
         if let Some(node) = &cluster {
+            state.cluster = Some(node.clone());
             tracker.spawn(node.clone().run(registry.clone(), cancel.clone()));
             tracker.spawn(crate::cluster::calls::serve(
                 node.clone(),
                 registry.clone(),
+                whip::proxy::answerer(state.clone()),
+                tracker.clone(),
                 cancel.clone(),
             ));
-            state.cluster = Some(node.clone());
         }
         let app = whip::router(state.clone(), &config, metrics_listener.is_none());
         let limits = serve::ConnLimits {

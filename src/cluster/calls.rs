@@ -5,8 +5,14 @@
 //! ingest's lease ([`ClusterNode::live_elsewhere`]) and, when it is another node, sends it a
 //! [`RoutedCall`] over [`super::rpc`]. Each node serves its own queue with one task
 //! ([`serve`]), executing calls on its local registry and answering with an [`Answer`] that
-//! the caller turns back into the status a single node would give. WHIP session URLs (PATCH,
-//! DELETE) are not routed: the edge answers 307 to the owner's URL ([`ClusterNode::session_url`]).
+//! the caller turns back into the status a single node would give.
+//!
+//! WHIP signalling is routed the same way, so that no client has to follow a redirect: a
+//! PATCH or DELETE on a session another node holds, and a POST that a full or draining node
+//! hands to a node with room, travel as [`RoutedCall::WhipPublish`], [`RoutedCall::WhipPatch`]
+//! and [`RoutedCall::WhipDelete`] (the receiving edge checked the bearer token; it is never
+//! forwarded) and come back as [`Answer::Http`]. The edge executes them ([`WhipCalls`], each
+//! in its own task: a negotiation takes milliseconds, the other calls microseconds).
 
 use std::time::Duration;
 
@@ -65,6 +71,33 @@ pub enum RoutedCall {
         /// Duration cap in seconds, if any.
         max_session_secs: Option<u64>,
     },
+    /// A WHIP POST the calling node's edge authenticated, for this node to answer.
+    WhipPublish {
+        /// The ingest.
+        ingest: String,
+        /// The SDP offer.
+        offer: String,
+        /// The publisher's HTTP address as the calling node saw it.
+        peer: Option<std::net::SocketAddr>,
+    },
+    /// A WHIP PATCH (trickle or ICE restart) on a session of this node, authenticated.
+    WhipPatch {
+        /// The ingest.
+        ingest: String,
+        /// The session (a UUID).
+        session: String,
+        /// `If-Match` as sent.
+        if_match: String,
+        /// The trickle-ICE fragment.
+        fragment: String,
+    },
+    /// A WHIP DELETE on a session of this node, authenticated.
+    WhipDelete {
+        /// The ingest.
+        ingest: String,
+        /// The session (a UUID).
+        session: String,
+    },
 }
 
 /// The owner's answer to a [`RoutedCall`].
@@ -85,6 +118,23 @@ pub enum Answer {
         /// Why.
         message: String,
     },
+    /// A WHIP call's HTTP answer, for the calling edge to send as is.
+    Http {
+        /// Status code.
+        status: u16,
+        /// Headers (names lowercase).
+        headers: Vec<(String, String)>,
+        /// Body (SDP, a trickle fragment, or an error text).
+        body: String,
+    },
+}
+
+/// What runs WHIP calls routed to this node: the WHIP edge.
+#[async_trait::async_trait]
+pub trait WhipCalls: Send + Sync {
+    /// Answers a [`RoutedCall::WhipPublish`], [`RoutedCall::WhipPatch`] or
+    /// [`RoutedCall::WhipDelete`].
+    async fn answer(&self, call: RoutedCall) -> Answer;
 }
 
 impl RoutedCall {
@@ -95,8 +145,21 @@ impl RoutedCall {
             | RoutedCall::Unregistered { ingest, .. }
             | RoutedCall::Keyframe { ingest }
             | RoutedCall::SelectLayer { ingest, .. }
-            | RoutedCall::SetLimits { ingest, .. } => ingest,
+            | RoutedCall::SetLimits { ingest, .. }
+            | RoutedCall::WhipPublish { ingest, .. }
+            | RoutedCall::WhipPatch { ingest, .. }
+            | RoutedCall::WhipDelete { ingest, .. } => ingest,
         }
+    }
+
+    /// Whether the WHIP edge answers it.
+    pub fn is_whip(&self) -> bool {
+        matches!(
+            self,
+            RoutedCall::WhipPublish { .. }
+                | RoutedCall::WhipPatch { .. }
+                | RoutedCall::WhipDelete { .. }
+        )
     }
 
     /// Checks what the caller could have got wrong (another node's bug, another version).
@@ -105,6 +168,14 @@ impl RoutedCall {
         match self {
             RoutedCall::Teardown { detail, .. } if detail.len() > MAX_DETAIL => {
                 Err(format!("detail longer than {MAX_DETAIL} bytes"))
+            }
+            RoutedCall::WhipPatch { session, .. } | RoutedCall::WhipDelete { session, .. }
+                if Uuid::parse_str(session).is_err() =>
+            {
+                Err("invalid session id".into())
+            }
+            RoutedCall::WhipPatch { if_match, .. } if if_match.len() > 256 => {
+                Err("If-Match longer than 256 bytes".into())
             }
             RoutedCall::SelectLayer { rid: Some(rid), .. }
                 if rid.len() > 255
@@ -146,6 +217,13 @@ fn execute_here(registry: &Registry, call: RoutedCall) -> Answer {
             registry.unregister(&ingest)
         }
         RoutedCall::Keyframe { ingest } => registry.request_keyframe(&ingest).map(|()| true),
+        RoutedCall::WhipPublish { .. }
+        | RoutedCall::WhipPatch { .. }
+        | RoutedCall::WhipDelete { .. } => {
+            return Answer::Invalid {
+                message: "WHIP calls are answered by the edge".into(),
+            };
+        }
         RoutedCall::SelectLayer { ingest, rid } => registry.select_layer(&ingest, rid),
         RoutedCall::SetLimits {
             ingest,
@@ -182,42 +260,46 @@ impl ClusterNode {
 
     /// Sends `call` to `holder`'s node and waits up to [`ROUTE_TIMEOUT`] for its answer.
     pub async fn route(&self, holder: &Holder, call: &RoutedCall) -> Result<Answer, ClusterError> {
+        self.route_to(&holder.node, call, ROUTE_TIMEOUT).await
+    }
+
+    /// Sends `call` to node `node` and waits up to `timeout` for its answer.
+    pub async fn route_to(
+        &self,
+        node: &str,
+        call: &RoutedCall,
+        timeout: Duration,
+    ) -> Result<Answer, ClusterError> {
         let body = serde_json::to_string(call).map_err(|e| ClusterError::Corrupt(e.to_string()))?;
-        let raw = self.rpc().call(&holder.node, &body, ROUTE_TIMEOUT).await?;
+        let raw = self.rpc().call(node, &body, timeout).await?;
         if raw.len() > super::rpc::MAX_BODY {
             return Err(ClusterError::Corrupt("routed answer too large".into()));
         }
         serde_json::from_str(&raw)
-            .map_err(|e| ClusterError::Corrupt(format!("routed answer from {}: {e}", holder.node)))
+            .map_err(|e| ClusterError::Corrupt(format!("routed answer from {node}: {e}")))
     }
 
-    /// The URL of session `session` of `ingest` on the node that holds it, if that is another
-    /// live node: its advertise URL and the same path. `None`: no other node holds it.
-    pub async fn session_url(
-        &self,
-        ingest: &str,
-        session: Uuid,
-    ) -> Result<Option<String>, ClusterError> {
-        let Some(holder) = self.live_elsewhere(ingest).await? else {
-            return Ok(None);
-        };
-        if holder.session != session.to_string() {
-            return Ok(None);
-        }
-        // A node whose record expired is gone: its lease is on its way out too.
-        let Some(owner) = self.nodes().get(&holder.node).await? else {
-            return Ok(None);
-        };
-        Ok(Some(format!(
-            "{}/whip/{ingest}/{session}",
-            owner.advertise_url.trim_end_matches('/')
-        )))
+    /// The live node with the most room for a publisher, other than this one.
+    pub async fn placement_node(&self) -> Option<String> {
+        let nodes = self.nodes().list().await.ok()?;
+        super::nodes::least_loaded(&nodes, &self.settings().node_id).map(|n| n.id.clone())
     }
 }
 
-/// Serves the calls routed to this node until `cancel`, one at a time (each is a registry
-/// operation of microseconds and one Redis write for the answer).
-pub async fn serve(node: ClusterNode, registry: Registry, cancel: CancellationToken) {
+/// WHIP calls answered at once at most (each also takes the edge's own negotiation slot).
+const MAX_WHIP_CALLS: usize = 64;
+
+/// Serves the calls routed to this node until `cancel`: control calls one at a time (each is
+/// a registry operation of microseconds and one Redis write for the answer), WHIP calls in
+/// tasks of their own (tracked by `tracker`), at most [`MAX_WHIP_CALLS`] at once.
+pub async fn serve(
+    node: ClusterNode,
+    registry: Registry,
+    whip: std::sync::Arc<dyn WhipCalls>,
+    tracker: tokio_util::task::TaskTracker,
+    cancel: CancellationToken,
+) {
+    let whip_slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_WHIP_CALLS));
     let mut inbox = node.rpc().serve(&node.settings().node_id);
     loop {
         let next = tokio::select! {
@@ -240,6 +322,28 @@ pub async fn serve(node: ClusterNode, registry: Registry, cancel: CancellationTo
             }
         };
         let answer = match serde_json::from_str::<RoutedCall>(&call.body) {
+            Ok(routed) if routed.is_whip() => {
+                if let Err(message) = routed.validate() {
+                    Answer::Invalid { message }
+                } else if let Ok(slot) = std::sync::Arc::clone(&whip_slots).try_acquire_owned() {
+                    let whip = std::sync::Arc::clone(&whip);
+                    tracker.spawn(async move {
+                        let _slot = slot;
+                        let answer = whip.answer(routed).await;
+                        let body = serde_json::to_string(&answer).unwrap_or_default();
+                        if let Err(err) = call.reply(&body).await {
+                            tracing::warn!(%err, "answering a routed WHIP call failed");
+                        }
+                    });
+                    continue;
+                } else {
+                    Answer::Http {
+                        status: 503,
+                        headers: vec![("retry-after".into(), "1".into())],
+                        body: "too many WHIP calls in progress on the owning node\n".into(),
+                    }
+                }
+            }
             Ok(routed) => {
                 tracing::info!(call = ?routed, "routed control call");
                 execute(&registry, routed)

@@ -27,7 +27,7 @@ use super::{ClusterError, Keys, Redis, now_ms};
 /// Most calls queued for one node.
 pub const MAX_PENDING: u64 = 1024;
 /// Longest accepted body (a control call is small; this bounds what one call can store).
-pub const MAX_BODY: usize = 64 * 1024;
+pub const MAX_BODY: usize = 256 * 1024;
 /// Longest a caller may wait for one call (a deadline further away is refused).
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an unread answer stays past the call's deadline.

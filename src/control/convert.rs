@@ -300,12 +300,15 @@ pub(crate) fn event(e: &Event) -> pb::Event {
                 remote_addr: remote_addr.map(|a| a.to_string()).unwrap_or_default(),
             })
         }
-        EventPayload::PublishRejected { reason, detail } => {
-            Payload::PublishRejected(pb::PublishRejected {
-                reason: reject_reason(*reason) as i32,
-                detail: detail.clone(),
-            })
-        }
+        EventPayload::PublishRejected {
+            reason,
+            detail,
+            count,
+        } => Payload::PublishRejected(pb::PublishRejected {
+            reason: reject_reason(*reason) as i32,
+            detail: detail.clone(),
+            count: *count,
+        }),
         EventPayload::SessionConnected {
             remote_addr,
             connect_time,

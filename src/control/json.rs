@@ -207,6 +207,7 @@ pub fn event(e: &pb::Event) -> Value {
                 json!({
                     "reason": enum_name(full, "REJECT_REASON_", p.reason),
                     "detail": p.detail,
+                    "count": p.count,
                 }),
             )
         }

@@ -40,6 +40,7 @@ impl ControlService {
             Ok(Answer::IngestNotFound) => Err(Error::IngestNotFound(call.ingest().to_owned())),
             Ok(Answer::SessionNotFound) => Err(Error::SessionNotFound),
             Ok(Answer::Invalid { message }) => Err(Error::BadRequest(message)),
+            Ok(Answer::Http { .. }) => Err(Error::internal("an HTTP answer to a control call")),
             Err(ClusterError::NodeBusy(node)) => Err(Error::Overloaded(format!(
                 "node {node} has too many pending control calls"
             ))),

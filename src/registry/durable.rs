@@ -337,5 +337,6 @@ pub(super) fn entry_from(r: &IngestRecord) -> Result<IngestEntry, RegistryError>
         limits_override: r.limits_override.map(limits_of),
         layer_override: r.layer_override.clone().map(|c| c.rid),
         dirty: None,
+        rejections: Default::default(),
     })
 }

@@ -126,6 +126,8 @@ pub enum EventPayload {
         reason: RejectReason,
         /// The message the publisher got.
         detail: String,
+        /// Refusals this event stands for: this one and those since the previous event.
+        count: u32,
     },
     /// ICE and DTLS are up.
     SessionConnected {

@@ -103,6 +103,8 @@ struct IngestEntry {
     layer_override: Option<Option<String>>,
     /// A local change not written to the store yet (see `shared`).
     dirty: Option<shared::Dirty>,
+    /// Refusals not reported in an event yet, and when the last event went out.
+    rejections: publish::Rejections,
 }
 
 impl IngestEntry {
@@ -279,6 +281,7 @@ impl Registry {
                         limits_override: None,
                         layer_override: None,
                         dirty: None,
+                        rejections: Default::default(),
                     };
                     let view = view_of(&entry);
                     state.ingests.insert(id.clone(), entry);

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -76,6 +76,21 @@ impl Registry {
         }
     }
 
+    /// The POST's credential check against this node's copy of the registration, before
+    /// anything costs more than a map lookup (no store or Redis read, no write lock): an
+    /// unknown ingest is `IngestNotFound`, a missing or wrong token `Unauthorized`. Not
+    /// recorded: the edge records what it refuses.
+    pub fn authenticate_publish(
+        &self,
+        ingest_id: &str,
+        bearer: Option<&str>,
+    ) -> Result<(), RegistryError> {
+        match self.lock().ingests.get(ingest_id) {
+            Some(entry) => check_token(entry.token.as_ref(), bearer),
+            None => Err(RegistryError::IngestNotFound(ingest_id.to_owned())),
+        }
+    }
+
     /// Admits a publisher in one critical section: draining, lookup, redirect, token, the
     /// offer plan, one publisher per stream and the global cap are each checked once, and the
     /// slot is reserved in the same step, so two racing publishes can never both win.
@@ -89,6 +104,26 @@ impl Registry {
         &self,
         ingest_id: &str,
         bearer: Option<&str>,
+        plan: impl FnOnce(&IngestSpec) -> Result<P, String>,
+    ) -> Result<Admitted<P>, RegistryError> {
+        self.admit_with(ingest_id, Some(bearer), plan)
+    }
+
+    /// [`Registry::admit`] for a POST another node of the cluster authenticated and routed
+    /// here (cluster mode): no token to check.
+    pub fn admit_vouched<P>(
+        &self,
+        ingest_id: &str,
+        plan: impl FnOnce(&IngestSpec) -> Result<P, String>,
+    ) -> Result<Admitted<P>, RegistryError> {
+        self.admit_with(ingest_id, None, plan)
+    }
+
+    /// `bearer`: `None` when vouched for.
+    fn admit_with<P>(
+        &self,
+        ingest_id: &str,
+        bearer: Option<Option<&str>>,
         plan: impl FnOnce(&IngestSpec) -> Result<P, String>,
     ) -> Result<Admitted<P>, RegistryError> {
         match self.admit_locked(ingest_id, bearer, plan) {
@@ -110,7 +145,7 @@ impl Registry {
     fn admit_locked<P>(
         &self,
         ingest_id: &str,
-        bearer: Option<&str>,
+        bearer: Option<Option<&str>>,
         plan: impl FnOnce(&IngestSpec) -> Result<P, String>,
     ) -> Result<(Admitted<P>, Option<CancellationToken>), RegistryError> {
         let mut state = self.lock();
@@ -123,11 +158,14 @@ impl Registry {
             .ingests
             .get_mut(ingest_id)
             .ok_or_else(|| RegistryError::IngestNotFound(ingest_id.to_owned()))?;
+        // The token first: an ingest's redirect URL is not shown to whoever guesses its id.
+        if let Some(bearer) = bearer {
+            check_token(entry.token.as_ref(), bearer)?;
+        }
         if let Some(url) = &entry.spec.redirect_url {
             // Another node serves this ingest; the publisher re-POSTs there.
             return Ok((Admitted::Redirect(url.clone()), None));
         }
-        check_token(entry.token.as_ref(), bearer)?;
         let mut spec = entry.spec.clone();
         spec.simulcast_layer = entry.simulcast_layer();
         let planned = plan(&spec).map_err(RegistryError::BadOffer)?;
@@ -219,9 +257,11 @@ impl Registry {
     }
 
     /// Records a refused publish: always the metric (bounded labels), and an event only for a
-    /// registered ingest, so anonymous POSTs to made-up ids cannot flood the event history.
-    /// Admission records its own refusals; the edge calls this for what it refuses itself
-    /// (content type, negotiation failures).
+    /// registered ingest, so anonymous POSTs to made-up ids cannot flood the event history;
+    /// at most one event per ingest per [`REJECTION_INTERVAL`], whose `count` says how many
+    /// refusals it stands for, so a few addresses hammering a known ingest cannot push real
+    /// events out of the history either. Admission records its own refusals; the edge calls
+    /// this for what it refuses itself (content type, negotiation failures).
     pub fn publish_rejected(&self, ingest_id: &str, reason: RejectReason, detail: &str) {
         self.inner
             .metrics
@@ -229,9 +269,12 @@ impl Registry {
             .with_label_values(&[reason.as_str()])
             .inc();
         let mut state = self.lock();
-        if !state.ingests.contains_key(ingest_id) {
+        let Some(entry) = state.ingests.get_mut(ingest_id) else {
             return;
-        }
+        };
+        let Some(count) = entry.rejections.record(Instant::now()) else {
+            return;
+        };
         self.emit(
             &mut state,
             ingest_id,
@@ -239,13 +282,40 @@ impl Registry {
             EventPayload::PublishRejected {
                 reason,
                 detail: crate::untrusted::bounded(detail),
+                count,
             },
         );
     }
 }
 
+/// Publish-rejected events are at most one per ingest per this interval.
+pub(crate) const REJECTION_INTERVAL: Duration = Duration::from_secs(10);
+
+/// An ingest's refusals since its last publish-rejected event.
+#[derive(Debug, Default)]
+pub(super) struct Rejections {
+    last_event: Option<Instant>,
+    unreported: u32,
+}
+
+impl Rejections {
+    /// Counts a refusal at `now`; `Some(count)` when it is to be reported (the first, or the
+    /// first after the interval), with the refusals it stands for.
+    pub(super) fn record(&mut self, now: Instant) -> Option<u32> {
+        self.unreported = self.unreported.saturating_add(1);
+        let due = self
+            .last_event
+            .is_none_or(|at| now.saturating_duration_since(at) >= REJECTION_INTERVAL);
+        if !due {
+            return None;
+        }
+        self.last_event = Some(now);
+        Some(std::mem::take(&mut self.unreported))
+    }
+}
+
 /// Checks a publisher's bearer token against the ingest's stored hash (constant time).
-fn check_token(
+pub(super) fn check_token(
     expected: Option<&crate::secret::TokenHash>,
     bearer: Option<&str>,
 ) -> Result<(), RegistryError> {
@@ -253,5 +323,23 @@ fn check_token(
         (None, _) => Ok(()),
         (Some(expected), Some(given)) if expected.matches(given) => Ok(()),
         _ => Err(RegistryError::Unauthorized),
+    }
+}
+
+#[cfg(test)]
+mod rejection_tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_reported_once_per_interval_with_their_count() {
+        let mut r = Rejections::default();
+        let t0 = Instant::now();
+        assert_eq!(r.record(t0), Some(1), "the first at once");
+        for _ in 0..20 {
+            assert_eq!(r.record(t0 + Duration::from_secs(1)), None);
+        }
+        let later = t0 + REJECTION_INTERVAL;
+        assert_eq!(r.record(later), Some(21), "the next one carries the rest");
+        assert_eq!(r.record(later + REJECTION_INTERVAL), Some(1));
     }
 }

@@ -173,6 +173,28 @@ impl Registry {
         Ok(())
     }
 
+    /// Cluster mode: an ingest this node holds no copy of (registered on another node a
+    /// moment ago, its invalidation still on the way). Reads the record, checks `bearer`
+    /// against its token hash, and only then takes it in ([`Registry::refresh`], the write
+    /// lock): a stranger's POST costs one store read and never the write lock. Returns
+    /// whether the ingest exists.
+    pub async fn learn(
+        &self,
+        ingest_id: &str,
+        bearer: Option<&str>,
+    ) -> Result<bool, RegistryError> {
+        let Some(store) = &self.inner.store else {
+            return Ok(false);
+        };
+        let Some(mut record) = store.get_ingest(ingest_id).await? else {
+            return Ok(false);
+        };
+        record.hash_clear_token();
+        super::publish::check_token(record.bearer_token_hash.as_ref(), bearer)?;
+        self.refresh(ingest_id).await?;
+        Ok(true)
+    }
+
     /// Cluster mode: reloads every registration from the store.
     pub async fn refresh_all(&self) -> Result<(), RegistryError> {
         let Some(store) = &self.inner.store else {

@@ -30,6 +30,8 @@ pub struct EdgeLimits {
     pub negotiations: Arc<Semaphore>,
     /// Whole-request deadline.
     pub request_timeout: Duration,
+    /// Cluster mode: lookups of registrations this node has no copy of (one node-wide bucket).
+    pub unknown_lookups: RateLimiter,
 }
 
 impl EdgeLimits {
@@ -49,6 +51,12 @@ impl EdgeLimits {
             requests: Arc::new(Semaphore::new(config.http_max_requests)),
             negotiations: Arc::new(Semaphore::new(config.max_negotiations)),
             request_timeout: config.http_request_timeout,
+            unknown_lookups: RateLimiter::new(
+                f64::from(super::UNKNOWN_LOOKUPS_PER_SEC),
+                super::UNKNOWN_LOOKUPS_PER_SEC,
+                1,
+            )
+            .unwrap_or_else(|| unreachable!("a positive rate")),
         }
     }
 }

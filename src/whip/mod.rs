@@ -10,6 +10,7 @@ pub mod events;
 mod guards;
 mod offer;
 mod owner;
+pub mod proxy;
 mod ratelimit;
 
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use axum::{Extension, Router};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use uuid::Uuid;
 
+use crate::cluster::calls::RoutedCall;
 use crate::config::Config;
 use crate::error::{Bounded, Error};
 use crate::media::Media;
@@ -52,6 +54,8 @@ pub struct WhipState {
     pub events: events::EventsHub,
     /// Cluster membership (leases, placement); `None`: single node.
     pub cluster: Option<crate::cluster::ClusterNode>,
+    /// Cluster mode: a full node answers a POST with 307 instead of routing it.
+    pub redirect_publish: bool,
 }
 
 impl axum::extract::FromRef<WhipState> for events::EventsHub {
@@ -81,6 +85,7 @@ impl WhipState {
             limits: Arc::new(EdgeLimits::new(config)),
             events,
             cluster: None,
+            redirect_publish: config.cluster_redirect_publish,
         })
     }
 
@@ -229,7 +234,24 @@ async fn publish_inner(
     if !content_type_is(headers, SDP) {
         return Err(refused(state, ingest_id, Error::UnsupportedMediaType(SDP)));
     }
+    // A valid id before anything uses it (an event, a lookup, a redirect).
+    crate::registry::validate_ingest_id(ingest_id)?;
     let token = bearer(headers);
+    authenticate(state, ingest_id, token).await?;
+    answer_offer(state, ingest_id, peer, body, Some(token)).await
+}
+
+/// Admission, negotiation and the 201 of a POST authenticated here (`bearer`: `Some`, the
+/// token checked again in the admission step) or by the node that routed it here (`None`,
+/// cluster mode). A client's POST that finds this node full or draining goes on to a node
+/// with room (a routed POST never does: no loops).
+pub(crate) async fn answer_offer(
+    state: &WhipState,
+    ingest_id: &str,
+    peer: Option<SocketAddr>,
+    body: Bytes,
+    bearer: Option<Option<&str>>,
+) -> Result<Response, Error> {
     // One admission call: every registry check once, the offer planned against the spec in
     // the same step (pure codec matching, no I/O).
     let offer = std::str::from_utf8(&body).ok();
@@ -241,23 +263,34 @@ async fn publish_inner(
             refused(state, ingest_id, busy)
         })?;
     if state.cluster.is_some()
-        && crate::registry::validate_ingest_id(ingest_id).is_ok()
         && let Err(err) = state.registry.refresh(ingest_id).await
     {
         // Admission needs Redis for the lease anyway; this node's copy decides until then.
         tracing::debug!(%err, "reading the shared registration failed");
     }
-    let admitted = match state.registry.admit(ingest_id, token, |spec| {
+    let plan = |spec: &crate::registry::IngestSpec| {
         let offer = offer.ok_or_else(|| "SDP offer is not UTF-8".to_owned())?;
         plan_offer(offer, spec).map_err(|err| err.to_string())
-    }) {
+    };
+    let admitted = match bearer {
+        Some(token) => state.registry.admit(ingest_id, token, plan),
+        None => state.registry.admit_vouched(ingest_id, plan),
+    };
+    let admitted = match admitted {
         Ok(admitted) => admitted,
         Err(err @ (RegistryError::CapReached(_) | RegistryError::Draining)) => {
-            // Cluster mode: a full or draining node sends the publisher to one with room.
-            if let Some(cluster) = &state.cluster
-                && let Some(url) = cluster.placement(ingest_id).await
+            // Cluster mode: a full or draining node hands the publisher to one with room.
+            if bearer.is_some()
+                && let Some(cluster) = &state.cluster
             {
-                return redirect(&url);
+                if state.redirect_publish {
+                    if let Some(url) = cluster.placement(ingest_id).await {
+                        return redirect(&url);
+                    }
+                } else if let Some(node) = cluster.placement_node().await {
+                    let offer = offer.unwrap_or_default().to_owned();
+                    return proxy::publish_on(state, &node, ingest_id, offer, peer).await;
+                }
             }
             return Err(err.into());
         }
@@ -325,6 +358,43 @@ async fn publish_inner(
     Ok(response)
 }
 
+/// The POST's credentials, checked first against this node's copy of the registration: a
+/// stranger costs a map lookup, never a store read or the registry's write lock. In cluster
+/// mode an ingest this node has not heard of yet (registered elsewhere a moment ago) is read
+/// from Redis and checked against its token hash there, at most [`UNKNOWN_LOOKUPS_PER_SEC`]
+/// times a second per node, whoever asks.
+async fn authenticate(
+    state: &WhipState,
+    ingest_id: &str,
+    token: Option<&str>,
+) -> Result<(), Error> {
+    match state.registry.authenticate_publish(ingest_id, token) {
+        Ok(()) => Ok(()),
+        Err(RegistryError::IngestNotFound(_)) if state.cluster.is_some() => {
+            if state
+                .limits
+                .unknown_lookups
+                .check(
+                    std::net::Ipv4Addr::UNSPECIFIED.into(),
+                    tokio::time::Instant::now(),
+                )
+                .is_err()
+            {
+                return Err(Error::IngestNotFound(ingest_id.to_owned()));
+            }
+            match state.registry.learn(ingest_id, token).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Error::IngestNotFound(ingest_id.to_owned())),
+                Err(err) => Err(refused(state, ingest_id, err.into())),
+            }
+        }
+        Err(err) => Err(refused(state, ingest_id, err.into())),
+    }
+}
+
+/// Registrations this node has no copy of, looked up in Redis per second at most.
+pub const UNKNOWN_LOOKUPS_PER_SEC: u32 = 20;
+
 /// A 307 to `url` (307 keeps the method and the body).
 fn redirect(url: &str) -> Result<Response, Error> {
     let location = HeaderValue::from_str(url).map_err(Error::internal)?;
@@ -337,40 +407,47 @@ fn redirect(url: &str) -> Result<Response, Error> {
 
 /// DELETE: ends the session. Idempotent: an unknown session is also 204. An ingest with a
 /// bearer token wants it here too (401 otherwise), so a leaked session URL cannot end a stream.
-/// Another node's session: 307 there ([`owner`]).
+/// Another node's session: the DELETE is carried there ([`proxy`]).
 async fn stop(
     State(state): State<WhipState>,
     Path((ingest_id, session_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    if let Some(to_owner) = owner::redirect_to_owner(&state, &ingest_id, &session_id).await? {
-        return Ok(to_owner);
-    }
     state
         .registry
         .authorize_session(&ingest_id, bearer(&headers))?;
-    if let Ok(id) = Uuid::parse_str(&session_id)
-        && state.registry.end_publisher_session(&ingest_id, id)
-    {
-        tracing::info!(ingest = %Bounded(&ingest_id), session_id = %id, "publisher sent DELETE");
+    let Ok(id) = Uuid::parse_str(&session_id) else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    if let Some(node) = proxy::held_elsewhere(&state, &ingest_id, id).await? {
+        let call = RoutedCall::WhipDelete {
+            ingest: ingest_id,
+            session: session_id,
+        };
+        return proxy::route(&state, &node, call).await;
     }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(end_session_here(&state, &ingest_id, id))
+}
+
+/// DELETE of a session this node holds, authenticated.
+pub(crate) fn end_session_here(state: &WhipState, ingest_id: &str, id: Uuid) -> Response {
+    if state.registry.end_publisher_session(ingest_id, id) {
+        tracing::info!(ingest = %Bounded(ingest_id), session_id = %id, "publisher sent DELETE");
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 /// PATCH with a trickle-ICE fragment (RFC 8840). whipgate is ICE-lite: it learns the
 /// publisher's addresses from its connectivity checks, so trickled candidates are accepted
 /// (204) and not needed. With `If-Match: *` the fragment's new ufrag/pwd restart ICE: 200 with
 /// the gateway's new fragment and a new ETag; a failed restart leaves the session running.
-/// Another node's session: 307 there ([`owner`]).
+/// Another node's session: the PATCH is carried there ([`proxy`]).
 async fn patch(
     State(state): State<WhipState>,
     Path((ingest_id, session_id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Error> {
-    if let Some(to_owner) = owner::redirect_to_owner(&state, &ingest_id, &session_id).await? {
-        return Ok(to_owner);
-    }
     if !content_type_is(&headers, TRICKLE_ICE) {
         return Err(Error::UnsupportedMediaType(TRICKLE_ICE));
     }
@@ -378,10 +455,6 @@ async fn patch(
         .registry
         .authorize_session(&ingest_id, bearer(&headers))?;
     let id = Uuid::parse_str(&session_id).map_err(|_| Error::SessionNotFound)?;
-    let etag = state
-        .registry
-        .session_etag(&ingest_id, id)
-        .ok_or(Error::SessionNotFound)?;
     let if_match = headers
         .get(header::IF_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -389,8 +462,32 @@ async fn patch(
         .trim();
     let fragment = std::str::from_utf8(&body)
         .map_err(|_| Error::BadRequest("trickle-ice fragment is not UTF-8".into()))?;
+    if let Some(node) = proxy::held_elsewhere(&state, &ingest_id, id).await? {
+        let call = RoutedCall::WhipPatch {
+            ingest: ingest_id,
+            session: session_id,
+            if_match: if_match.to_owned(),
+            fragment: fragment.to_owned(),
+        };
+        return proxy::route(&state, &node, call).await;
+    }
+    patch_here(&state, &ingest_id, id, if_match, fragment).await
+}
+
+/// PATCH of a session this node holds, authenticated.
+pub(crate) async fn patch_here(
+    state: &WhipState,
+    ingest_id: &str,
+    id: Uuid,
+    if_match: &str,
+    fragment: &str,
+) -> Result<Response, Error> {
+    let etag = state
+        .registry
+        .session_etag(ingest_id, id)
+        .ok_or(Error::SessionNotFound)?;
     if if_match == "*" {
-        return ice_restart(&state, &ingest_id, id, fragment).await;
+        return ice_restart(state, ingest_id, id, fragment).await;
     }
     if if_match != etag {
         return Err(Error::PreconditionFailed);

@@ -13,7 +13,7 @@ use whipgate::control::pb;
 use crate::cluster_redis::node_handle;
 use whipgate::continuity::{RESTORE_WINDOW, restart_margin};
 
-use crate::harness::{PATIENCE, TestGateway, UdpSink, eventually, header};
+use crate::harness::{PATIENCE, Published, TestGateway, UdpSink, eventually, header};
 use crate::publisher::{Publisher, Video};
 use crate::redis_harness::RedisServer;
 use crate::restart::{newest, receive_for};
@@ -110,17 +110,23 @@ async fn one_publisher_per_ingest_across_nodes() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn a_full_node_redirects_to_one_with_room() -> Result<()> {
+/// Two nodes, a full after one publisher (each with "one" and "two" registered).
+async fn a_full(
+    redirect: bool,
+) -> Result<(RedisServer, TestGateway, TestGateway, UdpSink, Published)> {
     let redis = RedisServer::start().await?;
-    let mut a = node(&redis, "a", |c| c.max_publishers = 1).await?;
+    let mut a = node(&redis, "a", |c| {
+        c.max_publishers = 1;
+        c.cluster_redirect_publish = redirect;
+    })
+    .await?;
     let mut b = node(&redis, "b", |_| {}).await?;
     let sink = UdpSink::bind().await?;
     for gw in [&mut a, &mut b] {
         gw.register("one", Some(&sink), None).await?;
         gw.register("two", Some(&sink), None).await?;
     }
-    let _first = a.publish("one", Some(Video::H264), false).await?;
+    let first = a.publish("one", Some(Video::H264), false).await?;
     let nodes = Nodes::new(node_handle(&redis.url()), Keys::default());
     eventually(PATIENCE, "a's record to show it full", || async {
         let l = nodes.list().await.ok()?;
@@ -129,6 +135,50 @@ async fn a_full_node_redirects_to_one_with_room() -> Result<()> {
             .then_some(())
     })
     .await?;
+    Ok((redis, a, b, sink, first))
+}
+
+#[tokio::test]
+async fn a_full_node_hands_the_publish_to_one_with_room() -> Result<()> {
+    let (_redis, a, b, sink, _first) = a_full(false).await?;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let (mut publisher, offer) = Publisher::new(Some(Video::H264), false).await?;
+    let response = http
+        .post(a.whip_url("two"))
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 201, "answered by b, through a");
+    let location = header(&response, "location")?;
+    assert!(location.starts_with("/whip/two/"), "{location}");
+    let answer = response.text().await?;
+    // Media goes straight to b: the answer's candidates are b's media address.
+    let b_media = b.bound.udp.port().to_string();
+    assert!(
+        answer
+            .lines()
+            .any(|l| l.starts_with("a=candidate") && l.contains(&b_media)),
+        "{answer}"
+    );
+    publisher.set_answer(answer).await?;
+    publisher.connected(PATIENCE).await?;
+    publisher.start_media().await?;
+    sink.recv_rtp(PATIENCE).await?;
+    assert_eq!(b.registry.live_count(), 1);
+    assert_eq!(a.registry.live_count(), 1, "a still holds only its first");
+    // The session URL on a reaches b's session.
+    let deleted = http.delete(a.url(&location)).send().await?;
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    assert_eq!(b.registry.live_count(), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_cluster_redirect_publish_a_full_node_answers_307() -> Result<()> {
+    let (_redis, a, b, _sink, _first) = a_full(true).await?;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
