@@ -167,6 +167,58 @@ def sdpfrags() -> None:
           b"m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\na=ice-ufrag:mediaufrag\r\na=ice-pwd:mediapasswordmediapass\r\n")
 
 
+def read_api() -> None:
+    """events_query: a Last-Event-ID line, then the query string GET /events takes."""
+    for name, data in {
+        "resume": "41\nfrom_seq=3&epoch=7",
+        "filter": "\ningest_ids=cam,cam2&kinds=session_stats,ingest_registered",
+        "token": "\ntoken=1893456000.00112233445566778899aabbccddeeff."
+                 + "ab" * 32 + "&ingest_ids=cam",
+        "escaped": "\nkinds=%73ession_stats&from_seq=%31",
+    }.items():
+        write("events_query", name, data.encode())
+
+
+def routed_calls() -> None:
+    """routed_call: the JSON bodies nodes send each other, and answers."""
+    for name, data in {
+        "teardown": '{"op":"teardown","ingest":"cam","detail":"operator"}',
+        "layer": '{"op":"select_layer","ingest":"cam","rid":"h"}',
+        "limits": '{"op":"set_limits","ingest":"cam","max_bitrate_bps":2000000,'
+                  '"max_session_secs":null}',
+        "whip-publish": '{"op":"whip_publish","ingest":"cam","offer":"v=0\\r\\n",'
+                        '"peer":"192.0.2.1:40000"}',
+        "whip-patch": '{"op":"whip_patch","ingest":"cam",'
+                      '"session":"67e55044-10b1-426f-9247-bb680e5fe0c8","if_match":"*",'
+                      '"fragment":"a=ice-ufrag:x\\r\\na=ice-pwd:yyyyyyyyyyyyyyyyyyyyyy\\r\\n"}',
+        "whip-delete": '{"op":"whip_delete","ingest":"cam",'
+                       '"session":"67e55044-10b1-426f-9247-bb680e5fe0c8"}',
+        "answer-http": '{"outcome":"http","status":201,"headers":[["etag","\\"x\\""]],'
+                       '"body":"v=0"}',
+    }.items():
+        write("routed_call", name, data.encode())
+
+
+def store_records() -> None:
+    """store_record: registrations (current, and an older one with a clear token) and an
+    output-stream checkpoint, as the stores hold them."""
+    salted = "sha256:" + "00" * 16 + ":" + "ab" * 32
+    for name, data in {
+        "ingest": '{"id":"cam","video_target":"127.0.0.1:5004","audio_target":null,'
+                  f'"bearer_token_hash":"{salted}","labels":{{"room":"a"}},'
+                  '"video_codecs":["H264"],"audio_codecs":["opus"],"limits":{},'
+                  '"redirect_url":null,"simulcast_layer":"h","replace_publisher":false,'
+                  '"created_at_ms":1700000000000,"limits_override":null,"layer_override":null}',
+        "ingest-clear-token": '{"id":"old","bearer_token":"s3cret","video_codecs":["VP8"],'
+                              '"audio_codecs":["OPUS"],"created_at_ms":1}',
+        "stream": '{"ingest_id":"cam","at_ms":1700000000000,'
+                  '"video":{"ssrc":1234,"last":{"seq":65535,"ts":4294967295,'
+                  '"at_unix_ms":1700000000000},"packets_per_sec":250.0},'
+                  '"audio":{"ssrc":99,"last":null,"packets_per_sec":50.0}}',
+    }.items():
+        write("store_record", name, data.encode())
+
+
 def main() -> int:
     logs = Path(sys.argv[1]) if len(sys.argv) > 1 else None
     offers(logs)
@@ -174,6 +226,9 @@ def main() -> int:
     forward()
     continuity()
     sdpfrags()
+    read_api()
+    routed_calls()
+    store_records()
     for d in sorted(SEEDS.iterdir()):
         files = list(d.iterdir())
         print(f"{d.name}: {len(files)} seeds, {sum(f.stat().st_size for f in files)} bytes")

@@ -190,6 +190,15 @@ impl RoutedCall {
     }
 }
 
+/// A routed call's body as the owning node reads it: JSON, then the checks of what a caller
+/// could get wrong.
+pub fn decode(body: &str) -> Result<RoutedCall, String> {
+    let call: RoutedCall =
+        serde_json::from_str(body).map_err(|e| format!("unreadable call: {e}"))?;
+    call.validate()?;
+    Ok(call)
+}
+
 /// Runs `call` on this node's registry.
 pub fn execute(registry: &Registry, call: RoutedCall) -> Answer {
     // The calling node wrote the change to the shared state itself: nothing for this node's

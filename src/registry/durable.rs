@@ -283,6 +283,11 @@ pub(super) fn record_of(e: &IngestEntry) -> IngestRecord {
     }
 }
 
+/// Whether a stored registration would be taken back at a restart (fuzzing, checks).
+pub(crate) fn record_is_valid(r: &IngestRecord) -> bool {
+    entry_from(r).is_ok()
+}
+
 pub(super) fn entry_from(r: &IngestRecord) -> Result<IngestEntry, RegistryError> {
     let corrupt = |detail: String| {
         RegistryError::Store(StoreError::Corrupt {

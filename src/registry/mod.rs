@@ -7,6 +7,7 @@
 
 mod caps;
 mod durable;
+pub(crate) use durable::record_is_valid;
 mod error;
 mod events;
 mod model;

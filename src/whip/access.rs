@@ -154,7 +154,7 @@ impl ReadAccess {
 
 /// The token MAC key: HMAC-SHA256 of a fixed label under the API key, so a token's tag says
 /// nothing usable about the key and a key for another purpose cannot make one.
-fn derive_token_key(api_key: &str) -> hmac::Key {
+pub(crate) fn derive_token_key(api_key: &str) -> hmac::Key {
     let master = hmac::Key::new(hmac::HMAC_SHA256, api_key.as_bytes());
     let derived = hmac::sign(&master, b"whipgate/v1/events-token-key");
     hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref())
@@ -165,7 +165,7 @@ fn token_payload(expiry: u64, nonce: &[u8; 16], filter: &str) -> String {
 }
 
 /// `<expiry>.<nonce hex>.<tag hex>`.
-pub(super) fn issue_token(key: &hmac::Key, expiry: u64, nonce: &[u8; 16], filter: &str) -> String {
+pub(crate) fn issue_token(key: &hmac::Key, expiry: u64, nonce: &[u8; 16], filter: &str) -> String {
     let tag = hmac::sign(key, token_payload(expiry, nonce, filter).as_bytes());
     format!(
         "{expiry}.{}.{}",
@@ -175,7 +175,7 @@ pub(super) fn issue_token(key: &hmac::Key, expiry: u64, nonce: &[u8; 16], filter
 }
 
 /// The expiry and nonce of a token valid at `now` for `filter`.
-pub(super) fn verify_token(
+pub(crate) fn verify_token(
     key: &hmac::Key,
     token: &str,
     filter: &str,

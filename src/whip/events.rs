@@ -123,7 +123,7 @@ impl EventsHub {
 }
 
 /// The filter part of an events request, as a token binds it.
-fn filter_of(query: &HashMap<String, String>) -> String {
+pub(crate) fn filter_of(query: &HashMap<String, String>) -> String {
     let get = |k: &str| query.get(k).map_or("", String::as_str);
     format!("ingest_ids={}&kinds={}", get("ingest_ids"), get("kinds"))
 }
@@ -148,7 +148,7 @@ pub(super) async fn token(
 }
 
 /// Builds the `WatchEvents` request a query and `Last-Event-ID` ask for.
-fn watch_request(
+pub(crate) fn watch_request(
     headers: &HeaderMap,
     query: &HashMap<String, String>,
 ) -> Result<pb::WatchEventsRequest, Error> {
