@@ -173,3 +173,34 @@ fn the_api_key_comes_from_a_file() {
     let missing = Config::load(["whipgate", "--api-key-file", "/nonexistent/whipgate-key"]);
     assert!(missing.unwrap_err().contains("API key file"));
 }
+
+#[test]
+fn values_that_would_panic_or_open_the_read_api_are_refused_with_their_name() {
+    let refused = |args: &[&str]| {
+        let mut all = vec!["whipgate"];
+        all.extend_from_slice(args);
+        Config::load(all).expect_err("refused")
+    };
+    let err = refused(&["--rate-limit-per-sec", "1e-20"]);
+    assert!(err.contains("rate_limit_per_sec"), "{err}");
+    for flag in [
+        "--media-timeout-secs",
+        "--http-request-timeout-secs",
+        "--drain-secs",
+    ] {
+        let err = refused(&[flag, "1e30"]);
+        assert!(err.contains("invalid duration"), "{flag}: {err}");
+    }
+    let err = refused(&["--api-cors-origins", "*"]);
+    assert!(err.contains("api_cors_origins"), "{err}");
+    let err = refused(&["--api-cors-origins", "ops.example.com"]);
+    assert!(err.contains("not an origin"), "{err}");
+    let ok = Config::load(["whipgate", "--api-cors-origins", "https://ops.example.com"]).unwrap();
+    assert_eq!(ok.api_cors_origins, ["https://ops.example.com"]);
+    let c = Config::default();
+    assert!(c.api_cors_origins.is_empty(), "same-origin by default");
+    assert!(!c.public_dashboard);
+    assert_eq!(c.http_max_connections_per_client, 64);
+    assert_eq!(c.grpc_max_connections, 256);
+    assert_eq!(c.grpc_max_connections_per_client, 32);
+}

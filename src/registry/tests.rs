@@ -312,3 +312,45 @@ fn refusals_for_unknown_ingests_are_counted_not_announced() {
     );
     assert!(!detail.contains('\n'), "escaped");
 }
+
+#[test]
+fn a_redirect_url_is_shown_only_to_a_publisher_with_the_token() {
+    let r = registry(4);
+    let mut s = spec("moved");
+    s.bearer_token = Some("t0ken".into());
+    s.redirect_url = Some("https://elsewhere.example/whip/moved".into());
+    r.register(s, false).expect("register");
+    for wrong in [None, Some("guess")] {
+        assert!(matches!(
+            r.admit("moved", wrong, |_| Ok(())),
+            Err(RegistryError::Unauthorized)
+        ));
+    }
+    assert!(matches!(
+        r.admit("moved", Some("t0ken"), |_| Ok(())),
+        Ok(Admitted::Redirect(url)) if url.ends_with("/whip/moved")
+    ));
+}
+
+#[test]
+fn a_burst_of_refusals_is_one_event_with_its_count() {
+    let r = registry(4);
+    let mut s = spec("cam");
+    s.bearer_token = Some("t0ken".into());
+    r.register(s, false).expect("register");
+    let mut sub = r.subscribe(0).expect("subscribe");
+    for _ in 0..21 {
+        assert!(admit(&r, "cam", Some("wrong")).is_err());
+    }
+    let rejected: Vec<_> = std::iter::from_fn(|| sub.live.try_recv().ok())
+        .filter_map(|e| match &e.payload {
+            EventPayload::PublishRejected { count, .. } => Some(*count),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rejected, [1], "one event for the burst");
+    assert!(
+        admit(&r, "cam", Some("t0ken")).is_ok(),
+        "the right token still works"
+    );
+}

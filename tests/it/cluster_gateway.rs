@@ -427,3 +427,59 @@ async fn admission_latency_single_node_vs_cluster() -> Result<()> {
     );
     Ok(())
 }
+
+/// Redis's own count of `HGET` commands (registrations are read with it).
+async fn hget_calls(redis: &RedisServer) -> Result<u64> {
+    let info: String = node_handle(&redis.url())
+        .query(redis::cmd("INFO").arg("commandstats"))
+        .await?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_hget:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0))
+}
+
+#[tokio::test]
+async fn unauthenticated_posts_never_reach_redis_and_unknown_ids_only_at_a_bounded_rate()
+-> Result<()> {
+    let redis = RedisServer::start().await?;
+    let mut a = node(&redis, "a", |_| {}).await?;
+    let sink = UdpSink::bind().await?;
+    a.register_with(pb::RegisterIngestRequest {
+        ingest_id: "cam".into(),
+        video_target: sink.addr.to_string(),
+        bearer_token: "s3cret".into(),
+        ..Default::default()
+    })
+    .await?;
+    let b = node(&redis, "b", |_| {}).await?;
+    eventually(PATIENCE, "b to hold the registration", || async {
+        b.registry.get("cam").ok()
+    })
+    .await?;
+    let (_publisher, offer) = Publisher::new(Some(Video::H264), false).await?;
+    let before = hget_calls(&redis).await?;
+    for token in [None, Some("guess"), Some("s3cre"), Some("s3cret0")] {
+        let refused = b.post_offer("cam", &offer, token).await?;
+        assert_eq!(refused.status(), 401, "{token:?}");
+    }
+    assert_eq!(
+        hget_calls(&redis).await?,
+        before,
+        "wrong tokens are refused from b's own copy"
+    );
+    // Made-up ids: b asks Redis about ids it has not heard of, at most 20 a second.
+    let before = hget_calls(&redis).await?;
+    for n in 0..60 {
+        let response = b.post_offer(&format!("nope-{n}"), &offer, None).await?;
+        assert_eq!(response.status(), 404);
+    }
+    let asked = hget_calls(&redis).await? - before;
+    assert!(asked <= 25, "{asked} registration reads for 60 made-up ids");
+    // The right token still publishes through b.
+    let created = b.post_offer("cam", &offer, Some("s3cret")).await?;
+    assert_eq!(created.status(), 201);
+    Ok(())
+}

@@ -25,6 +25,7 @@ mod limits;
 mod load_paths;
 mod load_smoke;
 mod publisher;
+mod read_api;
 mod redis_harness;
 mod restart;
 mod simulcast;
