@@ -91,6 +91,19 @@ impl Registry {
         }
     }
 
+    /// Whether `bearer` is the token of `ingest_id`, an ingest registered with one, while this
+    /// node is below its publisher cap: a publisher the per-address rate limit should not
+    /// hold back (a studio's encoders share one public address).
+    pub fn vouches_for(&self, ingest_id: &str, bearer: &str) -> bool {
+        let state = self.lock();
+        state.sessions.len() < state.caps.max_publishers
+            && state
+                .ingests
+                .get(ingest_id)
+                .and_then(|entry| entry.token.as_ref())
+                .is_some_and(|token| token.matches(bearer))
+    }
+
     /// Admits a publisher in one critical section: draining, lookup, redirect, token, the
     /// offer plan, one publisher per stream and the global cap are each checked once, and the
     /// slot is reserved in the same step, so two racing publishes can never both win.

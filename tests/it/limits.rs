@@ -156,3 +156,40 @@ async fn one_address_at_its_grpc_share_cannot_block_another_and_silent_ones_are_
     );
     gw.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_holds_back_strangers_not_publishers_with_their_token() -> Result<()> {
+    let mut gw = TestGateway::start_with(|c| {
+        let defaults = whipgate::Config::default();
+        c.rate_limit_per_sec = defaults.rate_limit_per_sec;
+        c.rate_limit_burst = defaults.rate_limit_burst;
+    })
+    .await?;
+    gw.register_with(pb::RegisterIngestRequest {
+        ingest_id: "studio".into(),
+        bearer_token: "s3cret".into(),
+        ..Default::default()
+    })
+    .await?;
+    let post = |token: &'static str| {
+        // Not an SDP body: whatever the handler answers, it is not the rate limit's 429.
+        gw.http
+            .post(gw.whip_url("studio"))
+            .header("content-type", "text/plain")
+            .bearer_auth(token)
+            .send()
+    };
+    let burst = whipgate::Config::default().rate_limit_burst as usize;
+    for n in 0..burst + 20 {
+        let status = post("s3cret").await?.status();
+        assert_eq!(status, 415, "POST {n} with the ingest's token");
+    }
+    let mut limited = 0;
+    for _ in 0..burst + 20 {
+        if post("guess").await?.status() == 429 {
+            limited += 1;
+        }
+    }
+    assert!(limited >= 19, "wrong tokens are rate-limited ({limited})");
+    gw.stop().await
+}
