@@ -210,7 +210,8 @@ async fn events_of_an_earlier_run_are_refused_clearly() {
 
 #[test]
 fn one_admission_call_checks_in_order_and_plans_once() {
-    let r = Registry::new(caps(4), 64, metrics());
+    let metrics = metrics();
+    let r = Registry::new(caps(4), 64, Arc::clone(&metrics));
     let mut redirected = spec("r");
     redirected.redirect_url = Some("https://other.example/whip/r".into());
     r.register(redirected, false).expect("register");
@@ -222,8 +223,13 @@ fn one_admission_call_checks_in_order_and_plans_once() {
         planned.set(planned.get() + 1);
         Ok::<_, String>(())
     };
+    // The token before the redirect: its URL is not shown to whoever guesses the id.
     assert!(matches!(
         r.admit("r", None, plan),
+        Err(RegistryError::Unauthorized)
+    ));
+    assert!(matches!(
+        r.admit("r", Some("t0ken"), plan),
         Ok(Admitted::Redirect(url)) if url.ends_with("/whip/r")
     ));
     assert!(matches!(
@@ -247,19 +253,24 @@ fn one_admission_call_checks_in_order_and_plans_once() {
         Err(RegistryError::PublisherConflict(_))
     ));
     drop(first);
-    let reasons: Vec<RejectReason> = std::iter::from_fn(|| sub.live.try_recv().ok())
+    // Each refusal is counted once with the reason the registry derived; the events of one
+    // ingest's refusals are one per interval (the first here).
+    let counted = |reason: &str| {
+        metrics
+            .publish_rejections
+            .with_label_values(&[reason])
+            .get()
+    };
+    assert_eq!(
+        [counted("auth"), counted("bad_sdp"), counted("conflict")],
+        [2, 1, 1],
+        "each refusal is recorded once, its reason derived by the registry"
+    );
+    let events: Vec<(RejectReason, u32)> = std::iter::from_fn(|| sub.live.try_recv().ok())
         .filter_map(|e| match &e.payload {
-            EventPayload::PublishRejected { reason, .. } => Some(*reason),
+            EventPayload::PublishRejected { reason, count, .. } => Some((*reason, *count)),
             _ => None,
         })
         .collect();
-    assert_eq!(
-        reasons,
-        [
-            RejectReason::Auth,
-            RejectReason::BadSdp,
-            RejectReason::Conflict
-        ],
-        "each refusal is recorded once, its reason derived by the registry"
-    );
+    assert_eq!(events, [(RejectReason::Auth, 1), (RejectReason::Auth, 1)]);
 }
