@@ -1,5 +1,5 @@
 """The cluster row: a private redis-server and two whipgate nodes on it. Node a is full
-(--max-publishers 0), node b has room. The ingest is registered on a; b starts after (it reads
+(--max-publishers 0; --cluster-redirect-publish, so that it answers 307), node b has room. The ingest is registered on a; b starts after (it reads
 the registration from Redis at boot). The publisher POSTs to a, gets 307 to b's WHIP URL,
 follows it (a real aiortc publisher: aiohttp re-sends the offer), connects to b, and FFmpeg
 decodes what b forwards. GetIngest and the events come from b, the node holding the session.
@@ -82,7 +82,8 @@ class Cluster(Scenario):
                 raise RuntimeError(f"redis-server did not answer PING within {REDIS_READY_S} s")
             time.sleep(0.1)
         log(f"  redis-server on 127.0.0.1:{self.redis_port}")
-        return [*self.node_args("a"), "--max-publishers", "0"]
+        mode = ["--cluster-redirect-publish"] if self.spec.cluster == "redirect" else []
+        return [*self.node_args("a"), "--max-publishers", "0", *mode]
 
     def after_register(self, run: Row, ready: dict, stub):
         """Starts node b and waits for its node record (what a's placement reads). The row

@@ -28,7 +28,9 @@ class RowSpec:
     select: str | None = None  # the rid chosen live with SelectSimulcastLayer
     screenshot: bool = False  # this row takes docs/publish-page.png
     na_ok: bool = False  # "n/a" (with the publisher's reason) is not a failure
-    cluster: bool = False  # two nodes on a private Redis: POST to the full one, 307 to the other
+    # Two nodes on a private Redis, the publisher talks to the full one (a):
+    # "redirect": a answers 307 to the node with room (--cluster-redirect-publish).
+    cluster: str | None = None
 
     @property
     def encoding(self) -> str:
@@ -54,7 +56,7 @@ ROWS: dict[str, RowSpec] = {
         RowSpec("aiortc-vp8", "aiortc", "vp8", token=TOKEN, size=SIZE),
         RowSpec("aiortc-h264-reconnect", "aiortc", "h264", size=SIZE, sessions=2, seconds=5.0,
                 label="reconnect, one FFmpeg"),
-        RowSpec("aiortc-h264-307", "aiortc", "h264", size=SIZE, cluster=True,
+        RowSpec("aiortc-h264-307", "aiortc", "h264", size=SIZE, cluster="redirect",
                 label="cluster: 307 from a full node"),
         RowSpec("aiortc-h264-trickle", "aiortc", "h264", size=SIZE, trickle=True),
         RowSpec("aiortc-vp8-trickle", "aiortc", "vp8", token=TOKEN, size=SIZE, trickle=True),
