@@ -296,8 +296,10 @@ async function waitFor(b, pred, timeoutMs, what) {
 }
 
 // The page's "Restart ICE", then the wait until ICE runs on the browser's new credentials:
-// getStats' transport (or its selected pair's local candidate) names the new ufrag and the
-// connection is connected. Returns what the driver checks.
+// the selected candidate pair's local candidate has the new ufrag (the transport's
+// iceLocalUsernameFragment changes as soon as the new offer is applied, before any check on
+// the new credentials succeeded: no proof) and the connection is connected. Returns what the
+// driver checks.
 async function restartIce(b) {
   const before = await b.evaluate(iceView);
   const clicked = now();
@@ -314,7 +316,7 @@ async function restartIce(b) {
   const deadline = now() + 10000;
   let v = await b.evaluate(iceView);
   const onNew = (x) => x.local_ufrag !== before.local_ufrag && x.connection === "connected"
-    && (x.transport_local_ufrag === x.local_ufrag || x.pair_local_ufrag === x.local_ufrag);
+    && x.pair_local_ufrag === x.local_ufrag && x.pair_state === "succeeded";
   while (!onNew(v) && now() < deadline) {
     await sleep(100);
     v = await b.evaluate(iceView);

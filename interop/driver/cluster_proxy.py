@@ -109,8 +109,10 @@ def check(run: Row, cl: Cluster, v: FrameCrc) -> None:
           and after.get("remote_ufrag") not in (None, before.get("remote_ufrag")),
           f"browser {before.get('local_ufrag')} -> {after.get('local_ufrag')}, "
           f"gateway {before.get('remote_ufrag')} -> {after.get('remote_ufrag')}")
-    check("ICE restart: connected again on the new credentials",
-          ir.get("connected_again_at") is not None,
+    check("ICE restart: connected again on the new credentials (the selected pair's local ufrag)",
+          ir.get("connected_again_at") is not None and bool(after.get("local_ufrag"))
+          and after.get("pair_local_ufrag") == after.get("local_ufrag")
+          and after.get("pair_state") == "succeeded",
           f"after {ir.get('connected_again_millis')} ms; transport ufrag {after.get('transport_local_ufrag')}, "
           f"selected pair's {after.get('pair_local_ufrag')} ({after.get('pair_state')}, "
           f"{after.get('pair_responses')} responses), {after.get('connection')}")
