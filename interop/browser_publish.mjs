@@ -12,6 +12,10 @@
 // "RESULT {json}" in the shape run_interop.py reads (as aiortc_publish.py does).
 // With ?simulcast in the page URL, each layer (rid) is sampled on its own and printed live
 // as "LAYERS {...}" lines, for the driver's live layer switch.
+// --ice-restart-after S: S seconds into publishing, clicks the page's "Restart ICE" (PATCH
+// with If-Match: *) and waits until the browser's ICE runs on the new credentials.
+// --delete-without-token: then sends a DELETE without Authorization to the session URL (the
+// session must live on: 401), before Stop sends the page's own.
 //
 // An init script (added before the page's own) records, without changing anything the
 // page does: every fetch() with its status and WHIP headers, every RTCPeerConnection, and
@@ -62,12 +66,18 @@ const INIT_SCRIPT = `(() => {
       method: ((init && init.method) || (input && input.method) || "GET").toUpperCase(),
       url: String((input && input.url) || input), at: Date.now(),
     };
+    // What the request said (never the token itself: only whether it was there).
+    const sent = new Headers((init && init.headers) || undefined);
+    entry.request = { content_type: sent.get("content-type"), if_match: sent.get("if-match"),
+      authorization: sent.has("authorization") };
     rec.fetches.push(entry);
     try {
       const r = await origFetch.apply(this, arguments);
       entry.status = r.status;
       entry.headers = {};
-      for (const h of ["content-type", "location", "etag", "link", "accept-patch"]) entry.headers[h] = r.headers.get(h);
+      for (const h of ["content-type", "location", "etag", "link", "accept-patch", "www-authenticate"]) entry.headers[h] = r.headers.get(h);
+      entry.redirected = r.redirected;
+      entry.response_url = r.url;
       entry.millis = Date.now() - entry.at;
       return r;
     } catch (e) { entry.error = String(e); throw e; }
@@ -149,6 +159,37 @@ async function senderStats() {
   return out;
 }
 
+// Runs in the page: the ICE credentials in use now (the local description's, the remote
+// description's, and what getStats says the transport and its selected pair use).
+async function iceView() {
+  const rec = window.__interop;
+  const pc = rec && rec.pcs[rec.pcs.length - 1];
+  if (!pc) return null;
+  const attr = (sdp, name) => ((sdp || "").match(new RegExp(`^a=${name}:(.*)$`, "m")) || [])[1]?.trim() || "";
+  const out = {
+    local_ufrag: attr(pc.localDescription?.sdp, "ice-ufrag"),
+    remote_ufrag: attr(pc.remoteDescription?.sdp, "ice-ufrag"),
+    signaling: pc.signalingState, ice: pc.iceConnectionState, connection: pc.connectionState,
+  };
+  const report = await pc.getStats();
+  let bytes = 0;
+  report.forEach((s) => {
+    if (s.type === "outbound-rtp") bytes += s.bytesSent || 0;
+    if (s.type !== "transport") return;
+    out.transport_state = s.iceState || s.dtlsState;
+    out.transport_local_ufrag = s.iceLocalUsernameFragment;
+    const pair = s.selectedCandidatePairId && report.get(s.selectedCandidatePairId);
+    if (pair) {
+      out.pair_state = pair.state;
+      out.pair_responses = pair.responsesReceived;
+      const local = report.get(pair.localCandidateId);
+      out.pair_local_ufrag = local && local.usernameFragment;
+    }
+  });
+  out.bytes_sent = bytes;
+  return out;
+}
+
 function videoCapabilities() {
   const caps = window.RTCRtpSender && RTCRtpSender.getCapabilities && RTCRtpSender.getCapabilities("video");
   return caps ? [...new Set(caps.codecs.map((c) => c.mimeType))] : null;
@@ -172,6 +213,8 @@ const { values: opts } = parseArgs({
     "answer-out": { type: "string" },
     "offer-out": { type: "string" },
     "connect-timeout": { type: "string", default: "20" },
+    "ice-restart-after": { type: "string" },
+    "delete-without-token": { type: "boolean", default: false },
   },
 });
 
@@ -252,6 +295,54 @@ async function waitFor(b, pred, timeoutMs, what) {
   return s;
 }
 
+// The page's "Restart ICE", then the wait until ICE runs on the browser's new credentials:
+// the selected candidate pair's local candidate has the new ufrag (the transport's
+// iceLocalUsernameFragment changes as soon as the new offer is applied, before any check on
+// the new credentials succeeded: no proof) and the connection is connected. Returns what the
+// driver checks.
+async function restartIce(b) {
+  const before = await b.evaluate(iceView);
+  const clicked = now();
+  await b.click("#restart");
+  const s = await waitFor(b, (x) => x.iceRestarts > 0 || x.restartError, 15000, "ICE restart answered");
+  const patch = (await b.evaluate(() => window.__interop.fetches)).filter((f) => f.method === "PATCH").pop() || {};
+  const out = {
+    clicked_at: clicked, status: s.restartStatus, error: s.restartError, etag: s.etag, before,
+    patch: { url: patch.url, status: patch.status, request: patch.request, redirected: patch.redirected,
+      content_type: patch.headers?.["content-type"], etag: patch.headers?.etag },
+  };
+  if (s.restartError) { errors.push(`ICE restart: ${s.restartError}`); return out; }
+  out.answered_at = now();
+  const deadline = now() + 10000;
+  let v = await b.evaluate(iceView);
+  const onNew = (x) => x.local_ufrag !== before.local_ufrag && x.connection === "connected"
+    && x.pair_local_ufrag === x.local_ufrag && x.pair_state === "succeeded";
+  while (!onNew(v) && now() < deadline) {
+    await sleep(100);
+    v = await b.evaluate(iceView);
+  }
+  out.after = v;
+  if (onNew(v)) {
+    out.connected_again_at = now();
+    out.connected_again_millis = out.connected_again_at - clicked;
+    log(`ICE restart: ${s.restartStatus}; on ufrag ${v.local_ufrag} (was ${before.local_ufrag}) after ${out.connected_again_millis} ms`);
+  } else {
+    errors.push(`ICE restart: not connected on the new credentials within 10 s (${JSON.stringify(v)})`);
+  }
+  return out;
+}
+
+// A DELETE of the session URL without Authorization, from the page's origin.
+async function deleteWithoutToken(b) {
+  const at = now();
+  const r = await b.evaluate(async () => {
+    const resp = await fetch(window.whipgate.location, { method: "DELETE" });
+    return { status: resp.status, www_authenticate: resp.headers.get("www-authenticate"), url: resp.url };
+  });
+  log(`DELETE without the token -> ${r.status}`);
+  return { at, ...r };
+}
+
 async function publish() {
   const b = await launch();
   log(`${result.browser_version} via ${result.driver}`);
@@ -265,6 +356,7 @@ async function publish() {
   const post = rec.fetches.find((f) => f.method === "POST");
   if (post) {
     result.post = {
+      redirected: post.redirected, response_url: post.response_url,
       status: post.status, content_type: post.headers?.["content-type"], location: post.headers?.location,
       etag: post.headers?.etag, link: post.headers?.link ? [post.headers.link] : [], final_url: post.url,
       millis: post.millis,
@@ -288,6 +380,7 @@ async function publish() {
   }
   result.connection_state = "connected";
   result.connect_millis = now() - t0; // page load + getUserMedia + POST + ICE/DTLS
+  result.connected_at = now();
   if (rec.answers.length && opts["answer-out"]) fs.writeFileSync(opts["answer-out"], rec.answers[rec.answers.length - 1]);
   if (post?.headers?.location) result.session_url = s.location;
   log(`connected after ${result.connect_millis} ms; session ${s.location}`);
@@ -304,8 +397,13 @@ async function publish() {
   const layerTimeline = [];
   let lastLayers = "";
   const end = now() + Number(opts.seconds) * 1000;
+  const restartAt = opts["ice-restart-after"] ? now() + Number(opts["ice-restart-after"]) * 1000 : Infinity;
   let shot = !opts.screenshot;
   while (now() < end) {
+    if (now() >= restartAt && !result.ice_restart) {
+      result.ice_restart = await restartIce(b);
+      if (opts["delete-without-token"]) result.delete_without_token = await deleteWithoutToken(b);
+    }
     s = await status(b);
     if (s.state !== "connected") { errors.push(`state dropped to ${s.state} while publishing`); break; }
     if (s.width) seen.add(`${s.width}x${s.height}`);
@@ -367,9 +465,14 @@ async function publish() {
   };
 
   // Stop: the page DELETEs its Location.
+  result.stop_at = now();
   await b.click("#stop");
   s = await waitFor(b, (x) => x.state === "stopped", 10000, "stopped after Stop");
-  const del = (await b.evaluate(() => window.__interop.fetches)).find((f) => f.method === "DELETE");
+  const fetches = await b.evaluate(() => window.__interop.fetches);
+  const del = fetches.filter((f) => f.method === "DELETE").pop();
+  // Every request the page made (no token: only whether Authorization was sent).
+  result.fetches = fetches.map((f) => ({ method: f.method, url: f.url, status: f.status,
+    redirected: f.redirected, response_url: f.response_url, authorization: f.request?.authorization }));
   result.delete = { status: s.deleteStatus, fetch_status: del ? del.status : null, url: del ? del.url : null };
   result.page_after_stop = { ...s };
   log(`Stop: DELETE ${del ? del.url : "(none)"} -> ${s.deleteStatus}`);

@@ -9,11 +9,20 @@ Rows (select with --rows; `all` is the default):
                                  reconnect (a UDP tap between whipgate and FFmpeg checks the
                                  forwarded SSRC, sequence numbers and timestamps)
   aiortc-h264-307                cluster: a private redis-server and two whipgate nodes; the
-                                 POST goes to the full node (--max-publishers 0), aiortc follows
-                                 its 307 to the node with room, FFmpeg decodes that node's media
+                                 POST goes to the full node a (--max-publishers 0, with
+                                 --cluster-redirect-publish), aiortc follows its 307 to the
+                                 node with room (b), FFmpeg decodes b's media
   aiortc-h264-trickle,           aiortc, the offer POSTed without candidates, which follow
   aiortc-vp8-trickle             in a PATCH (trickle-ice-sdpfrag, If-Match: the ETag)
   chromium-h264, chromium-vp8    Debian Chromium on whipgate's /publish page (playwright-core)
+  chromium-h264-cluster          cluster, token: Chromium's page talks to the full node a only;
+                                 a carries the POST to b and answers 201 with b's answer (its
+                                 candidates name b's UDP port; no 307 anywhere), media flows to
+                                 b and FFmpeg decodes b's stream; the page's Restart ICE PATCHes
+                                 new credentials (If-Match: *, token) to the session URL on a and
+                                 reconnects while b's counters keep growing; a DELETE without the
+                                 token on a gets 401 and the session lives on; Stop's DELETE
+                                 through a ends b's session (SessionEnded on b, its live gauge 0)
   chromium-vp8-simulcast         the same page with ?simulcast (rids q, h, f); the driver
                                  switches the forwarded layer live with SelectSimulcastLayer
   firefox-vp8, firefox-h264      Debian Firefox ESR on the same page (puppeteer-core, BiDi);
@@ -85,7 +94,7 @@ def main() -> int:
                    help=f"comma-separated, or all: {', '.join(ROWS)} (h264, vp8: the aiortc rows)")
     p.add_argument("--seconds", type=float, default=8.0,
                    help="publishing time per row (rows with their own: the reconnect row 5 s "
-                        "per session, the simulcast row 12 s)")
+                        "per session, the simulcast and chromium-h264-cluster rows 12 s)")
     p.add_argument("--ready-timeout", type=float, default=30.0)
     p.add_argument("--out-dir", help="results/, logs/ and publish-page.png go here "
                                      "(default: a new temp dir, kept)")

@@ -1,8 +1,16 @@
-"""The cluster row: a private redis-server and two whipgate nodes on it. Node a is full
+"""The cluster rows: a private redis-server and two whipgate nodes on it. Node a is full
 (--max-publishers 0), node b has room. The ingest is registered on a; b starts after (it reads
-the registration from Redis at boot). The publisher POSTs to a, gets 307 to b's WHIP URL,
-follows it (a real aiortc publisher: aiohttp re-sends the offer), connects to b, and FFmpeg
-decodes what b forwards. GetIngest and the events come from b, the node holding the session.
+the registration from Redis at boot). The publisher talks to a; FFmpeg decodes what b forwards.
+GetIngest and the events come from b, the node holding the session.
+
+- "redirect" (a runs with --cluster-redirect-publish): a answers the POST 307 to b's WHIP URL,
+  the publisher follows it (a real aiortc publisher: aiohttp re-sends the offer) and connects
+  to b.
+- "proxy": a carries the POST to b over the cluster's routed calls and answers 201 with b's
+  answer (its candidates name b's UDP port, so media flows straight to b); the ICE restart
+  PATCH and the DELETE to the session URL on a are carried to b the same way
+  (cluster_proxy.py checks them).
+
 Every process (redis-server, both nodes) is started through the row's Procs: stopped by PID,
 killed in cleanup whatever happens."""
 
@@ -15,6 +23,7 @@ import subprocess
 import time
 from typing import TYPE_CHECKING
 
+from . import cluster_proxy
 from .control import EventWatcher
 from .procs import Procs, log, read_ready_line
 from .scenario import Scenario
@@ -62,8 +71,12 @@ class Cluster(Scenario):
         self.node_b = None
         self.ready_b: dict = {}
         self.a_control: tuple = ()
+        self.ready_a: dict = {}
+        self.samples: list[tuple] = []  # (time.time(), session id, state, counters) from b
+        self.gauges: dict[str, list] = {"a": [], "b": []}  # whipgate_live_publishers while live
 
     def node_args(self, node_id: str) -> list[str]:
+        """Every node's arguments (the mode's own are added for a only)."""
         # Two nodes on one host: the ICE-TCP port must not be the fixed default on both.
         return ["--cluster-redis", f"redis://127.0.0.1:{self.redis_port}/0", "--node-id", node_id,
                 "--tcp-listen", "127.0.0.1:0"]
@@ -82,7 +95,8 @@ class Cluster(Scenario):
                 raise RuntimeError(f"redis-server did not answer PING within {REDIS_READY_S} s")
             time.sleep(0.1)
         log(f"  redis-server on 127.0.0.1:{self.redis_port}")
-        return [*self.node_args("a"), "--max-publishers", "0"]
+        mode = ["--cluster-redirect-publish"] if self.spec.cluster == "redirect" else []
+        return [*self.node_args("a"), "--max-publishers", "0", *mode]
 
     def after_register(self, run: Row, ready: dict, stub):
         """Starts node b and waits for its node record (what a's placement reads). The row
@@ -104,6 +118,7 @@ class Cluster(Scenario):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"node b's record not in Redis within {PLACEMENT_READY_S} s")
             time.sleep(0.1)
+        self.ready_a = dict(ready)
         # The row's control plane moves to b; a's stays open until shutdown.
         self.a_control = (run.channel, run.watcher)
         run.channel = grpc.insecure_channel(self.ready_b["grpc"])
@@ -116,8 +131,21 @@ class Cluster(Scenario):
         run.check("node b reads the registration made on a", ing.ingest_id == run.ingest_id)
         return dict(self.ready_b, http=ready["http"]), stub_b
 
+    def observe(self, run: Row, ingest) -> None:
+        if ingest.HasField("session"):
+            s = ingest.session
+            self.samples.append((time.time(), s.session_id, s.state, s.counters))
+
+    def poll(self, run: Row, stub, snapshots: list) -> None:
+        if self.spec.cluster == "proxy":
+            for node, ready in (("a", self.ready_a), ("b", self.ready_b)):
+                self.gauges[node].append(cluster_proxy.live_publishers(ready["http"]))
+
     def check_counts(self, run: Row, sessions, session_ids, v, au, keep, ff_text) -> None:
         super().check_counts(run, sessions, session_ids, v, au, keep, ff_text)
+        if self.spec.cluster == "proxy":
+            cluster_proxy.check(run, self, v)
+            return
         post = (sessions[0] if sessions else {}).get("post") or {}
         hops = post.get("redirects") or []
         want = f"http://{self.ready_b.get('http')}/whip/{run.ingest_id}"

@@ -135,9 +135,13 @@ class Browser(_Node):
                 + ("&simulcast" if spec.simulcast else "") + "&autostart"
                 + (f"#token={spec.token}" if spec.token else ""))
         shot = ["--screenshot", str(self.screenshot)] if spec.screenshot else []
+        # The restart and the token-less DELETE happen within the row's seconds.
+        restart = ["--ice-restart-after", str(spec.ice_restart)] if spec.ice_restart else []
+        if restart and spec.token:
+            restart.append("--delete-without-token")
         return [*_timeout(self.seconds + 70), "node", str(self.script), "--browser", spec.client,
                 "--url", page, "--codec", spec.codec, "--profile-dir", str(profile), *shot,
-                *self.common()]
+                *restart, *self.common()]
 
     @classmethod
     def missing(cls) -> list[str]:

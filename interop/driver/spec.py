@@ -28,7 +28,11 @@ class RowSpec:
     select: str | None = None  # the rid chosen live with SelectSimulcastLayer
     screenshot: bool = False  # this row takes docs/publish-page.png
     na_ok: bool = False  # "n/a" (with the publisher's reason) is not a failure
-    cluster: bool = False  # two nodes on a private Redis: POST to the full one, 307 to the other
+    # Two nodes on a private Redis, the publisher talks to the full one (a):
+    # "redirect": a answers 307 to the node with room (--cluster-redirect-publish);
+    # "proxy": a carries the POST, PATCH and DELETE to the node with room (b) and answers itself.
+    cluster: str | None = None
+    ice_restart: float | None = None  # seconds into publishing: ICE restart (PATCH If-Match: *)
 
     @property
     def encoding(self) -> str:
@@ -54,12 +58,14 @@ ROWS: dict[str, RowSpec] = {
         RowSpec("aiortc-vp8", "aiortc", "vp8", token=TOKEN, size=SIZE),
         RowSpec("aiortc-h264-reconnect", "aiortc", "h264", size=SIZE, sessions=2, seconds=5.0,
                 label="reconnect, one FFmpeg"),
-        RowSpec("aiortc-h264-307", "aiortc", "h264", size=SIZE, cluster=True,
+        RowSpec("aiortc-h264-307", "aiortc", "h264", size=SIZE, cluster="redirect",
                 label="cluster: 307 from a full node"),
         RowSpec("aiortc-h264-trickle", "aiortc", "h264", size=SIZE, trickle=True),
         RowSpec("aiortc-vp8-trickle", "aiortc", "vp8", token=TOKEN, size=SIZE, trickle=True),
         RowSpec("chromium-h264", "chromium", "h264", screenshot=True),
         RowSpec("chromium-vp8", "chromium", "vp8", token=TOKEN),
+        RowSpec("chromium-h264-cluster", "chromium", "h264", token=TOKEN, cluster="proxy",
+                seconds=12.0, ice_restart=4.0, label="cluster: through a non-owner node, token"),
         RowSpec("chromium-vp8-simulcast", "chromium", "vp8", simulcast=("q", "h", "f"),
                 select="q", seconds=12.0, label="simulcast"),
         RowSpec("firefox-vp8", "firefox", "vp8"),

@@ -40,3 +40,35 @@ def test_unshare_as_root_or_in_a_user_namespace():
 def test_reconnect_helpers():
     assert steps_back([0, 1, 1, 3, 2]) == [2, 4]
     assert largest_pause([(0.0,), (0.1,), (2.5,), (2.6,)]) == 2
+
+
+def test_cluster_rows_share_node_args_and_differ_in_mode(tmp_path):
+    from driver.cluster import Cluster
+    from driver.publishers import Chromium
+
+    redirect, proxy = ROWS["aiortc-h264-307"], ROWS["chromium-h264-cluster"]
+    assert type(scenario_for(redirect)) is Cluster and type(scenario_for(proxy)) is Cluster
+    assert (redirect.cluster, proxy.cluster) == ("redirect", "proxy")
+    assert proxy.token and proxy.ice_restart and not redirect.ice_restart
+    # Every node's common arguments come from one place; the mode flag is not among them.
+    assert "--cluster-redirect-publish" not in Cluster(redirect).node_args("a")
+
+    class NoProcs:
+        def watch_dir(self, _):
+            pass
+
+    cmd = Chromium(proxy, 12.0, tmp_path, tmp_path / "shot.png").command("127.0.0.1:1", "x", NoProcs())
+    assert cmd[cmd.index("--ice-restart-after") + 1] == "4.0" and "--delete-without-token" in cmd
+    url = cmd[cmd.index("--url") + 1]
+    assert url.startswith("http://127.0.0.1:1/publish/x?") and url.endswith("#token=" + proxy.token)
+
+
+def test_counters_between_and_grew():
+    from types import SimpleNamespace as C
+
+    from driver.cluster_proxy import counters_between, grew
+
+    samples = [(t, "s", 1, C(video_packets=10 * t)) for t in (1.0, 2.0, 3.0, 4.0)]
+    assert [s[0] for s in counters_between(samples, 1.0, 4.0)] == [2.0, 3.0]
+    assert grew(counters_between(samples, 1.5, 5.0), "video_packets") == 20
+    assert grew(samples[:1], "video_packets") == 0
