@@ -92,7 +92,8 @@ impl RedisTarget {
             return Ok(RedisTarget::Direct(url.to_string()));
         }
         Err(bad(
-            "expected redis[s]://host:port/db or redis[s]+sentinel://host:port,host:port/<master>/db",
+            "expected redis://host:port/db or redis+sentinel://host:port,host:port/<master>/db \
+             (rediss:// and rediss+sentinel:// for TLS)",
         ))
     }
 }
