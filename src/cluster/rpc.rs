@@ -184,24 +184,9 @@ impl Rpc {
                 body.len()
             )));
         }
-        let id = uuid::Uuid::new_v4().to_string();
-        let reply_to = self.keys.rpc_reply(&id);
         let timeout_ms = (timeout.as_millis() as u64).max(1);
-        let mut envelope = Envelope {
-            id: id.clone(),
-            from: self.node.clone(),
-            to: node.to_string(),
-            reply_to: reply_to.clone(),
-            deadline_ms: now_ms() + timeout_ms,
-            body: body.to_string(),
-            tag: String::new(),
-        };
-        envelope.tag = self
-            .redis
-            .trust()
-            .sign_rpc(&refs(&envelope.signed_fields()));
-        let envelope =
-            serde_json::to_string(&envelope).map_err(|e| ClusterError::Corrupt(e.to_string()))?;
+        let (id, envelope) = self.envelope(node, body, now_ms() + timeout_ms)?;
+        let reply_to = self.keys.rpc_reply(&id);
         // Wait on our own connection first, so no answer can arrive before we listen
         // (it would wait in the list anyway, but connecting is the part that can fail).
         let response_timeout = timeout + self.redis.timeouts().command;
@@ -241,6 +226,32 @@ impl Rpc {
             }
             // Not the owner's answer: keep waiting for it.
         }
+    }
+
+    /// A new call of `body` to `node` with `deadline_ms`, tagged: its id and the envelope.
+    fn envelope(
+        &self,
+        node: &str,
+        body: &str,
+        deadline_ms: u64,
+    ) -> Result<(String, String), ClusterError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut envelope = Envelope {
+            id: id.clone(),
+            from: self.node.clone(),
+            to: node.to_string(),
+            reply_to: self.keys.rpc_reply(&id),
+            deadline_ms,
+            body: body.to_string(),
+            tag: String::new(),
+        };
+        envelope.tag = self
+            .redis
+            .trust()
+            .sign_rpc(&refs(&envelope.signed_fields()));
+        let raw =
+            serde_json::to_string(&envelope).map_err(|e| ClusterError::Corrupt(e.to_string()))?;
+        Ok((id, raw))
     }
 
     /// The body of `raw` if it is `node`'s authenticated answer to call `id` (else dropped,
@@ -304,7 +315,8 @@ pub struct Call {
 }
 
 impl Inbox {
-    /// Waits up to `block` for the next call whose deadline has not passed.
+    /// Waits up to `block` for the next call that is authenticated, for this node, not a
+    /// replay and whose deadline has not passed; `None` also when what was popped was dropped.
     pub async fn next(&mut self, block: Duration) -> Result<Option<Call>, ClusterError> {
         let conn = match &mut self.conn {
             Some(c) => c,
@@ -417,5 +429,66 @@ impl Call {
             .arg(ttl_ms)
             .ignore();
         self.redis.pipe::<()>(&pipe).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::trust::Trust;
+
+    /// Handles connect lazily: these tests never reach a server.
+    fn rpc(node: &str, secret: u8) -> Rpc {
+        let trust = Trust::from_secret(&[secret; 32]).expect("secret");
+        let redis = Redis::open("redis://127.0.0.1:1/0", Default::default(), trust).expect("url");
+        Rpc::new(redis, Keys::default(), node)
+    }
+
+    fn soon() -> u64 {
+        now_ms() + 5_000
+    }
+
+    #[test]
+    fn a_call_is_admitted_once_and_only_as_sent() {
+        let (a, b) = (rpc("a", 1), rpc("b", 1));
+        let mut inbox = b.serve("b");
+        let (_, raw) = a.envelope("b", "teardown", soon()).expect("envelope");
+        let call = inbox.admit(&raw).expect("genuine");
+        assert_eq!((call.body.as_str(), call.from.as_str()), ("teardown", "a"));
+        assert!(inbox.admit(&raw).is_none(), "replay");
+        let tampered = raw.replace("teardown", "keyframe");
+        let (_, fresh) = a.envelope("b", "teardown", soon()).expect("envelope");
+        assert!(
+            inbox
+                .admit(&fresh.replace("teardown", "keyframe"))
+                .is_none()
+        );
+        assert!(inbox.admit(&tampered).is_none());
+        let (_, other_node) = a.envelope("c", "x", soon()).expect("envelope");
+        assert!(inbox.admit(&other_node).is_none(), "for another node");
+        let (_, far) = a.envelope("b", "x", now_ms() + 60_000).expect("envelope");
+        assert!(inbox.admit(&far).is_none(), "deadline too far");
+        let (_, foreign) = rpc("a", 2).envelope("b", "x", soon()).expect("envelope");
+        assert!(inbox.admit(&foreign).is_none(), "another secret");
+        assert!(
+            inbox.admit(&fresh).is_some(),
+            "the untouched one still passes"
+        );
+    }
+
+    #[test]
+    fn a_full_replay_window_refuses_rather_than_forgets() {
+        let (a, b) = (rpc("a", 1), rpc("b", 1));
+        let mut inbox = b.serve("b");
+        for i in 0..MAX_SEEN {
+            inbox.seen.insert(format!("id-{i}"), soon());
+        }
+        let (_, raw) = a.envelope("b", "x", soon()).expect("envelope");
+        assert!(inbox.admit(&raw).is_none(), "window full");
+        // Ids whose deadline passed are forgotten, making room.
+        for deadline in inbox.seen.values_mut() {
+            *deadline = 1;
+        }
+        assert!(inbox.admit(&raw).is_some());
     }
 }
