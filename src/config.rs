@@ -146,11 +146,27 @@ pub struct Config {
     /// (0: one per CPU core); as many setup and negotiation threads are started.
     #[arg(long, env = "WHIPGATE_MEDIA_WORKERS", default_value_t = 0)]
     pub media_workers: usize,
-    /// Cluster mode: the shared Redis, `redis://host:port/db` or
-    /// `redis+sentinel://host:port,host:port/<master>/db`; unset: single node.
+    /// Cluster mode: the shared Redis, `redis://[user:password@]host:port/db` (`rediss://`:
+    /// TLS) or `redis[s]+sentinel://[user:password@]host:port,host:port/<master>/db`; unset:
+    /// single node.
     #[arg(long, env = "WHIPGATE_CLUSTER_REDIS", hide_env_values = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_redis: Option<String>,
+    /// File holding the cluster secret (at least 32 bytes, surrounding whitespace ignored),
+    /// the same on every node: routed calls, registrations, leases and node records in Redis
+    /// are authenticated with keys derived from it. Required in cluster mode.
+    #[arg(long, env = "WHIPGATE_CLUSTER_SECRET_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Cluster mode without --cluster-secret-file: anyone who can write to Redis can drive
+    /// every node, redirect media and take over publishers (only for a throwaway test setup).
+    #[arg(long, env = "WHIPGATE_INSECURE_CLUSTER")]
+    pub insecure_cluster: bool,
+    /// CA certificates (PEM) a `rediss://` cluster Redis's certificate must chain to
+    /// [default: the system's roots].
+    #[arg(long, env = "WHIPGATE_CLUSTER_REDIS_CA")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_redis_ca: Option<PathBuf>,
     /// This node's id in the cluster [default: <hostname>-<http port>].
     #[arg(long, env = "WHIPGATE_NODE_ID")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -429,6 +445,26 @@ impl Config {
         Ok(())
     }
 
+    /// The cluster's keys: derived from `--cluster-secret-file`, or `--insecure-cluster`'s
+    /// public ones; an error naming the flag when neither (or both) is given.
+    pub fn cluster_trust(&self) -> Result<crate::cluster::trust::Trust, String> {
+        use crate::cluster::trust::{Trust, read_secret_file};
+        match (&self.cluster_secret_file, self.insecure_cluster) {
+            (Some(_), true) => {
+                Err("give --cluster-secret-file or --insecure-cluster, not both".into())
+            }
+            (Some(path), false) => Trust::from_secret(&read_secret_file(path)?),
+            (None, true) => Ok(Trust::insecure()),
+            (None, false) => Err(
+                "cluster mode needs --cluster-secret-file (WHIPGATE_CLUSTER_SECRET_FILE): a \
+                 file with the same secret of at least 32 bytes on every node (e.g. `openssl \
+                 rand -hex 32`). Without it anyone who can write to Redis drives every node. \
+                 --insecure-cluster runs without one, for a throwaway test setup only"
+                    .into(),
+            ),
+        }
+    }
+
     /// Checks values that parse but cannot work, and refuses an open control plane.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_sdp_bytes < 1024 {
@@ -436,6 +472,7 @@ impl Config {
         }
         if let Some(url) = &self.cluster_redis {
             crate::cluster::RedisTarget::parse(url).map_err(|e| e.to_string())?;
+            self.cluster_trust()?;
         }
         if let Some(id) = &self.node_id {
             crate::cluster::validate_node_id(id)?;

@@ -71,7 +71,30 @@ impl Gateway {
         // Cluster mode keeps the same records in Redis instead of the data dir.
         let cluster_redis = match &config.cluster_redis {
             Some(url) => {
-                Some(ClusterNode::connect(url).map_err(|e| Error::BadRequest(e.to_string()))?)
+                let trust = config
+                    .cluster_trust()
+                    .map_err(Error::BadRequest)?
+                    .with_counter(metrics.cluster_untrusted.clone());
+                if trust.is_insecure() {
+                    tracing::warn!(
+                        "INSECURE CLUSTER: --insecure-cluster without a cluster secret; anyone \
+                         who can write to Redis can tear down sessions on any node, redirect \
+                         media to other targets and take over publishers"
+                    );
+                }
+                let ca = match &config.cluster_redis_ca {
+                    Some(path) => Some(std::fs::read(path).map_err(|e| {
+                        Error::BadRequest(format!(
+                            "reading --cluster-redis-ca {}: {e}",
+                            path.display()
+                        ))
+                    })?),
+                    None => None,
+                };
+                Some(
+                    ClusterNode::connect(url, trust, ca)
+                        .map_err(|e| Error::BadRequest(e.to_string()))?,
+                )
             }
             None => None,
         };

@@ -72,6 +72,9 @@ pub struct Metrics {
     pub events: IntCounterVec,
     /// Cluster mode: events dropped because the queue to the cluster event stream was full.
     pub cluster_events_dropped: IntCounter,
+    /// Cluster mode: routed calls, answers and records read from Redis that did not
+    /// authenticate and were ignored, by kind.
+    pub cluster_untrusted: IntCounterVec,
     /// Bytes received per ingest (only when `ingest_label` is on).
     pub ingest_bytes_received: IntCounterVec,
 }
@@ -288,6 +291,13 @@ impl Metrics {
                 &r,
                 "whipgate_cluster_events_dropped_total",
                 "Cluster mode: events dropped because the queue to the Redis event stream was full",
+            )?,
+            cluster_untrusted: counter_vec(
+                &r,
+                "whipgate_cluster_untrusted_total",
+                "Cluster mode: routed calls, answers and records from Redis ignored because they \
+                 did not authenticate (or replayed a call), by kind",
+                &["kind"],
             )?,
             ingest_bytes_received: counter_vec(
                 &r,

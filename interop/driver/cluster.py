@@ -68,6 +68,7 @@ class Cluster(Scenario):
     def __init__(self, spec) -> None:
         super().__init__(spec)
         self.redis_port = 0
+        self.secret_file = None
         self.node_b = None
         self.ready_b: dict = {}
         self.a_control: tuple = ()
@@ -76,13 +77,17 @@ class Cluster(Scenario):
         self.gauges: dict[str, list] = {"a": [], "b": []}  # whipgate_live_publishers while live
 
     def node_args(self, node_id: str) -> list[str]:
-        """Every node's arguments (the mode's own are added for a only)."""
-        # Two nodes on one host: the ICE-TCP port must not be the fixed default on both.
+        """Every node's arguments (the mode's own are added for a only): the cluster's Redis,
+        its shared secret (routed calls and records are authenticated with it), and an ICE-TCP
+        port of its own (two nodes on one host cannot both take the fixed default)."""
         return ["--cluster-redis", f"redis://127.0.0.1:{self.redis_port}/0", "--node-id", node_id,
-                "--tcp-listen", "127.0.0.1:0"]
+                "--cluster-secret-file", str(self.secret_file), "--tcp-listen", "127.0.0.1:0"]
 
     def gateway_args(self, run: Row) -> list[str]:
         """Starts redis-server; node a joins the cluster full."""
+        self.secret_file = run.workdir / "cluster.secret"
+        self.secret_file.write_text(os.urandom(32).hex())
+        self.secret_file.chmod(0o600)
         self.redis_port = free_tcp_port()
         with open(run.workdir / "redis.log", "wb") as out:
             run.procs.start("redis-server", [

@@ -22,6 +22,7 @@ use redis::{
 use tokio::sync::Mutex;
 
 use super::ClusterError;
+use super::trust::Trust;
 use super::url::{RedisTarget, redact};
 
 /// Deadlines for talking to Redis.
@@ -54,6 +55,7 @@ pub struct Redis {
 struct Inner {
     shown: String,
     timeouts: Timeouts,
+    trust: Trust,
     source: Source,
     state: Mutex<State>,
 }
@@ -78,18 +80,45 @@ impl std::fmt::Debug for Redis {
 }
 
 impl Redis {
-    /// A handle for `url` (see [`RedisTarget::parse`]); connects lazily, on first use.
-    pub fn open(url: &str, timeouts: Timeouts) -> Result<Self, ClusterError> {
+    /// A handle for `url` (see [`RedisTarget::parse`]) whose records and calls are
+    /// authenticated with `trust`; connects lazily, on first use.
+    pub fn open(url: &str, timeouts: Timeouts, trust: Trust) -> Result<Self, ClusterError> {
+        Redis::open_with_ca(url, timeouts, trust, None)
+    }
+
+    /// [`Redis::open`], trusting only the CA certificates in `ca_pem` (PEM) for `rediss://`
+    /// (`None`: the system's roots).
+    pub fn open_with_ca(
+        url: &str,
+        timeouts: Timeouts,
+        trust: Trust,
+        ca_pem: Option<Vec<u8>>,
+    ) -> Result<Self, ClusterError> {
+        let bad = |e: redis::RedisError| ClusterError::BadUrl(format!("{}: {e}", redact(url)));
+        let certs = |ca: &Option<Vec<u8>>| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: ca.clone(),
+        };
         let source = match RedisTarget::parse(url)? {
-            RedisTarget::Direct(u) => Source::Direct(
-                Client::open(u.as_str()).map_err(|e| ClusterError::BadUrl(e.to_string()))?,
-            ),
+            RedisTarget::Direct(u) => Source::Direct(match &ca_pem {
+                Some(_) if u.starts_with("rediss://") => {
+                    Client::build_with_tls(u.as_str(), certs(&ca_pem)).map_err(bad)?
+                }
+                Some(_) => {
+                    return Err(ClusterError::BadUrl(format!(
+                        "{}: --cluster-redis-ca needs a rediss:// URL",
+                        redact(url)
+                    )));
+                }
+                None => Client::open(u.as_str()).map_err(bad)?,
+            }),
             RedisTarget::Sentinel {
                 sentinels,
                 master,
                 db,
                 username,
                 password,
+                tls,
             } => {
                 let mut info = RedisConnectionInfo::default().set_db(db);
                 if let Some(u) = username {
@@ -98,14 +127,27 @@ impl Redis {
                 if let Some(p) = password {
                     info = info.set_password(p);
                 }
-                let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(info);
+                let mut node =
+                    SentinelNodeConnectionInfo::default().set_redis_connection_info(info);
+                if tls {
+                    node = node.set_tls_mode(redis::TlsMode::Secure);
+                }
+                if ca_pem.is_some() {
+                    // redis-rs takes custom roots for Sentinel only through its builder of
+                    // parsed addresses; the system's roots serve rediss+sentinel:// here.
+                    return Err(ClusterError::BadUrl(format!(
+                        "{}: --cluster-redis-ca is not supported with Sentinel (the system's \
+                         CA roots are used for rediss+sentinel://)",
+                        redact(url)
+                    )));
+                }
                 let client = SentinelClient::build(
                     sentinels,
                     master,
                     Some(node),
                     SentinelServerType::Master,
                 )
-                .map_err(|e| ClusterError::BadUrl(e.to_string()))?;
+                .map_err(bad)?;
                 Source::Sentinel(Mutex::new(client))
             }
         };
@@ -113,6 +155,7 @@ impl Redis {
             inner: Arc::new(Inner {
                 shown: redact(url),
                 timeouts,
+                trust,
                 source,
                 state: Mutex::new(State::default()),
             }),
@@ -122,6 +165,11 @@ impl Redis {
     /// The URL, password redacted.
     pub fn describe(&self) -> &str {
         &self.inner.shown
+    }
+
+    /// The keys that authenticate what goes through this handle.
+    pub fn trust(&self) -> &Trust {
+        &self.inner.trust
     }
 
     /// The deadlines in force.

@@ -6,12 +6,18 @@
 //! that act only if the value is still ours, so a node that lost its lease (it expired while
 //! the node was cut off, and another node took it) can never extend or delete the new holder's.
 //! A node that dies stops renewing: its leases expire within the lease time.
+//!
+//! The value is sealed ([`super::trust`]): tagged with the cluster's record key, bound to the
+//! ingest. A value that does not verify (written by hand into Redis, copied from another
+//! ingest) is never honoured: it is nobody's lease, and a node taking or re-asserting the lease
+//! replaces it (only if it is still that same value, so a genuine holder racing in wins).
 
 use std::time::Duration;
 
 use redis::Script;
 use serde::{Deserialize, Serialize};
 
+use super::trust::{Record, Trust};
 use super::{ClusterError, Keys, Redis};
 
 /// Who holds an ingest's lease.
@@ -24,14 +30,30 @@ pub struct Holder {
 }
 
 impl Holder {
-    pub(super) fn encode(&self) -> String {
-        // Field order is fixed by the struct, so equal holders encode to equal strings, which
-        // is what the scripts compare.
-        serde_json::to_string(self).unwrap_or_default()
+    /// The lease value naming this holder for `ingest`, sealed.
+    pub(super) fn encode(&self, trust: &Trust, ingest: &str) -> String {
+        // Field order is fixed by the struct and the tag is deterministic, so equal holders
+        // encode to equal strings, which is what the scripts compare.
+        trust.seal(
+            Record::Lease,
+            ingest,
+            &serde_json::to_string(self).unwrap_or_default(),
+        )
     }
 
-    pub(super) fn decode(raw: &str) -> Result<Self, ClusterError> {
-        serde_json::from_str(raw).map_err(|e| ClusterError::Corrupt(format!("lease value: {e}")))
+    /// The holder a lease value of `ingest` names; `Ok(None)` when it does not verify
+    /// (logged and counted): no one's lease.
+    pub(super) fn decode(
+        trust: &Trust,
+        ingest: &str,
+        raw: &str,
+    ) -> Result<Option<Self>, ClusterError> {
+        let Some(json) = trust.open(Record::Lease, ingest, raw) else {
+            return Ok(None);
+        };
+        serde_json::from_str(json)
+            .map(Some)
+            .map_err(|e| ClusterError::Corrupt(format!("lease value: {e}")))
     }
 }
 
@@ -70,6 +92,17 @@ end
 return 0
 "#;
 
+/// Replaces the value (`ARGV[1]`, one that did not verify) only if it is still there; the
+/// session summary (`KEYS[2]`) goes with it.
+const REPLACE_UNTRUSTED: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[2])
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"#;
+
 /// Takes the lease if free, keeps it if ours (after Redis came back without it, say); the
 /// session summary (`KEYS[2]`) lives as long.
 const REASSERT: &str = r#"
@@ -91,6 +124,7 @@ pub struct Leases {
     renew: Script,
     release: Script,
     reassert: Script,
+    replace_untrusted: Script,
 }
 
 impl Leases {
@@ -103,6 +137,7 @@ impl Leases {
             renew: Script::new(RENEW),
             release: Script::new(RELEASE),
             reassert: Script::new(REASSERT),
+            replace_untrusted: Script::new(REPLACE_UNTRUSTED),
         }
     }
 
@@ -134,10 +169,11 @@ impl Leases {
         holder: &Holder,
         ttl: Duration,
     ) -> Result<Acquired, ClusterError> {
+        let mine = holder.encode(self.redis.trust(), ingest);
         let mut inv = script.prepare_invoke();
         inv.key(self.keys.lease(ingest))
             .key(self.keys.session(ingest))
-            .arg(holder.encode())
+            .arg(&mine)
             .arg(ttl_ms(ttl));
         let reply: Vec<redis::Value> = self.redis.script(&inv).await?;
         match reply.as_slice() {
@@ -145,7 +181,23 @@ impl Leases {
             [redis::Value::Int(0), cur] => {
                 let raw: String = redis::from_redis_value_ref(cur)
                     .map_err(|e| ClusterError::Corrupt(format!("lease value: {e}")))?;
-                Ok(Acquired::HeldBy(Holder::decode(&raw)?))
+                if let Some(other) = Holder::decode(self.redis.trust(), ingest, &raw)? {
+                    return Ok(Acquired::HeldBy(other));
+                }
+                // Not a lease any node wrote: replace it, unless it changed meanwhile (then
+                // look again: a genuine holder may have taken it).
+                let mut inv = self.replace_untrusted.prepare_invoke();
+                inv.key(self.keys.lease(ingest))
+                    .key(self.keys.session(ingest))
+                    .arg(&raw)
+                    .arg(&mine)
+                    .arg(ttl_ms(ttl));
+                let replaced: i64 = self.redis.script(&inv).await?;
+                if replaced == 1 {
+                    Ok(Acquired::Won)
+                } else {
+                    Box::pin(self.take(script, ingest, holder, ttl)).await
+                }
             }
             // Expired between SET NX and GET (sub-millisecond TTLs only): try again.
             [redis::Value::Int(2)] => Box::pin(self.take(script, ingest, holder, ttl)).await,
@@ -163,7 +215,7 @@ impl Leases {
         let mut inv = self.renew.prepare_invoke();
         inv.key(self.keys.lease(ingest))
             .key(self.keys.session(ingest))
-            .arg(holder.encode())
+            .arg(holder.encode(self.redis.trust(), ingest))
             .arg(ttl_ms(ttl));
         let n: i64 = self.redis.script(&inv).await?;
         Ok(n == 1)
@@ -174,18 +226,21 @@ impl Leases {
         let mut inv = self.release.prepare_invoke();
         inv.key(self.keys.lease(ingest))
             .key(self.keys.session(ingest))
-            .arg(holder.encode());
+            .arg(holder.encode(self.redis.trust(), ingest));
         let n: i64 = self.redis.script(&inv).await?;
         Ok(n == 1)
     }
 
-    /// Who holds `ingest`'s lease, if anyone.
+    /// Who holds `ingest`'s lease, if anyone (a value that does not verify: no one).
     pub async fn holder(&self, ingest: &str) -> Result<Option<Holder>, ClusterError> {
         let raw: Option<String> = self
             .redis
             .query(redis::cmd("GET").arg(self.keys.lease(ingest)))
             .await?;
-        raw.as_deref().map(Holder::decode).transpose()
+        match raw {
+            Some(raw) => Holder::decode(self.redis.trust(), ingest, &raw),
+            None => Ok(None),
+        }
     }
 
     /// Takes the lease whoever holds it (a REPLACE ingest's new publisher); returns the
@@ -201,13 +256,17 @@ impl Leases {
             .query(
                 redis::cmd("SET")
                     .arg(self.keys.lease(ingest))
-                    .arg(holder.encode())
+                    .arg(holder.encode(self.redis.trust(), ingest))
                     .arg("GET")
                     .arg("PX")
                     .arg(ttl_ms(ttl)),
             )
             .await?;
-        match prev.as_deref().map(Holder::decode).transpose()? {
+        let prev = match prev {
+            Some(raw) => Holder::decode(self.redis.trust(), ingest, &raw)?,
+            None => None,
+        };
+        match prev {
             Some(p) if &p == holder => Ok(None),
             other => Ok(other),
         }

@@ -33,6 +33,7 @@ pub mod rpc;
 pub mod state;
 pub mod summary;
 pub mod takeover;
+pub mod trust;
 pub mod url;
 
 pub use conn::{Redis, Timeouts};

@@ -59,9 +59,14 @@ struct Inner {
 }
 
 impl ClusterNode {
-    /// The connection handle (connecting lazily) for `url`.
-    pub fn connect(url: &str) -> Result<Redis, ClusterError> {
-        Redis::open(url, Timeouts::default())
+    /// The connection handle (connecting lazily) for `url`, authenticating with `trust`;
+    /// `ca_pem`: the CA certificates a `rediss://` server's certificate must chain to.
+    pub fn connect(
+        url: &str,
+        trust: super::trust::Trust,
+        ca_pem: Option<Vec<u8>>,
+    ) -> Result<Redis, ClusterError> {
+        Redis::open_with_ca(url, Timeouts::default(), trust, ca_pem)
     }
 
     /// The member `settings` describe, on `redis` (from [`ClusterNode::connect`]).
@@ -72,7 +77,7 @@ impl ClusterNode {
             inner: Arc::new(Inner {
                 nodes: Nodes::new(redis.clone(), keys.clone()),
                 leases: Leases::new(redis.clone(), keys.clone()),
-                rpc: super::rpc::Rpc::new(redis.clone(), keys.clone()),
+                rpc: super::rpc::Rpc::new(redis.clone(), keys.clone(), &settings.node_id),
                 state: super::state::SharedState::new(redis.clone(), keys.clone()),
                 summaries: super::summary::Summaries::new(
                     redis.clone(),

@@ -5,11 +5,15 @@
 //! by their last heartbeat, so listing needs no `SCAN`. Ids whose record expired are removed
 //! from the set when listed, and ids silent for ten TTLs on every heartbeat, so the set stays
 //! bounded by the nodes that actually exist.
+//!
+//! Records are sealed ([`super::trust`]), bound to the node id: one edited in Redis (another
+//! advertise URL, say, which redirects publishers) is treated as absent.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::trust::Record;
 use super::{ClusterError, Keys, Redis, now_ms};
 
 /// What one node tells the others.
@@ -69,6 +73,7 @@ impl Nodes {
         record.last_heartbeat_ms = now;
         let json = serde_json::to_string(&record)
             .map_err(|e| ClusterError::Corrupt(format!("node record: {e}")))?;
+        let json = self.redis.trust().seal(Record::Node, &record.id, &json);
         let ttl_ms = (ttl.as_millis() as u64).max(1);
         let stale = now.saturating_sub(ttl_ms.saturating_mul(10));
         let mut pipe = redis::pipe();
@@ -121,10 +126,7 @@ impl Nodes {
         let mut gone = Vec::new();
         for (id, raw) in ids.iter().zip(raws) {
             match raw {
-                Some(raw) => out.push(
-                    serde_json::from_str::<NodeRecord>(&raw)
-                        .map_err(|e| ClusterError::Corrupt(format!("node {id}: {e}")))?,
-                ),
+                Some(raw) => out.extend(self.decode(id, &raw)?),
                 None => gone.push(id.clone()),
             }
         }
@@ -145,10 +147,21 @@ impl Nodes {
             .redis
             .query(redis::cmd("GET").arg(self.keys.node(id)))
             .await?;
-        raw.map(|r| {
-            serde_json::from_str(&r).map_err(|e| ClusterError::Corrupt(format!("node {id}: {e}")))
-        })
-        .transpose()
+        match raw {
+            Some(raw) => self.decode(id, &raw),
+            None => Ok(None),
+        }
+    }
+
+    /// The record stored as node `id`'s; `None` if it does not verify (logged, counted) or
+    /// names another node.
+    fn decode(&self, id: &str, raw: &str) -> Result<Option<NodeRecord>, ClusterError> {
+        let Some(json) = self.redis.trust().open(Record::Node, id, raw) else {
+            return Ok(None);
+        };
+        let record: NodeRecord = serde_json::from_str(json)
+            .map_err(|e| ClusterError::Corrupt(format!("node {id}: {e}")))?;
+        Ok((record.id == id).then_some(record))
     }
 }
 

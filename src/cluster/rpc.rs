@@ -11,10 +11,22 @@
 //! later calls (up to [`IDLE_CONNECTIONS`] of them). The owner drains its queue with `BLPOP`, skips
 //! calls whose deadline passed, and pushes the answer (which expires shortly after the call's
 //! deadline if the caller gave up). Bodies are opaque: the caller and the owner agree on their
-//! encoding. Only nodes write these lists (Redis is trusted infrastructure), but what is popped
-//! is still checked: its size, that it answers to a reply key of this prefix named by a UUID,
-//! and that its deadline is neither past nor further away than [`MAX_TIMEOUT`].
+//! encoding.
+//!
+//! Redis is not trusted with control: anyone who can push onto `rpc:<node>` must not drive the
+//! node. Every call carries a random call id, the calling and the called node, and an
+//! HMAC-SHA256 tag ([`super::trust`], the `rpc` key) over the id, both nodes, the reply key,
+//! the deadline and the body. The owner checks the size first, then the tag (constant time)
+//! before it decodes the body, then that the call is for it, answers to `rpc:reply:<call id>`,
+//! and that its deadline is neither past nor further away than [`MAX_TIMEOUT`]; a call id seen
+//! before its deadline passed is a replay. Whatever fails is dropped, logged at warn with
+//! bounded text and counted (`whipgate_cluster_untrusted_total`). The seen ids are kept until
+//! their deadline, at most [`MAX_SEEN`]; when that many are in flight, further calls are
+//! refused rather than remembered less. Answers carry a tag over the call id, both nodes and
+//! the body, which the caller checks the same way; an answer that does not verify is dropped
+//! and the caller keeps waiting for the genuine one until its deadline.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,12 +47,71 @@ const REPLY_GRACE_MS: u64 = 2_000;
 /// Idle connections kept for callers' `BLPOP`s (one per call in flight; opening one costs a
 /// round trip or two, which a routed call would otherwise pay every time).
 pub const IDLE_CONNECTIONS: usize = 16;
+/// Most call ids a node remembers (until their deadlines) to refuse replays.
+pub const MAX_SEEN: usize = 8192;
+/// What the envelope adds to a body at most (ids, node names, tag, JSON escaping aside).
+const ENVELOPE_OVERHEAD: usize = 1024;
 
+/// A routed call as queued.
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Envelope {
+    /// Random call id (a UUID); the reply key is `rpc:reply:<id>`.
+    id: String,
+    /// The calling node.
+    from: String,
+    /// The called node.
+    to: String,
     reply_to: String,
     deadline_ms: u64,
     body: String,
+    /// HMAC-SHA256 (hex) over all of the above.
+    tag: String,
+}
+
+impl Envelope {
+    fn signed_fields(&self) -> [Vec<u8>; 7] {
+        [
+            b"call".to_vec(),
+            self.id.as_bytes().to_vec(),
+            self.from.as_bytes().to_vec(),
+            self.to.as_bytes().to_vec(),
+            self.reply_to.as_bytes().to_vec(),
+            self.deadline_ms.to_be_bytes().to_vec(),
+            self.body.as_bytes().to_vec(),
+        ]
+    }
+}
+
+/// An answer as pushed to the reply key.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplyEnvelope {
+    /// The call answered.
+    id: String,
+    /// The answering node (the call's `to`).
+    from: String,
+    /// The calling node (the call's `from`).
+    to: String,
+    body: String,
+    /// HMAC-SHA256 (hex) over all of the above.
+    tag: String,
+}
+
+impl ReplyEnvelope {
+    fn signed_fields(&self) -> [&[u8]; 5] {
+        [
+            b"answer",
+            self.id.as_bytes(),
+            self.from.as_bytes(),
+            self.to.as_bytes(),
+            self.body.as_bytes(),
+        ]
+    }
+}
+
+fn refs(fields: &[Vec<u8>]) -> Vec<&[u8]> {
+    fields.iter().map(Vec::as_slice).collect()
 }
 
 /// Pushes a call unless the queue is full; the queue lives a while past the call's deadline.
@@ -56,17 +127,20 @@ return 1
 pub struct Rpc {
     redis: Redis,
     keys: Keys,
+    /// This node (the calls' `from`).
+    node: String,
     push: Script,
     /// Callers' connections between calls, with the response timeout they were opened with.
     idle: Arc<Mutex<Vec<(Duration, MultiplexedConnection)>>>,
 }
 
 impl Rpc {
-    /// Routed calls under `keys`.
-    pub fn new(redis: Redis, keys: Keys) -> Self {
+    /// Routed calls under `keys`, made and served as node `node`.
+    pub fn new(redis: Redis, keys: Keys, node: &str) -> Self {
         Rpc {
             redis,
             keys,
+            node: node.to_owned(),
             push: Script::new(PUSH),
             idle: Arc::default(),
         }
@@ -110,14 +184,9 @@ impl Rpc {
                 body.len()
             )));
         }
-        let reply_to = self.keys.rpc_reply(&uuid::Uuid::new_v4().to_string());
         let timeout_ms = (timeout.as_millis() as u64).max(1);
-        let envelope = serde_json::to_string(&Envelope {
-            reply_to: reply_to.clone(),
-            deadline_ms: now_ms() + timeout_ms,
-            body: body.to_string(),
-        })
-        .map_err(|e| ClusterError::Corrupt(e.to_string()))?;
+        let (id, envelope) = self.envelope(node, body, now_ms() + timeout_ms)?;
+        let reply_to = self.keys.rpc_reply(&id);
         // Wait on our own connection first, so no answer can arrive before we listen
         // (it would wait in the list anyway, but connecting is the part that can fail).
         let response_timeout = timeout + self.redis.timeouts().command;
@@ -132,27 +201,91 @@ impl Rpc {
             self.recycle(response_timeout, conn);
             return Err(ClusterError::NodeBusy(node.to_string()));
         }
-        let reply: Option<(String, String)> = redis::cmd("BLPOP")
-            .arg(&reply_to)
-            .arg(timeout.as_secs_f64())
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| super::conn::map_error(&e))?;
-        // Answered or timed out on the server's side: the connection is idle again (one that
-        // failed is dropped above, by `?`).
-        self.recycle(response_timeout, conn);
-        reply
-            .map(|(_, body)| body)
-            .ok_or_else(|| ClusterError::NodeTimeout(node.to_string()))
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                self.recycle(response_timeout, conn);
+                return Err(ClusterError::NodeTimeout(node.to_string()));
+            }
+            let reply: Option<(String, String)> = redis::cmd("BLPOP")
+                .arg(&reply_to)
+                .arg(left.as_secs_f64().max(0.001))
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| super::conn::map_error(&e))?;
+            let Some((_, raw)) = reply else {
+                // Timed out on the server's side: the connection is idle again (one that
+                // failed is dropped above, by `?`).
+                self.recycle(response_timeout, conn);
+                return Err(ClusterError::NodeTimeout(node.to_string()));
+            };
+            if let Some(body) = self.verified_answer(&id, node, &raw) {
+                self.recycle(response_timeout, conn);
+                return Ok(body);
+            }
+            // Not the owner's answer: keep waiting for it.
+        }
+    }
+
+    /// A new call of `body` to `node` with `deadline_ms`, tagged: its id and the envelope.
+    fn envelope(
+        &self,
+        node: &str,
+        body: &str,
+        deadline_ms: u64,
+    ) -> Result<(String, String), ClusterError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut envelope = Envelope {
+            id: id.clone(),
+            from: self.node.clone(),
+            to: node.to_string(),
+            reply_to: self.keys.rpc_reply(&id),
+            deadline_ms,
+            body: body.to_string(),
+            tag: String::new(),
+        };
+        envelope.tag = self
+            .redis
+            .trust()
+            .sign_rpc(&refs(&envelope.signed_fields()));
+        let raw =
+            serde_json::to_string(&envelope).map_err(|e| ClusterError::Corrupt(e.to_string()))?;
+        Ok((id, raw))
+    }
+
+    /// The body of `raw` if it is `node`'s authenticated answer to call `id` (else dropped,
+    /// logged and counted).
+    fn verified_answer(&self, id: &str, node: &str, raw: &str) -> Option<String> {
+        let trust = self.redis.trust();
+        if raw.len() > 2 * MAX_BODY + ENVELOPE_OVERHEAD {
+            trust.reject("rpc_answer", node, "answer too large");
+            return None;
+        }
+        let Ok(answer) = serde_json::from_str::<ReplyEnvelope>(raw) else {
+            trust.reject("rpc_answer", node, "unreadable answer");
+            return None;
+        };
+        if !trust.verify_rpc(&answer.signed_fields(), &answer.tag) {
+            trust.reject("rpc_answer", node, "answer tag does not verify");
+            return None;
+        }
+        if answer.id != id || answer.from != node || answer.to != self.node {
+            trust.reject("rpc_answer", node, "answer to another call");
+            return None;
+        }
+        Some(answer.body)
     }
 
     /// This node's side: the calls routed to `node`.
     pub fn serve(&self, node: &str) -> Inbox {
         Inbox {
             redis: self.redis.clone(),
+            node: node.to_owned(),
+            keys: self.keys.clone(),
             queue: self.keys.rpc_queue(node),
-            reply_prefix: self.keys.rpc_reply(""),
             conn: None,
+            seen: HashMap::new(),
         }
     }
 }
@@ -160,22 +293,30 @@ impl Rpc {
 /// The calls routed to this node.
 pub struct Inbox {
     redis: Redis,
+    node: String,
+    keys: Keys,
     queue: String,
-    reply_prefix: String,
     conn: Option<MultiplexedConnection>,
+    /// Call ids served, with their deadlines (replays are refused until then).
+    seen: HashMap<String, u64>,
 }
 
 /// One routed call to answer.
 pub struct Call {
     /// What the caller sent.
     pub body: String,
+    /// The calling node (authenticated).
+    pub from: String,
+    id: String,
+    to: String,
     reply_to: String,
     deadline_ms: u64,
     redis: Redis,
 }
 
 impl Inbox {
-    /// Waits up to `block` for the next call whose deadline has not passed.
+    /// Waits up to `block` for the next call that is authenticated, for this node, not a
+    /// replay and whose deadline has not passed; `None` also when what was popped was dropped.
     pub async fn next(&mut self, block: Duration) -> Result<Option<Call>, ClusterError> {
         let conn = match &mut self.conn {
             Some(c) => c,
@@ -200,45 +341,63 @@ impl Inbox {
         let Some((_, raw)) = popped else {
             return Ok(None);
         };
-        // The envelope adds the reply key, the deadline and JSON escaping to the body.
-        if raw.len() > 2 * MAX_BODY + 256 {
-            return Err(ClusterError::Corrupt(format!(
-                "routed call of {} bytes",
-                raw.len()
-            )));
+        Ok(self.admit(&raw))
+    }
+
+    /// The call in `raw` if it is authenticated, for this node, current and not a replay;
+    /// otherwise `None` (dropped: logged at warn and counted).
+    fn admit(&mut self, raw: &str) -> Option<Call> {
+        let trust = self.redis.trust().clone();
+        let reject = |why: &str| {
+            trust.reject("rpc_call", &self.queue, why);
+            None
+        };
+        if raw.len() > 2 * MAX_BODY + ENVELOPE_OVERHEAD {
+            return reject("call too large");
         }
-        let envelope: Envelope = serde_json::from_str(&raw)
-            .map_err(|e| ClusterError::Corrupt(format!("routed call: {e}")))?;
-        let named_by_uuid = envelope
-            .reply_to
-            .strip_prefix(&self.reply_prefix)
-            .is_some_and(|id| uuid::Uuid::parse_str(id).is_ok());
-        if !named_by_uuid {
-            return Err(ClusterError::Corrupt(format!(
-                "routed call answers to {:?}, not a reply key",
-                crate::error::bounded(&envelope.reply_to)
-            )));
+        let Ok(envelope) = serde_json::from_str::<Envelope>(raw) else {
+            return reject("unreadable envelope");
+        };
+        // Before anything in it is believed, the body included.
+        if !trust.verify_rpc(&refs(&envelope.signed_fields()), &envelope.tag) {
+            return reject("call tag does not verify");
+        }
+        if envelope.to != self.node {
+            return reject("call for another node");
+        }
+        if uuid::Uuid::parse_str(&envelope.id).is_err()
+            || envelope.reply_to != self.keys.rpc_reply(&envelope.id)
+        {
+            return reject("call does not answer to its own reply key");
         }
         if envelope.body.len() > MAX_BODY {
-            return Err(ClusterError::Corrupt("routed call body too large".into()));
+            return reject("call body too large");
         }
         let now = now_ms();
         if envelope.deadline_ms < now {
             // The caller has given up; acting now would surprise it.
-            return Ok(None);
+            return None;
         }
         if envelope.deadline_ms - now > MAX_TIMEOUT.as_millis() as u64 {
-            return Err(ClusterError::Corrupt(format!(
-                "routed call with a deadline {} ms away",
-                envelope.deadline_ms - now
-            )));
+            return reject("call deadline too far away");
         }
-        Ok(Some(Call {
+        self.seen.retain(|_, deadline| *deadline >= now);
+        if self.seen.contains_key(&envelope.id) {
+            return reject("replayed call");
+        }
+        if self.seen.len() >= MAX_SEEN {
+            return reject("too many calls in flight to remember");
+        }
+        self.seen.insert(envelope.id.clone(), envelope.deadline_ms);
+        Some(Call {
             body: envelope.body,
+            from: envelope.from,
+            id: envelope.id,
+            to: envelope.to,
             reply_to: envelope.reply_to,
             deadline_ms: envelope.deadline_ms,
             redis: self.redis.clone(),
-        }))
+        })
     }
 }
 
@@ -249,16 +408,87 @@ impl Call {
             .deadline_ms
             .saturating_sub(now_ms())
             .saturating_add(REPLY_GRACE_MS);
+        let mut answer = ReplyEnvelope {
+            id: self.id,
+            from: self.to,
+            to: self.from,
+            body: body.to_owned(),
+            tag: String::new(),
+        };
+        answer.tag = self.redis.trust().sign_rpc(&answer.signed_fields());
+        let answer =
+            serde_json::to_string(&answer).map_err(|e| ClusterError::Corrupt(e.to_string()))?;
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("RPUSH")
             .arg(&self.reply_to)
-            .arg(body)
+            .arg(answer)
             .ignore()
             .cmd("PEXPIRE")
             .arg(&self.reply_to)
             .arg(ttl_ms)
             .ignore();
         self.redis.pipe::<()>(&pipe).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::trust::Trust;
+
+    /// Handles connect lazily: these tests never reach a server.
+    fn rpc(node: &str, secret: u8) -> Rpc {
+        let trust = Trust::from_secret(&[secret; 32]).expect("secret");
+        let redis = Redis::open("redis://127.0.0.1:1/0", Default::default(), trust).expect("url");
+        Rpc::new(redis, Keys::default(), node)
+    }
+
+    fn soon() -> u64 {
+        now_ms() + 5_000
+    }
+
+    #[test]
+    fn a_call_is_admitted_once_and_only_as_sent() {
+        let (a, b) = (rpc("a", 1), rpc("b", 1));
+        let mut inbox = b.serve("b");
+        let (_, raw) = a.envelope("b", "teardown", soon()).expect("envelope");
+        let call = inbox.admit(&raw).expect("genuine");
+        assert_eq!((call.body.as_str(), call.from.as_str()), ("teardown", "a"));
+        assert!(inbox.admit(&raw).is_none(), "replay");
+        let tampered = raw.replace("teardown", "keyframe");
+        let (_, fresh) = a.envelope("b", "teardown", soon()).expect("envelope");
+        assert!(
+            inbox
+                .admit(&fresh.replace("teardown", "keyframe"))
+                .is_none()
+        );
+        assert!(inbox.admit(&tampered).is_none());
+        let (_, other_node) = a.envelope("c", "x", soon()).expect("envelope");
+        assert!(inbox.admit(&other_node).is_none(), "for another node");
+        let (_, far) = a.envelope("b", "x", now_ms() + 60_000).expect("envelope");
+        assert!(inbox.admit(&far).is_none(), "deadline too far");
+        let (_, foreign) = rpc("a", 2).envelope("b", "x", soon()).expect("envelope");
+        assert!(inbox.admit(&foreign).is_none(), "another secret");
+        assert!(
+            inbox.admit(&fresh).is_some(),
+            "the untouched one still passes"
+        );
+    }
+
+    #[test]
+    fn a_full_replay_window_refuses_rather_than_forgets() {
+        let (a, b) = (rpc("a", 1), rpc("b", 1));
+        let mut inbox = b.serve("b");
+        for i in 0..MAX_SEEN {
+            inbox.seen.insert(format!("id-{i}"), soon());
+        }
+        let (_, raw) = a.envelope("b", "x", soon()).expect("envelope");
+        assert!(inbox.admit(&raw).is_none(), "window full");
+        // Ids whose deadline passed are forgotten, making room.
+        for deadline in inbox.seen.values_mut() {
+            *deadline = 1;
+        }
+        assert!(inbox.admit(&raw).is_some());
     }
 }

@@ -1,8 +1,8 @@
 //! Shared per-ingest state: registrations (with tokens), layer choices and each ingest's output
 //! stream state, plus the gateway-wide caps.
 //!
-//! Values are opaque strings (the store's own encoding): this module only decides where they
-//! live and how they change atomically. One hash per table (`ingests`, `layers`, `outputs`),
+//! Values are opaque strings (the store's own encoding, sealed by the store: see
+//! [`super::trust`]): this module only decides where they live and how they change atomically. One hash per table (`ingests`, `layers`, `outputs`),
 //! field = ingest id; `caps` is one string. Registration writes that must not silently
 //! overwrite another node's (a `RegisterIngest` without `replace`) use `insert_new` (`HSETNX`)
 //! or `compare_and_set` (Lua), so two nodes racing on one id cannot both believe they won.
@@ -61,6 +61,11 @@ impl SharedState {
             keys,
             cas: Script::new(COMPARE_AND_SET),
         }
+    }
+
+    /// The keys records in these tables are sealed with.
+    pub fn trust(&self) -> &super::trust::Trust {
+        self.redis.trust()
     }
 
     fn hash(&self, table: Table) -> String {

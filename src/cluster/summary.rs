@@ -8,13 +8,15 @@
 //! writing node and session, with the lease's remaining TTL; renewing the lease extends it and
 //! releasing the lease deletes it ([`super::lease`]). A reader trusts a summary only when the
 //! lease names the same session, so a stale one (a node that died, a publisher taken over)
-//! is never shown.
+//! is never shown. Both are sealed ([`super::trust`]): a summary edited or written by hand
+//! in Redis is not shown either.
 
 use std::collections::{BTreeSet, HashMap};
 
 use prost::Message;
 
 use super::lease::Holder;
+use super::trust::Record;
 use super::{ClusterError, Keys, Redis};
 use crate::control::pb;
 use crate::registry::Registry;
@@ -79,12 +81,14 @@ impl Summaries {
                     continue;
                 }
             }
+            let trust = self.redis.trust();
+            let bytes = trust.seal_bytes(Record::Session, ingest, &bytes);
             pipe.cmd("EVAL")
                 .arg(PUT)
                 .arg(2)
                 .arg(self.keys.lease(ingest))
                 .arg(self.keys.session(ingest))
-                .arg(holder.encode())
+                .arg(holder.encode(trust, ingest))
                 .arg(bytes)
                 .ignore();
             n += 1;
@@ -136,10 +140,13 @@ impl Summaries {
     }
 
     fn trusted(&self, ingest: &str, lease: &[u8], raw: &[u8]) -> Option<pb::Session> {
-        let holder = std::str::from_utf8(lease).ok().map(Holder::decode)?.ok()?;
-        if holder.node == self.node_id || raw.len() > MAX_SUMMARY {
+        let trust = self.redis.trust();
+        let lease = std::str::from_utf8(lease).ok()?;
+        let holder = Holder::decode(trust, ingest, lease).ok()??;
+        if holder.node == self.node_id || raw.len() > MAX_SUMMARY + 256 {
             return None;
         }
+        let raw = trust.open_bytes(Record::Session, ingest, raw)?;
         match pb::Session::decode(raw) {
             Ok(s) if s.session_id == holder.session && s.node_id == holder.node => Some(s),
             Ok(_) => None,

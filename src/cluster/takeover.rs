@@ -41,7 +41,11 @@ impl ClusterNode {
         let Some(raw) = self.shared_state().get(Table::Outputs, ingest).await? else {
             return Ok(None);
         };
-        serde_json::from_str(&raw)
+        let trust = self.shared_state().trust();
+        let Some(json) = trust.open(super::trust::Record::Outputs, ingest, &raw) else {
+            return Ok(None);
+        };
+        serde_json::from_str(json)
             .map(Some)
             .map_err(|e| ClusterError::Corrupt(format!("outputs/{ingest}: {e}")))
     }

@@ -1,5 +1,7 @@
-//! `--cluster-redis` URLs: a plain `redis://host:port/db`, or Sentinel's
-//! `redis+sentinel://[user:password@]host:port,host:port/<master-name>[/db]`.
+//! `--cluster-redis` URLs: a plain `redis://[user:password@]host:port/db` (`rediss://`: TLS),
+//! or Sentinel's `redis+sentinel://[user:password@]host:port,host:port/<master-name>[/db]`
+//! (`rediss+sentinel://`: TLS to the master and replicas; the sentinels themselves are reached
+//! in plain text).
 //!
 //! redis-rs parses the plain form itself but has no URL syntax for Sentinel (it takes a list
 //! of sentinel addresses, a master name and the data nodes' connection info), so the Sentinel
@@ -14,7 +16,7 @@ const SENTINEL_PORT: u16 = 26379;
 /// Where the cluster's Redis is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RedisTarget {
-    /// One Redis server (`redis://` or `unix://`), as redis-rs parses it.
+    /// One Redis server (`redis://`, `rediss://` or `unix://`), as redis-rs parses it.
     Direct(String),
     /// A master found through Sentinel.
     Sentinel {
@@ -28,6 +30,8 @@ pub enum RedisTarget {
         username: Option<String>,
         /// Password for the master, if any.
         password: Option<String>,
+        /// TLS to the master and replicas (`rediss+sentinel://`).
+        tls: bool,
     },
 }
 
@@ -35,7 +39,11 @@ impl RedisTarget {
     /// Parses a `--cluster-redis` value.
     pub fn parse(url: &str) -> Result<Self, ClusterError> {
         let bad = |why: &str| ClusterError::BadUrl(format!("{}: {why}", redact(url)));
-        if let Some(rest) = url.strip_prefix("redis+sentinel://") {
+        let sentinel = url
+            .strip_prefix("redis+sentinel://")
+            .map(|rest| (rest, false))
+            .or_else(|| url.strip_prefix("rediss+sentinel://").map(|r| (r, true)));
+        if let Some((rest, tls)) = sentinel {
             let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
             let (userinfo, hosts) = match authority.rsplit_once('@') {
                 Some((u, h)) => (Some(u), h),
@@ -74,15 +82,18 @@ impl RedisTarget {
                 db,
                 username,
                 password,
+                tls,
             });
         }
-        if url.starts_with("redis://") || url.starts_with("unix://") {
+        if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")
+        {
             // Let redis-rs validate the rest now, not on first use.
             redis::Client::open(url).map_err(|e| bad(&e.to_string()))?;
             return Ok(RedisTarget::Direct(url.to_string()));
         }
         Err(bad(
-            "expected redis://host:port/db or redis+sentinel://host:port,host:port/<master>/db",
+            "expected redis://host:port/db or redis+sentinel://host:port,host:port/<master>/db \
+             (rediss:// and rediss+sentinel:// for TLS)",
         ))
     }
 }
@@ -158,6 +169,7 @@ mod tests {
                 db: 3,
                 username: None,
                 password: Some("s3cret".into()),
+                tls: false,
             }
         );
         let t = RedisTarget::parse("redis+sentinel://h:1/m").expect("parse");
@@ -168,6 +180,21 @@ mod tests {
             panic!("not sentinel")
         };
         assert_eq!(sentinels, ["redis://[::1]:5", "redis://[::1]:26379"]);
+    }
+
+    #[test]
+    fn tls_and_credentials_parse() {
+        let url = "rediss://app:pw@redis.example:6380/1";
+        assert_eq!(
+            RedisTarget::parse(url).expect("parse"),
+            RedisTarget::Direct(url.into())
+        );
+        assert_eq!(redact(url), "rediss://app:***@redis.example:6380/1");
+        let t = RedisTarget::parse("rediss+sentinel://app:pw@h:1/m").expect("parse");
+        assert!(matches!(
+            t,
+            RedisTarget::Sentinel { tls: true, ref username, .. } if username.as_deref() == Some("app")
+        ));
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! read and written back with a compare-and-set, so a concurrent change by another node wins
 //! and every node converges on one stored hash.
 //!
+//! Every record is sealed ([`crate::cluster::trust`]): tagged with the cluster's record key and
+//! bound to its ingest id. A record that does not verify (edited in Redis: another RTP target,
+//! token hash or redirect URL) is treated as absent, logged and counted, never applied.
+//!
 //! The event clock is per node (`clock:<node>`): each node's registry numbers its own events
 //! and a restarted node continues its own sequence in a new epoch.
 
@@ -18,6 +22,7 @@ use serde::de::DeserializeOwned;
 
 use super::{CapsRecord, EventClock, IngestRecord, Store, StoreError, Stored, StreamRecord};
 use crate::cluster::state::{SharedState, Table};
+use crate::cluster::trust::Record;
 use crate::cluster::{ClusterError, Keys, Redis};
 
 const BEGIN_EPOCH: &str = r#"
@@ -63,12 +68,13 @@ impl RedisStore {
     /// hashed) is written back hashed, unless another node changed it meanwhile (then the
     /// value stored now is read instead; `None`: unregistered meanwhile).
     async fn ingest_record(&self, id: &str, raw: &str) -> Result<Option<IngestRecord>, StoreError> {
-        let what = format!("ingests/{id}");
-        let mut record: IngestRecord = decode(&what, raw)?;
+        let Some(mut record) = self.open::<IngestRecord>(Record::Ingest, id, raw)? else {
+            return Ok(None);
+        };
         if !record.hash_clear_token() {
             return Ok(Some(record));
         }
-        let hashed = encode("ingest", &record)?;
+        let hashed = self.seal(Record::Ingest, id, &record)?;
         let swapped = self
             .state
             .compare_and_set(Table::Ingests, id, Some(raw), &hashed)
@@ -86,11 +92,32 @@ impl RedisStore {
         let Some(now) = now else {
             return Ok(None);
         };
-        let mut current: IngestRecord = decode(&what, &now)?;
+        let Some(mut current) = self.open::<IngestRecord>(Record::Ingest, id, &now)? else {
+            return Ok(None);
+        };
         // Still clear only if an older node wrote it again: hash in memory; the next read
         // stores the hash.
         current.hash_clear_token();
         Ok(Some(current))
+    }
+
+    /// `value` as a sealed `kind` record stored under `id`.
+    fn seal<T: Serialize>(&self, kind: Record, id: &str, value: &T) -> Result<String, StoreError> {
+        let json = encode(id, value)?;
+        Ok(self.redis.trust().seal(kind, id, &json))
+    }
+
+    /// The record sealed in `raw`; `None` if it does not verify (logged and counted there).
+    fn open<T: DeserializeOwned>(
+        &self,
+        kind: Record,
+        id: &str,
+        raw: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match self.redis.trust().open(kind, id, raw) {
+            Some(json) => decode(id, json).map(Some),
+            None => Ok(None),
+        }
     }
 }
 
@@ -128,13 +155,17 @@ impl Store for RedisStore {
         for (id, raw) in &ingests {
             records.extend(self.ingest_record(id, raw).await?);
         }
+        let mut stored_streams = Vec::with_capacity(streams.len());
+        for (id, raw) in &streams {
+            stored_streams.extend(self.open(Record::Outputs, id, raw)?);
+        }
         Ok(Stored {
             ingests: records,
-            caps: caps.as_deref().map(|raw| decode("caps", raw)).transpose()?,
-            streams: streams
-                .iter()
-                .map(|(id, raw)| decode(&format!("outputs/{id}"), raw))
-                .collect::<Result<_, _>>()?,
+            caps: match caps {
+                Some(raw) => self.open(Record::Caps, "", &raw)?,
+                None => None,
+            },
+            streams: stored_streams,
         })
     }
 
@@ -160,7 +191,7 @@ impl Store for RedisStore {
     }
 
     async fn put_ingest(&self, ingest: &IngestRecord) -> Result<(), StoreError> {
-        let raw = encode("ingest", ingest)?;
+        let raw = self.seal(Record::Ingest, &ingest.id, ingest)?;
         self.state
             .put(Table::Ingests, &ingest.id, &raw)
             .await
@@ -176,14 +207,17 @@ impl Store for RedisStore {
     }
 
     async fn put_caps(&self, caps: &CapsRecord) -> Result<(), StoreError> {
-        let raw = encode("caps", caps)?;
+        let raw = self.seal(Record::Caps, "", caps)?;
         self.state.put_caps(&raw).await.map_err(store_err)
     }
 
     async fn put_streams(&self, streams: &[StreamRecord]) -> Result<(), StoreError> {
         let items = streams
             .iter()
-            .map(|s| Ok((s.ingest_id.clone(), encode("stream", s)?)))
+            .map(|s| {
+                let sealed = self.seal(Record::Outputs, &s.ingest_id, s)?;
+                Ok((s.ingest_id.clone(), sealed))
+            })
             .collect::<Result<Vec<_>, StoreError>>()?;
         self.state
             .put_many(Table::Outputs, &items)

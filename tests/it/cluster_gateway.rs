@@ -27,6 +27,9 @@ pub(crate) async fn node(
     let id = id.to_string();
     TestGateway::start_with(move |c| {
         c.cluster_redis = Some(url);
+        c.cluster_secret_file = Some(crate::cluster_redis::secret_file(
+            crate::cluster_redis::TEST_SECRET,
+        ));
         c.node_id = Some(id);
         c.cluster_lease = Duration::from_secs(2);
         tweak(c);
@@ -290,6 +293,9 @@ pub(crate) fn node_that_can_die(
             let started = async {
                 let mut gw = TestGateway::start_with(move |c| {
                     c.cluster_redis = Some(redis_url);
+                    c.cluster_secret_file = Some(crate::cluster_redis::secret_file(
+                        crate::cluster_redis::TEST_SECRET,
+                    ));
                     c.node_id = Some(id.into());
                     c.cluster_lease = lease;
                 })

@@ -9,14 +9,44 @@ use whipgate::cluster::lease::{Acquired, Holder, Leases};
 use whipgate::cluster::nodes::{NodeRecord, Nodes, least_loaded};
 use whipgate::cluster::rpc::Rpc;
 use whipgate::cluster::state::{SharedState, Table};
+use whipgate::cluster::trust::Trust;
 use whipgate::cluster::{ClusterError, Keys, Redis, Timeouts};
 
 use crate::harness::eventually;
 use crate::redis_harness::RedisServer;
 
-/// A handle as one node would hold it (its own connection).
+/// The cluster secret the test nodes share.
+pub const TEST_SECRET: &[u8] = b"whipgate-integration-tests-cluster-secret-0123456789";
+
+/// The keys of [`TEST_SECRET`].
+pub fn test_trust() -> Trust {
+    Trust::from_secret(TEST_SECRET).expect("long enough")
+}
+
+/// A file holding `secret`, for `--cluster-secret-file` (in a scratch directory of this test
+/// run; one file per secret).
+pub fn secret_file(secret: &[u8]) -> std::path::PathBuf {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| tempfile::tempdir().expect("scratch dir"));
+    let name = format!("secret-{:x}", {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        secret.hash(&mut h);
+        h.finish()
+    });
+    let path = dir.path().join(&name);
+    // Written whole under a temporary name, so a racing test never reads half a file.
+    let tmp = dir
+        .path()
+        .join(format!("{name}.{:?}.tmp", std::thread::current().id()));
+    std::fs::write(&tmp, [secret, b"\n"].concat()).expect("secret file");
+    std::fs::rename(&tmp, &path).expect("secret file");
+    path
+}
+
+/// A handle as one node would hold it (its own connection), with the test nodes' secret.
 pub fn node_handle(url: &str) -> Redis {
-    Redis::open(url, Timeouts::default()).expect("valid url")
+    Redis::open(url, Timeouts::default(), test_trust()).expect("valid url")
 }
 
 fn holder(node: &str, session: &str) -> Holder {
@@ -268,8 +298,8 @@ async fn trimmed_or_future_resume_points_are_out_of_range() -> Result<()> {
 #[tokio::test]
 async fn routed_calls_reach_the_owner_and_time_out_when_it_is_gone() -> Result<()> {
     let redis = RedisServer::start().await?;
-    let a = Rpc::new(node_handle(&redis.url()), Keys::default());
-    let b = Rpc::new(node_handle(&redis.url()), Keys::default());
+    let a = Rpc::new(node_handle(&redis.url()), Keys::default(), "a");
+    let b = Rpc::new(node_handle(&redis.url()), Keys::default(), "b");
     let mut inbox = b.serve("b");
     let server = tokio::spawn(async move {
         let mut answered = 0;
@@ -370,10 +400,12 @@ async fn tokens_in_redis_are_salted_hashes_and_clear_ones_are_migrated_on_read()
     use whipgate::store::redis::RedisStore;
     let redis = RedisServer::start().await?;
     let state = SharedState::new(node_handle(&redis.url()), Keys::default());
-    // A registration as the previous whipgate wrote it: the token in clear.
+    // A registration with the token in clear, as a node of this cluster stored it before
+    // tokens were hashed (sealed: an unsealed record is not read at all).
     let old = r#"{"id":"old","video_target":"127.0.0.1:5004","bearer_token":"clear-t0ken",
         "labels":{},"video_codecs":["H264"],"audio_codecs":["opus"],"created_at_ms":1}"#;
-    state.put(Table::Ingests, "old", old).await?;
+    let old = test_trust().seal(whipgate::cluster::trust::Record::Ingest, "old", old);
+    state.put(Table::Ingests, "old", &old).await?;
     let store = RedisStore::new(node_handle(&redis.url()), Keys::default(), "n1");
     let loaded = store.load().await?;
     let record = loaded.ingests.first().expect("the old registration loads");

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 
 /// Runs `whipgate` expecting it to refuse its configuration; returns its stderr. A gateway
 /// that starts instead is killed after 20 s.
-fn refused(args: &[&str], env: &[(&str, &str)]) -> Result<String> {
+pub(crate) fn refused(args: &[&str], env: &[(&str, &str)]) -> Result<String> {
     let mut command = Command::new(env!("CARGO_BIN_EXE_whipgate"));
     command
         .args(args)

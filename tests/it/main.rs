@@ -9,6 +9,7 @@ mod cluster_events;
 mod cluster_failover;
 mod cluster_gateway;
 mod cluster_redis;
+mod cluster_trust;
 mod cluster_views;
 mod config_cli;
 mod consumer_sdp;

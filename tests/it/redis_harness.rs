@@ -178,6 +178,50 @@ async fn wait_ping(port: u16) -> Result<()> {
     .map(|_| ())
 }
 
+/// A private `redis-server` that speaks only TLS (on `port`, with `cert`/`key`), with extra
+/// arguments (an ACL user, say); no persistence. Not waited for: the caller checks it answers.
+pub struct TlsRedisServer {
+    /// Its TLS port on 127.0.0.1.
+    pub port: u16,
+    _proc: Proc,
+}
+
+impl TlsRedisServer {
+    /// Starts it; logs go to `dir`.
+    pub fn start(dir: &Path, cert: &Path, key: &Path, extra: &[&str]) -> Result<Self> {
+        let port = free_port()?;
+        let mut args: Vec<String> = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            &cert.to_string_lossy(),
+            "--tls-key-file",
+            &key.to_string_lossy(),
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            &dir.to_string_lossy(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let log = dir.join(format!("redis-tls-{port}.log"));
+        Ok(TlsRedisServer {
+            port,
+            _proc: Proc::spawn("redis-server", &args, &log)?,
+        })
+    }
+}
+
 /// A master, a replica and three sentinels watching them, all private.
 pub struct SentinelSet {
     /// The master at start.
