@@ -252,11 +252,15 @@ pub fn events_query(data: &[u8]) {
     }
 }
 
-/// A routed call as the owning node decodes it: the JSON body, then its checks.
+/// A routed call as the owning node reads it: the envelope's checks (size, JSON, HMAC tag,
+/// addressee, reply key, deadline), then the JSON body and its checks, and an answer.
 pub fn routed_call(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    if let Ok(trust) = crate::cluster::trust::Trust::from_secret(&[7u8; 32]) {
+        let _ = crate::cluster::rpc::fuzz_check_envelope(&trust, "fuzz-node", text);
+    }
     let _ = crate::cluster::calls::decode(text);
     let _ = serde_json::from_str::<crate::cluster::calls::Answer>(text);
 }

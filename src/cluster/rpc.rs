@@ -352,35 +352,13 @@ impl Inbox {
             trust.reject("rpc_call", &self.queue, why);
             None
         };
-        if raw.len() > 2 * MAX_BODY + ENVELOPE_OVERHEAD {
-            return reject("call too large");
-        }
-        let Ok(envelope) = serde_json::from_str::<Envelope>(raw) else {
-            return reject("unreadable envelope");
-        };
-        // Before anything in it is believed, the body included.
-        if !trust.verify_rpc(&refs(&envelope.signed_fields()), &envelope.tag) {
-            return reject("call tag does not verify");
-        }
-        if envelope.to != self.node {
-            return reject("call for another node");
-        }
-        if uuid::Uuid::parse_str(&envelope.id).is_err()
-            || envelope.reply_to != self.keys.rpc_reply(&envelope.id)
-        {
-            return reject("call does not answer to its own reply key");
-        }
-        if envelope.body.len() > MAX_BODY {
-            return reject("call body too large");
-        }
         let now = now_ms();
-        if envelope.deadline_ms < now {
+        let envelope = match check_envelope(&trust, &self.node, &self.keys, raw, now) {
+            Ok(Some(envelope)) => envelope,
             // The caller has given up; acting now would surprise it.
-            return None;
-        }
-        if envelope.deadline_ms - now > MAX_TIMEOUT.as_millis() as u64 {
-            return reject("call deadline too far away");
-        }
+            Ok(None) => return None,
+            Err(why) => return reject(why),
+        };
         self.seen.retain(|_, deadline| *deadline >= now);
         if self.seen.contains_key(&envelope.id) {
             return reject("replayed call");
@@ -399,6 +377,53 @@ impl Inbox {
             redis: self.redis.clone(),
         })
     }
+}
+
+/// What a routed call must pass before anything in it is believed (a pure function of the
+/// popped text, so the fuzz target runs it): size, envelope, tag (before the body is read),
+/// addressee, reply key, deadline. `Ok(None)`: the caller's deadline has passed.
+fn check_envelope(
+    trust: &super::trust::Trust,
+    node: &str,
+    keys: &Keys,
+    raw: &str,
+    now: u64,
+) -> Result<Option<Envelope>, &'static str> {
+    if raw.len() > 2 * MAX_BODY + ENVELOPE_OVERHEAD {
+        return Err("call too large");
+    }
+    let envelope = serde_json::from_str::<Envelope>(raw).map_err(|_| "unreadable envelope")?;
+    if !trust.verify_rpc(&refs(&envelope.signed_fields()), &envelope.tag) {
+        return Err("call tag does not verify");
+    }
+    if envelope.to != node {
+        return Err("call for another node");
+    }
+    if uuid::Uuid::parse_str(&envelope.id).is_err()
+        || envelope.reply_to != keys.rpc_reply(&envelope.id)
+    {
+        return Err("call does not answer to its own reply key");
+    }
+    if envelope.body.len() > MAX_BODY {
+        return Err("call body too large");
+    }
+    if envelope.deadline_ms < now {
+        return Ok(None);
+    }
+    if envelope.deadline_ms - now > MAX_TIMEOUT.as_millis() as u64 {
+        return Err("call deadline too far away");
+    }
+    Ok(Some(envelope))
+}
+
+/// Fuzzing: [`check_envelope`] on outside text, for node `node` with `trust`; whether the
+/// call would be admitted (replays aside).
+#[doc(hidden)]
+pub fn fuzz_check_envelope(trust: &super::trust::Trust, node: &str, raw: &str) -> bool {
+    matches!(
+        check_envelope(trust, node, &Keys::default(), raw, now_ms()),
+        Ok(Some(_))
+    )
 }
 
 impl Call {
