@@ -85,7 +85,8 @@ def check_whip(check: Checks, spec: RowSpec, r: dict, ingest_id: str, udp_port: 
                 check.notes.append(f"PATCH with {x['what']} answered {x.get('status')} "
                                    "(the session URL does not check the bearer token)")
     d = r.get("delete") or {}
-    c("DELETE 204", d.get("status") == 204, f"{d.get('status')} {d.get('body', '')!r}")
+    c("DELETE 200 (what OBS and FFmpeg 9 accept)", d.get("status") == 200,
+      f"{d.get('status')} {d.get('body', '')!r}")
 
     try:
         answer = answer_path.read_text()
@@ -127,7 +128,7 @@ def check_page(check: Checks, spec: RowSpec, r: dict) -> None:
           f"{page.get('videoCodec')!r} {page.get('audioCodec')!r}")
     check("page: bitrate shown > 0", (page.get("bitrateBps") or 0) > 0, f"{page.get('bitrateBps')}")
     d = r.get("delete") or {}
-    check("page: Stop sent DELETE to the session URL, deleteStatus 204",
-          d.get("url") == r.get("session_url") and after.get("deleteStatus") == 204
+    check("page: Stop sent DELETE to the session URL, deleteStatus 200",
+          d.get("url") == r.get("session_url") and after.get("deleteStatus") == 200
           and after.get("state") == "stopped",
           f"{d.get('url')} -> {after.get('deleteStatus')}, state {after.get('state')}")

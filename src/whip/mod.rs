@@ -405,9 +405,11 @@ fn redirect(url: &str) -> Result<Response, Error> {
         .into_response())
 }
 
-/// DELETE: ends the session. Idempotent: an unknown session is also 204. An ingest with a
-/// bearer token wants it here too (401 otherwise), so a leaked session URL cannot end a stream.
-/// Another node's session: the DELETE is carried there ([`proxy`]).
+/// DELETE: ends the session, answering `200 OK` with `Content-Length: 0` (RFC 9725's overview
+/// shows 200; OBS accepts nothing else and FFmpeg 9 cannot read a bodiless 204). Idempotent:
+/// an unknown session is also 200. An ingest with a bearer token wants it here too (401
+/// otherwise), so a leaked session URL cannot end a stream. Another node's session: the
+/// DELETE is carried there ([`proxy`]).
 async fn stop(
     State(state): State<WhipState>,
     Path((ingest_id, session_id)): Path<(String, String)>,
@@ -417,7 +419,7 @@ async fn stop(
         .registry
         .authorize_session(&ingest_id, bearer(&headers))?;
     let Ok(id) = Uuid::parse_str(&session_id) else {
-        return Ok(StatusCode::NO_CONTENT.into_response());
+        return Ok(deleted());
     };
     if let Some(node) = proxy::held_elsewhere(&state, &ingest_id, id).await? {
         let call = RoutedCall::WhipDelete {
@@ -434,7 +436,16 @@ pub(crate) fn end_session_here(state: &WhipState, ingest_id: &str, id: Uuid) -> 
     if state.registry.end_publisher_session(ingest_id, id) {
         tracing::info!(ingest = %Bounded(ingest_id), session_id = %id, "publisher sent DELETE");
     }
-    StatusCode::NO_CONTENT.into_response()
+    deleted()
+}
+
+/// The answer to a DELETE: 200, an empty body, and says so.
+pub(crate) fn deleted() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_LENGTH, HeaderValue::from_static("0"))],
+    )
+        .into_response()
 }
 
 /// PATCH with a trickle-ICE fragment (RFC 8840). whipgate is ICE-lite: it learns the

@@ -195,7 +195,7 @@ impl WhipCalls for Answerer {
             },
             RoutedCall::WhipDelete { ingest, session } => match Uuid::parse_str(&session) {
                 Ok(id) => Ok(super::end_session_here(state, &ingest, id)),
-                Err(_) => Ok(StatusCode::NO_CONTENT.into_response()),
+                Err(_) => Ok(super::deleted()),
             },
             other => Err(Error::BadRequest(format!(
                 "not a WHIP call: {:?}",

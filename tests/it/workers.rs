@@ -57,7 +57,7 @@ async fn publishers_spread_over_the_workers_and_each_gets_its_own_media() -> Res
     );
 
     for p in &published {
-        ensure!(gw.delete(&p.location).await? == 204);
+        ensure!(gw.delete(&p.location).await? == 200);
     }
     gw.all_clean().await?;
     gw.stop().await

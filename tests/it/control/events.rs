@@ -25,7 +25,7 @@ async fn watch_events_follow_one_publish_lifecycle_in_order() -> Result<()> {
     seen.extend(until(&mut events, K::TrackStarted).await?);
     // A stats tick after both tracks started, then the publisher leaves.
     seen.extend(until(&mut events, K::SessionStats).await?);
-    assert_eq!(gw.delete(&published.location).await?, 204);
+    assert_eq!(gw.delete(&published.location).await?, 200);
     seen.extend(until(&mut events, K::SessionEnded).await?);
 
     let seqs: Vec<u64> = seen.iter().map(|e| e.seq).collect();
@@ -69,7 +69,7 @@ async fn two_watchers_see_the_same_sequence() -> Result<()> {
     gw.register("two", None, None).await?;
     let published = gw.publish("one", Some(Video::H264), true).await?;
     gw.grpc.set_caps(max_publishers(8)).await?;
-    assert_eq!(gw.delete(&published.location).await?, 204);
+    assert_eq!(gw.delete(&published.location).await?, 200);
     let summary = |events: Vec<pb::Event>| -> Vec<(u64, K)> {
         events.iter().map(|e| (e.seq, kind(e))).collect()
     };
@@ -118,7 +118,7 @@ async fn watch_filters_by_ingest_and_by_kind() -> Result<()> {
     gw.register("a", None, None).await?;
     gw.register("b", None, None).await?;
     let published = gw.publish("a", Some(Video::H264), true).await?;
-    assert_eq!(gw.delete(&published.location).await?, 204);
+    assert_eq!(gw.delete(&published.location).await?, 200);
     gw.grpc.set_caps(max_publishers(8)).await?;
     // b: a publish answered but never connected, then torn down.
     let (_p, offer) = Publisher::new(Some(Video::H264), false).await?;

@@ -34,7 +34,7 @@ async fn teardown_closes_the_live_session_and_keeps_the_registration() -> Result
         "registration stays, session gone"
     );
     assert_eq!(gw.registry.live_count(), 0);
-    assert_eq!(gw.delete(&first.location).await?, 204);
+    assert_eq!(gw.delete(&first.location).await?, 200);
     let second = gw.publish("td", Some(Video::H264), true).await?;
     assert_ne!(second.location, first.location);
     assert!(gw.session("td").await?.is_some());

@@ -240,7 +240,7 @@ async fn with_the_replace_policy_a_reconnecting_publisher_takes_over_its_ghost()
         .bearer_auth("t")
         .send()
         .await?;
-    assert_eq!(ghost_delete.status(), 204, "the ghost's DELETE is harmless");
+    assert_eq!(ghost_delete.status(), 200, "the ghost's DELETE is harmless");
     assert!(gw.session("ghost").await?.is_some());
     gw.stop().await
 }
@@ -276,7 +276,7 @@ async fn a_token_protected_session_wants_the_token_on_patch_and_delete() -> Resu
     );
     assert!(gw.session("locked").await?.is_some());
     let r = gw.http.delete(url).bearer_auth("s3cret").send().await?;
-    assert_eq!(r.status(), 204);
+    assert_eq!(r.status(), 200);
     gw.all_clean().await?;
     gw.stop().await
 }
