@@ -84,6 +84,21 @@ pub enum Error {
 }
 
 impl Error {
+    /// A listener that could not be bound, named by its flag and address
+    /// (`--tcp-listen 0.0.0.0:8189: address in use`).
+    pub fn bind(flag: &str, addr: std::net::SocketAddr, err: &std::io::Error) -> Self {
+        use std::io::ErrorKind;
+        let why = match err.kind() {
+            ErrorKind::AddrInUse => "address in use (another process holds it)".to_owned(),
+            ErrorKind::AddrNotAvailable => "address not available on this host".to_owned(),
+            ErrorKind::PermissionDenied => {
+                "permission denied (ports below 1024 need privileges)".to_owned()
+            }
+            _ => err.to_string(),
+        };
+        Error::BadRequest(format!("{flag} {addr}: {why}"))
+    }
+
     /// Wraps any failure as an internal error.
     pub fn internal(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Error::Internal(err.into())

@@ -125,12 +125,16 @@ impl Gateway {
         let media = Media::bind(&config, Arc::clone(&metrics), tracker.clone()).await?;
         let http = TcpListener::bind(config.http_listen)
             .await
-            .map_err(Error::internal)?;
+            .map_err(|e| Error::bind("--http-listen", config.http_listen, &e))?;
         let grpc = TcpListener::bind(config.grpc_listen)
             .await
-            .map_err(Error::internal)?;
+            .map_err(|e| Error::bind("--grpc-listen", config.grpc_listen, &e))?;
         let metrics_listener = match config.metrics_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(Error::internal)?),
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| Error::bind("--metrics-listen", addr, &e))?,
+            ),
             None => None,
         };
         let bound = Bound {

@@ -23,7 +23,8 @@ use crate::control::pb::ingest_control_client::IngestControlClient;
 #[derive(Debug, Parser)]
 #[command(name = "whipgate ctl", about = "Control a running whipgate over gRPC")]
 pub struct Ctl {
-    /// The gateway's gRPC address: http:// (plaintext) or https:// (TLS).
+    /// The gateway's gRPC address: host:port or http://host:port (plaintext), or
+    /// https://host:port (TLS).
     #[arg(
         long,
         env = "WHIPGATE_CTL_ADDR",
@@ -207,10 +208,11 @@ async fn connect(ctl: &Ctl) -> Result<Client> {
         .map(|k| MetadataValue::try_from(format!("Bearer {k}")))
         .transpose()
         .context("the API key must be printable ASCII")?;
-    let mut endpoint = Endpoint::from_shared(ctl.addr.clone())
+    let addr = endpoint_url(&ctl.addr);
+    let mut endpoint = Endpoint::from_shared(addr.clone())
         .with_context(|| format!("invalid --addr {:?}", ctl.addr))?
         .connect_timeout(std::time::Duration::from_secs(5));
-    if ctl.addr.starts_with("https://") {
+    if addr.starts_with("https://") {
         endpoint = endpoint
             .tls_config(client_tls(ctl.ca_cert.as_deref())?)
             .context("TLS configuration")?;
@@ -222,6 +224,15 @@ async fn connect(ctl: &Ctl) -> Result<Client> {
         .await
         .with_context(|| format!("connecting to {}", ctl.addr))?;
     Ok(IngestControlClient::with_interceptor(channel, ApiKey(key)))
+}
+
+/// `--addr` as a URL: grpcurl-style `host:port` is plaintext HTTP/2 (`http://host:port`).
+fn endpoint_url(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    }
 }
 
 /// TLS for an https:// address: the given CA, else the system's roots.
@@ -403,4 +414,27 @@ async fn watch(client: &mut Client, w: Watch, out: print::Out) -> Result<()> {
         out.event(&event?);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_bare_host_port_is_plaintext_and_urls_are_kept() {
+        assert_eq!(
+            super::endpoint_url("127.0.0.1:50051"),
+            "http://127.0.0.1:50051"
+        );
+        assert_eq!(
+            super::endpoint_url("gw.example:443"),
+            "http://gw.example:443"
+        );
+        assert_eq!(
+            super::endpoint_url("https://gw.example"),
+            "https://gw.example"
+        );
+        assert_eq!(
+            super::endpoint_url("http://[::1]:50051"),
+            "http://[::1]:50051"
+        );
+    }
 }

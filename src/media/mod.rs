@@ -106,11 +106,15 @@ impl Media {
             n => n,
         };
         let sockets = udp::bind_group(config.udp_listen, config.media_socket_buffer, count)
-            .map_err(Error::internal)?;
+            .map_err(|e| Error::bind("--udp-listen", config.udp_listen, &e))?;
         let local = sockets[0].local_addr().map_err(Error::internal)?;
         let candidates = advertised_addrs(local, &config.public_ip, &config.interfaces);
         let tcp = match config.tcp_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(Error::internal)?),
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| Error::bind("--tcp-listen", addr, &e))?,
+            ),
             None => None,
         };
         let tcp_candidates = match &tcp {

@@ -148,3 +148,54 @@ fn an_empty_store_file_stops_the_start() -> Result<()> {
     assert!(line.contains("delete"), "{line}");
     Ok(())
 }
+
+#[test]
+fn a_port_clash_names_the_flag_and_the_address() -> Result<()> {
+    for flag in [
+        "--http-listen",
+        "--grpc-listen",
+        "--udp-listen",
+        "--tcp-listen",
+    ] {
+        // Held for the whole run: the gateway must fail on this one listener.
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let taken = if flag == "--udp-listen" {
+            udp.local_addr()?
+        } else {
+            tcp.local_addr()?
+        };
+        let taken = taken.to_string();
+        let mut args = vec![];
+        for other in [
+            "--http-listen",
+            "--grpc-listen",
+            "--udp-listen",
+            "--tcp-listen",
+        ] {
+            args.push(other);
+            args.push(if other == flag {
+                taken.as_str()
+            } else {
+                "127.0.0.1:0"
+            });
+        }
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        args.extend(["--data-dir", data.to_str().context("path")?]);
+        let stderr = refused(&args, &[])?;
+        let want = format!("{flag} {taken}: address in use");
+        assert!(stderr.contains(&want), "{flag}: {stderr}");
+        assert!(
+            !stderr.contains("internal error") && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+        let said: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("whipgate:"))
+            .collect();
+        assert_eq!(said.len(), 1, "one line says why: {stderr}");
+        assert!(said[0].contains(&want), "{stderr}");
+    }
+    Ok(())
+}

@@ -251,3 +251,13 @@ async fn ctl_drives_a_running_gateway() -> Result<()> {
     assert_eq!(code, 1, "{err}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_host_port_addr_is_plaintext_grpc() -> Result<()> {
+    let gw = gateway().await?;
+    let bare = gw.grpc.trim_start_matches("http://").to_owned();
+    let (code, out, err) = ctl(&gw, Some(KEY), &["--addr", &bare, "--json", "list"]).await?;
+    assert_eq!(code, 0, "ctl --addr {bare}: {err}");
+    serde_json::from_str::<Value>(out.trim())?;
+    Ok(())
+}
