@@ -2,7 +2,7 @@
 //! slow clients cut by the header-read timeout while a real publish goes through, the
 //! negotiation cap (503 + Retry-After), and the publish page keeping the token out of URLs.
 
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -192,27 +192,42 @@ async fn slow_clients_are_cut_by_the_header_timeout_while_a_publish_gets_its_201
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn saturated_negotiations_get_503_with_retry_after_and_admit_nothing() -> Result<()> {
+async fn saturated_negotiations_wait_then_get_503_with_retry_after_and_admit_nothing()
+-> Result<()> {
     let mut gw = TestGateway::start().await?;
     gw.register("busy", None, None).await?;
-    let config = Config::loopback();
+    let config = Config {
+        max_negotiations: 1,
+        negotiation_wait: Duration::from_millis(300),
+        ..Config::loopback()
+    };
     let state = WhipState::new(gw.registry.clone(), gw.media.clone(), &config)?;
-    let held = Arc::clone(&state.limits.negotiations)
-        .acquire_many_owned(u32::try_from(config.max_negotiations)?)
-        .await?;
-    let app = whip::router(state, &config, true);
+    let somebody = IpAddr::from([127, 0, 0, 9]);
+    let held = state.limits.negotiations.acquire(somebody).await;
+    let held = held.map_err(|r| anyhow::anyhow!(r.message()))?;
+    let app = whip::router(state.clone(), &config, true);
     let post = |offer: String| {
         Request::post("/whip/busy")
             .header("content-type", "application/sdp")
             .body(Body::from(offer))
     };
     let (publisher, offer) = Publisher::new(Some(Video::H264), false).await?;
+    let started = std::time::Instant::now();
     let response = app.clone().oneshot(post(offer.clone())?).await?;
-    assert_eq!(response.status(), 503);
+    assert_eq!(response.status(), 503, "the slot was not freed within the wait");
+    assert!(started.elapsed() >= config.negotiation_wait, "it waited first");
     assert!(response.headers().contains_key("retry-after"));
     assert_eq!(gw.registry.live_count(), 0, "nothing admitted");
+    // A POST that finds the slot taken waits for it and gets its answer once it is freed.
+    let waiting = tokio::spawn(app.clone().oneshot(post(offer)?));
+    let queued = state.limits.negotiations.clone();
+    eventually(PATIENCE, "the POST to queue", || {
+        let waiting = queued.waiting();
+        async move { (waiting == 1).then_some(()) }
+    })
+    .await?;
     drop(held);
-    let response = app.oneshot(post(offer)?).await?;
+    let response = waiting.await??;
     assert_eq!(response.status(), 201);
     let location = response
         .headers()
