@@ -230,7 +230,11 @@ pub struct Config {
     #[arg(long, env = "WHIPGATE_NEGOTIATION_QUEUE", default_value_t = 1024)]
     pub negotiation_queue: usize,
     /// POSTs of one client (IPv4 address, IPv6 /64) waiting for a negotiation slot at most.
-    #[arg(long, env = "WHIPGATE_NEGOTIATION_QUEUE_PER_CLIENT", default_value_t = 256)]
+    #[arg(
+        long,
+        env = "WHIPGATE_NEGOTIATION_QUEUE_PER_CLIENT",
+        default_value_t = 256
+    )]
     pub negotiation_queue_per_client: usize,
     /// Open gRPC connections at most (TLS: counted from accept to close); more wait in the
     /// kernel's backlog.
@@ -541,7 +545,10 @@ impl Config {
             ),
             ("http_max_requests", self.http_max_requests),
             ("max_negotiations", self.max_negotiations),
-            ("negotiation_queue_per_client", self.negotiation_queue_per_client),
+            (
+                "negotiation_queue_per_client",
+                self.negotiation_queue_per_client,
+            ),
             ("grpc_max_watchers", self.grpc_max_watchers),
             ("grpc_max_streams", self.grpc_max_streams as usize),
         ] {

@@ -282,10 +282,9 @@ impl Gateway {
         )
         .with_cluster(cluster.clone())
         .with_tracker(tracker.clone());
-        let mut state =
-            WhipState::new(registry.clone(), media.clone(), &config)?
-                .with_limits(limits)
-                .with_events(events);
+        let mut state = WhipState::new(registry.clone(), media.clone(), &config)?
+            .with_limits(limits)
+            .with_events(events);
         if let Some(node) = &cluster {
             state.cluster = Some(node.clone());
             tracker.spawn(node.clone().run(registry.clone(), cancel.clone()));

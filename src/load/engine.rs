@@ -327,8 +327,8 @@ impl Engine {
     /// A plain publisher (no WebRTC) has no offer: it is "answered" at once.
     fn prepare(&self, i: u32) -> Result<(Publisher, Option<String>, String), String> {
         let local = std::net::SocketAddr::new(self.cfg.publisher_ip(i), 0);
-        let socket = super::udp_socket(local, 1 << 20)
-            .map_err(|e| format!("socket: {}", e.kind()))?;
+        let socket =
+            super::udp_socket(local, 1 << 20).map_err(|e| format!("socket: {}", e.kind()))?;
         let plan = self.cfg.plan();
         if let Some(to) = &self.cfg.plain {
             let [video_to, audio_to] = to[..] else {

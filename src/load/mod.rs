@@ -179,11 +179,9 @@ impl LoadConfig {
     /// The local address of publisher `i` (see `--spread-ips`).
     pub fn publisher_ip(&self, i: u32) -> IpAddr {
         match self.bind_ip {
-            IpAddr::V4(v4) if self.spread_ips > 1 => {
-                IpAddr::V4(std::net::Ipv4Addr::from(
-                    u32::from(v4).wrapping_add(i % self.spread_ips),
-                ))
-            }
+            IpAddr::V4(v4) if self.spread_ips > 1 => IpAddr::V4(std::net::Ipv4Addr::from(
+                u32::from(v4).wrapping_add(i % self.spread_ips),
+            )),
             ip => ip,
         }
     }

@@ -341,6 +341,14 @@ pub(super) fn check_token(
     }
 }
 
+fn token_matches(state: &State, ingest_id: &str, bearer: &str) -> bool {
+    state
+        .ingests
+        .get(ingest_id)
+        .and_then(|entry| entry.token.as_ref())
+        .is_some_and(|token| token.matches(bearer))
+}
+
 #[cfg(test)]
 mod rejection_tests {
     use super::*;
@@ -357,12 +365,4 @@ mod rejection_tests {
         assert_eq!(r.record(later), Some(21), "the next one carries the rest");
         assert_eq!(r.record(later + REJECTION_INTERVAL), Some(1));
     }
-}
-
-fn token_matches(state: &State, ingest_id: &str, bearer: &str) -> bool {
-    state
-        .ingests
-        .get(ingest_id)
-        .and_then(|entry| entry.token.as_ref())
-        .is_some_and(|token| token.matches(bearer))
 }

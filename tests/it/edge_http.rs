@@ -192,8 +192,8 @@ async fn slow_clients_are_cut_by_the_header_timeout_while_a_publish_gets_its_201
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn saturated_negotiations_wait_then_get_503_with_retry_after_and_admit_nothing()
--> Result<()> {
+async fn saturated_negotiations_wait_then_get_503_with_retry_after_and_admit_nothing() -> Result<()>
+{
     let mut gw = TestGateway::start().await?;
     gw.register("busy", None, None).await?;
     let config = Config {
@@ -214,8 +214,15 @@ async fn saturated_negotiations_wait_then_get_503_with_retry_after_and_admit_not
     let (publisher, offer) = Publisher::new(Some(Video::H264), false).await?;
     let started = std::time::Instant::now();
     let response = app.clone().oneshot(post(offer.clone())?).await?;
-    assert_eq!(response.status(), 503, "the slot was not freed within the wait");
-    assert!(started.elapsed() >= config.negotiation_wait, "it waited first");
+    assert_eq!(
+        response.status(),
+        503,
+        "the slot was not freed within the wait"
+    );
+    assert!(
+        started.elapsed() >= config.negotiation_wait,
+        "it waited first"
+    );
     assert!(response.headers().contains_key("retry-after"));
     assert_eq!(gw.registry.live_count(), 0, "nothing admitted");
     // A POST that finds the slot taken waits for it and gets its answer once it is freed.
@@ -289,8 +296,16 @@ async fn every_answer_but_204_and_streams_carries_content_length() -> Result<()>
         ("publish page", http.get(gw.url("/publish/sized"))),
         ("unknown path", http.get(gw.url("/nope"))),
         ("api without key", http.get(gw.url("/api/ingests"))),
-        ("api", http.get(gw.url("/api/ingests")).header("authorization", key)),
-        ("events token", http.post(gw.url("/events/token")).header("authorization", key)),
+        (
+            "api",
+            http.get(gw.url("/api/ingests"))
+                .header("authorization", key),
+        ),
+        (
+            "events token",
+            http.post(gw.url("/events/token"))
+                .header("authorization", key),
+        ),
         (
             "preflight",
             http.request(Method::OPTIONS, &whip)
@@ -346,7 +361,10 @@ async fn every_answer_but_204_and_streams_carries_content_length() -> Result<()>
             assert_eq!(body.len(), length, "{name}");
         }
     }
-    assert!(statuses.contains(&"delete: 200 OK".to_owned()), "{statuses:?}");
+    assert!(
+        statuses.contains(&"delete: 200 OK".to_owned()),
+        "{statuses:?}"
+    );
     published.publisher.close().await;
     gw.stop().await
 }

@@ -93,19 +93,25 @@ async fn a_burst_of_fifty_publishers_from_one_address_waits_and_is_admitted_with
         }
         let queue = gw.limits.negotiations.clone();
         let release = async move {
-            let queued =
-                crate::harness::eventually(crate::harness::PATIENCE, "all 50 POSTs waiting", || {
+            let queued = crate::harness::eventually(
+                crate::harness::PATIENCE,
+                "all 50 POSTs waiting",
+                || {
                     let waiting = queue.waiting();
                     async move { (waiting == 50).then_some(()) }
-                })
-                .await;
+                },
+            )
+            .await;
             drop(held);
             queued
         };
         let (batch, queued) = tokio::join!(engine.start(0..50), release);
         queued?;
         assert!(batch.post_errors.is_empty(), "{:?}", batch.post_errors);
-        assert!(batch.wait_settled(50, Duration::from_secs(30)).await, "all connect");
+        assert!(
+            batch.wait_settled(50, Duration::from_secs(30)).await,
+            "all connect"
+        );
         let (_, at_end) = batch.finish(&engine, false).await;
         assert_eq!(at_end.connected, 50);
         assert_eq!(at_end.failed, 0);
@@ -162,7 +168,10 @@ async fn sessions_report_their_connect_and_first_keyframe_times() -> Result<()> 
                 .and_then(|i| i.session)
                 .and_then(|s| s.timings)
                 .expect("timings in GetIngest");
-            assert!(shown.connect_millis >= 1 && shown.first_keyframe_millis >= 1, "{shown:?}");
+            assert!(
+                shown.connect_millis >= 1 && shown.first_keyframe_millis >= 1,
+                "{shown:?}"
+            );
         }
         batch.finish(&engine, true).await;
         gw.stop().await
