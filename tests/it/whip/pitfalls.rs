@@ -1,0 +1,102 @@
+//! What publishers trip over (issue 20), where whipgate decides the outcome: the candidate
+//! order of the answer with `--public-ip` (libdatachannel/OBS and FFmpeg use the first one).
+
+use std::net::IpAddr;
+
+use anyhow::{Context, Result};
+
+use crate::harness::{TestGateway, UdpSink};
+use crate::publisher::{Publisher, Video};
+
+/// One `a=candidate` line of an answer: transport, address, port, `tcptype` if any.
+#[derive(Debug, PartialEq, Eq)]
+struct Candidate {
+    component: u16,
+    transport: String,
+    ip: IpAddr,
+    port: u16,
+    typ: String,
+    tcptype: Option<String>,
+}
+
+/// Every `a=candidate` line of `sdp`, in order.
+fn candidates(sdp: &str) -> Result<Vec<Candidate>> {
+    sdp.lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=candidate:"))
+        .map(|l| {
+            // foundation component transport priority address port typ <type> [tcptype <t>]
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let field = |i: usize| f.get(i).copied().with_context(|| format!("field {i}: {l}"));
+            let tcptype = f
+                .iter()
+                .position(|w| *w == "tcptype")
+                .and_then(|i| f.get(i + 1))
+                .map(|t| (*t).to_owned());
+            Ok(Candidate {
+                component: field(1)?.parse()?,
+                transport: field(2)?.to_ascii_lowercase(),
+                ip: field(4)?.parse()?,
+                port: field(5)?.parse()?,
+                typ: field(7)?.to_owned(),
+                tcptype,
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_public_ips_the_answer_lists_them_udp_first_and_ipv4_before_ipv6() -> Result<()> {
+    let v4: IpAddr = "203.0.113.7".parse()?;
+    let v6: IpAddr = "2001:db8::7".parse()?;
+    // IPv6 named first on the command line: the answer still leads with IPv4, the family
+    // every publisher can reach and the one that FFmpeg (first `typ host` UDP candidate) and
+    // libdatachannel try first.
+    let mut gw = TestGateway::start_with(|c| c.public_ip = vec![v6, v4]).await?;
+    let sink = UdpSink::bind().await?;
+    gw.register("cam", Some(&sink), None).await?;
+    let (_publisher, offer) = Publisher::new(Some(Video::H264), false).await?;
+    let response = gw.post_offer("cam", &offer, None).await?;
+    assert_eq!(response.status(), 201);
+    let answer = response.text().await?;
+    let udp = gw.bound.udp.port();
+    let tcp = gw.bound.tcp.context("ICE-TCP is on")?.port();
+
+    let found = candidates(&answer)?;
+    // rtc also lists each candidate for component 2 (RTCP), right after component 1's.
+    let summary: Vec<(&str, IpAddr, u16)> = found
+        .iter()
+        .filter(|c| c.component == 1)
+        .map(|c| (c.transport.as_str(), c.ip, c.port))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("udp", v4, udp),
+            ("udp", v6, udp),
+            ("tcp", v4, tcp),
+            ("tcp", v6, tcp)
+        ],
+        "{answer}"
+    );
+    let first = &found[0];
+    assert_eq!(
+        (
+            first.component,
+            first.transport.as_str(),
+            first.ip,
+            first.port
+        ),
+        (1, "udp", v4, udp),
+        "{answer}"
+    );
+    assert!(found.iter().all(|c| c.typ == "host"), "{answer}");
+    assert!(
+        found
+            .iter()
+            .all(|c| (c.transport == "tcp") == (c.tcptype.as_deref() == Some("passive"))),
+        "{answer}"
+    );
+    // Only the public addresses: the bound loopback address is never advertised next to them.
+    assert!(found.iter().all(|c| !c.ip.is_loopback()), "{answer}");
+    Ok(())
+}
