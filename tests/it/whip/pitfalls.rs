@@ -1,11 +1,14 @@
 //! What publishers trip over (issue 20), where whipgate decides the outcome: the candidate
-//! order of the answer with `--public-ip` (libdatachannel/OBS and FFmpeg use the first one).
+//! order of the answer with `--public-ip` (libdatachannel/OBS and FFmpeg use the first one),
+//! and offers with no candidates at all (libdatachannel posts before gathering, FFmpeg never
+//! includes any). The media-level pitfalls (SPS/PPS and slices, no consent checks after
+//! connecting) are on simulated time in `src/media/pitfall_tests.rs`.
 
 use std::net::IpAddr;
 
 use anyhow::{Context, Result};
 
-use crate::harness::{TestGateway, UdpSink};
+use crate::harness::{PATIENCE, TestGateway, UdpSink, header};
 use crate::publisher::{Publisher, Video};
 
 /// One `a=candidate` line of an answer: transport, address, port, `tcptype` if any.
@@ -98,5 +101,46 @@ async fn with_public_ips_the_answer_lists_them_udp_first_and_ipv4_before_ipv6() 
     );
     // Only the public addresses: the bound loopback address is never advertised next to them.
     assert!(found.iter().all(|c| !c.ip.is_loopback()), "{answer}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_without_candidates_connects_from_its_checks_and_is_forwarded() -> Result<()> {
+    let mut gw = TestGateway::start().await?;
+    let (video, audio) = (UdpSink::bind().await?, UdpSink::bind().await?);
+    gw.register("cam", Some(&video), Some(&audio)).await?;
+    let (mut publisher, gathered) = Publisher::new(Some(Video::H264), true).await?;
+    assert!(
+        gathered.contains("a=candidate:"),
+        "the publisher gathered: {gathered}"
+    );
+    // As libdatachannel (OBS) posts before gathering and FFmpeg always does: no candidate,
+    // no end-of-candidates, and no trickle PATCH afterwards.
+    let offer: String = gathered
+        .lines()
+        .filter(|l| !l.starts_with("a=candidate:") && !l.starts_with("a=end-of-candidates"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    assert!(!offer.contains("a=candidate"), "{offer}");
+    let response = gw.post_offer("cam", &offer, None).await?;
+    assert_eq!(response.status(), 201);
+    let location = header(&response, "location")?;
+    publisher.set_answer(response.text().await?).await?;
+    publisher.connected(PATIENCE).await?;
+    publisher.start_media().await?;
+
+    let v = video.recv_n(10, PATIENCE).await?;
+    assert!(v.iter().all(|p| p.payload_type == 96), "{v:?}");
+    let a = audio.recv_n(10, PATIENCE).await?;
+    assert!(a.iter().all(|p| p.payload_type == 111), "{a:?}");
+    // The address it came from was learnt from its authenticated checks alone.
+    let session = gw.session("cam").await?.context("a live session")?;
+    let remote = session.remote_addr.parse::<std::net::SocketAddr>()?;
+    assert!(remote.ip().is_loopback(), "{remote}");
+    assert!(location.ends_with(&session.session_id), "{location}");
+    assert_eq!(
+        gw.media.routed_session(remote),
+        Some(session.session_id.parse()?)
+    );
     Ok(())
 }
