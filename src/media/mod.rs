@@ -27,6 +27,8 @@ mod negotiate;
 mod negotiate_cost;
 mod observe;
 mod peer;
+#[cfg(test)]
+mod pitfall_tests;
 mod restart;
 mod rtcp;
 mod session;

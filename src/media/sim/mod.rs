@@ -306,6 +306,14 @@ impl Sim {
         seq
     }
 
+    /// Sends one video access unit (a frame) at `now`, one packet per payload, the marker
+    /// bit on the last; returns the packets' sequence numbers.
+    pub(super) fn send_access_unit(&mut self, payloads: &[Bytes]) -> Vec<u16> {
+        let sent = self.publisher.send_access_unit(self.now, payloads);
+        self.exchange();
+        sent
+    }
+
     /// Sends one 20 ms audio packet at `now`.
     pub(super) fn send_audio(&mut self) {
         self.publisher.send_audio(self.now);

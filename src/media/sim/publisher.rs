@@ -277,6 +277,25 @@ impl Publisher {
         self.write_rtp(now, false, seq, Bytes::from_static(&[0xfc; 80]));
     }
 
+    /// Sends one video access unit at `now`: one packet per payload, in order, all with the
+    /// next timestamp and the marker bit on the last only; returns their sequence numbers.
+    pub(in crate::media) fn send_access_unit(
+        &mut self,
+        now: Instant,
+        payloads: &[Bytes],
+    ) -> Vec<u16> {
+        self.video.timestamp = self.video.timestamp.wrapping_add(1_800);
+        let last = payloads.len().saturating_sub(1);
+        let mut sent = Vec::with_capacity(payloads.len());
+        for (i, payload) in payloads.iter().enumerate() {
+            let seq = self.video.seq;
+            self.video.seq = seq.wrapping_add(1);
+            self.write_rtp_marked(now, true, seq, i == last, payload.clone());
+            sent.push(seq);
+        }
+        sent
+    }
+
     /// Sends RTP packet `seq` of the video (or audio) track at `now`, with the track's
     /// latest timestamp.
     pub(in crate::media) fn write_rtp(
@@ -284,6 +303,18 @@ impl Publisher {
         now: Instant,
         video: bool,
         seq: u16,
+        payload: Bytes,
+    ) {
+        self.write_rtp_marked(now, video, seq, true, payload);
+    }
+
+    /// [`Publisher::write_rtp`] with the marker bit as given.
+    fn write_rtp_marked(
+        &mut self,
+        now: Instant,
+        video: bool,
+        seq: u16,
+        marker: bool,
         payload: Bytes,
     ) {
         let (track, payload_type) = if video {
@@ -298,7 +329,7 @@ impl Publisher {
                 sequence_number: seq,
                 timestamp: track.timestamp,
                 ssrc: track.ssrc,
-                marker: true,
+                marker,
                 ..Default::default()
             },
             payload,
