@@ -127,8 +127,7 @@ impl Media {
             None => Vec::new(),
         };
         tracing::info!(udp = %local, workers = count, ?candidates, ?tcp_candidates, "media ports bound");
-        let factory = PeerFactory::new(candidates, tcp_candidates, config.media_timeout)
-            .map_err(Error::internal)?;
+        let factory = PeerFactory::new(candidates, tcp_candidates).map_err(Error::internal)?;
         let forward = ForwardSockets::bind().await.map_err(Error::internal)?;
         let mut sockets = sockets.into_iter().map(Arc::new);
         let first = sockets

@@ -1,11 +1,13 @@
 //! What real publishers do to a session (issue 20), on simulated time ([`super::sim`]):
-//! OBS sends SPS, PPS and IDR in packets of their own and may cut an IDR into slices.
-//! Nothing sleeps.
+//! OBS sends SPS, PPS and IDR in packets of their own and may cut an IDR into slices, and
+//! FFmpeg's WHIP muxer sends no consent checks once DTLS is up. Nothing sleeps.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::core_tests::{PACE, connected_sim};
-use super::sim::Sim;
+use super::core_tests::{HOUSEKEEPING, PACE, connected_sim, ended, timers};
+use super::sim::{Consent, Sim};
 use crate::registry::Limits;
 
 /// An H264 NAL unit (or FU-A fragment) whose first bytes are `head` and whose body is `len`
@@ -113,4 +115,42 @@ fn parameter_sets_in_their_own_packets_and_a_sliced_idr_are_forwarded_intact() {
         1 + 3,
         "the keyframe counter counts IDR slices, not access units"
     );
+}
+
+#[test]
+fn a_publisher_without_consent_checks_after_connecting_stays_forwarded() {
+    // As FFmpeg's WHIP muxer: once DTLS is up, the publisher sends no STUN (and would any
+    // reach the gateway, it is lost on the way), only SRTP and SRTCP.
+    let mut sim = Sim::with_consent(timers(), Limits::default(), Consent::None);
+    sim.connect();
+    let connected = sim.now;
+    sim.lose = Box::new(|d: &[u8]| d.first().is_some_and(|b| *b < 2));
+    let first_seq = sim.publisher.video.seq;
+    // Well past the 45 s (rtc-ice's disconnected 15 s + failed 30 s, counted from the last
+    // STUN received: media does not count) at which such a session used to end with an ICE
+    // failure while its media flowed. Housekeeping runs all along.
+    let span = Duration::from_secs(75);
+    let mut forwarded = 0;
+    let mut tick = connected;
+    while tick < connected + span {
+        tick += HOUSEKEEPING;
+        sim.stream_until(tick, PACE, 500);
+        sim.session.check_limits(&mut sim.progress, tick);
+        assert_eq!(
+            ended(&sim),
+            None,
+            "ended {:?} after the last check",
+            sim.now - sim.last_check
+        );
+        forwarded += sim.forwarded(true).len();
+    }
+    assert!(
+        sim.now - sim.last_check >= span,
+        "a check reached the gateway {:?} ago",
+        sim.now - sim.last_check
+    );
+    assert!(sim.progress.connected && sim.publisher.connected);
+    let sent = usize::from(sim.publisher.video.seq.wrapping_sub(first_seq));
+    assert!(sent >= 3_700, "{sent} video packets sent");
+    assert_eq!(forwarded, sent, "every video packet forwarded");
 }

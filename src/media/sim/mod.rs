@@ -29,7 +29,7 @@ use crate::codec::{AudioCodec, VideoCodec};
 use crate::metrics::Metrics;
 use crate::registry::{Admitted, Caps, IngestSpec, Limits, Registry};
 use publisher::Publisher;
-pub(super) use publisher::VIDEO_PT;
+pub(super) use publisher::{Consent, VIDEO_PT};
 
 mod publisher;
 
@@ -106,6 +106,11 @@ fn datagrams(socket: &UdpSocket) -> Vec<BytesMut> {
 impl Sim {
     /// Negotiates a publisher against a gateway session with these timers and ingest limits.
     pub(super) fn new(timers: SessionTimers, limits: Limits) -> Sim {
+        Sim::with_consent(timers, limits, Consent::Checks)
+    }
+
+    /// [`Sim::new`] with a publisher that keeps (or does not keep) consent as `consent` says.
+    pub(super) fn with_consent(timers: SessionTimers, limits: Limits, consent: Consent) -> Sim {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()
@@ -137,15 +142,14 @@ impl Sim {
         registry.register(spec.clone(), false).expect("register");
 
         let start = Instant::now();
-        let (mut publisher, offer) = Publisher::new(start);
+        let (mut publisher, offer) = Publisher::new(start, consent);
         let plan = crate::whip::plan_offer(&offer, &spec).expect("the offer plans");
         let Ok(Admitted::Session(admission, ())) = registry.admit(&spec.id, None, |_| Ok(()))
         else {
             panic!("not admitted");
         };
         let admission = *admission;
-        let factory =
-            PeerFactory::new(vec![GATEWAY], vec![], timers.media_timeout).expect("factory");
+        let factory = PeerFactory::new(vec![GATEWAY], vec![]).expect("factory");
         let negotiated = factory.negotiate(offer, &plan, start).expect("negotiate");
         let ufrag = negotiated.ufrag.clone();
         let answer = RTCSessionDescription::answer(negotiated.answer_sdp).expect("answer");

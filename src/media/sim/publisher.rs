@@ -4,7 +4,7 @@
 //! gateway sends.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry as Interceptors, Slot};
@@ -78,6 +78,15 @@ impl Interceptor for DeliverRtcp {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
+/// What the publisher does for ICE consent (RFC 7675) once connected.
+pub(in crate::media) enum Consent {
+    /// As browsers and libdatachannel: a check on the selected pair every 2 s, and its pair
+    /// disconnected and failed when nothing comes back (webrtc-rs's defaults).
+    Checks,
+    /// As FFmpeg's WHIP muxer: no STUN at all once connected, and it never gives up itself.
+    None,
+}
+
 /// One of the publisher's outgoing streams.
 pub(in crate::media) struct Track {
     sender: RTCRtpSenderId,
@@ -128,7 +137,7 @@ fn audio_codec() -> RTCRtpCodec {
 
 impl Publisher {
     /// A publisher at `now` and its offer.
-    pub(in crate::media) fn new(now: Instant) -> (Publisher, String) {
+    pub(in crate::media) fn new(now: Instant, consent: Consent) -> (Publisher, String) {
         let mut media = MediaEngine::default();
         for (codec, payload_type, kind) in [
             (video_codec(), VIDEO_PT, RtpCodecKind::Video),
@@ -158,11 +167,20 @@ impl Publisher {
                     .build(),
             )
             .with_media_engine(media)
-            .with_setting_engine(
-                SettingEngineBuilder::new()
-                    .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-                    .build(),
-            )
+            .with_setting_engine({
+                let settings = SettingEngineBuilder::new()
+                    .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled);
+                match consent {
+                    Consent::Checks => settings,
+                    // Zero turns each off: no keepalive checks, no disconnected or failed state.
+                    Consent::None => settings.with_ice_timeouts(
+                        Some(Duration::ZERO),
+                        Some(Duration::ZERO),
+                        Some(Duration::ZERO),
+                    ),
+                }
+                .build()
+            })
             .with_interceptor_registry(interceptors)
             .build(now)
             .expect("publisher peer");
