@@ -63,7 +63,7 @@ fn factory() -> &'static peer::PeerFactory {
     static FACTORY: OnceLock<peer::PeerFactory> = OnceLock::new();
     FACTORY.get_or_init(|| {
         let udp = SocketAddr::from(([127, 0, 0, 1], 8189));
-        peer::PeerFactory::new(vec![udp], vec![udp], Duration::from_secs(30)).expect("peer factory")
+        peer::PeerFactory::new(vec![udp], vec![udp]).expect("peer factory")
     })
 }
 

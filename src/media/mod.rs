@@ -30,6 +30,8 @@ mod negotiate;
 mod negotiate_cost;
 mod observe;
 mod peer;
+#[cfg(test)]
+mod pitfall_tests;
 mod restart;
 mod rtcp;
 mod session;
@@ -128,8 +130,7 @@ impl Media {
             None => Vec::new(),
         };
         tracing::info!(udp = %local, workers = count, ?candidates, ?tcp_candidates, "media ports bound");
-        let factory = PeerFactory::new(candidates, tcp_candidates, config.media_timeout)
-            .map_err(Error::internal)?;
+        let factory = PeerFactory::new(candidates, tcp_candidates).map_err(Error::internal)?;
         let forward = ForwardSockets::bind().await.map_err(Error::internal)?;
         let mut sockets = sockets.into_iter().map(Arc::new);
         let first = sockets
@@ -308,7 +309,9 @@ impl Media {
 
 /// The addresses put in ICE candidates: the configured public ones, else the bound one, else
 /// (wildcard bind) every address of the socket's family on the allowed interfaces (all when
-/// none are named).
+/// none are named). IPv4 comes first: FFmpeg's WHIP muxer takes only the first UDP host
+/// candidate of the answer and libdatachannel (OBS) tries them in order, and IPv4 is the
+/// family every publisher can reach.
 fn advertised_addrs(
     local: SocketAddr,
     public: &[IpAddr],
@@ -316,7 +319,10 @@ fn advertised_addrs(
 ) -> Vec<SocketAddr> {
     let port = local.port();
     if !public.is_empty() {
-        return public.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+        let mut addrs: Vec<SocketAddr> =
+            public.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+        addrs.sort_by_key(SocketAddr::is_ipv6);
+        return addrs;
     }
     if !local.ip().is_unspecified() {
         return vec![local];
@@ -333,8 +339,8 @@ fn advertised_addrs(
         })
         .map(|ip| SocketAddr::new(ip, port))
         .collect();
-    // Non-loopback first: the first address is the one ICE treats as local.
-    addrs.sort_by_key(|a| a.ip().is_loopback());
+    // Non-loopback first (the first address is the one ICE treats as local), then IPv4.
+    addrs.sort_by_key(|a| (a.ip().is_loopback(), a.is_ipv6()));
     if addrs.is_empty() {
         addrs.push(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port));
     }
@@ -359,6 +365,20 @@ mod tests {
         assert_eq!(
             advertised_addrs(wildcard, &public, &[]),
             [addr("203.0.113.7:8189"), addr("[2001:db8::7]:8189")]
+        );
+        // IPv4 first whatever the order given, otherwise as given.
+        let reversed: Vec<IpAddr> = ["2001:db8::7", "203.0.113.9", "2001:db8::8", "203.0.113.7"]
+            .iter()
+            .map(|ip| ip.parse().unwrap())
+            .collect();
+        assert_eq!(
+            advertised_addrs(wildcard, &reversed, &[]),
+            [
+                addr("203.0.113.9:8189"),
+                addr("203.0.113.7:8189"),
+                addr("[2001:db8::7]:8189"),
+                addr("[2001:db8::8]:8189")
+            ]
         );
         let bound = addr("127.0.0.1:9000");
         assert_eq!(advertised_addrs(bound, &[], &[]), [bound]);

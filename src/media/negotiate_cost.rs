@@ -23,8 +23,7 @@ fn negotiate_cost() {
         replace_publisher: false,
     };
     let udp = "127.0.0.1:8189".parse().expect("fixture");
-    let factory = PeerFactory::new(vec![udp], vec![udp], std::time::Duration::from_secs(30))
-        .expect("fixture");
+    let factory = PeerFactory::new(vec![udp], vec![udp]).expect("fixture");
     let n = 300;
     let t = Instant::now();
     for _ in 0..n {

@@ -44,8 +44,6 @@ pub(crate) struct PeerFactory {
     tcp_candidates: Vec<SocketAddr>,
     /// `candidates` and `tcp_candidates` as webrtc-rs takes them, built once.
     local_candidates: Vec<RTCIceCandidateInit>,
-    ice_disconnected: Duration,
-    ice_failed: Duration,
 }
 
 /// A new peer connection and its answer.
@@ -73,7 +71,6 @@ impl PeerFactory {
     pub(crate) fn new(
         candidates: Vec<SocketAddr>,
         tcp_candidates: Vec<SocketAddr>,
-        media_timeout: Duration,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let provider = rtc::crypto::default_provider()?;
         let certificate = RTCCertificate::generate(
@@ -106,11 +103,6 @@ impl PeerFactory {
             candidates,
             tcp_candidates,
             local_candidates,
-            // Publishers send consent checks every ~5 s (RFC 7675) and consent lasts 30 s:
-            // a shorter ICE-lite timeout flaps to "disconnected" between two checks. Vanished
-            // publishers are caught sooner by the media timeout anyway.
-            ice_disconnected: Duration::from_secs(15),
-            ice_failed: media_timeout.max(Duration::from_secs(30)),
         })
     }
 
@@ -159,7 +151,13 @@ impl PeerFactory {
             .with_lite(true)
             .with_answering_dtls_role(RTCDtlsRole::Server)
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-            .with_ice_timeouts(Some(self.ice_disconnected), Some(self.ice_failed), None)
+            // No ICE "disconnected" or "failed" (zero turns them off). rtc-ice judges the pair
+            // by the STUN it receives only (media bypasses the agent), and FFmpeg's WHIP muxer
+            // sends no consent checks once connected: its session would fail 45 s in while
+            // its media flows. A vanished publisher is ended by the media timeout (housekeeping),
+            // which always came before ICE's 15 s + max(media timeout, 30 s) anyway. An
+            // ICE-lite agent sends no consent checks of its own (RFC 7675 section 4).
+            .with_ice_timeouts(Some(Duration::ZERO), Some(Duration::ZERO), None)
             .build();
         let config = RTCConfigurationBuilder::new()
             .with_certificates(vec![self.certificate.clone()])
@@ -365,8 +363,7 @@ mod tests {
         }
         // The answer keeps the chosen codecs at the offer's payload types.
         let udp: SocketAddr = "127.0.0.1:8189".parse().expect("addr");
-        let factory =
-            PeerFactory::new(vec![udp], vec![], Duration::from_secs(30)).expect("factory");
+        let factory = PeerFactory::new(vec![udp], vec![]).expect("factory");
         let answer = factory
             .negotiate(FIREFOX.to_owned(), &plan, Instant::now())
             .expect("negotiates")
@@ -388,7 +385,7 @@ mod tests {
             "[::1]:8189".parse().expect("addr"),
         ];
         let tcp: Vec<SocketAddr> = vec!["127.0.0.1:8190".parse().expect("addr")];
-        let factory = PeerFactory::new(udp, tcp, Duration::from_secs(30)).expect("factory");
+        let factory = PeerFactory::new(udp, tcp).expect("factory");
         let negotiated = factory
             .negotiate(FIREFOX.to_owned(), &plan(), Instant::now())
             .expect("negotiates");

@@ -113,9 +113,11 @@ async fn one_publisher_per_ingest_across_nodes() -> Result<()> {
     Ok(())
 }
 
-/// Two nodes, a full after one publisher (each with "one" and "two" registered).
+/// Two nodes, a full after one publisher (each with "one" and "two" registered, "two" with
+/// the bearer token `two_token` unless it is empty); "two"'s sink is returned.
 async fn a_full(
     redirect: bool,
+    two_token: &str,
 ) -> Result<(RedisServer, TestGateway, TestGateway, UdpSink, Published)> {
     let redis = RedisServer::start().await?;
     let mut a = node(&redis, "a", |c| {
@@ -124,10 +126,17 @@ async fn a_full(
     })
     .await?;
     let mut b = node(&redis, "b", |_| {}).await?;
-    let sink = UdpSink::bind().await?;
+    // Separate sinks: what reaches "two"'s comes from "two"'s publisher only.
+    let (sink, two) = (UdpSink::bind().await?, UdpSink::bind().await?);
     for gw in [&mut a, &mut b] {
         gw.register("one", Some(&sink), None).await?;
-        gw.register("two", Some(&sink), None).await?;
+        gw.register_with(pb::RegisterIngestRequest {
+            ingest_id: "two".into(),
+            video_target: two.addr.to_string(),
+            bearer_token: two_token.into(),
+            ..Default::default()
+        })
+        .await?;
     }
     let first = a.publish("one", Some(Video::H264), false).await?;
     let nodes = Nodes::new(node_handle(&redis.url()), Keys::default());
@@ -138,12 +147,13 @@ async fn a_full(
             .then_some(())
     })
     .await?;
-    Ok((redis, a, b, sink, first))
+    sink.recv_rtp(PATIENCE).await?;
+    Ok((redis, a, b, two, first))
 }
 
 #[tokio::test]
 async fn a_full_node_hands_the_publish_to_one_with_room() -> Result<()> {
-    let (_redis, a, b, sink, _first) = a_full(false).await?;
+    let (_redis, a, b, sink, _first) = a_full(false, "").await?;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
@@ -180,32 +190,54 @@ async fn a_full_node_hands_the_publish_to_one_with_room() -> Result<()> {
 }
 
 #[tokio::test]
-async fn with_cluster_redirect_publish_a_full_node_answers_307() -> Result<()> {
-    let (_redis, a, b, _sink, _first) = a_full(true).await?;
+async fn with_cluster_redirect_publish_a_full_node_answers_307_followed_with_the_bearer()
+-> Result<()> {
+    let (_redis, a, b, sink, _first) = a_full(true, "tw0-secret").await?;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
     let (mut publisher, offer) = Publisher::new(Some(Video::H264), false).await?;
-    let response = http
-        .post(a.whip_url("two"))
-        .header("content-type", "application/sdp")
-        .body(offer.clone())
+    let post = |url: &str, token: Option<&str>| {
+        let request = http
+            .post(url)
+            .header("content-type", "application/sdp")
+            .body(offer.clone());
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
         .send()
-        .await?;
+    };
+    // Without the token a tells nothing, not even where the ingest would go.
+    let refused = post(&a.whip_url("two"), None).await?;
+    assert_eq!(refused.status(), 401);
+    assert!(refused.headers().get("location").is_none());
+    let response = post(&a.whip_url("two"), Some("tw0-secret")).await?;
     assert_eq!(response.status(), 307);
     let location = header(&response, "location")?;
     assert_eq!(location, b.whip_url("two"));
-    // The publisher follows it.
-    let response = http
-        .post(&location)
-        .header("content-type", "application/sdp")
-        .body(offer)
-        .send()
-        .await?;
+    // The redirected POST stands on its own: b wants the token too.
+    let refused = post(&location, None).await?;
+    assert_eq!(refused.status(), 401);
+    let refused = post(&location, Some("tw0-secre")).await?;
+    assert_eq!(refused.status(), 401);
+    assert_eq!(b.registry.live_count(), 0, "no session for a refused POST");
+    // The publisher follows it with the same Authorization header, as OBS (libcurl) does.
+    let response = post(&location, Some("tw0-secret")).await?;
     assert_eq!(response.status(), 201);
+    let session_url = header(&response, "location")?;
+    assert!(session_url.starts_with("/whip/two/"), "{session_url}");
     publisher.set_answer(response.text().await?).await?;
     publisher.connected(PATIENCE).await?;
+    publisher.start_media().await?;
+    // b forwards its media to "two"'s target.
+    let forwarded = sink.recv_n(10, PATIENCE).await?;
+    assert!(
+        forwarded.iter().all(|p| p.payload_type == 96),
+        "{forwarded:?}"
+    );
     assert_eq!(b.registry.live_count(), 1);
+    assert_eq!(a.registry.live_count(), 1, "a still holds only its first");
     Ok(())
 }
 

@@ -29,7 +29,7 @@ use crate::codec::{AudioCodec, VideoCodec};
 use crate::metrics::Metrics;
 use crate::registry::{Admitted, Caps, IngestSpec, Limits, Registry};
 use publisher::Publisher;
-pub(super) use publisher::VIDEO_PT;
+pub(super) use publisher::{Consent, VIDEO_PT};
 
 mod publisher;
 
@@ -110,6 +110,11 @@ fn datagrams(socket: &UdpSocket) -> Vec<BytesMut> {
 impl Sim {
     /// Negotiates a publisher against a gateway session with these timers and ingest limits.
     pub(super) fn new(timers: SessionTimers, limits: Limits) -> Sim {
+        Sim::with_consent(timers, limits, Consent::Checks)
+    }
+
+    /// [`Sim::new`] with a publisher that keeps (or does not keep) consent as `consent` says.
+    pub(super) fn with_consent(timers: SessionTimers, limits: Limits, consent: Consent) -> Sim {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()
@@ -141,15 +146,14 @@ impl Sim {
         registry.register(spec.clone(), false).expect("register");
 
         let start = Instant::now();
-        let (mut publisher, offer) = Publisher::new(start);
+        let (mut publisher, offer) = Publisher::new(start, consent);
         let plan = crate::whip::plan_offer(&offer, &spec).expect("the offer plans");
         let Ok(Admitted::Session(admission, ())) = registry.admit(&spec.id, None, |_| Ok(()))
         else {
             panic!("not admitted");
         };
         let admission = *admission;
-        let factory =
-            PeerFactory::new(vec![GATEWAY], vec![], timers.media_timeout).expect("factory");
+        let factory = PeerFactory::new(vec![GATEWAY], vec![]).expect("factory");
         let (publisher_ufrag, _) =
             super::peer::ice_credentials(&offer).expect("the offer's ICE credentials");
         let negotiated = factory.negotiate(offer, &plan, start).expect("negotiate");
@@ -313,6 +317,14 @@ impl Sim {
         let seq = self.publisher.send_video(self.now, size, keyframe);
         self.exchange();
         seq
+    }
+
+    /// Sends one video access unit (a frame) at `now`, one packet per payload, the marker
+    /// bit on the last; returns the packets' sequence numbers.
+    pub(super) fn send_access_unit(&mut self, payloads: &[Bytes]) -> Vec<u16> {
+        let sent = self.publisher.send_access_unit(self.now, payloads);
+        self.exchange();
+        sent
     }
 
     /// Sends one 20 ms audio packet at `now`.

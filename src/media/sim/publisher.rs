@@ -4,7 +4,7 @@
 //! gateway sends.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry as Interceptors, Slot};
@@ -78,6 +78,15 @@ impl Interceptor for DeliverRtcp {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
+/// What the publisher does for ICE consent (RFC 7675) once connected.
+pub(in crate::media) enum Consent {
+    /// As browsers and libdatachannel: a check on the selected pair every 2 s, and its pair
+    /// disconnected and failed when nothing comes back (webrtc-rs's defaults).
+    Checks,
+    /// As FFmpeg's WHIP muxer: no STUN at all once connected, and it never gives up itself.
+    None,
+}
+
 /// One of the publisher's outgoing streams.
 pub(in crate::media) struct Track {
     sender: RTCRtpSenderId,
@@ -128,7 +137,7 @@ fn audio_codec() -> RTCRtpCodec {
 
 impl Publisher {
     /// A publisher at `now` and its offer.
-    pub(in crate::media) fn new(now: Instant) -> (Publisher, String) {
+    pub(in crate::media) fn new(now: Instant, consent: Consent) -> (Publisher, String) {
         let mut media = MediaEngine::default();
         for (codec, payload_type, kind) in [
             (video_codec(), VIDEO_PT, RtpCodecKind::Video),
@@ -158,11 +167,20 @@ impl Publisher {
                     .build(),
             )
             .with_media_engine(media)
-            .with_setting_engine(
-                SettingEngineBuilder::new()
-                    .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-                    .build(),
-            )
+            .with_setting_engine({
+                let settings = SettingEngineBuilder::new()
+                    .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled);
+                match consent {
+                    Consent::Checks => settings,
+                    // Zero turns each off: no keepalive checks, no disconnected or failed state.
+                    Consent::None => settings.with_ice_timeouts(
+                        Some(Duration::ZERO),
+                        Some(Duration::ZERO),
+                        Some(Duration::ZERO),
+                    ),
+                }
+                .build()
+            })
             .with_interceptor_registry(interceptors)
             .build(now)
             .expect("publisher peer");
@@ -277,6 +295,25 @@ impl Publisher {
         self.write_rtp(now, false, seq, Bytes::from_static(&[0xfc; 80]));
     }
 
+    /// Sends one video access unit at `now`: one packet per payload, in order, all with the
+    /// next timestamp and the marker bit on the last only; returns their sequence numbers.
+    pub(in crate::media) fn send_access_unit(
+        &mut self,
+        now: Instant,
+        payloads: &[Bytes],
+    ) -> Vec<u16> {
+        self.video.timestamp = self.video.timestamp.wrapping_add(1_800);
+        let last = payloads.len().saturating_sub(1);
+        let mut sent = Vec::with_capacity(payloads.len());
+        for (i, payload) in payloads.iter().enumerate() {
+            let seq = self.video.seq;
+            self.video.seq = seq.wrapping_add(1);
+            self.write_rtp_marked(now, true, seq, i == last, payload.clone());
+            sent.push(seq);
+        }
+        sent
+    }
+
     /// Sends RTP packet `seq` of the video (or audio) track at `now`, with the track's
     /// latest timestamp.
     pub(in crate::media) fn write_rtp(
@@ -284,6 +321,18 @@ impl Publisher {
         now: Instant,
         video: bool,
         seq: u16,
+        payload: Bytes,
+    ) {
+        self.write_rtp_marked(now, video, seq, true, payload);
+    }
+
+    /// [`Publisher::write_rtp`] with the marker bit as given.
+    fn write_rtp_marked(
+        &mut self,
+        now: Instant,
+        video: bool,
+        seq: u16,
+        marker: bool,
         payload: Bytes,
     ) {
         let (track, payload_type) = if video {
@@ -298,7 +347,7 @@ impl Publisher {
                 sequence_number: seq,
                 timestamp: track.timestamp,
                 ssrc: track.ssrc,
-                marker: true,
+                marker,
                 ..Default::default()
             },
             payload,
