@@ -108,12 +108,12 @@ fn parameter_sets_in_their_own_packets_and_a_sliced_idr_are_forwarded_intact() {
     let units = [sliced, p_frame(0x70)];
     let out = send_all(&mut sim, &units);
     assert_forwarded_intact(&units, &out);
-    // `starts_keyframe` looks at one packet: every slice's FU-A start fragment is "the start
-    // of an IDR", so a three-slice IDR counts three times (ideally once per access unit).
+    // Every slice's FU-A start fragment starts an IDR slice: the access unit (one SSRC and
+    // RTP timestamp) still counts once.
     assert_eq!(
         keyframes(&sim),
-        1 + 3,
-        "the keyframe counter counts IDR slices, not access units"
+        2,
+        "the keyframe counter counts access units, not IDR slices"
     );
 }
 

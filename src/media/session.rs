@@ -97,6 +97,8 @@ pub(crate) struct Progress {
     pub(super) connected_at: Option<Instant>,
     /// A keyframe has been forwarded to the consumer.
     pub(super) keyframe_forwarded: bool,
+    /// SSRC and RTP timestamp of the last keyframe counted (a sliced IDR counts once).
+    pub(super) last_keyframe: Option<(u32, u32)>,
     pub(super) last_media: Instant,
     /// When the datagram being handled arrived (the session's clock for media).
     pub(super) input_at: Instant,
@@ -125,6 +127,7 @@ impl Progress {
             connected: false,
             connected_at: None,
             keyframe_forwarded: false,
+            last_keyframe: None,
             last_media: now,
             input_at: now,
             started: now,
@@ -319,7 +322,9 @@ impl Session {
                     return;
                 };
                 keyframe = starts_keyframe(codec, &packet.payload);
-                if keyframe {
+                let unit = (ssrc, packet.header.timestamp);
+                if keyframe && p.last_keyframe != Some(unit) {
+                    p.last_keyframe = Some(unit);
                     counters.keyframes.fetch_add(1, Ordering::Relaxed);
                 }
                 let rid = self.rid_of(ssrc);
