@@ -35,6 +35,12 @@ pub struct Metrics {
     pub grpc_connections: IntGauge,
     /// ICE+DTLS establishment time by result.
     pub ice_connect_duration: HistogramVec,
+    /// From connected to the first keyframe forwarded to the consumer.
+    pub first_keyframe_duration: Histogram,
+    /// DTLS records that arrived before ICE selected a pair, by outcome: `deferred` (held
+    /// and handled once the publisher nominated the pair) or `dropped` (over the per-source
+    /// bound, or the session ended first).
+    pub dtls_records_before_ice: IntCounterVec,
     /// Live publishers.
     pub live_publishers: IntGauge,
     /// Sessions admitted.
@@ -115,6 +121,17 @@ fn counter(
     Ok(c)
 }
 
+fn histogram(
+    registry: &prometheus::Registry,
+    name: &str,
+    help: &str,
+    buckets: Vec<f64>,
+) -> prometheus::Result<Histogram> {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
+    registry.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
 fn histogram_vec(
     registry: &prometheus::Registry,
     name: &str,
@@ -139,7 +156,9 @@ impl Metrics {
         let latency = vec![
             0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
         ];
-        let connect = vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
+        let connect = vec![
+            0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
+        ];
         Ok(Metrics {
             ingest_label,
             whip_requests: counter_vec(
@@ -195,7 +214,20 @@ impl Metrics {
                 "Time from admission (POST accepted) to ICE+DTLS connected or given up, by result \
                  (connected, failed, timeout, aborted)",
                 &["result"],
+                connect.clone(),
+            )?,
+            first_keyframe_duration: histogram(
+                &r,
+                "whipgate_first_keyframe_seconds",
+                "Time from ICE+DTLS connected to the first keyframe forwarded to the consumer",
                 connect,
+            )?,
+            dtls_records_before_ice: counter_vec(
+                &r,
+                "whipgate_dtls_records_before_ice_total",
+                "DTLS records from an authenticated address that arrived before ICE selected \
+                 the pair, by outcome (deferred: handled at nomination; dropped)",
+                &["outcome"],
             )?,
             live_publishers,
             sessions_started: counter(&r, "whipgate_sessions_started_total", "Sessions admitted")?,

@@ -207,7 +207,18 @@ pub(crate) fn session(s: &SessionView) -> pb::Session {
         consumer_sdp: s.consumer_sdp.clone(),
         node_id: String::new(),
         facts: Some(super::facts::stream_facts(&s.facts)),
+        timings: Some(pb::SessionTimings {
+            connect_millis: millis(s.timings.connect),
+            first_keyframe_millis: millis(s.timings.first_keyframe),
+        }),
     }
+}
+
+/// Whole milliseconds, at least 1 for a time that was measured (0 means "not yet").
+fn millis(d: Option<std::time::Duration>) -> u32 {
+    d.map_or(0, |d| {
+        u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
+    })
 }
 
 pub(crate) fn ingest(v: &IngestView) -> pb::Ingest {

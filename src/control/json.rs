@@ -121,6 +121,10 @@ pub fn session(s: &pb::Session) -> Value {
         "consumer_sdp": s.consumer_sdp,
         "node_id": s.node_id,
         "facts": facts(s.facts.as_ref()),
+        "timings": s.timings.as_ref().map_or(Value::Null, |t| json!({
+            "connect_millis": t.connect_millis,
+            "first_keyframe_millis": t.first_keyframe_millis,
+        })),
     })
 }
 

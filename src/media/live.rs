@@ -268,6 +268,15 @@ impl Control {
         let mut live = cell.lock();
         live.closed = true;
         let end = live.progress.end.take();
+        let unheld = live.progress.early.len();
+        if unheld > 0 {
+            // Held for a pair the publisher never nominated.
+            let metrics = live.session.admission.guard.registry().metrics();
+            metrics
+                .dtls_records_before_ice
+                .with_label_values(&["dropped"])
+                .inc_by(unheld as u64);
+        }
         live.session.close();
         let session_id = live.session.admission.session_id;
         let registry = live.session.admission.guard.registry().clone();

@@ -15,6 +15,9 @@ mod batch;
 mod core_feedback_tests;
 #[cfg(test)]
 mod core_tests;
+mod early;
+#[cfg(test)]
+mod early_tests;
 mod forward;
 #[cfg(test)]
 mod handshake_tests;

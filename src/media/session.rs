@@ -22,6 +22,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
 
 use super::batch::ForwardBatch;
+use super::early::{self, EarlyRecords};
 use super::forward::{Forwarder, starts_keyframe};
 use super::mux::{Datagram, UdpMux};
 use super::observe::Observers;
@@ -87,7 +88,15 @@ impl Egress {
 /// Mutable bookkeeping of the loop.
 pub(crate) struct Progress {
     pub(super) remote: Option<SocketAddr>,
+    /// ICE selected a pair (the publisher nominated one): DTLS may flow.
+    pub(super) ice_selected: bool,
+    /// DTLS records that came before `ice_selected`.
+    pub(super) early: EarlyRecords,
     pub(super) connected: bool,
+    /// When DTLS connected.
+    pub(super) connected_at: Option<Instant>,
+    /// A keyframe has been forwarded to the consumer.
+    pub(super) keyframe_forwarded: bool,
     pub(super) last_media: Instant,
     /// When the datagram being handled arrived (the session's clock for media).
     pub(super) input_at: Instant,
@@ -111,7 +120,11 @@ impl Progress {
     pub(crate) fn new(now: Instant) -> Self {
         Progress {
             remote: None,
+            ice_selected: false,
+            early: EarlyRecords::default(),
             connected: false,
+            connected_at: None,
+            keyframe_forwarded: false,
             last_media: now,
             input_at: now,
             started: now,
@@ -166,8 +179,29 @@ impl Session {
         }
     }
 
-    /// Feeds one datagram to the peer connection (`drain` handles what it produced).
+    /// Feeds one datagram to the peer connection (`drain` handles what it produced). A DTLS
+    /// record that comes before ICE selected a pair is held until it is (`early`).
     pub(crate) fn read(&mut self, d: Datagram, p: &mut Progress) {
+        if !p.ice_selected && early::is_dtls(&d.data) {
+            let outcome = match p.early.hold(d) {
+                Ok(()) => "deferred",
+                Err(d) => {
+                    tracing::debug!(from = %d.from, "dropping a DTLS record before ICE selection");
+                    "dropped"
+                }
+            };
+            let registry = self.admission.guard.registry();
+            registry
+                .metrics()
+                .dtls_records_before_ice
+                .with_label_values(&[outcome])
+                .inc();
+            return;
+        }
+        self.feed(d, p);
+    }
+
+    fn feed(&mut self, d: Datagram, p: &mut Progress) {
         p.remote = Some(d.from);
         p.input_at = d.at;
         let tagged = TaggedBytesMut {
@@ -193,18 +227,27 @@ impl Session {
         }
     }
 
-    /// Sends queued output, handles events and queues received media in `batch`.
+    /// Sends queued output, handles events and queues received media in `batch`; once ICE
+    /// selected a pair, feeds the DTLS records held until then.
     pub(crate) fn drain(&mut self, p: &mut Progress, batch: &mut ForwardBatch) {
-        self.flush();
-        while let Some(event) = self.peer.poll_event() {
-            self.on_event(event, p);
-        }
-        while let Some(message) = self.peer.poll_read() {
-            tracing::trace!(message = ?std::mem::discriminant(&message.message), "peer message");
-            match message.message {
-                RTCMessage::RtpPacket(_, mut packet) => self.on_rtp(&mut packet, p, batch),
-                RTCMessage::RtcpPacket(_, packets) => self.on_rtcp(&packets, p),
-                _ => {}
+        loop {
+            self.flush();
+            while let Some(event) = self.peer.poll_event() {
+                self.on_event(event, p);
+            }
+            while let Some(message) = self.peer.poll_read() {
+                tracing::trace!(message = ?std::mem::discriminant(&message.message), "peer message");
+                match message.message {
+                    RTCMessage::RtpPacket(_, mut packet) => self.on_rtp(&mut packet, p, batch),
+                    RTCMessage::RtcpPacket(_, packets) => self.on_rtcp(&packets, p),
+                    _ => {}
+                }
+            }
+            if !p.ice_selected || p.early.is_empty() {
+                break;
+            }
+            for d in p.early.take() {
+                self.feed(d, p);
             }
         }
         // Events and RTP handling may have queued RTCP (PLI).
@@ -219,6 +262,7 @@ impl Session {
                 match state {
                     RTCPeerConnectionState::Connected if !p.connected => {
                         p.connected = true;
+                        p.connected_at = Some(p.input_at);
                         p.last_media = p.input_at;
                         registry.session_connected(self.admission.session_id, p.remote);
                     }
@@ -235,6 +279,12 @@ impl Session {
                 RTCIceConnectionState::Failed,
             ) => {
                 p.end = Some((EndReason::IceFailure, "ICE consent lost".into()));
+            }
+            // An ICE-lite agent connects when the publisher nominates a pair.
+            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                RTCIceConnectionState::Connected | RTCIceConnectionState::Completed,
+            ) => {
+                p.ice_selected = true;
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                 tracing::debug!(track = %init.track_id, "track open");
@@ -337,6 +387,14 @@ impl Session {
         if self.forwarder.forward(kind, packet, batch, p.input_at) {
             counters.packets_forwarded.fetch_add(1, Ordering::Relaxed);
             self.observe_output(kind, packet, p.input_at);
+            if keyframe && !p.keyframe_forwarded {
+                p.keyframe_forwarded = true;
+                let after = p.connected_at.map_or(Duration::ZERO, |at| {
+                    p.input_at.saturating_duration_since(at)
+                });
+                let registry = self.admission.guard.registry();
+                registry.first_keyframe_forwarded(session_id, after);
+            }
         }
     }
 

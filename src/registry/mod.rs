@@ -31,7 +31,7 @@ pub use events::{EndReason, Event, EventPayload, RejectReason, Subscription};
 pub use model::MAX_INGEST_ID_LEN;
 pub use model::{
     Caps, CountersSnapshot, IngestSpec, IngestView, Limits, SessionCounters, SessionState,
-    SessionView, validate_ingest_id,
+    SessionTimings, SessionView, validate_ingest_id,
 };
 pub use publish::{Admission, Admitted, SessionGuard};
 pub use session::{IceRestarted, SessionCommand};
@@ -138,6 +138,8 @@ struct SessionEntry {
     etag: String,
     /// What the media is, as the session task last reported.
     facts: StreamFacts,
+    /// How long connecting and the first keyframe took.
+    timings: SessionTimings,
 }
 
 impl Registry {
@@ -447,6 +449,7 @@ fn view_of(entry: &IngestEntry) -> IngestView {
                 .spec
                 .negotiated_sdp(s.video_codec.as_deref(), s.audio_codec.as_deref()),
             facts: s.facts,
+            timings: s.timings,
         }),
     }
 }

@@ -217,6 +217,17 @@ pub struct SessionView {
     pub consumer_sdp: String,
     /// Resolution, frame rate, keyframe interval, audio channels (as of the last stats).
     pub facts: StreamFacts,
+    /// How long connecting and the first keyframe took.
+    pub timings: SessionTimings,
+}
+
+/// How fast a publisher got going: what a user feels as "the first second".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionTimings {
+    /// From admission (the POST accepted) to ICE + DTLS connected; `None` while connecting.
+    pub connect: Option<std::time::Duration>,
+    /// From connected to the first keyframe forwarded to the consumer; `None` until then.
+    pub first_keyframe: Option<std::time::Duration>,
 }
 
 /// An ingest as seen from outside (no token, no hash).

@@ -220,6 +220,7 @@ impl Registry {
             simulcast_layers: Vec::new(),
             forwarded_layer: None,
             facts: Default::default(),
+            timings: Default::default(),
         });
         state.sessions.insert(session_id, ingest_id.to_owned());
         self.inner

@@ -2,6 +2,7 @@
 //! and the WHIP edge send them.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -89,6 +90,7 @@ impl Registry {
         session.state = SessionState::Connected;
         session.remote_addr = remote_addr;
         let connect_time = session.started.elapsed();
+        session.timings.connect = Some(connect_time);
         self.inner
             .metrics
             .ice_connect("connected")
@@ -102,6 +104,22 @@ impl Registry {
                 connect_time,
             },
         );
+    }
+
+    /// Records the first keyframe forwarded to the consumer, `after` the session connected
+    /// (once per session: later calls change nothing).
+    pub fn first_keyframe_forwarded(&self, session_id: Uuid, after: Duration) {
+        let mut state = self.lock();
+        let Some((_, session)) = state.session_mut(session_id) else {
+            return;
+        };
+        if session.timings.first_keyframe.is_none() {
+            session.timings.first_keyframe = Some(after);
+            self.inner
+                .metrics
+                .first_keyframe_duration
+                .observe(after.as_secs_f64());
+        }
     }
 
     /// Records the first packet of a track.

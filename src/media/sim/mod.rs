@@ -61,7 +61,11 @@ pub(super) struct Sim {
     pub(super) ingest: String,
     /// The gateway's ICE ufrag from the negotiation.
     pub(super) ufrag: String,
-    batch: ForwardBatch,
+    /// The gateway's ICE pwd (what the publisher's checks are signed with).
+    pub(super) pwd: String,
+    /// The publisher's ICE ufrag, from its offer.
+    pub(super) publisher_ufrag: String,
+    pub(super) batch: ForwardBatch,
     sinks: Sinks,
     pub(super) lose: Loss,
     /// The session's timers are not run when due (a starved worker): only `outside` work,
@@ -146,8 +150,11 @@ impl Sim {
         let admission = *admission;
         let factory =
             PeerFactory::new(vec![GATEWAY], vec![], timers.media_timeout).expect("factory");
+        let (publisher_ufrag, _) =
+            super::peer::ice_credentials(&offer).expect("the offer's ICE credentials");
         let negotiated = factory.negotiate(offer, &plan, start).expect("negotiate");
         let ufrag = negotiated.ufrag.clone();
+        let pwd = negotiated.pwd.clone();
         let answer = RTCSessionDescription::answer(negotiated.answer_sdp).expect("answer");
         publisher
             .peer
@@ -182,6 +189,8 @@ impl Sim {
             registry,
             ingest: spec.id,
             ufrag,
+            pwd,
+            publisher_ufrag,
             batch: ForwardBatch::new(forward, &metrics),
             sinks,
             lose: Box::new(|_| false),
