@@ -285,12 +285,24 @@ async function post(offer) {
   }
 }
 
-function waitFor(pred, timeoutMs) {
-  return new Promise((resolve) => {
-    const deadline = mono() + timeoutMs;
-    const tick = () => (pred() || mono() > deadline ? resolve(pred()) : setTimeout(tick, 2));
-    tick();
-  });
+// The peer connection's callbacks wake whoever waits for a state (no polling).
+let waiters = [];
+function changed() {
+  const woken = waiters;
+  waiters = [];
+  for (const wake of woken) wake();
+}
+
+/** Resolves with pred() once it holds (checked on every state change) or after timeoutMs. */
+async function waitFor(pred, timeoutMs) {
+  const deadline = mono() + timeoutMs;
+  while (!pred() && mono() < deadline) {
+    await new Promise((resolve) => {
+      const timer = setTimeout(resolve, Math.max(0, deadline - mono()));
+      waiters.push(() => { clearTimeout(timer); resolve(); });
+    });
+  }
+  return pred();
 }
 
 // ---------------------------------------------------------------- the publish
@@ -307,9 +319,10 @@ async function publish() {
     if (s === "connecting") ev.connectingAt = mono();
     if (s === "connected" && ev.connectedAt === null) ev.connectedAt = mono();
     log(`PeerConnection state is now: ${s}`);
+    changed();
   });
   let gathering = "new";
-  pc.onGatheringStateChange((s) => { gathering = s; });
+  pc.onGatheringStateChange((s) => { gathering = s; changed(); });
   const plis = { video: 0, audio: 0 };
   for (const [kind, track] of [["video", videoTrack], ["audio", audioTrack]]) {
     track.onOpen(() => { ev.open[kind] = mono(); });

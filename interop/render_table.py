@@ -87,8 +87,8 @@ def render(rows: list[dict]) -> str:
             "with its bandwidth estimate, or the simulcast layer whipgate forwarded (the highest "
             "bitrate, then `q` chosen live with `SelectSimulcastLayer`), every step decoded. "
             "The reconnect row publishes twice (DELETE, new peer connection) to one ingest while "
-            "one FFmpeg decodes both. Time to connected: from the gateway receiving the POST to DTLS "
-            "connected; time to first forwarded keyframe: from connected to the first keyframe "
+            "one FFmpeg decodes both. Time to connected: from the gateway accepting the POST to ICE + "
+            "DTLS connected; time to first forwarded keyframe: from connected to the first keyframe "
             "forwarded to the consumer (both the gateway's own, `Session.timings` in GetIngest, of the "
             f"row's first session; {NONE}: not reported). Gateway WARN lines: in every node's log "
             "during the row.")

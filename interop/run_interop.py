@@ -112,7 +112,8 @@ def main() -> int:
                    help=f"comma-separated, or all: {', '.join(ROWS)} (h264, vp8: the aiortc rows)")
     p.add_argument("--seconds", type=float, default=8.0,
                    help="publishing time per row (rows with their own: the reconnect row 5 s "
-                        "per session, the simulcast and chromium-h264-cluster rows 12 s)")
+                        "per session, the simulcast and chromium-h264-cluster rows 12 s, the "
+                        "ffmpeg-whip-h264-cluster row 6 s)")
     p.add_argument("--ready-timeout", type=float, default=30.0)
     p.add_argument("--out-dir", help="results/, logs/ and publish-page.png go here "
                                      "(default: a new temp dir, kept)")

@@ -82,16 +82,16 @@ ROWS: dict[str, RowSpec] = {
         RowSpec("gstreamer-vp8", "gstreamer", "vp8", token=TOKEN, size=SIZE),
         RowSpec("ffmpeg-whip-h264", "ffmpeg", "h264", token=TOKEN, size=SIZE),
         RowSpec("ffmpeg-whip-h264-cluster", "ffmpeg", "h264", token=TOKEN, size=SIZE, cluster="proxy",
-                label="cluster: through a non-owner node, token"),
+                seconds=6.0, label="cluster: through a non-owner node, token"),
         RowSpec("libdatachannel-h264", "libdatachannel", "h264", token=TOKEN, size=SIZE,
-                label="OBS whip-output, offer with candidates"),
+                label="offer with candidates"),
         RowSpec("libdatachannel-h264-nocands", "libdatachannel", "h264", token=TOKEN, size=SIZE,
-                offer_candidates=False, label="OBS whip-output, offer without candidates"),
+                offer_candidates=False, label="offer without candidates"),
         RowSpec("libdatachannel-h264-cluster", "libdatachannel", "h264", token=TOKEN, size=SIZE,
                 cluster="proxy", offer_candidates=False, unauthorized_delete=True,
-                label="OBS whip-output, cluster: through a non-owner node, token"),
+                label="no candidates, cluster: through a non-owner node, token"),
         RowSpec("libdatachannel-h264-307", "libdatachannel", "h264", token=TOKEN, size=SIZE,
-                cluster="redirect", label="OBS whip-output, cluster: 307 from a full node, token"),
+                cluster="redirect", label="cluster: 307 from a full node, token"),
     )
 }
 # `h264` and `vp8` alone still mean the aiortc rows.
