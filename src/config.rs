@@ -56,8 +56,9 @@ pub struct Config {
     /// addresses (comma-separated names, e.g. eth0) [default: all].
     #[arg(long, env = "WHIPGATE_INTERFACES", value_delimiter = ',')]
     pub interfaces: Vec<String>,
-    /// Maximum live publishers across all ingests.
-    #[arg(long, env = "WHIPGATE_MAX_PUBLISHERS", default_value_t = 64)]
+    /// Maximum live publishers across all ingests (2 cores forward 500 with room to spare:
+    /// see the README's benchmark).
+    #[arg(long, env = "WHIPGATE_MAX_PUBLISHERS", default_value_t = 256)]
     pub max_publishers: usize,
     /// CORS allowed origins, comma-separated; "*" for any.
     #[arg(
@@ -215,9 +216,26 @@ pub struct Config {
     /// HTTP requests handled at once at most; more get 503 with Retry-After.
     #[arg(long, env = "WHIPGATE_HTTP_MAX_REQUESTS", default_value_t = 256)]
     pub http_max_requests: usize,
-    /// WebRTC negotiations (offer to answer) at once at most; more get 503 with Retry-After.
+    /// WebRTC negotiations (offer to answer) at once at most; more POSTs wait for a slot
+    /// (--negotiation-wait-secs), served in turn by client.
     #[arg(long, env = "WHIPGATE_MAX_NEGOTIATIONS", default_value_t = 16)]
     pub max_negotiations: usize,
+    /// Seconds a POST waits for a negotiation slot before a 503 with Retry-After. The wait
+    /// comes first; --answer-timeout-secs then bounds the negotiation itself, and the two
+    /// together must fit in --http-request-timeout-secs.
+    #[arg(id = "negotiation_wait_secs", long = "negotiation-wait-secs", env = "WHIPGATE_NEGOTIATION_WAIT_SECS", default_value = "3", value_parser = parse_secs)]
+    #[serde(rename = "negotiation_wait_secs", with = "serde_secs")]
+    pub negotiation_wait: Duration,
+    /// POSTs waiting for a negotiation slot at most; more get 503 with Retry-After at once.
+    #[arg(long, env = "WHIPGATE_NEGOTIATION_QUEUE", default_value_t = 1024)]
+    pub negotiation_queue: usize,
+    /// POSTs of one client (IPv4 address, IPv6 /64) waiting for a negotiation slot at most.
+    #[arg(
+        long,
+        env = "WHIPGATE_NEGOTIATION_QUEUE_PER_CLIENT",
+        default_value_t = 256
+    )]
+    pub negotiation_queue_per_client: usize,
     /// Open gRPC connections at most (TLS: counted from accept to close); more wait in the
     /// kernel's backlog.
     #[arg(long, env = "WHIPGATE_GRPC_MAX_CONNECTIONS", default_value_t = 256)]
@@ -507,6 +525,13 @@ impl Config {
         if self.http_request_timeout <= self.answer_timeout {
             return Err("http_request_timeout must be longer than answer_timeout".into());
         }
+        if self.http_request_timeout <= self.answer_timeout + self.negotiation_wait {
+            return Err(
+                "http_request_timeout must be longer than negotiation_wait and answer_timeout \
+                 together"
+                    .into(),
+            );
+        }
         for (name, n) in [
             ("http_max_connections", self.http_max_connections),
             (
@@ -520,6 +545,10 @@ impl Config {
             ),
             ("http_max_requests", self.http_max_requests),
             ("max_negotiations", self.max_negotiations),
+            (
+                "negotiation_queue_per_client",
+                self.negotiation_queue_per_client,
+            ),
             ("grpc_max_watchers", self.grpc_max_watchers),
             ("grpc_max_streams", self.grpc_max_streams as usize),
         ] {

@@ -59,6 +59,7 @@ pub struct Gateway {
     cancel: CancellationToken,
     cluster: Option<ClusterNode>,
     tls: TlsSetup,
+    limits: Arc<whip::EdgeLimits>,
 }
 
 impl Gateway {
@@ -187,6 +188,7 @@ impl Gateway {
         };
         Ok(Gateway {
             cluster,
+            limits: Arc::new(whip::EdgeLimits::new(&config)),
             config,
             metrics,
             registry,
@@ -222,6 +224,11 @@ impl Gateway {
         self.cluster.as_ref()
     }
 
+    /// The WHIP edge's limits: rate limits, requests in flight, negotiation slots.
+    pub fn edge_limits(&self) -> Arc<whip::EdgeLimits> {
+        Arc::clone(&self.limits)
+    }
+
     /// The media path (for diagnostics).
     pub fn media(&self) -> &Media {
         &self.media
@@ -246,6 +253,7 @@ impl Gateway {
             bound,
             cluster,
             tls,
+            limits,
             ..
         } = self;
         // In cluster mode the node is who the cluster knows; alone, its host name and HTTP port.
@@ -274,8 +282,9 @@ impl Gateway {
         )
         .with_cluster(cluster.clone())
         .with_tracker(tracker.clone());
-        let mut state =
-            WhipState::new(registry.clone(), media.clone(), &config)?.with_events(events);
+        let mut state = WhipState::new(registry.clone(), media.clone(), &config)?
+            .with_limits(limits)
+            .with_events(events);
         if let Some(node) = &cluster {
             state.cluster = Some(node.clone());
             tracker.spawn(node.clone().run(registry.clone(), cancel.clone()));

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub ice_connect_duration: HistogramVec,
     /// From connected to the first keyframe forwarded to the consumer.
     pub first_keyframe_duration: Histogram,
+    /// How long POSTs waited for a negotiation slot (those that got one).
+    pub negotiation_wait: Histogram,
     /// DTLS records that arrived before ICE selected a pair, by outcome: `deferred` (held
     /// and handled once the publisher nominated the pair) or `dropped` (over the per-source
     /// bound, or the session ended first).
@@ -172,7 +174,7 @@ impl Metrics {
                 "whipgate_whip_request_duration_seconds",
                 "WHIP request duration by route",
                 &["route"],
-                latency,
+                latency.clone(),
             )?,
             whip_rate_limited: counter(
                 &r,
@@ -221,6 +223,12 @@ impl Metrics {
                 "whipgate_first_keyframe_seconds",
                 "Time from ICE+DTLS connected to the first keyframe forwarded to the consumer",
                 connect,
+            )?,
+            negotiation_wait: histogram(
+                &r,
+                "whipgate_negotiation_wait_seconds",
+                "Time POSTs waited for a negotiation slot (--max-negotiations), those that got one",
+                latency,
             )?,
             dtls_records_before_ice: counter_vec(
                 &r,

@@ -18,7 +18,7 @@ fn defaults_match_the_documented_ports() {
     );
     assert_eq!(c.udp_listen.port(), 8189);
     assert_eq!(c.tcp_listen.map(|a| a.port()), Some(8189));
-    assert_eq!(c.max_publishers, 64);
+    assert_eq!(c.max_publishers, 256);
     assert_eq!(c.media_timeout, Duration::from_secs(10));
     assert_eq!(c.cors_origins, ["*"]);
     c.validate().unwrap();

@@ -33,6 +33,8 @@ pub struct Engine {
     cfg: LoadConfig,
     certificate: RTCCertificate,
     http: reqwest::Client,
+    /// With `--spread-ips`: one client per local address, in address order.
+    spread: Vec<reqwest::Client>,
     sink: Option<Sink>,
     /// POSTs retried after a 429 or 503 (Retry-After).
     retries: Arc<std::sync::atomic::AtomicU64>,
@@ -135,17 +137,30 @@ impl Engine {
         } else {
             None
         };
-        let mut http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(cfg.concurrency.max(1));
-        if let Some(pem) = cfg.ca_pem()? {
-            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
-        }
-        let http = http.build()?;
+        let pem = cfg.ca_pem()?;
+        let client = |local: Option<std::net::IpAddr>| -> Result<reqwest::Client, LoadError> {
+            let mut http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(cfg.concurrency.max(1))
+                .local_address(local);
+            if let Some(pem) = &pem {
+                http = http.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
+            }
+            Ok(http.build()?)
+        };
+        let http = client(None)?;
+        let spread = if cfg.spread_ips > 1 {
+            (0..cfg.spread_ips)
+                .map(|i| client(Some(cfg.publisher_ip(i))))
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
         Ok(Engine {
             cfg,
             certificate,
             http,
+            spread,
             sink,
             retries: Default::default(),
         })
@@ -264,7 +279,10 @@ impl Engine {
             // Each POST is its own task: its answer is read (and timed) as soon as it arrives,
             // not when this loop next gets to it between other publishers' offers and answers.
             .map(|prepared| {
-                let post = self.poster();
+                let post = match &prepared {
+                    Ok((publisher, _, _)) => self.poster(publisher.index),
+                    Err(_) => self.poster(0),
+                };
                 async move {
                     let (publisher, offer, url) = prepared?;
                     tokio::spawn(post.publish(publisher, offer, url))
@@ -291,20 +309,26 @@ impl Engine {
         batch
     }
 
-    /// What POSTs one offer, owned so that each POST can run as its own task.
-    fn poster(&self) -> Poster {
+    /// What POSTs publisher `i`'s offer, owned so that each POST can run as its own task.
+    fn poster(&self, i: u32) -> Poster {
+        let http = match self.spread.len() {
+            0 => &self.http,
+            n => &self.spread[i as usize % n],
+        };
         Poster {
-            http: self.http.clone(),
+            http: http.clone(),
             token: self.cfg.token.clone(),
             retries: Arc::clone(&self.retries),
+            attempts: if self.cfg.no_retry { 1 } else { POST_ATTEMPTS },
         }
     }
 
     /// One publisher before its POST: socket, peer connection, offer, and the URL to POST to.
     /// A plain publisher (no WebRTC) has no offer: it is "answered" at once.
     fn prepare(&self, i: u32) -> Result<(Publisher, Option<String>, String), String> {
-        let socket = super::udp_socket(std::net::SocketAddr::new(self.cfg.bind_ip, 0), 1 << 20)
-            .map_err(|e| format!("socket: {}", e.kind()))?;
+        let local = std::net::SocketAddr::new(self.cfg.publisher_ip(i), 0);
+        let socket =
+            super::udp_socket(local, 1 << 20).map_err(|e| format!("socket: {}", e.kind()))?;
         let plan = self.cfg.plan();
         if let Some(to) = &self.cfg.plain {
             let [video_to, audio_to] = to[..] else {
@@ -401,6 +425,8 @@ struct Poster {
     http: reqwest::Client,
     token: Option<String>,
     retries: Arc<std::sync::atomic::AtomicU64>,
+    /// POSTs at most (1: no retry).
+    attempts: u32,
 }
 
 impl Poster {
@@ -416,7 +442,8 @@ impl Poster {
             return Ok((publisher, String::new(), Duration::ZERO));
         };
         // A gateway that is busy answers 429 or 503 with Retry-After: wait as told (at most
-        // `MAX_RETRY_WAIT`) and try again, as a WHIP client should, `POST_ATTEMPTS` times.
+        // `MAX_RETRY_WAIT`) and try again, as a WHIP client should, `attempts` times in all
+        // (`--no-retry`: once, as OBS and FFmpeg do).
         let mut attempt = 0;
         let (sent, response) = loop {
             attempt += 1;
@@ -433,7 +460,7 @@ impl Poster {
             let status = response.status();
             let busy = status == reqwest::StatusCode::TOO_MANY_REQUESTS
                 || status == reqwest::StatusCode::SERVICE_UNAVAILABLE;
-            if !busy || attempt >= POST_ATTEMPTS {
+            if !busy || attempt >= self.attempts {
                 break (sent, response);
             }
             let wait = response

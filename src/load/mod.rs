@@ -110,6 +110,14 @@ pub struct LoadConfig {
     /// Local address for the publishers' and the sink's sockets.
     #[arg(long, default_value = "127.0.0.1")]
     pub bind_ip: IpAddr,
+    /// Spread the publishers over this many consecutive IPv4 addresses from --bind-ip
+    /// (publisher i POSTs and sends from --bind-ip + i % N): publishers on distinct hosts, as
+    /// the gateway's per-client limits see them. 1: all from --bind-ip.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub spread_ips: u32,
+    /// Do not retry a POST answered 429 or 503 (OBS and FFmpeg do not): it is a failure.
+    #[arg(long)]
+    pub no_retry: bool,
     /// Worker tasks driving the publishers (default: one per core).
     #[arg(long)]
     pub workers: Option<usize>,
@@ -165,6 +173,16 @@ impl LoadConfig {
             keyframe_interval: self.keyframe_interval.max(0.04),
             audio: !self.no_audio,
             audio_bytes: 80,
+        }
+    }
+
+    /// The local address of publisher `i` (see `--spread-ips`).
+    pub fn publisher_ip(&self, i: u32) -> IpAddr {
+        match self.bind_ip {
+            IpAddr::V4(v4) if self.spread_ips > 1 => IpAddr::V4(std::net::Ipv4Addr::from(
+                u32::from(v4).wrapping_add(i % self.spread_ips),
+            )),
+            ip => ip,
         }
     }
 

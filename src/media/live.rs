@@ -282,13 +282,13 @@ impl Control {
         let registry = live.session.admission.guard.registry().clone();
         drop(live);
         match end {
+            // The registry logs the end with its reason.
             Some((reason, detail)) => {
                 registry.end_session(session_id, reason, &detail);
-                tracing::info!(%session_id, reason = reason.as_str(), %detail, "session closed");
             }
             // Ended from outside (DELETE, teardown, unregister, replace, shutdown): the
-            // session-ended event already carries the reason.
-            None => tracing::info!(%session_id, "session closed by the gateway"),
+            // registry logged it with its reason when it ended it.
+            None => tracing::debug!(%session_id, "session task stopped"),
         }
         // Unroutes the session: the table's references to the cell go with it.
         drop(self.route);

@@ -227,11 +227,12 @@ impl Session {
         }
     }
 
-    /// Sends queued output, handles events and queues received media in `batch`; once ICE
-    /// selected a pair, feeds the DTLS records held until then.
+    /// Handles events, queues received media in `batch` and sends queued output; once ICE
+    /// selected a pair, feeds the DTLS records held until then. Events come before output:
+    /// the session is recorded connected before the DTLS flight that completes the
+    /// publisher's handshake leaves, so nobody sees the publisher connected first.
     pub(crate) fn drain(&mut self, p: &mut Progress, batch: &mut ForwardBatch) {
         loop {
-            self.flush();
             while let Some(event) = self.peer.poll_event() {
                 self.on_event(event, p);
             }
@@ -243,6 +244,7 @@ impl Session {
                     _ => {}
                 }
             }
+            self.flush();
             if !p.ice_selected || p.early.is_empty() {
                 break;
             }
@@ -250,8 +252,6 @@ impl Session {
                 self.feed(d, p);
             }
         }
-        // Events and RTP handling may have queued RTCP (PLI).
-        self.flush();
     }
 
     fn on_event(&mut self, event: RTCPeerConnectionEvent, p: &mut Progress) {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{
     EndReason, EventPayload, IngestSpec, Registry, RegistryError, RejectReason, SessionCommand,
-    SessionCounters, SessionEntry, SessionState,
+    SessionCounters, SessionEntry, SessionState, State,
 };
 use crate::continuity::Continuity;
 
@@ -96,12 +96,13 @@ impl Registry {
     /// hold back (a studio's encoders share one public address).
     pub fn vouches_for(&self, ingest_id: &str, bearer: &str) -> bool {
         let state = self.lock();
-        state.sessions.len() < state.caps.max_publishers
-            && state
-                .ingests
-                .get(ingest_id)
-                .and_then(|entry| entry.token.as_ref())
-                .is_some_and(|token| token.matches(bearer))
+        state.sessions.len() < state.caps.max_publishers && token_matches(&state, ingest_id, bearer)
+    }
+
+    /// Whether `bearer` is the token of the token-protected ingest `ingest_id` (a session's
+    /// PATCH and DELETE: its publisher, at any load).
+    pub fn token_matches(&self, ingest_id: &str, bearer: &str) -> bool {
+        token_matches(&self.lock(), ingest_id, bearer)
     }
 
     /// Admits a publisher in one critical section: draining, lookup, redirect, token, the
@@ -338,6 +339,14 @@ pub(super) fn check_token(
         (Some(expected), Some(given)) if expected.matches(given) => Ok(()),
         _ => Err(RegistryError::Unauthorized),
     }
+}
+
+fn token_matches(state: &State, ingest_id: &str, bearer: &str) -> bool {
+    state
+        .ingests
+        .get(ingest_id)
+        .and_then(|entry| entry.token.as_ref())
+        .is_some_and(|token| token.matches(bearer))
 }
 
 #[cfg(test)]

@@ -329,6 +329,14 @@ impl Registry {
     ) -> Option<CancellationToken> {
         let session = state.ingests.get_mut(ingest_id)?.session.take()?;
         state.sessions.remove(&session.id);
+        // The one line per ended session, whoever ended it (a publisher's DELETE says so).
+        tracing::info!(
+            session_id = %session.id,
+            ingest_id,
+            reason = reason.as_str(),
+            detail,
+            "session ended"
+        );
         // Checkpoint the ingest's output streams now: their state is final until the next
         // publisher.
         self.inner.checkpoint_soon.notify_one();

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
 use super::WhipState;
+use super::queue::NegotiationQueue;
 use super::ratelimit::{self, RateLimiter};
 use crate::config::Config;
 use crate::error::Error;
@@ -26,8 +27,8 @@ pub struct EdgeLimits {
     pub read_rate: Option<RateLimiter>,
     /// Requests in flight.
     pub requests: Arc<Semaphore>,
-    /// Negotiations (offer to answer) in flight.
-    pub negotiations: Arc<Semaphore>,
+    /// Negotiations (offer to answer) in flight, and the POSTs waiting for one.
+    pub negotiations: NegotiationQueue,
     /// Whole-request deadline.
     pub request_timeout: Duration,
     /// Cluster mode: lookups of registrations this node has no copy of (one node-wide bucket).
@@ -49,7 +50,12 @@ impl EdgeLimits {
                 ratelimit::MAX_CLIENTS,
             ),
             requests: Arc::new(Semaphore::new(config.http_max_requests)),
-            negotiations: Arc::new(Semaphore::new(config.max_negotiations)),
+            negotiations: NegotiationQueue::new(
+                config.max_negotiations,
+                config.negotiation_wait,
+                config.negotiation_queue,
+                config.negotiation_queue_per_client,
+            ),
             request_timeout: config.http_request_timeout,
             unknown_lookups: RateLimiter::new(
                 f64::from(super::UNKNOWN_LOOKUPS_PER_SEC),
@@ -90,21 +96,31 @@ pub(super) async fn guard(
     }
 }
 
-/// A WHIP POST with the right bearer token of a token-protected ingest, below the publisher
-/// cap: not held back by the per-address rate limit (encoders behind one NAT start together);
-/// floods of wrong or missing tokens stay limited. A map lookup and a hash.
+/// A WHIP request with the right bearer token of a token-protected ingest is not held back
+/// by the per-address rate limit (encoders behind one NAT start and stop together): a POST
+/// below the publisher cap, a session's PATCH or DELETE at any load. Floods of wrong or
+/// missing tokens stay limited. A map lookup and a hash.
 fn carries_a_valid_publish_token(state: &WhipState, request: &Request) -> bool {
-    let Some(ingest_id) = request
-        .uri()
-        .path()
-        .strip_prefix("/whip/")
-        .filter(|id| !id.is_empty() && !id.contains('/'))
-    else {
+    let Some(rest) = request.uri().path().strip_prefix("/whip/") else {
         return false;
     };
-    *request.method() == Method::POST
-        && super::bearer(request.headers())
-            .is_some_and(|token| state.registry.vouches_for(ingest_id, token))
+    let (ingest_id, session) = match rest.split_once('/') {
+        Some((id, session)) => (id, Some(session)),
+        None => (rest, None),
+    };
+    if ingest_id.is_empty() || session.is_some_and(|s| s.is_empty() || s.contains('/')) {
+        return false;
+    }
+    let Some(token) = super::bearer(request.headers()) else {
+        return false;
+    };
+    match (request.method(), session) {
+        (&Method::POST, None) => state.registry.vouches_for(ingest_id, token),
+        (&Method::PATCH | &Method::DELETE, Some(_)) => {
+            state.registry.token_matches(ingest_id, token)
+        }
+        _ => false,
+    }
 }
 
 /// Counts every request by route template, method and status: all bounded sets (a path that

@@ -11,9 +11,11 @@ mod guards;
 mod offer;
 mod owner;
 pub mod proxy;
+mod queue;
+pub use queue::{NegotiationQueue, Refused as NegotiationRefused, Slot as NegotiationSlot};
 mod ratelimit;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -87,6 +89,12 @@ impl WhipState {
             cluster: None,
             redirect_publish: config.cluster_redirect_publish,
         })
+    }
+
+    /// Shares `limits` (built from the same configuration) with whoever else holds them.
+    pub fn with_limits(mut self, limits: Arc<EdgeLimits>) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Serves `/events`, `/api/ingests` and `/dashboard` from `events` (API key, shutdown).
@@ -256,12 +264,21 @@ pub(crate) async fn answer_offer(
     // the same step (pure codec matching, no I/O).
     let offer = std::str::from_utf8(&body).ok();
     // Taken before admission: a refused negotiation must not kick a REPLACE ingest's publisher.
-    let _negotiating = Arc::clone(&state.limits.negotiations)
-        .try_acquire_owned()
-        .map_err(|_| {
-            let busy = Error::Overloaded("too many negotiations in progress".into());
-            refused(state, ingest_id, busy)
-        })?;
+    let client = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| {
+        crate::client::client_key(p.ip())
+    });
+    let waited = std::time::Instant::now();
+    let _negotiating = state
+        .limits
+        .negotiations
+        .acquire(client)
+        .await
+        .map_err(|r| refused(state, ingest_id, Error::Overloaded(r.message().into())))?;
+    state
+        .registry
+        .metrics()
+        .negotiation_wait
+        .observe(waited.elapsed().as_secs_f64());
     if state.cluster.is_some()
         && let Err(err) = state.registry.refresh(ingest_id).await
     {

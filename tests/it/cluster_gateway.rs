@@ -69,7 +69,7 @@ async fn nodes_heartbeat_and_a_later_node_reads_registrations_from_redis() -> Re
     let ids: Vec<&str> = listed.iter().map(|n| n.id.as_str()).collect();
     assert_eq!(ids, ["a", "b", "c"]);
     assert_eq!(listed[1].advertise_url, format!("http://{}", b.bound.http));
-    assert!(listed.iter().all(|n| n.capacity == 64 && !n.draining));
+    assert!(listed.iter().all(|n| n.capacity == 256 && !n.draining));
     c.stop().await?;
     let listed = eventually(PATIENCE, "c's record to go", || async {
         let l = nodes.list().await.ok()?;

@@ -2,7 +2,7 @@
 //! slow clients cut by the header-read timeout while a real publish goes through, the
 //! negotiation cap (503 + Retry-After), and the publish page keeping the token out of URLs.
 
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -192,27 +192,49 @@ async fn slow_clients_are_cut_by_the_header_timeout_while_a_publish_gets_its_201
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn saturated_negotiations_get_503_with_retry_after_and_admit_nothing() -> Result<()> {
+async fn saturated_negotiations_wait_then_get_503_with_retry_after_and_admit_nothing() -> Result<()>
+{
     let mut gw = TestGateway::start().await?;
     gw.register("busy", None, None).await?;
-    let config = Config::loopback();
+    let config = Config {
+        max_negotiations: 1,
+        negotiation_wait: Duration::from_millis(300),
+        ..Config::loopback()
+    };
     let state = WhipState::new(gw.registry.clone(), gw.media.clone(), &config)?;
-    let held = Arc::clone(&state.limits.negotiations)
-        .acquire_many_owned(u32::try_from(config.max_negotiations)?)
-        .await?;
-    let app = whip::router(state, &config, true);
+    let somebody = IpAddr::from([127, 0, 0, 9]);
+    let held = state.limits.negotiations.acquire(somebody).await;
+    let held = held.map_err(|r| anyhow::anyhow!(r.message()))?;
+    let app = whip::router(state.clone(), &config, true);
     let post = |offer: String| {
         Request::post("/whip/busy")
             .header("content-type", "application/sdp")
             .body(Body::from(offer))
     };
     let (publisher, offer) = Publisher::new(Some(Video::H264), false).await?;
+    let started = std::time::Instant::now();
     let response = app.clone().oneshot(post(offer.clone())?).await?;
-    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.status(),
+        503,
+        "the slot was not freed within the wait"
+    );
+    assert!(
+        started.elapsed() >= config.negotiation_wait,
+        "it waited first"
+    );
     assert!(response.headers().contains_key("retry-after"));
     assert_eq!(gw.registry.live_count(), 0, "nothing admitted");
+    // A POST that finds the slot taken waits for it and gets its answer once it is freed.
+    let waiting = tokio::spawn(app.clone().oneshot(post(offer)?));
+    let queued = state.limits.negotiations.clone();
+    eventually(PATIENCE, "the POST to queue", || {
+        let waiting = queued.waiting();
+        async move { (waiting == 1).then_some(()) }
+    })
+    .await?;
     drop(held);
-    let response = app.oneshot(post(offer)?).await?;
+    let response = waiting.await??;
     assert_eq!(response.status(), 201);
     let location = response
         .headers()
@@ -242,5 +264,107 @@ async fn the_publish_page_reads_the_token_from_the_fragment_only() -> Result<()>
         !page.contains("params.get(\"token\")"),
         "the query must not carry the token"
     );
+    gw.stop().await
+}
+
+/// Every answer that is neither a 204 nor a stream (`/events`) says how long it is: HTTP
+/// clients of encoders (FFmpeg's, libcurl in OBS) read a body by its Content-Length and
+/// some cannot read a chunked or unterminated one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_but_204_and_streams_carries_content_length() -> Result<()> {
+    let gw = TestGateway::start_with(|c| c.api_key = Some("the-api-key".into())).await?;
+    let mut register = tonic::Request::new(whipgate::control::pb::RegisterIngestRequest {
+        ingest_id: "sized".into(),
+        ..Default::default()
+    });
+    register
+        .metadata_mut()
+        .insert("authorization", "Bearer the-api-key".parse()?);
+    gw.grpc.clone().register_ingest(register).await?;
+    let published = gw.publish("sized", Some(Video::H264), false).await?;
+    let (_, offer) = Publisher::new(Some(Video::H264), false).await?;
+    let http = &gw.http;
+    let whip = gw.url("/whip/sized");
+    let session = gw.url(&published.location);
+    let bogus = gw.url("/whip/sized/00000000-0000-0000-0000-000000000000");
+    let key = "Bearer the-api-key";
+    let requests = vec![
+        ("healthz", http.get(gw.url("/healthz"))),
+        ("healthz HEAD", http.head(gw.url("/healthz"))),
+        ("metrics", http.get(gw.url("/metrics"))),
+        ("dashboard", http.get(gw.url("/dashboard"))),
+        ("publish page", http.get(gw.url("/publish/sized"))),
+        ("unknown path", http.get(gw.url("/nope"))),
+        ("api without key", http.get(gw.url("/api/ingests"))),
+        (
+            "api",
+            http.get(gw.url("/api/ingests"))
+                .header("authorization", key),
+        ),
+        (
+            "events token",
+            http.post(gw.url("/events/token"))
+                .header("authorization", key),
+        ),
+        (
+            "preflight",
+            http.request(Method::OPTIONS, &whip)
+                .header("origin", "https://studio.example")
+                .header("access-control-request-method", "POST"),
+        ),
+        ("wrong content type", http.post(&whip).body("v=0")),
+        (
+            "bad offer",
+            http.post(&whip)
+                .header("content-type", "application/sdp")
+                .body("not sdp"),
+        ),
+        (
+            "unknown ingest",
+            http.post(gw.url("/whip/nobody"))
+                .header("content-type", "application/sdp")
+                .body(offer.clone()),
+        ),
+        (
+            "second publisher",
+            http.post(&whip)
+                .header("content-type", "application/sdp")
+                .body(offer),
+        ),
+        ("patch without if-match", http.patch(&session)),
+        ("delete unknown session", http.delete(&bogus)),
+        ("delete", http.delete(&session)),
+        ("method not allowed", http.put(&whip)),
+    ];
+    let mut statuses = Vec::new();
+    for (name, request) in requests {
+        let response = request.send().await?;
+        let status = response.status();
+        statuses.push(format!("{name}: {status}"));
+        let headers = response.headers();
+        let streamed = headers
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if status == 204 || streamed {
+            continue;
+        }
+        assert!(
+            headers.get("transfer-encoding").is_none(),
+            "{name}: {status} is chunked"
+        );
+        let length = headers
+            .get("content-length")
+            .with_context(|| format!("{name}: {status} has no Content-Length"))?;
+        let length: usize = length.to_str()?.parse()?;
+        let body = response.bytes().await?;
+        if name != "healthz HEAD" {
+            assert_eq!(body.len(), length, "{name}");
+        }
+    }
+    assert!(
+        statuses.contains(&"delete: 200 OK".to_owned()),
+        "{statuses:?}"
+    );
+    published.publisher.close().await;
     gw.stop().await
 }

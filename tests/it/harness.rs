@@ -25,6 +25,8 @@ pub struct TestGateway {
     pub bound: Bound,
     pub registry: Registry,
     pub media: whipgate::media::Media,
+    /// The WHIP edge's limits (negotiation slots, rate limits), shared with the gateway.
+    pub limits: std::sync::Arc<whipgate::whip::EdgeLimits>,
     pub http: reqwest::Client,
     pub grpc: IngestControlClient<Channel>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -45,6 +47,7 @@ impl TestGateway {
         let bound = gateway.bound();
         let registry = gateway.registry().clone();
         let media = gateway.media().clone();
+        let limits = gateway.edge_limits();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = gateway
@@ -61,6 +64,7 @@ impl TestGateway {
             bound,
             registry,
             media,
+            limits,
             http: reqwest::Client::new(),
             grpc: IngestControlClient::new(channel),
             shutdown: Some(tx),

@@ -48,7 +48,7 @@ async fn caps_are_reported_changed_and_enforced_with_503() -> Result<()> {
     small.stop().await?;
 
     let mut gw = TestGateway::start().await?;
-    assert_eq!(caps(&mut gw).await?, (64, 0), "the default");
+    assert_eq!(caps(&mut gw).await?, (256, 0), "the default");
     gw.register("live", None, None).await?;
     gw.register("late", None, None).await?;
     let _live = gw.publish("live", Some(Video::H264), true).await?;

@@ -142,7 +142,10 @@ impl HandshakeMessageServerHello {
             if let Ok(extension) = Extension::unmarshal(&mut extension_reader) {
                 extensions.push(extension);
             } else {
-                log::warn!(
+                // whipgate patch: debug, not warn. Extensions this stack does not know are
+                // normal in every browser's and libdatachannel's hello and are ignored as TLS
+                // requires (RFC 5246 section 7.4.1.4): no fault to report, eight lines a publish.
+                log::debug!(
                     "Unsupported Extension Type {} {}",
                     extension_buffer[offset],
                     extension_buffer[offset + 1]
