@@ -29,12 +29,30 @@ Rows (select with --rows; `all` is the default):
                                  H264 is "n/a" when Firefox has no H264 encoder (no OpenH264)
   wrtc-vp8                       libwebrtc outside a browser (@roamhq/wrtc), trickle ICE
   gstreamer-h264, gstreamer-vp8  GStreamer webrtcbin from system python3 (gi)
+  ffmpeg-whip-h264               FFmpeg 9's own WHIP muxer (PyPI imageio-ffmpeg), token: its HTTP
+                                 goes through a recording relay (interop/ffmpeg_whip_publish.py);
+                                 its DELETE must get 200, its log no `Failed to` line but its
+                                 own DELETE-response read (an FFmpeg 9.0 bug, noted)
+  ffmpeg-whip-h264-cluster       the same through the full node a ("proxy" cluster mode, as
+                                 chromium-h264-cluster without the ICE restart)
+  libdatachannel-h264,           OBS Studio's whip-output.cpp rebuilt on libdatachannel
+  libdatachannel-h264-nocands    (node-datachannel, interop/libdatachannel_publish.mjs), token:
+                                 the offer POSTed once gathering is complete, or at once without
+                                 candidates (OBS 30.2+); PLI ignored, keyframes every 2 s,
+                                 frames before the tracks are open dropped, DELETE must get 200
+  libdatachannel-h264-cluster    the same (no candidates) through the full node a ("proxy"),
+                                 plus a DELETE without the token refused 401 on a
+  libdatachannel-h264-307        the same (with candidates) to the full node a in "redirect"
+                                 mode: the 307 is followed with the bearer token re-sent
 (`h264` and `vp8` alone still mean the aiortc rows.)
 
 Each row (interop/driver/row.py): whipgate on ephemeral loopback ports, RegisterIngest with
 FFmpeg's RTP ports as targets, FFmpeg on the consumer SDP, the publisher for --seconds and
 its DELETE; then the WHIP statuses and headers, the SDP answer, GetIngest while live,
-SessionEnded, the frames FFmpeg decoded, a clean SIGTERM shutdown, no process left behind.
+SessionEnded, the frames FFmpeg decoded, a clean SIGTERM shutdown, no process left behind; the
+gateway's connect timings (GetIngest's Session.timings while live: POST -> connected,
+connected -> first keyframe forwarded) and the WARN lines of every gateway log, reported
+(a failed check with --fail-on-gateway-warn).
 
 Everything stays on loopback: when this process sees any network interface besides lo, it
 re-runs itself inside a private network namespace (interop/driver/netns.py), unless
@@ -94,10 +112,13 @@ def main() -> int:
                    help=f"comma-separated, or all: {', '.join(ROWS)} (h264, vp8: the aiortc rows)")
     p.add_argument("--seconds", type=float, default=8.0,
                    help="publishing time per row (rows with their own: the reconnect row 5 s "
-                        "per session, the simulcast and chromium-h264-cluster rows 12 s)")
+                        "per session, the simulcast and chromium-h264-cluster rows 12 s, the "
+                        "ffmpeg-whip-h264-cluster row 6 s)")
     p.add_argument("--ready-timeout", type=float, default=30.0)
     p.add_argument("--out-dir", help="results/, logs/ and publish-page.png go here "
                                      "(default: a new temp dir, kept)")
+    p.add_argument("--fail-on-gateway-warn", action="store_true",
+                   help="a WARN line in a gateway log fails the row (default: listed in the results)")
     p.add_argument("--allow-host-network", action="store_true",
                    help="run even when interfaces besides lo are visible (debugging only)")
     args = p.parse_args()

@@ -1,10 +1,12 @@
-"""The checks of the cluster row in "proxy" mode: the browser talks to node a only (full, so it
-holds no session), and a carries the POST, the ICE restart PATCH and the DELETE to node b.
+"""The checks of the cluster rows in "proxy" mode: the publisher talks to node a only (full, so
+it holds no session), and a carries the POST, the DELETE and (rows with `ice_restart`) the ICE
+restart PATCH to node b.
 
-What the browser did comes from its RESULT (browser_publish.mjs: every fetch with its status
-and whether it followed a redirect, the ICE restart, the DELETE without the token, wall-clock
-times in ms); what b did comes from GetIngest on b (sampled with time.time()), its metrics and
-the FFmpeg output."""
+What the publisher did comes from its RESULT (every request with its status and whether it
+followed a redirect: browser_publish.mjs records the page's fetches, libdatachannel_publish.mjs
+its own, ffmpeg_whip_publish.py what its HTTP relay saw; the ICE restart and the DELETE
+without the token where the row has them; wall-clock times in ms); what b did comes from
+GetIngest on b (sampled with time.time()), its metrics and the FFmpeg output."""
 
 from __future__ import annotations
 
@@ -62,16 +64,16 @@ def check(run: Row, cl: Cluster, v: FrameCrc) -> None:
     session_url = r.get("session_url") or ""
     session_id = session_url.rstrip("/").rsplit("/", 1)[-1]
 
-    # The POST: answered by a itself with b's answer; the browser only ever talked to a.
+    # The POST: answered by a itself with b's answer; the publisher only ever talked to a.
     check("POST to a answered 201 by a (no redirect followed)",
           post.get("status") == 201 and post.get("redirected") is False
           and host(post.get("final_url")) == a and host(post.get("response_url")) == a,
           f"{post.get('status')} from {post.get('response_url')}, redirected {post.get('redirected')}")
     fetches = r.get("fetches") or []
-    check("no request of the browser saw a 307 or followed a redirect",
+    check("no request of the publisher saw a 307 or followed a redirect",
           bool(fetches) and all(f.get("status") != 307 and f.get("redirected") is False for f in fetches),
           ", ".join(f"{f.get('method')} {f.get('status')}" for f in fetches))
-    check("every request of the browser went to node a", all(host(f.get("url")) == a for f in fetches),
+    check("every request of the publisher went to node a", all(host(f.get("url")) == a for f in fetches),
           f"{sorted({host(f.get('url')) for f in fetches})}, a is {a}")
     try:
         answer = (run.workdir / "answer.sdp").read_text()
@@ -88,7 +90,34 @@ def check(run: Row, cl: Cluster, v: FrameCrc) -> None:
           re.search(r"publish handed to a node with room.*\bnode=b\b", a_log) is not None
           and "publish routed here by another node" in b_log)
 
-    # The ICE restart: a PATCH to the session URL on a, carried to b.
+    if run.spec.ice_restart:
+        check_ice_restart(run, cl, v, session_id)
+    if run.spec.unauthorized_delete:
+        check_unauthorized_delete(run, cl, session_id)
+
+    # The DELETE with the token (Stop) went to a and ended b's session.
+    dels = [f for f in fetches if f.get("method") == "DELETE"]
+    check("the publisher's last DELETE went to the session URL on a with the token: 200",
+          bool(dels) and dels[-1].get("url") == session_url and dels[-1].get("authorization") is True
+          and dels[-1].get("status") == 200, f"{dels[-1:]}")
+    ga = [g for g in cl.gauges["a"] if g is not None]
+    gb = [g for g in cl.gauges["b"] if g is not None]
+    check("while live: b's whipgate_live_publishers 1, a's 0",
+          bool(gb) and max(gb) == 1 and bool(ga) and max(ga) == 0,
+          f"b {sorted(set(gb))}, a {sorted(set(ga))} over {len(gb)} samples")
+    deadline = time.monotonic() + GAUGE_ZERO_S
+    gauge = live_publishers(b)
+    while gauge != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        gauge = live_publishers(b)
+    check("after the DELETE through a: b's whipgate_live_publishers 0", gauge == 0, f"{gauge}")
+
+
+def check_ice_restart(run: Row, cl: Cluster, v: FrameCrc, session_id: str) -> None:
+    """The ICE restart: a PATCH to the session URL on a, carried to b."""
+    check, r = run.check, run.pub_result
+    post, session_url = r.get("post") or {}, r.get("session_url") or ""
+    a = cl.ready_a["http"]
     ir = r.get("ice_restart") or {}
     patch, before, after = ir.get("patch") or {}, ir.get("before") or {}, ir.get("after") or {}
     req = patch.get("request") or {}
@@ -136,8 +165,14 @@ def check(run: Row, cl: Cluster, v: FrameCrc) -> None:
           need is not None and span >= need,
           f"decoded {span:.1f} s of video from connect on; restart done "
           f"{f'{need - 0.5:.1f} s in' if need is not None else 'never'}")
+    run.details["ice_restart_ms"] = ir.get("connected_again_millis")
 
-    # The DELETE without the token: refused on a, the session lives on.
+
+def check_unauthorized_delete(run: Row, cl: Cluster, session_id: str) -> None:
+    """A DELETE without the token to the session URL on a: refused, the session lives on."""
+    check, r = run.check, run.pub_result
+    a = cl.ready_a["http"]
+    stop = (r.get("stop_at") or 0) / 1000
     d = r.get("delete_without_token") or {}
     check("DELETE without the token on a: 401 with WWW-Authenticate: Bearer",
           d.get("status") == 401 and (d.get("www_authenticate") or "").lower().startswith("bearer")
@@ -149,21 +184,3 @@ def check(run: Row, cl: Cluster, v: FrameCrc) -> None:
           bool(after_401) and all(s[1] == session_id and s[2] == run.pb.SESSION_STATE_CONNECTED
                                   for s in after_401) and grew(after_401, "video_packets") > 0,
           f"{len(after_401)} samples on b; video +{grew(after_401, 'video_packets')}")
-
-    # The DELETE with the token (Stop) went to a and ended b's session.
-    dels = [f for f in fetches if f.get("method") == "DELETE"]
-    check("Stop's DELETE went to the session URL on a with the token",
-          bool(dels) and dels[-1].get("url") == session_url and dels[-1].get("authorization") is True
-          and dels[-1].get("status") == 200, f"{dels[-1:]}")
-    ga = [g for g in cl.gauges["a"] if g is not None]
-    gb = [g for g in cl.gauges["b"] if g is not None]
-    check("while live: b's whipgate_live_publishers 1, a's 0",
-          bool(gb) and max(gb) == 1 and bool(ga) and max(ga) == 0,
-          f"b {sorted(set(gb))}, a {sorted(set(ga))} over {len(gb)} samples")
-    deadline = time.monotonic() + GAUGE_ZERO_S
-    gauge = live_publishers(b)
-    while gauge != 0 and time.monotonic() < deadline:
-        time.sleep(0.1)
-        gauge = live_publishers(b)
-    check("after the DELETE through a: b's whipgate_live_publishers 0", gauge == 0, f"{gauge}")
-    run.details["ice_restart_ms"] = ir.get("connected_again_millis")

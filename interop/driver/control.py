@@ -93,6 +93,22 @@ class EventWatcher:
         self.thread.join(5)
 
 
+def session_timings(session) -> dict | None:
+    """The gateway's connect timings of a Session snapshot (`timings`, whipgate.v1 field 13):
+    connect_millis (POST accepted -> ICE + DTLS connected) and first_keyframe_millis (connected
+    -> first keyframe forwarded; 0: none yet, shown as None). None when the gateway's proto has
+    no such field, or the snapshot does not carry it (yet: 0 is "not connected yet")."""
+    try:
+        if not session.HasField("timings"):
+            return None
+    except ValueError:  # stubs generated from a proto without the field
+        return None
+    t = session.timings
+    if not t.connect_millis:
+        return None
+    return {"connect_ms": t.connect_millis, "first_keyframe_ms": t.first_keyframe_millis or None}
+
+
 def free_even_ports(n: int) -> list[int]:
     """n even UDP ports on 127.0.0.1 whose port+1 is free too (RTP, RTCP)."""
     held: list[socket.socket] = []

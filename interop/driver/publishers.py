@@ -79,6 +79,9 @@ class Publisher:
         """What this publisher needs and does not find (with how to get it)."""
         return []
 
+    def check(self, check, result: dict) -> None:
+        """The publisher's own checks on its RESULT (beyond the WHIP exchange every row checks)."""
+
 
 class Aiortc(Publisher):
     name = "aiortc"
@@ -137,7 +140,7 @@ class Browser(_Node):
         shot = ["--screenshot", str(self.screenshot)] if spec.screenshot else []
         # The restart and the token-less DELETE happen within the row's seconds.
         restart = ["--ice-restart-after", str(spec.ice_restart)] if spec.ice_restart else []
-        if restart and spec.token:
+        if spec.unauthorized_delete:
             restart.append("--delete-without-token")
         return [*_timeout(self.seconds + 70), "node", str(self.script), "--browser", spec.client,
                 "--url", page, "--codec", spec.codec, "--profile-dir", str(profile), *shot,
@@ -217,6 +220,117 @@ class Gstreamer(Publisher):
         return [] if cls.version() else ["GStreamer for system python3 (see scripts/test)"]
 
 
+class FfmpegWhip(Publisher):
+    """FFmpeg 9's WHIP muxer, the build in the PyPI package imageio-ffmpeg (in the venv),
+    run by ffmpeg_whip_publish.py (which relays its HTTP to record the exchange)."""
+
+    name = "FFmpeg WHIP muxer"
+    script = HERE / "ffmpeg_whip_publish.py"
+
+    def command(self, http: str, ingest_id: str, procs: Procs) -> list[str]:
+        size = f"{self.spec.size[0]}x{self.spec.size[1]}" if self.spec.size else "640x360"
+        return [*_timeout(self.seconds + 60), sys.executable, str(self.script),
+                "--url", f"http://{http}/whip/{ingest_id}", "--size", size,
+                "--log-out", str(self.workdir / "ffmpeg-whip.log"), *self.common(), *self.token_args()]
+
+    @classmethod
+    def find_version(cls) -> str | None:
+        try:
+            import imageio_ffmpeg
+
+            exe = imageio_ffmpeg.get_ffmpeg_exe()
+            return _command_version([exe, "-hide_banner", "-version"], r"ffmpeg version n?(\d[\w.]*)")
+        except Exception:
+            return None
+
+    @classmethod
+    def missing(cls) -> list[str]:
+        try:
+            import imageio_ffmpeg
+
+            imageio_ffmpeg.get_ffmpeg_exe()
+            return []
+        except Exception:
+            return ["imageio-ffmpeg (pip install -r interop/requirements.txt)"]
+
+    def check(self, check, result: dict) -> None:
+        post, d = result.get("post") or {}, result.get("delete") or {}
+        check("FFmpeg: the POST carried Authorization: Bearer (-authorization)", post.get("authorization") is True)
+        check("FFmpeg: offers a=setup:passive and no candidates (its muxer is the ICE client of an "
+              "ICE-lite server)", result.get("offer_setup") == "a=setup:passive" and not result.get("offer_candidates"),
+              f"{result.get('offer_setup')}, {len(result.get('offer_candidates') or [])} candidates")
+        check("FFmpeg: its DELETE (with the token) got 200 with Content-Length: 0 on the wire",
+              d.get("status") == 200 and d.get("content_length") == "0" and d.get("authorization") is True,
+              f"{d.get('status_line')!r}, Content-Length {d.get('content_length')}")
+        known = result.get("failed_lines_known_ffmpeg_bug") or []
+        other = [x for x in result.get("failed_lines") or [] if x not in known]
+        check("FFmpeg's log has no `Failed to` line (but its own DELETE-response read, see below)",
+              not other, "; ".join(other[:3]))
+        if known:
+            check.notes.append(
+                "FFmpeg 9.0's WHIP muxer logs `Failed to read response from DELETE` / `Failed to dispose "
+                "resource, ret=-5` whatever the answer: it opens the DELETE for writing and its HTTP client "
+                "then reads the status line as a chunk size; the wire shows "
+                f"{d.get('status_line')!r} with Content-Length {d.get('content_length')}")
+        t = result.get("ffmpeg_timings") or {}
+        if t:
+            check.notes.append(f"FFmpeg's own timings (ms): answer {t.get('answer')}, ICE {t.get('ice')}, "
+                               f"DTLS {t.get('dtls')}, SRTP {t.get('srtp')}")
+
+
+class Libdatachannel(_Node):
+    """OBS Studio's whip-output.cpp rebuilt on libdatachannel (node-datachannel), fed by
+    FFmpeg-encoded H264 and Opus (Debian's ffmpeg), libdatachannel_publish.mjs."""
+
+    name = "libdatachannel (OBS whip-output)"
+    package = "node-datachannel"
+    script = HERE / "libdatachannel_publish.mjs"
+
+    def command(self, http: str, ingest_id: str, procs: Procs) -> list[str]:
+        spec = self.spec
+        size = spec.size or (640, 360)
+        extra = ["--delete-without-token"] if spec.unauthorized_delete else []
+        return [*_timeout(self.seconds + 70), "node", str(self.script),
+                "--url", f"http://{http}/whip/{ingest_id}", "--workdir", str(self.workdir),
+                "--width", str(size[0]), "--height", str(size[1]),
+                "--offer-candidates", "yes" if spec.offer_candidates else "no",
+                *extra, *self.common(), *self.token_args()]
+
+    @classmethod
+    def find_version(cls) -> str | None:
+        lib = _command_version(["node", "-e", f"process.chdir({json.dumps(str(HERE))}); console.log("
+                                "require(require.resolve('node-datachannel', {paths: [process.cwd()]}))"
+                                ".getLibraryVersion())"], r"(\d+\.\d+\.\d+)")
+        binding = _npm_version(cls.package)
+        return f"{lib} (node-datachannel {binding})" if lib else None
+
+    def check(self, check, result: dict) -> None:
+        posts = [f for f in result.get("fetches") or [] if f.get("method") == "POST"]
+        check("libdatachannel: every POST (redirects included) carried Authorization: Bearer",
+              bool(posts) and all(f.get("authorization") for f in posts),
+              ", ".join(f"{f.get('status')} {f.get('url')}" for f in posts))
+        offered = result.get("offer_candidates") or []
+        if self.spec.offer_candidates:
+            check("libdatachannel: the offer was POSTed once gathering was complete, with its candidates",
+                  bool(offered), f"{len(offered)} candidates")
+        else:
+            check("libdatachannel: the offer was POSTed at once, without candidates (OBS 30.2+), no trickle",
+                  not offered and not result.get("trickle") and (result.get("candidates_gathered") or 0) >= 1,
+                  f"{len(offered)} in the offer, {result.get('candidates_gathered')} gathered locally")
+        opened = result.get("tracks_open_millis") or {}
+        check("libdatachannel: both tracks opened", set(opened) == {"video", "audio"}, f"{opened} ms after the POST")
+        check("libdatachannel: keyframes sent on its own schedule (at start, every 2 s)",
+              (result.get("keyframes_sent") or 0) >= 1, f"{result.get('keyframes_sent')} IDR sent")
+        dropped = result.get("frames_dropped_before_open") or {}
+        check.notes.append(
+            f"libdatachannel (as OBS): {dropped.get('video')} video / {dropped.get('audio')} audio frames dropped "
+            f"before the tracks were open; {result.get('plis_received_ignored')} PLI received and ignored; "
+            f"first IDR sent {result.get('first_keyframe_after_connected_millis')} ms after connected; "
+            f"connected {result.get('connect_millis')} ms after connecting ({result.get('post_to_connected_millis')} "
+            "ms after the POST)")
+
+
 CLIENTS: dict[str, type[Publisher]] = {
     "aiortc": Aiortc, "chromium": Chromium, "firefox": Firefox, "wrtc": Wrtc, "gstreamer": Gstreamer,
+    "ffmpeg": FfmpegWhip, "libdatachannel": Libdatachannel,
 }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections import Counter
 
 from .procs import tail
 from .publishers import CLIENTS
@@ -35,6 +37,18 @@ def row_result(row: Row, ffver: str) -> dict:
         "failures": [f"{n}: {d}" if d else n for n, _, d in failed],
         "notes": row.check.notes,
     }
+    # The gateway's connect timings (GetIngest's Session.timings) of the row's first session;
+    # None where the gateway has no such field.
+    sessions = [s for s in (row.pub_result.get("sessions") or [row.pub_result])]
+    ids = [((s.get("post") or {}).get("location") or "").rstrip("/").rsplit("/", 1)[-1] for s in sessions]
+    timings = [row.timings.get(i) for i in ids if i]
+    out["timings"] = timings[0] if timings else None
+    if len(timings) > 1:
+        out["timings_per_session"] = timings
+    out["publisher_connect_ms"] = row.pub_result.get("connect_millis")
+    out["gateway_warn_lines"] = len(row.gateway_warns)
+    out["gateway_warns"] = [f"{n}x {w}" for w, n in Counter(
+        re.sub(r"^\S+\s+WARN\s+", "", w.split(": ", 1)[1]) for w in row.gateway_warns).most_common(10)]
     if row.details:
         out["details"] = row.details
     if failed:
@@ -50,7 +64,11 @@ def row_result(row: Row, ffver: str) -> dict:
 def summary_line(r: dict) -> str:
     f = r["frames"]
     extra = f"  ({r['reason']})" if r["reason"] else ""
+    t = r.get("timings") or {}
+    timing = (f"connect={t.get('connect_ms')}ms keyframe={t.get('first_keyframe_ms')}ms" if t
+              else "connect=- keyframe=-")
     return (f"{r['row']:<22} {r['client']} {r['version']}  {r['codecs']:<10} "
             f"trickle={'yes' if r['trickle'] else 'no':<3} {r['result'].upper():<4}  "
-            f"video={f['video']} audio={f['audio']} res={r['resolution']}  "
+            f"video={f['video']} audio={f['audio']} res={r['resolution']}  {timing} "
+            f"warn={r.get('gateway_warn_lines', 0)}  "
             f"({r['checks'] - len(r['failures'])}/{r['checks']} checks, {r['seconds']} s){extra}")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from . import ffmpeg
 from .checks import Checks, check_page, check_whip, first_line
-from .control import EventWatcher, free_even_ports, post_without_token
+from .control import EventWatcher, free_even_ports, post_without_token, session_timings
 from .procs import Procs, log, read_ready_line, tail, wait_exit
 from .publishers import CLIENTS
 from .scenario import scenario_for
@@ -60,6 +60,8 @@ class Row:
         self.connected_at: dict[str, float] = {}  # session id -> first CONNECTED snapshot
         self.ff_exited_at: float | None = None  # monotonic time FFmpeg was first seen gone
         self.details: dict = {}  # what the reconnect and simulcast rows measured
+        self.timings: dict[str, dict] = {}  # session id -> the gateway's connect timings
+        self.gateway_warns: list[str] = []  # WARN lines of every node's log
         self.started = time.monotonic()
 
     # ------------------------------------------------------------ helpers for scenarios
@@ -91,7 +93,9 @@ class Row:
                 session_ids, sessions = self.check_sessions(result, udp_port)
                 self.check_session_end(stub, session_ids)
                 self.check_decoded(sessions, session_ids, keep)
+                self.report_timings(session_ids)
             self.shutdown()
+            self.check_gateway_warns()
         except Exception as e:
             self.check("row ran to the end", False, f"{type(e).__name__}: {e}")
             traceback.print_exc()
@@ -193,6 +197,9 @@ class Row:
                     self.snapshots.append(ing.session)
                     if ing.session.state == pb.SESSION_STATE_CONNECTED:
                         self.connected_at.setdefault(ing.session.session_id, time.monotonic())
+                    t = session_timings(ing.session)
+                    if t is not None:
+                        self.timings[ing.session.session_id] = t
             except grpc.RpcError as e:
                 log(f"  GetIngest failed: {e.code()} {e.details()}")
             if self.ff_exited_at is None and self.ff.poll() is not None:
@@ -235,6 +242,7 @@ class Row:
             answer = self.workdir / (f"answer-{i}.sdp" if several else "answer.sdp")
             check_whip(check, self.spec, r, self.ingest_id, udp_port, answer, f"session {i}: " if several else "")
             session_ids.append((r.get("post", {}).get("location") or "").rstrip("/").rsplit("/", 1)[-1])
+        self.publisher.check(check, result)
         if self.spec.browser:
             check_page(check, self.spec, result)
         check("publisher exit 0", self.pub_exit == 0,
@@ -316,6 +324,34 @@ class Row:
         check("decoded video frames differ (the picture moves)", len(v.crcs) > 1,
               f"{len(v.crcs)} distinct of {v.frames}")
         self.scenario.check_counts(self, sessions, session_ids, v, au, keep, ff_text)
+
+    def report_timings(self, session_ids: list[str]) -> None:
+        """The gateway's connect timings of each session, as GetIngest last showed them while
+        it was live (measured, never checked against a goal: reported in the results)."""
+        for sid in session_ids:
+            t = self.timings.get(sid)
+            if t is None:
+                self.check.notes.append(f"session {sid[:8]}: GetIngest carried no timings "
+                                        "(a gateway without Session.timings)")
+            else:
+                log(f"  gateway timings, session {sid[:8]}: connected {t['connect_ms']} ms after the POST, "
+                    f"first keyframe forwarded {t['first_keyframe_ms']} ms after connected")
+
+    def check_gateway_warns(self) -> None:
+        """Every node's log after the row: WARN lines are listed (a failed check only with
+        --fail-on-gateway-warn)."""
+        warns: list[str] = []
+        for path in sorted(self.workdir.glob("whipgate*.stderr")):
+            for line in path.read_text(errors="replace").splitlines():
+                if re.search(r"\bWARN\b", line):
+                    warns.append(f"{path.stem}: {line}")
+        self.gateway_warns = warns
+        distinct = sorted({re.sub(r"^\S+\s+WARN\s+", "", w.split(": ", 1)[1]) for w in warns})
+        if getattr(self.args, "fail_on_gateway_warn", False):
+            self.check("no WARN line in the gateway logs", not warns,
+                       f"{len(warns)} lines; distinct: {distinct[:5]}")
+        elif warns:
+            log(f"  gateway WARN lines: {len(warns)} ({len(distinct)} distinct), first: {distinct[0][:160]}")
 
     def shutdown(self) -> None:
         """The one graceful end: gRPC closed, FFmpeg gone, whipgate exits on SIGTERM."""

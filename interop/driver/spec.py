@@ -16,7 +16,7 @@ class RowSpec:
     `label`: what the row does beyond one plain publish (shown in the README table)."""
 
     name: str
-    client: str  # aiortc, chromium, firefox, wrtc, gstreamer
+    client: str  # aiortc, chromium, firefox, wrtc, gstreamer, ffmpeg, libdatachannel
     codec: str  # h264, vp8
     token: str | None = None
     size: tuple[int, int] | None = None
@@ -33,6 +33,12 @@ class RowSpec:
     # "proxy": a carries the POST, PATCH and DELETE to the node with room (b) and answers itself.
     cluster: str | None = None
     ice_restart: float | None = None  # seconds into publishing: ICE restart (PATCH If-Match: *)
+    # The offer POSTed carries the publisher's candidates (False: none, and no trickle either:
+    # OBS 30.2+; whipgate learns the address from the checks).
+    offer_candidates: bool = True
+    # Halfway through, a DELETE without the token to the session URL must get 401 and the
+    # session must live on.
+    unauthorized_delete: bool = False
 
     @property
     def encoding(self) -> str:
@@ -65,7 +71,8 @@ ROWS: dict[str, RowSpec] = {
         RowSpec("chromium-h264", "chromium", "h264", screenshot=True),
         RowSpec("chromium-vp8", "chromium", "vp8", token=TOKEN),
         RowSpec("chromium-h264-cluster", "chromium", "h264", token=TOKEN, cluster="proxy",
-                seconds=12.0, ice_restart=4.0, label="cluster: through a non-owner node, token"),
+                seconds=12.0, ice_restart=4.0, unauthorized_delete=True,
+                label="cluster: through a non-owner node, token"),
         RowSpec("chromium-vp8-simulcast", "chromium", "vp8", simulcast=("q", "h", "f"),
                 select="q", seconds=12.0, label="simulcast"),
         RowSpec("firefox-vp8", "firefox", "vp8"),
@@ -73,6 +80,18 @@ ROWS: dict[str, RowSpec] = {
         RowSpec("wrtc-vp8", "wrtc", "vp8", token=TOKEN, size=SIZE),
         RowSpec("gstreamer-h264", "gstreamer", "h264", size=SIZE),
         RowSpec("gstreamer-vp8", "gstreamer", "vp8", token=TOKEN, size=SIZE),
+        RowSpec("ffmpeg-whip-h264", "ffmpeg", "h264", token=TOKEN, size=SIZE),
+        RowSpec("ffmpeg-whip-h264-cluster", "ffmpeg", "h264", token=TOKEN, size=SIZE, cluster="proxy",
+                seconds=6.0, label="cluster: through a non-owner node, token"),
+        RowSpec("libdatachannel-h264", "libdatachannel", "h264", token=TOKEN, size=SIZE,
+                label="offer with candidates"),
+        RowSpec("libdatachannel-h264-nocands", "libdatachannel", "h264", token=TOKEN, size=SIZE,
+                offer_candidates=False, label="offer without candidates"),
+        RowSpec("libdatachannel-h264-cluster", "libdatachannel", "h264", token=TOKEN, size=SIZE,
+                cluster="proxy", offer_candidates=False, unauthorized_delete=True,
+                label="no candidates, cluster: through a non-owner node, token"),
+        RowSpec("libdatachannel-h264-307", "libdatachannel", "h264", token=TOKEN, size=SIZE,
+                cluster="redirect", label="cluster: 307 from a full node, token"),
     )
 }
 # `h264` and `vp8` alone still mean the aiortc rows.
