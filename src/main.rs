@@ -10,7 +10,10 @@ use whipgate::{Config, Gateway};
 
 /// Log filter without `RUST_LOG`. webrtc-rs logs each session's state changes at info (six
 /// lines per publisher, written while its offer is answered); whipgate logs sessions itself.
-const DEFAULT_LOG: &str = "info,rtc=warn";
+/// Its ICE agent warns about checks it discards (an old ufrag's after an ICE restart, an
+/// answer to a check it no longer tracks): chatter, not faults; a session that ICE really
+/// fails ends with its reason in whipgate's own log.
+const DEFAULT_LOG: &str = "info,rtc=warn,rtc_ice=error";
 
 /// jemalloc instead of glibc's malloc. Answering an offer is allocation-heavy (about 40 % of
 /// webrtc-rs' offer/answer is malloc/free), and a fresh glibc arena page-faults on first use.

@@ -176,8 +176,20 @@ impl Session {
     }
 
     /// Sends everything the peer connection queued, over UDP or the peer's ICE-TCP connection.
+    /// STUN goes first: the answer to the check that selected the pair must reach the
+    /// publisher before the DTLS ClientHello it triggered (whipgate is the DTLS client when the
+    /// publisher offers `a=setup:passive`, as FFmpeg does), or a publisher still waiting for
+    /// that answer discards the ClientHello and the handshake waits for its retransmission.
     fn flush(&mut self) {
+        let mut after_stun = Vec::new();
         while let Some(out) = self.peer.poll_write() {
+            if out.message.first().is_some_and(|b| *b < 2) {
+                self.egress.send(&self.mux, out);
+            } else {
+                after_stun.push(out);
+            }
+        }
+        for out in after_stun {
             self.egress.send(&self.mux, out);
         }
     }

@@ -27,7 +27,6 @@ use crate::signature_hash_algorithm::{
     SignatureHashAlgorithm, SignatureScheme, parse_signature_schemes,
 };
 use crypto::RTCCryptoProvider;
-use log::warn;
 use shared::error::*;
 use std::collections::HashMap;
 use std::fmt;
@@ -527,7 +526,9 @@ impl ConfigBuilder {
             if let Some(remote_addr) = remote_addr {
                 server_name = remote_addr.ip().to_string();
             } else {
-                warn!(
+                // whipgate patch: debug, not warn. WebRTC authenticates the peer by the
+                // certificate fingerprint in the SDP, not by a server name.
+                log::debug!(
                     "conn.remote_addr is empty, please set explicitly server_name in Config! Use default \"localhost\" as server_name now"
                 );
                 "localhost".clone_into(&mut server_name);
