@@ -240,9 +240,15 @@ fn a_lost_handshake_datagram_is_retransmitted_and_the_session_connects() {
         let mut sim = Sim::new(timers(), Limits::default());
         sim.lose = lose_dtls(n);
         let took = sim.connect();
-        // The retransmission timer of DTLS starts at one second.
+        // The retransmission timer of DTLS is one second, but a ClientHello is sent again
+        // after 30 ms the first time (vendored rtc-dtls patch): a lost one costs no second.
+        let expected = if n == 0 {
+            Duration::ZERO..Duration::from_secs(1)
+        } else {
+            Duration::ZERO..Duration::from_secs(4)
+        };
         assert!(
-            took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+            expected.contains(&took),
             "DTLS datagram {n} lost: connected after {took:?}"
         );
         sim.send_video(500, true);

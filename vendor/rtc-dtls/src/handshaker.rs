@@ -4,7 +4,12 @@ use shared::error::*;
 
 use log::*;
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// whipgate patch: when a flight that `retransmits_early_once` (the ClientHello) is sent again
+/// the first time. Loopback peers answer within a millisecond; a peer farther away may see one
+/// extra ClientHello, which DTLS servers answer as any retransmission.
+const FIRST_HELLO_RETRANSMIT: Duration = Duration::from_millis(30);
 
 //use std::io::BufWriter;
 
@@ -181,7 +186,12 @@ impl DTLSConn {
         if self.current_flight.is_last_send_flight() || self.is_handshake_completed() {
             Ok(HandshakeState::Finished)
         } else {
-            self.current_retransmit_timer = Some(now + self.handshake_config.retransmit_interval);
+            let mut interval = self.handshake_config.retransmit_interval;
+            // whipgate patch: see `Flight::retransmits_early_once`.
+            if self.current_retransmit_count == 0 && self.current_flight.retransmits_early_once() {
+                interval = interval.min(FIRST_HELLO_RETRANSMIT);
+            }
+            self.current_retransmit_timer = Some(now + interval);
             Ok(HandshakeState::Waiting)
         }
     }

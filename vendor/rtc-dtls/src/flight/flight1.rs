@@ -30,6 +30,13 @@ impl fmt::Display for Flight1 {
 }
 
 impl Flight for Flight1 {
+    // whipgate patch: the ClientHello goes out the instant ICE completes, and a peer that is
+    // still finishing ICE drops it (FFmpeg's WHIP muxer always drops the first DTLS datagram
+    // after its binding response): retransmit it once soon instead of after a second.
+    fn retransmits_early_once(&self) -> bool {
+        true
+    }
+
     fn parse(
         &self,
         //tx: &mut mpsc::Sender<mpsc::Sender<()>>,

@@ -66,6 +66,11 @@ pub(crate) trait Flight: fmt::Display + fmt::Debug + Send + Sync {
     fn has_retransmit(&self) -> bool {
         true
     }
+    /// whipgate patch: whether this flight's first retransmission comes after
+    /// `FIRST_HELLO_RETRANSMIT` rather than the full retransmit interval.
+    fn retransmits_early_once(&self) -> bool {
+        false
+    }
 
     fn parse(
         &self,
