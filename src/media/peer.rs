@@ -149,7 +149,7 @@ impl PeerFactory {
 
         let settings = SettingEngineBuilder::new()
             .with_lite(true)
-            .with_answering_dtls_role(RTCDtlsRole::Server)
+            .with_answering_dtls_role(answering_dtls_role(&offer_sdp))
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
             // No ICE "disconnected" or "failed" (zero turns them off). rtc-ice judges the pair
             // by the STUN it receives only (media bypasses the agent), and FFmpeg's WHIP muxer
@@ -202,6 +202,20 @@ impl PeerFactory {
             ufrag,
             pwd,
         })
+    }
+}
+
+/// Our DTLS role: the server (`a=setup:passive`), unless the publisher offers to be the server
+/// itself (`a=setup:passive`, as FFmpeg's WHIP muxer does): then the client (`active`), as
+/// RFC 8842 section 5.3 requires of the answer.
+fn answering_dtls_role(offer: &str) -> RTCDtlsRole {
+    let passive = offer
+        .lines()
+        .any(|l| l.trim_end_matches('\r').trim() == "a=setup:passive");
+    if passive {
+        RTCDtlsRole::Client
+    } else {
+        RTCDtlsRole::Server
     }
 }
 
@@ -376,6 +390,25 @@ mod tests {
                 .any(|l| l.starts_with("m=video ") && l.ends_with(" 120")),
             "{answer}"
         );
+    }
+
+    #[test]
+    fn the_answer_takes_the_dtls_role_the_offer_leaves() {
+        let factory = PeerFactory::new(vec!["127.0.0.1:8189".parse().expect("addr")], vec![])
+            .expect("factory");
+        let answer = |offer: String| {
+            factory
+                .negotiate(offer, &plan(), Instant::now())
+                .expect("negotiates")
+                .answer_sdp
+        };
+        assert!(FIREFOX.contains("a=setup:actpass"));
+        let to_actpass = answer(FIREFOX.to_owned());
+        assert!(to_actpass.contains("a=setup:passive"), "we are the server");
+        // FFmpeg's WHIP muxer offers to be the server: the answer must be active (RFC 8842).
+        let to_passive = answer(FIREFOX.replace("a=setup:actpass", "a=setup:passive"));
+        assert!(to_passive.contains("a=setup:active"), "{to_passive}");
+        assert!(!to_passive.contains("a=setup:passive"));
     }
 
     #[test]
