@@ -148,7 +148,10 @@ impl Engine {
             }
             Ok(http.build()?)
         };
-        let http = client(None)?;
+        // The POSTs leave from --bind-ip, as the publishers' media does (and, with
+        // --spread-ips, each from its publisher's address), so that the gateway's per-client
+        // limits see the client the run means; an unspecified address lets the kernel choose.
+        let http = client((!cfg.bind_ip.is_unspecified()).then_some(cfg.bind_ip))?;
         let spread = if cfg.spread_ips > 1 {
             (0..cfg.spread_ips)
                 .map(|i| client(Some(cfg.publisher_ip(i))))

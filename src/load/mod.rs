@@ -107,7 +107,7 @@ pub struct LoadConfig {
     /// someone else.
     #[arg(long, value_delimiter = ',')]
     pub sink_ports: Option<Vec<u16>>,
-    /// Local address for the publishers' and the sink's sockets.
+    /// Local address for the publishers' sockets (media and POSTs) and the sink's.
     #[arg(long, default_value = "127.0.0.1")]
     pub bind_ip: IpAddr,
     /// Spread the publishers over this many consecutive IPv4 addresses from --bind-ip
