@@ -109,7 +109,7 @@ class Cluster(Scenario):
         the events on b (which holds the session)."""
         import grpc
 
-        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1")
+        env = dict(os.environ, NO_COLOR="1")
         with open(run.workdir / "whipgate-b.stderr", "wb") as err:
             self.node_b = run.procs.start("whipgate-b", [
                 run.args.whipgate, "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0",

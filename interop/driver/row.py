@@ -105,7 +105,8 @@ class Row:
 
     def start_gateway(self) -> dict:
         env = dict(os.environ)
-        env.setdefault("RUST_LOG", "info")
+        # The gateway's own default log filter (RUST_LOG only if the caller set one): the WARN
+        # check sees what an operator sees.
         env.setdefault("NO_COLOR", "1")  # plain logs in files
         with open(self.gw_err, "wb") as err:
             self.gw = self.procs.start(

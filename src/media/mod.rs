@@ -280,6 +280,7 @@ impl Media {
             ice_local_tcp: self.factory.ice_local_addr(true),
             mux: self.mux.clone(),
             timers: self.timers,
+            ufrag: ufrag.clone(),
         };
         let span = tracing::info_span!("session", ingest = %session.admission.spec.id, %session_id);
         let home = self.next_home.fetch_add(1, Ordering::Relaxed) % self.homes.len();

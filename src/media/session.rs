@@ -55,6 +55,8 @@ pub(crate) struct Session {
     pub(crate) timers: SessionTimers,
     /// Stream facts and Sender Report synthesis.
     pub(crate) observers: Observers,
+    /// Our current ICE ufrag (a new one after each ICE restart).
+    pub(crate) ufrag: String,
 }
 
 /// Where a session's output to its publisher goes: the only I/O a session does itself (its
@@ -197,6 +199,13 @@ impl Session {
     /// Feeds one datagram to the peer connection (`drain` handles what it produced). A DTLS
     /// record that comes before ICE selected a pair is held until it is (`early`).
     pub(crate) fn read(&mut self, d: Datagram, p: &mut Progress) {
+        if self.is_stale_check(&d.data) {
+            // A check under the ufrag an ICE restart replaced: the mux still routes it (the
+            // publisher's address stays bound until it moves over), but the agent would only
+            // refuse it, with a warning per check.
+            tracing::debug!(from = %d.from, "check with a replaced ICE ufrag");
+            return;
+        }
         if !p.ice_selected && early::is_dtls(&d.data) {
             let outcome = match p.early.hold(d) {
                 Ok(()) => "deferred",
@@ -214,6 +223,14 @@ impl Session {
             return;
         }
         self.feed(d, p);
+    }
+
+    /// A connectivity check whose USERNAME names a ufrag of ours that is no longer current.
+    fn is_stale_check(&self, data: &[u8]) -> bool {
+        if !data.first().is_some_and(|b| *b < 2) {
+            return false;
+        }
+        matches!(super::ice_auth::parse(data), Ok(Some(request)) if request.ufrag != self.ufrag)
     }
 
     fn feed(&mut self, d: Datagram, p: &mut Progress) {
@@ -481,6 +498,7 @@ impl Session {
     ) -> Result<IceRestarted, String> {
         let restarted = super::restart::restart(&mut self.peer, fragment, now)?;
         let etag = format!("\"{}\"", restarted.ufrag);
+        self.ufrag = restarted.ufrag.clone();
         self.mux
             .add_ufrag(restarted.ufrag, &restarted.pwd, self.admission.session_id);
         Ok(IceRestarted {

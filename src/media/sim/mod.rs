@@ -183,6 +183,7 @@ impl Sim {
             ice_local_tcp: factory.ice_local_addr(true),
             mux: UdpMux::new(Arc::new(tokio_socket(loopback())), factory.crypto()),
             timers,
+            ufrag: ufrag.clone(),
         };
         Sim {
             start,
