@@ -227,7 +227,7 @@ impl Session {
 
     /// A connectivity check whose USERNAME names a ufrag of ours that is no longer current.
     fn is_stale_check(&self, data: &[u8]) -> bool {
-        if !data.first().is_some_and(|b| *b < 2) {
+        if data.first().is_none_or(|b| *b >= 2) {
             return false;
         }
         matches!(super::ice_auth::parse(data), Ok(Some(request)) if request.ufrag != self.ufrag)
