@@ -159,6 +159,14 @@ pub struct OfferPlan {
     pub audio: Option<Chosen<AudioCodec>>,
     /// Simulcast layers (RIDs) the video section sends, in offer order; empty without simulcast.
     pub simulcast_rids: Vec<String>,
+    /// The publisher's RTX (RFC 4588) payload type for the chosen video codec: negotiated
+    /// when offered for it and the offer declares its RTX streams (`a=ssrc-group:FID`).
+    /// Retransmissions and padding probes then travel on their own SSRC, never in the media
+    /// sequence space.
+    pub video_rtx: Option<u8>,
+    /// The publisher's RED (RFC 2198) payload type for the chosen Opus: negotiated when
+    /// offered; consumers get plain Opus, a lost packet restored from its redundant copy.
+    pub audio_red: Option<u8>,
 }
 
 impl OfferPlan {
@@ -174,6 +182,7 @@ impl OfferPlan {
             .audio
             .as_ref()
             .is_some_and(|c| c.payload_type == payload_type)
+            || self.audio_red == Some(payload_type)
         {
             Some(MediaKind::Audio)
         } else {

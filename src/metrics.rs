@@ -65,6 +65,20 @@ pub struct Metrics {
     pub nacks_sent: IntCounter,
     /// PLIs sent to publishers.
     pub plis_sent: IntCounter,
+    /// Holes in received streams filled later, by kind and by what filled them
+    /// (`resent`: the packet itself, late or retransmitted; `red`: a redundant RED copy).
+    pub rtp_holes_filled: IntCounterVec,
+    /// Holes given up after the repair window, by kind and by what they probably were
+    /// (`media`, or `probe`: next to padding-only probes of a publisher without RTX).
+    pub rtp_holes_unrepaired: IntCounterVec,
+    /// How long filled holes stayed open, by kind.
+    pub rtp_hole_duration: HistogramVec,
+    /// Packets received twice and dropped, by kind.
+    pub rtp_duplicates_dropped: IntCounterVec,
+    /// RED payloads that did not parse (dropped).
+    pub red_malformed: IntCounter,
+    /// PLIs sent because a video hole was given up.
+    pub repair_plis_sent: IntCounter,
     /// RTCP Sender Reports the gateway made for publishers that send none.
     pub sender_reports_synthesized: IntCounter,
     /// Stream warnings (B-frames).
@@ -289,6 +303,45 @@ impl Metrics {
                 &r,
                 "whipgate_rtcp_plis_sent_total",
                 "RTCP PLIs sent to publishers",
+            )?,
+            rtp_holes_filled: counter_vec(
+                &r,
+                "whipgate_rtp_holes_filled_total",
+                "Holes in received RTP streams filled later (by=resent: the packet itself, late or \
+                 retransmitted; by=red: a redundant RED copy)",
+                &["kind", "by"],
+            )?,
+            rtp_holes_unrepaired: counter_vec(
+                &r,
+                "whipgate_rtp_holes_unrepaired_total",
+                "Holes in received RTP streams given up after the repair window (what=media, or \
+                 what=probe: next to padding-only probes of a publisher without RTX)",
+                &["kind", "what"],
+            )?,
+            rtp_hole_duration: histogram_vec(
+                &r,
+                "whipgate_rtp_hole_seconds",
+                "How long holes in received RTP streams stayed open before they were filled",
+                &["kind"],
+                vec![
+                    0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0,
+                ],
+            )?,
+            rtp_duplicates_dropped: counter_vec(
+                &r,
+                "whipgate_rtp_duplicates_dropped_total",
+                "RTP packets received twice and dropped (repeated retransmissions, RTX probes)",
+                &["kind"],
+            )?,
+            red_malformed: counter(
+                &r,
+                "whipgate_red_malformed_total",
+                "RED (RFC 2198) audio payloads that did not parse and were dropped",
+            )?,
+            repair_plis_sent: counter(
+                &r,
+                "whipgate_repair_plis_sent_total",
+                "RTCP PLIs sent because a hole in a video stream was given up",
             )?,
             sender_reports_synthesized: counter(
                 &r,

@@ -187,6 +187,10 @@ fn counters(c: CountersSnapshot) -> pb::SessionCounters {
         nacks_sent: c.nacks_sent,
         plis_sent: c.plis_sent,
         keyframes: c.keyframes,
+        packets_repaired: c.packets_repaired,
+        packets_unrepaired: c.packets_unrepaired,
+        duplicates_dropped: c.duplicates_dropped,
+        red_recovered: c.red_recovered,
     }
 }
 

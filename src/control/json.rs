@@ -62,6 +62,10 @@ pub fn counters(c: Option<&pb::SessionCounters>) -> Value {
         "nacks_sent": c.nacks_sent,
         "plis_sent": c.plis_sent,
         "keyframes": c.keyframes,
+        "packets_repaired": c.packets_repaired,
+        "packets_unrepaired": c.packets_unrepaired,
+        "duplicates_dropped": c.duplicates_dropped,
+        "red_recovered": c.red_recovered,
     })
 }
 

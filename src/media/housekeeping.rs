@@ -54,14 +54,12 @@ impl Session {
     pub(super) fn report_stats(&mut self, p: &mut Progress, elapsed: Duration, now: Instant) {
         let counters = &self.admission.counters;
         let mut lost = 0i64;
-        let mut nacks = 0u64;
         let mut jitter_ms = 0.0;
         let report = self.peer.get_stats(now, StatsSelector::None);
         for entry in report.iter() {
             if let RTCStatsReportEntry::InboundRtp(inbound) = entry {
                 let received = &inbound.received_rtp_stream_stats;
                 lost += received.packets_lost.max(0);
-                nacks += u64::from(inbound.nack_count);
                 if received.rtp_stream_stats.kind == RtpCodecKind::Video {
                     jitter_ms = jitter_millis(received.jitter, VIDEO_CLOCK_RATE);
                 }
@@ -74,11 +72,6 @@ impl Session {
         metrics
             .rtp_packets_lost
             .inc_by(lost.saturating_sub(previous_lost));
-        metrics
-            .nacks_sent
-            .inc_by(nacks.saturating_sub(p.nacks_seen));
-        p.nacks_seen = nacks.max(p.nacks_seen);
-        counters.nacks_sent.store(p.nacks_seen, Ordering::Relaxed);
 
         let snapshot = counters.snapshot();
         let video = snapshot.video_bytes.saturating_sub(p.bytes_at_last_stats.0);

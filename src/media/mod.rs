@@ -32,6 +32,10 @@ mod observe;
 mod peer;
 #[cfg(test)]
 mod pitfall_tests;
+mod red;
+mod repair;
+#[cfg(test)]
+mod repair_tests;
 mod restart;
 mod rtcp;
 mod session;
@@ -281,6 +285,7 @@ impl Media {
             mux: self.mux.clone(),
             timers: self.timers,
             ufrag: ufrag.clone(),
+            repair: Default::default(),
         };
         let span = tracing::info_span!("session", ingest = %session.admission.spec.id, %session_id);
         let home = self.next_home.fetch_add(1, Ordering::Relaxed) % self.homes.len();

@@ -12,15 +12,15 @@ use std::time::{Duration, Instant};
 use rtc::crypto::RTCCryptoProvider;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::tcp_type::TcpType;
-use rtc::interceptor::{NackGeneratorBuilder, ReceiverReportBuilder, Registry, Slot};
+use rtc::interceptor::{ReceiverReportBuilder, Registry, Slot};
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_HEVC, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
-    MediaEngine,
+    MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_HEVC, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8,
+    MIME_TYPE_VP9, MediaEngine,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -132,14 +132,22 @@ impl PeerFactory {
         let mut media = MediaEngine::default();
         if let Some(video) = &plan.video {
             media.register_codec(video_parameters(video), RtpCodecKind::Video)?;
+            if let Some(rtx) = plan.video_rtx {
+                media.register_codec(rtx_parameters(video, rtx), RtpCodecKind::Video)?;
+            }
         }
         if let Some(audio) = &plan.audio {
+            // RED first: a browser sends RED only when the answer puts it before Opus.
+            if let Some(red) = plan.audio_red {
+                media.register_codec(red_parameters(audio, red), RtpCodecKind::Audio)?;
+            }
             media.register_codec(audio_parameters(audio), RtpCodecKind::Audio)?;
         }
         // mid / rid / repaired-rid header extensions: simulcast layers are told apart by RID.
         configure_simulcast_extension_headers(&mut media)?;
+        // No NACK generator: the session asks for lost packets itself (`repair`), as it sees
+        // retransmissions only after RTX is unwrapped, and knows when to give a hole up.
         let interceptors = Registry::new()
-            .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
             .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
             .with(
                 Slot::from(super::rtcp::SLOT),
@@ -228,35 +236,50 @@ fn answering_dtls_role(offer: &str) -> RTCDtlsRole {
 /// that authenticated checks came from (peer-reflexive ones), so an offer cannot aim it at a
 /// third party.
 ///
-/// Codecs: the media engine holds only the chosen codec, so the answer is the same either way,
+/// Codecs: the media engine holds only the chosen codecs (and their RTX and RED), so the answer
+/// is the same either way,
 /// but rtc parses every payload type's rtpmap, fmtp and rtcp-fb lines of the offer several
 /// times while matching them (two thirds of a negotiation's CPU for a browser's offer of a
 /// dozen codecs). A section whose format list lacks the chosen payload type is left whole.
 pub(crate) fn offer_for_rtc(sdp: &str, plan: &OfferPlan) -> String {
     let mut out = String::with_capacity(sdp.len());
-    // The payload type kept in the current media section, when it is pruned.
-    let mut keep: Option<u8> = None;
+    // The payload types kept in the current media section, when it is pruned.
+    let mut keep: Vec<u8> = Vec::new();
     for line in sdp.lines() {
         let line = line.trim_end_matches('\r');
         if line.starts_with("a=candidate:") || line == "a=end-of-candidates" {
             continue;
         }
         if let Some(media) = line.strip_prefix("m=") {
-            let chosen = match media.split(' ').next() {
-                Some("video") => plan.video.as_ref().map(|c| c.payload_type),
-                Some("audio") => plan.audio.as_ref().map(|c| c.payload_type),
-                _ => None,
+            let (chosen, repair) = match media.split(' ').next() {
+                Some("video") => (plan.video.as_ref().map(|c| c.payload_type), plan.video_rtx),
+                Some("audio") => (plan.audio.as_ref().map(|c| c.payload_type), plan.audio_red),
+                _ => (None, None),
             };
             let fields: Vec<&str> = media.split(' ').collect();
-            keep = chosen
-                .filter(|pt| fields.len() > 3 && fields[3..].iter().any(|f| f.parse() == Ok(*pt)));
-            if let Some(pt) = keep {
-                out.push_str(&format!("m={} {pt}\r\n", fields[..3].join(" ")));
+            let offered =
+                |pt: &u8| fields.len() > 3 && fields[3..].iter().any(|f| f.parse() == Ok(*pt));
+            // RED goes before Opus: rtc answers in the offer's order, and a browser sends RED
+            // only when the answer lists it first. RTX follows its codec.
+            let red_first = media.starts_with("audio");
+            keep = match (chosen.filter(offered), repair.filter(offered)) {
+                (Some(pt), Some(repair)) if red_first => vec![repair, pt],
+                (Some(pt), Some(repair)) => vec![pt, repair],
+                (Some(pt), None) => vec![pt],
+                (None, _) => Vec::new(),
+            };
+            if !keep.is_empty() {
+                let formats: Vec<String> = keep.iter().map(u8::to_string).collect();
+                out.push_str(&format!(
+                    "m={} {}\r\n",
+                    fields[..3].join(" "),
+                    formats.join(" ")
+                ));
                 continue;
             }
-        } else if let Some(pt) = keep
+        } else if !keep.is_empty()
             && let Some(other) = codec_line_payload_type(line)
-            && other != pt
+            && !keep.contains(&other)
         {
             continue;
         }
@@ -308,6 +331,34 @@ fn video_parameters(chosen: &Chosen<VideoCodec>) -> RTCRtpCodecParameters {
     }
 }
 
+/// RTX for the chosen video codec, at the publisher's payload type.
+fn rtx_parameters(chosen: &Chosen<VideoCodec>, payload_type: u8) -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: MIME_TYPE_RTX.to_owned(),
+            clock_rate: chosen.clock_rate,
+            channels: 0,
+            sdp_fmtp_line: format!("apt={}", chosen.payload_type),
+            rtcp_feedback: Vec::new(),
+        },
+        payload_type,
+    }
+}
+
+/// RED whose blocks are the chosen Opus, at the publisher's payload type.
+fn red_parameters(chosen: &Chosen<AudioCodec>, payload_type: u8) -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: "audio/red".to_owned(),
+            clock_rate: chosen.clock_rate,
+            channels: chosen.channels.max(1),
+            sdp_fmtp_line: format!("{0}/{0}", chosen.payload_type),
+            rtcp_feedback: Vec::new(),
+        },
+        payload_type,
+    }
+}
+
 fn audio_parameters(chosen: &Chosen<AudioCodec>) -> RTCRtpCodecParameters {
     RTCRtpCodecParameters {
         rtp_codec: RTCRtpCodec {
@@ -329,7 +380,11 @@ mod tests {
     const FIREFOX: &str = include_str!("../../tests/it/fixtures/firefox-esr-153-vp8-offer.sdp");
 
     fn plan() -> OfferPlan {
-        let spec = crate::registry::IngestSpec {
+        crate::whip::plan_offer(FIREFOX, &plan_spec()).expect("Firefox's offer plans")
+    }
+
+    fn plan_spec() -> crate::registry::IngestSpec {
+        crate::registry::IngestSpec {
             id: "p".to_owned(),
             video_target: None,
             audio_target: None,
@@ -341,8 +396,7 @@ mod tests {
             redirect_url: None,
             simulcast_layer: None,
             replace_publisher: false,
-        };
-        crate::whip::plan_offer(FIREFOX, &spec).expect("Firefox's offer plans")
+        }
     }
 
     #[test]
@@ -354,12 +408,12 @@ mod tests {
             "{pruned}"
         );
         assert!(
-            pruned.contains("m=video 0 UDP/TLS/RTP/SAVPF 120\r\n"),
+            pruned.contains("m=video 0 UDP/TLS/RTP/SAVPF 120 124\r\n"),
             "{pruned}"
         );
         for gone in [
             "a=rtpmap:9 ",
-            "a=rtpmap:124 ",
+            "a=rtpmap:125 ",
             "a=fmtp:121 ",
             "a=rtcp-fb:121 ",
             "a=candidate:",
@@ -390,6 +444,48 @@ mod tests {
                 .any(|l| l.starts_with("m=video ") && l.ends_with(" 120")),
             "{answer}"
         );
+    }
+
+    const CHROMIUM: &str = include_str!("../../tests/it/fixtures/chromium-156-h264-offer.sdp");
+
+    #[test]
+    fn rtx_and_red_are_answered_when_offered_red_first() {
+        let spec = crate::registry::IngestSpec {
+            video_codecs: vec![VideoCodec::H264],
+            ..plan_spec()
+        };
+        let plan = crate::whip::plan_offer(CHROMIUM, &spec).expect("Chromium's offer plans");
+        let video = plan.video.as_ref().expect("video");
+        assert_eq!((video.codec, video.payload_type), (VideoCodec::H264, 102));
+        assert_eq!(plan.video_rtx, Some(103), "RTX with apt=102");
+        assert_eq!(plan.audio_red, Some(63), "red/48000/2 with 111/111");
+        let pruned = offer_for_rtc(CHROMIUM, &plan);
+        assert!(pruned.contains("/SAVPF 102 103\r\n"), "{pruned}");
+        assert!(pruned.contains("/SAVPF 63 111\r\n"), "{pruned}");
+        let factory = PeerFactory::new(vec!["127.0.0.1:8189".parse().expect("addr")], vec![])
+            .expect("factory");
+        let answer = factory
+            .negotiate(CHROMIUM.to_owned(), &plan, Instant::now())
+            .expect("negotiates")
+            .answer_sdp;
+        assert!(
+            answer.contains("a=rtpmap:103 rtx/90000\r\na=fmtp:103 apt=102"),
+            "{answer}"
+        );
+        assert!(
+            answer.contains("a=rtpmap:63 red/48000/2\r\na=fmtp:63 111/111"),
+            "{answer}"
+        );
+        assert!(
+            answer.contains("a=fmtp:111 minptime=10;useinbandfec=1"),
+            "{answer}"
+        );
+        // Chromium sends RED only when the answer lists it before Opus.
+        let audio = answer
+            .lines()
+            .find(|l| l.starts_with("m=audio"))
+            .expect("audio");
+        assert!(audio.ends_with(" 63 111"), "{audio}");
     }
 
     #[test]

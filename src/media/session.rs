@@ -15,6 +15,9 @@ use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState}
 use rtc::rtcp::goodbye::Goodbye;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
+    TransportLayerNack, nack_pairs_from_sequence_numbers,
+};
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
 use rtc::shared::marshal::MarshalSize;
@@ -26,6 +29,7 @@ use super::early::{self, EarlyRecords};
 use super::forward::{Forwarder, starts_keyframe};
 use super::mux::{Datagram, UdpMux};
 use super::observe::Observers;
+use super::repair::{Arrival, Repair};
 use super::simulcast::LayerSelector;
 use crate::codec::{MediaKind, OfferPlan};
 use crate::registry::{Admission, EndReason, IceRestarted};
@@ -57,6 +61,8 @@ pub(crate) struct Session {
     pub(crate) observers: Observers,
     /// Our current ICE ufrag (a new one after each ICE restart).
     pub(crate) ufrag: String,
+    /// Loss repair: duplicates, NACKs, holes given up.
+    pub(crate) repair: Repair,
 }
 
 /// Where a session's output to its publisher goes: the only I/O a session does itself (its
@@ -113,7 +119,6 @@ pub(crate) struct Progress {
     pub(super) housekeeping_ticks: u64,
     /// Video and audio bytes received at the last statistics report.
     pub(super) bytes_at_last_stats: (u64, u64),
-    pub(super) nacks_seen: u64,
     /// The publisher's streams it has said RTCP BYE for (only SSRCs it sent: bounded).
     pub(super) goodbyes: HashSet<u32>,
     pub(super) end: Option<(EndReason, String)>,
@@ -138,7 +143,6 @@ impl Progress {
             seen_ssrcs: HashSet::new(),
             housekeeping_ticks: 0,
             bytes_at_last_stats: (0, 0),
-            nacks_seen: 0,
             goodbyes: HashSet::new(),
             end: None,
         }
@@ -150,9 +154,12 @@ impl Progress {
 const OVERDUE: Duration = Duration::from_millis(250);
 
 impl Session {
-    /// When the peer connection next needs `handle_timeout`.
+    /// When the peer connection or loss repair next needs `handle_timeout`.
     pub(crate) fn next_timeout(&mut self) -> Option<Instant> {
-        self.peer.poll_timeout()
+        match (self.peer.poll_timeout(), self.repair.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Runs timers that are well overdue (housekeeping's safety net).
@@ -175,6 +182,7 @@ impl Session {
         if let Err(err) = self.peer.handle_timeout(now) {
             tracing::debug!(%err, "peer timeout handling");
         }
+        self.repair.advance(now);
     }
 
     /// Sends everything the peer connection queued, over UDP or the peer's ICE-TCP connection.
@@ -276,6 +284,7 @@ impl Session {
                     _ => {}
                 }
             }
+            self.run_repair(p);
             self.flush();
             if !p.ice_selected || p.early.is_empty() {
                 break;
@@ -335,18 +344,108 @@ impl Session {
             return;
         };
         let size = packet.marshal_size();
-        let counters = Arc::clone(&self.admission.counters);
-        let ssrc = packet.header.ssrc;
-        let session_id = self.admission.session_id;
+        let counters = &self.admission.counters;
         p.last_media = p.input_at;
         self.forwarder.count_received(kind, size);
+        let (packets, bytes) = match kind {
+            MediaKind::Video => (&counters.video_packets, &counters.video_bytes),
+            MediaKind::Audio => (&counters.audio_packets, &counters.audio_bytes),
+        };
+        packets.fetch_add(1, Ordering::Relaxed);
+        bytes.fetch_add(size as u64, Ordering::Relaxed);
+        if kind == MediaKind::Audio && self.plan.audio_red == Some(packet.header.payload_type) {
+            self.on_red(packet, p, batch);
+        } else {
+            self.on_media(kind, packet, p, batch, false);
+        }
+    }
+
+    /// A RED packet (RFC 2198): each redundant block whose packet did not arrive is forwarded
+    /// as that packet (plain Opus), then the primary block as this one.
+    fn on_red(
+        &mut self,
+        packet: &mut rtc::rtp::Packet,
+        p: &mut Progress,
+        batch: &mut ForwardBatch,
+    ) {
+        let Some(opus) = self.plan.audio.as_ref().map(|a| a.payload_type) else {
+            return;
+        };
+        let Some(split) = super::red::split(&packet.payload) else {
+            self.admission
+                .guard
+                .registry()
+                .metrics()
+                .red_malformed
+                .inc();
+            return;
+        };
+        let (ssrc, seq, ts) = (
+            packet.header.ssrc,
+            packet.header.sequence_number,
+            packet.header.timestamp,
+        );
+        let blocks = split.redundant.len();
+        for (i, block) in split.redundant.into_iter().enumerate() {
+            let back = (blocks - i) as u16;
+            let copy_seq = seq.wrapping_sub(back);
+            if block.payload_type != opus
+                || block.payload.is_empty()
+                || self.repair.has(ssrc, copy_seq)
+            {
+                continue;
+            }
+            let mut copy = rtc::rtp::Packet {
+                header: rtc::rtp::Header {
+                    sequence_number: copy_seq,
+                    timestamp: ts.wrapping_sub(u32::from(block.timestamp_offset)),
+                    payload_type: opus,
+                    marker: false,
+                    padding: false,
+                    ..packet.header.clone()
+                },
+                payload: block.payload,
+            };
+            self.on_media(MediaKind::Audio, &mut copy, p, batch, true);
+        }
+        if split.primary.payload_type != opus {
+            return;
+        }
+        packet.header.payload_type = opus;
+        packet.header.padding = false;
+        packet.payload = split.primary.payload;
+        self.on_media(MediaKind::Audio, packet, p, batch, false);
+    }
+
+    /// One media packet (a retransmission already unwrapped from RTX, a frame already taken
+    /// out of RED; `recovered`: from a redundant RED block): dropped when it arrived before,
+    /// else forwarded (padding only: skipped, closing its gap).
+    fn on_media(
+        &mut self,
+        kind: MediaKind,
+        packet: &mut rtc::rtp::Packet,
+        p: &mut Progress,
+        batch: &mut ForwardBatch,
+        recovered: bool,
+    ) {
+        let ssrc = packet.header.ssrc;
+        let session_id = self.admission.session_id;
+        let padding_only = packet.payload.is_empty();
+        let arrival = self.repair.arrive(
+            kind,
+            ssrc,
+            packet.header.sequence_number,
+            padding_only,
+            kind == MediaKind::Video,
+            p.input_at,
+        );
+        if !self.count_arrival(kind, arrival, recovered) {
+            return;
+        }
+        let counters = Arc::clone(&self.admission.counters);
         let mut keyframe = false;
         match kind {
             MediaKind::Video => {
-                counters.video_packets.fetch_add(1, Ordering::Relaxed);
-                counters
-                    .video_bytes
-                    .fetch_add(size as u64, Ordering::Relaxed);
                 let Some(codec) = self.plan.video.as_ref().map(|v| v.codec) else {
                     return;
                 };
@@ -367,6 +466,7 @@ impl Session {
                         rid.as_deref(),
                     );
                 }
+                let size = packet.marshal_size();
                 let forward = match &rid {
                     Some(rid) => self.layers.on_packet(rid, ssrc, size, keyframe),
                     None => true,
@@ -392,10 +492,6 @@ impl Session {
                 }
             }
             MediaKind::Audio => {
-                counters.audio_packets.fetch_add(1, Ordering::Relaxed);
-                counters
-                    .audio_bytes
-                    .fetch_add(size as u64, Ordering::Relaxed);
                 if p.audio_ssrc != Some(ssrc) {
                     p.audio_ssrc = Some(ssrc);
                     if let Some(audio) = &self.plan.audio {
@@ -411,7 +507,7 @@ impl Session {
                 }
             }
         }
-        if packet.payload.is_empty() {
+        if padding_only {
             // Padding only (bandwidth probes, sent on the media SSRC when RTX is not
             // negotiated): nothing for a consumer, and the output closes the gap.
             self.forwarder.skip(kind, packet, p.input_at);
@@ -452,6 +548,107 @@ impl Session {
             };
             self.observe_publisher_report(p.input_at);
             self.forwarder.forward_rtcp(kind, report);
+        }
+    }
+
+    /// Counts what became of an arriving packet; returns whether it is to be forwarded.
+    fn count_arrival(&mut self, kind: MediaKind, arrival: Arrival, recovered: bool) -> bool {
+        let counters = &self.admission.counters;
+        let registry = self.admission.guard.registry();
+        let metrics = registry.metrics();
+        let k = kind.as_str();
+        match arrival {
+            Arrival::Duplicate => {
+                counters.duplicates_dropped.fetch_add(1, Ordering::Relaxed);
+                metrics.rtp_duplicates_dropped.with_label_values(&[k]).inc();
+                return false;
+            }
+            Arrival::Filled(open) => {
+                counters.packets_repaired.fetch_add(1, Ordering::Relaxed);
+                let by = if recovered { "red" } else { "resent" };
+                metrics.rtp_holes_filled.with_label_values(&[k, by]).inc();
+                metrics
+                    .rtp_hole_duration
+                    .with_label_values(&[k])
+                    .observe(open.as_secs_f64());
+            }
+            Arrival::New => {}
+        }
+        if recovered {
+            counters.red_recovered.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Sends the NACKs that are due and counts the holes given up; a video hole given up on
+    /// the forwarded stream asks for a keyframe (at most one PLI per `repair::PLI_INTERVAL`).
+    fn run_repair(&mut self, p: &Progress) {
+        let Some(now) = self.repair.now() else {
+            return;
+        };
+        let due = self.repair.poll(now);
+        for (media_ssrc, lost) in due.nacks {
+            self.send_nack(media_ssrc, &lost, now);
+        }
+        let mut pli = false;
+        for gave_up in due.gave_up {
+            let counters = &self.admission.counters;
+            counters
+                .packets_unrepaired
+                .fetch_add(gave_up.media, Ordering::Relaxed);
+            let registry = self.admission.guard.registry();
+            let metrics = registry.metrics();
+            let k = gave_up.kind.as_str();
+            for (what, n) in [("media", gave_up.media), ("probe", gave_up.probes)] {
+                if n > 0 {
+                    metrics
+                        .rtp_holes_unrepaired
+                        .with_label_values(&[k, what])
+                        .inc_by(n);
+                }
+            }
+            pli |= gave_up.kind == MediaKind::Video
+                && gave_up.media > 0
+                && p.video_ssrc == Some(gave_up.ssrc);
+        }
+        if pli && self.repair.may_send_pli(now) {
+            self.request_keyframe(p, now);
+            self.admission
+                .guard
+                .registry()
+                .metrics()
+                .repair_plis_sent
+                .inc();
+        }
+    }
+
+    /// Sends one generic NACK (RFC 4585) for `lost` packets of `media_ssrc` at `now`.
+    fn send_nack(&mut self, media_ssrc: u32, lost: &[u16], now: Instant) {
+        let nack = TransportLayerNack {
+            sender_ssrc: 0,
+            media_ssrc,
+            nacks: nack_pairs_from_sequence_numbers(lost),
+        };
+        let receivers: Vec<_> = self.peer.get_receivers().collect();
+        let Some(video) = receivers.into_iter().find(|id| {
+            self.peer
+                .rtp_receiver(*id)
+                .is_some_and(|r| r.track().kind() == RtpCodecKind::Video)
+        }) else {
+            return;
+        };
+        let Some(mut receiver) = self.peer.rtp_receiver(video) else {
+            return;
+        };
+        match receiver.write_rtcp(now, vec![Box::new(nack)]) {
+            Ok(()) => {
+                self.admission
+                    .counters
+                    .nacks_sent
+                    .fetch_add(1, Ordering::Relaxed);
+                self.admission.guard.registry().metrics().nacks_sent.inc();
+            }
+            Err(err) => tracing::debug!(%err, "sending NACK"),
         }
     }
 

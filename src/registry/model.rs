@@ -142,6 +142,14 @@ pub struct SessionCounters {
     pub plis_sent: AtomicU64,
     /// Video keyframes received.
     pub keyframes: AtomicU64,
+    /// Holes in a received stream filled later (a retransmission, a RED copy).
+    pub packets_repaired: AtomicU64,
+    /// Holes given up (media lost for good; the consumer's stream has a gap there).
+    pub packets_unrepaired: AtomicU64,
+    /// Packets received twice and dropped (repeated retransmissions, RTX probes).
+    pub duplicates_dropped: AtomicU64,
+    /// Audio packets restored from a redundant RED block.
+    pub red_recovered: AtomicU64,
 }
 
 /// A copy of [`SessionCounters`] at one instant.
@@ -165,6 +173,14 @@ pub struct CountersSnapshot {
     pub plis_sent: u64,
     /// See [`SessionCounters`].
     pub keyframes: u64,
+    /// See [`SessionCounters`].
+    pub packets_repaired: u64,
+    /// See [`SessionCounters`].
+    pub packets_unrepaired: u64,
+    /// See [`SessionCounters`].
+    pub duplicates_dropped: u64,
+    /// See [`SessionCounters`].
+    pub red_recovered: u64,
 }
 
 impl SessionCounters {
@@ -181,6 +197,10 @@ impl SessionCounters {
             nacks_sent: r(&self.nacks_sent),
             plis_sent: r(&self.plis_sent),
             keyframes: r(&self.keyframes),
+            packets_repaired: r(&self.packets_repaired),
+            packets_unrepaired: r(&self.packets_unrepaired),
+            duplicates_dropped: r(&self.duplicates_dropped),
+            red_recovered: r(&self.red_recovered),
         }
     }
 }

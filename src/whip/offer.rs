@@ -5,6 +5,7 @@ use std::io::Cursor;
 
 use sdp::SessionDescription;
 use sdp::description::media::MediaDescription;
+use sdp::util::Codec;
 
 use crate::codec::{Chosen, OfferPlan, VideoCodec};
 use crate::error::Error;
@@ -44,6 +45,11 @@ pub fn plan(offer: &str, spec: &IngestSpec) -> Result<OfferPlan, Error> {
                 h264_usable,
             );
             plan.simulcast_rids = simulcast_send_rids(media);
+            plan.video_rtx = plan
+                .video
+                .as_ref()
+                .and_then(|chosen| rtx_for(media, chosen.payload_type))
+                .filter(|_| plan.simulcast_rids.is_empty() && declares_rtx_streams(media));
             if plan.video.is_none() {
                 return bad(unsupported(
                     media,
@@ -59,6 +65,10 @@ pub fn plan(offer: &str, spec: &IngestSpec) -> Result<OfferPlan, Error> {
                 |c| c.encoding_name(),
                 |_, _| true,
             );
+            plan.audio_red = plan
+                .audio
+                .as_ref()
+                .and_then(|chosen| red_for(media, chosen.payload_type));
             if plan.audio.is_none() {
                 return bad(unsupported(
                     media,
@@ -96,6 +106,53 @@ fn simulcast_send_rids(media: &MediaDescription) -> Vec<String> {
         }
     }
     Vec::new()
+}
+
+/// The offered RTX payload type that repairs `primary` (`a=fmtp:<rtx> apt=<primary>`).
+fn rtx_for(media: &MediaDescription, primary: u8) -> Option<u8> {
+    offered_codecs(media).into_iter().find_map(|c| {
+        let apt = c
+            .fmtp
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("apt="))
+            .and_then(|v| v.trim().parse::<u8>().ok());
+        (c.name.eq_ignore_ascii_case("rtx") && apt == Some(primary)).then_some(c.payload_type)
+    })
+}
+
+/// Whether the section names its RTX streams (`a=ssrc-group:FID <media> <rtx>`, RFC 5576):
+/// the RTX SSRC is known before its first packet only then (simulcast RTX streams, named by
+/// `repaired-rtp-stream-id` instead, are not unwrapped by webrtc-rs yet).
+fn declares_rtx_streams(media: &MediaDescription) -> bool {
+    media
+        .attributes
+        .iter()
+        .any(|a| a.key == "ssrc-group" && a.value.as_deref().is_some_and(|v| v.starts_with("FID ")))
+}
+
+/// The offered RED payload type whose blocks are `primary` (`a=fmtp:<red> <primary>/<primary>`).
+fn red_for(media: &MediaDescription, primary: u8) -> Option<u8> {
+    offered_codecs(media).into_iter().find_map(|c| {
+        let blocks_are_primary = !c.fmtp.trim().is_empty()
+            && c.fmtp
+                .trim()
+                .split('/')
+                .all(|pt| pt.trim().parse::<u8>() == Ok(primary));
+        (c.name.eq_ignore_ascii_case("red") && c.clock_rate == 48_000 && blocks_are_primary)
+            .then_some(c.payload_type)
+    })
+}
+
+/// The codecs of a section's format list, in its order.
+fn offered_codecs(media: &MediaDescription) -> Vec<Codec> {
+    let mut codecs = media.codecs();
+    media
+        .media_name
+        .formats
+        .iter()
+        .filter_map(|f| f.parse::<u8>().ok())
+        .filter_map(|pt| codecs.remove(&pt))
+        .collect()
 }
 
 /// H.264 is usable only in packetization-mode 1 (what consumers depacketize).

@@ -184,6 +184,7 @@ impl Sim {
             mux: UdpMux::new(Arc::new(tokio_socket(loopback())), factory.crypto()),
             timers,
             ufrag: ufrag.clone(),
+            repair: Default::default(),
         };
         Sim {
             start,

@@ -1,0 +1,179 @@
+//! RED (RFC 2198) for Opus: a browser that negotiated `red/48000/2` sends each audio packet
+//! with copies of the previous one or two packets. Consumers get plain Opus: the primary
+//! block as the packet itself, and a redundant block as the packet it copies when that one
+//! was lost (libwebrtc's convention, which NetEq relies on too: the blocks are the packets
+//! just before, in order, so the i-th of n redundant blocks is sequence number `seq - n + i`,
+//! at `timestamp - offset`).
+
+use bytes::Bytes;
+
+/// Redundant blocks per packet at most (browsers send one or two).
+const MAX_BLOCKS: usize = 8;
+
+/// One block of a RED payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Block {
+    /// The block's payload type (the primary codec's).
+    pub(crate) payload_type: u8,
+    /// How far before the RED packet's timestamp this block is (0 for the primary).
+    pub(crate) timestamp_offset: u16,
+    /// The encoded frame (a slice of the packet's payload, not a copy).
+    pub(crate) payload: Bytes,
+}
+
+/// A RED payload split into its redundant blocks (oldest first) and its primary block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Split {
+    pub(crate) redundant: Vec<Block>,
+    pub(crate) primary: Block,
+}
+
+/// Splits a RED payload; `None` when it is malformed (headers or lengths past its end, more
+/// than [`MAX_BLOCKS`] redundant blocks).
+pub(crate) fn split(payload: &Bytes) -> Option<Split> {
+    let mut headers = Vec::new();
+    let mut at = 0usize;
+    let primary_type = loop {
+        let first = *payload.get(at)?;
+        let payload_type = first & 0x7f;
+        if first & 0x80 == 0 {
+            at += 1;
+            break payload_type;
+        }
+        let header = payload.get(at..at + 4)?;
+        let timestamp_offset = (u16::from(header[1]) << 6) | u16::from(header[2] >> 2);
+        let length = (usize::from(header[2] & 0x03) << 8) | usize::from(header[3]);
+        headers.push((payload_type, timestamp_offset, length));
+        if headers.len() > MAX_BLOCKS {
+            return None;
+        }
+        at += 4;
+    };
+    let mut redundant = Vec::with_capacity(headers.len());
+    for (payload_type, timestamp_offset, length) in headers {
+        let end = at.checked_add(length)?;
+        if end > payload.len() {
+            return None;
+        }
+        redundant.push(Block {
+            payload_type,
+            timestamp_offset,
+            payload: payload.slice(at..end),
+        });
+        at = end;
+    }
+    Some(Split {
+        redundant,
+        primary: Block {
+            payload_type: primary_type,
+            timestamp_offset: 0,
+            payload: payload.slice(at..),
+        },
+    })
+}
+
+/// Rewrites the payload type of every block of a RED payload to `payload_type` (forwarding
+/// RED as is, to the consumer SDP's Opus payload type); `None` when it is malformed.
+pub(crate) fn with_block_payload_type(payload: &[u8], payload_type: u8) -> Option<Bytes> {
+    let mut out = payload.to_vec();
+    let mut at = 0usize;
+    loop {
+        let first = out.get_mut(at)?;
+        let more = *first & 0x80 != 0;
+        *first = (*first & 0x80) | (payload_type & 0x7f);
+        if !more {
+            break;
+        }
+        at += 4;
+        if at > 4 * MAX_BLOCKS {
+            return None;
+        }
+    }
+    Some(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A RED payload of `blocks` (payload type, timestamp offset, data), the last the primary.
+    pub(crate) fn red(blocks: &[(u8, u16, &[u8])]) -> Bytes {
+        let mut out = Vec::new();
+        let last = blocks.len() - 1;
+        for (i, (pt, offset, data)) in blocks.iter().enumerate() {
+            if i == last {
+                out.push(*pt & 0x7f);
+            } else {
+                let len = data.len();
+                out.push(0x80 | (*pt & 0x7f));
+                out.push((offset >> 6) as u8);
+                out.push((((offset & 0x3f) << 2) as u8) | ((len >> 8) as u8 & 0x03));
+                out.push((len & 0xff) as u8);
+            }
+        }
+        for (_, _, data) in blocks {
+            out.extend_from_slice(data);
+        }
+        Bytes::from(out)
+    }
+
+    #[test]
+    fn a_packet_with_two_redundant_blocks_splits_into_three_frames() {
+        let payload = red(&[
+            (111, 1920, b"two back"),
+            (111, 960, b"one back"),
+            (111, 0, b"now"),
+        ]);
+        let split = split(&payload).expect("well formed");
+        assert_eq!(split.primary.payload_type, 111);
+        assert_eq!(&split.primary.payload[..], b"now");
+        let got: Vec<_> = split
+            .redundant
+            .iter()
+            .map(|b| (b.payload_type, b.timestamp_offset, &b.payload[..]))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(111, 1920, &b"two back"[..]), (111, 960, &b"one back"[..])]
+        );
+    }
+
+    #[test]
+    fn a_primary_only_packet_and_an_empty_redundant_block_split() {
+        let only = split(&red(&[(111, 0, b"x")])).expect("primary only");
+        assert!(only.redundant.is_empty());
+        assert_eq!(&only.primary.payload[..], b"x");
+        // DTX: a redundant block of length 0.
+        let dtx = split(&red(&[(111, 960, b""), (111, 0, b"y")])).expect("empty block");
+        assert_eq!(dtx.redundant.len(), 1);
+        assert!(dtx.redundant[0].payload.is_empty());
+    }
+
+    #[test]
+    fn malformed_payloads_are_refused_without_panicking() {
+        assert_eq!(split(&Bytes::new()), None);
+        // A header that says "more follow" and ends.
+        assert_eq!(split(&Bytes::from_static(&[0x80 | 111, 0, 4])), None);
+        // A block longer than the packet.
+        let mut bad = red(&[(111, 960, b"abcd"), (111, 0, b"")]).to_vec();
+        bad.truncate(6);
+        assert_eq!(split(&Bytes::from(bad)), None);
+        // Too many blocks.
+        let many: Vec<(u8, u16, &[u8])> = (0..12).map(|_| (111u8, 960u16, &b"a"[..])).collect();
+        assert_eq!(split(&red(&many)), None);
+        for n in 0..16u8 {
+            let noise: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37) | 0x80).collect();
+            let _ = split(&Bytes::from(noise));
+        }
+    }
+
+    #[test]
+    fn forwarded_as_is_every_block_names_the_consumers_payload_type() {
+        let payload = red(&[(63, 960, b"one back"), (63, 0, b"now")]);
+        let rewritten = with_block_payload_type(&payload, 111).expect("well formed");
+        let split = split(&rewritten).expect("still well formed");
+        assert_eq!(split.primary.payload_type, 111);
+        assert_eq!(split.redundant[0].payload_type, 111);
+        assert_eq!(&split.primary.payload[..], b"now");
+    }
+}
