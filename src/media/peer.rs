@@ -441,7 +441,7 @@ mod tests {
         assert!(
             answer
                 .lines()
-                .any(|l| l.starts_with("m=video ") && l.ends_with(" 120")),
+                .any(|l| l.starts_with("m=video ") && l.ends_with(" 120 124")),
             "{answer}"
         );
     }
