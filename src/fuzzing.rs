@@ -131,7 +131,7 @@ pub fn continuity(data: &[u8]) {
 }
 
 #[cfg(fuzzing)]
-pub use media::{answer_offer, forward_rtp, ice_restart, stun_route};
+pub use media::{answer_offer, forward_rtp, ice_restart, loss_repair, stun_route};
 
 /// The wrappers over the media internals, compiled with them in fuzz builds only.
 #[cfg(fuzzing)]

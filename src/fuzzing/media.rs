@@ -14,6 +14,10 @@ mod ice_auth;
 mod mux;
 #[path = "../media/peer.rs"]
 mod peer;
+#[path = "../media/red.rs"]
+mod red;
+#[path = "../media/repair.rs"]
+mod repair;
 #[path = "../media/restart.rs"]
 mod restart;
 #[path = "../media/rtcp.rs"]
@@ -215,5 +219,61 @@ pub fn forward_rtp(data: &[u8]) {
                 forwarder = forward::Forwarder::new(sockets.clone(), &admission, plan, metrics);
             }
         }
+    }
+}
+
+/// Loss repair and RED on hostile input: arrivals (kind, SSRC out of four, sequence number,
+/// padding), clock steps and polls drive the repair log, whose holes stay bounded and whose
+/// deadlines never lie in the past of a poll; the rest of the input is split as a RED payload,
+/// whose blocks must lie inside it.
+pub fn loss_repair(data: &[u8]) {
+    let (ops, red_payload) = data.split_at(data.len() / 2);
+    let mut repair = repair::Repair::default();
+    let mut now = Instant::now();
+    for op in ops.chunks_exact(4) {
+        match op[0] % 4 {
+            0 | 1 => {
+                let kind = if op[0] & 0x10 == 0 {
+                    MediaKind::Video
+                } else {
+                    MediaKind::Audio
+                };
+                let seq = u16::from_be_bytes([op[1], op[2]]);
+                let arrival = repair.arrive(
+                    kind,
+                    u32::from(op[3] % 4),
+                    seq,
+                    op[0] & 0x20 != 0,
+                    kind == MediaKind::Video,
+                    now,
+                );
+                if arrival != repair::Arrival::Duplicate {
+                    assert!(repair.has(u32::from(op[3] % 4), seq));
+                }
+            }
+            2 => now += Duration::from_millis(u64::from(op[1])),
+            _ => {
+                let due = repair.poll(now);
+                let open: usize = due.nacks.iter().map(|(_, seqs)| seqs.len()).sum();
+                assert!(open <= 8 * 513, "{open} NACKs at once");
+                if let Some(next) = repair.next_deadline() {
+                    assert!(next >= now, "a deadline in the past after a poll");
+                }
+            }
+        }
+    }
+    let payload = Bytes::copy_from_slice(red_payload);
+    if let Some(split) = red::split(&payload) {
+        let total: usize = split
+            .redundant
+            .iter()
+            .map(|b| b.payload.len())
+            .sum::<usize>()
+            + split.primary.payload.len();
+        assert!(total <= payload.len());
+        let rewritten = red::with_block_payload_type(&payload, 111).expect("well formed");
+        let again = red::split(&rewritten).expect("still well formed");
+        assert_eq!(again.redundant.len(), split.redundant.len());
+        assert_eq!(again.primary.payload, split.primary.payload);
     }
 }

@@ -29,7 +29,7 @@ use crate::codec::{AudioCodec, VideoCodec};
 use crate::metrics::Metrics;
 use crate::registry::{Admitted, Caps, IngestSpec, Limits, Registry};
 use publisher::Publisher;
-pub(super) use publisher::{Consent, VIDEO_PT};
+pub(super) use publisher::{AUDIO_PT, Consent, RED_PT, RTX_PT, VIDEO_PT};
 
 mod publisher;
 
@@ -115,6 +115,16 @@ impl Sim {
 
     /// [`Sim::new`] with a publisher that keeps (or does not keep) consent as `consent` says.
     pub(super) fn with_consent(timers: SessionTimers, limits: Limits, consent: Consent) -> Sim {
+        Sim::build(timers, limits, consent, false)
+    }
+
+    /// [`Sim::new`] with a publisher that offers RTX for its video (its retransmissions on
+    /// their own SSRC, named by `a=ssrc-group:FID`) and RED for its Opus, as browsers do.
+    pub(super) fn with_repair(timers: SessionTimers, limits: Limits) -> Sim {
+        Sim::build(timers, limits, Consent::Checks, true)
+    }
+
+    fn build(timers: SessionTimers, limits: Limits, consent: Consent, repair: bool) -> Sim {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()
@@ -146,7 +156,7 @@ impl Sim {
         registry.register(spec.clone(), false).expect("register");
 
         let start = Instant::now();
-        let (mut publisher, offer) = Publisher::new(start, consent);
+        let (mut publisher, offer) = Publisher::new(start, consent, repair);
         let plan = crate::whip::plan_offer(&offer, &spec).expect("the offer plans");
         let Ok(Admitted::Session(admission, ())) = registry.admit(&spec.id, None, |_| Ok(()))
         else {
@@ -340,6 +350,20 @@ impl Sim {
         let payload = Bytes::from_static(&[0x41, 0xab, 0xab]);
         self.publisher.write_rtp(self.now, true, seq, payload);
         self.exchange();
+    }
+
+    /// Sends video packet `osn` again on the RTX stream (`None`: a padding-only probe), at
+    /// `now`.
+    pub(super) fn send_rtx(&mut self, osn: Option<u16>, payload: &[u8]) {
+        self.publisher.send_rtx(self.now, osn, payload);
+        self.exchange();
+    }
+
+    /// Sends one RED audio packet at `now`; its sequence number and timestamp.
+    pub(super) fn send_red(&mut self, redundant: &[(u16, &[u8])], payload: &[u8]) -> (u16, u32) {
+        let sent = self.publisher.send_red(self.now, redundant, payload);
+        self.exchange();
+        sent
     }
 
     /// Sends video and audio packets every `every` (video of `size` bytes) up to `until`,

@@ -4,6 +4,7 @@
 //! gateway sends.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,7 +15,7 @@ use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::configure_twcc_sender_only;
 use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MediaEngine,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
@@ -25,7 +26,7 @@ use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCI
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
@@ -35,7 +36,12 @@ use crate::media::peer::ice_credentials;
 
 /// The publisher's payload types.
 pub(in crate::media) const VIDEO_PT: u8 = 102;
-const AUDIO_PT: u8 = 111;
+pub(in crate::media) const AUDIO_PT: u8 = 111;
+/// RTX for `VIDEO_PT` and RED for `AUDIO_PT`, when the publisher offers them.
+pub(in crate::media) const RTX_PT: u8 = 103;
+pub(in crate::media) const RED_PT: u8 = 63;
+/// The SSRC of the video's RTX stream.
+const RTX_SSRC: u32 = 0x1111_2222;
 
 /// Marks every inbound RTCP packet for the application: the test publisher looks at what
 /// the gateway sends it (NACKs, receiver reports, PLIs).
@@ -43,6 +49,9 @@ const AUDIO_PT: u8 = 111;
 struct DeliverRtcp {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
+    /// SSRC, payload type and sequence number for the next RTP packet written: how the test
+    /// sends on its RTX stream (webrtc-rs's sender writes only on a track's media SSRC).
+    rewrite: Arc<Mutex<Option<(u32, u8, u16)>>>,
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverRtcp {
@@ -62,7 +71,14 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverRtcp {
     fn poll_read(&mut self) -> Option<TaggedPacket> {
         self.read.pop_front()
     }
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtp(packet) = &mut msg.message.packet
+            && let Some((ssrc, payload_type, seq)) = self.rewrite.lock().expect("lock").take()
+        {
+            packet.header.ssrc = ssrc;
+            packet.header.payload_type = payload_type;
+            packet.header.sequence_number = seq;
+        }
         self.write.push_back(msg);
         Ok(())
     }
@@ -106,6 +122,10 @@ pub(in crate::media) struct Publisher {
     /// RTCP from the gateway, and when it arrived.
     pub(in crate::media) rtcp: Vec<(Instant, Box<dyn rtc::rtcp::Packet>)>,
     pub(in crate::media) connected: bool,
+    /// See [`DeliverRtcp::rewrite`].
+    rewrite: Arc<Mutex<Option<(u32, u8, u16)>>>,
+    /// The sequence number of the next RTX packet.
+    rtx_seq: u16,
 }
 
 fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str) -> RTCRtpCodec {
@@ -137,12 +157,29 @@ fn audio_codec() -> RTCRtpCodec {
 
 impl Publisher {
     /// A publisher at `now` and its offer.
-    pub(in crate::media) fn new(now: Instant, consent: Consent) -> (Publisher, String) {
+    pub(in crate::media) fn new(
+        now: Instant,
+        consent: Consent,
+        repair: bool,
+    ) -> (Publisher, String) {
         let mut media = MediaEngine::default();
-        for (codec, payload_type, kind) in [
+        let mut codecs = vec![
             (video_codec(), VIDEO_PT, RtpCodecKind::Video),
             (audio_codec(), AUDIO_PT, RtpCodecKind::Audio),
-        ] {
+        ];
+        if repair {
+            codecs.push((
+                codec(MIME_TYPE_RTX, 90_000, 0, &format!("apt={VIDEO_PT}")),
+                RTX_PT,
+                RtpCodecKind::Video,
+            ));
+            codecs.push((
+                codec("audio/red", 48_000, 2, &format!("{AUDIO_PT}/{AUDIO_PT}")),
+                RED_PT,
+                RtpCodecKind::Audio,
+            ));
+        }
+        for (codec, payload_type, kind) in codecs {
             let parameters = RTCRtpCodecParameters {
                 rtp_codec: codec,
                 payload_type,
@@ -150,7 +187,12 @@ impl Publisher {
             media.register_codec(parameters, kind).expect("codec");
         }
         // Transport-wide sequence numbers on every packet, as browsers send them.
-        let interceptors = Interceptors::new().with(Slot::from(11_500), DeliverRtcp::default());
+        let rewrite = Arc::new(Mutex::new(None));
+        let deliver = DeliverRtcp {
+            rewrite: Arc::clone(&rewrite),
+            ..DeliverRtcp::default()
+        };
+        let interceptors = Interceptors::new().with(Slot::from(11_500), deliver);
         let interceptors =
             configure_twcc_sender_only(interceptors, &mut media).expect("TWCC sender");
         let provider = rtc::crypto::default_provider().expect("crypto provider");
@@ -184,7 +226,7 @@ impl Publisher {
             .with_interceptor_registry(interceptors)
             .build(now)
             .expect("publisher peer");
-        let mut track = |kind: RtpCodecKind, ssrc: u32, codec: RTCRtpCodec| {
+        let mut track = |kind: RtpCodecKind, ssrc: u32, codec: RTCRtpCodec, rtx: Option<u32>| {
             let track = MediaStreamTrack::new(
                 "publisher".to_owned(),
                 format!("{kind}"),
@@ -193,6 +235,7 @@ impl Publisher {
                 vec![RTCRtpEncodingParameters {
                     rtp_coding_parameters: RTCRtpCodingParameters {
                         ssrc: Some(ssrc),
+                        rtx: rtx.map(|ssrc| RTCRtpRtxParameters { ssrc }),
                         ..Default::default()
                     },
                     codec,
@@ -214,8 +257,9 @@ impl Publisher {
                 timestamp: 0,
             }
         };
-        let video = track(RtpCodecKind::Video, 0x1111_1111, video_codec());
-        let audio = track(RtpCodecKind::Audio, 0x2222_2222, audio_codec());
+        let rtx = repair.then_some(RTX_SSRC);
+        let video = track(RtpCodecKind::Video, 0x1111_1111, video_codec(), rtx);
+        let audio = track(RtpCodecKind::Audio, 0x2222_2222, audio_codec(), None);
         let candidate = CandidateHostConfig {
             base_config: CandidateConfig {
                 network: "udp".to_owned(),
@@ -241,6 +285,8 @@ impl Publisher {
             audio,
             rtcp: Vec::new(),
             connected: false,
+            rewrite,
+            rtx_seq: 7_000,
         };
         (publisher, sdp)
     }
@@ -354,6 +400,75 @@ impl Publisher {
         };
         let mut sender = self.peer.rtp_sender(track.sender).expect("sender");
         sender.write_rtp(now, packet).expect("write RTP");
+    }
+
+    /// Sends video packet `osn` again on the RTX stream (RFC 4588: the original sequence
+    /// number, then the payload), with the RTX stream's next sequence number, at `now`. An
+    /// empty `payload` and no `osn` make a padding-only probe.
+    pub(in crate::media) fn send_rtx(&mut self, now: Instant, osn: Option<u16>, payload: &[u8]) {
+        let seq = self.rtx_seq;
+        self.rtx_seq = seq.wrapping_add(1);
+        *self.rewrite.lock().expect("lock") = Some((RTX_SSRC, RTX_PT, seq));
+        let body: Vec<u8> = match osn {
+            Some(osn) => osn.to_be_bytes().iter().chain(payload).copied().collect(),
+            None => Vec::new(),
+        };
+        let track = &self.video;
+        let packet = rtc::rtp::Packet {
+            header: rtc::rtp::Header {
+                version: 2,
+                padding: osn.is_none(),
+                payload_type: VIDEO_PT,
+                sequence_number: seq,
+                timestamp: track.timestamp,
+                ssrc: track.ssrc,
+                ..Default::default()
+            },
+            payload: body.into(),
+        };
+        let mut sender = self.peer.rtp_sender(track.sender).expect("sender");
+        sender.write_rtp(now, packet).expect("write RTX");
+    }
+
+    /// Sends one 20 ms audio packet as RED (RFC 2198) at `now`: `payload` as the primary and
+    /// `redundant` (timestamp offset, frame; oldest first) before it.
+    pub(in crate::media) fn send_red(
+        &mut self,
+        now: Instant,
+        redundant: &[(u16, &[u8])],
+        payload: &[u8],
+    ) -> (u16, u32) {
+        let seq = self.audio.seq;
+        self.audio.seq = seq.wrapping_add(1);
+        self.audio.timestamp = self.audio.timestamp.wrapping_add(960);
+        let mut body = Vec::new();
+        for (offset, frame) in redundant {
+            let len = frame.len();
+            body.push(0x80 | AUDIO_PT);
+            body.push((offset >> 6) as u8);
+            body.push((((offset & 0x3f) << 2) as u8) | ((len >> 8) as u8 & 0x03));
+            body.push((len & 0xff) as u8);
+        }
+        body.push(AUDIO_PT);
+        for (_, frame) in redundant {
+            body.extend_from_slice(frame);
+        }
+        body.extend_from_slice(payload);
+        let packet = rtc::rtp::Packet {
+            header: rtc::rtp::Header {
+                version: 2,
+                payload_type: RED_PT,
+                sequence_number: seq,
+                timestamp: self.audio.timestamp,
+                ssrc: self.audio.ssrc,
+                marker: false,
+                ..Default::default()
+            },
+            payload: body.into(),
+        };
+        let mut sender = self.peer.rtp_sender(self.audio.sender).expect("sender");
+        sender.write_rtp(now, packet).expect("write RED");
+        (seq, self.audio.timestamp)
     }
 
     /// Sends an RTCP packet at `now`.
