@@ -1,9 +1,11 @@
 //! Builds one receive-only, ICE-lite peer connection for a publish.
 //!
 //! The media engine holds exactly the codecs chosen from the offer (with the publisher's payload
-//! types and fmtp), so the answer keeps one video and one audio codec. Interceptors are only
-//! what a receiver needs: receiver reports, a NACK generator, TWCC feedback so that browsers
-//! ramp up to their target bitrate, and a tap passing Sender Reports on for A/V sync.
+//! types and fmtp), so the answer keeps one video and one audio codec, plus RTX for the video
+//! and RED for the Opus when the publisher offers them (`codec::OfferPlan`). Interceptors are
+//! only what a receiver needs: receiver reports, TWCC feedback so that browsers ramp up to
+//! their target bitrate, and a tap passing Sender Reports on for A/V sync. NACKs come from the
+//! session (`repair`), which sees retransmissions after RTX is unwrapped.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

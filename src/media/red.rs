@@ -72,26 +72,6 @@ pub(crate) fn split(payload: &Bytes) -> Option<Split> {
     })
 }
 
-/// Rewrites the payload type of every block of a RED payload to `payload_type` (forwarding
-/// RED as is, to the consumer SDP's Opus payload type); `None` when it is malformed.
-pub(crate) fn with_block_payload_type(payload: &[u8], payload_type: u8) -> Option<Bytes> {
-    let mut out = payload.to_vec();
-    let mut at = 0usize;
-    loop {
-        let first = out.get_mut(at)?;
-        let more = *first & 0x80 != 0;
-        *first = (*first & 0x80) | (payload_type & 0x7f);
-        if !more {
-            break;
-        }
-        at += 4;
-        if at > 4 * MAX_BLOCKS {
-            return None;
-        }
-    }
-    Some(Bytes::from(out))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,15 +145,5 @@ mod tests {
             let noise: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37) | 0x80).collect();
             let _ = split(&Bytes::from(noise));
         }
-    }
-
-    #[test]
-    fn forwarded_as_is_every_block_names_the_consumers_payload_type() {
-        let payload = red(&[(63, 960, b"one back"), (63, 0, b"now")]);
-        let rewritten = with_block_payload_type(&payload, 111).expect("well formed");
-        let split = split(&rewritten).expect("still well formed");
-        assert_eq!(split.primary.payload_type, 111);
-        assert_eq!(split.redundant[0].payload_type, 111);
-        assert_eq!(&split.primary.payload[..], b"now");
     }
 }

@@ -334,11 +334,7 @@ impl Repair {
             self.rttvar = rtt / 2;
             return;
         }
-        let delta = if rtt > self.srtt {
-            rtt - self.srtt
-        } else {
-            self.srtt - rtt
-        };
+        let delta = rtt.abs_diff(self.srtt);
         self.rttvar = (self.rttvar * 3 + delta) / 4;
         self.srtt = (self.srtt * 7 + rtt) / 8;
     }
