@@ -168,6 +168,11 @@ impl PeerFactory {
             // which always came before ICE's 15 s + max(media timeout, 30 s) anyway. An
             // ICE-lite agent sends no consent checks of its own (RFC 7675 section 4).
             .with_ice_timeouts(Some(Duration::ZERO), Some(Duration::ZERO), None)
+            // SRTP's replay window as libwebrtc's (1024, the window loss repair keeps too). With
+            // the default 64, a retransmission on the media SSRC (a publisher without RTX: OBS,
+            // FFmpeg) arriving more than 64 packets behind the newest was refused as a replay:
+            // half a keyframe at 720p.
+            .with_srtp_replay_protection_window(usize::from(super::repair::WINDOW))
             .build();
         let config = RTCConfigurationBuilder::new()
             .with_certificates(vec![self.certificate.clone()])

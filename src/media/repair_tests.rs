@@ -400,4 +400,33 @@ mod session {
         let registry = sim.session.admission.guard.registry();
         assert_eq!(registry.metrics().repair_plis_sent.get(), 1);
     }
+
+    #[test]
+    fn a_retransmission_far_behind_on_the_media_ssrc_is_not_taken_for_a_replay() {
+        // A publisher without RTX resends on the media SSRC; at 720p a keyframe is 100+
+        // packets, so the resend of its first packet comes well over SRTP's default replay
+        // window (64) behind the newest.
+        let mut sim = connected_sim(Limits::default());
+        sim.send_video(500, true);
+        let lost = sim.publisher.video.seq;
+        sim.lose = lose_video(lost);
+        sim.send_video(500, true);
+        sim.lose = Box::new(|_| false);
+        for _ in 0..300 {
+            sim.send_video(500, true);
+        }
+        sim.forwarded(true);
+        sim.run_for(PACE);
+        sim.resend_video(lost);
+        let out = sim.forwarded(true);
+        assert_eq!(
+            out.len(),
+            1,
+            "the retransmission 300 packets behind is forwarded"
+        );
+        assert_eq!(
+            sim.session.admission.counters.snapshot().packets_repaired,
+            1
+        );
+    }
 }
