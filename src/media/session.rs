@@ -553,6 +553,10 @@ impl Session {
 
     /// Counts what became of an arriving packet; returns whether it is to be forwarded.
     fn count_arrival(&mut self, kind: MediaKind, arrival: Arrival, recovered: bool) -> bool {
+        if arrival == Arrival::New && !recovered {
+            // The packet path's common case: nothing to count.
+            return true;
+        }
         let counters = &self.admission.counters;
         let registry = self.admission.guard.registry();
         let metrics = registry.metrics();
