@@ -163,3 +163,17 @@ def test_relay_forwards_and_records_on_loopback():
         relay.close()
         gw.close()
         pub.close()
+
+
+def test_decode_errors_count_frames_not_lines():
+    from driver.lossy_row import decode_errors
+
+    log = "\n".join([
+        "[sdp @ 0x1] max delay reached. need to consume packet", "[sdp @ 0x1] RTP: missed 3 packets",
+        "[h264 @ 0x2] error while decoding MB 15 2",
+        "[h264 @ 0x2] concealing 1954 DC, 1954 AC, 1954 MV errors in P frame",
+        "x.sdp: corrupt decoded frame in stream 0", "[sdp @ 0x1] RTP: dropping old packet received too late",
+        "[h264 @ 0x2] Missing reference picture, default is 0", "[sdp @ 0x1] RTP: missed 1 packets",
+    ])
+    e = decode_errors(log)
+    assert (e["frames"], e["rtp_missed"], e["rtp_dropped_late"]) == (2, 4, 1)
