@@ -7,6 +7,7 @@
 //   --linger S           after the tracks stop sending (replaceTrack(null)), wait this long for
 //                        the last repairs before the DELETE (default 1.5)
 //   --profile-dir DIR    a fresh profile (the caller kills whatever still runs from it)
+//   --fps N              the fake camera's frame rate (default 30; Chromium's own default is 20)
 //
 // While publishing, samples getStats() every second (outbound-rtp per kind: bytes, packets,
 // resolution, fps, qualityLimitationReason, NACKs and PLIs received, retransmissions;
@@ -25,6 +26,7 @@ const { values: opts } = parseArgs({
     linger: { type: "string", default: "1.5" },
     "profile-dir": { type: "string" },
     "connect-timeout": { type: "string", default: "20" },
+    fps: { type: "string", default: "30" },
   },
 });
 
@@ -65,13 +67,17 @@ async function sample() {
 
 const state = (page) => page.evaluate(() => ({ ...window.impair }));
 
+// The interop run's flags, but the fake camera at --fps (its default is 20 frames per second).
+const flags = CHROMIUM_FLAGS.map((f) => (f === "--use-fake-device-for-media-stream"
+  ? `${f}=fps=${opts.fps}` : f));
+
 let browser = null;
 async function run() {
   const { chromium } = require("playwright-core");
   browser = await chromium.launch({
     executablePath: "/usr/bin/chromium",
     ignoreDefaultArgs: true,
-    args: [...CHROMIUM_FLAGS, `--user-data-dir=${opts["profile-dir"]}`, "--remote-debugging-pipe", "--no-startup-window"],
+    args: [...flags, `--user-data-dir=${opts["profile-dir"]}`, "--remote-debugging-pipe", "--no-startup-window"],
     timeout: 30000, handleSIGINT: false, handleSIGTERM: false, handleSIGHUP: false,
   });
   result.browser_version = browser.version();
@@ -89,6 +95,7 @@ async function run() {
     s = await state(page);
   }
   result.post_status = s.postStatus;
+  result.capture = s.capture;
   result.location = s.location;
   result.offer = s.offer;
   result.answer = s.answer;
