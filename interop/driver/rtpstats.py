@@ -23,6 +23,9 @@ What is computed, per kind (video, audio), summed over SSRCs:
   - repair time: for each packet that arrives after a higher sequence number did, its arrival
     minus the arrival of the first packet after the hole (how long the hole stayed open at
     the consumer); p50 / p99 / max;
+  - resent lag: for a media packet the relay dropped and whose retransmission on the same
+    SSRC got through, how far behind the newest delivered sequence number it arrived (a
+    receiver's SRTP replay window rejects what is too far behind);
   - audio recoverability (RED): a sequence number the relay dropped (no copy delivered) is
     recoverable when the publisher sent RED and one of the next `red_distance` audio packets
     was delivered. Recovered = recoverable ones the consumer has, matched by sequence number
@@ -252,6 +255,33 @@ def sent_view(records: list, roles: dict, kind: str) -> dict:
     return out
 
 
+def repair_lags(records: list, roles: dict, kind: str) -> list[int]:
+    """For each media packet whose first copy the relay dropped and a later copy got through on
+    the same SSRC (a retransmission without RTX): how many sequence numbers behind the
+    newest delivered one (padding included) it arrived at the gateway. A receiver's SRTP
+    replay window (64 packets by default in webrtc-rs, libsrtp's 128) rejects older ones."""
+    tops: dict[int, int] = {}
+    dropped: dict[int, set[int]] = {}
+    seen: dict[int, set[int]] = {}
+    lags = []
+    for r in records:
+        kr = roles.get(r.pt)
+        if kr is None or kr[0] != kind or kr[1] not in ("media", "red"):
+            continue
+        top = tops.get(r.ssrc)
+        e = unwrap([top, r.seq])[1] if top is not None else r.seq
+        ssrc_seen, ssrc_dropped = seen.setdefault(r.ssrc, set()), dropped.setdefault(r.ssrc, set())
+        if not r.padding and e not in ssrc_seen and not r.delivered:
+            ssrc_dropped.add(e)
+        if r.delivered:
+            if not r.padding and e in ssrc_dropped:
+                ssrc_dropped.discard(e)
+                lags.append(max(0, (top if top is not None else e) - e))
+            tops[r.ssrc] = e if top is None else max(top, e)
+        ssrc_seen.add(e)
+    return lags
+
+
 def recoverable(media: dict[int, dict[int, bool]], distance: int) -> dict[int, set[int]]:
     """Per SSRC: sequence numbers never delivered with one of the next `distance` delivered."""
     out: dict[int, set[int]] = {}
@@ -314,12 +344,14 @@ def compare(records: list, roles: dict, sink: dict[str, list[SinkPacket]], red_d
     out = {}
     for kind in ("video", "audio"):
         sent = sent_view(records, roles, kind)
+        lags = repair_lags(records, roles, kind)
         con = consumer_view(sink.get(kind, []))
         lost = sent["sent"] - con["unique_media"]
         res = {
             "sent": sent["sent"], "dropped_uplink": sent["dropped"], "never_delivered": sent["never_delivered"],
             "padding_datagrams": sent["padding"], "rtx_datagrams": sent["rtx"], "red_datagrams": sent["red"],
             "fec_datagrams": sent["fec"], "publisher_ssrcs": sent["ssrcs"],
+            "resent_lag_max": max(lags, default=None), "resent_over_64_behind": sum(x > 64 for x in lags),
             "received_unique_media": con["unique_media"], "lost": lost,
             "lost_pct": pct(lost, sent["sent"]),
             "expected": con["expected"], "gaps": con["gaps"], "gaps_pct": pct(con["gaps"], con["expected"]),

@@ -177,3 +177,13 @@ def test_decode_errors_count_frames_not_lines():
     ])
     e = decode_errors(log)
     assert (e["frames"], e["rtp_missed"], e["rtp_dropped_late"]) == (2, 4, 1)
+
+
+def test_repair_lags_count_padding_in_the_sequence_space():
+    from driver.rtpstats import repair_lags
+
+    roles = {96: ("video", "media", "h264")}
+    recs = [UplinkRtp(0, 1, 10, 0, 96, False, False)]  # dropped
+    recs += [UplinkRtp(0, 1, s, 0, 96, True, True) for s in range(11, 80)]  # padding probes
+    recs += [UplinkRtp(0, 1, 10, 0, 96, False, True)]  # the retransmission, 69 behind
+    assert repair_lags(recs, roles, "video") == [69]
