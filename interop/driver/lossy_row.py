@@ -93,6 +93,7 @@ class Lossy(Scenario):
             "uplink_datagrams": sent, "uplink_dropped": dropped,
             "video_media_sent": vm["sent"], "video_media_dropped_uplink": vm["dropped_uplink"],
             "video_unrepaired": vm["lost"], "video_unrepaired_pct": vm["lost_pct"],
+            "video_never_through_relay": vm["never_delivered"], "video_resent_over_64_behind": vm["resent_over_64_behind"],
             "video_gaps": vm["gaps"], "video_gaps_pct": vm["gaps_pct"], "false_holes_pct": false_holes,
             "video_repair_p50_ms": vm["repair_p50_ms"], "video_repair_p99_ms": vm["repair_p99_ms"],
             "video_duplicates": vm["duplicates"], "audio_lost_pct": am["lost_pct"], "audio_gaps_pct": am["gaps_pct"],
@@ -108,7 +109,8 @@ class Lossy(Scenario):
               e.get("frames", 0) <= unrepaired,
               f"{e.get('frames')} damaged frames ({', '.join(f'{k}: {n}' for k, n in (e.get('by_kind') or {}).items() if n)}"
               f"{'none' if not e.get('frames') else ''}) vs {vm['lost']} unrepaired of {vm['sent']} sent "
-              f"({vm['lost_pct']} %); FFmpeg's RTP demuxer (video and audio) missed {e.get('rtp_missed')} packets "
+              f"({vm['lost_pct']} %: {vm['never_delivered']} never got through the relay, {vm['resent_over_64_behind']} "
+              f"resent > 64 sequence numbers behind); FFmpeg's RTP demuxer (video and audio) missed {e.get('rtp_missed')} packets "
               f"and dropped {e.get('rtp_dropped_late')} repairs as too late")
         check(f"no false holes beyond the goal (sequence gaps - unrepaired <= {FALSE_HOLES_GOAL_PCT} %)",
               false_holes is not None and abs(false_holes) <= FALSE_HOLES_GOAL_PCT,
