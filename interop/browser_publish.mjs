@@ -25,16 +25,12 @@ import fs from "node:fs";
 import { createRequire } from "node:module";
 import { parseArgs } from "node:util";
 
+import { CHROMIUM_FLAGS } from "./chromium_flags.mjs";
+
 const require = createRequire(import.meta.url);
 
-// Exactly the flags the interop run specifies; the two after them are the automation's
-// plumbing (its profile and its DevTools pipe), nothing else is added.
-const CHROMIUM_FLAGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-  "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
-];
+// Exactly the flags the interop run specifies (chromium_flags.mjs); the two after them are the
+// automation's plumbing (its profile and its DevTools pipe), nothing else is added.
 
 // Firefox ESR: fake devices, no permission prompt, loopback ICE candidates without mDNS
 // names, and nothing fetched from outside (puppeteer's own profile defaults already point

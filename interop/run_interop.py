@@ -15,6 +15,11 @@ Rows (select with --rows; `all` is the default):
   aiortc-h264-trickle,           aiortc, the offer POSTed without candidates, which follow
   aiortc-vp8-trickle             in a PATCH (trickle-ice-sdpfrag, If-Match: the ETag)
   chromium-h264, chromium-vp8    Debian Chromium on whipgate's /publish page (playwright-core)
+  chromium-h264-lossy            the same through a lossy UDP relay (5 % random uplink loss,
+                                 seed 25; interop/driver/lossy_row.py): FFmpeg's decode errors
+                                 must not exceed the media packets left unrepaired at the
+                                 consumer, and the consumer must see no false sequence holes
+                                 beyond 0.1 % (issue 25's goal)
   chromium-h264-cluster          cluster, token: Chromium's page talks to the full node a only;
                                  a carries the POST to b and answers 201 with b's answer (its
                                  candidates name b's UDP port; no 307 anywhere), media flows to

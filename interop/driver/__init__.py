@@ -11,4 +11,7 @@
     scenario    a plain publish; reconnect and simulcast are its subclasses
     row         one row, phase by phase
     results     a row's result object and the summary lines
+    lossy       loss models and the lossy UDP relay (the loss harness, the lossy row)
+    whip_proxy  the WHIP proxy that puts the relay into the media path of any gateway
+    rtpstats    the consumer's UDP sink and the sent-vs-received accounting
 """

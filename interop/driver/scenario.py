@@ -33,6 +33,9 @@ class Scenario:
     def shutdown(self, run: Row) -> None:
         """Before whipgate's SIGTERM: the scenario's own processes and channels."""
 
+    def cleanup(self, run: Row) -> None:
+        """Whatever happened, at the row's end: the scenario's own threads and sockets."""
+
     def ffmpeg_seconds(self, seconds: float) -> float:
         """Seconds of each stream FFmpeg decodes before it ends by itself."""
         return ffmpeg.duration(seconds)
@@ -76,6 +79,12 @@ class Scenario:
         if len(decoded) > 1:
             run.check.notes.append(f"resolution stepped {' -> '.join(decoded)} (bandwidth estimate ramp)")
 
+    def check_corrupt(self, run: Row, ff_text: str) -> None:
+        """FFmpeg's log: no video frame it had to conceal (nothing was lost on the way)."""
+        corrupt = [x for x in ff_text.splitlines() if "corrupt decoded frame" in x or "concealing" in x]
+        run.check("FFmpeg decoded no corrupt (concealed) video frame", not corrupt,
+                  f"{len(corrupt)} lines, first: {corrupt[0].strip()}" if corrupt else "")
+
     def check_counts(self, run: Row, sessions: list[dict], session_ids: list[str], v: FrameCrc,
                      au: FrameCrc, keep: float, ff_text: str) -> None:
         """How much FFmpeg decoded: at most `keep` of the seconds published (at the rate sent)."""
@@ -90,11 +99,14 @@ class Scenario:
 
 def scenario_for(spec: RowSpec) -> Scenario:
     from .cluster import Cluster
+    from .lossy_row import Lossy
     from .reconnect import Reconnect
     from .simulcast import Simulcast
 
     if spec.cluster:
         return Cluster(spec)
+    if spec.loss is not None:
+        return Lossy(spec)
     if spec.sessions > 1:
         return Reconnect(spec)
     if spec.simulcast:

@@ -39,6 +39,10 @@ class RowSpec:
     # Halfway through, a DELETE without the token to the session URL must get 401 and the
     # session must live on.
     unauthorized_delete: bool = False
+    # The publisher's media crosses the lossy relay (lossy.py, behind whip_proxy.py): uniform
+    # random loss at this rate on the uplink, the relay's RNG seeded with loss_seed.
+    loss: float | None = None
+    loss_seed: int = 25
 
     @property
     def encoding(self) -> str:
@@ -70,6 +74,8 @@ ROWS: dict[str, RowSpec] = {
         RowSpec("aiortc-vp8-trickle", "aiortc", "vp8", token=TOKEN, size=SIZE, trickle=True),
         RowSpec("chromium-h264", "chromium", "h264", screenshot=True),
         RowSpec("chromium-vp8", "chromium", "vp8", token=TOKEN),
+        RowSpec("chromium-h264-lossy", "chromium", "h264", loss=0.05, seconds=15.0,
+                label="5 % uplink loss"),
         RowSpec("chromium-h264-cluster", "chromium", "h264", token=TOKEN, cluster="proxy",
                 seconds=12.0, ice_restart=4.0, unauthorized_delete=True,
                 label="cluster: through a non-owner node, token"),

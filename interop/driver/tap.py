@@ -9,18 +9,20 @@ import struct
 import threading
 import time
 
+from .rtpstats import padding_only
+
 
 class RtpTap:
     """A transparent UDP relay between whipgate and FFmpeg: per kind an RTP port and its RTCP
     port (+1), whipgate's datagrams go on to FFmpeg's ports unchanged, FFmpeg's (receiver
     reports) back to whipgate. Every RTP header from whipgate is recorded: (wall time, SSRC,
-    sequence number, timestamp, marker), and the SSRCs of its RTCP sender reports. A thread in
-    this process; close() stops it and closes its sockets."""
+    sequence number, timestamp, marker, payload type, padding only?), and the SSRCs of its RTCP
+    sender reports. A thread in this process; close() stops it and closes its sockets."""
 
     def __init__(self, ports: dict[str, tuple[int, int]]) -> None:  # kind -> (listen, FFmpeg)
         self.sel = selectors.DefaultSelector()
         self.socks: list[socket.socket] = []
-        self.rtp: dict[str, list[tuple[float, int, int, int, bool]]] = {k: [] for k in ports}
+        self.rtp: dict[str, list[tuple[float, int, int, int, bool, int, bool]]] = {k: [] for k in ports}
         self.sr_ssrcs: dict[str, set[int]] = {k: set() for k in ports}
         self.whipgate: dict[int, tuple] = {}  # socket fd -> whipgate's address, for replies
         self.lock = threading.Lock()
@@ -68,9 +70,10 @@ class RtpTap:
                             self.sr_ssrcs[kind].add(struct.unpack_from(">I", data, 4)[0])
                     else:
                         seq, ts, ssrc = struct.unpack_from(">HII", data, 2)
-                        self.rtp[kind].append((now, ssrc, seq, ts, bool(data[1] & 0x80)))
+                        self.rtp[kind].append((now, ssrc, seq, ts, bool(data[1] & 0x80), data[1] & 0x7F,
+                                               padding_only(data)))
 
-    def packets(self, kind: str) -> list[tuple[float, int, int, int, bool]]:
+    def packets(self, kind: str) -> list[tuple[float, int, int, int, bool, int, bool]]:
         with self.lock:
             return list(self.rtp[kind])
 

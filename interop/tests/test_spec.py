@@ -28,6 +28,7 @@ def test_every_row_has_one_scenario():
     assert kinds["chromium-vp8-simulcast"] == "Simulcast"
     assert type(scenario_for(ROWS["aiortc-h264"])) is Scenario
     assert ROWS["aiortc-vp8"].codecs == "VP8+Opus"
+    assert kinds["chromium-h264-lossy"] == "Lossy" and ROWS["chromium-h264-lossy"].loss == 0.05
 
 
 def test_unshare_as_root_or_in_a_user_namespace():
