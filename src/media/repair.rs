@@ -34,8 +34,10 @@ const MIN_RETRY: Duration = Duration::from_millis(15);
 const MAX_RETRY: Duration = Duration::from_millis(400);
 /// The round trip assumed before the first measurement.
 const INITIAL_RTT: Duration = Duration::from_millis(50);
-/// Fewest time between two PLIs sent because a hole was given up.
-pub(crate) const PLI_INTERVAL: Duration = Duration::from_millis(500);
+/// Shortest time between two PLIs sent because a hole was given up (a publisher that never
+/// answers NACKs, as whipgate-load, loses a packet every few hundred ms at 5 % loss: a keyframe
+/// each time would only add to the loss).
+pub(crate) const PLI_INTERVAL: Duration = Duration::from_millis(1000);
 
 /// What became of one arriving packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
