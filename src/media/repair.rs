@@ -6,8 +6,9 @@
 //! recovers at the next keyframe instead of decoding around the hole.
 //!
 //! Timing: a hole is NACKed as soon as it is seen (the packet after it arrived), then again
-//! after a retry interval made from the repair round trips measured so far (as TCP's RTO:
-//! smoothed round trip plus four deviations, 15-400 ms), at most [`MAX_NACKS`] times, and
+//! after a retry interval made from the repair round trips measured so far (smoothed round trip
+//! plus two deviations, at least 5 ms more, 10-400 ms: a lost retransmission costs one round
+//! trip and a little, not TCP's four deviations), at most [`MAX_NACKS`] times, and
 //! given up [`REPAIR_WINDOW`] after it was seen. Memory is bounded: [`WINDOW`] sequence
 //! numbers and [`MAX_HOLES`] holes per stream, [`MAX_STREAMS`] streams per session.
 
@@ -30,7 +31,9 @@ pub(crate) const REPAIR_WINDOW: Duration = Duration::from_millis(1000);
 /// NACKs per hole at most.
 pub(crate) const MAX_NACKS: u8 = 10;
 /// Bounds of the interval between two NACKs for one hole.
-const MIN_RETRY: Duration = Duration::from_millis(15);
+const MIN_RETRY: Duration = Duration::from_millis(10);
+/// The least margin over the smoothed round trip before asking again.
+const MIN_SLACK: Duration = Duration::from_millis(5);
 const MAX_RETRY: Duration = Duration::from_millis(400);
 /// The round trip assumed before the first measurement.
 const INITIAL_RTT: Duration = Duration::from_millis(50);
@@ -343,7 +346,7 @@ impl Repair {
 
     /// The interval between two NACKs for one hole.
     pub(crate) fn retry_interval(&self) -> Duration {
-        (self.srtt + self.rttvar * 4).clamp(MIN_RETRY, MAX_RETRY)
+        (self.srtt + (self.rttvar * 2).max(MIN_SLACK)).clamp(MIN_RETRY, MAX_RETRY)
     }
 
     /// The earliest time something is due (a NACK or a give-up), if any.
