@@ -567,35 +567,22 @@ impl Session {
                 metrics.rtp_duplicates_dropped.with_label_values(&[k]).inc();
                 return false;
             }
-            // A redundant copy restores a packet whose hole was not seen yet (the packet
-            // carrying it is the next one): a hole filled at once.
-            Arrival::Filled(_) | Arrival::New if recovered => {
-                let open = match arrival {
-                    Arrival::Filled(open) => open,
-                    _ => Duration::ZERO,
+            // A hole filled: by the packet itself (late or retransmitted), or by a redundant
+            // RED copy, which may restore a packet whose hole was not seen yet (the packet
+            // carrying the copy is the next one): a hole filled at once.
+            Arrival::Filled(_) | Arrival::New => {
+                let (by, open) = match arrival {
+                    Arrival::Filled(open) if !recovered => ("resent", open),
+                    Arrival::Filled(open) => ("red", open),
+                    _ => ("red", Duration::ZERO),
                 };
                 counters.packets_repaired.fetch_add(1, Ordering::Relaxed);
-                metrics
-                    .rtp_holes_filled
-                    .with_label_values(&[k, "red"])
-                    .inc();
+                metrics.rtp_holes_filled.with_label_values(&[k, by]).inc();
                 metrics
                     .rtp_hole_duration
                     .with_label_values(&[k])
                     .observe(open.as_secs_f64());
             }
-            Arrival::Filled(open) => {
-                counters.packets_repaired.fetch_add(1, Ordering::Relaxed);
-                metrics
-                    .rtp_holes_filled
-                    .with_label_values(&[k, "resent"])
-                    .inc();
-                metrics
-                    .rtp_hole_duration
-                    .with_label_values(&[k])
-                    .observe(open.as_secs_f64());
-            }
-            Arrival::New => {}
         }
         if recovered {
             counters.red_recovered.fetch_add(1, Ordering::Relaxed);
