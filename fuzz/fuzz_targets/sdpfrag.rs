@@ -2,7 +2,7 @@
 //! real Firefox offer.
 #![no_main]
 
-const OFFER: &str = include_str!("../../tests/it/fixtures/firefox-esr-153-vp8-offer.sdp");
+const OFFER: &str = include_str!("../../crates/gateway/tests/it/fixtures/firefox-esr-153-vp8-offer.sdp");
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let _ = whipgate::fuzzing::ice_restart(OFFER, data);

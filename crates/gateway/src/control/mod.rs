@@ -1,0 +1,409 @@
+//! The gRPC control plane (`whipgate.v1.IngestControl`), over the shared registry.
+
+mod convert;
+mod facts;
+pub mod limits;
+mod node;
+mod routed;
+mod watch;
+
+pub use node::NodeInfo;
+
+/// The proto form of an event (`node_id` empty: the caller names the node).
+pub(crate) fn event_to_pb(event: &crate::registry::Event) -> pb::Event {
+    convert::event(event)
+}
+
+/// The proto form of a live session (`node_id` empty: the caller names the node).
+pub(crate) fn session_to_pb(session: &crate::registry::SessionView) -> pb::Session {
+    convert::session(session)
+}
+
+/// The proto form of a cluster node record (ListNodes, the dashboard).
+pub fn node_to_pb(record: &crate::cluster::nodes::NodeRecord) -> pb::Node {
+    node::from_record(record)
+}
+
+/// The proto form of an ingest view (for the HTTP snapshot).
+pub fn convert_ingest(view: &crate::registry::IngestView) -> pb::Ingest {
+    convert::ingest(view)
+}
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::error::Error;
+use crate::registry::Registry;
+use watch::{Filter, Item, Live, WatchState, next_event};
+
+pub use limits::api_key_interceptor;
+
+pub use whipgate_proto::code_name;
+use whipgate_proto::pb;
+
+use pb::ingest_control_server::IngestControl;
+
+/// The service implementation.
+#[derive(Clone)]
+pub struct ControlService {
+    registry: Registry,
+    shutdown: CancellationToken,
+    node: Arc<NodeInfo>,
+    watchers: Arc<Semaphore>,
+    cluster: Option<crate::cluster::ClusterNode>,
+    /// Routed control calls in flight (cluster mode).
+    routed: Arc<Semaphore>,
+}
+
+impl ControlService {
+    /// A service over `registry` allowing `max_watchers` concurrent WatchEvents streams;
+    /// event streams end when `shutdown` is cancelled.
+    pub fn new(registry: Registry, shutdown: CancellationToken, max_watchers: usize) -> Self {
+        ControlService {
+            registry,
+            shutdown,
+            node: Arc::new(NodeInfo::default()),
+            watchers: Arc::new(Semaphore::new(max_watchers)),
+            cluster: None,
+            routed: Arc::new(Semaphore::new(routed::MAX_ROUTED_IN_FLIGHT)),
+        }
+    }
+
+    /// In cluster mode, `ListNodes` answers every node's record from the cluster store, and
+    /// the RPCs acting on a live session reach the node that holds it.
+    pub fn with_cluster(mut self, cluster: Option<crate::cluster::ClusterNode>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// Names the node this service runs on (ListNodes, `Session.node_id`).
+    pub fn with_node(mut self, node: NodeInfo) -> Self {
+        self.node = Arc::new(node);
+        self
+    }
+
+    /// Names this node as the holder of the ingest's live session.
+    fn stamp(&self, mut ingest: pb::Ingest) -> pb::Ingest {
+        if let Some(session) = &mut ingest.session {
+            session.node_id.clone_from(&self.node.id);
+        }
+        ingest
+    }
+
+    /// Cluster mode: reloads one ingest (or all) from the shared state, so an answer reflects
+    /// what any node wrote. Redis unreachable: the answer comes from this node's copy.
+    async fn refresh(&self, ingest_id: Option<&str>) {
+        if self.cluster.is_none() {
+            return;
+        }
+        let result = match ingest_id {
+            Some(id) if crate::registry::validate_ingest_id(id).is_ok() => {
+                self.registry.refresh(id).await
+            }
+            Some(_) => Ok(()),
+            None => self.registry.refresh_all().await,
+        };
+        if let Err(err) = result {
+            tracing::debug!(%err, "reading shared registrations failed; answering from this node");
+        }
+    }
+
+    fn done<T>(&self, method: &str, result: Result<T, Error>) -> Result<Response<T>, Status> {
+        let result = result.map(Response::new).map_err(Status::from);
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        self.registry
+            .metrics()
+            .control_requests
+            .with_label_values(&[method, code_name(code)])
+            .inc();
+        result
+    }
+}
+
+/// A stream of control-plane events (see [`watch`]).
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl IngestControl for ControlService {
+    async fn register_ingest(
+        &self,
+        request: Request<pb::RegisterIngestRequest>,
+    ) -> Result<Response<pb::RegisterIngestResponse>, Status> {
+        let req = request.into_inner();
+        let result = async {
+            limits::check_register(&req)?;
+            let video = convert::target("video", &req.video_target).await?;
+            let audio = convert::target("audio", &req.audio_target).await?;
+            let spec = convert::spec(&req, video, audio)?;
+            let (view, created) = self.registry.register(spec, req.replace)?;
+            // Durable before the answer.
+            self.registry.persist().ingest(&view.spec.id).await?;
+            if !view.has_bearer_token {
+                tracing::warn!(
+                    ingest = %view.spec.id,
+                    "ingest registered without a bearer token: anyone who knows its id can publish \
+                     to it (set bearer_token)"
+                );
+            }
+            Ok(pb::RegisterIngestResponse {
+                ingest: Some(self.stamp(convert::ingest(&view))),
+                created,
+            })
+        }
+        .await;
+        self.done("RegisterIngest", result)
+    }
+
+    async fn unregister_ingest(
+        &self,
+        request: Request<pb::UnregisterIngestRequest>,
+    ) -> Result<Response<pb::UnregisterIngestResponse>, Status> {
+        let ingest_id = request.into_inner().ingest_id;
+        let result = self.unregister_any(&ingest_id).await;
+        self.done("UnregisterIngest", result)
+    }
+
+    async fn get_ingest(
+        &self,
+        request: Request<pb::GetIngestRequest>,
+    ) -> Result<Response<pb::GetIngestResponse>, Status> {
+        let ingest_id = request.into_inner().ingest_id;
+        self.refresh(Some(&ingest_id)).await;
+        let result = self
+            .registry
+            .get(&ingest_id)
+            .map(|v| self.stamp(convert::ingest(&v)))
+            .map_err(Error::from);
+        let result = match result {
+            Ok(ingest) => {
+                let mut one = [ingest];
+                self.fill_remote_sessions(&mut one).await;
+                let [ingest] = one;
+                Ok(pb::GetIngestResponse {
+                    ingest: Some(ingest),
+                })
+            }
+            Err(err) => Err(err),
+        };
+        self.done("GetIngest", result)
+    }
+
+    async fn list_ingests(
+        &self,
+        request: Request<pb::ListIngestsRequest>,
+    ) -> Result<Response<pb::ListIngestsResponse>, Status> {
+        let req = request.into_inner();
+        self.refresh(None).await;
+        let result = limits::page(self.registry.list(), req.page_size, &req.page_token).map(
+            |(page, next_page_token)| pb::ListIngestsResponse {
+                ingests: page
+                    .iter()
+                    .map(|v| self.stamp(convert::ingest(v)))
+                    .collect(),
+                next_page_token,
+            },
+        );
+        let result = match result {
+            Ok(mut list) => {
+                self.fill_remote_sessions(&mut list.ingests).await;
+                Ok(list)
+            }
+            Err(err) => Err(err),
+        };
+        self.done("ListIngests", result)
+    }
+
+    async fn set_caps(
+        &self,
+        request: Request<pb::SetCapsRequest>,
+    ) -> Result<Response<pb::SetCapsResponse>, Status> {
+        let req = request.into_inner();
+        let result = async {
+            if req.max_publishers.is_none() && req.ingest_id.is_empty() {
+                return Err(Error::BadRequest(
+                    "set max_publishers and/or ingest_id with limits".into(),
+                ));
+            }
+            if !req.ingest_id.is_empty() {
+                self.set_limits_any(&req.ingest_id, req.limits).await?;
+            }
+            if let Some(max) = req.max_publishers {
+                self.registry.set_max_publishers(max as usize);
+                self.registry.persist().caps().await?;
+            }
+            let (caps, live) = self.registry.caps();
+            Ok(pb::SetCapsResponse {
+                caps: Some(convert::caps(caps)),
+                live_publishers: u32::try_from(live).unwrap_or(u32::MAX),
+            })
+        }
+        .await;
+        self.done("SetCaps", result)
+    }
+
+    async fn get_caps(
+        &self,
+        _request: Request<pb::GetCapsRequest>,
+    ) -> Result<Response<pb::GetCapsResponse>, Status> {
+        let (caps, live) = self.registry.caps();
+        self.done(
+            "GetCaps",
+            Ok(pb::GetCapsResponse {
+                caps: Some(convert::caps(caps)),
+                live_publishers: u32::try_from(live).unwrap_or(u32::MAX),
+            }),
+        )
+    }
+
+    async fn teardown_stream(
+        &self,
+        request: Request<pb::TeardownStreamRequest>,
+    ) -> Result<Response<pb::TeardownStreamResponse>, Status> {
+        let result = self.teardown_any(request.into_inner()).await;
+        self.done("TeardownStream", result)
+    }
+
+    async fn request_keyframe(
+        &self,
+        request: Request<pb::RequestKeyframeRequest>,
+    ) -> Result<Response<pb::RequestKeyframeResponse>, Status> {
+        let result = self
+            .keyframe_any(request.into_inner().ingest_id)
+            .await
+            .map(|()| pb::RequestKeyframeResponse {});
+        self.done("RequestKeyframe", result)
+    }
+
+    async fn select_simulcast_layer(
+        &self,
+        request: Request<pb::SelectSimulcastLayerRequest>,
+    ) -> Result<Response<pb::SelectSimulcastLayerResponse>, Status> {
+        let result = self.select_layer_any(request.into_inner()).await;
+        self.done("SelectSimulcastLayer", result)
+    }
+
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let req = request.into_inner();
+        if let Err(err) = limits::check_watch(&req) {
+            return self.done("WatchEvents", Err(err));
+        }
+        let Ok(permit) = Arc::clone(&self.watchers).try_acquire_owned() else {
+            return self.done(
+                "WatchEvents",
+                Err(Error::Overloaded("too many event watchers".into())),
+            );
+        };
+        let source = WatchSource {
+            registry: &self.registry,
+            cluster: self.cluster.as_ref(),
+            node_id: &self.node.id,
+        };
+        let result = watch_with(source, &self.shutdown, req, Some(permit)).await;
+        self.done("WatchEvents", result)
+    }
+
+    async fn list_nodes(
+        &self,
+        _request: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let result = match &self.cluster {
+            None => Ok(vec![self.node.describe(&self.registry)]),
+            Some(cluster) => cluster
+                .nodes()
+                .list()
+                .await
+                .map(|records| records.iter().map(node::from_record).collect())
+                .map_err(|err| Error::Unavailable(format!("cluster store unavailable: {err}"))),
+        };
+        self.done(
+            "ListNodes",
+            result.map(|nodes| pb::ListNodesResponse { nodes }),
+        )
+    }
+}
+
+/// Where a watch reads its events: this node's registry, or in cluster mode the cluster's
+/// one event stream.
+#[derive(Clone, Copy)]
+pub struct WatchSource<'a> {
+    /// This node's registry.
+    pub registry: &'a Registry,
+    /// Cluster membership, in cluster mode.
+    pub cluster: Option<&'a crate::cluster::ClusterNode>,
+    /// This node's id (named on its own events when alone).
+    pub node_id: &'a str,
+}
+
+/// The event stream of `WatchEvents`: the replay from `from_seq`, then live events, filtered;
+/// a watcher that lags gets RESOURCE_EXHAUSTED (with where to resume), shutdown UNAVAILABLE,
+/// and the stream ends after either. The SSE endpoint (`GET /events`) serves the same stream.
+pub async fn watch(
+    source: WatchSource<'_>,
+    shutdown: &CancellationToken,
+    req: pb::WatchEventsRequest,
+) -> Result<EventStream, Error> {
+    watch_with(source, shutdown, req, None).await
+}
+
+/// [`watch`], holding `permit` (a slot under the watcher cap) for the stream's life.
+async fn watch_with(
+    source: WatchSource<'_>,
+    shutdown: &CancellationToken,
+    req: pb::WatchEventsRequest,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Result<EventStream, Error> {
+    let filter = Filter {
+        ingests: req.ingest_ids.into_iter().collect(),
+        kinds: req.kinds.into_iter().collect(),
+    };
+    let feed = source.cluster.and_then(|c| c.feed());
+    let (replay, live, last_seq, shared_epoch) = match feed {
+        Some(feed) => {
+            let sub = feed.subscribe(req.epoch, req.from_seq).await?;
+            let replay: Vec<Item> = sub.replay.into_iter().map(Item::Shared).collect();
+            (
+                replay,
+                Live::Shared(sub.live),
+                sub.last_seq,
+                Some(sub.epoch),
+            )
+        }
+        None => {
+            let subscription = source.registry.subscribe_at(req.epoch, req.from_seq)?;
+            let next_seq = subscription.next_seq;
+            let replay: Vec<Item> = subscription.replay.into_iter().map(Item::Local).collect();
+            // Live only: a lag resumes from the first event this watcher was due.
+            let last_seq = if req.from_seq == 0 {
+                next_seq.saturating_sub(1)
+            } else {
+                req.from_seq.saturating_sub(1)
+            };
+            (replay, Live::Local(subscription.live), last_seq, None)
+        }
+    };
+    let state = WatchState {
+        replay: replay.into_iter(),
+        live,
+        filter,
+        shutdown: shutdown.clone(),
+        last_seq,
+        finished: false,
+        node_id: Arc::from(source.node_id),
+        shared_epoch,
+        _permit: permit,
+    };
+    Ok(Box::pin(futures_util::stream::unfold(state, next_event)))
+}

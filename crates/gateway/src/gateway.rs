@@ -1,0 +1,476 @@
+//! Binds every listener, wires the registry, the WHIP edge, the media path and the control
+//! plane together, and drains cleanly on shutdown.
+
+mod grpc_conns;
+mod idle;
+mod serve;
+
+use serve::GrpcIncoming;
+pub(crate) use serve::accept_bounded;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::service::interceptor::InterceptedService;
+use tonic_health::server::HealthReporter;
+
+use crate::cluster::{ClusterNode, NodeSettings};
+use crate::config::Config;
+use crate::control::{self, ControlService};
+use crate::error::Error;
+use crate::media::Media;
+use crate::metrics::Metrics;
+use crate::registry::{Caps, Registry};
+use crate::tls::{TlsReload, TlsSetup};
+use crate::whip::{self, WhipState};
+use whipgate_proto::pb::ingest_control_server::IngestControlServer;
+
+/// Addresses actually bound (ports resolved when the config asked for port 0).
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    /// WHIP / HTTP.
+    pub http: SocketAddr,
+    /// gRPC control plane.
+    pub grpc: SocketAddr,
+    /// WebRTC media (UDP).
+    pub udp: SocketAddr,
+    /// ICE-TCP, if enabled.
+    pub tcp: Option<SocketAddr>,
+    /// Separate metrics listener, if configured.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// A bound, not yet running gateway.
+pub struct Gateway {
+    config: Config,
+    metrics: Arc<Metrics>,
+    registry: Registry,
+    media: Media,
+    http: TcpListener,
+    grpc: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    bound: Bound,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+    cluster: Option<ClusterNode>,
+    tls: TlsSetup,
+    limits: Arc<whip::EdgeLimits>,
+}
+
+impl Gateway {
+    /// Binds all listeners.
+    pub async fn bind(config: Config) -> Result<Self, Error> {
+        config.validate().map_err(Error::BadRequest)?;
+        let tls = TlsSetup::from_config(&config).map_err(Error::BadRequest)?;
+        let metrics = Arc::new(Metrics::new(config.metrics_ingest_label).map_err(Error::internal)?);
+        // The store is read back before any listener opens.
+        // Cluster mode keeps the same records in Redis instead of the data dir.
+        let cluster_redis = match &config.cluster_redis {
+            Some(url) => {
+                let trust = config
+                    .cluster_trust()
+                    .map_err(Error::BadRequest)?
+                    .with_counter(metrics.cluster_untrusted.clone());
+                if trust.is_insecure() {
+                    tracing::warn!(
+                        "INSECURE CLUSTER: --insecure-cluster without a cluster secret; anyone \
+                         who can write to Redis can tear down sessions on any node, redirect \
+                         media to other targets and take over publishers"
+                    );
+                }
+                let ca = match &config.cluster_redis_ca {
+                    Some(path) => Some(std::fs::read(path).map_err(|e| {
+                        Error::BadRequest(format!(
+                            "reading --cluster-redis-ca {}: {e}",
+                            path.display()
+                        ))
+                    })?),
+                    None => None,
+                };
+                Some(
+                    ClusterNode::connect(url, trust, ca)
+                        .map_err(|e| Error::BadRequest(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
+        let node_id = config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| crate::cluster::node::default_node_id(config.http_listen.port()));
+        let store = match &cluster_redis {
+            Some(redis) => ClusterNode::store(redis, &node_id),
+            // Not internal: a damaged or missing store file is the operator's to fix, and the
+            // message says how.
+            None => crate::store::open(config.data_dir.as_deref())
+                .map_err(|e| Error::BadRequest(e.to_string()))?,
+        };
+        let registry = Registry::restore(
+            store,
+            Caps {
+                max_publishers: config.max_publishers,
+            },
+            config.event_history,
+            Arc::clone(&metrics),
+        )
+        .await?;
+        let tracker = TaskTracker::new();
+        metrics
+            .register_tasks(tracker.clone())
+            .map_err(Error::internal)?;
+        let media = Media::bind(&config, Arc::clone(&metrics), tracker.clone()).await?;
+        let http = TcpListener::bind(config.http_listen)
+            .await
+            .map_err(|e| Error::bind("--http-listen", config.http_listen, &e))?;
+        let grpc = TcpListener::bind(config.grpc_listen)
+            .await
+            .map_err(|e| Error::bind("--grpc-listen", config.grpc_listen, &e))?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| Error::bind("--metrics-listen", addr, &e))?,
+            ),
+            None => None,
+        };
+        let bound = Bound {
+            http: http.local_addr().map_err(Error::internal)?,
+            grpc: grpc.local_addr().map_err(Error::internal)?,
+            udp: media.local_addr().map_err(Error::internal)?,
+            tcp: media.tcp_local_addr(),
+            metrics: match &metrics_listener {
+                Some(l) => Some(l.local_addr().map_err(Error::internal)?),
+                None => None,
+            },
+        };
+        let cancel = CancellationToken::new();
+        let cluster = match cluster_redis {
+            Some(redis) => {
+                let scheme = if tls.http.is_some() { "https" } else { "http" };
+                let advertise_url = config.advertise_url.clone().unwrap_or_else(|| {
+                    if bound.http.ip().is_unspecified() {
+                        let host = crate::cluster::node::hostname();
+                        format!("{scheme}://{host}:{}", bound.http.port())
+                    } else {
+                        format!("{scheme}://{}", bound.http)
+                    }
+                });
+                let settings = NodeSettings {
+                    redis_url: config.cluster_redis.clone().unwrap_or_default(),
+                    node_id,
+                    advertise_url,
+                    lease: config.cluster_lease,
+                };
+                tracing::info!(node = %settings.node_id, advertise = %settings.advertise_url, redis = %redis.describe(), "cluster mode");
+                let node_id = settings.node_id.clone();
+                let node = ClusterNode::new(settings, redis.clone())
+                    .map_err(|e| Error::BadRequest(e.to_string()))?;
+                // One event stream for the cluster: watchers on this node read it.
+                let feed = crate::cluster::feed::EventFeed::start(
+                    redis,
+                    crate::cluster::Keys::default(),
+                    &node_id,
+                    config.event_history,
+                    &registry,
+                    &tracker,
+                    &cancel,
+                )
+                .await;
+                node.attach_feed(feed);
+                Some(node)
+            }
+            None => None,
+        };
+        Ok(Gateway {
+            cluster,
+            limits: Arc::new(whip::EdgeLimits::new(&config)),
+            config,
+            metrics,
+            registry,
+            media,
+            http,
+            grpc,
+            metrics_listener,
+            bound,
+            tracker,
+            cancel,
+            tls,
+        })
+    }
+
+    /// The handle that re-reads the TLS certificates (the binary calls it on SIGHUP); with
+    /// no TLS configured, reloading does nothing.
+    pub fn tls_reload(&self) -> TlsReload {
+        self.tls.reload.clone()
+    }
+
+    /// The bound addresses.
+    pub fn bound(&self) -> Bound {
+        self.bound
+    }
+
+    /// The shared registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Cluster membership, in cluster mode.
+    pub fn cluster(&self) -> Option<&ClusterNode> {
+        self.cluster.as_ref()
+    }
+
+    /// The WHIP edge's limits: rate limits, requests in flight, negotiation slots.
+    pub fn edge_limits(&self) -> Arc<whip::EdgeLimits> {
+        Arc::clone(&self.limits)
+    }
+
+    /// The media path (for diagnostics).
+    pub fn media(&self) -> &Media {
+        &self.media
+    }
+
+    /// Serves until `shutdown` completes, then drains: `/healthz` answers 503 and gRPC health
+    /// NOT_SERVING, new publishes get 503, while live sessions keep forwarding for the drain
+    /// window (so load balancers can stop sending new publishers); then every session ends
+    /// (reason: shutdown), listeners stop, and the gateway waits for its tasks up to the
+    /// shutdown grace.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+        let Gateway {
+            config,
+            metrics,
+            registry,
+            media,
+            http,
+            grpc,
+            metrics_listener,
+            tracker,
+            cancel,
+            bound,
+            cluster,
+            tls,
+            limits,
+            ..
+        } = self;
+        // In cluster mode the node is who the cluster knows; alone, its host name and HTTP port.
+        let node = match &cluster {
+            Some(c) => control::NodeInfo {
+                id: c.settings().node_id.clone(),
+                advertise_url: c.settings().advertise_url.clone(),
+            },
+            None => {
+                let mut local = control::NodeInfo::local(bound.http);
+                if tls.http.is_some() {
+                    local.advertise_url = format!("https://{}", bound.http);
+                }
+                local
+            }
+        };
+        let (http_tls, grpc_tls) = tls.listeners(&metrics);
+        media.spawn_receiver(cancel.clone());
+        tracker.spawn(registry.clone().run_checkpoints(cancel.clone()));
+
+        let events = whip::events::EventsHub::new(
+            registry.clone(),
+            whip::access::ReadAccess::new(config.api_key.as_deref(), config.public_dashboard),
+            cancel.clone(),
+            node.clone(),
+        )
+        .with_cluster(cluster.clone())
+        .with_tracker(tracker.clone());
+        let mut state = WhipState::new(registry.clone(), media.clone(), &config)?
+            .with_limits(limits)
+            .with_events(events);
+        if let Some(node) = &cluster {
+            state.cluster = Some(node.clone());
+            tracker.spawn(node.clone().run(registry.clone(), cancel.clone()));
+            tracker.spawn(crate::cluster::calls::serve(
+                node.clone(),
+                registry.clone(),
+                whip::proxy::answerer(state.clone()),
+                tracker.clone(),
+                cancel.clone(),
+            ));
+        }
+        let app = whip::router(state.clone(), &config, metrics_listener.is_none());
+        let limits = serve::ConnLimits {
+            header_timeout: config.http_header_timeout,
+            max_connections: config.http_max_connections,
+            max_per_client: config.http_max_connections_per_client,
+        };
+        tracker.spawn(serve::serve(
+            http,
+            app,
+            limits,
+            http_tls.clone(),
+            Arc::clone(&metrics),
+            cancel.clone(),
+            tracker.clone(),
+        ));
+        if let Some(listener) = metrics_listener {
+            tracker.spawn(serve::serve(
+                listener,
+                whip::metrics_router(state),
+                limits,
+                http_tls,
+                Arc::clone(&metrics),
+                cancel.clone(),
+                tracker.clone(),
+            ));
+        }
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        set_serving(&health, true).await;
+        let grpc = GrpcIncoming {
+            listener: grpc,
+            tls: grpc_tls,
+            limits: grpc_conns::GrpcLimits {
+                max_connections: config.grpc_max_connections,
+                max_per_client: config.grpc_max_connections_per_client,
+                first_byte: config.http_header_timeout,
+            },
+            metrics: Arc::clone(&metrics),
+            tracker: tracker.clone(),
+        };
+        tracker.spawn(serve_grpc(
+            grpc,
+            &config,
+            registry.clone(),
+            node,
+            cluster.clone(),
+            health_service,
+            cancel.clone(),
+        )?);
+        warn_if_control_is_open(&config);
+        say_who_reads_the_dashboard(&config);
+        tracing::info!(?config.http_listen, ?config.grpc_listen, ?config.udp_listen, "whipgate running");
+
+        shutdown.await;
+        let deadline = tokio::time::Instant::now() + config.shutdown_grace;
+        tracing::info!(window = ?config.drain, "shutting down: draining (health 503, new publishes refused)");
+        set_serving(&health, false).await;
+        registry.stop_admitting();
+        tokio::time::sleep(config.drain).await;
+        registry.start_draining();
+        tracing::info!(
+            live = registry.live_count(),
+            "drain window over: ending sessions"
+        );
+        // tonic-health's Watch streams never end on their own and would hold the gRPC server's
+        // graceful shutdown for the whole grace: clearing the statuses ends them (watchers have
+        // already seen NOT_SERVING).
+        let mut health = health;
+        health.clear_service_status("").await;
+        health
+            .clear_service_status(
+                <IngestControlServer<ControlService> as tonic::server::NamedService>::NAME,
+            )
+            .await;
+        cancel.cancel();
+        tracker.close();
+        if tokio::time::timeout_at(deadline, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = ?config.shutdown_grace, "tasks still running after the shutdown grace");
+        }
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// The gRPC server: the control service and reflection (v1 and v1alpha) behind the API key,
+/// health open; bounded streams per connection, message sizes, watchers; HTTP/2 keepalive.
+fn serve_grpc(
+    incoming: GrpcIncoming,
+    config: &Config,
+    registry: Registry,
+    node: control::NodeInfo,
+    cluster: Option<ClusterNode>,
+    health_service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health + 'static,
+    >,
+    cancel: CancellationToken,
+) -> Result<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>, Error> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(whipgate_proto::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(Error::internal)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(Error::internal)?;
+    let service = ControlService::new(registry.clone(), cancel.clone(), config.grpc_max_watchers)
+        .with_node(node)
+        .with_cluster(cluster);
+    let interceptor = control::api_key_interceptor(config.api_key.as_deref(), registry);
+    let control = IngestControlServer::new(service)
+        .max_decoding_message_size(control::limits::MAX_MESSAGE_BYTES);
+    let router = tonic::transport::Server::builder()
+        .max_concurrent_streams(config.grpc_max_streams)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .add_service(health_service)
+        .add_service(InterceptedService::new(reflection_v1, interceptor.clone()))
+        .add_service(InterceptedService::new(
+            reflection_v1alpha,
+            interceptor.clone(),
+        ))
+        .add_service(InterceptedService::new(control, interceptor));
+    Ok(Box::pin(async move {
+        if let Err(err) = incoming.serve(router, cancel).await {
+            tracing::error!(%err, "gRPC server failed");
+        }
+    }))
+}
+
+/// Says loudly, once, that anyone reaching the control port controls routing.
+fn warn_if_control_is_open(config: &Config) {
+    if config.api_key.is_some() {
+        return;
+    }
+    if config.grpc_listen.ip().is_loopback() {
+        tracing::info!(addr = %config.grpc_listen, "control plane on loopback without an API key");
+    } else {
+        tracing::warn!(
+            addr = %config.grpc_listen,
+            "INSECURE CONTROL PLANE: --insecure-control with no API key on a non-loopback \
+             address; anyone who reaches this port can register, reroute and tear down streams"
+        );
+    }
+}
+
+/// Says at start who can read the dashboard's data, loudly when anyone can.
+fn say_who_reads_the_dashboard(config: &Config) {
+    match (config.api_key.is_some(), config.public_dashboard) {
+        (_, true) => tracing::warn!(
+            "PUBLIC DASHBOARD: --public-dashboard serves every ingest id, label, state and \
+             bitrate (redacted: no targets, consumer SDPs, publisher addresses) to anyone who \
+             reaches the HTTP port"
+        ),
+        (true, false) => tracing::info!("dashboard and /events need the API key"),
+        (false, false) => tracing::info!(
+            "dashboard data off (/api/ingests, /events): set --api-key-file to enable it, or \
+             --public-dashboard for a redacted public view"
+        ),
+    }
+}
+
+async fn set_serving(health: &HealthReporter, serving: bool) {
+    type Svc = IngestControlServer<ControlService>;
+    if serving {
+        health.set_serving::<Svc>().await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+    } else {
+        health.set_not_serving::<Svc>().await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    }
+}

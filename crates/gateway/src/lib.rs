@@ -1,0 +1,55 @@
+//! whipgate: a WHIP (RFC 9725) ingest gateway. Publishers push WebRTC over WHIP; whipgate
+//! forwards the received RTP as plain RTP over UDP to the targets an orchestrator registered
+//! over gRPC.
+//!
+//! The gateway crate of the workspace (`crates/gateway`); the control-plane contract is
+//! `whipgate-proto`, `whipgate ctl` is `whipgate-ctl`, the load generator `whipgate-load`.
+//!
+//! Where things live:
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`whip`] | the HTTP edge: routes, handlers, SDP offer checks, CORS, the publish page, the dashboard, `/events` (SSE) |
+//! | [`registry`] | the shared state: ingests, admission, live sessions, caps, the event log; restored from and written to the store |
+//! | [`store`] | what outlives the process, behind one trait: the embedded redb store (default) or memory |
+//! | [`media`] | the only webrtc-rs importer: the one UDP port and ICE-TCP port (mux), per-core media workers driving the sessions, simulcast, ICE restart, RTP -> UDP |
+//! | [`control`] | the tonic `IngestControl` service and proto conversions (the wire types and their JSON form are `whipgate_proto`) |
+//! | [`gateway`] | binding listeners, wiring, graceful shutdown |
+//! | [`tls`] | HTTPS and gRPC TLS (rustls): PEM loading, the certificate swapped on reload (SIGHUP), per-connection handshakes |
+//! | [`error`] | the one error type and its HTTP / gRPC status mapping |
+//! | [`cluster`] | cluster mode on Redis: node records, publisher leases, shared state, one event stream, routed control calls |
+//! | [`secret`], [`untrusted`] | constant-time checks of the API key and bearer tokens; outside strings bounded and escaped for logs and events |
+//! | [`facts`] | stream facts read from forwarded RTP (resolution, frame rate, keyframe interval, B-frames, audio channels) |
+//! | [`config`], [`metrics`], [`codec`], [`continuity`] | configuration, Prometheus metrics, codecs and consumer SDP, output stream continuity across reconnects and restarts |
+//! | `fuzzing` (hidden) | entry points for the cargo-fuzz targets in `fuzz/`; not an API |
+
+pub mod client;
+pub mod cluster;
+pub mod codec;
+pub mod config;
+pub mod continuity;
+pub mod control;
+pub mod error;
+pub mod facts;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod gateway;
+pub mod media;
+pub mod metrics;
+pub mod registry;
+pub mod secret;
+pub mod store;
+pub mod tls;
+pub mod untrusted;
+pub mod whip;
+
+pub use config::Config;
+pub use error::Error;
+pub use gateway::{Bound, Gateway};
+
+//
+// A publish, end to end: `whip::publish` checks the request and the offer (`whip::offer`),
+// `registry::Registry::admit` decides atomically, `media::Media::publish` negotiates with
+// webrtc-rs and spawns `media::session`, whose task feeds the peer connection from
+// `media::mux` and forwards RTP through `media::forward`; every change shows up as an event
+// (`registry::events`) that `control` streams to watchers.
