@@ -1,12 +1,11 @@
 //! Entry points for the fuzz targets in `fuzz/` (cargo-fuzz, libFuzzer). Not an API: hidden
 //! from the docs, free to change. Each takes attacker-shaped bytes and must never panic.
 //!
-//! The media internals (`media::mux`, `peer`, `rtcp`, `restart`, `forward`) are private to
-//! `media`. Under `cfg(fuzzing)`, which cargo-fuzz sets, their source files are compiled a
-//! second time as children of this module, so the targets run the real code without widening
-//! its visibility and without touching the normal build. The wrappers for them exist only in
-//! fuzz builds; the ones over public code (`plan_offer`, `continuity`) exist always, so that
-//! regression tests in the main crate can call them.
+//! The media internals (`media::mux`, `peer`, `restart`, `forward`, `repair`, `red`) are private
+//! to `media`; their wrappers live in `media::fuzz` (a child of `media`, so nothing is widened)
+//! and are re-exported here. They are compiled with the `_fuzz` feature (the fuzz crate enables
+//! it) and in unit tests, which run every target on its committed seeds; the ones over public
+//! code (`plan_offer`, `continuity`) exist always.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -130,12 +129,8 @@ pub fn continuity(data: &[u8]) {
     }
 }
 
-#[cfg(fuzzing)]
-pub use media::{answer_offer, forward_rtp, ice_restart, loss_repair, stun_route};
-
-/// The wrappers over the media internals, compiled with them in fuzz builds only.
-#[cfg(fuzzing)]
-mod media;
+#[cfg(any(feature = "_fuzz", test))]
+pub use crate::media::fuzz::{answer_offer, forward_rtp, ice_restart, loss_repair, stun_route};
 
 #[cfg(test)]
 mod tests {
@@ -348,5 +343,37 @@ mod seed_tests {
             );
             super::events_query(&data);
         }
+    }
+
+    /// The media targets run on their committed seeds in every `cargo test`: a change to the
+    /// media code that breaks a wrapper, or a seed that now panics, fails here first.
+    #[test]
+    fn media_targets_run_their_seeds() {
+        let offer = include_str!("../tests/it/fixtures/firefox-esr-153-vp8-offer.sdp");
+        for (_, data) in seeds("stun_route") {
+            super::stun_route(&data);
+        }
+        for (_, data) in seeds("sdp_offer") {
+            let _ = super::answer_offer(&data);
+        }
+        for (_, data) in seeds("sdpfrag") {
+            let _ = super::ice_restart(offer, &data);
+        }
+        for (_, data) in seeds("rtp_forward") {
+            super::forward_rtp(&data);
+        }
+        for (_, data) in seeds("loss_repair") {
+            super::loss_repair(&data);
+        }
+        let accepted = seeds("sdp_offer")
+            .iter()
+            .filter(|(_, data)| super::answer_offer(data).is_some())
+            .count();
+        assert!(accepted > 0, "no sdp_offer seed is answered");
+        let routed = seeds("stun_route")
+            .iter()
+            .filter(|(_, data)| super::stun_route(data))
+            .count();
+        assert!(routed > 0, "no stun_route seed is routed");
     }
 }

@@ -19,6 +19,8 @@ mod early;
 #[cfg(test)]
 mod early_tests;
 mod forward;
+#[cfg(any(feature = "_fuzz", test))]
+pub(crate) mod fuzz;
 #[cfg(test)]
 mod handshake_tests;
 mod housekeeping;

@@ -1,32 +1,8 @@
-//! Fuzz wrappers over the media internals (fuzz builds only). The modules below are the real
-//! `src/media/*.rs` files compiled a second time as siblings, so `super::peer` and
-//! `super::rtcp` inside them resolve here; what the wrappers do not call is dead code here.
-
-#![allow(dead_code, unreachable_pub, unused_imports)]
-
-#[path = "../media/batch.rs"]
-mod batch;
-#[path = "../media/forward.rs"]
-mod forward;
-#[path = "../media/ice_auth.rs"]
-mod ice_auth;
-#[path = "../media/mux.rs"]
-mod mux;
-#[path = "../media/peer.rs"]
-mod peer;
-#[path = "../media/red.rs"]
-mod red;
-#[path = "../media/repair.rs"]
-mod repair;
-#[path = "../media/restart.rs"]
-mod restart;
-#[path = "../media/rtcp.rs"]
-mod rtcp;
-
-/// What the mux routes to: the workers' session cells in the gateway, plain ids here.
-mod live {
-    pub(crate) type Cell = uuid::Uuid;
-}
+//! Fuzz wrappers over the media internals: the real `mux`, `peer`, `restart`, `forward`,
+//! `repair` and `red`, reached as a child of `media` (no widened visibility). Compiled with the
+//! `_fuzz` feature (the fuzz crate enables it) and in unit tests, so a change to the code under
+//! test that breaks a wrapper breaks `cargo test`, not only the fuzz run. Re-exported by
+//! [`crate::fuzzing`].
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -42,7 +18,8 @@ use crate::codec::{MediaKind, OfferPlan, VideoCodec};
 use crate::metrics::Metrics;
 use crate::registry::{Admitted, Caps, Registry};
 
-use super::{FUZZ_PWD, FUZZ_UFRAG, ingest, plan_offer};
+use super::{batch, forward, ice_auth, mux, peer, red, repair, restart};
+use crate::fuzzing::{FUZZ_PWD, FUZZ_UFRAG, ingest, plan_offer};
 
 /// A runtime for the sockets the mux and the forwarder want (never driven: sends stay
 /// would-block, which the code under test handles like a full socket buffer).
