@@ -417,24 +417,4 @@ async fn watch(client: &mut Client, w: Watch, out: print::Out) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn a_bare_host_port_is_plaintext_and_urls_are_kept() {
-        assert_eq!(
-            super::endpoint_url("127.0.0.1:50051"),
-            "http://127.0.0.1:50051"
-        );
-        assert_eq!(
-            super::endpoint_url("gw.example:443"),
-            "http://gw.example:443"
-        );
-        assert_eq!(
-            super::endpoint_url("https://gw.example"),
-            "https://gw.example"
-        );
-        assert_eq!(
-            super::endpoint_url("http://[::1]:50051"),
-            "http://[::1]:50051"
-        );
-    }
-}
+mod tests;

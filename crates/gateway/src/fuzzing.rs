@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::codec::{AudioCodec, OfferPlan, VideoCodec};
-use crate::continuity::{InputPacket, OutputStream};
 use crate::registry::{IngestSpec, Limits};
+use whipgate_media::codec::{AudioCodec, OfferPlan, VideoCodec};
+use whipgate_media::continuity::{InputPacket, OutputStream};
 
 /// The ufrag the STUN and ICE-restart targets route (seeds carry it in USERNAME).
 pub const FUZZ_UFRAG: &str = "fuzzufrag";

@@ -19,18 +19,15 @@
 //! | [`error`] | the one error type and its HTTP / gRPC status mapping |
 //! | [`cluster`] | cluster mode on Redis: node records, publisher leases, shared state, one event stream, routed control calls |
 //! | [`secret`], [`untrusted`] | constant-time checks of the API key and bearer tokens; outside strings bounded and escaped for logs and events |
-//! | [`facts`] | stream facts read from forwarded RTP (resolution, frame rate, keyframe interval, B-frames, audio channels) |
-//! | [`config`], [`metrics`], [`codec`], [`continuity`] | configuration, Prometheus metrics, codecs and consumer SDP, output stream continuity across reconnects and restarts |
+//! | [`config`], [`metrics`] | configuration, Prometheus metrics |
+//! | `whipgate_media` (crate) | codecs and consumer SDP, keyframes, stream facts, output stream continuity, loss repair, RED: pure, no I/O |
 //! | `fuzzing` (hidden) | entry points for the cargo-fuzz targets in `fuzz/`; not an API |
 
 pub mod client;
 pub mod cluster;
-pub mod codec;
 pub mod config;
-pub mod continuity;
 pub mod control;
 pub mod error;
-pub mod facts;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;

@@ -7,7 +7,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::codec::MediaKind;
+use whipgate_media::codec::MediaKind;
 
 /// Every metric the gateway exports.
 pub struct Metrics {

@@ -47,6 +47,15 @@ pub enum VideoCodec {
     Vp8,
 }
 
+impl From<VideoCodec> for whipgate_media::codec::VideoCodec {
+    fn from(codec: VideoCodec) -> Self {
+        match codec {
+            VideoCodec::H264 => Self::H264,
+            VideoCodec::Vp8 => Self::Vp8,
+        }
+    }
+}
+
 /// Everything a load run is told on the command line.
 #[derive(Clone, Debug, clap::Args)]
 pub struct LoadConfig {
@@ -278,19 +287,4 @@ pub enum LoadError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_average_to_the_bitrate() {
-        let plan = LoadConfig::default().plan();
-        let k = plan.keyframe_frames();
-        assert_eq!(k, 60);
-        let interval: usize = plan.frame_bytes(true) + (k as usize - 1) * plan.frame_bytes(false);
-        let expected = (plan.bitrate / 8 * 2) as usize;
-        assert!(
-            interval.abs_diff(expected) < expected / 100,
-            "{interval} vs {expected}"
-        );
-    }
-}
+mod tests;

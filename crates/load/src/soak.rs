@@ -193,12 +193,4 @@ pub async fn run(mut cfg: SoakConfig) -> Result<SoakReport, LoadError> {
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn reads_unlabelled_gauges() {
-        let text = "# HELP whipgate_tasks Tasks\nwhipgate_tasks 12\nwhipgate_live_publishers 0\n";
-        assert_eq!(super::gauge(text, "whipgate_tasks"), Some(12));
-        assert_eq!(super::gauge(text, "whipgate_live_publishers"), Some(0));
-        assert_eq!(super::gauge(text, "whipgate_nope"), None);
-    }
-}
+mod tests;

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::state::Table;
 use super::{ClusterError, ClusterNode};
-use crate::continuity::{Continuity, OutputState, OutputStream};
 use crate::store::StreamRecord;
+use whipgate_media::continuity::{Continuity, OutputState, OutputStream};
 
 /// A stored stream must be this much newer than our own last packet to replace it (the two
 /// wall-clock readings of one packet can differ by a millisecond or so).
@@ -88,7 +88,7 @@ fn adopt(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::continuity::{InputPacket, LastOut, RESTORE_FIXED_MARGIN};
+    use whipgate_media::continuity::{InputPacket, LastOut, RESTORE_FIXED_MARGIN};
 
     fn packet(seq: u16) -> InputPacket {
         InputPacket {

@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use crate::codec::{AudioCodec, MediaKind, VideoCodec};
 use crate::error::Error;
 use crate::registry::{
     Caps, CountersSnapshot, EndReason, Event, EventPayload, IngestSpec, IngestView, Limits,
     RejectReason, SessionState, SessionView, validate_ingest_id,
 };
+use whipgate_media::codec::{AudioCodec, MediaKind, VideoCodec};
 use whipgate_proto::pb;
 
 /// Resolves a `host:port` target; empty means "not forwarded".

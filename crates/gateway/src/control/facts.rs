@@ -1,7 +1,7 @@
 //! Stream facts and warnings <-> proto.
 
-use crate::codec::MediaKind;
-use crate::facts::{AudioFacts, StreamFacts, StreamWarning, VideoFacts};
+use whipgate_media::codec::MediaKind;
+use whipgate_media::facts::{AudioFacts, StreamFacts, StreamWarning, VideoFacts};
 use whipgate_proto::pb;
 
 /// Stream facts as the proto has them (zero: not known).
@@ -54,7 +54,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::facts::BFrameSignal;
+    use whipgate_media::facts::BFrameSignal;
 
     #[test]
     fn unknown_facts_are_zero_and_known_ones_carry_over() {

@@ -14,12 +14,13 @@ use rtc::shared::marshal::Unmarshal;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::codec::{MediaKind, OfferPlan, VideoCodec};
 use crate::metrics::Metrics;
 use crate::registry::{Admitted, Caps, Registry};
+use whipgate_media::codec::{MediaKind, OfferPlan, VideoCodec};
 
-use super::{batch, forward, ice_auth, mux, peer, red, repair, restart};
+use super::{batch, forward, ice_auth, mux, peer, restart};
 use crate::fuzzing::{FUZZ_PWD, FUZZ_UFRAG, ingest, plan_offer};
+use whipgate_media::{keyframe, red, repair};
 
 /// A runtime for the sockets the mux and the forwarder want (never driven: sends stay
 /// would-block, which the code under test handles like a full socket buffer).
@@ -168,7 +169,7 @@ pub fn forward_rtp(data: &[u8]) {
                     VideoCodec::Av1,
                     VideoCodec::H265,
                 ] {
-                    let _ = forward::starts_keyframe(codec, &packet.payload);
+                    let _ = keyframe::starts_keyframe(codec, &packet.payload);
                 }
                 forwarder.count_received(kind, bytes.len());
                 if op % 4 == 0 {

@@ -11,33 +11,17 @@
 //! statistics, and closes it.
 
 mod batch;
-#[cfg(test)]
-mod core_feedback_tests;
-#[cfg(test)]
-mod core_tests;
 mod early;
-#[cfg(test)]
-mod early_tests;
 mod forward;
 #[cfg(any(feature = "_fuzz", test))]
 pub(crate) mod fuzz;
-#[cfg(test)]
-mod handshake_tests;
 mod housekeeping;
 mod ice_auth;
 mod live;
 mod mux;
 mod negotiate;
-#[cfg(test)]
-mod negotiate_cost;
 mod observe;
 mod peer;
-#[cfg(test)]
-mod pitfall_tests;
-mod red;
-mod repair;
-#[cfg(test)]
-mod repair_tests;
 mod restart;
 mod rtcp;
 mod session;
@@ -60,7 +44,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::codec::OfferPlan;
 use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -73,6 +56,7 @@ use observe::Observers;
 use peer::PeerFactory;
 use session::{Egress, Progress, Session, SessionTimers};
 use simulcast::LayerSelector;
+use whipgate_media::codec::OfferPlan;
 use worker::{Worker, WorkerHandle};
 
 /// What a successful publish answers.
@@ -356,41 +340,4 @@ fn advertised_addrs(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn addr(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn advertised_addresses_follow_public_ips_binds_and_interface_filters() {
-        let wildcard = addr("0.0.0.0:8189");
-        let public: Vec<IpAddr> = vec![
-            "203.0.113.7".parse().unwrap(),
-            "2001:db8::7".parse().unwrap(),
-        ];
-        assert_eq!(
-            advertised_addrs(wildcard, &public, &[]),
-            [addr("203.0.113.7:8189"), addr("[2001:db8::7]:8189")]
-        );
-        // IPv4 first whatever the order given, otherwise as given.
-        let reversed: Vec<IpAddr> = ["2001:db8::7", "203.0.113.9", "2001:db8::8", "203.0.113.7"]
-            .iter()
-            .map(|ip| ip.parse().unwrap())
-            .collect();
-        assert_eq!(
-            advertised_addrs(wildcard, &reversed, &[]),
-            [
-                addr("203.0.113.9:8189"),
-                addr("203.0.113.7:8189"),
-                addr("[2001:db8::7]:8189"),
-                addr("[2001:db8::8]:8189")
-            ]
-        );
-        let bound = addr("127.0.0.1:9000");
-        assert_eq!(advertised_addrs(bound, &[], &[]), [bound]);
-        let lo_only = advertised_addrs(wildcard, &[], &["lo".to_owned()]);
-        assert_eq!(lo_only, [addr("127.0.0.1:8189")]);
-    }
-}
+mod tests;

@@ -379,5 +379,4 @@ impl<T: Clone> UdpMux<T> {
 }
 
 #[cfg(test)]
-#[path = "mux_tests.rs"]
 mod tests;

@@ -1,4 +1,4 @@
-//! What a session learns from the packets it forwards: stream facts ([`crate::facts`]) from
+//! What a session learns from the packets it forwards: stream facts ([`whipgate_media::facts`]) from
 //! the publisher's packets, and the clock mapping of the Sender Reports it makes for
 //! publishers that send none ([`super::sr`]) from the output packets. Per packet this is a
 //! few field updates: no allocation, no lock.
@@ -10,9 +10,9 @@ use rtc::shared::marshal::Marshal;
 
 use super::session::Session;
 use super::sr::{SenderReports, WallClock};
-use crate::codec::{MediaKind, OfferPlan};
-use crate::facts::{AudioTracker, StreamFacts, VideoPacket, VideoTracker};
 use crate::registry::IngestSpec;
+use whipgate_media::codec::{MediaKind, OfferPlan};
+use whipgate_media::facts::{AudioTracker, StreamFacts, VideoPacket, VideoTracker};
 
 /// A session's fact trackers and Sender Report clocks, for the kinds it forwards.
 pub(crate) struct Observers {

@@ -26,13 +26,14 @@ use tokio::net::UdpSocket;
 
 use super::batch::ForwardBatch;
 use super::early::{self, EarlyRecords};
-use super::forward::{Forwarder, starts_keyframe};
+use super::forward::Forwarder;
 use super::mux::{Datagram, UdpMux};
 use super::observe::Observers;
-use super::repair::{Arrival, Repair};
 use super::simulcast::LayerSelector;
-use crate::codec::{MediaKind, OfferPlan};
 use crate::registry::{Admission, EndReason, IceRestarted};
+use whipgate_media::codec::{MediaKind, OfferPlan};
+use whipgate_media::keyframe::starts_keyframe;
+use whipgate_media::repair::{Arrival, Repair};
 
 /// Timing knobs of a session.
 #[derive(Clone, Copy, Debug)]
@@ -371,7 +372,7 @@ impl Session {
         let Some(opus) = self.plan.audio.as_ref().map(|a| a.payload_type) else {
             return;
         };
-        let Some(split) = super::red::split(&packet.payload) else {
+        let Some(split) = whipgate_media::red::split(&packet.payload) else {
             self.admission
                 .guard
                 .registry()

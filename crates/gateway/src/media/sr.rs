@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rtc::rtcp::sender_report::SenderReport;
 
-use crate::codec::MediaKind;
+use whipgate_media::codec::MediaKind;
 
 /// Time between synthesized reports of a stream.
 pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
@@ -279,5 +279,4 @@ impl SenderReports {
 }
 
 #[cfg(test)]
-#[path = "sr_tests.rs"]
 mod tests;

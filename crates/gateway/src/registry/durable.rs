@@ -13,13 +13,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::SEQ_BLOCK_SIZE;
 use super::{Caps, IngestEntry, IngestSpec, Limits, Registry, RegistryError};
-use crate::codec::{AudioCodec, VideoCodec};
-use crate::continuity::{Continuity, OutputState, OutputStream};
 use crate::metrics::Metrics;
 use crate::secret::TokenHash;
 use crate::store::{
     CapsRecord, IngestRecord, LayerChoice, LimitsRecord, Store, StoreError, StreamRecord,
 };
+use whipgate_media::codec::{AudioCodec, VideoCodec};
+use whipgate_media::continuity::{Continuity, OutputState, OutputStream};
 
 /// How often output stream state is checkpointed (also at every session end).
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);

@@ -37,12 +37,12 @@ pub use publish::{Admission, Admitted, SessionGuard};
 pub use session::{IceRestarted, SessionCommand};
 pub use shared::DIRTY_GUARD;
 
-use crate::continuity::Continuity;
-use crate::facts::StreamFacts;
 use crate::metrics::Metrics;
 use crate::secret::TokenHash;
 use crate::store::{EventClock, Store};
 use events::{EventLog, SubscribeError};
+use whipgate_media::continuity::Continuity;
+use whipgate_media::facts::StreamFacts;
 
 /// Handle to the shared state; cheap to clone.
 #[derive(Clone)]
@@ -454,9 +454,5 @@ fn view_of(entry: &IngestEntry) -> IngestView {
     }
 }
 
-#[cfg(test)]
-mod durable_tests;
-#[cfg(test)]
-mod shared_tests;
 #[cfg(test)]
 mod tests;

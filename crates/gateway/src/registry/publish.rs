@@ -13,7 +13,7 @@ use super::{
     EndReason, EventPayload, IngestSpec, Registry, RegistryError, RejectReason, SessionCommand,
     SessionCounters, SessionEntry, SessionState, State,
 };
-use crate::continuity::Continuity;
+use whipgate_media::continuity::Continuity;
 
 /// A publish that won admission: what the session task needs to run.
 pub struct Admission {

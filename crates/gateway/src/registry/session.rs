@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{EndReason, EventPayload, Registry, RegistryError, SessionState, State};
-use crate::codec::{AudioCodec, MediaKind, VideoCodec};
-use crate::facts::{StreamFacts, StreamWarning};
+use whipgate_media::codec::{AudioCodec, MediaKind, VideoCodec};
+use whipgate_media::facts::{StreamFacts, StreamWarning};
 
 /// Commands the control plane sends to a live session's task.
 #[derive(Debug)]

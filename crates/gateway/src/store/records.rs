@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::continuity::OutputState;
 use crate::secret::TokenHash;
+use whipgate_media::continuity::OutputState;
 
 /// Per-ingest limits (0 or absent: no limit).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

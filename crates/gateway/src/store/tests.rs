@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use super::embedded::{EmbeddedStore, FILE_NAME};
 use super::file;
 use super::*;
-use crate::continuity::{LastOut, OutputState};
 use crate::secret::TokenHash;
+use whipgate_media::continuity::{LastOut, OutputState};
 
 /// A stored token hash (fixed, so records compare equal).
 fn fixed_hash() -> TokenHash {

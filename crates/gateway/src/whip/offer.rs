@@ -7,9 +7,9 @@ use sdp::SessionDescription;
 use sdp::description::media::MediaDescription;
 use sdp::util::Codec;
 
-use crate::codec::{Chosen, OfferPlan, VideoCodec};
 use crate::error::Error;
 use crate::registry::IngestSpec;
+use whipgate_media::codec::{Chosen, OfferPlan, VideoCodec};
 
 /// Parses and checks an offer against an ingest's accepted codecs.
 pub fn plan(offer: &str, spec: &IngestSpec) -> Result<OfferPlan, Error> {

@@ -7,7 +7,7 @@
 pub(super) fn take_over_outputs(
     ingest_id: &str,
     stored: Result<Option<crate::store::StreamRecord>, crate::cluster::ClusterError>,
-    continuity: &std::sync::Mutex<crate::continuity::Continuity>,
+    continuity: &std::sync::Mutex<whipgate_media::continuity::Continuity>,
 ) {
     let continued = stored.map(|record| {
         record.is_some_and(|r| crate::cluster::takeover::continue_outputs(&r, continuity))

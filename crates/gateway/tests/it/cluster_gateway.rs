@@ -11,7 +11,7 @@ use whipgate::cluster::nodes::Nodes;
 use whipgate_proto::pb;
 
 use crate::cluster_redis::node_handle;
-use whipgate::continuity::{RESTORE_WINDOW, restart_margin};
+use whipgate_media::continuity::{RESTORE_WINDOW, restart_margin};
 
 use crate::harness::{PATIENCE, Published, TestGateway, UdpSink, eventually, header};
 use crate::publisher::{Publisher, Video};

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use tonic::transport::Channel;
-use whipgate::continuity::{RESTORE_WINDOW, restart_margin};
+use whipgate_media::continuity::{RESTORE_WINDOW, restart_margin};
 use whipgate_proto::pb;
 use whipgate_proto::pb::ingest_control_client::IngestControlClient;
 

@@ -25,11 +25,11 @@ use super::observe::Observers;
 use super::peer::PeerFactory;
 use super::session::{Egress, Progress, Session, SessionTimers};
 use super::simulcast::LayerSelector;
-use crate::codec::{AudioCodec, VideoCodec};
 use crate::metrics::Metrics;
 use crate::registry::{Admitted, Caps, IngestSpec, Limits, Registry};
 use publisher::Publisher;
 pub(super) use publisher::{AUDIO_PT, Consent, RED_PT, RTX_PT, VIDEO_PT};
+use whipgate_media::codec::{AudioCodec, VideoCodec};
 
 mod publisher;
 

@@ -1,8 +1,8 @@
 //! Offer checks and codec choice.
 
 use super::*;
-use crate::codec::AudioCodec;
 use crate::registry::Limits;
+use whipgate_media::codec::AudioCodec;
 
 fn spec(video: &[VideoCodec]) -> IngestSpec {
     IngestSpec {
@@ -65,8 +65,14 @@ fn the_ingest_preference_wins_over_the_offer_order() {
 fn a_vp8_only_ingest_picks_vp8() {
     let plan = plan(BROWSER, &spec(&[VideoCodec::Vp8])).expect("plan");
     assert_eq!(plan.video.as_ref().map(|v| v.payload_type), Some(96));
-    assert_eq!(plan.kind_of(96), Some(crate::codec::MediaKind::Video));
-    assert_eq!(plan.kind_of(111), Some(crate::codec::MediaKind::Audio));
+    assert_eq!(
+        plan.kind_of(96),
+        Some(whipgate_media::codec::MediaKind::Video)
+    );
+    assert_eq!(
+        plan.kind_of(111),
+        Some(whipgate_media::codec::MediaKind::Audio)
+    );
     assert_eq!(plan.kind_of(97), None);
 }
 
