@@ -6,17 +6,28 @@
 //! channel hop and no task wake-up per packet, and the lock is uncontended. Timers live on the
 //! worker that last handled the session's input (`worker`). The control task wakes only for
 //! what is rare: commands, caps and statistics a few times a second, and the end.
+//!
+//! Lock order. A session's lock (`Cell::state`) is the outermost lock of the media path. Held
+//! under it, one at a time and never while taking another of them or a second session's lock:
+//! the registry's state lock (`Registry` calls from the session: connected, track started,
+//! first keyframe, stats), the ingest's `Continuity` (`forward::Forwarder`, per forwarded
+//! packet) and the mux's routing table (ICE-TCP sends, an ICE restart's new ufrag). The
+//! registry never holds its state lock while it locks a `Continuity` (the checkpointer copies
+//! the `Arc`s out first), and the mux never holds its table while it locks a session: it hands
+//! the worker the session's `Arc<Cell>` and lets go.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use rtc::shared::TransportProtocol;
+use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::batch::ForwardBatch;
 use super::forward::ForwardSockets;
-use super::mux::{Datagram, Route};
+use super::mux::{Datagram, Route, UdpMux};
 use super::session::{Progress, Session};
 use super::worker::WorkerHandle;
 use crate::metrics::Metrics;
@@ -41,18 +52,47 @@ pub(crate) struct Cell {
 pub(crate) struct Live {
     pub(crate) session: Session,
     pub(crate) progress: Progress,
+    /// Where the session's datagrams for the publisher go.
+    net: Net,
     /// Deadline of the session's one live timer entry; entries at other instants are stale.
     timer: Option<Instant>,
     /// Closed: workers and timers leave it alone.
     closed: bool,
 }
 
+/// The media socket and the mux (for ICE-TCP connections and ICE restarts' routes): the only
+/// way out of a session towards its publisher.
+pub(crate) struct Net {
+    pub(crate) socket: Arc<UdpSocket>,
+    pub(crate) mux: UdpMux,
+}
+
+impl Net {
+    /// Sends what the session queued for the publisher, in order.
+    fn send(&self, session: &mut Session) {
+        while let Some(out) = session.poll_transmit() {
+            let to = out.transport.peer_addr;
+            if out.transport.transport_protocol == TransportProtocol::TCP {
+                self.mux.send_tcp(to, &out.message);
+            } else if let Err(err) = self.socket.try_send_to(&out.message, to) {
+                tracing::debug!(%err, %to, "media socket send");
+            }
+        }
+    }
+}
+
 impl Cell {
-    pub(crate) fn new(session: Session, progress: Progress, home: WorkerHandle) -> Arc<Self> {
+    pub(crate) fn new(
+        session: Session,
+        progress: Progress,
+        net: Net,
+        home: WorkerHandle,
+    ) -> Arc<Self> {
         Arc::new(Cell {
             state: Mutex::new(Live {
                 session,
                 progress,
+                net,
                 timer: None,
                 closed: false,
             }),
@@ -156,6 +196,7 @@ impl Live {
             return None;
         }
         self.session.drain(&mut self.progress, batch);
+        self.net.send(&mut self.session);
         self.reschedule()
     }
 
@@ -256,7 +297,12 @@ impl Control {
                         SessionCommand::RequestKeyframe => session.request_keyframe(progress, now),
                         SessionCommand::SelectLayer(rid) => session.layers.set_preferred(rid),
                         SessionCommand::IceRestart { fragment, reply } => {
-                            let _ = reply.send(session.ice_restart(&fragment, now));
+                            let restarted = session.ice_restart(&fragment, now).map(|(restarted, ice)| {
+                                let id = session.admission.session_id;
+                                live.net.mux.add_ufrag(ice.ufrag, &ice.pwd, id);
+                                restarted
+                            });
+                            let _ = reply.send(restarted);
                         }
                     }
                 }),
@@ -278,6 +324,8 @@ impl Control {
                 .inc_by(unheld as u64);
         }
         live.session.close();
+        let Live { session, net, .. } = &mut *live;
+        net.send(session);
         let session_id = live.session.admission.session_id;
         let registry = live.session.admission.guard.registry().clone();
         drop(live);

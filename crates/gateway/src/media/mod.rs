@@ -54,7 +54,7 @@ use mux::UdpMux;
 use negotiate::{Negotiators, Refused};
 use observe::Observers;
 use peer::PeerFactory;
-use session::{Egress, Progress, Session, SessionTimers};
+use session::{Progress, Session, SessionTimers};
 use simulcast::LayerSelector;
 use whipgate_media::codec::OfferPlan;
 use worker::{Worker, WorkerHandle};
@@ -264,18 +264,21 @@ impl Media {
             admission,
             plan,
             peer: negotiated.peer,
-            egress: Egress::Network(Arc::clone(self.mux.socket())),
+            transmits: Default::default(),
             rids: Default::default(),
             ice_local: self.factory.ice_local_addr(false),
             ice_local_tcp: self.factory.ice_local_addr(true),
-            mux: self.mux.clone(),
             timers: self.timers,
             ufrag: ufrag.clone(),
             repair: Default::default(),
         };
         let span = tracing::info_span!("session", ingest = %session.admission.spec.id, %session_id);
         let home = self.next_home.fetch_add(1, Ordering::Relaxed) % self.homes.len();
-        let cell = Cell::new(session, Progress::new(now), self.homes[home].clone());
+        let net = live::Net {
+            socket: Arc::clone(self.mux.socket()),
+            mux: self.mux.clone(),
+        };
+        let cell = Cell::new(session, Progress::new(now), net, self.homes[home].clone());
         let route = self.mux.route(
             ufrag.clone(),
             &negotiated.pwd,

@@ -1,8 +1,11 @@
-//! One publisher's task: owns its peer connection, feeds it the datagrams the mux routes to
-//! it, forwards its RTP, and reports to the registry. Ends on cancellation (DELETE, teardown,
-//! unregister, shutdown), ICE failure, inactivity or a cap.
+//! One publisher's session: its peer connection (webrtc-rs's sans-IO `rtc`), fed the datagrams
+//! the mux routes to it; forwards its RTP and reports to the registry. It sends nothing itself:
+//! what it has for the publisher waits in [`Session::poll_transmit`] for its driver
+//! (`live::Live` on a media worker, a setup thread or the control task; `sim::Sim` in tests),
+//! which sends it on the media socket or the publisher's ICE-TCP connection. Ends on
+//! cancellation (DELETE, teardown, unregister, shutdown), ICE failure, inactivity or a cap.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,12 +25,11 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
 use rtc::shared::marshal::MarshalSize;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use tokio::net::UdpSocket;
 
 use super::batch::ForwardBatch;
 use super::early::{self, EarlyRecords};
 use super::forward::Forwarder;
-use super::mux::{Datagram, UdpMux};
+use super::mux::Datagram;
 use super::observe::Observers;
 use super::simulcast::LayerSelector;
 use crate::registry::{Admission, EndReason, IceRestarted};
@@ -48,11 +50,10 @@ pub(crate) struct Session {
     pub(crate) admission: Admission,
     pub(crate) plan: OfferPlan,
     pub(crate) peer: RTCPeerConnection,
-    /// Where output to the publisher goes.
-    pub(crate) egress: Egress,
+    /// Datagrams for the publisher, in order, until the driver takes them (`poll_transmit`).
+    pub(crate) transmits: VecDeque<TaggedBytesMut>,
     pub(crate) ice_local: SocketAddr,
     pub(crate) ice_local_tcp: SocketAddr,
-    pub(crate) mux: UdpMux,
     pub(crate) forwarder: Forwarder,
     pub(crate) layers: LayerSelector,
     /// SSRC -> simulcast RID, learnt from the receiver.
@@ -66,32 +67,10 @@ pub(crate) struct Session {
     pub(crate) repair: Repair,
 }
 
-/// Where a session's output to its publisher goes: the only I/O a session does itself (its
-/// forwarded RTP goes to the caller's batch).
-pub(crate) enum Egress {
-    /// The shared media socket, or the publisher's ICE-TCP connection (through the mux).
-    Network(Arc<UdpSocket>),
-    /// Kept in order for the caller to deliver (a simulated network).
-    #[cfg(test)]
-    Held(std::collections::VecDeque<TaggedBytesMut>),
-}
-
-impl Egress {
-    /// Sends (or keeps) one datagram of the peer connection's output.
-    fn send(&mut self, mux: &UdpMux, out: TaggedBytesMut) {
-        match self {
-            Egress::Network(socket) => {
-                let to = out.transport.peer_addr;
-                if out.transport.transport_protocol == TransportProtocol::TCP {
-                    mux.send_tcp(to, &out.message);
-                } else if let Err(err) = socket.try_send_to(&out.message, to) {
-                    tracing::debug!(%err, %to, "media socket send");
-                }
-            }
-            #[cfg(test)]
-            Egress::Held(queue) => queue.push_back(out),
-        }
-    }
+/// The ICE credentials an ICE restart gave the session: its driver routes the new ufrag.
+pub(crate) struct IceCredentials {
+    pub(crate) ufrag: String,
+    pub(crate) pwd: String,
 }
 
 /// Mutable bookkeeping of the loop.
@@ -186,23 +165,26 @@ impl Session {
         self.repair.advance(now);
     }
 
-    /// Sends everything the peer connection queued, over UDP or the peer's ICE-TCP connection.
-    /// STUN goes first: the answer to the check that selected the pair must reach the
+    /// Queues everything the peer connection has for the publisher (`poll_transmit`). STUN
+    /// goes first: the answer to the check that selected the pair must reach the
     /// publisher before the DTLS ClientHello it triggered (whipgate is the DTLS client when the
     /// publisher offers `a=setup:passive`, as FFmpeg does), or a publisher still waiting for
     /// that answer discards the ClientHello and the handshake waits for its retransmission.
     fn flush(&mut self) {
-        let mut after_stun = Vec::new();
+        let first = self.transmits.len();
         while let Some(out) = self.peer.poll_write() {
-            if out.message.first().is_some_and(|b| *b < 2) {
-                self.egress.send(&self.mux, out);
-            } else {
-                after_stun.push(out);
-            }
+            self.transmits.push_back(out);
         }
-        for out in after_stun {
-            self.egress.send(&self.mux, out);
+        // A stable partition of the new datagrams: STUN (first byte 0 or 1) before the rest.
+        let fresh = self.transmits.make_contiguous();
+        if let Some(fresh) = fresh.get_mut(first..) {
+            fresh.sort_by_key(|out| out.message.first().is_none_or(|b| *b >= 2));
         }
+    }
+
+    /// The next datagram for the publisher (its transport names UDP or ICE-TCP), in order.
+    pub(crate) fn poll_transmit(&mut self) -> Option<TaggedBytesMut> {
+        self.transmits.pop_front()
     }
 
     /// Feeds one datagram to the peer connection (`drain` handles what it produced). A DTLS
@@ -697,22 +679,26 @@ impl Session {
         }
     }
 
-    /// Restarts ICE at `now` and routes the new ufrag to this session (the previous one keeps
-    /// working until the publisher moves over; older ones stop).
+    /// Restarts ICE at `now`; the driver routes the returned ufrag to this session (the
+    /// previous one keeps working until the publisher moves over; older ones stop).
     pub(crate) fn ice_restart(
         &mut self,
         fragment: &str,
         now: Instant,
-    ) -> Result<IceRestarted, String> {
+    ) -> Result<(IceRestarted, IceCredentials), String> {
         let restarted = super::restart::restart(&mut self.peer, fragment, now)?;
         let etag = format!("\"{}\"", restarted.ufrag);
         self.ufrag = restarted.ufrag.clone();
-        self.mux
-            .add_ufrag(restarted.ufrag, &restarted.pwd, self.admission.session_id);
-        Ok(IceRestarted {
-            fragment: restarted.fragment,
-            etag,
-        })
+        Ok((
+            IceRestarted {
+                fragment: restarted.fragment,
+                etag,
+            },
+            IceCredentials {
+                ufrag: restarted.ufrag,
+                pwd: restarted.pwd,
+            },
+        ))
     }
 }
 

@@ -20,10 +20,10 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::batch::ForwardBatch;
 use super::forward::{ForwardSockets, Forwarder};
-use super::mux::{Datagram, UdpMux};
+use super::mux::Datagram;
 use super::observe::Observers;
 use super::peer::PeerFactory;
-use super::session::{Egress, Progress, Session, SessionTimers};
+use super::session::{Progress, Session, SessionTimers};
 use super::simulcast::LayerSelector;
 use crate::metrics::Metrics;
 use crate::registry::{Admitted, Caps, IngestSpec, Limits, Registry};
@@ -187,11 +187,10 @@ impl Sim {
             admission,
             plan,
             peer: negotiated.peer,
-            egress: Egress::Held(VecDeque::new()),
+            transmits: VecDeque::new(),
             rids: Default::default(),
             ice_local: factory.ice_local_addr(false),
             ice_local_tcp: factory.ice_local_addr(true),
-            mux: UdpMux::new(Arc::new(tokio_socket(loopback())), factory.crypto()),
             timers,
             ufrag: ufrag.clone(),
             repair: Default::default(),
@@ -242,10 +241,7 @@ impl Sim {
                 self.session.read(datagram, &mut self.progress);
                 self.session.drain(&mut self.progress, &mut self.batch);
             }
-            let Egress::Held(held) = &mut self.session.egress else {
-                panic!("the simulated session sends on a socket");
-            };
-            for out in std::mem::take(held) {
+            while let Some(out) = self.session.poll_transmit() {
                 moved = true;
                 let _ = self.publisher.peer.handle_read(TaggedBytesMut {
                     now: self.now,

@@ -290,7 +290,12 @@ fn after_an_ice_restart_media_and_consent_continue_on_the_new_credentials() {
     let fragment = sim.publisher.restart_ice(sim.now);
     let mut answer = None;
     sim.outside(|session, _, now| answer = Some(session.ice_restart(&fragment, now)));
-    let restarted = answer.expect("ran").expect("ICE restart");
+    let (restarted, ice) = answer.expect("ran").expect("ICE restart");
+    assert_eq!(
+        restarted.etag,
+        format!("\"{}\"", ice.ufrag),
+        "the ETag names the new ufrag"
+    );
     assert_ne!(
         restarted.etag,
         format!("\"{}\"", sim.ufrag),

@@ -27,7 +27,7 @@ use rtc::stun::textattrs::TextAttribute;
 use super::core::MS;
 use crate::media::early::MAX_PER_SOURCE;
 use crate::media::mux::Datagram;
-use crate::media::session::{Egress, SessionTimers};
+use crate::media::session::SessionTimers;
 use crate::media::sim::{PUBLISHER, Sim};
 use crate::registry::Limits;
 
@@ -114,11 +114,8 @@ struct Sent {
 }
 
 fn sent(sim: &mut Sim) -> Sent {
-    let Egress::Held(held) = &mut sim.session.egress else {
-        panic!("the simulated session sends on a socket");
-    };
     let mut out = Sent::default();
-    for d in std::mem::take(held) {
+    while let Some(d) = sim.session.poll_transmit() {
         if crate::media::early::is_dtls(&d.message) {
             out.dtls += 1;
             continue;
