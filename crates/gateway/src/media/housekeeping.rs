@@ -7,6 +7,7 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::statistics::StatsSelector;
 use rtc::statistics::report::RTCStatsReportEntry;
 
+use super::report::Report;
 use super::session::{Progress, Session};
 use crate::registry::EndReason;
 use whipgate_media::codec::MediaKind;
@@ -38,9 +39,7 @@ impl Session {
                 format!("no media for {}s", idle.as_secs()),
             ));
         }
-        let registry = self.admission.guard.registry();
-        let limits = registry.limits(&self.admission.spec.id).unwrap_or_default();
-        if let Some(max) = limits.max_session
+        if let Some(max) = self.limits.max_session
             && age >= max
         {
             p.end = Some((
@@ -65,8 +64,7 @@ impl Session {
                 }
             }
         }
-        let registry = self.admission.guard.registry();
-        let metrics = registry.metrics();
+        let metrics = &self.metrics;
         let lost = u64::try_from(lost).unwrap_or(0);
         let previous_lost = counters.packets_lost.swap(lost, Ordering::Relaxed);
         metrics
@@ -88,10 +86,7 @@ impl Session {
                     .inc_by(delta);
             }
         }
-        let max_bitrate = registry
-            .limits(&self.admission.spec.id)
-            .and_then(|l| l.max_bitrate_bps);
-        if let Some(max) = max_bitrate
+        if let Some(max) = self.limits.max_bitrate_bps
             && bitrate > max
             && p.connected
         {
@@ -100,13 +95,11 @@ impl Session {
                 format!("{bitrate} bps above the cap of {max} bps"),
             ));
         }
-        let facts = self.stream_facts();
-        registry.set_session_facts(self.admission.session_id, facts);
-        self.admission.guard.registry().session_stats(
-            self.admission.session_id,
-            bitrate,
-            jitter_ms,
-        );
+        self.reports.push_back(Report::Stats {
+            facts: self.stream_facts(),
+            bitrate_bps: bitrate,
+            video_jitter_ms: jitter_ms,
+        });
     }
 }
 

@@ -196,6 +196,9 @@ impl Live {
             return None;
         }
         self.session.drain(&mut self.progress, batch);
+        // Reports before datagrams: the registry records the session connected before the
+        // DTLS flight that completes the publisher's handshake leaves.
+        super::report::apply_all(&mut self.session);
         self.net.send(&mut self.session);
         self.reschedule()
     }
@@ -274,6 +277,7 @@ impl Control {
                     cell.try_outside(&mut batch, |live, _| {
                         let now = Instant::now();
                         let Live { session, progress, .. } = live;
+                        super::report::refresh_limits(session);
                         session.run_overdue_timers(now);
                         session.check_limits(progress, now);
                         session.review_layers(progress, now);
@@ -285,6 +289,7 @@ impl Control {
                     let elapsed = now.saturating_duration_since(last_stats);
                     // The bitrate is over the time since the last report that ran.
                     if cell.try_outside(&mut batch, |live, _| {
+                        super::report::refresh_limits(&mut live.session);
                         live.session.report_stats(&mut live.progress, elapsed, now);
                     }) {
                         last_stats = now;

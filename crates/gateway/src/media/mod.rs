@@ -22,6 +22,7 @@ mod mux;
 mod negotiate;
 mod observe;
 mod peer;
+mod report;
 mod restart;
 mod rtcp;
 mod session;
@@ -265,6 +266,9 @@ impl Media {
             plan,
             peer: negotiated.peer,
             transmits: Default::default(),
+            reports: Default::default(),
+            metrics: Arc::clone(&self.metrics),
+            limits: Default::default(),
             rids: Default::default(),
             ice_local: self.factory.ice_local_addr(false),
             ice_local_tcp: self.factory.ice_local_addr(true),

@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 use rtc::rtp;
 use rtc::shared::marshal::Marshal;
 
+use super::report::Report;
 use super::session::Session;
 use super::sr::{SenderReports, WallClock};
 use crate::registry::IngestSpec;
@@ -71,9 +72,7 @@ impl Session {
                         "{}",
                         warning.detail()
                     );
-                    let registry = self.admission.guard.registry();
-                    registry.metrics().stream_warnings.inc();
-                    registry.stream_warning(self.admission.session_id, kind, warning);
+                    self.reports.push_back(Report::Warning { kind, warning });
                 }
             }
             MediaKind::Audio => {
@@ -107,8 +106,7 @@ impl Session {
             match report.to_rtcp().marshal() {
                 Ok(bytes) => {
                     self.forwarder.send_rtcp(report.kind, &bytes);
-                    let registry = self.admission.guard.registry();
-                    registry.metrics().sender_reports_synthesized.inc();
+                    self.metrics.sender_reports_synthesized.inc();
                 }
                 Err(err) => tracing::debug!(%err, "marshalling a Sender Report"),
             }

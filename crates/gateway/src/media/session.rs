@@ -31,8 +31,10 @@ use super::early::{self, EarlyRecords};
 use super::forward::Forwarder;
 use super::mux::Datagram;
 use super::observe::Observers;
+use super::report::Report;
 use super::simulcast::LayerSelector;
-use crate::registry::{Admission, EndReason, IceRestarted};
+use crate::metrics::Metrics;
+use crate::registry::{Admission, EndReason, IceRestarted, Limits};
 use whipgate_media::codec::{MediaKind, OfferPlan};
 use whipgate_media::keyframe::starts_keyframe;
 use whipgate_media::repair::{Arrival, Repair};
@@ -52,6 +54,12 @@ pub(crate) struct Session {
     pub(crate) peer: RTCPeerConnection,
     /// Datagrams for the publisher, in order, until the driver takes them (`poll_transmit`).
     pub(crate) transmits: VecDeque<TaggedBytesMut>,
+    /// Changes for the registry, in order, until the driver takes them (`poll_report`).
+    pub(crate) reports: VecDeque<Report>,
+    /// The gateway's counters (Prometheus): the session counts, the registry is not asked.
+    pub(crate) metrics: Arc<Metrics>,
+    /// The ingest's caps as the driver last read them from the registry.
+    pub(crate) limits: Limits,
     pub(crate) ice_local: SocketAddr,
     pub(crate) ice_local_tcp: SocketAddr,
     pub(crate) forwarder: Forwarder,
@@ -187,6 +195,11 @@ impl Session {
         self.transmits.pop_front()
     }
 
+    /// The next change for the registry, in order.
+    pub(crate) fn poll_report(&mut self) -> Option<Report> {
+        self.reports.pop_front()
+    }
+
     /// Feeds one datagram to the peer connection (`drain` handles what it produced). A DTLS
     /// record that comes before ICE selected a pair is held until it is (`early`).
     pub(crate) fn read(&mut self, d: Datagram, p: &mut Progress) {
@@ -205,9 +218,7 @@ impl Session {
                     "dropped"
                 }
             };
-            let registry = self.admission.guard.registry();
-            registry
-                .metrics()
+            self.metrics
                 .dtls_records_before_ice
                 .with_label_values(&[outcome])
                 .inc();
@@ -279,7 +290,6 @@ impl Session {
     }
 
     fn on_event(&mut self, event: RTCPeerConnectionEvent, p: &mut Progress) {
-        let registry = self.admission.guard.registry();
         match event {
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                 tracing::debug!(%state, "peer connection state");
@@ -288,7 +298,8 @@ impl Session {
                         p.connected = true;
                         p.connected_at = Some(p.input_at);
                         p.last_media = p.input_at;
-                        registry.session_connected(self.admission.session_id, p.remote);
+                        self.reports
+                            .push_back(Report::Connected { remote: p.remote });
                     }
                     RTCPeerConnectionState::Failed => {
                         p.end = Some((EndReason::IceFailure, "ICE/DTLS failed".into()));
@@ -355,12 +366,7 @@ impl Session {
             return;
         };
         let Some(split) = whipgate_media::red::split(&packet.payload) else {
-            self.admission
-                .guard
-                .registry()
-                .metrics()
-                .red_malformed
-                .inc();
+            self.metrics.red_malformed.inc();
             return;
         };
         let (ssrc, seq, ts) = (
@@ -412,7 +418,6 @@ impl Session {
         recovered: bool,
     ) {
         let ssrc = packet.header.ssrc;
-        let session_id = self.admission.session_id;
         let padding_only = packet.payload.is_empty();
         let arrival = self.repair.arrive(
             kind,
@@ -440,14 +445,12 @@ impl Session {
                 }
                 let rid = self.rid_of(ssrc);
                 if p.video_ssrc != Some(ssrc) && p.seen_ssrcs.insert(ssrc) {
-                    let registry = self.admission.guard.registry();
-                    registry.track_started(
-                        session_id,
+                    self.reports.push_back(Report::TrackStarted {
                         kind,
-                        codec.encoding_name(),
+                        codec: codec.encoding_name(),
                         ssrc,
-                        rid.as_deref(),
-                    );
+                        rid: rid.clone(),
+                    });
                 }
                 let size = packet.marshal_size();
                 let forward = match &rid {
@@ -461,12 +464,10 @@ impl Session {
                     let first = p.video_ssrc.is_none();
                     p.video_ssrc = Some(ssrc);
                     if rid.is_some() {
-                        let registry = self.admission.guard.registry();
-                        registry.simulcast_state(
-                            session_id,
-                            &self.plan.simulcast_rids,
-                            rid.as_deref(),
-                        );
+                        self.reports.push_back(Report::Simulcast {
+                            layers: self.plan.simulcast_rids.clone(),
+                            forwarded: rid.clone(),
+                        });
                     }
                     if first {
                         // The consumer can only start decoding at a keyframe: ask for one now.
@@ -478,14 +479,12 @@ impl Session {
                 if p.audio_ssrc != Some(ssrc) {
                     p.audio_ssrc = Some(ssrc);
                     if let Some(audio) = &self.plan.audio {
-                        let registry = self.admission.guard.registry();
-                        registry.track_started(
-                            session_id,
+                        self.reports.push_back(Report::TrackStarted {
                             kind,
-                            audio.codec.encoding_name(),
+                            codec: audio.codec.encoding_name(),
                             ssrc,
-                            None,
-                        );
+                            rid: None,
+                        });
                     }
                 }
             }
@@ -505,8 +504,7 @@ impl Session {
                 let after = p.connected_at.map_or(Duration::ZERO, |at| {
                     p.input_at.saturating_duration_since(at)
                 });
-                let registry = self.admission.guard.registry();
-                registry.first_keyframe_forwarded(session_id, after);
+                self.reports.push_back(Report::FirstKeyframe { after });
             }
         }
     }
@@ -541,8 +539,7 @@ impl Session {
             return true;
         }
         let counters = &self.admission.counters;
-        let registry = self.admission.guard.registry();
-        let metrics = registry.metrics();
+        let metrics = &self.metrics;
         let k = kind.as_str();
         match arrival {
             Arrival::Duplicate => {
@@ -589,8 +586,7 @@ impl Session {
             counters
                 .packets_unrepaired
                 .fetch_add(gave_up.media, Ordering::Relaxed);
-            let registry = self.admission.guard.registry();
-            let metrics = registry.metrics();
+            let metrics = &self.metrics;
             let k = gave_up.kind.as_str();
             for (what, n) in [("media", gave_up.media), ("probe", gave_up.probes)] {
                 if n > 0 {
@@ -606,12 +602,7 @@ impl Session {
         }
         if pli && self.repair.may_send_pli(now) {
             self.request_keyframe(p, now);
-            self.admission
-                .guard
-                .registry()
-                .metrics()
-                .repair_plis_sent
-                .inc();
+            self.metrics.repair_plis_sent.inc();
         }
     }
 
@@ -639,7 +630,7 @@ impl Session {
                     .counters
                     .nacks_sent
                     .fetch_add(1, Ordering::Relaxed);
-                self.admission.guard.registry().metrics().nacks_sent.inc();
+                self.metrics.nacks_sent.inc();
             }
             Err(err) => tracing::debug!(%err, "sending NACK"),
         }
@@ -672,7 +663,7 @@ impl Session {
                         .counters
                         .plis_sent
                         .fetch_add(1, Ordering::Relaxed);
-                    self.admission.guard.registry().metrics().plis_sent.inc();
+                    self.metrics.plis_sent.inc();
                 }
                 Err(err) => tracing::debug!(%err, "sending PLI"),
             }

@@ -188,6 +188,9 @@ impl Sim {
             plan,
             peer: negotiated.peer,
             transmits: VecDeque::new(),
+            reports: VecDeque::new(),
+            metrics: Arc::clone(&metrics),
+            limits: Default::default(),
             rids: Default::default(),
             ice_local: factory.ice_local_addr(false),
             ice_local_tcp: factory.ice_local_addr(true),
@@ -240,6 +243,7 @@ impl Sim {
                 };
                 self.session.read(datagram, &mut self.progress);
                 self.session.drain(&mut self.progress, &mut self.batch);
+                super::report::apply_all(&mut self.session);
             }
             while let Some(out) = self.session.poll_transmit() {
                 moved = true;
@@ -287,6 +291,7 @@ impl Sim {
             if session_due.is_some_and(|t| t <= self.now) {
                 self.session.handle_timeout(self.now);
                 self.session.drain(&mut self.progress, &mut self.batch);
+                super::report::apply_all(&mut self.session);
             }
         }
         self.now = self.now.max(until);
@@ -298,7 +303,22 @@ impl Sim {
     pub(super) fn outside(&mut self, f: impl FnOnce(&mut Session, &mut Progress, Instant)) {
         f(&mut self.session, &mut self.progress, self.now);
         self.session.drain(&mut self.progress, &mut self.batch);
+        super::report::apply_all(&mut self.session);
         self.exchange();
+    }
+
+    /// The control task's housekeeping at `now` (caps read from the registry first).
+    pub(super) fn check_limits(&mut self, now: Instant) {
+        super::report::refresh_limits(&mut self.session);
+        self.session.check_limits(&mut self.progress, now);
+        super::report::apply_all(&mut self.session);
+    }
+
+    /// The control task's statistics report for `elapsed` up to `now`.
+    pub(super) fn report_stats(&mut self, elapsed: Duration, now: Instant) {
+        super::report::refresh_limits(&mut self.session);
+        self.session.report_stats(&mut self.progress, elapsed, now);
+        super::report::apply_all(&mut self.session);
     }
 
     /// Runs both sides for `d` of simulated time.

@@ -53,7 +53,7 @@ fn stream_until_ended(sim: &mut Sim, limit: Duration) -> Option<Duration> {
     while tick < sim.start + limit {
         tick += HOUSEKEEPING;
         sim.stream_until(tick, PACE, 500);
-        sim.session.check_limits(&mut sim.progress, tick);
+        sim.check_limits(tick);
         if sim.progress.end.is_some() {
             return Some(tick - sim.start);
         }
@@ -115,11 +115,11 @@ fn a_quiet_session_ends_for_inactivity_once_the_media_timeout_has_passed() {
     assert_eq!(sim.progress.last_media, last_media);
     // ICE consent checks go on; they are not media.
     sim.run_until(last_media + MEDIA_TIMEOUT);
-    sim.session.check_limits(&mut sim.progress, sim.now);
+    sim.check_limits(sim.now);
     assert_eq!(ended(&sim), None, "ended at exactly the media timeout");
     assert_eq!(sim.progress.last_media, last_media);
     sim.run_for(MS);
-    sim.session.check_limits(&mut sim.progress, sim.now);
+    sim.check_limits(sim.now);
     let (reason, detail) = sim
         .progress
         .end
@@ -145,12 +145,12 @@ fn a_session_that_never_connects_ends_after_the_connect_timeout() {
     while tick < sim.start + CONNECT_TIMEOUT {
         tick += HOUSEKEEPING;
         sim.run_until(tick);
-        sim.session.check_limits(&mut sim.progress, tick);
+        sim.check_limits(tick);
         assert_eq!(ended(&sim), None, "ended before the connect timeout");
     }
     assert_eq!(sim.elapsed(), CONNECT_TIMEOUT);
     sim.run_for(MS);
-    sim.session.check_limits(&mut sim.progress, sim.now);
+    sim.check_limits(sim.now);
     let (reason, detail) = sim.progress.end.clone().expect("not ended");
     assert_eq!(
         (reason, detail.as_str()),
@@ -186,7 +186,7 @@ fn a_bitrate_cap_ends_a_session_above_it_at_the_next_statistics_report() {
         for _ in 0..reports {
             let tick = sim.now + STATS;
             sim.stream_until(tick, PACE, 940);
-            sim.session.report_stats(&mut sim.progress, STATS, tick);
+            sim.report_stats(STATS, tick);
             if sim.progress.end.is_some() {
                 return Some(sim.elapsed().as_millis() as u64);
             }
@@ -270,7 +270,7 @@ fn a_vanished_publisher_is_ended_by_the_media_timeout_never_by_ice() {
     sim.run_for(Duration::from_secs(90));
     assert_eq!(ended(&sim), None, "{:?}", sim.progress.end);
     // Housekeeping ends it for inactivity, the media timeout after the last packet.
-    sim.session.check_limits(&mut sim.progress, sim.now);
+    sim.check_limits(sim.now);
     let (reason, detail) = sim.progress.end.clone().expect("ended");
     assert_eq!(reason, EndReason::Inactivity);
     let idle = sim.now - gone;
@@ -319,7 +319,7 @@ fn after_an_ice_restart_media_and_consent_continue_on_the_new_credentials() {
     for _ in 0..120 {
         tick += HOUSEKEEPING;
         sim.stream_until(tick, PACE, 500);
-        sim.session.check_limits(&mut sim.progress, tick);
+        sim.check_limits(tick);
         assert_eq!(ended(&sim), None, "{:?}", sim.progress.end);
         after.extend(sim.forwarded(true));
     }

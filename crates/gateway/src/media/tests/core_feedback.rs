@@ -84,7 +84,7 @@ fn a_lost_packet_is_nacked_by_number_within_the_nack_interval_until_it_is_resent
     assert!(after.iter().all(|(_, n)| !n.contains(&lost)), "{after:?}");
     // The statistics count the NACKs the session sent.
     let (elapsed, now) = (sim.elapsed(), sim.now);
-    sim.session.report_stats(&mut sim.progress, elapsed, now);
+    sim.report_stats(elapsed, now);
     let sent = sim.session.admission.counters.snapshot().nacks_sent;
     assert!(sent >= 2, "nacks_sent = {sent}");
 }

@@ -135,7 +135,7 @@ fn a_publisher_without_consent_checks_after_connecting_stays_forwarded() {
     while tick < connected + span {
         tick += HOUSEKEEPING;
         sim.stream_until(tick, PACE, 500);
-        sim.session.check_limits(&mut sim.progress, tick);
+        sim.check_limits(tick);
         assert_eq!(
             ended(&sim),
             None,
