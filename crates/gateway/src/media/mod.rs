@@ -7,17 +7,17 @@
 //! `worker` that receives a connected session's datagrams drives it directly and runs its
 //! timers; RTP goes to the ingest's UDP targets (`forward`) in batches (`batch`). Sessions
 //! still setting up (ICE, DTLS) are driven on low-priority `setup` threads, so that handshakes
-//! never stall media. A small control task per session (`live`) takes commands, caps and
+//! never stall media. A small control task per session (`driver`) takes commands, caps and
 //! statistics, and closes it.
 
 mod batch;
+mod driver;
 mod early;
 mod forward;
 #[cfg(any(feature = "_fuzz", test))]
 pub(crate) mod fuzz;
 mod housekeeping;
 mod ice_auth;
-mod live;
 mod mux;
 mod negotiate;
 mod observe;
@@ -49,8 +49,8 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::registry::Admission;
+use driver::{Cell, Control};
 use forward::{ForwardSockets, Forwarder};
-use live::{Cell, Control};
 use mux::UdpMux;
 use negotiate::{Negotiators, Refused};
 use observe::Observers;
@@ -278,7 +278,7 @@ impl Media {
         };
         let span = tracing::info_span!("session", ingest = %session.admission.spec.id, %session_id);
         let home = self.next_home.fetch_add(1, Ordering::Relaxed) % self.homes.len();
-        let net = live::Net {
+        let net = driver::Net {
             socket: Arc::clone(self.mux.socket()),
             mux: self.mux.clone(),
         };

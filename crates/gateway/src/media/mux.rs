@@ -21,8 +21,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::driver::Cell;
 use super::ice_auth::{self, DropReason};
-use super::live::Cell;
 /// Source addresses a session may have bound at once (host, srflx, relay, a NAT rebinding...).
 pub(crate) const MAX_ADDRS: usize = 8;
 /// ufrags routed per session: the current one and the one before the last ICE restart.

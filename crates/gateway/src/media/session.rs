@@ -1,7 +1,7 @@
 //! One publisher's session: its peer connection (webrtc-rs's sans-IO `rtc`), fed the datagrams
 //! the mux routes to it; forwards its RTP and reports to the registry. It sends nothing itself:
 //! what it has for the publisher waits in [`Session::poll_transmit`] for its driver
-//! (`live::Live` on a media worker, a setup thread or the control task; `sim::Sim` in tests),
+//! (`driver::Driver` on a media worker, a setup thread or the control task; `sim::Sim` in tests),
 //! which sends it on the media socket or the publisher's ICE-TCP connection. Ends on
 //! cancellation (DELETE, teardown, unregister, shutdown), ICE failure, inactivity or a cap.
 

@@ -14,8 +14,8 @@ use std::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use super::batch::ForwardBatch;
+use super::driver::Cell;
 use super::forward::ForwardSockets;
-use super::live::Cell;
 use super::mux::Datagram;
 use crate::metrics::Metrics;
 

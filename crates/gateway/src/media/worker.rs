@@ -20,9 +20,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::batch::ForwardBatch;
+use super::driver::{self, Cell};
 use super::forward::ForwardSockets;
 use super::ice_auth::DropReason;
-use super::live::{self, Cell};
 use super::mux::{Datagram, UdpMux};
 use super::setup::Setup;
 use crate::metrics::Metrics;
@@ -246,7 +246,7 @@ impl Worker {
             live.input(datagram);
         }
         let next = live.after_input(&mut self.batch);
-        live::finished_input(&cell, &live);
+        driver::finished_input(&cell, &live);
         drop(live);
         if let Some(at) = next {
             self.timers.push(Due {
@@ -280,7 +280,7 @@ impl Worker {
             }
             let mut live = cell.lock();
             let next = live.on_timer(due.at, now, &mut self.batch);
-            live::finished_input(&cell, &live);
+            driver::finished_input(&cell, &live);
             let closed = live.is_closed();
             drop(live);
             if let Some(at) = next.filter(|_| !closed) {

@@ -1,6 +1,10 @@
-//! A live session as the media workers see it, and the control task that owns its life.
+//! The session's driver: the one owner of a session's I/O and timers, as the media workers,
+//! setup threads and ICE-TCP connections reach it through its `Cell`, and the control task that
+//! owns its life.
 //!
-//! The session's state sits behind its own lock. The worker whose socket receives the
+//! The `Driver` (the session, its bookkeeping, its way out `Net`, its timer entry) sits behind
+//! the cell's lock. After each round of input or timers it applies the session's reports to
+//! the registry, then sends its datagrams, then reschedules its timer. The worker whose socket receives the
 //! publisher's datagrams (the kernel keeps a 4-tuple on one socket of the port's group) takes
 //! it per batch of datagrams and drives the session's `rtc` state machine to completion: no
 //! channel hop and no task wake-up per packet, and the lock is uncontended. Timers live on the
@@ -9,8 +13,8 @@
 //!
 //! Lock order. A session's lock (`Cell::state`) is the outermost lock of the media path. Held
 //! under it, one at a time and never while taking another of them or a second session's lock:
-//! the registry's state lock (`Registry` calls from the session: connected, track started,
-//! first keyframe, stats), the ingest's `Continuity` (`forward::Forwarder`, per forwarded
+//! the registry's state lock (the driver applying the session's reports: connected, track
+//! started, first keyframe, stats), the ingest's `Continuity` (`forward::Forwarder`, per forwarded
 //! packet) and the mux's routing table (ICE-TCP sends, an ICE restart's new ufrag). The
 //! registry never holds its state lock while it locks a `Continuity` (the checkpointer copies
 //! the `Arc`s out first), and the mux never holds its table while it locks a session: it hands
@@ -38,7 +42,7 @@ const HOUSEKEEPING: Duration = Duration::from_millis(500);
 
 /// A session shared between the workers, its control task and ICE-TCP connections.
 pub(crate) struct Cell {
-    state: Mutex<Live>,
+    state: Mutex<Driver>,
     /// Set when input ended the session (ICE failure, BYE, a cap): the control task closes it.
     ended: Notify,
     /// The worker that takes the session's timer when input arrives outside a worker.
@@ -49,7 +53,7 @@ pub(crate) struct Cell {
 }
 
 /// The session and its bookkeeping.
-pub(crate) struct Live {
+pub(crate) struct Driver {
     pub(crate) session: Session,
     pub(crate) progress: Progress,
     /// Where the session's datagrams for the publisher go.
@@ -89,7 +93,7 @@ impl Cell {
         home: WorkerHandle,
     ) -> Arc<Self> {
         Arc::new(Cell {
-            state: Mutex::new(Live {
+            state: Mutex::new(Driver {
                 session,
                 progress,
                 net,
@@ -102,13 +106,13 @@ impl Cell {
         })
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Live> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Driver> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Publishes what the workers read without the lock, and tells the control task when the
     /// session ended from within (after input or a timer).
-    fn signal_end(&self, live: &Live) {
+    fn signal_end(&self, live: &Driver) {
         if live.progress.connected && !self.connected.load(Ordering::Relaxed) {
             self.connected.store(true, Ordering::Release);
         }
@@ -127,7 +131,7 @@ impl Cell {
     pub(crate) fn outside(
         self: &Arc<Self>,
         batch: &mut ForwardBatch,
-        f: impl FnOnce(&mut Live, &mut ForwardBatch),
+        f: impl FnOnce(&mut Driver, &mut ForwardBatch),
     ) {
         let mut live = self.lock();
         if live.closed {
@@ -143,7 +147,7 @@ impl Cell {
     pub(crate) fn try_outside(
         self: &Arc<Self>,
         batch: &mut ForwardBatch,
-        f: impl FnOnce(&mut Live, &mut ForwardBatch),
+        f: impl FnOnce(&mut Driver, &mut ForwardBatch),
     ) -> bool {
         let mut live = match self.state.try_lock() {
             Ok(live) => live,
@@ -168,7 +172,7 @@ impl Cell {
 
     fn finish_outside(
         self: &Arc<Self>,
-        live: MutexGuard<'_, Live>,
+        live: MutexGuard<'_, Driver>,
         reschedule: bool,
         batch: &mut ForwardBatch,
     ) {
@@ -181,7 +185,7 @@ impl Cell {
     }
 }
 
-impl Live {
+impl Driver {
     /// Feeds one datagram to the session (`after_input` finishes the work).
     pub(crate) fn input(&mut self, datagram: Datagram) {
         if !self.closed {
@@ -241,7 +245,7 @@ impl Live {
 }
 
 /// Signals a worker gives after driving a session.
-pub(crate) fn finished_input(cell: &Cell, live: &Live) {
+pub(crate) fn finished_input(cell: &Cell, live: &Driver) {
     cell.signal_end(live);
 }
 
@@ -276,7 +280,7 @@ impl Control {
                 _ = housekeeping.tick() => {
                     cell.try_outside(&mut batch, |live, _| {
                         let now = Instant::now();
-                        let Live { session, progress, .. } = live;
+                        let Driver { session, progress, .. } = live;
                         super::report::refresh_limits(session);
                         session.run_overdue_timers(now);
                         session.check_limits(progress, now);
@@ -296,7 +300,7 @@ impl Control {
                     }
                 }
                 Some(command) = self.commands.recv() => cell.outside(&mut batch, |live, _| {
-                    let Live { session, progress, .. } = live;
+                    let Driver { session, progress, .. } = live;
                     let now = Instant::now();
                     match command {
                         SessionCommand::RequestKeyframe => session.request_keyframe(progress, now),
@@ -329,7 +333,7 @@ impl Control {
                 .inc_by(unheld as u64);
         }
         live.session.close();
-        let Live { session, net, .. } = &mut *live;
+        let Driver { session, net, .. } = &mut *live;
         net.send(session);
         let session_id = live.session.admission.session_id;
         let registry = live.session.admission.guard.registry().clone();
