@@ -483,6 +483,23 @@ impl Config {
         }
     }
 
+    /// The media path's settings (`Media::bind`).
+    pub fn media_settings(&self) -> crate::media::MediaSettings {
+        crate::media::MediaSettings {
+            udp_listen: self.udp_listen,
+            tcp_listen: self.tcp_listen,
+            public_ip: self.public_ip.clone(),
+            interfaces: self.interfaces.clone(),
+            media_socket_buffer: self.media_socket_buffer,
+            media_workers: self.media_workers,
+            max_negotiations: self.max_negotiations,
+            media_timeout: self.media_timeout,
+            connect_timeout: self.connect_timeout,
+            answer_timeout: self.answer_timeout,
+            stats_interval: self.stats_interval,
+        }
+    }
+
     /// Checks values that parse but cannot work, and refuses an open control plane.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_sdp_bytes < 1024 {

@@ -123,7 +123,12 @@ impl Gateway {
         metrics
             .register_tasks(tracker.clone())
             .map_err(Error::internal)?;
-        let media = Media::bind(&config, Arc::clone(&metrics), tracker.clone()).await?;
+        let media = Media::bind(
+            &config.media_settings(),
+            Arc::clone(&metrics),
+            tracker.clone(),
+        )
+        .await?;
         let http = TcpListener::bind(config.http_listen)
             .await
             .map_err(|e| Error::bind("--http-listen", config.http_listen, &e))?;

@@ -45,7 +45,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::registry::Admission;
@@ -90,10 +89,35 @@ pub struct Media {
     tracker: TaskTracker,
 }
 
+/// What the media path is told at start (`Config::media_settings`).
+#[derive(Clone, Debug)]
+pub struct MediaSettings {
+    /// `--udp-listen`: the one media UDP port.
+    pub udp_listen: SocketAddr,
+    /// `--tcp-listen`: the ICE-TCP port, if any.
+    pub tcp_listen: Option<SocketAddr>,
+    /// `--public-ip`: addresses advertised instead of the bound one.
+    pub public_ip: Vec<IpAddr>,
+    /// `--interface`: interfaces whose addresses are advertised.
+    pub interfaces: Vec<String>,
+    /// `--media-socket-buffer`: kernel buffer sizes of the media sockets.
+    pub media_socket_buffer: usize,
+    /// `--media-workers`: workers (0: one per core).
+    pub media_workers: usize,
+    /// `--max-negotiations`: offers answered at once.
+    pub max_negotiations: usize,
+    /// `--media-timeout-secs`, `--connect-timeout-secs`, `--answer-timeout-secs`,
+    /// `--stats-interval-secs`.
+    pub media_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub answer_timeout: Duration,
+    pub stats_interval: Duration,
+}
+
 impl Media {
     /// Binds the media port and prepares what every session shares.
     pub async fn bind(
-        config: &Config,
+        config: &MediaSettings,
         metrics: Arc<Metrics>,
         tracker: TaskTracker,
     ) -> Result<Self, Error> {
