@@ -15,11 +15,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def load_stubs(tmp: Path):
-    """Generates whipgate.v1 Python stubs from proto/ into tmp and imports them."""
+    """Generates whipgate.v1 Python stubs from crates/proto/proto/ into tmp and imports them."""
     import grpc_tools
 
     include = Path(grpc_tools.__file__).parent / "_proto"
-    proto_dir = REPO / "proto"
+    proto_dir = REPO / "crates" / "proto" / "proto"
     out = tmp / "stubs"
     out.mkdir()
     subprocess.run(
