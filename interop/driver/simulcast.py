@@ -22,7 +22,7 @@ from .scenario import Scenario
 if TYPE_CHECKING:
     from .row import Row
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+SRC = Path(__file__).resolve().parents[2] / "crates"
 MARGIN_RE = re.compile(r"\bconst SWITCH_MARGIN: f64 = ([0-9]+(?:\.[0-9]+)?);")
 SETTLE_MAX_S = 8.0  # the default layer gets this long to settle before the switch
 FOLLOW_LIMIT_S = 5.0  # GetIngest and FFmpeg must follow the switch within this
