@@ -17,7 +17,8 @@
 //! | [`gateway`] | binding listeners, wiring, graceful shutdown |
 //! | [`tls`] | HTTPS and gRPC TLS (rustls): PEM loading, the certificate swapped on reload (SIGHUP), per-connection handshakes |
 //! | [`error`] | the one error type and its HTTP / gRPC status mapping |
-//! | [`cluster`] | cluster mode on Redis: node records, publisher leases, shared state, one event stream, routed control calls |
+//! | [`topology`] | the one seam to cluster mode: what the edges ask about other gateways, answered alone or from Redis |
+//! | [`cluster`] | the Redis topology's internals: node records, publisher leases, shared state, one event stream, routed control calls |
 //! | [`secret`], [`untrusted`] | constant-time checks of the API key and bearer tokens; outside strings bounded and escaped for logs and events |
 //! | [`facts`] | stream facts read from forwarded RTP (resolution, frame rate, keyframe interval, B-frames, audio channels) |
 //! | [`config`], [`metrics`], [`codec`], [`continuity`] | configuration, Prometheus metrics, codecs and consumer SDP, output stream continuity across reconnects and restarts |
@@ -40,6 +41,7 @@ pub mod registry;
 pub mod secret;
 pub mod store;
 pub mod tls;
+pub mod topology;
 pub mod untrusted;
 pub mod whip;
 
