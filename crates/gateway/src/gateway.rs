@@ -19,7 +19,6 @@ use tokio_util::task::TaskTracker;
 use tonic::service::interceptor::InterceptedService;
 use tonic_health::server::HealthReporter;
 
-use crate::cluster::{ClusterNode, NodeSettings};
 use crate::config::Config;
 use crate::control::{self, ControlService};
 use crate::error::Error;
@@ -27,6 +26,7 @@ use crate::media::Media;
 use crate::metrics::Metrics;
 use crate::registry::{Caps, Registry};
 use crate::tls::{TlsReload, TlsSetup};
+use crate::topology::{self, SharedTopology};
 use crate::whip::{self, WhipState};
 use whipgate_proto::pb::ingest_control_server::IngestControlServer;
 
@@ -57,7 +57,7 @@ pub struct Gateway {
     bound: Bound,
     tracker: TaskTracker,
     cancel: CancellationToken,
-    cluster: Option<ClusterNode>,
+    topology: SharedTopology,
     tls: TlsSetup,
     limits: Arc<whip::EdgeLimits>,
 }
@@ -68,48 +68,10 @@ impl Gateway {
         config.validate().map_err(Error::BadRequest)?;
         let tls = TlsSetup::from_config(&config).map_err(Error::BadRequest)?;
         let metrics = Arc::new(Metrics::new(config.metrics_ingest_label).map_err(Error::internal)?);
-        // The store is read back before any listener opens.
-        // Cluster mode keeps the same records in Redis instead of the data dir.
-        let cluster_redis = match &config.cluster_redis {
-            Some(url) => {
-                let trust = config
-                    .cluster_trust()
-                    .map_err(Error::BadRequest)?
-                    .with_counter(metrics.cluster_untrusted.clone());
-                if trust.is_insecure() {
-                    tracing::warn!(
-                        "INSECURE CLUSTER: --insecure-cluster without a cluster secret; anyone \
-                         who can write to Redis can tear down sessions on any node, redirect \
-                         media to other targets and take over publishers"
-                    );
-                }
-                let ca = match &config.cluster_redis_ca {
-                    Some(path) => Some(std::fs::read(path).map_err(|e| {
-                        Error::BadRequest(format!(
-                            "reading --cluster-redis-ca {}: {e}",
-                            path.display()
-                        ))
-                    })?),
-                    None => None,
-                };
-                Some(
-                    ClusterNode::connect(url, trust, ca)
-                        .map_err(|e| Error::BadRequest(e.to_string()))?,
-                )
-            }
-            None => None,
-        };
-        let node_id = config
-            .node_id
-            .clone()
-            .unwrap_or_else(|| crate::cluster::node::default_node_id(config.http_listen.port()));
-        let store = match &cluster_redis {
-            Some(redis) => ClusterNode::store(redis, &node_id),
-            // Not internal: a damaged or missing store file is the operator's to fix, and the
-            // message says how.
-            None => crate::store::open(config.data_dir.as_deref())
-                .map_err(|e| Error::BadRequest(e.to_string()))?,
-        };
+        // The store is read back before any listener opens; the topology picks it (cluster
+        // mode keeps the same records in Redis instead of the data dir).
+        let plan = topology::Plan::from_config(&config, &metrics)?;
+        let store = plan.store(&config)?;
         let registry = Registry::restore(
             store,
             Caps {
@@ -154,45 +116,18 @@ impl Gateway {
             },
         };
         let cancel = CancellationToken::new();
-        let cluster = match cluster_redis {
-            Some(redis) => {
-                let scheme = if tls.http.is_some() { "https" } else { "http" };
-                let advertise_url = config.advertise_url.clone().unwrap_or_else(|| {
-                    if bound.http.ip().is_unspecified() {
-                        let host = crate::cluster::node::hostname();
-                        format!("{scheme}://{host}:{}", bound.http.port())
-                    } else {
-                        format!("{scheme}://{}", bound.http)
-                    }
-                });
-                let settings = NodeSettings {
-                    redis_url: config.cluster_redis.clone().unwrap_or_default(),
-                    node_id,
-                    advertise_url,
-                    lease: config.cluster_lease,
-                };
-                tracing::info!(node = %settings.node_id, advertise = %settings.advertise_url, redis = %redis.describe(), "cluster mode");
-                let node_id = settings.node_id.clone();
-                let node = ClusterNode::new(settings, redis.clone())
-                    .map_err(|e| Error::BadRequest(e.to_string()))?;
-                // One event stream for the cluster: watchers on this node read it.
-                let feed = crate::cluster::feed::EventFeed::start(
-                    redis,
-                    crate::cluster::Keys::default(),
-                    &node_id,
-                    config.event_history,
-                    &registry,
-                    &tracker,
-                    &cancel,
-                )
-                .await;
-                node.attach_feed(feed);
-                Some(node)
-            }
-            None => None,
-        };
+        let topology = plan
+            .start(
+                &config,
+                bound.http,
+                tls.http.is_some(),
+                &registry,
+                &tracker,
+                &cancel,
+            )
+            .await?;
         Ok(Gateway {
-            cluster,
+            topology,
             limits: Arc::new(whip::EdgeLimits::new(&config)),
             config,
             metrics,
@@ -224,9 +159,9 @@ impl Gateway {
         &self.registry
     }
 
-    /// Cluster membership, in cluster mode.
-    pub fn cluster(&self) -> Option<&ClusterNode> {
-        self.cluster.as_ref()
+    /// How this gateway relates to others: alone, or a member of a Redis cluster.
+    pub fn topology(&self) -> &SharedTopology {
+        &self.topology
     }
 
     /// The WHIP edge's limits: rate limits, requests in flight, negotiation slots.
@@ -255,26 +190,11 @@ impl Gateway {
             metrics_listener,
             tracker,
             cancel,
-            bound,
-            cluster,
+            topology,
             tls,
             limits,
             ..
         } = self;
-        // In cluster mode the node is who the cluster knows; alone, its host name and HTTP port.
-        let node = match &cluster {
-            Some(c) => control::NodeInfo {
-                id: c.settings().node_id.clone(),
-                advertise_url: c.settings().advertise_url.clone(),
-            },
-            None => {
-                let mut local = control::NodeInfo::local(bound.http);
-                if tls.http.is_some() {
-                    local.advertise_url = format!("https://{}", bound.http);
-                }
-                local
-            }
-        };
         let (http_tls, grpc_tls) = tls.listeners(&metrics);
         media.spawn_receiver(cancel.clone());
         tracker.spawn(registry.clone().run_checkpoints(cancel.clone()));
@@ -283,24 +203,15 @@ impl Gateway {
             registry.clone(),
             whip::access::ReadAccess::new(config.api_key.as_deref(), config.public_dashboard),
             cancel.clone(),
-            node.clone(),
+            topology.node().clone(),
         )
-        .with_cluster(cluster.clone())
+        .with_topology(topology.clone())
         .with_tracker(tracker.clone());
-        let mut state = WhipState::new(registry.clone(), media.clone(), &config)?
+        let state = WhipState::new(registry.clone(), media.clone(), &config)?
             .with_limits(limits)
-            .with_events(events);
-        if let Some(node) = &cluster {
-            state.cluster = Some(node.clone());
-            tracker.spawn(node.clone().run(registry.clone(), cancel.clone()));
-            tracker.spawn(crate::cluster::calls::serve(
-                node.clone(),
-                registry.clone(),
-                whip::proxy::answerer(state.clone()),
-                tracker.clone(),
-                cancel.clone(),
-            ));
-        }
+            .with_events(events)
+            .with_topology(topology.clone());
+        topology.spawn(whip::proxy::answerer(state.clone()), &tracker, &cancel);
         let app = whip::router(state.clone(), &config, metrics_listener.is_none());
         let limits = serve::ConnLimits {
             header_timeout: config.http_header_timeout,
@@ -345,8 +256,7 @@ impl Gateway {
             grpc,
             &config,
             registry.clone(),
-            node,
-            cluster.clone(),
+            topology,
             health_service,
             cancel.clone(),
         )?);
@@ -394,8 +304,7 @@ fn serve_grpc(
     incoming: GrpcIncoming,
     config: &Config,
     registry: Registry,
-    node: control::NodeInfo,
-    cluster: Option<ClusterNode>,
+    topology: SharedTopology,
     health_service: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health + 'static,
     >,
@@ -409,8 +318,7 @@ fn serve_grpc(
     let reflection_v1 = reflection().build_v1().map_err(Error::internal)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(Error::internal)?;
     let service = ControlService::new(registry.clone(), cancel.clone(), config.grpc_max_watchers)
-        .with_node(node)
-        .with_cluster(cluster);
+        .with_topology(topology);
     let interceptor = control::api_key_interceptor(config.api_key.as_deref(), registry);
     let control = IngestControlServer::new(service)
         .max_decoding_message_size(control::limits::MAX_MESSAGE_BYTES);

@@ -17,7 +17,8 @@
 //! | [`gateway`] | binding listeners, wiring, graceful shutdown |
 //! | [`tls`] | HTTPS and gRPC TLS (rustls): PEM loading, the certificate swapped on reload (SIGHUP), per-connection handshakes |
 //! | [`error`] | the one error type and its HTTP / gRPC status mapping |
-//! | [`cluster`] | cluster mode on Redis: node records, publisher leases, shared state, one event stream, routed control calls |
+//! | [`topology`] | the one seam to cluster mode: what the edges ask about other gateways, answered alone or from Redis |
+//! | [`cluster`] | the Redis topology's internals: node records, publisher leases, shared state, one event stream, routed control calls |
 //! | [`secret`], [`untrusted`] | constant-time checks of the API key and bearer tokens; outside strings bounded and escaped for logs and events |
 //! | [`config`], [`metrics`] | configuration, Prometheus metrics |
 //! | `whipgate_media` (crate) | codecs and consumer SDP, keyframes, stream facts, output stream continuity, loss repair, RED: pure, no I/O |
@@ -37,6 +38,7 @@ pub mod registry;
 pub mod secret;
 pub mod store;
 pub mod tls;
+pub mod topology;
 pub mod untrusted;
 pub mod whip;
 

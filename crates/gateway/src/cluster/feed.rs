@@ -1,6 +1,7 @@
 //! The cluster's one event stream on this node: a publisher that appends this node's events
 //! to the Redis Stream ([`super::events`]), one tail that reads the stream back and fans it out
-//! to every local watcher, and the invalidation of shared registrations other nodes changed.
+//! to every local watcher. The invalidation of shared registrations other nodes changed reads
+//! the same fan-out ([`EventFeed::receiver`], see [`super::invalidate`]).
 //!
 //! **Publishing never blocks the registry.** The registry hands each event to a bounded queue
 //! ([`QUEUE`]) without waiting; one task per node drains it and appends up to [`BATCH`] events
@@ -86,8 +87,8 @@ pub struct FeedSubscription {
 
 impl EventFeed {
     /// Starts the feed of node `node_id`: hooks `registry`'s events into the stream (trimmed to
-    /// `history` entries), starts the tail and the invalidation of shared registrations. The
-    /// tasks are tracked by `tracker` and end with `cancel`.
+    /// `history` entries) and starts the tail. The tasks are tracked by `tracker` and end with
+    /// `cancel`.
     pub async fn start(
         redis: Redis,
         keys: Keys,
@@ -118,11 +119,6 @@ impl EventFeed {
         registry.set_event_sink(queue);
         tracker.spawn(feed.clone().publish(rx, registry.clone(), cancel.clone()));
         tracker.spawn(feed.clone().tail(cancel.clone()));
-        tracker.spawn(super::invalidate::run(
-            feed.clone(),
-            registry.clone(),
-            cancel.clone(),
-        ));
         feed
     }
 

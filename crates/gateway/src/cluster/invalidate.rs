@@ -7,10 +7,9 @@
 
 use std::sync::Arc;
 
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 
-use super::feed::EventFeed;
 use crate::registry::Registry;
 use whipgate_proto::pb;
 use whipgate_proto::pb::event::Payload;
@@ -29,9 +28,14 @@ fn changes_registration(event: &pb::Event) -> bool {
     }
 }
 
-/// Follows `feed` and reloads what other nodes changed, until `cancel`.
-pub(super) async fn run(feed: EventFeed, registry: Registry, cancel: CancellationToken) {
-    let mut rx = feed.receiver();
+/// Follows the cluster event stream `rx` (from [`super::feed::EventFeed::receiver`]) and
+/// reloads what nodes other than `node_id` changed, until `cancel`.
+pub async fn run(
+    mut rx: broadcast::Receiver<Arc<pb::Event>>,
+    node_id: String,
+    registry: Registry,
+    cancel: CancellationToken,
+) {
     let mut last: Option<(u64, u64)> = None;
     loop {
         let received = tokio::select! {
@@ -53,7 +57,7 @@ pub(super) async fn run(feed: EventFeed, registry: Registry, cancel: Cancellatio
             reload_all(&registry).await;
             continue;
         }
-        if event.node_id == feed.node_id() || !changes_registration(&event) {
+        if event.node_id == node_id || !changes_registration(&event) {
             continue;
         }
         if let Err(err) = registry.refresh(&event.ingest_id).await {

@@ -1,5 +1,8 @@
 //! Cluster mode on Redis: what several gateways share so that they act as one.
 //!
+//! The internals of [`crate::topology::redis`], the Redis [`crate::topology::Topology`]: the
+//! edges never reach in here, they ask the topology.
+//!
 //! | part | Redis shape | module |
 //! |---|---|---|
 //! | this gateway as a member: heartbeat, lease upkeep, placement | — | [`node`] |
@@ -10,11 +13,11 @@
 //! | registrations, caps, layer choices, output stream state | `ingests`, `layers`, `outputs` (hashes), `caps` | [`state`] |
 //! | one event stream, gap-free `seq` | `events` (stream, id `<seq>-0`), `events:seq`, `events:epoch` | [`events`] |
 //! | this node's publisher, tail and watchers of that stream | — | [`feed`] |
-//! | registrations other nodes changed, reloaded live | — | `invalidate` |
+//! | registrations other nodes changed, reloaded live | — | [`invalidate`] |
 //! | control calls routed to the owning node | `rpc:<node>` (list), `rpc:reply:<uuid>` (list) | [`rpc`] |
 //! | which calls are routed, how the owner runs them, the owner's session URL | — | [`calls`] |
 //! | a publisher that moves to this node keeps its output streams | reads `outputs` | [`takeover`] |
-//! | a node's event clock (the store trait's epoch and reserved seqs) | `clock:<node>` (hash) | `crate::store::redis` |
+//! | a node's event clock (the store trait's epoch and reserved seqs) | `clock:<node>` (hash) | [`store`] |
 //!
 //! Every key starts with a prefix (`whipgate:` by default), so several clusters can share one
 //! Redis. Nothing here runs on the per-packet path: these are control-plane writes and
@@ -25,12 +28,13 @@ pub mod calls;
 pub mod conn;
 pub mod events;
 pub mod feed;
-mod invalidate;
+pub mod invalidate;
 pub mod lease;
 pub mod node;
 pub mod nodes;
 pub mod rpc;
 pub mod state;
+pub mod store;
 pub mod summary;
 pub mod takeover;
 pub mod trust;

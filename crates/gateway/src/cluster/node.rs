@@ -52,8 +52,6 @@ struct Inner {
     state: super::state::SharedState,
     /// Leases this node holds: ingest -> session.
     held: Mutex<HashMap<String, Uuid>>,
-    /// The cluster event stream on this node, once started.
-    feed: std::sync::OnceLock<super::feed::EventFeed>,
     /// Live session summaries (other nodes' sessions in GetIngest).
     summaries: super::summary::Summaries,
 }
@@ -86,7 +84,6 @@ impl ClusterNode {
                 ),
                 settings,
                 held: Mutex::new(HashMap::new()),
-                feed: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -94,16 +91,6 @@ impl ClusterNode {
     /// This node's settings.
     pub fn settings(&self) -> &NodeSettings {
         &self.inner.settings
-    }
-
-    /// The cluster event stream on this node (`None` before [`ClusterNode::attach_feed`]).
-    pub fn feed(&self) -> Option<&super::feed::EventFeed> {
-        self.inner.feed.get()
-    }
-
-    /// Sets the cluster event stream of this node (once; later calls are ignored).
-    pub fn attach_feed(&self, feed: super::feed::EventFeed) {
-        let _ = self.inner.feed.set(feed);
     }
 
     /// Live session summaries.
@@ -133,7 +120,7 @@ impl ClusterNode {
 
     /// The store of node `node_id` on the cluster's Redis.
     pub fn store(redis: &Redis, node_id: &str) -> Arc<dyn Store> {
-        Arc::new(crate::store::redis::RedisStore::new(
+        Arc::new(super::store::RedisStore::new(
             redis.clone(),
             Keys::default(),
             node_id,

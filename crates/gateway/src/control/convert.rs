@@ -281,24 +281,6 @@ fn end_reason(r: EndReason) -> pb::EndReason {
     }
 }
 
-/// The proto kind of an event, for filtering.
-pub(crate) fn event_kind(p: &EventPayload) -> pb::EventKind {
-    use pb::EventKind as K;
-    match p {
-        EventPayload::IngestRegistered(_) => K::IngestRegistered,
-        EventPayload::IngestUpdated(_) => K::IngestUpdated,
-        EventPayload::IngestUnregistered => K::IngestUnregistered,
-        EventPayload::PublishAccepted { .. } => K::PublishAccepted,
-        EventPayload::PublishRejected { .. } => K::PublishRejected,
-        EventPayload::SessionConnected { .. } => K::SessionConnected,
-        EventPayload::TrackStarted { .. } => K::TrackStarted,
-        EventPayload::SessionStats { .. } => K::SessionStats,
-        EventPayload::StreamWarning { .. } => K::StreamWarning,
-        EventPayload::SessionEnded { .. } => K::SessionEnded,
-        EventPayload::CapsChanged { .. } => K::CapsChanged,
-    }
-}
-
 pub(crate) fn event(e: &Event) -> pb::Event {
     use pb::event::Payload;
     let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);

@@ -19,11 +19,6 @@ pub(crate) fn session_to_pb(session: &crate::registry::SessionView) -> pb::Sessi
     convert::session(session)
 }
 
-/// The proto form of a cluster node record (ListNodes, the dashboard).
-pub fn node_to_pb(record: &crate::cluster::nodes::NodeRecord) -> pb::Node {
-    node::from_record(record)
-}
-
 /// The proto form of an ingest view (for the HTTP snapshot).
 pub fn convert_ingest(view: &crate::registry::IngestView) -> pb::Ingest {
     convert::ingest(view)
@@ -39,7 +34,8 @@ use tonic::{Request, Response, Status};
 
 use crate::error::Error;
 use crate::registry::Registry;
-use watch::{Filter, Item, Live, WatchState, next_event};
+use crate::topology::{SharedTopology, Topology};
+use watch::{Filter, WatchState, next_event};
 
 pub use limits::api_key_interceptor;
 
@@ -53,9 +49,9 @@ use pb::ingest_control_server::IngestControl;
 pub struct ControlService {
     registry: Registry,
     shutdown: CancellationToken,
-    node: Arc<NodeInfo>,
     watchers: Arc<Semaphore>,
-    cluster: Option<crate::cluster::ClusterNode>,
+    /// Who this node is and what it knows of the others.
+    topology: SharedTopology,
     /// Routed control calls in flight (cluster mode).
     routed: Arc<Semaphore>,
 }
@@ -65,52 +61,35 @@ impl ControlService {
     /// event streams end when `shutdown` is cancelled.
     pub fn new(registry: Registry, shutdown: CancellationToken, max_watchers: usize) -> Self {
         ControlService {
+            topology: Arc::new(crate::topology::local::Local::new(
+                registry.clone(),
+                NodeInfo::default(),
+            )),
             registry,
             shutdown,
-            node: Arc::new(NodeInfo::default()),
             watchers: Arc::new(Semaphore::new(max_watchers)),
-            cluster: None,
             routed: Arc::new(Semaphore::new(routed::MAX_ROUTED_IN_FLIGHT)),
         }
     }
 
-    /// In cluster mode, `ListNodes` answers every node's record from the cluster store, and
-    /// the RPCs acting on a live session reach the node that holds it.
-    pub fn with_cluster(mut self, cluster: Option<crate::cluster::ClusterNode>) -> Self {
-        self.cluster = cluster;
+    /// Answers as `topology` says: it names this node (ListNodes, `Session.node_id`), lists
+    /// the nodes, serves the event stream, and finds the node holding a live session for the
+    /// RPCs acting on one. Default: this node alone, unnamed.
+    pub fn with_topology(mut self, topology: SharedTopology) -> Self {
+        self.topology = topology;
         self
     }
 
-    /// Names the node this service runs on (ListNodes, `Session.node_id`).
-    pub fn with_node(mut self, node: NodeInfo) -> Self {
-        self.node = Arc::new(node);
-        self
+    fn node(&self) -> &NodeInfo {
+        self.topology.node()
     }
 
     /// Names this node as the holder of the ingest's live session.
     fn stamp(&self, mut ingest: pb::Ingest) -> pb::Ingest {
         if let Some(session) = &mut ingest.session {
-            session.node_id.clone_from(&self.node.id);
+            session.node_id.clone_from(&self.node().id);
         }
         ingest
-    }
-
-    /// Cluster mode: reloads one ingest (or all) from the shared state, so an answer reflects
-    /// what any node wrote. Redis unreachable: the answer comes from this node's copy.
-    async fn refresh(&self, ingest_id: Option<&str>) {
-        if self.cluster.is_none() {
-            return;
-        }
-        let result = match ingest_id {
-            Some(id) if crate::registry::validate_ingest_id(id).is_ok() => {
-                self.registry.refresh(id).await
-            }
-            Some(_) => Ok(()),
-            None => self.registry.refresh_all().await,
-        };
-        if let Err(err) = result {
-            tracing::debug!(%err, "reading shared registrations failed; answering from this node");
-        }
     }
 
     fn done<T>(&self, method: &str, result: Result<T, Error>) -> Result<Response<T>, Status> {
@@ -176,7 +155,7 @@ impl IngestControl for ControlService {
         request: Request<pb::GetIngestRequest>,
     ) -> Result<Response<pb::GetIngestResponse>, Status> {
         let ingest_id = request.into_inner().ingest_id;
-        self.refresh(Some(&ingest_id)).await;
+        self.topology.refresh(Some(&ingest_id)).await;
         let result = self
             .registry
             .get(&ingest_id)
@@ -201,7 +180,7 @@ impl IngestControl for ControlService {
         request: Request<pb::ListIngestsRequest>,
     ) -> Result<Response<pb::ListIngestsResponse>, Status> {
         let req = request.into_inner();
-        self.refresh(None).await;
+        self.topology.refresh(None).await;
         let result = limits::page(self.registry.list(), req.page_size, &req.page_token).map(
             |(page, next_page_token)| pb::ListIngestsResponse {
                 ingests: page
@@ -306,12 +285,7 @@ impl IngestControl for ControlService {
                 Err(Error::Overloaded("too many event watchers".into())),
             );
         };
-        let source = WatchSource {
-            registry: &self.registry,
-            cluster: self.cluster.as_ref(),
-            node_id: &self.node.id,
-        };
-        let result = watch_with(source, &self.shutdown, req, Some(permit)).await;
+        let result = watch_with(&*self.topology, &self.shutdown, req, Some(permit)).await;
         self.done("WatchEvents", result)
     }
 
@@ -319,15 +293,11 @@ impl IngestControl for ControlService {
         &self,
         _request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        let result = match &self.cluster {
-            None => Ok(vec![self.node.describe(&self.registry)]),
-            Some(cluster) => cluster
-                .nodes()
-                .list()
-                .await
-                .map(|records| records.iter().map(node::from_record).collect())
-                .map_err(|err| Error::Unavailable(format!("cluster store unavailable: {err}"))),
-        };
+        let result = self
+            .topology
+            .nodes()
+            .await
+            .map_err(|err| Error::Unavailable(format!("cluster store unavailable: {err}")));
         self.done(
             "ListNodes",
             result.map(|nodes| pb::ListNodesResponse { nodes }),
@@ -335,32 +305,20 @@ impl IngestControl for ControlService {
     }
 }
 
-/// Where a watch reads its events: this node's registry, or in cluster mode the cluster's
-/// one event stream.
-#[derive(Clone, Copy)]
-pub struct WatchSource<'a> {
-    /// This node's registry.
-    pub registry: &'a Registry,
-    /// Cluster membership, in cluster mode.
-    pub cluster: Option<&'a crate::cluster::ClusterNode>,
-    /// This node's id (named on its own events when alone).
-    pub node_id: &'a str,
-}
-
 /// The event stream of `WatchEvents`: the replay from `from_seq`, then live events, filtered;
 /// a watcher that lags gets RESOURCE_EXHAUSTED (with where to resume), shutdown UNAVAILABLE,
 /// and the stream ends after either. The SSE endpoint (`GET /events`) serves the same stream.
 pub async fn watch(
-    source: WatchSource<'_>,
+    topology: &dyn Topology,
     shutdown: &CancellationToken,
     req: pb::WatchEventsRequest,
 ) -> Result<EventStream, Error> {
-    watch_with(source, shutdown, req, None).await
+    watch_with(topology, shutdown, req, None).await
 }
 
 /// [`watch`], holding `permit` (a slot under the watcher cap) for the stream's life.
 async fn watch_with(
-    source: WatchSource<'_>,
+    topology: &dyn Topology,
     shutdown: &CancellationToken,
     req: pb::WatchEventsRequest,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -369,40 +327,15 @@ async fn watch_with(
         ingests: req.ingest_ids.into_iter().collect(),
         kinds: req.kinds.into_iter().collect(),
     };
-    let feed = source.cluster.and_then(|c| c.feed());
-    let (replay, live, last_seq, shared_epoch) = match feed {
-        Some(feed) => {
-            let sub = feed.subscribe(req.epoch, req.from_seq).await?;
-            let replay: Vec<Item> = sub.replay.into_iter().map(Item::Shared).collect();
-            (
-                replay,
-                Live::Shared(sub.live),
-                sub.last_seq,
-                Some(sub.epoch),
-            )
-        }
-        None => {
-            let subscription = source.registry.subscribe_at(req.epoch, req.from_seq)?;
-            let next_seq = subscription.next_seq;
-            let replay: Vec<Item> = subscription.replay.into_iter().map(Item::Local).collect();
-            // Live only: a lag resumes from the first event this watcher was due.
-            let last_seq = if req.from_seq == 0 {
-                next_seq.saturating_sub(1)
-            } else {
-                req.from_seq.saturating_sub(1)
-            };
-            (replay, Live::Local(subscription.live), last_seq, None)
-        }
-    };
+    let subscription = topology.subscribe(req.epoch, req.from_seq).await?;
     let state = WatchState {
-        replay: replay.into_iter(),
-        live,
+        replay: subscription.replay.into_iter(),
+        live: subscription.live,
         filter,
         shutdown: shutdown.clone(),
-        last_seq,
+        last_seq: subscription.last_seq,
         finished: false,
-        node_id: Arc::from(source.node_id),
-        shared_epoch,
+        checked_epoch: subscription.checked_epoch,
         _permit: permit,
     };
     Ok(Box::pin(futures_util::stream::unfold(state, next_event)))

@@ -1,7 +1,7 @@
 //! This node's identity, as `ListNodes` and `Session.node_id` report it.
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use crate::registry::Registry;
 use whipgate_proto::pb;
@@ -40,18 +40,5 @@ impl NodeInfo {
             draining: registry.is_draining(),
             last_heartbeat: Some(prost_types::Timestamp::from(SystemTime::now())),
         }
-    }
-}
-
-/// A cluster node record as `ListNodes` reports it.
-pub(crate) fn from_record(r: &crate::cluster::nodes::NodeRecord) -> pb::Node {
-    let heartbeat = UNIX_EPOCH + Duration::from_millis(r.last_heartbeat_ms);
-    pb::Node {
-        node_id: r.id.clone(),
-        advertise_url: r.advertise_url.clone(),
-        live_publishers: u32::try_from(r.live_publishers).unwrap_or(u32::MAX),
-        publisher_capacity: u32::try_from(r.capacity).unwrap_or(u32::MAX),
-        draining: r.draining,
-        last_heartbeat: Some(prost_types::Timestamp::from(heartbeat)),
     }
 }

@@ -1,17 +1,15 @@
 //! The RPCs that act on a live session, from any node: each runs locally first (as on a single
-//! node) and, in cluster mode, when the live session is on another node (the ingest's lease
-//! says so), is routed there ([`crate::cluster::calls`]) and answers what the owner answered.
-//! Redis unreachable, or an owner that does not answer within
-//! [`ROUTE_TIMEOUT`](crate::cluster::calls::ROUTE_TIMEOUT): UNAVAILABLE; too many routed calls
-//! in flight on this node: RESOURCE_EXHAUSTED.
+//! node) and, when the topology names another node as the live session's owner
+//! ([`crate::topology::Topology::owner_elsewhere`]), is routed there and answers what the
+//! owner answered. The topology unreachable, or an owner that does not answer within
+//! [`ROUTE_TIMEOUT`]: UNAVAILABLE; too many routed calls in flight on this node:
+//! RESOURCE_EXHAUSTED.
 
 use std::sync::Arc;
 
-use crate::cluster::ClusterError;
-use crate::cluster::calls::{Answer, RoutedCall};
-use crate::cluster::lease::Holder;
 use crate::error::Error;
 use crate::registry::RegistryError;
+use crate::topology::{Answer, Owner, ROUTE_TIMEOUT, RoutedCall, TopologyError};
 
 use super::{ControlService, convert, limits, pb};
 
@@ -20,28 +18,29 @@ pub(super) const MAX_ROUTED_IN_FLIGHT: usize = 64;
 
 impl ControlService {
     /// The node holding `ingest`'s live session, if it is another one.
-    async fn owner_elsewhere(&self, ingest: &str) -> Result<Option<Holder>, Error> {
-        let Some(cluster) = &self.cluster else {
-            return Ok(None);
-        };
-        cluster.live_elsewhere(ingest).await.map_err(unavailable)
+    async fn owner_elsewhere(&self, ingest: &str) -> Result<Option<Owner>, Error> {
+        self.topology
+            .owner_elsewhere(ingest)
+            .await
+            .map_err(unavailable)
     }
 
     /// Runs `call` on `holder`'s node; its boolean result or the status a single node gives.
-    async fn route(&self, holder: &Holder, call: RoutedCall) -> Result<bool, Error> {
-        let Some(cluster) = &self.cluster else {
-            return Err(Error::internal("routing without a cluster"));
-        };
+    async fn route(&self, holder: &Owner, call: RoutedCall) -> Result<bool, Error> {
         let _permit = Arc::clone(&self.routed)
             .try_acquire_owned()
             .map_err(|_| Error::Overloaded("too many routed control calls in flight".into()))?;
-        match cluster.route(holder, &call).await {
+        match self
+            .topology
+            .route(&holder.node, &call, ROUTE_TIMEOUT)
+            .await
+        {
             Ok(Answer::Done { flag }) => Ok(flag),
             Ok(Answer::IngestNotFound) => Err(Error::IngestNotFound(call.ingest().to_owned())),
             Ok(Answer::SessionNotFound) => Err(Error::SessionNotFound),
             Ok(Answer::Invalid { message }) => Err(Error::BadRequest(message)),
             Ok(Answer::Http { .. }) => Err(Error::internal("an HTTP answer to a control call")),
-            Err(ClusterError::NodeBusy(node)) => Err(Error::Overloaded(format!(
+            Err(TopologyError::Busy(node)) => Err(Error::Overloaded(format!(
                 "node {node} has too many pending control calls"
             ))),
             Err(err) => Err(unavailable(err)),
@@ -192,19 +191,13 @@ impl ControlService {
 }
 
 impl ControlService {
-    /// Cluster mode: fills `session` of the ingests without a local one from the summary of
-    /// the node that holds it ([`crate::cluster::summary`]). Redis unreachable: left as they
-    /// are (the answer is this node's view).
+    /// Fills `session` of the ingests without a local one from the node that holds it
+    /// ([`crate::topology::Topology::fill_sessions`]).
     pub(super) async fn fill_remote_sessions(&self, ingests: &mut [pb::Ingest]) {
-        let Some(cluster) = &self.cluster else {
-            return;
-        };
-        if let Err(err) = cluster.summaries().fill(ingests).await {
-            tracing::debug!(%err, "session summaries unreadable");
-        }
+        self.topology.fill_sessions(ingests).await;
     }
 }
 
-fn unavailable(err: ClusterError) -> Error {
+fn unavailable(err: TopologyError) -> Error {
     Error::Unavailable(err.to_string())
 }

@@ -1,19 +1,19 @@
 //! WatchEvents streams: replay then live tail, filters, lag and shutdown semantics, and the
-//! watcher cap (a permit held for the stream's life). One node serves its registry's event
-//! log; in cluster mode every node serves the cluster's one event stream (see
-//! [`crate::cluster::feed`]), with the same statuses.
+//! watcher cap (a permit held for the stream's life). The events come from the topology
+//! ([`crate::topology::Topology::subscribe`]: this node's event log alone, the cluster's one
+//! event stream in cluster mode), always in the control plane's form, with the same statuses.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use super::{convert, pb};
+use super::pb;
 use crate::error::Error;
-use crate::registry::Event;
+use crate::topology::LiveEvents;
 
 pub(super) struct Filter {
     pub(super) ingests: HashSet<String>,
@@ -21,60 +21,13 @@ pub(super) struct Filter {
 }
 
 impl Filter {
-    fn accepts(&self, event: &Item) -> bool {
-        (self.ingests.is_empty() || self.ingests.contains(event.ingest_id()))
-            && (self.kinds.is_empty() || self.kinds.contains(&(event.kind() as i32)))
+    fn accepts(&self, event: &pb::Event) -> bool {
+        (self.ingests.is_empty() || self.ingests.contains(&event.ingest_id))
+            && (self.kinds.is_empty() || self.kinds.contains(&(kind(event) as i32)))
     }
 }
 
-/// One event: this node's (single node) or the cluster stream's.
-pub(super) enum Item {
-    Local(Arc<Event>),
-    Shared(Arc<pb::Event>),
-}
-
-impl Item {
-    fn seq(&self) -> u64 {
-        match self {
-            Item::Local(e) => e.seq,
-            Item::Shared(e) => e.seq,
-        }
-    }
-
-    fn epoch(&self) -> u64 {
-        match self {
-            Item::Local(e) => e.epoch,
-            Item::Shared(e) => e.epoch,
-        }
-    }
-
-    fn ingest_id(&self) -> &str {
-        match self {
-            Item::Local(e) => &e.ingest_id,
-            Item::Shared(e) => &e.ingest_id,
-        }
-    }
-
-    fn kind(&self) -> pb::EventKind {
-        match self {
-            Item::Local(e) => convert::event_kind(&e.payload),
-            Item::Shared(e) => shared_kind(e),
-        }
-    }
-
-    fn to_pb(&self, node_id: &str) -> pb::Event {
-        match self {
-            Item::Local(e) => {
-                let mut event = convert::event(e);
-                event.node_id = node_id.to_owned();
-                event
-            }
-            Item::Shared(e) => pb::Event::clone(e),
-        }
-    }
-}
-
-fn shared_kind(e: &pb::Event) -> pb::EventKind {
+fn kind(e: &pb::Event) -> pb::EventKind {
     use pb::EventKind as K;
     use pb::event::Payload as P;
     match &e.payload {
@@ -93,32 +46,16 @@ fn shared_kind(e: &pb::Event) -> pb::EventKind {
     }
 }
 
-/// The live tail of a watch.
-pub(super) enum Live {
-    Local(broadcast::Receiver<Arc<Event>>),
-    Shared(broadcast::Receiver<Arc<pb::Event>>),
-}
-
-impl Live {
-    async fn recv(&mut self) -> Result<Item, RecvError> {
-        match self {
-            Live::Local(rx) => rx.recv().await.map(Item::Local),
-            Live::Shared(rx) => rx.recv().await.map(Item::Shared),
-        }
-    }
-}
-
 pub(super) struct WatchState {
-    pub(super) replay: std::vec::IntoIter<Item>,
-    pub(super) live: Live,
+    pub(super) replay: std::vec::IntoIter<Arc<pb::Event>>,
+    pub(super) live: LiveEvents,
     pub(super) filter: Filter,
     pub(super) shutdown: CancellationToken,
     pub(super) last_seq: u64,
     pub(super) finished: bool,
-    /// Names the node on events that do not carry one (this node's own, single node).
-    pub(super) node_id: Arc<str>,
-    /// Cluster mode: the stream's epoch (0: not known yet); seqs must follow each other.
-    pub(super) shared_epoch: Option<u64>,
+    /// A shared stream's epoch (0: not known yet): its seqs must follow each other (see
+    /// [`crate::topology::Subscription::checked_epoch`]).
+    pub(super) checked_epoch: Option<u64>,
     /// The watcher's slot under the cap, released when the stream is dropped.
     pub(super) _permit: Option<OwnedSemaphorePermit>,
 }
@@ -161,30 +98,29 @@ pub(super) async fn next_event(
                 }
             }
         };
-        if let Some(epoch) = s.shared_epoch {
-            if epoch != 0 && event.epoch() != epoch {
+        if let Some(epoch) = s.checked_epoch {
+            if epoch != 0 && event.epoch != epoch {
                 s.finished = true;
                 let err = Error::StaleEpoch(format!(
                     "the cluster event stream changed epoch ({epoch} -> {}); resume with epoch={}",
-                    event.epoch(),
-                    event.epoch()
+                    event.epoch, event.epoch
                 ));
                 return Some((Err(Status::from(err)), s));
             }
             // A jump means the tail skipped events this watcher was due.
-            if event.seq() > s.last_seq + 1 && s.last_seq > 0 {
+            if event.seq > s.last_seq + 1 && s.last_seq > 0 {
                 let status = lagged(&mut s);
                 return Some((Err(status), s));
             }
-            s.shared_epoch = Some(event.epoch());
+            s.checked_epoch = Some(event.epoch);
         }
         // The replay and the live tail may overlap by the events emitted in between.
-        if event.seq() <= s.last_seq {
+        if event.seq <= s.last_seq {
             continue;
         }
-        s.last_seq = event.seq();
+        s.last_seq = event.seq;
         if s.filter.accepts(&event) {
-            return Some((Ok(event.to_pb(&s.node_id)), s));
+            return Some((Ok(pb::Event::clone(&event)), s));
         }
     }
 }
@@ -192,8 +128,9 @@ pub(super) async fn next_event(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::EventPayload;
+    use crate::registry::{Event, EventPayload};
     use std::time::SystemTime;
+    use tokio::sync::broadcast;
 
     fn event(seq: u64) -> Arc<Event> {
         Arc::new(Event {
@@ -209,7 +146,7 @@ mod tests {
     fn watch(live: tokio::sync::broadcast::Receiver<Arc<Event>>, last_seq: u64) -> WatchState {
         WatchState {
             replay: Vec::new().into_iter(),
-            live: Live::Local(live),
+            live: LiveEvents::from_registry(live, Arc::from("n1")),
             filter: Filter {
                 ingests: HashSet::new(),
                 kinds: HashSet::new(),
@@ -217,8 +154,7 @@ mod tests {
             shutdown: CancellationToken::new(),
             last_seq,
             finished: false,
-            node_id: Arc::from("n1"),
-            shared_epoch: None,
+            checked_epoch: None,
             _permit: None,
         }
     }
@@ -269,8 +205,8 @@ mod tests {
 
     fn shared_watch(live: broadcast::Receiver<Arc<pb::Event>>, last_seq: u64) -> WatchState {
         let mut state = watch(tokio::sync::broadcast::channel(1).1, last_seq);
-        state.live = Live::Shared(live);
-        state.shared_epoch = Some(7);
+        state.live = LiveEvents::from_stream(live);
+        state.checked_epoch = Some(7);
         state
     }
 

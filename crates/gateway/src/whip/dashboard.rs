@@ -69,14 +69,20 @@ async fn snapshot(State(hub): State<EventsHub>, headers: HeaderMap) -> Result<Re
         .map(|view| {
             let mut ingest = crate::control::convert_ingest(view);
             if let Some(session) = &mut ingest.session {
-                session.node_id.clone_from(&hub.node.id);
+                session.node_id.clone_from(&hub.topology.node().id);
             }
             ingest
         })
         .collect();
-    let nodes = match &hub.cluster {
-        None => vec![hub.node.describe(&hub.registry)],
-        Some(cluster) => cluster_view(cluster, &hub, &mut ingests).await,
+    // Live sessions other nodes hold, and every node; unreadable: this node alone, as it
+    // sees itself.
+    hub.topology.fill_sessions(&mut ingests).await;
+    let nodes = match hub.topology.nodes().await {
+        Ok(nodes) => nodes,
+        Err(err) => {
+            tracing::debug!(%err, "node records unreadable");
+            vec![hub.topology.node().describe(&hub.registry)]
+        }
     };
     let ingests: Vec<_> = ingests
         .iter()
@@ -97,27 +103,8 @@ async fn snapshot(State(hub): State<EventsHub>, headers: HeaderMap) -> Result<Re
         "caps": json::caps(Some(&caps)),
         "live_publishers": live,
         // Not clustered: the dashboard hides the nodes panel.
-        "clustered": hub.cluster.is_some(),
+        "clustered": hub.topology.clustered(),
         "nodes": nodes.iter().map(json::node).collect::<Vec<_>>(),
     }))
     .into_response())
-}
-
-/// Cluster mode: every node's record (as `ListNodes`), and the live sessions other nodes
-/// hold filled in from their summaries. Redis unreachable: this node alone, as it sees itself.
-async fn cluster_view(
-    cluster: &crate::cluster::ClusterNode,
-    hub: &EventsHub,
-    ingests: &mut [whipgate_proto::pb::Ingest],
-) -> Vec<whipgate_proto::pb::Node> {
-    if let Err(err) = cluster.summaries().fill(ingests).await {
-        tracing::debug!(%err, "session summaries unreadable");
-    }
-    match cluster.nodes().list().await {
-        Ok(records) => records.iter().map(crate::control::node_to_pb).collect(),
-        Err(err) => {
-            tracing::debug!(%err, "node records unreadable");
-            vec![hub.node.describe(&hub.registry)]
-        }
-    }
 }

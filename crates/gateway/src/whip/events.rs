@@ -41,6 +41,8 @@ use crate::client::{CloseConnection, Slots};
 use crate::control::{self, NodeInfo};
 use crate::error::Error;
 use crate::registry::{Registry, validate_ingest_id};
+use crate::topology::SharedTopology;
+use crate::topology::local::Local;
 use whipgate_proto::{json, pb};
 
 /// Concurrent SSE watchers allowed by default.
@@ -69,9 +71,9 @@ pub struct EventsHub {
     heartbeat: Duration,
     stall: Duration,
     public_lifetime: Duration,
-    pub(super) node: std::sync::Arc<NodeInfo>,
-    /// Cluster mode: the stream read is the cluster's.
-    pub(super) cluster: Option<crate::cluster::ClusterNode>,
+    /// Names this node, and says which event stream `/events` reads and which nodes the
+    /// snapshot lists.
+    pub(super) topology: SharedTopology,
 }
 
 impl EventsHub {
@@ -83,7 +85,6 @@ impl EventsHub {
         node: NodeInfo,
     ) -> Self {
         EventsHub {
-            registry,
             access,
             shutdown,
             tracker: TaskTracker::new(),
@@ -91,15 +92,21 @@ impl EventsHub {
             heartbeat: DEFAULT_HEARTBEAT,
             stall: STALL,
             public_lifetime: PUBLIC_LIFETIME,
-            node: std::sync::Arc::new(node),
-            cluster: None,
+            topology: std::sync::Arc::new(Local::new(registry.clone(), node)),
+            registry,
         }
     }
 
-    /// In cluster mode, `/events` serves the cluster's one event stream.
-    pub fn with_cluster(mut self, cluster: Option<crate::cluster::ClusterNode>) -> Self {
-        self.cluster = cluster;
+    /// Reads events and nodes as `topology` says (default: this node alone, named `node`);
+    /// in cluster mode `/events` serves the cluster's one event stream.
+    pub fn with_topology(mut self, topology: SharedTopology) -> Self {
+        self.topology = topology;
         self
+    }
+
+    /// The topology the hub reads.
+    pub fn topology(&self) -> SharedTopology {
+        std::sync::Arc::clone(&self.topology)
     }
 
     /// Streams are fed by tasks of `tracker` (the gateway's, so shutdown waits for them).
@@ -241,11 +248,6 @@ pub(super) async fn events(
             .inc();
         Error::Overloaded("too many event-stream watchers; retry later".into())
     })?;
-    let source = control::WatchSource {
-        registry: &hub.registry,
-        cluster: hub.cluster.as_ref(),
-        node_id: &hub.node.id,
-    };
     let (tx, rx) = mpsc::channel(QUEUE);
     let feed = Feed {
         tx,
@@ -256,7 +258,7 @@ pub(super) async fn events(
         close: close.map(|Extension(c)| c),
         shutdown: hub.shutdown.clone(),
     };
-    match control::watch(source, &hub.shutdown, request).await {
+    match control::watch(&*hub.topology, &hub.shutdown, request).await {
         Ok(stream) => {
             hub.tracker.spawn(async move {
                 let _slot = slot;

@@ -31,8 +31,6 @@ pub struct EdgeLimits {
     pub negotiations: NegotiationQueue,
     /// Whole-request deadline.
     pub request_timeout: Duration,
-    /// Cluster mode: lookups of registrations this node has no copy of (one node-wide bucket).
-    pub unknown_lookups: RateLimiter,
 }
 
 impl EdgeLimits {
@@ -57,12 +55,6 @@ impl EdgeLimits {
                 config.negotiation_queue_per_client,
             ),
             request_timeout: config.http_request_timeout,
-            unknown_lookups: RateLimiter::new(
-                f64::from(super::UNKNOWN_LOOKUPS_PER_SEC),
-                super::UNKNOWN_LOOKUPS_PER_SEC,
-                1,
-            )
-            .unwrap_or_else(|| unreachable!("a positive rate")),
         }
     }
 }

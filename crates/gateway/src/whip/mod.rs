@@ -9,7 +9,6 @@ mod dashboard;
 pub mod events;
 mod guards;
 mod offer;
-mod owner;
 pub mod proxy;
 mod queue;
 pub use queue::{NegotiationQueue, Refused as NegotiationRefused, Slot as NegotiationSlot};
@@ -28,11 +27,11 @@ use axum::{Extension, Router};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use uuid::Uuid;
 
-use crate::cluster::calls::RoutedCall;
 use crate::config::Config;
 use crate::error::{Bounded, Error};
 use crate::media::Media;
 use crate::registry::{Admitted, Registry, RegistryError, SessionCommand};
+use crate::topology::{Placement, RoutedCall, SharedTopology};
 
 pub use guards::EdgeLimits;
 pub use offer::plan as plan_offer;
@@ -54,10 +53,8 @@ pub struct WhipState {
     pub limits: Arc<EdgeLimits>,
     /// The event stream, snapshot and dashboard routes' state.
     pub events: events::EventsHub,
-    /// Cluster membership (leases, placement); `None`: single node.
-    pub cluster: Option<crate::cluster::ClusterNode>,
-    /// Cluster mode: a full node answers a POST with 307 instead of routing it.
-    pub redirect_publish: bool,
+    /// What this node knows of the others: placement, publisher claims, session owners.
+    pub topology: SharedTopology,
 }
 
 impl axum::extract::FromRef<WhipState> for events::EventsHub {
@@ -81,13 +78,12 @@ impl WhipState {
             crate::control::NodeInfo::default(),
         );
         Ok(WhipState {
+            topology: events.topology(),
             registry,
             media,
             ice_server_links: links.into(),
             limits: Arc::new(EdgeLimits::new(config)),
             events,
-            cluster: None,
-            redirect_publish: config.cluster_redirect_publish,
         })
     }
 
@@ -100,6 +96,12 @@ impl WhipState {
     /// Serves `/events`, `/api/ingests` and `/dashboard` from `events` (API key, shutdown).
     pub fn with_events(mut self, events: events::EventsHub) -> Self {
         self.events = events;
+        self
+    }
+
+    /// Places, claims and routes publishers as `topology` says (default: this node alone).
+    pub fn with_topology(mut self, topology: SharedTopology) -> Self {
+        self.topology = topology;
         self
     }
 }
@@ -279,12 +281,9 @@ pub(crate) async fn answer_offer(
         .metrics()
         .negotiation_wait
         .observe(waited.elapsed().as_secs_f64());
-    if state.cluster.is_some()
-        && let Err(err) = state.registry.refresh(ingest_id).await
-    {
-        // Admission needs Redis for the lease anyway; this node's copy decides until then.
-        tracing::debug!(%err, "reading the shared registration failed");
-    }
+    // A registration another node changed a moment ago counts. Unreachable: admission needs
+    // the topology for the claim anyway; this node's copy decides until then.
+    state.topology.refresh(Some(ingest_id)).await;
     let plan = |spec: &crate::registry::IngestSpec| {
         let offer = offer.ok_or_else(|| "SDP offer is not UTF-8".to_owned())?;
         plan_offer(offer, spec).map_err(|err| err.to_string())
@@ -296,17 +295,15 @@ pub(crate) async fn answer_offer(
     let admitted = match admitted {
         Ok(admitted) => admitted,
         Err(err @ (RegistryError::CapReached(_) | RegistryError::Draining)) => {
-            // Cluster mode: a full or draining node hands the publisher to one with room.
-            if bearer.is_some()
-                && let Some(cluster) = &state.cluster
-            {
-                if state.redirect_publish {
-                    if let Some(url) = cluster.placement(ingest_id).await {
-                        return redirect(&url);
+            // A full or draining node hands the publisher to one with room, if there is one.
+            if bearer.is_some() {
+                match state.topology.placement(ingest_id).await {
+                    Some(Placement::Redirect(url)) => return redirect(&url),
+                    Some(Placement::Route(node)) => {
+                        let offer = offer.unwrap_or_default().to_owned();
+                        return proxy::publish_on(state, &node, ingest_id, offer, peer).await;
                     }
-                } else if let Some(node) = cluster.placement_node().await {
-                    let offer = offer.unwrap_or_default().to_owned();
-                    return proxy::publish_on(state, &node, ingest_id, offer, peer).await;
+                    None => {}
                 }
             }
             return Err(err.into());
@@ -323,18 +320,13 @@ pub(crate) async fn answer_offer(
         plan.video.as_ref().map(|c| c.codec),
         plan.audio.as_ref().map(|c| c.codec),
     );
-    if let Some(cluster) = &state.cluster {
-        // One publisher per ingest across the cluster: no lease, no session (dropping the
-        // admission frees the slot).
-        // The checkpoint is read while the lease is claimed (both in flight on the one
-        // multiplexed connection): it is used only once the claim succeeded.
-        let (claimed, stored) = tokio::join!(
-            cluster.claim(ingest_id, session_id),
-            cluster.stored_outputs(ingest_id)
-        );
-        claimed.map_err(|err| refused(state, ingest_id, err))?;
-        owner::take_over_outputs(ingest_id, stored, &admission.continuity);
-    }
+    // Whatever the topology requires of a publisher (in cluster mode: one per ingest across
+    // the cluster, the lease); refused, dropping the admission frees the slot.
+    state
+        .topology
+        .claim(ingest_id, session_id, &admission.continuity)
+        .await
+        .map_err(|err| refused(state, ingest_id, err))?;
     // The planner accepted the body, so it is UTF-8.
     let offer = offer.unwrap_or_default().to_owned();
     let answer = state
@@ -387,30 +379,20 @@ async fn authenticate(
 ) -> Result<(), Error> {
     match state.registry.authenticate_publish(ingest_id, token) {
         Ok(()) => Ok(()),
-        Err(RegistryError::IngestNotFound(_)) if state.cluster.is_some() => {
-            if state
-                .limits
-                .unknown_lookups
-                .check(
-                    std::net::Ipv4Addr::UNSPECIFIED.into(),
-                    tokio::time::Instant::now(),
-                )
-                .is_err()
-            {
-                return Err(Error::IngestNotFound(ingest_id.to_owned()));
-            }
-            match state.registry.learn(ingest_id, token).await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(Error::IngestNotFound(ingest_id.to_owned())),
-                Err(err) => Err(refused(state, ingest_id, err.into())),
+        Err(err @ RegistryError::IngestNotFound(_)) => {
+            match state.topology.learn(ingest_id, token).await {
+                // Nowhere else to look.
+                None => Err(refused(state, ingest_id, err.into())),
+                Some(Ok(true)) => Ok(()),
+                Some(Ok(false)) => Err(Error::IngestNotFound(ingest_id.to_owned())),
+                Some(Err(err)) => Err(refused(state, ingest_id, err)),
             }
         }
         Err(err) => Err(refused(state, ingest_id, err.into())),
     }
 }
 
-/// Registrations this node has no copy of, looked up in Redis per second at most.
-pub const UNKNOWN_LOOKUPS_PER_SEC: u32 = 20;
+pub use crate::topology::UNKNOWN_LOOKUPS_PER_SEC;
 
 /// A 307 to `url` (307 keeps the method and the body).
 fn redirect(url: &str) -> Result<Response, Error> {

@@ -1,9 +1,9 @@
-//! Cluster mode at the WHIP edge: signalling that another node must answer is carried to it
-//! over the cluster's routed calls ([`crate::cluster::calls`]) and its answer sent back as is,
+//! Another node at the WHIP edge: signalling that another node must answer is carried to it
+//! through the topology ([`crate::topology::Topology::route`]) and its answer sent back as is,
 //! so no client ever has to follow a redirect (RFC 9725 §4.5 lets clients ignore redirects on
 //! PATCH and DELETE; browsers drop `Authorization` on a cross-origin one).
 //!
-//! - A PATCH or DELETE on a session another node holds (the ingest's lease names it) goes to
+//! - A PATCH or DELETE on a session another node holds (the topology names the owner) goes to
 //!   that node. A POST that finds this node full or draining goes to the node with the most
 //!   room (`--cluster-redirect-publish` answers 307 there instead).
 //! - The node the client chose checks the bearer token against its copy of the
@@ -25,9 +25,8 @@ use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
 use super::WhipState;
-use crate::cluster::ClusterError;
-use crate::cluster::calls::{Answer, RoutedCall, WhipCalls};
 use crate::error::Error;
+use crate::topology::{Answer, RoutedCall, TopologyError, WhipCalls};
 
 /// Answer headers carried back from the owner (the rest are the transport's).
 const CARRIED: [HeaderName; 7] = [
@@ -45,21 +44,18 @@ const MAX_ANSWER: usize = 128 * 1024;
 const ROUTE_MARGIN: Duration = Duration::from_secs(1);
 
 /// The node holding session `session` of `ingest_id`, if it is another one. Only for an
-/// ingest this node knows (the caller checked its token); Redis unreachable: 503.
+/// ingest this node knows (the caller checked its token); the topology unreachable: 503.
 pub(super) async fn held_elsewhere(
     state: &WhipState,
     ingest_id: &str,
     session: Uuid,
 ) -> Result<Option<String>, Error> {
-    let Some(cluster) = &state.cluster else {
-        return Ok(None);
-    };
     if state.registry.get(ingest_id).is_err()
         || state.registry.session_etag(ingest_id, session).is_some()
     {
         return Ok(None);
     }
-    match cluster.live_elsewhere(ingest_id).await {
+    match state.topology.owner_elsewhere(ingest_id).await {
         Ok(Some(holder)) if holder.session == session.to_string() => Ok(Some(holder.node)),
         Ok(_) => Ok(None),
         Err(err) => Err(Error::Unavailable(format!(
@@ -91,13 +87,10 @@ pub(super) async fn route(
     node: &str,
     call: RoutedCall,
 ) -> Result<Response, Error> {
-    let Some(cluster) = &state.cluster else {
-        return Err(Error::internal("routing without a cluster"));
-    };
     let timeout = state.media.answer_timeout() + ROUTE_MARGIN;
-    match cluster.route_to(node, &call, timeout).await {
+    match state.topology.route(node, &call, timeout).await {
         Ok(answer) => response_of(answer, &call),
-        Err(ClusterError::NodeBusy(node)) => Err(Error::Overloaded(format!(
+        Err(TopologyError::Busy(node)) => Err(Error::Overloaded(format!(
             "node {node} has too many pending calls"
         ))),
         Err(err) => Err(Error::Unavailable(format!(

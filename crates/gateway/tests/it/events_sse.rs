@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 use whipgate_proto::pb;
 
-use crate::harness::{PATIENCE, TestGateway};
+use crate::harness::{PATIENCE, TestGateway, Topo, on_both_topologies};
 use crate::publisher::Video;
 
 const KEY: &str = "sse-key";
@@ -37,9 +37,10 @@ async fn read_events(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sse_streams_a_live_publishers_stats_with_a_token() -> Result<()> {
-    let gw = TestGateway::start_with(|c| c.api_key = Some(KEY.into())).await?;
+on_both_topologies!(sse_streams_a_live_publishers_stats_with_a_token);
+
+async fn sse_streams_a_live_publishers_stats_with_a_token(topo: Topo) -> Result<()> {
+    let gw = TestGateway::start_on(topo, |c| c.api_key = Some(KEY.into())).await?;
     let mut grpc = gw.grpc.clone();
     let authed = |mut r: tonic::Request<pb::WatchEventsRequest>| {
         r.metadata_mut().insert(

@@ -31,11 +31,64 @@ pub struct TestGateway {
     pub grpc: IngestControlClient<Channel>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The private redis-server of a one-node cluster ([`Topo::Redis`]); dropped (killed)
+    /// after the gateway.
+    redis: Option<crate::redis_harness::RedisServer>,
 }
+
+/// Which topology a test gateway runs: alone, or as the one node of a cluster on a private
+/// redis-server (the same edges, the other `Topology` implementation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topo {
+    Local,
+    Redis,
+}
+
+/// Runs the test body `$name(topo: Topo) -> Result<()>` once per topology, as the tests
+/// `$name::local` and `$name::redis`.
+macro_rules! on_both_topologies {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn local() -> anyhow::Result<()> {
+                super::$name($crate::harness::Topo::Local).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() -> anyhow::Result<()> {
+                super::$name($crate::harness::Topo::Redis).await
+            }
+        }
+    };
+}
+pub(crate) use on_both_topologies;
 
 impl TestGateway {
     pub async fn start() -> Result<Self> {
         Self::start_with(|_| {}).await
+    }
+
+    /// A gateway on topology `topo`, configured by `tweak` (after the cluster settings).
+    pub async fn start_on(topo: Topo, tweak: impl FnOnce(&mut Config)) -> Result<Self> {
+        match topo {
+            Topo::Local => Self::start_with(tweak).await,
+            Topo::Redis => {
+                let redis = crate::redis_harness::RedisServer::start().await?;
+                let url = redis.url();
+                let mut gw = Self::start_with(move |c| {
+                    c.cluster_redis = Some(url);
+                    c.cluster_secret_file = Some(crate::cluster_redis::secret_file(
+                        crate::cluster_redis::TEST_SECRET,
+                    ));
+                    c.node_id = Some("solo".into());
+                    c.cluster_lease = Duration::from_secs(2);
+                    tweak(c);
+                })
+                .await?;
+                gw.redis = Some(redis);
+                Ok(gw)
+            }
+        }
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Result<Self> {
@@ -69,6 +122,7 @@ impl TestGateway {
             grpc: IngestControlClient::new(channel),
             shutdown: Some(tx),
             task: Some(task),
+            redis: None,
         })
     }
 

@@ -11,12 +11,13 @@ use whipgate_proto::pb::event::Payload;
 use super::{
     code, kind, kinds_but_stats, max_publishers, next, session_of, teardown, until, watch,
 };
-use crate::harness::{TestGateway, UdpSink};
+use crate::harness::{TestGateway, Topo, UdpSink, on_both_topologies};
 use crate::publisher::{Publisher, Video};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_events_follow_one_publish_lifecycle_in_order() -> Result<()> {
-    let mut gw = TestGateway::start().await?;
+on_both_topologies!(watch_events_follow_one_publish_lifecycle_in_order);
+
+async fn watch_events_follow_one_publish_lifecycle_in_order(topo: Topo) -> Result<()> {
+    let mut gw = TestGateway::start_on(topo, |_| {}).await?;
     let mut events = watch(&gw, &[], &[], 0).await?;
     let (video, audio) = (UdpSink::bind().await?, UdpSink::bind().await?);
     gw.register("life", Some(&video), Some(&audio)).await?;
@@ -60,9 +61,10 @@ async fn watch_events_follow_one_publish_lifecycle_in_order() -> Result<()> {
     gw.stop().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_watchers_see_the_same_sequence() -> Result<()> {
-    let mut gw = TestGateway::start().await?;
+on_both_topologies!(two_watchers_see_the_same_sequence);
+
+async fn two_watchers_see_the_same_sequence(topo: Topo) -> Result<()> {
+    let mut gw = TestGateway::start_on(topo, |_| {}).await?;
     let mut a = watch(&gw, &[], &[], 0).await?;
     let mut b = watch(&gw, &[], &[], 0).await?;
     gw.register("one", None, None).await?;
@@ -110,9 +112,10 @@ async fn resume_replays_from_seq_then_continues_live_and_refuses_lost_history() 
     gw.stop().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_filters_by_ingest_and_by_kind() -> Result<()> {
-    let mut gw = TestGateway::start().await?;
+on_both_topologies!(watch_filters_by_ingest_and_by_kind);
+
+async fn watch_filters_by_ingest_and_by_kind(topo: Topo) -> Result<()> {
+    let mut gw = TestGateway::start_on(topo, |_| {}).await?;
     let mut only_b = watch(&gw, &["b"], &[], 0).await?;
     let mut only_ended = watch(&gw, &[], &[K::SessionEnded], 0).await?;
     gw.register("a", None, None).await?;

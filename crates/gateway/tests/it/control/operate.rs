@@ -7,12 +7,13 @@ use whipgate_proto::pb::EventKind as K;
 use whipgate_proto::pb::event::Payload;
 
 use super::{caps, code, get, max_publishers, next_of, session_of, teardown, watch};
-use crate::harness::{PATIENCE, TestGateway, eventually, header};
+use crate::harness::{PATIENCE, TestGateway, Topo, eventually, header, on_both_topologies};
 use crate::publisher::{Publisher, Video};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn teardown_closes_the_live_session_and_keeps_the_registration() -> Result<()> {
-    let mut gw = TestGateway::start().await?;
+on_both_topologies!(teardown_closes_the_live_session_and_keeps_the_registration);
+
+async fn teardown_closes_the_live_session_and_keeps_the_registration(topo: Topo) -> Result<()> {
+    let mut gw = TestGateway::start_on(topo, |_| {}).await?;
     gw.register("td", None, None).await?;
     assert!(
         !teardown(&mut gw, "td", "").await?,

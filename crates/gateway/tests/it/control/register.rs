@@ -6,11 +6,12 @@ use whipgate_proto::pb;
 use whipgate_proto::pb::EventKind as K;
 
 use super::{code, get, until, watch};
-use crate::harness::{TestGateway, UdpSink};
+use crate::harness::{TestGateway, Topo, UdpSink, on_both_topologies};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn register_is_idempotent_refuses_conflicts_replaces_and_validates() -> Result<()> {
-    let mut gw = TestGateway::start().await?;
+on_both_topologies!(register_is_idempotent_refuses_conflicts_replaces_and_validates);
+
+async fn register_is_idempotent_refuses_conflicts_replaces_and_validates(topo: Topo) -> Result<()> {
+    let mut gw = TestGateway::start_on(topo, |_| {}).await?;
     let (v1, v2) = (UdpSink::bind().await?, UdpSink::bind().await?);
     let cam = |video: &UdpSink| pb::RegisterIngestRequest {
         ingest_id: "cam".into(),

@@ -6,12 +6,13 @@ use std::time::Duration;
 use anyhow::Result;
 use whipgate_proto::pb;
 
-use crate::harness::{PATIENCE, TestGateway, UdpSink, header};
+use crate::harness::{PATIENCE, TestGateway, Topo, UdpSink, header, on_both_topologies};
 use crate::publisher::{Publisher, Video};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trickle_patch_checks_content_type_etag_and_session() -> Result<()> {
-    let mut gw = TestGateway::start().await?;
+on_both_topologies!(trickle_patch_checks_content_type_etag_and_session);
+
+async fn trickle_patch_checks_content_type_etag_and_session(topo: Topo) -> Result<()> {
+    let mut gw = TestGateway::start_on(topo, |_| {}).await?;
     gw.register("t", None, None).await?;
     let published = gw.publish("t", Some(Video::H264), false).await?;
     let url = gw.url(&published.location);
@@ -90,9 +91,10 @@ async fn a_publisher_that_vanishes_is_cleaned_up() -> Result<()> {
     gw.stop().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unregister_closes_the_live_publisher() -> Result<()> {
-    let mut gw = TestGateway::start().await?;
+on_both_topologies!(unregister_closes_the_live_publisher);
+
+async fn unregister_closes_the_live_publisher(topo: Topo) -> Result<()> {
+    let mut gw = TestGateway::start_on(topo, |_| {}).await?;
     gw.register("bye", None, None).await?;
     let _published = gw.publish("bye", Some(Video::H264), true).await?;
     let r = gw

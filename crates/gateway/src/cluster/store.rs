@@ -1,5 +1,5 @@
-//! The store in cluster mode: the same JSON records in the cluster's Redis (see
-//! [`crate::cluster`]), so every node reads the registrations, caps and output stream state
+//! The store in cluster mode: the same JSON records in the cluster's Redis (part of the
+//! Redis topology's internals, behind [`crate::store::Store`]), so every node reads the registrations, caps and output stream state
 //! any node wrote. A write is acknowledged by the Redis master when its future completes (how
 //! durable that is, is Redis's `appendonly`/`appendfsync` setting; with Sentinel, replication
 //! to the replicas is asynchronous). Redis being unreachable is
@@ -20,10 +20,10 @@ use redis::Script;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{CapsRecord, EventClock, IngestRecord, Store, StoreError, Stored, StreamRecord};
-use crate::cluster::state::{SharedState, Table};
-use crate::cluster::trust::Record;
-use crate::cluster::{ClusterError, Keys, Redis};
+use super::state::{SharedState, Table};
+use super::trust::Record;
+use super::{ClusterError, Keys, Redis};
+use crate::store::{CapsRecord, EventClock, IngestRecord, Store, StoreError, Stored, StreamRecord};
 
 const BEGIN_EPOCH: &str = r#"
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
