@@ -16,6 +16,7 @@ use clap::parser::ValueSource;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
 use serde_secs::parse_secs;
 
 /// `whipgate`: a WHIP ingest gateway. WebRTC in, plain RTP over UDP out, driven over gRPC.
@@ -307,8 +308,8 @@ enum IceServerSpec {
 }
 
 impl TryFrom<IceServerSpec> for IceServer {
-    type Error = String;
-    fn try_from(spec: IceServerSpec) -> Result<Self, String> {
+    type Error = Error;
+    fn try_from(spec: IceServerSpec) -> Result<Self, Error> {
         Ok(match spec {
             IceServerSpec::Url(url) => IceServer::from_str(&url)?,
             IceServerSpec::Full {
@@ -325,8 +326,8 @@ impl TryFrom<IceServerSpec> for IceServer {
 }
 
 impl FromStr for IceServer {
-    type Err = String;
-    fn from_str(url: &str) -> Result<Self, String> {
+    type Err = Error;
+    fn from_str(url: &str) -> Result<Self, Error> {
         Ok(IceServer {
             url: url.to_owned(),
             username: None,
@@ -389,38 +390,41 @@ impl Config {
 
     /// Parses `args` (the program name first) and the environment, layers the file named by
     /// `--config` under them, reads `--api-key-file`, and validates.
-    pub fn load<I, T>(args: I) -> Result<Config, String>
+    pub fn load<I, T>(args: I) -> Result<Config, Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
         let matches = Config::command()
             .try_get_matches_from(args)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Error::Config(e.to_string()))?;
         Config::from_matches(&matches)
     }
 
     /// [`Config::load`] from the process's arguments; `--help`, `--version` and usage errors
     /// print clap's text and exit.
-    pub fn from_cli() -> Result<Config, String> {
+    pub fn from_cli() -> Result<Config, Error> {
         Config::from_matches(&Config::command().get_matches())
     }
 
-    fn from_matches(matches: &clap::ArgMatches) -> Result<Config, String> {
-        let mut config = Config::from_arg_matches(matches).map_err(|e| e.to_string())?;
+    fn from_matches(matches: &clap::ArgMatches) -> Result<Config, Error> {
+        let mut config =
+            Config::from_arg_matches(matches).map_err(|e| Error::Config(e.to_string()))?;
         if let Some(path) = config.config.clone() {
             let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("reading {}: {e}", path.display()))?;
-            let file: toml::Table =
-                toml::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))?;
+                .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
+            let file: toml::Table = toml::from_str(&text)
+                .map_err(|e| Error::Config(format!("parsing {}: {e}", path.display())))?;
             // Checks names and types (deny_unknown_fields), so every key below is an arg id.
             toml::Value::Table(file.clone())
                 .try_into::<Config>()
-                .map_err(|e| format!("parsing {}: {e}", path.display()))?;
+                .map_err(|e| Error::Config(format!("parsing {}: {e}", path.display())))?;
             let toml::Value::Table(mut merged) =
-                toml::Value::try_from(&config).map_err(|e| e.to_string())?
+                toml::Value::try_from(&config).map_err(|e| Error::Config(e.to_string()))?
             else {
-                return Err("configuration does not serialize as a table".into());
+                return Err(Error::Config(
+                    "configuration does not serialize as a table".into(),
+                ));
             };
             for (key, value) in file {
                 if matches!(
@@ -432,7 +436,7 @@ impl Config {
             }
             config = toml::Value::Table(merged)
                 .try_into::<Config>()
-                .map_err(|e| format!("parsing {}: {e}", path.display()))?;
+                .map_err(|e| Error::Config(format!("parsing {}: {e}", path.display())))?;
             config.config = Some(path);
         }
         if matches.value_source("api_key") == Some(ValueSource::CommandLine) {
@@ -447,13 +451,16 @@ impl Config {
     }
 
     /// Derived values: the API key file read, ICE-TCP off when disabled, empty keys dropped.
-    fn resolve(&mut self) -> Result<(), String> {
+    fn resolve(&mut self) -> Result<(), Error> {
         if let Some(path) = &self.api_key_file {
             if self.api_key.as_deref().is_some_and(|k| !k.is_empty()) {
-                return Err("give --api-key or --api-key-file, not both".into());
+                return Err(Error::Config(
+                    "give --api-key or --api-key-file, not both".into(),
+                ));
             }
-            let key = std::fs::read_to_string(path)
-                .map_err(|e| format!("reading the API key file {}: {e}", path.display()))?;
+            let key = std::fs::read_to_string(path).map_err(|e| {
+                Error::Config(format!("reading the API key file {}: {e}", path.display()))
+            })?;
             self.api_key = Some(key.trim().to_owned());
         }
         self.api_key = self.api_key.take().filter(|k| !k.is_empty());
@@ -465,21 +472,21 @@ impl Config {
 
     /// The cluster's keys: derived from `--cluster-secret-file`, or `--insecure-cluster`'s
     /// public ones; an error naming the flag when neither (or both) is given.
-    pub fn cluster_trust(&self) -> Result<crate::cluster::trust::Trust, String> {
+    pub fn cluster_trust(&self) -> Result<crate::cluster::trust::Trust, Error> {
         use crate::cluster::trust::{Trust, read_secret_file};
         match (&self.cluster_secret_file, self.insecure_cluster) {
-            (Some(_), true) => {
-                Err("give --cluster-secret-file or --insecure-cluster, not both".into())
-            }
+            (Some(_), true) => Err(Error::Config(
+                "give --cluster-secret-file or --insecure-cluster, not both".into(),
+            )),
             (Some(path), false) => Trust::from_secret(&read_secret_file(path)?),
             (None, true) => Ok(Trust::insecure()),
-            (None, false) => Err(
+            (None, false) => Err(Error::Config(
                 "cluster mode needs --cluster-secret-file (WHIPGATE_CLUSTER_SECRET_FILE): a \
                  file with the same secret of at least 32 bytes on every node (e.g. `openssl \
                  rand -hex 32`). Without it anyone who can write to Redis drives every node. \
                  --insecure-cluster runs without one, for a throwaway test setup only"
                     .into(),
-            ),
+            )),
         }
     }
 
@@ -501,12 +508,12 @@ impl Config {
     }
 
     /// Checks values that parse but cannot work, and refuses an open control plane.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         if self.max_sdp_bytes < 1024 {
-            return Err("max_sdp_bytes must be at least 1024".into());
+            return Err(Error::Config("max_sdp_bytes must be at least 1024".into()));
         }
         if let Some(url) = &self.cluster_redis {
-            crate::cluster::RedisTarget::parse(url).map_err(|e| e.to_string())?;
+            crate::cluster::RedisTarget::parse(url).map_err(|e| Error::Config(e.to_string()))?;
             self.cluster_trust()?;
         }
         if let Some(id) = &self.node_id {
@@ -515,15 +522,17 @@ impl Config {
         if let Some(url) = &self.advertise_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(format!(
+            return Err(Error::Config(format!(
                 "advertise_url {url:?}: expected an http:// or https:// URL"
-            ));
+            )));
         }
         if self.cluster_lease < Duration::from_millis(300) {
-            return Err("cluster_lease_secs must be at least 0.3".into());
+            return Err(Error::Config(
+                "cluster_lease_secs must be at least 0.3".into(),
+            ));
         }
         if self.event_history == 0 {
-            return Err("event_history must be at least 1".into());
+            return Err(Error::Config("event_history must be at least 1".into()));
         }
         for (name, d) in [
             ("media_timeout", self.media_timeout),
@@ -533,21 +542,25 @@ impl Config {
             ("http_header_timeout", self.http_header_timeout),
         ] {
             if d.is_zero() {
-                return Err(format!("{name} must be greater than zero"));
+                return Err(Error::Config(format!("{name} must be greater than zero")));
             }
         }
         if !self.drain.is_zero() && self.drain >= self.shutdown_grace {
-            return Err("drain_secs must be shorter than shutdown_grace_secs".into());
+            return Err(Error::Config(
+                "drain_secs must be shorter than shutdown_grace_secs".into(),
+            ));
         }
         if self.http_request_timeout <= self.answer_timeout {
-            return Err("http_request_timeout must be longer than answer_timeout".into());
+            return Err(Error::Config(
+                "http_request_timeout must be longer than answer_timeout".into(),
+            ));
         }
         if self.http_request_timeout <= self.answer_timeout + self.negotiation_wait {
-            return Err(
+            return Err(Error::Config(
                 "http_request_timeout must be longer than negotiation_wait and answer_timeout \
                  together"
                     .into(),
-            );
+            ));
         }
         for (name, n) in [
             ("http_max_connections", self.http_max_connections),
@@ -570,66 +583,70 @@ impl Config {
             ("grpc_max_streams", self.grpc_max_streams as usize),
         ] {
             if n == 0 {
-                return Err(format!("{name} must be at least 1"));
+                return Err(Error::Config(format!("{name} must be at least 1")));
             }
         }
         if !self.rate_limit_per_sec.is_finite()
             || self.rate_limit_per_sec < 0.0
             || (self.rate_limit_per_sec > 0.0 && self.rate_limit_per_sec < 0.01)
         {
-            return Err(format!(
+            return Err(Error::Config(format!(
                 "rate_limit_per_sec {}: expected 0 (off) or a rate of at least 0.01 per second",
                 self.rate_limit_per_sec
-            ));
+            )));
         }
         if self.rate_limit_per_sec > 0.0 && self.rate_limit_burst == 0 {
-            return Err("rate_limit_burst must be at least 1".into());
+            return Err(Error::Config("rate_limit_burst must be at least 1".into()));
         }
         for server in &self.ice_servers {
             let scheme_ok = ["stun:", "stuns:", "turn:", "turns:"]
                 .iter()
                 .any(|s| server.url.starts_with(s));
             if !scheme_ok || server.url.contains(['<', '>', '"', '\r', '\n']) {
-                return Err(format!(
+                return Err(Error::Config(format!(
                     "ice server {:?}: expected a stun:/turn: URI",
                     server.url
-                ));
+                )));
             }
             if server.url.starts_with("turn")
                 && (server.username.is_none() || server.credential.is_none())
             {
-                return Err(format!(
+                return Err(Error::Config(format!(
                     "ice server {:?}: TURN needs username and credential",
                     server.url
-                ));
+                )));
             }
         }
         crate::tls::validate_pairs(self)?;
         for origin in &self.api_cors_origins {
             if origin == "*" {
-                return Err("api_cors_origins: \"*\" would let any web page read the \
+                return Err(Error::Config(
+                    "api_cors_origins: \"*\" would let any web page read the \
                             dashboard's data; name the origins (https://ops.example.com)"
-                    .into());
+                        .into(),
+                ));
             }
             if !(origin.starts_with("http://") || origin.starts_with("https://"))
                 || axum::http::HeaderValue::from_str(origin).is_err()
             {
-                return Err(format!(
+                return Err(Error::Config(format!(
                     "api_cors_origins: {origin:?} is not an origin (scheme://host[:port])"
-                ));
+                )));
             }
         }
         if self.cors_origins.is_empty() {
-            return Err("cors_origins must name at least one origin (or \"*\")".into());
+            return Err(Error::Config(
+                "cors_origins must name at least one origin (or \"*\")".into(),
+            ));
         }
         if !self.grpc_listen.ip().is_loopback() && self.api_key.is_none() && !self.insecure_control
         {
-            return Err(format!(
+            return Err(Error::Config(format!(
                 "the gRPC control plane would listen on {} without an API key: anyone reaching \
                  it could reroute every stream. Set --api-key-file (or --api-key / \
                  WHIPGATE_API_KEY), bind a loopback address, or pass --insecure-control",
                 self.grpc_listen
-            ));
+            )));
         }
         Ok(())
     }

@@ -78,6 +78,9 @@ pub enum Error {
     /// A dependency (the cluster's Redis) is unreachable for now; retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// A flag, file or setting the gateway cannot start (or reload) with; the text names it.
+    #[error("{0}")]
+    Config(String),
     /// A bug or an environment failure; details go to the log, not to the client.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -96,7 +99,7 @@ impl Error {
             }
             _ => err.to_string(),
         };
-        Error::BadRequest(format!("{flag} {addr}: {why}"))
+        Error::Config(format!("{flag} {addr}: {why}"))
     }
 
     /// Wraps any failure as an internal error.
@@ -127,7 +130,7 @@ impl Error {
             Error::OutOfRange(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             Error::Lagged(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::StaleEpoch(_) => StatusCode::PRECONDITION_FAILED,
-            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Config(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -152,7 +155,7 @@ impl Error {
             Error::OutOfRange(_) => Code::OutOfRange,
             Error::Lagged(_) => Code::ResourceExhausted,
             Error::StaleEpoch(_) => Code::FailedPrecondition,
-            Error::Internal(_) => Code::Internal,
+            Error::Config(_) | Error::Internal(_) => Code::Internal,
         }
     }
 

@@ -132,7 +132,6 @@ pub fn continuity(data: &[u8]) {
 #[cfg(any(feature = "_fuzz", test))]
 pub use crate::media::fuzz::{answer_offer, forward_rtp, ice_restart, loss_repair, stun_route};
 
-
 /// The read API's request parsing: `data` is split at its first newline into a
 /// `Last-Event-ID` value and a query string; both go through what `GET /events` runs (axum's
 /// query extractor, the filter and resume parsing, the events-token check for a `token`).

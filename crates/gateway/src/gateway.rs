@@ -65,8 +65,8 @@ pub struct Gateway {
 impl Gateway {
     /// Binds all listeners.
     pub async fn bind(config: Config) -> Result<Self, Error> {
-        config.validate().map_err(Error::BadRequest)?;
-        let tls = TlsSetup::from_config(&config).map_err(Error::BadRequest)?;
+        config.validate()?;
+        let tls = TlsSetup::from_config(&config)?;
         let metrics = Arc::new(Metrics::new(config.metrics_ingest_label).map_err(Error::internal)?);
         // The store is read back before any listener opens; the topology picks it (cluster
         // mode keeps the same records in Redis instead of the data dir).

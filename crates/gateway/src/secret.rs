@@ -3,6 +3,7 @@
 //! fixed-size digests compared with `subtle`. Bearer tokens are kept (in memory and in every
 //! store) only as a [`TokenHash`]: a random salt and SHA-256(salt || token).
 
+use crate::error::Error;
 use ring::digest::{Context, SHA256, digest};
 use ring::rand::{SecureRandom, SystemRandom};
 use subtle::ConstantTimeEq;
@@ -98,22 +99,22 @@ impl From<TokenHash> for String {
 }
 
 impl TryFrom<String> for TokenHash {
-    type Error = String;
+    type Error = Error;
 
-    fn try_from(text: String) -> Result<Self, String> {
+    fn try_from(text: String) -> Result<Self, Error> {
         let bad = || "not a token hash (expected sha256:<32 hex>:<64 hex>)".to_owned();
         let mut parts = text.split(':');
         let (Some(TOKEN_HASH_SCHEME), Some(salt), Some(digest), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(bad());
+            return Err(Error::BadRequest(bad()));
         };
         let mut hash = TokenHash {
             salt: [0; SALT_LEN],
             digest: [0; 32],
         };
-        hex::decode_to_slice(salt, &mut hash.salt).map_err(|_| bad())?;
-        hex::decode_to_slice(digest, &mut hash.digest).map_err(|_| bad())?;
+        hex::decode_to_slice(salt, &mut hash.salt).map_err(|_| Error::BadRequest(bad()))?;
+        hex::decode_to_slice(digest, &mut hash.digest).map_err(|_| Error::BadRequest(bad()))?;
         Ok(hash)
     }
 }

@@ -25,6 +25,7 @@ use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
+use crate::error::Error;
 
 /// PEM files larger than this are refused (a chain of a few certificates is a few KiB).
 const MAX_PEM_BYTES: u64 = 1024 * 1024;
@@ -35,7 +36,7 @@ const HTTP_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 const GRPC_ALPN: [&[u8]; 1] = [b"h2"];
 
 /// Checks that each certificate comes with its key (and the other way round).
-pub(crate) fn validate_pairs(config: &Config) -> Result<(), String> {
+pub(crate) fn validate_pairs(config: &Config) -> Result<(), Error> {
     let pairs = [
         ("tls_cert", &config.tls_cert, "tls_key", &config.tls_key),
         (
@@ -48,16 +49,16 @@ pub(crate) fn validate_pairs(config: &Config) -> Result<(), String> {
     for (cert_name, cert, key_name, key) in pairs {
         match (cert, key) {
             (Some(_), None) => {
-                return Err(format!(
+                return Err(Error::Config(format!(
                     "{cert_name} is set but {key_name} is not: TLS needs both the certificate \
                      and its private key (PEM files)"
-                ));
+                )));
             }
             (None, Some(_)) => {
-                return Err(format!(
+                return Err(Error::Config(format!(
                     "{key_name} is set but {cert_name} is not: TLS needs both the certificate \
                      and its private key (PEM files)"
-                ));
+                )));
             }
             _ => {}
         }
@@ -65,17 +66,18 @@ pub(crate) fn validate_pairs(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+fn read_pem(path: &Path) -> Result<Vec<u8>, Error> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
     let mut bytes = Vec::new();
     file.take(MAX_PEM_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
     if bytes.len() as u64 > MAX_PEM_BYTES {
-        return Err(format!(
+        return Err(Error::Config(format!(
             "{}: larger than {MAX_PEM_BYTES} bytes",
             path.display()
-        ));
+        )));
     }
     Ok(bytes)
 }
@@ -85,22 +87,30 @@ pub fn load_pair(
     cert: &Path,
     key: &Path,
     provider: &CryptoProvider,
-) -> Result<CertifiedKey, String> {
+) -> Result<CertifiedKey, Error> {
     let cert_pem = read_pem(cert)?;
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: not a PEM certificate chain: {e}", cert.display()))?;
+        .map_err(|e| {
+            Error::Config(format!(
+                "{}: not a PEM certificate chain: {e}",
+                cert.display()
+            ))
+        })?;
     if chain.is_empty() {
-        return Err(format!("{}: no CERTIFICATE block", cert.display()));
+        return Err(Error::Config(format!(
+            "{}: no CERTIFICATE block",
+            cert.display()
+        )));
     }
     let key_der = PrivateKeyDer::from_pem_slice(&read_pem(key)?)
-        .map_err(|e| format!("{}: not a PEM private key: {e}", key.display()))?;
+        .map_err(|e| Error::Config(format!("{}: not a PEM private key: {e}", key.display())))?;
     CertifiedKey::from_der(chain, key_der, provider).map_err(|e| {
-        format!(
+        Error::Config(format!(
             "{} with {}: unusable certificate and key: {e}",
             cert.display(),
             key.display()
-        )
+        ))
     })
 }
 
@@ -130,7 +140,7 @@ impl CertSource {
         cert: &Path,
         key: &Path,
         provider: Arc<CryptoProvider>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Error> {
         let loaded = load_pair(cert, key, &provider)?;
         Ok(CertSource {
             name,
@@ -143,7 +153,7 @@ impl CertSource {
 
     /// Re-reads the files; on success new handshakes get the new certificate, on failure the
     /// current one stays.
-    fn reload(&self) -> Result<(), String> {
+    fn reload(&self) -> Result<(), Error> {
         let loaded = load_pair(&self.cert, &self.key, &self.provider)?;
         self.current.store(Arc::new(loaded));
         Ok(())
@@ -165,7 +175,7 @@ pub struct TlsReload {
 impl TlsReload {
     /// Re-reads each certificate/key pair. A pair that fails to load is logged and keeps its
     /// old certificate; the others are still swapped. Returns the failures, joined.
-    pub fn reload(&self) -> Result<(), String> {
+    pub fn reload(&self) -> Result<(), Error> {
         if self.sources.is_empty() {
             tracing::info!("reload: no TLS certificate configured, nothing to reload");
             return Ok(());
@@ -185,7 +195,7 @@ impl TlsReload {
         if failures.is_empty() {
             Ok(())
         } else {
-            Err(failures.join("; "))
+            Err(Error::Config(failures.join("; ")))
         }
     }
 }
@@ -223,7 +233,7 @@ impl TlsSetup {
     }
 
     /// Loads the configured pairs (a load error is a startup error).
-    pub(crate) fn from_config(config: &Config) -> Result<Self, String> {
+    pub(crate) fn from_config(config: &Config) -> Result<Self, Error> {
         validate_pairs(config)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut sources = Vec::new();
@@ -267,10 +277,10 @@ fn server_config(
     provider: &Arc<CryptoProvider>,
     source: Arc<CertSource>,
     alpn: &[&[u8]],
-) -> Result<ServerConfig, String> {
+) -> Result<ServerConfig, Error> {
     let mut config = ServerConfig::builder_with_provider(Arc::clone(provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS configuration: {e}"))?
+        .map_err(|e| Error::Config(format!("TLS configuration: {e}")))?
         .with_no_client_auth()
         .with_cert_resolver(source);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();

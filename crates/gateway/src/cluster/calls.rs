@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use super::lease::Holder;
 use super::{ClusterError, ClusterNode};
+use crate::error::Error;
 use crate::registry::{Limits, Registry, RegistryError, validate_ingest_id};
 
 /// How long a caller waits for the owner's answer (then UNAVAILABLE).
@@ -163,19 +164,19 @@ impl RoutedCall {
     }
 
     /// Checks what the caller could have got wrong (another node's bug, another version).
-    fn validate(&self) -> Result<(), String> {
-        validate_ingest_id(self.ingest()).map_err(|e| e.to_string())?;
+    fn validate(&self) -> Result<(), Error> {
+        validate_ingest_id(self.ingest()).map_err(|e| Error::BadRequest(e.to_string()))?;
         match self {
-            RoutedCall::Teardown { detail, .. } if detail.len() > MAX_DETAIL => {
-                Err(format!("detail longer than {MAX_DETAIL} bytes"))
-            }
+            RoutedCall::Teardown { detail, .. } if detail.len() > MAX_DETAIL => Err(
+                Error::BadRequest(format!("detail longer than {MAX_DETAIL} bytes")),
+            ),
             RoutedCall::WhipPatch { session, .. } | RoutedCall::WhipDelete { session, .. }
                 if Uuid::parse_str(session).is_err() =>
             {
-                Err("invalid session id".into())
+                Err(Error::BadRequest("invalid session id".into()))
             }
             RoutedCall::WhipPatch { if_match, .. } if if_match.len() > 256 => {
-                Err("If-Match longer than 256 bytes".into())
+                Err(Error::BadRequest("If-Match longer than 256 bytes".into()))
             }
             RoutedCall::SelectLayer { rid: Some(rid), .. }
                 if rid.len() > 255
@@ -183,7 +184,7 @@ impl RoutedCall {
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
             {
-                Err("invalid rid".into())
+                Err(Error::BadRequest("invalid rid".into()))
             }
             _ => Ok(()),
         }
@@ -192,9 +193,9 @@ impl RoutedCall {
 
 /// A routed call's body as the owning node reads it: JSON, then the checks of what a caller
 /// could get wrong.
-pub fn decode(body: &str) -> Result<RoutedCall, String> {
-    let call: RoutedCall =
-        serde_json::from_str(body).map_err(|e| format!("unreadable call: {e}"))?;
+pub fn decode(body: &str) -> Result<RoutedCall, Error> {
+    let call: RoutedCall = serde_json::from_str(body)
+        .map_err(|e| Error::BadRequest(format!("unreadable call: {e}")))?;
     call.validate()?;
     Ok(call)
 }
@@ -211,7 +212,9 @@ pub fn execute(registry: &Registry, call: RoutedCall) -> Answer {
 
 fn execute_here(registry: &Registry, call: RoutedCall) -> Answer {
     if let Err(message) = call.validate() {
-        return Answer::Invalid { message };
+        return Answer::Invalid {
+            message: message.to_string(),
+        };
     }
     let result = match call {
         RoutedCall::Teardown { ingest, detail } => registry.teardown(&ingest, &detail),
@@ -333,7 +336,9 @@ pub async fn serve(
         let answer = match serde_json::from_str::<RoutedCall>(&call.body) {
             Ok(routed) if routed.is_whip() => {
                 if let Err(message) = routed.validate() {
-                    Answer::Invalid { message }
+                    Answer::Invalid {
+                        message: message.to_string(),
+                    }
                 } else if let Ok(slot) = std::sync::Arc::clone(&whip_slots).try_acquire_owned() {
                     let whip = std::sync::Arc::clone(&whip);
                     tracker.spawn(async move {

@@ -44,6 +44,8 @@ pub use conn::{Redis, Timeouts};
 pub use node::{ClusterNode, NodeSettings};
 pub use url::RedisTarget;
 
+use crate::error::Error;
+
 /// What can go wrong talking to the cluster's Redis.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -155,7 +157,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// Checks a node id: 1 to 64 characters of `[A-Za-z0-9._~-]` (it is part of key names).
-pub fn validate_node_id(id: &str) -> Result<(), String> {
+pub fn validate_node_id(id: &str) -> Result<(), Error> {
     let ok = !id.is_empty()
         && id.len() <= 64
         && id
@@ -164,9 +166,9 @@ pub fn validate_node_id(id: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
+        Err(Error::Config(format!(
             "invalid node id {id:?}: 1 to 64 characters of [A-Za-z0-9._~-]"
-        ))
+        )))
     }
 }
 

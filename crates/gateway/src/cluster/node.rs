@@ -69,7 +69,8 @@ impl ClusterNode {
 
     /// The member `settings` describe, on `redis` (from [`ClusterNode::connect`]).
     pub fn new(settings: NodeSettings, redis: Redis) -> Result<Self, ClusterError> {
-        super::validate_node_id(&settings.node_id).map_err(ClusterError::BadUrl)?;
+        super::validate_node_id(&settings.node_id)
+            .map_err(|e| ClusterError::BadUrl(e.to_string()))?;
         let keys = Keys::default();
         Ok(ClusterNode {
             inner: Arc::new(Inner {

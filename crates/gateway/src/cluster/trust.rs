@@ -21,6 +21,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::error::Error;
 use prometheus::IntCounterVec;
 use ring::hmac;
 
@@ -86,33 +87,33 @@ impl std::fmt::Debug for Trust {
 
 /// Reads a cluster secret file: its content, surrounding whitespace trimmed, at least
 /// [`MIN_SECRET`] bytes.
-pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
+pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, Error> {
     let raw = std::fs::read(path).map_err(|e| {
-        format!(
+        Error::Config(format!(
             "reading the cluster secret file {} (--cluster-secret-file): {e}",
             path.display()
-        )
+        ))
     })?;
     let secret = raw.trim_ascii();
     if secret.len() < MIN_SECRET {
-        return Err(format!(
+        return Err(Error::Config(format!(
             "the cluster secret file {} (--cluster-secret-file) holds {} bytes; at least \
              {MIN_SECRET} are needed (e.g. `openssl rand -hex 32`)",
             path.display(),
             secret.len()
-        ));
+        )));
     }
     Ok(secret.to_vec())
 }
 
 impl Trust {
     /// Keys derived from `secret` (at least [`MIN_SECRET`] bytes).
-    pub fn from_secret(secret: &[u8]) -> Result<Self, String> {
+    pub fn from_secret(secret: &[u8]) -> Result<Self, Error> {
         if secret.len() < MIN_SECRET {
-            return Err(format!(
+            return Err(Error::Config(format!(
                 "cluster secret of {} bytes; at least {MIN_SECRET} are needed",
                 secret.len()
-            ));
+            )));
         }
         Ok(Trust::derive(secret, false))
     }

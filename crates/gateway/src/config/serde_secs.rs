@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::error::Error;
 use serde::{Deserialize, Deserializer, Serializer};
 
 /// Longest duration any setting takes: a year (timers add durations to the clock's now,
@@ -9,22 +10,22 @@ use serde::{Deserialize, Deserializer, Serializer};
 const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
 /// Parses a flag or environment value in seconds.
-pub(super) fn parse_secs(value: &str) -> Result<Duration, String> {
+pub(super) fn parse_secs(value: &str) -> Result<Duration, Error> {
     let secs: f64 = value
         .trim()
         .parse()
-        .map_err(|_| format!("invalid number of seconds {value:?}"))?;
+        .map_err(|_| Error::Config(format!("invalid number of seconds {value:?}")))?;
     checked(secs)
 }
 
 /// `secs` as a duration, if it is a number of seconds from 0 to a year.
-fn checked(secs: f64) -> Result<Duration, String> {
+fn checked(secs: f64) -> Result<Duration, Error> {
     if !(0.0..=MAX_SECS).contains(&secs) {
-        return Err(format!(
+        return Err(Error::Config(format!(
             "invalid duration {secs}: expected 0 to {MAX_SECS} seconds"
-        ));
+        )));
     }
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {secs}"))
+    Duration::try_from_secs_f64(secs).map_err(|_| Error::Config(format!("invalid duration {secs}")))
 }
 
 pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -22,7 +22,8 @@ fn reaction(err: &Error) -> (&'static str, u16) {
         Error::Unprocessable(_) => ("offer something else", 422),
         Error::OutOfRange(_) => ("resume from the start", 416),
         Error::Lagged(_) | Error::RateLimited(_) => ("slow down", 429),
-        Error::Internal(_) => ("report a bug", 500),
+        // A start-up or reload failure: never an answer to a request.
+        Error::Config(_) | Error::Internal(_) => ("report a bug", 500),
     }
 }
 

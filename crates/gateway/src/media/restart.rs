@@ -8,6 +8,7 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 
 use super::peer::ice_credentials;
+use crate::error::Error;
 
 /// Our new ICE credentials after a restart, and the answer fragment carrying them.
 pub(crate) struct Restarted {
@@ -21,29 +22,37 @@ pub(crate) fn restart(
     peer: &mut RTCPeerConnection,
     fragment: &str,
     now: Instant,
-) -> Result<Restarted, String> {
-    let (their_ufrag, their_pwd) =
-        ice_credentials(fragment).ok_or("the fragment has no ice-ufrag / ice-pwd")?;
+) -> Result<Restarted, Error> {
+    let (their_ufrag, their_pwd) = ice_credentials(fragment).ok_or(Error::BadRequest(
+        "the fragment has no ice-ufrag / ice-pwd".into(),
+    ))?;
     let current = peer
         .remote_description()
         .map(|d| d.sdp.clone())
-        .ok_or("no remote description")?;
-    let (old_ufrag, _) = ice_credentials(&current).ok_or("no ICE credentials in the offer")?;
+        .ok_or(Error::BadRequest("no remote description".into()))?;
+    let (old_ufrag, _) = ice_credentials(&current)
+        .ok_or(Error::BadRequest("no ICE credentials in the offer".into()))?;
     if old_ufrag == their_ufrag {
-        return Err("the ufrag did not change: not an ICE restart".into());
+        return Err(Error::BadRequest(
+            "the ufrag did not change: not an ICE restart".into(),
+        ));
     }
     let offer = with_credentials(&current, &their_ufrag, &their_pwd);
-    let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
+    let offer =
+        RTCSessionDescription::offer(offer).map_err(|e| Error::BadRequest(e.to_string()))?;
     peer.set_remote_description(now, offer)
-        .map_err(|e| e.to_string())?;
-    let answer = peer.create_answer(None).map_err(|e| e.to_string())?;
+        .map_err(|e| Error::BadRequest(e.to_string()))?;
+    let answer = peer
+        .create_answer(None)
+        .map_err(|e| Error::BadRequest(e.to_string()))?;
     peer.set_local_description(now, answer)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::BadRequest(e.to_string()))?;
     let local = peer
         .local_description()
         .map(|d| d.sdp)
-        .ok_or("no local description")?;
-    let (ufrag, pwd) = ice_credentials(&local).ok_or("no ICE credentials in the answer")?;
+        .ok_or(Error::BadRequest("no local description".into()))?;
+    let (ufrag, pwd) = ice_credentials(&local)
+        .ok_or(Error::BadRequest("no ICE credentials in the answer".into()))?;
     Ok(Restarted {
         fragment: answer_fragment(&local),
         ufrag,

@@ -676,7 +676,7 @@ impl Session {
         &mut self,
         fragment: &str,
         now: Instant,
-    ) -> Result<(IceRestarted, IceCredentials), String> {
+    ) -> Result<(IceRestarted, IceCredentials), crate::error::Error> {
         let restarted = super::restart::restart(&mut self.peer, fragment, now)?;
         let etag = format!("\"{}\"", restarted.ufrag);
         self.ufrag = restarted.ufrag.clone();

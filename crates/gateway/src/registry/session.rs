@@ -25,7 +25,7 @@ pub enum SessionCommand {
         /// The publisher's fragment.
         fragment: String,
         /// Where the answer goes.
-        reply: oneshot::Sender<Result<IceRestarted, String>>,
+        reply: oneshot::Sender<Result<IceRestarted, crate::error::Error>>,
     },
 }
 

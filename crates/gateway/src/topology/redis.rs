@@ -35,8 +35,7 @@ impl Plan {
     /// Checks the cluster secret of `config` and opens the (lazy) connection to `url`.
     pub fn from_config(url: &str, config: &Config, metrics: &Metrics) -> Result<Self, Error> {
         let trust = config
-            .cluster_trust()
-            .map_err(Error::BadRequest)?
+            .cluster_trust()?
             .with_counter(metrics.cluster_untrusted.clone());
         if trust.is_insecure() {
             tracing::warn!(

@@ -106,9 +106,12 @@ async fn a_renewed_lease_outlives_its_ttl_and_take_over_names_the_previous_holde
     let redis = RedisServer::start().await?;
     let a = Leases::new(node_handle(&redis.url()), Keys::default());
     let (ha, hb) = (holder("a", "s1"), holder("b", "s2"));
-    let ttl = Duration::from_millis(400);
+    // Renewed every 100 ms, the lease must outlive three of its TTLs. The TTL leaves room for a
+    // loaded test machine (every test of the binary runs at once on two cores): a stall of
+    // 400 ms once let a 400 ms lease lapse between two renewals.
+    let ttl = Duration::from_millis(1000);
     assert_eq!(a.acquire("cam", &ha, ttl).await?, Acquired::Won);
-    let until = Instant::now() + Duration::from_millis(1200);
+    let until = Instant::now() + Duration::from_millis(3000);
     while Instant::now() < until {
         assert!(a.renew("cam", &ha, ttl).await?);
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -306,12 +306,12 @@ async fn reload_swaps_the_certificate_without_dropping_anything() -> Result<()> 
     // A broken file: the reload fails, the current certificate stays, the server serves.
     std::fs::write(pki.cert_path(), "-----BEGIN CERTIFICATE-----\nnot base64\n")?;
     let err = gw.reload.reload().expect_err("a broken PEM reloaded");
-    assert!(err.contains("cert.pem"), "{err}");
+    assert!(err.to_string().contains("cert.pem"), "{err}");
     // A certificate whose key is not the one in key.pem: refused as well.
     let (other, _) = pki.leaf()?;
     std::fs::write(pki.cert_path(), other.pem())?;
     let err = gw.reload.reload().expect_err("a mismatched pair reloaded");
-    assert!(err.contains("unusable"), "{err}");
+    assert!(err.to_string().contains("unusable"), "{err}");
     assert_eq!(pki.presented(gw.bound.http, &[]).await?.0, second);
     assert_eq!(pki.presented(gw.bound.grpc, &[b"h2"]).await?.0, second);
     sink.drain();
@@ -327,11 +327,11 @@ async fn tls_configuration_errors_are_clear() -> Result<()> {
     let cert = pki.cert_path().to_string_lossy().into_owned();
     let key = pki.key_path().to_string_lossy().into_owned();
     let err = Config::load(["whipgate", "--tls-cert", &cert]).expect_err("cert alone");
-    assert!(err.contains("tls_key is not"), "{err}");
+    assert!(err.to_string().contains("tls_key is not"), "{err}");
     let err = Config::load(["whipgate", "--tls-key", &key]).expect_err("key alone");
-    assert!(err.contains("tls_cert is not"), "{err}");
+    assert!(err.to_string().contains("tls_cert is not"), "{err}");
     let err = Config::load(["whipgate", "--grpc-tls-cert", &cert]).expect_err("gRPC cert alone");
-    assert!(err.contains("grpc_tls_key is not"), "{err}");
+    assert!(err.to_string().contains("grpc_tls_key is not"), "{err}");
     // The file keys, as every other option.
     let file = pki.dir().join("whipgate.toml");
     std::fs::write(

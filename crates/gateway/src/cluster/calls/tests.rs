@@ -8,9 +8,7 @@ fn calls_round_trip_and_unknown_fields_are_refused() {
     };
     let raw = serde_json::to_string(&call).expect("json");
     assert_eq!(serde_json::from_str::<RoutedCall>(&raw).ok(), Some(call));
-    assert!(
-        serde_json::from_str::<RoutedCall>(r#"{"op":"keyframe","ingest":"a","x":1}"#).is_err()
-    );
+    assert!(serde_json::from_str::<RoutedCall>(r#"{"op":"keyframe","ingest":"a","x":1}"#).is_err());
     assert!(serde_json::from_str::<RoutedCall>(r#"{"op":"reboot"}"#).is_err());
 }
 
