@@ -1,72 +1,24 @@
 //! Entry points for the fuzz targets in `fuzz/` (cargo-fuzz, libFuzzer). Not an API: hidden
 //! from the docs, free to change. Each takes attacker-shaped bytes and must never panic.
 //!
-//! The media internals (`media::mux`, `peer`, `restart`, `forward`, `repair`, `red`) are private
-//! to `media`; their wrappers live in `media::fuzz` (a child of `media`, so nothing is widened)
-//! and are re-exported here. They are compiled with the `_fuzz` feature (the fuzz crate enables
-//! it) and in unit tests, which run every target on its committed seeds; the ones over public
-//! code (`plan_offer`, `continuity`) exist always.
+//! The session core's wrappers (offer planning and answering, ICE restart, forwarding, loss
+//! repair) live in `whipgate_media::fuzz`, the media router's (`stun_route`) in `media::fuzz`
+//! (a child of `media`, so nothing is widened); both are re-exported here. They are compiled
+//! with the `_fuzz` feature (the fuzz crate enables it) and in unit tests, which run every
+//! target on its committed seeds; the ones over public code (`continuity`, the HTTP and store
+//! parsers) exist always.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::registry::{IngestSpec, Limits};
-use whipgate_media::codec::{AudioCodec, OfferPlan, VideoCodec};
 use whipgate_media::continuity::{InputPacket, OutputStream};
 
 /// The ufrag the STUN and ICE-restart targets route (seeds carry it in USERNAME).
 pub const FUZZ_UFRAG: &str = "fuzzufrag";
 /// The ICE password that goes with [`FUZZ_UFRAG`] (seeds' MESSAGE-INTEGRITY uses it).
 pub const FUZZ_PWD: &str = "fuzzpasswordfuzzpassword";
-
-/// The ingest the targets publish to; `selector` picks the accepted video codecs (never none)
-/// and whether a simulcast layer is preferred.
-pub fn ingest(selector: u8) -> IngestSpec {
-    let all = [
-        VideoCodec::H264,
-        VideoCodec::Vp8,
-        VideoCodec::Vp9,
-        VideoCodec::Av1,
-        VideoCodec::H265,
-    ];
-    let mut video_codecs: Vec<VideoCodec> = all
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| selector & (1 << i) != 0)
-        .map(|(_, c)| *c)
-        .collect();
-    if video_codecs.is_empty() {
-        video_codecs = all.to_vec();
-    }
-    if selector & 0x20 != 0 {
-        video_codecs.reverse();
-    }
-    IngestSpec {
-        id: "fuzz".into(),
-        video_target: Some(SocketAddr::from(([127, 0, 0, 1], 9))),
-        audio_target: Some(SocketAddr::from(([127, 0, 0, 1], 11))),
-        bearer_token: None,
-        labels: Default::default(),
-        video_codecs,
-        audio_codecs: vec![AudioCodec::Opus],
-        limits: Limits::default(),
-        redirect_url: None,
-        simulcast_layer: (selector & 0x40 != 0).then(|| "h".to_owned()),
-        replace_publisher: false,
-    }
-}
-
-/// The SDP offer planner on `data`: its first byte picks the ingest ([`ingest`]), the rest is
-/// the offer (not UTF-8: refused like the HTTP edge refuses it).
-pub fn plan_offer(data: &[u8]) -> Option<(String, OfferPlan)> {
-    let (&selector, offer) = data.split_first()?;
-    let offer = std::str::from_utf8(offer).ok()?;
-    let plan = crate::whip::plan_offer(offer, &ingest(selector)).ok()?;
-    Some((offer.to_owned(), plan))
-}
 
 /// Output stream continuity driven by `data`, a program of 8-byte steps: `op, a, b, c, d, e,
 /// f, g`. op % 5: 0 a packet (`a`: one of four publisher SSRCs, `b c`: sequence number,
@@ -130,7 +82,9 @@ pub fn continuity(data: &[u8]) {
 }
 
 #[cfg(any(feature = "_fuzz", test))]
-pub use crate::media::fuzz::{answer_offer, forward_rtp, ice_restart, loss_repair, stun_route};
+pub use crate::media::fuzz::stun_route;
+#[cfg(any(feature = "_fuzz", test))]
+pub use whipgate_media::fuzz::{answer_offer, forward_rtp, ice_restart, loss_repair, plan_offer};
 
 /// The read API's request parsing: `data` is split at its first newline into a
 /// `Last-Event-ID` value and a query string; both go through what `GET /events` runs (axum's

@@ -1,10 +1,13 @@
-//! whipgate-media: the parts of the media path that are pure computation on packets and time,
-//! with no sockets, no tokio and no registry. The gateway's media driver (`crates/gateway`,
-//! `media/`) feeds them bytes and `Instant`s and applies what they return; every module here
-//! is tested on simulated time or plain bytes.
+//! whipgate-media: the media core, sans-IO. No sockets, no tokio, no registry, no clock: the
+//! gateway's media driver (`crates/gateway`, `media/`) feeds it datagrams and `Instant`s and
+//! applies what it returns. Every module here is tested on simulated time or plain bytes.
 //!
 //! | module | owns |
 //! |---|---|
+//! | [`session`] | one publisher's session: `handle_input(now, Input)` / `poll_output() -> Output` |
+//! | [`offer`] | the offer check and codec choice |
+//! | [`peer`] | the ICE-lite, receive-only peer connection a publish negotiates |
+//! | [`ice_auth`] | authentication of ICE checks before they may route anything |
 //! | [`codec`] | the codec table, what an offer negotiated ([`codec::OfferPlan`]), the consumer SDP |
 //! | [`h264`] | the H.264 RTP payload format walked once (single NAL, STAP-A, FU-A) |
 //! | [`keyframe`] | keyframe detection for every video codec |
@@ -12,14 +15,17 @@
 //! | [`continuity`] | one SSRC and sequence/timestamp space per output stream across publishers |
 //! | [`repair`] | loss repair: holes, NACK timing, give-up, duplicates |
 //! | [`red`] | RED (RFC 2198) split into its blocks |
-//!
-//! Still in the gateway crate, to move here next: the session core (`media/session.rs` and its
-//! `impl` blocks), negotiation, simulcast, Sender Reports and ICE authentication.
 
 pub mod codec;
 pub mod continuity;
 pub mod facts;
+#[cfg(any(feature = "_fuzz", test))]
+pub mod fuzz;
 pub mod h264;
+pub mod ice_auth;
 pub mod keyframe;
+pub mod offer;
+pub mod peer;
 pub mod red;
 pub mod repair;
+pub mod session;

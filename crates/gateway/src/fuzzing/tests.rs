@@ -1,4 +1,5 @@
 use super::*;
+use whipgate_media::codec::VideoCodec;
 
 /// A crash `scripts/fuzz` found (fuzz/artifacts/continuity/crash-b0da6485…): padding
 /// skipped with sequence number 0, then a media packet with the same number. The harness

@@ -6,11 +6,12 @@
 
 use std::net::SocketAddr;
 
-use prometheus::IntCounter;
+use rtc::shared::marshal::{Marshal, MarshalSize};
+use whipgate_media::codec::MediaKind;
+use whipgate_media::session::{Forward, Forwarded};
 
 use super::forward::ForwardSockets;
-use crate::metrics::Metrics;
-use whipgate_media::codec::MediaKind;
+use crate::metrics::{KindCounters, Metrics};
 
 /// Packets queued before the batch sends on its own (the kernel takes up to 1024 per call).
 const MAX_PACKETS: usize = 64;
@@ -30,8 +31,8 @@ pub(crate) struct ForwardBatch {
     sockets: ForwardSockets,
     buf: Vec<u8>,
     queued: Vec<Queued>,
-    /// Send failures per kind: video, audio.
-    errors: [IntCounter; 2],
+    /// Counters per kind: video, audio.
+    counters: [KindCounters; 2],
 }
 
 impl ForwardBatch {
@@ -40,10 +41,39 @@ impl ForwardBatch {
             sockets,
             buf: Vec::new(),
             queued: Vec::new(),
-            errors: [
-                metrics.kind(MediaKind::Video).forward_errors,
-                metrics.kind(MediaKind::Audio).forward_errors,
+            counters: [
+                metrics.kind(MediaKind::Video),
+                metrics.kind(MediaKind::Audio),
             ],
+        }
+    }
+
+    /// Queues a session's forwarded RTP (marshalled straight into the batch's buffer) and
+    /// counts it; sends its RTCP at once (a few per second).
+    pub(crate) fn forward(&mut self, forward: Forward) {
+        let Forward { kind, to, packet } = forward;
+        match packet {
+            Forwarded::Rtp(packet) => {
+                let queued = self.push(to, kind, packet.marshal_size(), |buf| {
+                    packet
+                        .marshal_to(buf)
+                        .map_err(|err| tracing::debug!(%err, "marshalling RTP"))
+                        .ok()
+                });
+                let counters = &self.counters[usize::from(kind == MediaKind::Audio)];
+                match queued {
+                    Some(n) => {
+                        counters.packets_forwarded.inc();
+                        counters.bytes_forwarded.inc_by(n as u64);
+                    }
+                    None => counters.forward_errors.inc(),
+                }
+            }
+            Forwarded::Rtcp(bytes) => {
+                if let Some(socket) = self.sockets.for_addr(to) {
+                    let _ = socket.try_send_to(&bytes, to);
+                }
+            }
         }
     }
 
@@ -96,8 +126,8 @@ impl ForwardBatch {
             } else {
                 (self.sockets.v6.as_ref(), self.sockets.gso6.as_deref())
             };
-            let errors = &self.errors;
-            let mut failed = |q: &Queued| errors[usize::from(!q.video)].inc();
+            let counters = &self.counters;
+            let mut failed = |q: &Queued| counters[usize::from(!q.video)].forward_errors.inc();
             let Some(socket) = socket else {
                 packets.iter().for_each(|q| failed(q));
                 continue;

@@ -1,10 +1,11 @@
 //! The session's driver: the one owner of a session's I/O and timers, as the media workers,
 //! setup threads and ICE-TCP connections reach it through its `Cell`, and the control task that
-//! owns its life.
+//! owns its life. The session itself (`whipgate_media::session`) is sans-IO.
 //!
-//! The `Driver` (the session, its bookkeeping, its way out `Net`, its timer entry) sits behind
-//! the cell's lock. After each round of input or timers it applies the session's reports to
-//! the registry, then sends its datagrams, then reschedules its timer. The worker whose socket receives the
+//! The `Driver` (the session, its registry admission, its way out `Net`, its timer entry) sits
+//! behind the cell's lock. After each input it applies the session's output in order: events
+//! to the registry, forwarded packets into the send batch, datagrams to the publisher, and the
+//! timeout as its timer entry. The worker whose socket receives the
 //! publisher's datagrams (the kernel keeps a 4-tuple on one socket of the port's group) takes
 //! it per batch of datagrams and drives the session's `rtc` state machine to completion: no
 //! channel hop and no task wake-up per packet, and the lock is uncontended. Timers live on the
@@ -24,18 +25,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rtc::shared::TransportProtocol;
+use rtc::shared::{TaggedBytesMut, TransportProtocol};
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
+use whipgate_media::session::{Datagram, Input, Output, Session};
 
 use super::batch::ForwardBatch;
 use super::forward::ForwardSockets;
-use super::mux::{Datagram, Route, UdpMux};
-use super::session::{Progress, Session};
+use super::mux::{Route, UdpMux};
+use super::report;
 use super::worker::WorkerHandle;
+use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::registry::SessionCommand;
+use crate::registry::{Admission, IceRestarted, SessionCommand};
 
 /// How often caps, timeouts, simulcast layers and synthesized Sender Reports are looked at.
 const HOUSEKEEPING: Duration = Duration::from_millis(500);
@@ -52,10 +55,12 @@ pub(crate) struct Cell {
     connected: AtomicBool,
 }
 
-/// The session and its bookkeeping.
+/// The session and what it is driven with.
 pub(crate) struct Driver {
     pub(crate) session: Session,
-    pub(crate) progress: Progress,
+    /// The registry's side of the session: its id, ingest, and the guard that ends it in the
+    /// registry if the driver goes away without ending it.
+    admission: Admission,
     /// Where the session's datagrams for the publisher go.
     net: Net,
     /// Deadline of the session's one live timer entry; entries at other instants are stale.
@@ -72,15 +77,13 @@ pub(crate) struct Net {
 }
 
 impl Net {
-    /// Sends what the session queued for the publisher, in order.
-    fn send(&self, session: &mut Session) {
-        while let Some(out) = session.poll_transmit() {
-            let to = out.transport.peer_addr;
-            if out.transport.transport_protocol == TransportProtocol::TCP {
-                self.mux.send_tcp(to, &out.message);
-            } else if let Err(err) = self.socket.try_send_to(&out.message, to) {
-                tracing::debug!(%err, %to, "media socket send");
-            }
+    /// Sends one datagram to the publisher, over UDP or its ICE-TCP connection.
+    fn send(&self, out: &TaggedBytesMut) {
+        let to = out.transport.peer_addr;
+        if out.transport.transport_protocol == TransportProtocol::TCP {
+            self.mux.send_tcp(to, &out.message);
+        } else if let Err(err) = self.socket.try_send_to(&out.message, to) {
+            tracing::debug!(%err, %to, "media socket send");
         }
     }
 }
@@ -88,14 +91,14 @@ impl Net {
 impl Cell {
     pub(crate) fn new(
         session: Session,
-        progress: Progress,
+        admission: Admission,
         net: Net,
         home: WorkerHandle,
     ) -> Arc<Self> {
         Arc::new(Cell {
             state: Mutex::new(Driver {
                 session,
-                progress,
+                admission,
                 net,
                 timer: None,
                 closed: false,
@@ -113,10 +116,10 @@ impl Cell {
     /// Publishes what the workers read without the lock, and tells the control task when the
     /// session ended from within (after input or a timer).
     fn signal_end(&self, live: &Driver) {
-        if live.progress.connected && !self.connected.load(Ordering::Relaxed) {
+        if live.session.connected() && !self.connected.load(Ordering::Relaxed) {
             self.connected.store(true, Ordering::Release);
         }
-        if live.progress.end.is_some() {
+        if live.session.end().is_some() {
             self.ended.notify_one();
         }
     }
@@ -186,35 +189,75 @@ impl Cell {
 }
 
 impl Driver {
-    /// Feeds one datagram to the session (`after_input` finishes the work).
+    /// Feeds one datagram to the session, at its arrival (`after_input` applies the output).
     pub(crate) fn input(&mut self, datagram: Datagram) {
         if !self.closed {
-            self.session.read(datagram, &mut self.progress);
+            self.session
+                .handle_input(datagram.at, Input::Datagram(datagram));
         }
     }
 
-    /// Handles what input produced: events, media to forward, output; returns the deadline
-    /// of a timer entry to add when the session's next timer is earlier than its live entry.
+    /// Feeds one input to the session at `now` (`after_input` applies the output).
+    pub(crate) fn input_at(&mut self, now: Instant, input: Input) {
+        if !self.closed {
+            self.session.handle_input(now, input);
+        }
+    }
+
+    /// Applies what input produced, in order: events to the registry, media into `batch`,
+    /// datagrams to the publisher; returns the deadline of a timer entry to add when the
+    /// session's next timer is earlier than its live entry. Events come before the datagrams
+    /// they came with: the registry records the session connected before the DTLS flight
+    /// that completes the publisher's handshake leaves.
     pub(crate) fn after_input(&mut self, batch: &mut ForwardBatch) -> Option<Instant> {
         if self.closed {
             return None;
         }
-        self.session.drain(&mut self.progress, batch);
-        // Reports before datagrams: the registry records the session connected before the
-        // DTLS flight that completes the publisher's handshake leaves.
-        super::report::apply_all(&mut self.session);
-        self.net.send(&mut self.session);
-        self.reschedule()
+        loop {
+            match self.session.poll_output() {
+                Output::Transmit(out) => self.net.send(&out),
+                Output::Forward(forward) => batch.forward(forward),
+                Output::Event(event) => {
+                    let registry = self.admission.guard.registry();
+                    report::record(registry, self.admission.session_id, event);
+                }
+                Output::Timeout(next) => return self.reschedule(next?),
+            }
+        }
     }
 
     /// The deadline to queue, if it is earlier than the live entry (or there is none).
-    fn reschedule(&mut self) -> Option<Instant> {
-        let next = self.session.next_timeout()?;
+    fn reschedule(&mut self, next: Instant) -> Option<Instant> {
         if self.timer.is_some_and(|t| t <= next) {
             return None;
         }
         self.timer = Some(next);
         Some(next)
+    }
+
+    /// Reads the ingest's caps from the registry into the session (SetCaps may have changed
+    /// them), before its housekeeping and statistics.
+    fn refresh_limits(&mut self, now: Instant) {
+        let registry = self.admission.guard.registry();
+        let limits = registry.limits(&self.admission.spec.id).unwrap_or_default();
+        self.input_at(now, Input::Limits(limits));
+    }
+
+    /// Restarts ICE at `now` and routes the new ufrag to this session (the previous one keeps
+    /// working until the publisher moves over).
+    fn ice_restart(&mut self, fragment: &str, now: Instant) -> Result<IceRestarted, Error> {
+        let restarted = self
+            .session
+            .ice_restart(fragment, now)
+            .map_err(|err| Error::BadRequest(err.0))?;
+        let etag = format!("\"{}\"", restarted.ufrag);
+        self.net
+            .mux
+            .add_ufrag(restarted.ufrag, &restarted.pwd, self.admission.session_id);
+        Ok(IceRestarted {
+            fragment: restarted.fragment,
+            etag,
+        })
     }
 
     /// The session's timer entry at `at` fired: runs the due timers if the entry is live;
@@ -229,7 +272,7 @@ impl Driver {
             return None;
         }
         self.timer = None;
-        self.session.handle_timeout(now);
+        self.input_at(now, Input::Timeout);
         self.after_input(batch)
     }
 
@@ -280,12 +323,8 @@ impl Control {
                 _ = housekeeping.tick() => {
                     cell.try_outside(&mut batch, |live, _| {
                         let now = Instant::now();
-                        let Driver { session, progress, .. } = live;
-                        super::report::refresh_limits(session);
-                        session.run_overdue_timers(now);
-                        session.check_limits(progress, now);
-                        session.review_layers(progress, now);
-                        session.send_reports(now);
+                        live.refresh_limits(now);
+                        live.input_at(now, Input::Housekeeping);
                     });
                 }
                 _ = stats.tick() => {
@@ -293,50 +332,44 @@ impl Control {
                     let elapsed = now.saturating_duration_since(last_stats);
                     // The bitrate is over the time since the last report that ran.
                     if cell.try_outside(&mut batch, |live, _| {
-                        super::report::refresh_limits(&mut live.session);
-                        live.session.report_stats(&mut live.progress, elapsed, now);
+                        live.refresh_limits(now);
+                        live.input_at(now, Input::Stats { elapsed });
                     }) {
                         last_stats = now;
                     }
                 }
                 Some(command) = self.commands.recv() => cell.outside(&mut batch, |live, _| {
-                    let Driver { session, progress, .. } = live;
                     let now = Instant::now();
                     match command {
-                        SessionCommand::RequestKeyframe => session.request_keyframe(progress, now),
-                        SessionCommand::SelectLayer(rid) => session.layers.set_preferred(rid),
+                        SessionCommand::RequestKeyframe => live.input_at(now, Input::RequestKeyframe),
+                        SessionCommand::SelectLayer(rid) => live.input_at(now, Input::SelectLayer(rid)),
                         SessionCommand::IceRestart { fragment, reply } => {
-                            let restarted = session.ice_restart(&fragment, now).map(|(restarted, ice)| {
-                                let id = session.admission.session_id;
-                                live.net.mux.add_ufrag(ice.ufrag, &ice.pwd, id);
-                                restarted
-                            });
-                            let _ = reply.send(restarted);
+                            let _ = reply.send(live.ice_restart(&fragment, now));
                         }
                     }
                 }),
             }
-            if cell.lock().progress.end.is_some() {
+            if cell.lock().session.end().is_some() {
                 break;
             }
         }
         let mut live = cell.lock();
         live.closed = true;
-        let end = live.progress.end.take();
-        let unheld = live.progress.early.len();
-        if unheld > 0 {
-            // Held for a pair the publisher never nominated.
-            let metrics = live.session.admission.guard.registry().metrics();
-            metrics
-                .dtls_records_before_ice
-                .with_label_values(&["dropped"])
-                .inc_by(unheld as u64);
-        }
+        let end = live
+            .session
+            .end()
+            .map(|(cause, detail)| (report::end_reason(cause), detail.to_owned()));
         live.session.close();
-        let Driver { session, net, .. } = &mut *live;
-        net.send(session);
-        let session_id = live.session.admission.session_id;
-        let registry = live.session.admission.guard.registry().clone();
+        // What closing produced: the DTLS close_notify for the publisher.
+        loop {
+            match live.session.poll_output() {
+                Output::Transmit(out) => live.net.send(&out),
+                Output::Event(_) | Output::Forward(_) => {}
+                Output::Timeout(_) => break,
+            }
+        }
+        let session_id = live.admission.session_id;
+        let registry = live.admission.guard.registry().clone();
         drop(live);
         match end {
             // The registry logs the end with its reason.

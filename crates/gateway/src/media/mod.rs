@@ -1,36 +1,26 @@
-//! The media path, and the only module that imports webrtc-rs (`rtc`, its sans-IO core).
+//! The media path's I/O: the driver around the sans-IO session core (`whipgate_media`).
 //!
 //! One UDP port (`udp`: one socket per worker in a `SO_REUSEPORT` group, routed by `mux`) and
 //! one ICE-TCP port (`tcp`) carry every session; only connectivity checks that verify with a
-//! session's ICE credential (`ice_auth`) teach the router a publisher's address. Each publish
-//! gets an ICE-lite, receive-only peer connection (`peer`) wrapped in a `session`. The media
-//! `worker` that receives a connected session's datagrams drives it directly and runs its
-//! timers; RTP goes to the ingest's UDP targets (`forward`) in batches (`batch`). Sessions
-//! still setting up (ICE, DTLS) are driven on low-priority `setup` threads, so that handshakes
-//! never stall media. A small control task per session (`driver`) takes commands, caps and
-//! statistics, and closes it.
+//! session's ICE credential (`whipgate_media::ice_auth`) teach the router a publisher's
+//! address. Each publish is negotiated on a few threads (`negotiate`) into an ICE-lite,
+//! receive-only peer connection (`whipgate_media::peer`) wrapped in a
+//! `whipgate_media::session::Session`. The media `worker` that receives a connected session's
+//! datagrams drives it directly and runs its timers (`driver`); forwarded RTP leaves for the
+//! ingest's UDP targets (`forward`) in batches (`batch`). Sessions still setting up (ICE, DTLS)
+//! are driven on low-priority `setup` threads, so that handshakes never stall media. A small
+//! control task per session (`driver::Control`) takes commands, caps and statistics, and closes
+//! it; its events go to the registry and its counters to Prometheus (`report`).
 
 mod batch;
 mod driver;
-mod early;
 mod forward;
 #[cfg(any(feature = "_fuzz", test))]
 pub(crate) mod fuzz;
-mod housekeeping;
-mod ice_auth;
 mod mux;
 mod negotiate;
-mod observe;
-mod peer;
 mod report;
-mod restart;
-mod rtcp;
-mod session;
 mod setup;
-#[cfg(test)]
-mod sim;
-mod simulcast;
-mod sr;
 mod tcp;
 mod udp;
 mod worker;
@@ -49,14 +39,12 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::registry::Admission;
 use driver::{Cell, Control};
-use forward::{ForwardSockets, Forwarder};
+use forward::ForwardSockets;
 use mux::UdpMux;
 use negotiate::{Negotiators, Refused};
-use observe::Observers;
-use peer::PeerFactory;
-use session::{Progress, Session, SessionTimers};
-use simulcast::LayerSelector;
 use whipgate_media::codec::OfferPlan;
+use whipgate_media::peer::PeerFactory;
+use whipgate_media::session::{Params, Session, SessionTimers, Targets};
 use worker::{Worker, WorkerHandle};
 
 /// What a successful publish answers.
@@ -278,35 +266,35 @@ impl Media {
         };
         let session_id = admission.session_id;
         let ufrag = negotiated.ufrag;
-        let layers = LayerSelector::new(admission.spec.simulcast_layer.clone());
         let commands = std::mem::replace(&mut admission.commands, tokio::sync::mpsc::channel(1).1);
         let cancel = admission.cancel.clone();
-        let now = std::time::Instant::now();
-        let session = Session {
-            layers,
-            forwarder: Forwarder::new(self.forward.clone(), &admission, &plan, &self.metrics),
-            observers: Observers::new(&plan, &admission.spec, now),
-            admission,
+        let session = Session::new(Params {
+            id: session_id,
+            ingest: admission.spec.id.clone(),
+            targets: Targets {
+                video: admission.spec.video_target,
+                audio: admission.spec.audio_target,
+            },
+            preferred_layer: admission.spec.simulcast_layer.clone(),
             plan,
             peer: negotiated.peer,
-            transmits: Default::default(),
-            reports: Default::default(),
-            metrics: Arc::clone(&self.metrics),
-            limits: Default::default(),
-            rids: Default::default(),
+            ufrag: ufrag.clone(),
             ice_local: self.factory.ice_local_addr(false),
             ice_local_tcp: self.factory.ice_local_addr(true),
+            continuity: Arc::clone(&admission.continuity),
+            counters: Arc::clone(&admission.counters),
+            meter: Arc::new(report::SessionMeter::new(Arc::clone(&self.metrics))),
             timers: self.timers,
-            ufrag: ufrag.clone(),
-            repair: Default::default(),
-        };
-        let span = tracing::info_span!("session", ingest = %session.admission.spec.id, %session_id);
+            now: std::time::Instant::now(),
+            wall_clock: std::time::SystemTime::now(),
+        });
+        let span = tracing::info_span!("session", ingest = %admission.spec.id, %session_id);
         let home = self.next_home.fetch_add(1, Ordering::Relaxed) % self.homes.len();
         let net = driver::Net {
             socket: Arc::clone(self.mux.socket()),
             mux: self.mux.clone(),
         };
-        let cell = Cell::new(session, Progress::new(now), net, self.homes[home].clone());
+        let cell = Cell::new(session, admission, net, self.homes[home].clone());
         let route = self.mux.route(
             ufrag.clone(),
             &negotiated.pwd,

@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rtc::crypto::RTCCryptoProvider;
 use rtc::stun::message::is_stun_message;
 use tokio::net::UdpSocket;
@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::driver::Cell;
-use super::ice_auth::{self, DropReason};
+use whipgate_media::ice_auth::{self, DropReason};
 /// Source addresses a session may have bound at once (host, srflx, relay, a NAT rebinding...).
 pub(crate) const MAX_ADDRS: usize = 8;
 /// ufrags routed per session: the current one and the one before the last ICE restart.
@@ -32,13 +32,7 @@ const MAX_UFRAGS: usize = 2;
 const ADDRESS_HOLD: Duration = Duration::from_secs(30);
 
 /// One datagram (or one RFC 4571 frame of an ICE-TCP connection) for a session.
-pub(crate) struct Datagram {
-    pub(crate) data: BytesMut,
-    pub(crate) from: SocketAddr,
-    pub(crate) at: Instant,
-    /// Arrived over ICE-TCP rather than the UDP port.
-    pub(crate) tcp: bool,
-}
+pub(crate) use whipgate_media::session::Datagram;
 
 /// Where a routed session's datagrams go: the session itself (`T`, a `Cell` in the gateway),
 /// driven by whoever receives.

@@ -21,11 +21,11 @@ use uuid::Uuid;
 
 use super::batch::ForwardBatch;
 use super::forward::ForwardSockets;
-use super::ice_auth::DropReason;
 use super::mux::{Datagram, Sink, UdpMux};
 use super::setup::Setup;
 use crate::client::Slots;
 use crate::metrics::Metrics;
+use whipgate_media::ice_auth::DropReason;
 
 /// A connection must authenticate this soon.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(10);

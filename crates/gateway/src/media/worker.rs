@@ -22,10 +22,10 @@ use tokio_util::sync::CancellationToken;
 use super::batch::ForwardBatch;
 use super::driver::{self, Cell};
 use super::forward::ForwardSockets;
-use super::ice_auth::DropReason;
 use super::mux::{Datagram, UdpMux};
 use super::setup::Setup;
 use crate::metrics::Metrics;
+use whipgate_media::ice_auth::DropReason;
 
 /// Largest datagram read from the media port (larger ones are truncated and fail to parse).
 const MAX_DATAGRAM: usize = 2048;

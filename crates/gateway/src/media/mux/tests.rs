@@ -1,7 +1,7 @@
 //! Routing-table tests: only verified checks bind addresses, and the table stays bounded.
 
 use super::*;
-use crate::media::ice_auth::tests::request;
+use whipgate_media::fuzz::binding_request as request;
 
 const PWD_A: &str = "aaaaaaaaaaaaaaaaaaaaaa";
 const PWD_B: &str = "bbbbbbbbbbbbbbbbbbbbbb";

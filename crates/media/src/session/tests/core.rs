@@ -1,4 +1,4 @@
-//! One real gateway session driven on simulated time ([`crate::media::sim`]): connection (with a
+//! One real gateway session driven on simulated time ([`crate::session::sim`]): connection (with a
 //! lost handshake datagram too) and forwarding, the media and connect timeouts, a vanished
 //! publisher and ICE restart, the duration and bitrate caps. Every instant below is
 //! simulated; nothing sleeps. What the session says over RTCP is in `core_feedback_tests`.
@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 
-use crate::media::session::SessionTimers;
-use crate::media::sim::{Sim, VIDEO_PT};
-use crate::registry::{EndReason, Limits};
-use whipgate_media::codec::{AudioCodec, VideoCodec};
+use crate::codec::{AudioCodec, VideoCodec};
+use crate::session::SessionTimers;
+use crate::session::sim::{Sim, VIDEO_PT};
+use crate::session::{EndCause, Limits};
 
 pub(super) const MEDIA_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,8 +41,8 @@ pub(super) fn connected_sim(limits: Limits) -> Sim {
 }
 
 /// The reason the session ended, if it did.
-pub(super) fn ended(sim: &Sim) -> Option<EndReason> {
-    sim.progress.end.as_ref().map(|(reason, _)| *reason)
+pub(super) fn ended(sim: &Sim) -> Option<EndCause> {
+    sim.session.progress.end.as_ref().map(|(reason, _)| *reason)
 }
 
 /// Runs the control task's housekeeping (`check_limits`) every [`HOUSEKEEPING`] from the
@@ -54,7 +54,7 @@ fn stream_until_ended(sim: &mut Sim, limit: Duration) -> Option<Duration> {
         tick += HOUSEKEEPING;
         sim.stream_until(tick, PACE, 500);
         sim.check_limits(tick);
-        if sim.progress.end.is_some() {
+        if sim.session.progress.end.is_some() {
             return Some(tick - sim.start);
         }
     }
@@ -91,7 +91,7 @@ fn a_connected_publisher_s_media_is_forwarded_with_the_consumer_payload_type() {
     assert!(audio.iter().all(|p| p.header.payload_type
         == AudioCodec::Opus.consumer_payload_type()
         && p.payload.len() == 80));
-    let counters = sim.session.admission.counters.snapshot();
+    let counters = sim.session.core.counters.snapshot();
     assert_eq!(
         (counters.video_packets, counters.audio_packets),
         (5, 4),
@@ -112,20 +112,21 @@ fn a_quiet_session_ends_for_inactivity_once_the_media_timeout_has_passed() {
     let until = sim.now + Duration::from_secs(2);
     sim.stream_until(until, PACE, 500);
     let last_media = sim.now;
-    assert_eq!(sim.progress.last_media, last_media);
+    assert_eq!(sim.session.progress.last_media, last_media);
     // ICE consent checks go on; they are not media.
     sim.run_until(last_media + MEDIA_TIMEOUT);
     sim.check_limits(sim.now);
     assert_eq!(ended(&sim), None, "ended at exactly the media timeout");
-    assert_eq!(sim.progress.last_media, last_media);
+    assert_eq!(sim.session.progress.last_media, last_media);
     sim.run_for(MS);
     sim.check_limits(sim.now);
     let (reason, detail) = sim
+        .session
         .progress
         .end
         .clone()
         .expect("not ended after the timeout");
-    assert_eq!(reason, EndReason::Inactivity);
+    assert_eq!(reason, EndCause::Inactivity);
     assert!(detail.starts_with("no media for 5"), "{detail}");
 }
 
@@ -133,7 +134,7 @@ fn a_quiet_session_ends_for_inactivity_once_the_media_timeout_has_passed() {
 fn media_keeps_a_session_alive_past_the_media_timeout() {
     let mut sim = connected_sim(Limits::default());
     let alive = stream_until_ended(&mut sim, MEDIA_TIMEOUT * 3);
-    assert_eq!(alive, None, "{:?}", sim.progress.end);
+    assert_eq!(alive, None, "{:?}", sim.session.progress.end);
 }
 
 #[test]
@@ -151,12 +152,12 @@ fn a_session_that_never_connects_ends_after_the_connect_timeout() {
     assert_eq!(sim.elapsed(), CONNECT_TIMEOUT);
     sim.run_for(MS);
     sim.check_limits(sim.now);
-    let (reason, detail) = sim.progress.end.clone().expect("not ended");
+    let (reason, detail) = sim.session.progress.end.clone().expect("not ended");
     assert_eq!(
         (reason, detail.as_str()),
-        (EndReason::Inactivity, "never connected")
+        (EndCause::Inactivity, "never connected")
     );
-    assert!(!sim.progress.connected && !sim.publisher.connected);
+    assert!(!sim.session.progress.connected && !sim.publisher.connected);
 }
 
 #[test]
@@ -169,13 +170,16 @@ fn a_duration_cap_set_live_ends_the_session_when_it_is_reached() {
         max_bitrate_bps: None,
         max_session: Some(Duration::from_secs(10)),
     };
-    sim.registry
-        .set_limits(&sim.ingest, cap)
-        .expect("set limits");
+    sim.limits = cap;
     let at = stream_until_ended(&mut sim, Duration::from_secs(20));
-    assert_eq!(at, Some(Duration::from_secs(10)), "{:?}", sim.progress.end);
-    assert_eq!(ended(&sim), Some(EndReason::DurationCap));
-    assert!(sim.progress.connected);
+    assert_eq!(
+        at,
+        Some(Duration::from_secs(10)),
+        "{:?}",
+        sim.session.progress.end
+    );
+    assert_eq!(ended(&sim), Some(EndCause::DurationCap));
+    assert!(sim.session.progress.connected);
 }
 
 #[test]
@@ -187,7 +191,7 @@ fn a_bitrate_cap_ends_a_session_above_it_at_the_next_statistics_report() {
             let tick = sim.now + STATS;
             sim.stream_until(tick, PACE, 940);
             sim.report_stats(STATS, tick);
-            if sim.progress.end.is_some() {
+            if sim.session.progress.end.is_some() {
                 return Some(sim.elapsed().as_millis() as u64);
             }
         }
@@ -198,16 +202,14 @@ fn a_bitrate_cap_ends_a_session_above_it_at_the_next_statistics_report() {
             max_bitrate_bps: Some(bps),
             max_session: None,
         };
-        sim.registry
-            .set_limits(&sim.ingest, limits)
-            .expect("set limits");
+        sim.limits = limits;
     };
     set_cap(&mut sim, 450_000);
     assert_eq!(
         stats(&mut sim, 3),
         None,
         "ended below the cap: {:?}",
-        sim.progress.end
+        sim.session.progress.end
     );
     set_cap(&mut sim, 400_000);
     let capped_at = sim.elapsed().as_millis() as u64;
@@ -217,13 +219,13 @@ fn a_bitrate_cap_ends_a_session_above_it_at_the_next_statistics_report() {
         capped_at + 1_000,
         "ends at the first report above the cap"
     );
-    let (reason, detail) = sim.progress.end.clone().expect("ended");
-    assert_eq!(reason, EndReason::BitrateCap);
+    let (reason, detail) = sim.session.progress.end.clone().expect("ended");
+    assert_eq!(reason, EndCause::BitrateCap);
     assert!(detail.ends_with("above the cap of 400000 bps"), "{detail}");
 }
 
 /// Loses the `n`th (0-based) DTLS datagram the publisher sends.
-fn lose_dtls(n: usize) -> crate::media::sim::Loss {
+fn lose_dtls(n: usize) -> crate::session::sim::Loss {
     let mut seen = 0;
     Box::new(move |d: &[u8]| {
         if !d.first().is_some_and(|b| (20..=63).contains(b)) {
@@ -268,11 +270,11 @@ fn a_vanished_publisher_is_ended_by_the_media_timeout_never_by_ice() {
     // STUN alone, and some publishers send none once connected): without housekeeping the
     // session is left alone, however long.
     sim.run_for(Duration::from_secs(90));
-    assert_eq!(ended(&sim), None, "{:?}", sim.progress.end);
+    assert_eq!(ended(&sim), None, "{:?}", sim.session.progress.end);
     // Housekeeping ends it for inactivity, the media timeout after the last packet.
     sim.check_limits(sim.now);
-    let (reason, detail) = sim.progress.end.clone().expect("ended");
-    assert_eq!(reason, EndReason::Inactivity);
+    let (reason, detail) = sim.session.progress.end.clone().expect("ended");
+    assert_eq!(reason, EndCause::Inactivity);
     let idle = sim.now - gone;
     assert!(
         detail.starts_with(&format!("no media for {}", idle.as_secs())),
@@ -290,16 +292,14 @@ fn after_an_ice_restart_media_and_consent_continue_on_the_new_credentials() {
     let fragment = sim.publisher.restart_ice(sim.now);
     let mut answer = None;
     sim.outside(|session, _, now| answer = Some(session.ice_restart(&fragment, now)));
-    let (restarted, ice) = answer.expect("ran").expect("ICE restart");
-    assert_eq!(
-        restarted.etag,
-        format!("\"{}\"", ice.ufrag),
-        "the ETag names the new ufrag"
-    );
-    assert_ne!(
-        restarted.etag,
-        format!("\"{}\"", sim.ufrag),
-        "new credentials"
+    let restarted = answer.expect("ran").expect("ICE restart");
+    assert_ne!(restarted.ufrag, sim.ufrag, "new credentials");
+    assert!(
+        restarted
+            .fragment
+            .contains(&format!("a=ice-ufrag:{}", restarted.ufrag)),
+        "the answer fragment names the new ufrag: {}",
+        restarted.fragment
     );
     let now = sim.now;
     sim.publisher.apply_restart(now, &restarted.fragment);
@@ -320,7 +320,7 @@ fn after_an_ice_restart_media_and_consent_continue_on_the_new_credentials() {
         tick += HOUSEKEEPING;
         sim.stream_until(tick, PACE, 500);
         sim.check_limits(tick);
-        assert_eq!(ended(&sim), None, "{:?}", sim.progress.end);
+        assert_eq!(ended(&sim), None, "{:?}", sim.session.progress.end);
         after.extend(sim.forwarded(true));
     }
     assert!(sim.publisher.connected);

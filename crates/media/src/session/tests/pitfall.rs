@@ -1,4 +1,4 @@
-//! What real publishers do to a session (issue 20), on simulated time ([`crate::media::sim`]):
+//! What real publishers do to a session (issue 20), on simulated time ([`crate::session::sim`]):
 //! OBS sends SPS, PPS and IDR in packets of their own and may cut an IDR into slices, and
 //! FFmpeg's WHIP muxer sends no consent checks once DTLS is up. Nothing sleeps.
 
@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::core::{HOUSEKEEPING, PACE, connected_sim, ended, timers};
-use crate::media::sim::{Consent, Sim};
-use crate::registry::Limits;
+use crate::session::Limits;
+use crate::session::sim::{Consent, Sim};
 
 /// An H264 NAL unit (or FU-A fragment) whose first bytes are `head` and whose body is `len`
 /// bytes of `fill`: every packet of a test carries its own fill, so any mix-up shows.
@@ -83,7 +83,7 @@ fn assert_forwarded_intact(units: &[Vec<Bytes>], out: &[rtc::rtp::Packet]) {
 #[test]
 fn parameter_sets_in_their_own_packets_and_a_sliced_idr_are_forwarded_intact() {
     let mut sim = connected_sim(Limits::default());
-    let keyframes = |sim: &Sim| sim.session.admission.counters.snapshot().keyframes;
+    let keyframes = |sim: &Sim| sim.session.core.counters.snapshot().keyframes;
     let p_frame = |fill: u8| vec![nal(&[0x41, 0x9a], fill, 600)];
 
     // SPS, PPS and a single-NAL IDR as three packets of one access unit, then a P frame.
@@ -149,7 +149,7 @@ fn a_publisher_without_consent_checks_after_connecting_stays_forwarded() {
         "a check reached the gateway {:?} ago",
         sim.now - sim.last_check
     );
-    assert!(sim.progress.connected && sim.publisher.connected);
+    assert!(sim.session.progress.connected && sim.publisher.connected);
     let sent = usize::from(sim.publisher.video.seq.wrapping_sub(first_seq));
     assert!(sent >= 3_700, "{sent} video packets sent");
     assert_eq!(forwarded, sent, "every video packet forwarded");

@@ -16,7 +16,7 @@ use rtc::stun::message::{BINDING_REQUEST, Message};
 
 /// Why a datagram was not routed. The label of the drop counter, so a bounded set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum DropReason {
+pub enum DropReason {
     /// Not STUN, from an address no session has authenticated.
     Unmatched,
     /// STUN that does not parse, or a binding request without a usable USERNAME.
@@ -38,7 +38,7 @@ pub(crate) enum DropReason {
 
 impl DropReason {
     /// The metric label.
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             DropReason::Unmatched => "unmatched",
             DropReason::Malformed => "malformed",
@@ -53,15 +53,15 @@ impl DropReason {
 }
 
 /// A parsed STUN binding request, not yet verified.
-pub(crate) struct BindingRequest {
+pub struct BindingRequest {
     message: Message,
     /// Our ufrag: the part of USERNAME before the colon.
-    pub(crate) ufrag: String,
+    pub ufrag: String,
 }
 
 /// Parses a STUN message. `Ok(None)` for STUN that is not a binding request (indications,
 /// responses): those carry no USERNAME and never change routing.
-pub(crate) fn parse(packet: &[u8]) -> Result<Option<BindingRequest>, DropReason> {
+pub fn parse(packet: &[u8]) -> Result<Option<BindingRequest>, DropReason> {
     let mut message = Message::new();
     message
         .unmarshal_binary(packet)
@@ -87,7 +87,7 @@ pub(crate) fn parse(packet: &[u8]) -> Result<Option<BindingRequest>, DropReason>
 /// last and correct; MESSAGE-INTEGRITY present and correct for `pwd`; and no ICE-CONTROLLED
 /// (a full agent facing an ICE-lite one is always controlling, RFC 8445 section 6.1.1, so a
 /// request claiming the controlled role could only be a role-conflict probe).
-pub(crate) fn verify(
+pub fn verify(
     request: &mut BindingRequest,
     pwd: &[u8],
     crypto: &dyn RTCCrypto,
@@ -104,4 +104,4 @@ pub(crate) fn verify(
 }
 
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;

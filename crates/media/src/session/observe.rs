@@ -1,4 +1,4 @@
-//! What a session learns from the packets it forwards: stream facts ([`whipgate_media::facts`]) from
+//! What a session learns from the packets it forwards: stream facts ([`crate::facts`]) from
 //! the publisher's packets, and the clock mapping of the Sender Reports it makes for
 //! publishers that send none ([`super::sr`]) from the output packets. Per packet this is a
 //! few field updates: no allocation, no lock.
@@ -8,12 +8,11 @@ use std::time::{Instant, SystemTime};
 use rtc::rtp;
 use rtc::shared::marshal::Marshal;
 
-use super::report::Report;
-use super::session::Session;
+use super::forward::Targets;
 use super::sr::{SenderReports, WallClock};
-use crate::registry::IngestSpec;
-use whipgate_media::codec::{MediaKind, OfferPlan};
-use whipgate_media::facts::{AudioTracker, StreamFacts, VideoPacket, VideoTracker};
+use super::{Core, Event, Forward, Forwarded, Output};
+use crate::codec::{MediaKind, OfferPlan};
+use crate::facts::{AudioTracker, StreamFacts, VideoPacket, VideoTracker};
 
 /// A session's fact trackers and Sender Report clocks, for the kinds it forwards.
 pub(crate) struct Observers {
@@ -23,18 +22,23 @@ pub(crate) struct Observers {
 }
 
 impl Observers {
-    /// For the negotiated codecs of the kinds the ingest forwards, starting at `now` (the wall
-    /// clock of synthesized Sender Reports is read once, here).
-    pub(crate) fn new(plan: &OfferPlan, spec: &IngestSpec, now: Instant) -> Self {
-        let video = plan.video.as_ref().filter(|_| spec.video_target.is_some());
-        let audio = plan.audio.as_ref().filter(|_| spec.audio_target.is_some());
+    /// For the negotiated codecs of the kinds the ingest forwards, starting at `now`, when the
+    /// wall clock read `wall_clock` (the NTP time of synthesized Sender Reports).
+    pub(crate) fn new(
+        plan: &OfferPlan,
+        targets: Targets,
+        now: Instant,
+        wall_clock: SystemTime,
+    ) -> Self {
+        let video = plan.video.as_ref().filter(|_| targets.video.is_some());
+        let audio = plan.audio.as_ref().filter(|_| targets.audio.is_some());
         Observers {
             video: video.map(|v| VideoTracker::new(v.codec, v.clock_rate)),
             audio: audio.map(|a| {
                 AudioTracker::new(a.codec.encoding_name(), a.clock_rate, a.channels, &a.fmtp)
             }),
             reports: SenderReports::new(
-                WallClock::new(now, SystemTime::now()),
+                WallClock::new(now, wall_clock),
                 video.map(|v| v.clock_rate),
                 audio.map(|a| a.clock_rate),
             ),
@@ -50,7 +54,7 @@ impl Observers {
     }
 }
 
-impl Session {
+impl Core {
     /// A publisher packet about to be forwarded (its own SSRC, sequence and timestamp).
     pub(super) fn observe_input(&mut self, kind: MediaKind, packet: &rtp::Packet, keyframe: bool) {
         match kind {
@@ -67,12 +71,13 @@ impl Session {
                 });
                 if let Some(warning) = warning {
                     tracing::warn!(
-                        ingest = %self.admission.spec.id,
+                        ingest = %self.ingest,
                         warning = warning.as_str(),
                         "{}",
                         warning.detail()
                     );
-                    self.reports.push_back(Report::Warning { kind, warning });
+                    self.out
+                        .push_back(Output::Event(Event::Warning { kind, warning }));
                 }
             }
             MediaKind::Audio => {
@@ -103,10 +108,17 @@ impl Session {
     /// Sends the Sender Reports that are due at `now` (housekeeping, a few times a second).
     pub(super) fn send_reports(&mut self, now: Instant) {
         for report in self.observers.reports.poll(now).into_iter().flatten() {
+            let Some(to) = self.forwarder.rtcp_addr(report.kind) else {
+                continue;
+            };
             match report.to_rtcp().marshal() {
                 Ok(bytes) => {
-                    self.forwarder.send_rtcp(report.kind, &bytes);
-                    self.metrics.sender_reports_synthesized.inc();
+                    self.out.push_back(Output::Forward(Forward {
+                        kind: report.kind,
+                        to,
+                        packet: Forwarded::Rtcp(bytes.freeze()),
+                    }));
+                    self.meter.sender_report_synthesized();
                 }
                 Err(err) => tracing::debug!(%err, "marshalling a Sender Report"),
             }

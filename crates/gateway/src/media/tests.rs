@@ -1,16 +1,4 @@
-//! The media path's tests: this module's own (the mux and worker plumbing of `media`), and
-//! whole sessions on simulated time (`crate::media::sim`): `core` (handshake, consent,
-//! housekeeping), `core_feedback` (RTCP feedback), `early` (datagrams before the route),
-//! `handshake` (DTLS), `pitfall` (what publishers get wrong), `repair` (loss repair with RTX
-//! and RED), `negotiate_cost` (CPU per offer/answer).
-
-mod core;
-mod core_feedback;
-mod early;
-mod handshake;
-mod negotiate_cost;
-mod pitfall;
-mod repair;
+//! The media path's own tests (the gateway's side: addresses advertised in candidates).
 
 use super::*;
 

@@ -1,26 +1,16 @@
 use super::*;
-use whipgate_media::codec::{AudioCodec, VideoCodec};
+use crate::codec::{AudioCodec, VideoCodec};
+use crate::offer::Accepted;
 
-const FIREFOX: &str = include_str!("../../../tests/it/fixtures/firefox-esr-153-vp8-offer.sdp");
+const FIREFOX: &str =
+    include_str!("../../../gateway/tests/it/fixtures/firefox-esr-153-vp8-offer.sdp");
 
 fn plan() -> OfferPlan {
-    crate::whip::plan_offer(FIREFOX, &plan_spec()).expect("Firefox's offer plans")
-}
-
-fn plan_spec() -> crate::registry::IngestSpec {
-    crate::registry::IngestSpec {
-        id: "p".to_owned(),
-        video_target: None,
-        audio_target: None,
-        bearer_token: None,
-        labels: Default::default(),
-        video_codecs: vec![VideoCodec::Vp8],
-        audio_codecs: vec![AudioCodec::Opus],
-        limits: Default::default(),
-        redirect_url: None,
-        simulcast_layer: None,
-        replace_publisher: false,
-    }
+    let accepted = Accepted {
+        video: &[VideoCodec::Vp8],
+        audio: &[AudioCodec::Opus],
+    };
+    crate::offer::plan(FIREFOX, accepted).expect("Firefox's offer plans")
 }
 
 #[test]
@@ -70,15 +60,16 @@ fn rtc_gets_the_offer_without_candidates_and_with_only_the_chosen_codecs() {
     );
 }
 
-const CHROMIUM: &str = include_str!("../../../tests/it/fixtures/chromium-156-h264-offer.sdp");
+const CHROMIUM: &str =
+    include_str!("../../../gateway/tests/it/fixtures/chromium-156-h264-offer.sdp");
 
 #[test]
 fn rtx_and_red_are_answered_when_offered_red_first() {
-    let spec = crate::registry::IngestSpec {
-        video_codecs: vec![VideoCodec::H264],
-        ..plan_spec()
+    let accepted = Accepted {
+        video: &[VideoCodec::H264],
+        audio: &[AudioCodec::Opus],
     };
-    let plan = crate::whip::plan_offer(CHROMIUM, &spec).expect("Chromium's offer plans");
+    let plan = crate::offer::plan(CHROMIUM, accepted).expect("Chromium's offer plans");
     let video = plan.video.as_ref().expect("video");
     assert_eq!((video.codec, video.payload_type), (VideoCodec::H264, 102));
     assert_eq!(plan.video_rtx, Some(103), "RTX with apt=102");

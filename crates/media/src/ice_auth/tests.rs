@@ -1,30 +1,5 @@
 use super::*;
-use rtc::stun::message::Setter;
-use rtc::stun::textattrs::TextAttribute;
-
-/// A binding request as a publisher sends it, optionally without integrity or fingerprint.
-pub(crate) fn request(
-    username: &str,
-    pwd: Option<&str>,
-    fingerprint: bool,
-    crypto: &dyn RTCCrypto,
-) -> Vec<u8> {
-    let mut m = Message::new();
-    let mut setters: Vec<Box<dyn Setter + '_>> = vec![
-        Box::new(BINDING_REQUEST),
-        Box::new(TextAttribute::new(ATTR_USERNAME, username.to_owned())),
-    ];
-    if let Some(pwd) = pwd {
-        setters.push(Box::new(
-            MessageIntegrity::new_short_term_integrity_with_provider(pwd.to_owned(), crypto),
-        ));
-    }
-    if fingerprint {
-        setters.push(Box::new(FINGERPRINT));
-    }
-    m.build(&setters).unwrap();
-    m.raw.clone()
-}
+use crate::fuzz::binding_request as request;
 
 fn check(packet: &[u8], pwd: &str) -> Result<String, DropReason> {
     let provider = rtc::crypto::default_provider().unwrap();

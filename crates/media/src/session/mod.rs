@@ -1,16 +1,43 @@
-//! One publisher's session: its peer connection (webrtc-rs's sans-IO `rtc`), fed the datagrams
-//! the mux routes to it; forwards its RTP and reports to the registry. It sends nothing itself:
-//! what it has for the publisher waits in [`Session::poll_transmit`] for its driver
-//! (`driver::Driver` on a media worker, a setup thread or the control task; `sim::Sim` in tests),
-//! which sends it on the media socket or the publisher's ICE-TCP connection. Ends on
-//! cancellation (DELETE, teardown, unregister, shutdown), ICE failure, inactivity or a cap.
+//! One publisher's session, sans-IO: its peer connection (webrtc-rs's `rtc`), loss repair,
+//! simulcast layer choice, stream facts, Sender Reports and the rewrite into the ingest's output
+//! streams. Its owner feeds it input with the time ([`Session::handle_input`]) and takes what
+//! it produced ([`Session::poll_output`]), in order: datagrams for the publisher, packets for the
+//! consumers, events for the registry, and finally when to call it again. It does no I/O and
+//! reads no clock: the gateway's driver (`crates/gateway`, `media/driver.rs`) owns the sockets
+//! and the timers, and the tests here run whole sessions on simulated time (`sim`).
+//!
+//! A session ends on ICE failure, inactivity, a cap or the publisher's RTCP BYE ([`Session::end`]);
+//! its owner ends it from outside (DELETE, teardown, shutdown) by dropping it after
+//! [`Session::close`].
+
+mod counters;
+pub(crate) mod early;
+mod event;
+pub(crate) mod forward;
+mod housekeeping;
+mod meter;
+mod observe;
+pub(crate) mod restart;
+#[cfg(test)]
+mod sim;
+mod simulcast;
+mod sr;
+#[cfg(test)]
+mod tests;
+
+pub use counters::{CountersSnapshot, Limits, SessionCounters};
+pub use event::Event;
+pub use forward::Targets;
+pub use meter::Meter;
+pub use restart::RestartError;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
+use bytes::{Bytes, BytesMut};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
@@ -21,44 +48,184 @@ use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     TransportLayerNack, nack_pairs_from_sequence_numbers,
 };
+use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
-use rtc::shared::marshal::MarshalSize;
+use rtc::shared::marshal::{Marshal, MarshalSize};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use uuid::Uuid;
 
-use super::batch::ForwardBatch;
-use super::early::{self, EarlyRecords};
-use super::forward::Forwarder;
-use super::mux::Datagram;
-use super::observe::Observers;
-use super::report::Report;
-use super::simulcast::LayerSelector;
-use crate::metrics::Metrics;
-use crate::registry::{Admission, EndReason, IceRestarted, Limits};
-use whipgate_media::codec::{MediaKind, OfferPlan};
-use whipgate_media::keyframe::starts_keyframe;
-use whipgate_media::repair::{Arrival, Repair};
+use crate::codec::{MediaKind, OfferPlan};
+use crate::continuity::Continuity;
+use crate::keyframe::starts_keyframe;
+use crate::repair::{Arrival, Repair};
+use early::EarlyRecords;
+use forward::Forwarder;
+use observe::Observers;
+use simulcast::LayerSelector;
+
+/// One datagram from the publisher, as the media port (or an ICE-TCP connection) received it.
+#[derive(Debug)]
+pub struct Datagram {
+    /// The bytes.
+    pub data: BytesMut,
+    /// The publisher's address.
+    pub from: SocketAddr,
+    /// When it arrived (the session's clock for media).
+    pub at: Instant,
+    /// Arrived over ICE-TCP rather than the UDP port.
+    pub tcp: bool,
+}
+
+/// What a session is fed ([`Session::handle_input`]).
+#[derive(Debug)]
+pub enum Input {
+    /// A datagram from the publisher (already routed to this session).
+    Datagram(Datagram),
+    /// Run the timers due now (the instant of the last [`Output::Timeout`] has come).
+    Timeout,
+    /// Periodic work, a few times a second: caps and timeouts, simulcast layer review,
+    /// synthesized Sender Reports, and timers well overdue (a starved worker's safety net).
+    Housekeeping,
+    /// Statistics over the `elapsed` time since the last ones (an [`Event::Stats`]); the
+    /// bitrate cap is checked on them.
+    Stats {
+        /// Since the previous `Stats`.
+        elapsed: Duration,
+    },
+    /// The ingest's caps as they stand now (SetCaps may change them while the session runs).
+    Limits(Limits),
+    /// Ask the publisher for a keyframe (RTCP PLI) on the forwarded video stream.
+    RequestKeyframe,
+    /// Forward this simulcast layer (`None`: the highest bitrate), from its next keyframe.
+    SelectLayer(Option<String>),
+}
+
+/// What a session produced ([`Session::poll_output`]), in the order it must be applied.
+pub enum Output {
+    /// A datagram for the publisher; its transport says UDP or ICE-TCP, and where.
+    Transmit(TaggedBytesMut),
+    /// A packet for a consumer's UDP target.
+    Forward(Forward),
+    /// A change the registry records.
+    Event(Event),
+    /// Nothing more for now: call [`Session::handle_input`] with [`Input::Timeout`] at this
+    /// instant (`None`: no timer; only input wakes the session).
+    Timeout(Option<Instant>),
+}
+
+/// A packet for a consumer.
+#[derive(Debug)]
+pub struct Forward {
+    /// Which stream (and so which target, payload type and counters).
+    pub kind: MediaKind,
+    /// The target: the RTP port for RTP, the next one for RTCP.
+    pub to: SocketAddr,
+    /// The packet, already rewritten into the ingest's output stream.
+    pub packet: Forwarded,
+}
+
+/// A forwarded packet.
+#[derive(Debug)]
+pub enum Forwarded {
+    /// RTP, to be marshalled by the driver (into its send batch: no copy here).
+    Rtp(rtp::Packet),
+    /// RTCP (a Sender Report), marshalled.
+    Rtcp(Bytes),
+}
+
+/// Why a session ended from within.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndCause {
+    /// ICE or DTLS failed, or ICE consent was lost.
+    IceFailure,
+    /// Never connected in time, or no media for the media timeout.
+    Inactivity,
+    /// The publisher said RTCP BYE for every stream it sent.
+    PublisherClose,
+    /// Above the ingest's bitrate cap.
+    BitrateCap,
+    /// Longer than the ingest's duration cap.
+    DurationCap,
+}
+
+/// The ICE credentials and answer fragment of an ICE restart: the driver routes the new ufrag
+/// to this session and answers the PATCH with the fragment.
+#[derive(Debug)]
+pub struct IceRestart {
+    /// Our new ufrag.
+    pub ufrag: String,
+    /// Our new pwd (what the publisher's checks are signed with).
+    pub pwd: String,
+    /// The `application/trickle-ice-sdpfrag` answer.
+    pub fragment: String,
+}
+
+/// Everything a session starts with.
+pub struct Params {
+    /// The session's id.
+    pub id: Uuid,
+    /// The ingest it publishes to (logs, per-ingest series).
+    pub ingest: String,
+    /// The ingest's UDP targets.
+    pub targets: Targets,
+    /// The simulcast layer the ingest prefers, if any.
+    pub preferred_layer: Option<String>,
+    /// What the offer negotiated.
+    pub plan: OfferPlan,
+    /// The negotiated peer connection (`crate::peer::PeerFactory::negotiate`).
+    pub peer: RTCPeerConnection,
+    /// Our ICE ufrag from the negotiation.
+    pub ufrag: String,
+    /// The local addresses the peer connection was told (UDP, ICE-TCP).
+    pub ice_local: SocketAddr,
+    /// See `ice_local`.
+    pub ice_local_tcp: SocketAddr,
+    /// The ingest's output streams (shared by its sessions over time).
+    pub continuity: Arc<Mutex<Continuity>>,
+    /// Counters the registry reads.
+    pub counters: Arc<SessionCounters>,
+    /// The operator's counters.
+    pub meter: Arc<dyn Meter>,
+    /// Timeouts and the statistics interval.
+    pub timers: SessionTimers,
+    /// When the session starts.
+    pub now: Instant,
+    /// The wall clock at `now` (the NTP time of the Sender Reports it makes for publishers
+    /// that send none): the session reads no clock itself.
+    pub wall_clock: SystemTime,
+}
+
+/// A publisher's session (see the module docs).
+pub struct Session {
+    core: Core,
+    progress: Progress,
+}
 
 /// Timing knobs of a session.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct SessionTimers {
-    pub(crate) media_timeout: Duration,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) stats_interval: Duration,
+pub struct SessionTimers {
+    /// No media for this long ends a connected session.
+    pub media_timeout: Duration,
+    /// Not connected this long after it started ends a session.
+    pub connect_timeout: Duration,
+    /// How often its owner asks for statistics (for the record; the owner keeps the clock).
+    pub stats_interval: Duration,
 }
 
-/// Everything a session task owns.
-pub(crate) struct Session {
-    pub(crate) admission: Admission,
+/// The session's parts (the peer connection and what works on its packets).
+pub(crate) struct Core {
+    pub(crate) id: Uuid,
+    pub(crate) ingest: String,
     pub(crate) plan: OfferPlan,
     pub(crate) peer: RTCPeerConnection,
-    /// Datagrams for the publisher, in order, until the driver takes them (`poll_transmit`).
-    pub(crate) transmits: VecDeque<TaggedBytesMut>,
-    /// Changes for the registry, in order, until the driver takes them (`poll_report`).
-    pub(crate) reports: VecDeque<Report>,
-    /// The gateway's counters (Prometheus): the session counts, the registry is not asked.
-    pub(crate) metrics: Arc<Metrics>,
-    /// The ingest's caps as the driver last read them from the registry.
+    /// What the owner takes next (`poll_output`), in order.
+    pub(crate) out: VecDeque<Output>,
+    /// Counters the registry reads.
+    pub(crate) counters: Arc<SessionCounters>,
+    /// The operator's counters.
+    pub(crate) meter: Arc<dyn Meter>,
+    /// The ingest's caps as the owner last gave them.
     pub(crate) limits: Limits,
     pub(crate) ice_local: SocketAddr,
     pub(crate) ice_local_tcp: SocketAddr,
@@ -75,41 +242,35 @@ pub(crate) struct Session {
     pub(crate) repair: Repair,
 }
 
-/// The ICE credentials an ICE restart gave the session: its driver routes the new ufrag.
-pub(crate) struct IceCredentials {
-    pub(crate) ufrag: String,
-    pub(crate) pwd: String,
-}
-
 /// Mutable bookkeeping of the loop.
 pub(crate) struct Progress {
-    pub(super) remote: Option<SocketAddr>,
+    pub(crate) remote: Option<SocketAddr>,
     /// ICE selected a pair (the publisher nominated one): DTLS may flow.
-    pub(super) ice_selected: bool,
+    pub(crate) ice_selected: bool,
     /// DTLS records that came before `ice_selected`.
-    pub(super) early: EarlyRecords,
-    pub(super) connected: bool,
+    pub(crate) early: EarlyRecords,
+    pub(crate) connected: bool,
     /// When DTLS connected.
-    pub(super) connected_at: Option<Instant>,
+    pub(crate) connected_at: Option<Instant>,
     /// A keyframe has been forwarded to the consumer.
-    pub(super) keyframe_forwarded: bool,
+    pub(crate) keyframe_forwarded: bool,
     /// SSRC and RTP timestamp of the last keyframe counted (a sliced IDR counts once).
-    pub(super) last_keyframe: Option<(u32, u32)>,
-    pub(super) last_media: Instant,
+    pub(crate) last_keyframe: Option<(u32, u32)>,
+    pub(crate) last_media: Instant,
     /// When the datagram being handled arrived (the session's clock for media).
-    pub(super) input_at: Instant,
-    pub(super) started: Instant,
+    pub(crate) input_at: Instant,
+    pub(crate) started: Instant,
     /// SSRC of the forwarded video stream (the current layer with simulcast).
-    pub(super) video_ssrc: Option<u32>,
-    pub(super) audio_ssrc: Option<u32>,
+    pub(crate) video_ssrc: Option<u32>,
+    pub(crate) audio_ssrc: Option<u32>,
     /// Every video SSRC seen (track-started fires once per SSRC).
-    pub(super) seen_ssrcs: HashSet<u32>,
-    pub(super) housekeeping_ticks: u64,
+    pub(crate) seen_ssrcs: HashSet<u32>,
+    pub(crate) housekeeping_ticks: u64,
     /// Video and audio bytes received at the last statistics report.
-    pub(super) bytes_at_last_stats: (u64, u64),
+    pub(crate) bytes_at_last_stats: (u64, u64),
     /// The publisher's streams it has said RTCP BYE for (only SSRCs it sent: bounded).
-    pub(super) goodbyes: HashSet<u32>,
-    pub(super) end: Option<(EndReason, String)>,
+    pub(crate) goodbyes: HashSet<u32>,
+    pub(crate) end: Option<(EndCause, String)>,
 }
 
 impl Progress {
@@ -137,11 +298,131 @@ impl Progress {
     }
 }
 
+impl Session {
+    /// A session for a negotiated publish, starting at `params.now`.
+    pub fn new(params: Params) -> Self {
+        let Params {
+            id,
+            ingest,
+            targets,
+            preferred_layer,
+            plan,
+            peer,
+            ufrag,
+            ice_local,
+            ice_local_tcp,
+            continuity,
+            counters,
+            meter,
+            timers,
+            now,
+            wall_clock,
+        } = params;
+        Session {
+            core: Core {
+                forwarder: Forwarder::new(id, targets, continuity, &plan),
+                observers: Observers::new(&plan, targets, now, wall_clock),
+                layers: LayerSelector::new(preferred_layer),
+                id,
+                ingest,
+                plan,
+                peer,
+                out: VecDeque::new(),
+                counters,
+                meter,
+                limits: Limits::default(),
+                ice_local,
+                ice_local_tcp,
+                rids: HashMap::new(),
+                timers,
+                ufrag,
+                repair: Repair::default(),
+            },
+            progress: Progress::new(now),
+        }
+    }
+
+    /// Feeds one input at `now`; what it produced waits in [`Session::poll_output`].
+    pub fn handle_input(&mut self, now: Instant, input: Input) {
+        let Session { core, progress: p } = self;
+        match input {
+            Input::Datagram(d) => core.read(d, p),
+            Input::Timeout => core.handle_timeout(now),
+            Input::Housekeeping => {
+                core.run_overdue_timers(now);
+                core.check_limits(p, now);
+                core.review_layers(p, now);
+                core.send_reports(now);
+            }
+            Input::Stats { elapsed } => core.report_stats(p, elapsed, now),
+            Input::Limits(limits) => core.limits = limits,
+            Input::RequestKeyframe => core.request_keyframe(p, now),
+            Input::SelectLayer(rid) => core.layers.set_preferred(rid),
+        }
+        core.drain(p);
+    }
+
+    /// The next output, in order; [`Output::Timeout`] when nothing else is queued.
+    pub fn poll_output(&mut self) -> Output {
+        match self.core.out.pop_front() {
+            Some(out) => out,
+            None => Output::Timeout(self.core.next_timeout()),
+        }
+    }
+
+    /// Restarts ICE at `now` with the publisher's new credentials (a trickle-ice-sdpfrag,
+    /// RFC 8840). The previous ufrag keeps working until the publisher moves over; older ones
+    /// stop. A refusal changes nothing.
+    pub fn ice_restart(
+        &mut self,
+        fragment: &str,
+        now: Instant,
+    ) -> Result<IceRestart, RestartError> {
+        let restarted = self.core.ice_restart(fragment, now)?;
+        self.core.drain(&mut self.progress);
+        Ok(restarted)
+    }
+
+    /// Closes the peer connection (its DTLS close_notify is queued for the publisher). DTLS
+    /// records still held for a pair the publisher never nominated count as dropped.
+    pub fn close(&mut self) {
+        let unheld = self.progress.early.len();
+        if unheld > 0 {
+            self.core.meter.dtls_before_ice("dropped", unheld as u64);
+            drop(self.progress.early.take());
+        }
+        self.core.close();
+    }
+
+    /// Why the session ended from within, once it has.
+    pub fn end(&self) -> Option<(EndCause, &str)> {
+        self.progress
+            .end
+            .as_ref()
+            .map(|(cause, detail)| (*cause, detail.as_str()))
+    }
+
+    /// ICE and DTLS are done.
+    pub fn connected(&self) -> bool {
+        self.progress.connected
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> Uuid {
+        self.core.id
+    }
+
+    /// The counters the registry reads.
+    pub fn counters(&self) -> &Arc<SessionCounters> {
+        &self.core.counters
+    }
+}
+
 /// How late a timer may run before the session's housekeeping runs it itself (a worker's
 /// timer queue was full or its worker is overloaded).
 const OVERDUE: Duration = Duration::from_millis(250);
 
-impl Session {
+impl Core {
     /// When the peer connection or loss repair next needs `handle_timeout`.
     pub(crate) fn next_timeout(&mut self) -> Option<Instant> {
         match (self.peer.poll_timeout(), self.repair.next_deadline()) {
@@ -157,8 +438,8 @@ impl Session {
         }
     }
 
-    /// Closes the peer connection and sends what closing produced (DTLS close_notify).
-    pub(crate) fn close(&mut self) {
+    /// Closes the peer connection and queues what closing produced (DTLS close_notify).
+    fn close(&mut self) {
         if let Err(err) = self.peer.close() {
             tracing::debug!(%err, "closing peer connection");
         }
@@ -179,25 +460,11 @@ impl Session {
     /// publisher offers `a=setup:passive`, as FFmpeg does), or a publisher still waiting for
     /// that answer discards the ClientHello and the handshake waits for its retransmission.
     fn flush(&mut self) {
-        let first = self.transmits.len();
-        while let Some(out) = self.peer.poll_write() {
-            self.transmits.push_back(out);
-        }
-        // A stable partition of the new datagrams: STUN (first byte 0 or 1) before the rest.
-        let fresh = self.transmits.make_contiguous();
-        if let Some(fresh) = fresh.get_mut(first..) {
-            fresh.sort_by_key(|out| out.message.first().is_none_or(|b| *b >= 2));
-        }
-    }
-
-    /// The next datagram for the publisher (its transport names UDP or ICE-TCP), in order.
-    pub(crate) fn poll_transmit(&mut self) -> Option<TaggedBytesMut> {
-        self.transmits.pop_front()
-    }
-
-    /// The next change for the registry, in order.
-    pub(crate) fn poll_report(&mut self) -> Option<Report> {
-        self.reports.pop_front()
+        let mut fresh: Vec<TaggedBytesMut> =
+            std::iter::from_fn(|| self.peer.poll_write()).collect();
+        // A stable partition: STUN (first byte 0 or 1) before the rest.
+        fresh.sort_by_key(|out| out.message.first().is_none_or(|b| *b >= 2));
+        self.out.extend(fresh.into_iter().map(Output::Transmit));
     }
 
     /// Feeds one datagram to the peer connection (`drain` handles what it produced). A DTLS
@@ -218,10 +485,7 @@ impl Session {
                     "dropped"
                 }
             };
-            self.metrics
-                .dtls_records_before_ice
-                .with_label_values(&[outcome])
-                .inc();
+            self.meter.dtls_before_ice(outcome, 1);
             return;
         }
         self.feed(d, p);
@@ -232,7 +496,7 @@ impl Session {
         if data.first().is_none_or(|b| *b >= 2) {
             return false;
         }
-        matches!(super::ice_auth::parse(data), Ok(Some(request)) if request.ufrag != self.ufrag)
+        matches!(crate::ice_auth::parse(data), Ok(Some(request)) if request.ufrag != self.ufrag)
     }
 
     fn feed(&mut self, d: Datagram, p: &mut Progress) {
@@ -261,11 +525,11 @@ impl Session {
         }
     }
 
-    /// Handles events, queues received media in `batch` and sends queued output; once ICE
-    /// selected a pair, feeds the DTLS records held until then. Events come before output:
-    /// the session is recorded connected before the DTLS flight that completes the
-    /// publisher's handshake leaves, so nobody sees the publisher connected first.
-    pub(crate) fn drain(&mut self, p: &mut Progress, batch: &mut ForwardBatch) {
+    /// Handles events and received media, and queues what they produced; once ICE selected a
+    /// pair, feeds the DTLS records held until then. Events come before datagrams: the
+    /// session is recorded connected before the DTLS flight that completes the publisher's
+    /// handshake leaves, so nobody sees the publisher connected first.
+    fn drain(&mut self, p: &mut Progress) {
         loop {
             while let Some(event) = self.peer.poll_event() {
                 self.on_event(event, p);
@@ -273,7 +537,7 @@ impl Session {
             while let Some(message) = self.peer.poll_read() {
                 tracing::trace!(message = ?std::mem::discriminant(&message.message), "peer message");
                 match message.message {
-                    RTCMessage::RtpPacket(_, mut packet) => self.on_rtp(&mut packet, p, batch),
+                    RTCMessage::RtpPacket(_, mut packet) => self.on_rtp(&mut packet, p),
                     RTCMessage::RtcpPacket(_, packets) => self.on_rtcp(&packets, p),
                     _ => {}
                 }
@@ -298,11 +562,12 @@ impl Session {
                         p.connected = true;
                         p.connected_at = Some(p.input_at);
                         p.last_media = p.input_at;
-                        self.reports
-                            .push_back(Report::Connected { remote: p.remote });
+                        let remote = p.remote;
+                        self.out
+                            .push_back(Output::Event(Event::Connected { remote }));
                     }
                     RTCPeerConnectionState::Failed => {
-                        p.end = Some((EndReason::IceFailure, "ICE/DTLS failed".into()));
+                        p.end = Some((EndCause::IceFailure, "ICE/DTLS failed".into()));
                     }
                     // `Closed` only follows our own `close()`, after the loop: nothing to
                     // record. (A publisher's DTLS close_notify leaves the state "connected";
@@ -313,7 +578,7 @@ impl Session {
             RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
                 RTCIceConnectionState::Failed,
             ) => {
-                p.end = Some((EndReason::IceFailure, "ICE consent lost".into()));
+                p.end = Some((EndCause::IceFailure, "ICE consent lost".into()));
             }
             // An ICE-lite agent connects when the publisher nominates a pair.
             RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
@@ -328,19 +593,14 @@ impl Session {
         }
     }
 
-    fn on_rtp(
-        &mut self,
-        packet: &mut rtc::rtp::Packet,
-        p: &mut Progress,
-        batch: &mut ForwardBatch,
-    ) {
+    fn on_rtp(&mut self, packet: &mut rtp::Packet, p: &mut Progress) {
         let Some(kind) = self.plan.kind_of(packet.header.payload_type) else {
             return;
         };
         let size = packet.marshal_size();
-        let counters = &self.admission.counters;
+        let counters = &self.counters;
         p.last_media = p.input_at;
-        self.forwarder.count_received(kind, size);
+        self.meter.received(kind, size);
         let (packets, bytes) = match kind {
             MediaKind::Video => (&counters.video_packets, &counters.video_bytes),
             MediaKind::Audio => (&counters.audio_packets, &counters.audio_bytes),
@@ -348,25 +608,20 @@ impl Session {
         packets.fetch_add(1, Ordering::Relaxed);
         bytes.fetch_add(size as u64, Ordering::Relaxed);
         if kind == MediaKind::Audio && self.plan.audio_red == Some(packet.header.payload_type) {
-            self.on_red(packet, p, batch);
+            self.on_red(packet, p);
         } else {
-            self.on_media(kind, packet, p, batch, false);
+            self.on_media(kind, packet, p, false);
         }
     }
 
     /// A RED packet (RFC 2198): each redundant block whose packet did not arrive is forwarded
     /// as that packet (plain Opus), then the primary block as this one.
-    fn on_red(
-        &mut self,
-        packet: &mut rtc::rtp::Packet,
-        p: &mut Progress,
-        batch: &mut ForwardBatch,
-    ) {
+    fn on_red(&mut self, packet: &mut rtp::Packet, p: &mut Progress) {
         let Some(opus) = self.plan.audio.as_ref().map(|a| a.payload_type) else {
             return;
         };
-        let Some(split) = whipgate_media::red::split(&packet.payload) else {
-            self.metrics.red_malformed.inc();
+        let Some(split) = crate::red::split(&packet.payload) else {
+            self.meter.red_malformed();
             return;
         };
         let (ssrc, seq, ts) = (
@@ -384,8 +639,8 @@ impl Session {
             {
                 continue;
             }
-            let mut copy = rtc::rtp::Packet {
-                header: rtc::rtp::Header {
+            let mut copy = rtp::Packet {
+                header: rtp::Header {
                     sequence_number: copy_seq,
                     timestamp: ts.wrapping_sub(u32::from(block.timestamp_offset)),
                     payload_type: opus,
@@ -395,7 +650,7 @@ impl Session {
                 },
                 payload: block.payload,
             };
-            self.on_media(MediaKind::Audio, &mut copy, p, batch, true);
+            self.on_media(MediaKind::Audio, &mut copy, p, true);
         }
         if split.primary.payload_type != opus {
             return;
@@ -403,7 +658,7 @@ impl Session {
         packet.header.payload_type = opus;
         packet.header.padding = false;
         packet.payload = split.primary.payload;
-        self.on_media(MediaKind::Audio, packet, p, batch, false);
+        self.on_media(MediaKind::Audio, packet, p, false);
     }
 
     /// One media packet (a retransmission already unwrapped from RTX, a frame already taken
@@ -412,9 +667,8 @@ impl Session {
     fn on_media(
         &mut self,
         kind: MediaKind,
-        packet: &mut rtc::rtp::Packet,
+        packet: &mut rtp::Packet,
         p: &mut Progress,
-        batch: &mut ForwardBatch,
         recovered: bool,
     ) {
         let ssrc = packet.header.ssrc;
@@ -430,7 +684,7 @@ impl Session {
         if !self.count_arrival(kind, arrival, recovered) {
             return;
         }
-        let counters = Arc::clone(&self.admission.counters);
+        let counters = Arc::clone(&self.counters);
         let mut keyframe = false;
         match kind {
             MediaKind::Video => {
@@ -445,12 +699,12 @@ impl Session {
                 }
                 let rid = self.rid_of(ssrc);
                 if p.video_ssrc != Some(ssrc) && p.seen_ssrcs.insert(ssrc) {
-                    self.reports.push_back(Report::TrackStarted {
+                    self.out.push_back(Output::Event(Event::TrackStarted {
                         kind,
                         codec: codec.encoding_name(),
                         ssrc,
                         rid: rid.clone(),
-                    });
+                    }));
                 }
                 let size = packet.marshal_size();
                 let forward = match &rid {
@@ -464,10 +718,10 @@ impl Session {
                     let first = p.video_ssrc.is_none();
                     p.video_ssrc = Some(ssrc);
                     if rid.is_some() {
-                        self.reports.push_back(Report::Simulcast {
+                        self.out.push_back(Output::Event(Event::Simulcast {
                             layers: self.plan.simulcast_rids.clone(),
                             forwarded: rid.clone(),
-                        });
+                        }));
                     }
                     if first {
                         // The consumer can only start decoding at a keyframe: ask for one now.
@@ -479,12 +733,12 @@ impl Session {
                 if p.audio_ssrc != Some(ssrc) {
                     p.audio_ssrc = Some(ssrc);
                     if let Some(audio) = &self.plan.audio {
-                        self.reports.push_back(Report::TrackStarted {
+                        self.out.push_back(Output::Event(Event::TrackStarted {
                             kind,
                             codec: audio.codec.encoding_name(),
                             ssrc,
                             rid: None,
-                        });
+                        }));
                     }
                 }
             }
@@ -496,15 +750,21 @@ impl Session {
             return;
         }
         self.observe_input(kind, packet, keyframe);
-        if self.forwarder.forward(kind, packet, batch, p.input_at) {
+        if let Some(to) = self.forwarder.map(kind, packet, p.input_at) {
             counters.packets_forwarded.fetch_add(1, Ordering::Relaxed);
             self.observe_output(kind, packet, p.input_at);
+            self.out.push_back(Output::Forward(Forward {
+                kind,
+                to,
+                packet: Forwarded::Rtp(std::mem::take(packet)),
+            }));
             if keyframe && !p.keyframe_forwarded {
                 p.keyframe_forwarded = true;
                 let after = p.connected_at.map_or(Duration::ZERO, |at| {
                     p.input_at.saturating_duration_since(at)
                 });
-                self.reports.push_back(Report::FirstKeyframe { after });
+                self.out
+                    .push_back(Output::Event(Event::FirstKeyframe { after }));
             }
         }
     }
@@ -528,7 +788,17 @@ impl Session {
                 continue;
             };
             self.observe_publisher_report(p.input_at);
-            self.forwarder.forward_rtcp(kind, report);
+            let Some((to, report)) = self.forwarder.map_report(kind, report) else {
+                continue;
+            };
+            match report.marshal() {
+                Ok(bytes) => self.out.push_back(Output::Forward(Forward {
+                    kind,
+                    to,
+                    packet: Forwarded::Rtcp(bytes.freeze()),
+                })),
+                Err(err) => tracing::debug!(%err, "marshalling RTCP"),
+            }
         }
     }
 
@@ -538,13 +808,11 @@ impl Session {
             // The packet path's common case: nothing to count.
             return true;
         }
-        let counters = &self.admission.counters;
-        let metrics = &self.metrics;
-        let k = kind.as_str();
+        let counters = &self.counters;
         match arrival {
             Arrival::Duplicate => {
                 counters.duplicates_dropped.fetch_add(1, Ordering::Relaxed);
-                metrics.rtp_duplicates_dropped.with_label_values(&[k]).inc();
+                self.meter.duplicate_dropped(kind);
                 return false;
             }
             // A hole filled: by the packet itself (late or retransmitted), or by a redundant
@@ -557,11 +825,7 @@ impl Session {
                     _ => ("red", Duration::ZERO),
                 };
                 counters.packets_repaired.fetch_add(1, Ordering::Relaxed);
-                metrics.rtp_holes_filled.with_label_values(&[k, by]).inc();
-                metrics
-                    .rtp_hole_duration
-                    .with_label_values(&[k])
-                    .observe(open.as_secs_f64());
+                self.meter.hole_filled(kind, by, open);
             }
         }
         if recovered {
@@ -582,18 +846,12 @@ impl Session {
         }
         let mut pli = false;
         for gave_up in due.gave_up {
-            let counters = &self.admission.counters;
-            counters
+            self.counters
                 .packets_unrepaired
                 .fetch_add(gave_up.media, Ordering::Relaxed);
-            let metrics = &self.metrics;
-            let k = gave_up.kind.as_str();
             for (what, n) in [("media", gave_up.media), ("probe", gave_up.probes)] {
                 if n > 0 {
-                    metrics
-                        .rtp_holes_unrepaired
-                        .with_label_values(&[k, what])
-                        .inc_by(n);
+                    self.meter.holes_unrepaired(gave_up.kind, what, n);
                 }
             }
             pli |= gave_up.kind == MediaKind::Video
@@ -602,7 +860,7 @@ impl Session {
         }
         if pli && self.repair.may_send_pli(now) {
             self.request_keyframe(p, now);
-            self.metrics.repair_plis_sent.inc();
+            self.meter.repair_pli_sent();
         }
     }
 
@@ -626,11 +884,8 @@ impl Session {
         };
         match receiver.write_rtcp(now, vec![Box::new(nack)]) {
             Ok(()) => {
-                self.admission
-                    .counters
-                    .nacks_sent
-                    .fetch_add(1, Ordering::Relaxed);
-                self.metrics.nacks_sent.inc();
+                self.counters.nacks_sent.fetch_add(1, Ordering::Relaxed);
+                self.meter.nack_sent();
             }
             Err(err) => tracing::debug!(%err, "sending NACK"),
         }
@@ -644,7 +899,7 @@ impl Session {
     }
 
     /// Sends an RTCP PLI for one video SSRC at `now`.
-    pub(super) fn send_pli(&mut self, media_ssrc: u32, now: Instant) {
+    pub(crate) fn send_pli(&mut self, media_ssrc: u32, now: Instant) {
         let receivers: Vec<_> = self.peer.get_receivers().collect();
         for id in receivers {
             let Some(mut receiver) = self.peer.rtp_receiver(id) else {
@@ -659,37 +914,23 @@ impl Session {
             };
             match receiver.write_rtcp(now, vec![Box::new(pli)]) {
                 Ok(()) => {
-                    self.admission
-                        .counters
-                        .plis_sent
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.metrics.plis_sent.inc();
+                    self.counters.plis_sent.fetch_add(1, Ordering::Relaxed);
+                    self.meter.pli_sent();
                 }
                 Err(err) => tracing::debug!(%err, "sending PLI"),
             }
         }
     }
 
-    /// Restarts ICE at `now`; the driver routes the returned ufrag to this session (the
-    /// previous one keeps working until the publisher moves over; older ones stop).
-    pub(crate) fn ice_restart(
-        &mut self,
-        fragment: &str,
-        now: Instant,
-    ) -> Result<(IceRestarted, IceCredentials), crate::error::Error> {
-        let restarted = super::restart::restart(&mut self.peer, fragment, now)?;
-        let etag = format!("\"{}\"", restarted.ufrag);
+    /// Restarts ICE at `now` (see [`Session::ice_restart`]).
+    fn ice_restart(&mut self, fragment: &str, now: Instant) -> Result<IceRestart, RestartError> {
+        let restarted = restart::restart(&mut self.peer, fragment, now)?;
         self.ufrag = restarted.ufrag.clone();
-        Ok((
-            IceRestarted {
-                fragment: restarted.fragment,
-                etag,
-            },
-            IceCredentials {
-                ufrag: restarted.ufrag,
-                pwd: restarted.pwd,
-            },
-        ))
+        Ok(IceRestart {
+            ufrag: restarted.ufrag,
+            pwd: restarted.pwd,
+            fragment: restarted.fragment,
+        })
     }
 }
 
@@ -715,69 +956,6 @@ fn on_goodbye(bye: &Goodbye, p: &mut Progress) {
         .peekable();
     let any = streams.peek().is_some();
     if any && streams.all(|ssrc| p.goodbyes.contains(&ssrc)) && p.end.is_none() {
-        p.end = Some((EndReason::PublisherClose, "RTCP BYE".into()));
-    }
-}
-
-#[cfg(test)]
-mod goodbye_tests {
-    use super::*;
-
-    fn progress(video: Option<u32>, audio: Option<u32>) -> Progress {
-        Progress {
-            connected: true,
-            video_ssrc: video,
-            audio_ssrc: audio,
-            ..Progress::new(Instant::now())
-        }
-    }
-
-    fn bye(sources: &[u32]) -> Goodbye {
-        Goodbye {
-            sources: sources.to_vec(),
-            reason: Default::default(),
-        }
-    }
-
-    #[test]
-    fn the_session_ends_once_every_forwarded_stream_said_goodbye() {
-        let mut p = progress(Some(1), Some(2));
-        on_goodbye(&bye(&[1]), &mut p);
-        assert!(p.end.is_none(), "audio is still live");
-        // Another simulcast layer's SSRC, or an unknown one, changes nothing.
-        on_goodbye(&bye(&[7, 8]), &mut p);
-        assert!(p.end.is_none());
-        on_goodbye(&bye(&[2]), &mut p);
-        assert!(matches!(p.end, Some((EndReason::PublisherClose, _))));
-
-        let mut p = progress(Some(1), Some(2));
-        on_goodbye(&bye(&[2, 1]), &mut p);
-        assert!(matches!(p.end, Some((EndReason::PublisherClose, _))));
-    }
-
-    #[test]
-    fn a_paused_simulcast_layer_is_not_a_goodbye() {
-        // Three layers seen, the middle one forwarded, no audio.
-        let mut p = progress(Some(2), None);
-        p.seen_ssrcs.extend([1, 2, 3]);
-        on_goodbye(&bye(&[2]), &mut p);
-        assert!(p.end.is_none(), "the browser paused the forwarded layer");
-        on_goodbye(&bye(&[1, 3]), &mut p);
-        assert!(matches!(p.end, Some((EndReason::PublisherClose, _))));
-    }
-
-    #[test]
-    fn a_goodbye_before_any_stream_or_after_an_end_changes_nothing() {
-        let mut p = progress(None, None);
-        on_goodbye(&bye(&[1]), &mut p);
-        assert!(p.end.is_none(), "nothing forwarded yet: nothing to close");
-
-        let mut p = progress(Some(1), None);
-        p.end = Some((EndReason::Teardown, "first".into()));
-        on_goodbye(&bye(&[1]), &mut p);
-        assert!(
-            matches!(p.end, Some((EndReason::Teardown, _))),
-            "the first end wins"
-        );
+        p.end = Some((EndCause::PublisherClose, "RTCP BYE".into()));
     }
 }

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 
-use super::mux::Datagram;
+use super::Datagram;
 
 /// Records held per source address: a ClientHello flight and a retransmission of it.
 pub(crate) const MAX_PER_SOURCE: usize = 4;

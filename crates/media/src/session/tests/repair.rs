@@ -1,4 +1,4 @@
-// What a whole session does, on simulated time ([`crate::media::sim`]): a publisher that offers
+// What a whole session does, on simulated time ([`crate::session::sim`]): a publisher that offers
 // RTX and RED, as browsers do.
 
 mod session {
@@ -9,9 +9,9 @@ mod session {
 
     use super::super::core::{MS, PACE, connected_sim, timers};
     use super::super::core_feedback::lose_video;
-    use crate::media::sim::{AUDIO_PT, RED_PT, RTX_PT, Sim};
-    use crate::registry::Limits;
-    use whipgate_media::repair::REPAIR_WINDOW;
+    use crate::repair::REPAIR_WINDOW;
+    use crate::session::Limits;
+    use crate::session::sim::{AUDIO_PT, RED_PT, RTX_PT, Sim};
 
     fn repair_sim() -> Sim {
         let mut sim = Sim::with_repair(timers(), Limits::default());
@@ -29,7 +29,7 @@ mod session {
     }
 
     /// Loses the publisher's RTP packets with payload type `pt` and sequence number `seq`.
-    fn lose(pt: u8, seq: u16) -> crate::media::sim::Loss {
+    fn lose(pt: u8, seq: u16) -> crate::session::sim::Loss {
         Box::new(move |d: &[u8]| {
             d.len() > 12
                 && d[0] >> 6 == 2
@@ -41,7 +41,11 @@ mod session {
     #[test]
     fn rtx_is_unwrapped_into_the_media_stream_and_its_probes_never_touch_it() {
         let mut sim = repair_sim();
-        assert_eq!(sim.session.plan.video_rtx, Some(RTX_PT), "RTX negotiated");
+        assert_eq!(
+            sim.session.core.plan.video_rtx,
+            Some(RTX_PT),
+            "RTX negotiated"
+        );
         sim.send_video(500, true);
         sim.run_for(PACE);
         let lost = sim.publisher.video.seq;
@@ -83,7 +87,7 @@ mod session {
             repaired.header.payload_type, 96,
             "the consumer's H264 payload type"
         );
-        let counters = sim.session.admission.counters.snapshot();
+        let counters = sim.session.core.counters.snapshot();
         assert_eq!(counters.packets_repaired, 1);
         assert_eq!(
             counters.duplicates_dropped, 1,
@@ -98,7 +102,11 @@ mod session {
     #[test]
     fn red_is_unwrapped_to_opus_and_a_lost_packet_is_restored_from_the_next() {
         let mut sim = repair_sim();
-        assert_eq!(sim.session.plan.audio_red, Some(RED_PT), "RED negotiated");
+        assert_eq!(
+            sim.session.core.plan.audio_red,
+            Some(RED_PT),
+            "RED negotiated"
+        );
         let (first, ts0) = sim.send_red(&[], b"frame0");
         sim.run_for(PACE);
         sim.lose = lose(RED_PT, first.wrapping_add(1));
@@ -134,7 +142,7 @@ mod session {
             out[0].header.timestamp, ts0,
             "the first input keeps its timestamps"
         );
-        let counters = sim.session.admission.counters.snapshot();
+        let counters = sim.session.core.counters.snapshot();
         assert_eq!(counters.red_recovered, 1);
         assert_eq!(counters.packets_repaired, 1);
         assert_eq!(
@@ -188,10 +196,9 @@ mod session {
             after >= REPAIR_WINDOW && after < REPAIR_WINDOW + 50 * MS,
             "PLI {after:?} after the loss"
         );
-        let counters = sim.session.admission.counters.snapshot();
+        let counters = sim.session.core.counters.snapshot();
         assert_eq!(counters.packets_unrepaired, 2);
-        let registry = sim.session.admission.guard.registry();
-        assert_eq!(registry.metrics().repair_plis_sent.get(), 1);
+        assert_eq!(sim.meter.get("repair_pli_sent", ""), 1);
     }
 
     #[test]
@@ -217,9 +224,6 @@ mod session {
             1,
             "the retransmission 300 packets behind is forwarded"
         );
-        assert_eq!(
-            sim.session.admission.counters.snapshot().packets_repaired,
-            1
-        );
+        assert_eq!(sim.session.core.counters.snapshot().packets_repaired, 1);
     }
 }

@@ -7,6 +7,8 @@
 //! their target bitrate, and a tap passing Sender Reports on for A/V sync. NACKs come from the
 //! session (`repair`), which sees retransmissions after RTX is unwrapped.
 
+mod rtcp;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,11 +37,11 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
-use whipgate_media::codec::{AudioCodec, Chosen, OfferPlan, VideoCodec};
+use crate::codec::{AudioCodec, Chosen, OfferPlan, VideoCodec};
 
 /// Gateway-wide ingredients shared by every session: one DTLS certificate (no key generation
 /// per publish) and the candidates to advertise.
-pub(crate) struct PeerFactory {
+pub struct PeerFactory {
     certificate: RTCCertificate,
     crypto: Arc<dyn RTCCryptoProvider>,
     candidates: Vec<SocketAddr>,
@@ -49,17 +51,17 @@ pub(crate) struct PeerFactory {
 }
 
 /// A new peer connection and its answer.
-pub(crate) struct Negotiated {
-    pub(crate) peer: RTCPeerConnection,
-    pub(crate) answer_sdp: String,
+pub struct Negotiated {
+    pub peer: RTCPeerConnection,
+    pub answer_sdp: String,
     /// Our ICE ufrag (webrtc-rs generates the credentials, fresh again on an ICE restart).
-    pub(crate) ufrag: String,
+    pub ufrag: String,
     /// Our ICE pwd: the key publishers' connectivity checks are signed with.
-    pub(crate) pwd: String,
+    pub pwd: String,
 }
 
 /// The `a=ice-ufrag` and `a=ice-pwd` values of an SDP or SDP fragment (first of each).
-pub(crate) fn ice_credentials(sdp: &str) -> Option<(String, String)> {
+pub fn ice_credentials(sdp: &str) -> Option<(String, String)> {
     let value = |key: &str| {
         sdp.lines()
             .find_map(|l| l.trim().strip_prefix(key))
@@ -70,7 +72,7 @@ pub(crate) fn ice_credentials(sdp: &str) -> Option<(String, String)> {
 }
 
 impl PeerFactory {
-    pub(crate) fn new(
+    pub fn new(
         candidates: Vec<SocketAddr>,
         tcp_candidates: Vec<SocketAddr>,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
@@ -109,7 +111,7 @@ impl PeerFactory {
     }
 
     /// The crypto provider (the mux verifies connectivity checks with it).
-    pub(crate) fn crypto(&self) -> Arc<dyn RTCCryptoProvider> {
+    pub fn crypto(&self) -> Arc<dyn RTCCryptoProvider> {
         Arc::clone(&self.crypto)
     }
 
@@ -117,7 +119,7 @@ impl PeerFactory {
     /// The shared socket may be bound to a wildcard or sit behind NAT 1:1, so the real
     /// destination address is not known per packet; using one fixed candidate keeps ICE's
     /// local-candidate lookup consistent.
-    pub(crate) fn ice_local_addr(&self, tcp: bool) -> SocketAddr {
+    pub fn ice_local_addr(&self, tcp: bool) -> SocketAddr {
         match self.tcp_candidates.first() {
             Some(addr) if tcp => *addr,
             _ => self.candidates[0],
@@ -125,7 +127,7 @@ impl PeerFactory {
     }
 
     /// Builds the peer connection at `now`, applies the offer and produces the answer.
-    pub(crate) fn negotiate(
+    pub fn negotiate(
         &self,
         offer_sdp: String,
         plan: &OfferPlan,
@@ -151,10 +153,7 @@ impl PeerFactory {
         // retransmissions only after RTX is unwrapped, and knows when to give a hole up.
         let interceptors = Registry::new()
             .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
-            .with(
-                Slot::from(super::rtcp::SLOT),
-                super::rtcp::SenderReportTap::default(),
-            );
+            .with(Slot::from(rtcp::SLOT), rtcp::SenderReportTap::default());
         let interceptors = configure_twcc_receiver_only(interceptors, &mut media)?;
 
         let settings = SettingEngineBuilder::new()
@@ -172,7 +171,7 @@ impl PeerFactory {
             // the default 64, a retransmission on the media SSRC (a publisher without RTX: OBS,
             // FFmpeg) arriving more than 64 packets behind the newest was refused as a replay:
             // half a keyframe at 720p.
-            .with_srtp_replay_protection_window(usize::from(whipgate_media::repair::WINDOW))
+            .with_srtp_replay_protection_window(usize::from(crate::repair::WINDOW))
             .build();
         let config = RTCConfigurationBuilder::new()
             .with_certificates(vec![self.certificate.clone()])
@@ -248,7 +247,7 @@ fn answering_dtls_role(offer: &str) -> RTCDtlsRole {
 /// but rtc parses every payload type's rtpmap, fmtp and rtcp-fb lines of the offer several
 /// times while matching them (two thirds of a negotiation's CPU for a browser's offer of a
 /// dozen codecs). A section whose format list lacks the chosen payload type is left whole.
-pub(crate) fn offer_for_rtc(sdp: &str, plan: &OfferPlan) -> String {
+pub fn offer_for_rtc(sdp: &str, plan: &OfferPlan) -> String {
     let mut out = String::with_capacity(sdp.len());
     // The payload types kept in the current media section, when it is pruned.
     let mut keep: Vec<u8> = Vec::new();

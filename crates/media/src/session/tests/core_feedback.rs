@@ -1,5 +1,5 @@
 //! What a gateway session says to its publisher and its consumer on simulated time
-//! ([`crate::media::sim`]): NACKs and receiver reports, keyframe requests, the publisher's BYE, and
+//! ([`crate::session::sim`]): NACKs and receiver reports, keyframe requests, the publisher's BYE, and
 //! the Sender Reports it makes or forwards. Every instant below is simulated; nothing sleeps.
 
 use std::time::{Duration, Instant};
@@ -10,12 +10,12 @@ use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 
 use super::core::{HOUSEKEEPING, MS, PACE, connected_sim, ended};
-use crate::media::sim::{Sim, VIDEO_PT};
-use crate::registry::{EndReason, Limits};
+use crate::session::sim::{Sim, VIDEO_PT};
+use crate::session::{EndCause, Limits};
 
 /// Loses the publisher's video RTP packet with sequence number `seq` (SRTP leaves the RTP
 /// header in the clear).
-pub(super) fn lose_video(seq: u16) -> crate::media::sim::Loss {
+pub(super) fn lose_video(seq: u16) -> crate::session::sim::Loss {
     Box::new(move |d: &[u8]| {
         d.len() > 12
             && d[0] >> 6 == 2
@@ -85,7 +85,7 @@ fn a_lost_packet_is_nacked_by_number_within_the_nack_interval_until_it_is_resent
     // The statistics count the NACKs the session sent.
     let (elapsed, now) = (sim.elapsed(), sim.now);
     sim.report_stats(elapsed, now);
-    let sent = sim.session.admission.counters.snapshot().nacks_sent;
+    let sent = sim.session.core.counters.snapshot().nacks_sent;
     assert!(sent >= 2, "nacks_sent = {sent}");
 }
 
@@ -133,7 +133,7 @@ fn an_rtcp_goodbye_for_every_stream_ends_the_session_as_a_publisher_close() {
     assert_eq!(ended(&sim), None, "audio still flows");
     sim.run_for(PACE);
     sim.send_goodbye(vec![audio]);
-    assert_eq!(ended(&sim), Some(EndReason::PublisherClose));
+    assert_eq!(ended(&sim), Some(EndCause::PublisherClose));
 }
 
 #[test]
@@ -152,7 +152,7 @@ fn a_keyframe_request_sends_a_pli_for_the_forwarded_video_at_once() {
     let plis = plis(&sim);
     assert_eq!(plis.len(), 2, "{plis:?}");
     assert_eq!((plis[1].0, plis[1].1.media_ssrc), (asked, video));
-    assert_eq!(sim.session.admission.counters.snapshot().plis_sent, 2);
+    assert_eq!(sim.session.core.counters.snapshot().plis_sent, 2);
 }
 
 /// Seconds of a 64-bit NTP timestamp, as a float.
@@ -173,7 +173,7 @@ fn sender_reports_are_made_for_a_publisher_that_sends_none_and_its_own_are_forwa
         let forwarded = sim.forwarded(true);
         packets += forwarded.len() as u32;
         last_ts = forwarded.last().map_or(last_ts, |p| p.header.timestamp);
-        let last_media = sim.progress.last_media;
+        let last_media = sim.session.progress.last_media;
         sim.outside(|session, _, now| session.send_reports(now));
         for report in sim.forwarded_reports(true) {
             reports.push((tick, report, last_ts, last_media, packets));

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rtc::rtcp::sender_report::SenderReport;
 
-use whipgate_media::codec::MediaKind;
+use crate::codec::MediaKind;
 
 /// Time between synthesized reports of a stream.
 pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);

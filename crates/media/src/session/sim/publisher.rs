@@ -32,14 +32,14 @@ use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTra
 use rtc::sansio::Protocol;
 
 use super::PUBLISHER;
-use crate::media::peer::ice_credentials;
+use crate::peer::ice_credentials;
 
 /// The publisher's payload types.
-pub(in crate::media) const VIDEO_PT: u8 = 102;
-pub(in crate::media) const AUDIO_PT: u8 = 111;
+pub(in crate::session) const VIDEO_PT: u8 = 102;
+pub(in crate::session) const AUDIO_PT: u8 = 111;
 /// RTX for `VIDEO_PT` and RED for `AUDIO_PT`, when the publisher offers them.
-pub(in crate::media) const RTX_PT: u8 = 103;
-pub(in crate::media) const RED_PT: u8 = 63;
+pub(in crate::session) const RTX_PT: u8 = 103;
+pub(in crate::session) const RED_PT: u8 = 63;
 /// The SSRC of the video's RTX stream.
 const RTX_SSRC: u32 = 0x1111_2222;
 
@@ -95,7 +95,7 @@ impl Interceptor for DeliverRtcp {
 }
 
 /// What the publisher does for ICE consent (RFC 7675) once connected.
-pub(in crate::media) enum Consent {
+pub(in crate::session) enum Consent {
     /// As browsers and libdatachannel: a check on the selected pair every 2 s, and its pair
     /// disconnected and failed when nothing comes back (webrtc-rs's defaults).
     Checks,
@@ -104,24 +104,24 @@ pub(in crate::media) enum Consent {
 }
 
 /// One of the publisher's outgoing streams.
-pub(in crate::media) struct Track {
+pub(in crate::session) struct Track {
     sender: RTCRtpSenderId,
-    pub(in crate::media) ssrc: u32,
+    pub(in crate::session) ssrc: u32,
     /// The sequence number of the next packet.
-    pub(in crate::media) seq: u16,
+    pub(in crate::session) seq: u16,
     /// The timestamp of the latest packet.
-    pub(in crate::media) timestamp: u32,
+    pub(in crate::session) timestamp: u32,
 }
 
 /// The publisher: a webrtc-rs peer connection as a browser would offer it (no interceptors
 /// of its own, so it neither answers NACKs nor sends reports).
-pub(in crate::media) struct Publisher {
-    pub(in crate::media) peer: RTCPeerConnection,
-    pub(in crate::media) video: Track,
-    pub(in crate::media) audio: Track,
+pub(in crate::session) struct Publisher {
+    pub(in crate::session) peer: RTCPeerConnection,
+    pub(in crate::session) video: Track,
+    pub(in crate::session) audio: Track,
     /// RTCP from the gateway, and when it arrived.
-    pub(in crate::media) rtcp: Vec<(Instant, Box<dyn rtc::rtcp::Packet>)>,
-    pub(in crate::media) connected: bool,
+    pub(in crate::session) rtcp: Vec<(Instant, Box<dyn rtc::rtcp::Packet>)>,
+    pub(in crate::session) connected: bool,
     /// See [`DeliverRtcp::rewrite`].
     rewrite: Arc<Mutex<Option<(u32, u8, u16)>>>,
     /// The sequence number of the next RTX packet.
@@ -157,7 +157,7 @@ fn audio_codec() -> RTCRtpCodec {
 
 impl Publisher {
     /// A publisher at `now` and its offer.
-    pub(in crate::media) fn new(
+    pub(in crate::session) fn new(
         now: Instant,
         consent: Consent,
         repair: bool,
@@ -292,7 +292,7 @@ impl Publisher {
     }
 
     /// Handles what arrived: connection state, RTCP.
-    pub(in crate::media) fn drain(&mut self, now: Instant) {
+    pub(in crate::session) fn drain(&mut self, now: Instant) {
         while let Some(event) = self.peer.poll_event() {
             if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
                 self.connected = state == RTCPeerConnectionState::Connected;
@@ -306,7 +306,7 @@ impl Publisher {
     }
 
     /// RTCP packets of type `T` received so far, with their arrival times.
-    pub(in crate::media) fn received<T: 'static + Clone>(&self) -> Vec<(Instant, T)> {
+    pub(in crate::session) fn received<T: 'static + Clone>(&self) -> Vec<(Instant, T)> {
         self.rtcp
             .iter()
             .filter_map(|(at, p)| p.as_any().downcast_ref::<T>().map(|t| (*at, t.clone())))
@@ -317,7 +317,7 @@ impl Publisher {
 impl Publisher {
     /// Sends one video packet of `size` payload bytes (an H264 IDR or non-IDR slice) with
     /// the video track's next sequence number, at `now`; returns that number.
-    pub(in crate::media) fn send_video(
+    pub(in crate::session) fn send_video(
         &mut self,
         now: Instant,
         size: usize,
@@ -334,7 +334,7 @@ impl Publisher {
     }
 
     /// Sends one 20 ms audio packet at `now`.
-    pub(in crate::media) fn send_audio(&mut self, now: Instant) {
+    pub(in crate::session) fn send_audio(&mut self, now: Instant) {
         let seq = self.audio.seq;
         self.audio.seq = seq.wrapping_add(1);
         self.audio.timestamp = self.audio.timestamp.wrapping_add(960);
@@ -343,7 +343,7 @@ impl Publisher {
 
     /// Sends one video access unit at `now`: one packet per payload, in order, all with the
     /// next timestamp and the marker bit on the last only; returns their sequence numbers.
-    pub(in crate::media) fn send_access_unit(
+    pub(in crate::session) fn send_access_unit(
         &mut self,
         now: Instant,
         payloads: &[Bytes],
@@ -362,7 +362,7 @@ impl Publisher {
 
     /// Sends RTP packet `seq` of the video (or audio) track at `now`, with the track's
     /// latest timestamp.
-    pub(in crate::media) fn write_rtp(
+    pub(in crate::session) fn write_rtp(
         &mut self,
         now: Instant,
         video: bool,
@@ -405,7 +405,7 @@ impl Publisher {
     /// Sends video packet `osn` again on the RTX stream (RFC 4588: the original sequence
     /// number, then the payload), with the RTX stream's next sequence number, at `now`. An
     /// empty `payload` and no `osn` make a padding-only probe.
-    pub(in crate::media) fn send_rtx(&mut self, now: Instant, osn: Option<u16>, payload: &[u8]) {
+    pub(in crate::session) fn send_rtx(&mut self, now: Instant, osn: Option<u16>, payload: &[u8]) {
         let seq = self.rtx_seq;
         self.rtx_seq = seq.wrapping_add(1);
         *self.rewrite.lock().expect("lock") = Some((RTX_SSRC, RTX_PT, seq));
@@ -432,7 +432,7 @@ impl Publisher {
 
     /// Sends one 20 ms audio packet as RED (RFC 2198) at `now`: `payload` as the primary and
     /// `redundant` (timestamp offset, frame; oldest first) before it.
-    pub(in crate::media) fn send_red(
+    pub(in crate::session) fn send_red(
         &mut self,
         now: Instant,
         redundant: &[(u16, &[u8])],
@@ -472,7 +472,7 @@ impl Publisher {
     }
 
     /// Sends an RTCP packet at `now`.
-    pub(in crate::media) fn write_rtcp(
+    pub(in crate::session) fn write_rtcp(
         &mut self,
         now: Instant,
         packet: Box<dyn rtc::rtcp::Packet>,
@@ -485,7 +485,7 @@ impl Publisher {
 impl Publisher {
     /// Restarts ICE at `now`: a new offer with fresh credentials, whose ufrag and pwd go to
     /// the gateway in a trickle-ice-sdpfrag (the WHIP PATCH body).
-    pub(in crate::media) fn restart_ice(&mut self, now: Instant) -> String {
+    pub(in crate::session) fn restart_ice(&mut self, now: Instant) -> String {
         self.peer.restart_ice();
         let offer = self.peer.create_offer(None).expect("restart offer");
         self.peer
@@ -499,7 +499,7 @@ impl Publisher {
     }
 
     /// Applies the gateway's answer fragment to the remote description, at `now`.
-    pub(in crate::media) fn apply_restart(&mut self, now: Instant, fragment: &str) {
+    pub(in crate::session) fn apply_restart(&mut self, now: Instant, fragment: &str) {
         let (ufrag, pwd) = ice_credentials(fragment).expect("gateway credentials");
         let remote = self.peer.remote_description().expect("answer").sdp.clone();
         let answer: String = remote

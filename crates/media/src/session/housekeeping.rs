@@ -7,12 +7,10 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::statistics::StatsSelector;
 use rtc::statistics::report::RTCStatsReportEntry;
 
-use super::report::Report;
-use super::session::{Progress, Session};
-use crate::registry::EndReason;
-use whipgate_media::codec::MediaKind;
+use super::{Core, EndCause, Event, Output, Progress};
+use crate::codec::MediaKind;
 
-impl Session {
+impl Core {
     /// Re-ranks simulcast layers and asks the layer to switch to for a keyframe (at `now`).
     pub(super) fn review_layers(&mut self, p: &mut Progress, now: Instant) {
         if self.plan.simulcast_rids.is_empty() {
@@ -32,10 +30,10 @@ impl Session {
         let idle = now.saturating_duration_since(p.last_media);
         let age = now.saturating_duration_since(p.started);
         if !p.connected && age > self.timers.connect_timeout {
-            p.end = Some((EndReason::Inactivity, "never connected".into()));
+            p.end = Some((EndCause::Inactivity, "never connected".into()));
         } else if p.connected && idle > self.timers.media_timeout {
             p.end = Some((
-                EndReason::Inactivity,
+                EndCause::Inactivity,
                 format!("no media for {}s", idle.as_secs()),
             ));
         }
@@ -43,7 +41,7 @@ impl Session {
             && age >= max
         {
             p.end = Some((
-                EndReason::DurationCap,
+                EndCause::DurationCap,
                 format!("session longer than {}s", max.as_secs()),
             ));
         }
@@ -51,7 +49,7 @@ impl Session {
 
     /// Reports statistics for the `elapsed` time up to `now`, and applies the bitrate cap.
     pub(super) fn report_stats(&mut self, p: &mut Progress, elapsed: Duration, now: Instant) {
-        let counters = &self.admission.counters;
+        let counters = &self.counters;
         let mut lost = 0i64;
         let mut jitter_ms = 0.0;
         let report = self.peer.get_stats(now, StatsSelector::None);
@@ -64,12 +62,9 @@ impl Session {
                 }
             }
         }
-        let metrics = &self.metrics;
         let lost = u64::try_from(lost).unwrap_or(0);
         let previous_lost = counters.packets_lost.swap(lost, Ordering::Relaxed);
-        metrics
-            .rtp_packets_lost
-            .inc_by(lost.saturating_sub(previous_lost));
+        self.meter.packets_lost(lost.saturating_sub(previous_lost));
 
         let snapshot = counters.snapshot();
         let video = snapshot.video_bytes.saturating_sub(p.bytes_at_last_stats.0);
@@ -77,29 +72,23 @@ impl Session {
         p.bytes_at_last_stats = (snapshot.video_bytes, snapshot.audio_bytes);
         let secs = elapsed.as_secs_f64().max(0.001);
         let bitrate = ((video + audio) as f64 * 8.0 / secs) as u64;
-        if metrics.ingest_label {
-            let ingest = self.admission.spec.id.as_str();
-            for (kind, delta) in [(MediaKind::Video, video), (MediaKind::Audio, audio)] {
-                metrics
-                    .ingest_bytes_received
-                    .with_label_values(&[ingest, kind.as_str()])
-                    .inc_by(delta);
-            }
+        for (kind, delta) in [(MediaKind::Video, video), (MediaKind::Audio, audio)] {
+            self.meter.ingest_bytes_received(&self.ingest, kind, delta);
         }
         if let Some(max) = self.limits.max_bitrate_bps
             && bitrate > max
             && p.connected
         {
             p.end = Some((
-                EndReason::BitrateCap,
+                EndCause::BitrateCap,
                 format!("{bitrate} bps above the cap of {max} bps"),
             ));
         }
-        self.reports.push_back(Report::Stats {
+        self.out.push_back(Output::Event(Event::Stats {
             facts: self.stream_facts(),
             bitrate_bps: bitrate,
             video_jitter_ms: jitter_ms,
-        });
+        }));
     }
 }
 

@@ -7,8 +7,12 @@ use std::time::Instant;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 
-use super::peer::ice_credentials;
-use crate::error::Error;
+use crate::peer::ice_credentials;
+
+/// Why an ICE restart was refused: the publisher's fragment is not one (a bad request).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RestartError(pub String);
 
 /// Our new ICE credentials after a restart, and the answer fragment carrying them.
 pub(crate) struct Restarted {
@@ -22,37 +26,36 @@ pub(crate) fn restart(
     peer: &mut RTCPeerConnection,
     fragment: &str,
     now: Instant,
-) -> Result<Restarted, Error> {
-    let (their_ufrag, their_pwd) = ice_credentials(fragment).ok_or(Error::BadRequest(
+) -> Result<Restarted, RestartError> {
+    let (their_ufrag, their_pwd) = ice_credentials(fragment).ok_or(RestartError(
         "the fragment has no ice-ufrag / ice-pwd".into(),
     ))?;
     let current = peer
         .remote_description()
         .map(|d| d.sdp.clone())
-        .ok_or(Error::BadRequest("no remote description".into()))?;
-    let (old_ufrag, _) = ice_credentials(&current)
-        .ok_or(Error::BadRequest("no ICE credentials in the offer".into()))?;
+        .ok_or(RestartError("no remote description".into()))?;
+    let (old_ufrag, _) =
+        ice_credentials(&current).ok_or(RestartError("no ICE credentials in the offer".into()))?;
     if old_ufrag == their_ufrag {
-        return Err(Error::BadRequest(
+        return Err(RestartError(
             "the ufrag did not change: not an ICE restart".into(),
         ));
     }
     let offer = with_credentials(&current, &their_ufrag, &their_pwd);
-    let offer =
-        RTCSessionDescription::offer(offer).map_err(|e| Error::BadRequest(e.to_string()))?;
+    let offer = RTCSessionDescription::offer(offer).map_err(|e| RestartError(e.to_string()))?;
     peer.set_remote_description(now, offer)
-        .map_err(|e| Error::BadRequest(e.to_string()))?;
+        .map_err(|e| RestartError(e.to_string()))?;
     let answer = peer
         .create_answer(None)
-        .map_err(|e| Error::BadRequest(e.to_string()))?;
+        .map_err(|e| RestartError(e.to_string()))?;
     peer.set_local_description(now, answer)
-        .map_err(|e| Error::BadRequest(e.to_string()))?;
+        .map_err(|e| RestartError(e.to_string()))?;
     let local = peer
         .local_description()
         .map(|d| d.sdp)
-        .ok_or(Error::BadRequest("no local description".into()))?;
-    let (ufrag, pwd) = ice_credentials(&local)
-        .ok_or(Error::BadRequest("no ICE credentials in the answer".into()))?;
+        .ok_or(RestartError("no local description".into()))?;
+    let (ufrag, pwd) =
+        ice_credentials(&local).ok_or(RestartError("no ICE credentials in the answer".into()))?;
     Ok(Restarted {
         fragment: answer_fragment(&local),
         ufrag,

@@ -1,35 +1,34 @@
-//! A simulated network for one real gateway session (tests only): an in-process webrtc-rs
-//! publisher (sans-IO, the offerer, with an H264 and an Opus track) negotiated against
-//! `PeerFactory::negotiate`, the gateway `Session` built as `Media::publish` builds it, and
-//! the datagrams between them shuttled in memory on a simulated clock. Nothing waits on a
-//! real clock: when nothing is in flight, time jumps to the earliest timer of either side.
-//! The only sockets are on loopback: the consumer targets the forwarded RTP and RTCP are
-//! read from, the forwarder's sending socket, and the mux's (bound, never used).
+//! A simulated network for one real session (tests only): an in-process webrtc-rs publisher
+//! (sans-IO, the offerer, with an H264 and an Opus track) negotiated against
+//! `PeerFactory::negotiate`, the `Session` built as the gateway builds it, and the datagrams
+//! between them shuttled in memory on a simulated clock. Nothing waits on a real clock: when
+//! nothing is in flight, time jumps to the earliest timer of either side. No socket at all:
+//! the session's forwarded packets are taken from its output (marshalled and parsed back, as
+//! they would cross the wire), its events are kept, and its meter counts in memory.
 
-use std::collections::VecDeque;
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::sansio::Protocol;
-use rtc::shared::marshal::Unmarshal;
+use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use uuid::Uuid;
 
-use super::batch::ForwardBatch;
-use super::forward::{ForwardSockets, Forwarder};
-use super::mux::Datagram;
-use super::observe::Observers;
-use super::peer::PeerFactory;
-use super::session::{Progress, Session, SessionTimers};
-use super::simulcast::LayerSelector;
-use crate::metrics::Metrics;
-use crate::registry::{Admitted, Caps, IngestSpec, Limits, Registry};
+use super::{
+    Core, Datagram, Event, Forwarded, Input, Limits, Meter, Output, Params, Progress, Session,
+    SessionCounters, SessionTimers, Targets,
+};
+use crate::codec::{AudioCodec, MediaKind, VideoCodec};
+use crate::continuity::Continuity;
+use crate::offer::{self, Accepted};
+use crate::peer::PeerFactory;
 use publisher::Publisher;
 pub(super) use publisher::{AUDIO_PT, Consent, RED_PT, RTX_PT, VIDEO_PT};
-use whipgate_media::codec::{AudioCodec, VideoCodec};
 
 mod publisher;
 
@@ -38,77 +37,118 @@ pub(super) const PUBLISHER: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40_000);
 const GATEWAY: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8189);
+/// The consumer's targets (never bound: nothing is sent).
+const VIDEO_TARGET: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50_000);
+const AUDIO_TARGET: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50_002);
 /// Timer firings at one instant beyond which a side is spinning (a bug, not a simulation).
 const MAX_FIRINGS_AT_ONCE: usize = 1_000;
 
-/// The consumer's side: the ingest's targets (RTP port, and RTCP port = RTP port + 1).
-struct Sinks {
-    video: (UdpSocket, UdpSocket),
-    audio: (UdpSocket, UdpSocket),
+/// A [`Meter`] that counts in memory, by name and label.
+#[derive(Default)]
+pub(super) struct CountingMeter {
+    counts: Mutex<HashMap<(&'static str, String), u64>>,
+}
+
+impl CountingMeter {
+    fn add(&self, name: &'static str, label: &str, n: u64) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        *counts.entry((name, label.to_owned())).or_default() += n;
+    }
+
+    /// The count of `name` with `label` ("" when it has none).
+    pub(super) fn get(&self, name: &'static str, label: &str) -> u64 {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.get(&(name, label.to_owned())).copied().unwrap_or(0)
+    }
+}
+
+impl Meter for CountingMeter {
+    fn received(&self, kind: MediaKind, _bytes: usize) {
+        self.add("received", kind.as_str(), 1);
+    }
+    fn dtls_before_ice(&self, outcome: &'static str, records: u64) {
+        self.add("dtls_before_ice", outcome, records);
+    }
+    fn red_malformed(&self) {
+        self.add("red_malformed", "", 1);
+    }
+    fn duplicate_dropped(&self, kind: MediaKind) {
+        self.add("duplicate_dropped", kind.as_str(), 1);
+    }
+    fn hole_filled(&self, kind: MediaKind, by: &'static str, _open: Duration) {
+        self.add("hole_filled", &format!("{}/{by}", kind.as_str()), 1);
+    }
+    fn holes_unrepaired(&self, kind: MediaKind, what: &'static str, packets: u64) {
+        self.add(
+            "holes_unrepaired",
+            &format!("{}/{what}", kind.as_str()),
+            packets,
+        );
+    }
+    fn nack_sent(&self) {
+        self.add("nack_sent", "", 1);
+    }
+    fn pli_sent(&self) {
+        self.add("pli_sent", "", 1);
+    }
+    fn repair_pli_sent(&self) {
+        self.add("repair_pli_sent", "", 1);
+    }
+    fn sender_report_synthesized(&self) {
+        self.add("sender_report_synthesized", "", 1);
+    }
+    fn packets_lost(&self, packets: u64) {
+        self.add("packets_lost", "", packets);
+    }
+    fn ingest_bytes_received(&self, _ingest: &str, kind: MediaKind, bytes: u64) {
+        self.add("ingest_bytes_received", kind.as_str(), bytes);
+    }
+}
+
+/// What reached the consumer, per kind: RTP, and RTCP on the next port.
+#[derive(Default)]
+struct Consumer {
+    video: Vec<rtc::rtp::Packet>,
+    audio: Vec<rtc::rtp::Packet>,
+    video_reports: Vec<SenderReport>,
+    audio_reports: Vec<SenderReport>,
 }
 
 /// Which of the publisher's datagrams the network loses.
 pub(super) type Loss = Box<dyn FnMut(&[u8]) -> bool>;
 
-/// A publisher and one gateway session on one simulated clock.
+/// A publisher and one session on one simulated clock.
 pub(super) struct Sim {
     pub(super) start: Instant,
     pub(super) now: Instant,
     pub(super) session: Session,
-    pub(super) progress: Progress,
     pub(super) publisher: Publisher,
-    pub(super) registry: Registry,
-    pub(super) ingest: String,
+    /// The ingest's caps, given to the session before its housekeeping and statistics.
+    pub(super) limits: Limits,
+    /// Every event the session produced, in order.
+    pub(super) events: Vec<Event>,
+    pub(super) meter: Arc<CountingMeter>,
     /// The gateway's ICE ufrag from the negotiation.
     pub(super) ufrag: String,
     /// The gateway's ICE pwd (what the publisher's checks are signed with).
     pub(super) pwd: String,
     /// The publisher's ICE ufrag, from its offer.
     pub(super) publisher_ufrag: String,
-    pub(super) batch: ForwardBatch,
-    sinks: Sinks,
+    consumer: Consumer,
+    /// The session's datagrams for the publisher, until `exchange` delivers them.
+    to_publisher: Vec<TaggedBytesMut>,
     pub(super) lose: Loss,
     /// The session's timers are not run when due (a starved worker): only `outside` work,
     /// such as housekeeping's safety net, runs them.
     pub(super) starved: bool,
     /// When the publisher's last STUN message (connectivity or consent check) arrived.
     pub(super) last_check: Instant,
-    /// Keeps the tokio sockets of the mux and the forwarder registered.
-    _runtime: tokio::runtime::Runtime,
-}
-
-fn loopback() -> UdpSocket {
-    UdpSocket::bind("127.0.0.1:0").expect("loopback UDP socket")
-}
-
-/// Two loopback sockets on consecutive ports, as a consumer binds RTP and RTCP.
-fn loopback_pair() -> (UdpSocket, UdpSocket) {
-    for _ in 0..64 {
-        let rtp = loopback();
-        let port = rtp.local_addr().expect("addr").port();
-        if let Some(rtcp) = port
-            .checked_add(1)
-            .and_then(|p| UdpSocket::bind(("127.0.0.1", p)).ok())
-        {
-            return (rtp, rtcp);
-        }
-    }
-    panic!("no two consecutive free loopback ports");
-}
-
-/// Everything queued on a non-blocking socket.
-fn datagrams(socket: &UdpSocket) -> Vec<BytesMut> {
-    socket.set_nonblocking(true).expect("non-blocking");
-    let mut out = Vec::new();
-    let mut buf = [0u8; 2048];
-    while let Ok(n) = socket.recv(&mut buf) {
-        out.push(BytesMut::from(&buf[..n]));
-    }
-    out
 }
 
 impl Sim {
-    /// Negotiates a publisher against a gateway session with these timers and ingest limits.
+    /// Negotiates a publisher against a session with these timers and ingest limits.
     pub(super) fn new(timers: SessionTimers, limits: Limits) -> Sim {
         Sim::with_consent(timers, limits, Consent::Checks)
     }
@@ -125,47 +165,16 @@ impl Sim {
     }
 
     fn build(timers: SessionTimers, limits: Limits, consent: Consent, repair: bool) -> Sim {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .expect("runtime");
-        let tokio_socket = |socket: UdpSocket| {
-            let _entered = runtime.enter();
-            socket.set_nonblocking(true).expect("non-blocking");
-            tokio::net::UdpSocket::from_std(socket).expect("tokio socket")
-        };
-        let sinks = Sinks {
-            video: loopback_pair(),
-            audio: loopback_pair(),
-        };
-        let metrics = Arc::new(Metrics::new(false).expect("metrics"));
-        let registry = Registry::new(Caps { max_publishers: 4 }, 256, Arc::clone(&metrics));
-        let spec = IngestSpec {
-            id: "sim".to_owned(),
-            video_target: Some(sinks.video.0.local_addr().expect("addr")),
-            audio_target: Some(sinks.audio.0.local_addr().expect("addr")),
-            bearer_token: None,
-            labels: Default::default(),
-            video_codecs: vec![VideoCodec::H264],
-            audio_codecs: vec![AudioCodec::Opus],
-            limits,
-            redirect_url: None,
-            simulcast_layer: None,
-            replace_publisher: false,
-        };
-        registry.register(spec.clone(), false).expect("register");
-
         let start = Instant::now();
         let (mut publisher, offer) = Publisher::new(start, consent, repair);
-        let plan = crate::whip::plan_offer(&offer, &spec).expect("the offer plans");
-        let Ok(Admitted::Session(admission, ())) = registry.admit(&spec.id, None, |_| Ok(()))
-        else {
-            panic!("not admitted");
+        let accepted = Accepted {
+            video: &[VideoCodec::H264],
+            audio: &[AudioCodec::Opus],
         };
-        let admission = *admission;
+        let plan = offer::plan(&offer, accepted).expect("the offer plans");
         let factory = PeerFactory::new(vec![GATEWAY], vec![]).expect("factory");
         let (publisher_ufrag, _) =
-            super::peer::ice_credentials(&offer).expect("the offer's ICE credentials");
+            crate::peer::ice_credentials(&offer).expect("the offer's ICE credentials");
         let negotiated = factory.negotiate(offer, &plan, start).expect("negotiate");
         let ufrag = negotiated.ufrag.clone();
         let pwd = negotiated.pwd.clone();
@@ -174,53 +183,68 @@ impl Sim {
             .peer
             .set_remote_description(start, answer)
             .expect("remote description");
-
-        let forward = ForwardSockets::new(tokio_socket(loopback()), None);
-        // Tokio sends (the forwarded RTCP) only once its reactor has seen the socket writable.
-        runtime
-            .block_on(forward.v4.writable())
-            .expect("writable forward socket");
-        let session = Session {
-            layers: LayerSelector::new(admission.spec.simulcast_layer.clone()),
-            forwarder: Forwarder::new(forward.clone(), &admission, &plan, &metrics),
-            observers: Observers::new(&plan, &admission.spec, start),
-            admission,
+        let meter = Arc::new(CountingMeter::default());
+        let session = Session::new(Params {
+            id: Uuid::new_v4(),
+            ingest: "sim".to_owned(),
+            targets: Targets {
+                video: Some(VIDEO_TARGET),
+                audio: Some(AUDIO_TARGET),
+            },
+            preferred_layer: None,
             plan,
             peer: negotiated.peer,
-            transmits: VecDeque::new(),
-            reports: VecDeque::new(),
-            metrics: Arc::clone(&metrics),
-            limits: Default::default(),
-            rids: Default::default(),
+            ufrag: ufrag.clone(),
             ice_local: factory.ice_local_addr(false),
             ice_local_tcp: factory.ice_local_addr(true),
+            continuity: Arc::new(Mutex::new(Continuity::default())),
+            counters: Arc::new(SessionCounters::default()),
+            meter: Arc::clone(&meter) as Arc<dyn Meter>,
             timers,
-            ufrag: ufrag.clone(),
-            repair: Default::default(),
-        };
+            now: start,
+            wall_clock: std::time::SystemTime::now(),
+        });
         Sim {
             start,
             now: start,
             session,
-            progress: Progress::new(start),
             publisher,
-            registry,
-            ingest: spec.id,
+            limits,
+            events: Vec::new(),
+            meter,
             ufrag,
             pwd,
             publisher_ufrag,
-            batch: ForwardBatch::new(forward, &metrics),
-            sinks,
+            consumer: Consumer::default(),
+            to_publisher: Vec::new(),
             lose: Box::new(|_| false),
             starved: false,
             last_check: start,
-            _runtime: runtime,
         }
     }
 
     /// Simulated time since the start.
     pub(super) fn elapsed(&self) -> Duration {
         self.now.duration_since(self.start)
+    }
+
+    /// Feeds one input to the session at `now` and applies its output.
+    pub(super) fn input(&mut self, input: Input) {
+        self.session.handle_input(self.now, input);
+        self.apply();
+    }
+
+    /// Takes the session's output up to its timeout, in order: datagrams for the publisher
+    /// wait for `exchange`, forwarded packets reach the consumer, events are kept.
+    fn apply(&mut self) {
+        loop {
+            match self.session.poll_output() {
+                Output::Transmit(t) => self.to_publisher.push(t),
+                Output::Forward(f) => self.consumer.receive(f.kind, f.to, f.packet),
+                Output::Event(e) => self.events.push(e),
+                Output::Timeout(_) => break,
+            }
+        }
     }
 
     /// Delivers everything in flight, at `now` (no latency), until both sides are quiet.
@@ -241,11 +265,9 @@ impl Sim {
                     at: self.now,
                     tcp: false,
                 };
-                self.session.read(datagram, &mut self.progress);
-                self.session.drain(&mut self.progress, &mut self.batch);
-                super::report::apply_all(&mut self.session);
+                self.input(Input::Datagram(datagram));
             }
-            while let Some(out) = self.session.poll_transmit() {
+            for out in std::mem::take(&mut self.to_publisher) {
                 moved = true;
                 let _ = self.publisher.peer.handle_read(TaggedBytesMut {
                     now: self.now,
@@ -263,7 +285,6 @@ impl Sim {
                 break;
             }
         }
-        self.batch.flush();
     }
 
     /// Runs both sides up to `until`: deliveries, then each timer as it falls due.
@@ -272,7 +293,7 @@ impl Sim {
         loop {
             self.exchange();
             let publisher_due = self.publisher.peer.poll_timeout();
-            let session_due = self.session.next_timeout().filter(|_| !self.starved);
+            let session_due = self.session.core.next_timeout().filter(|_| !self.starved);
             let Some(due) = [publisher_due, session_due].into_iter().flatten().min() else {
                 break;
             };
@@ -289,36 +310,36 @@ impl Sim {
                 let _ = self.publisher.peer.handle_timeout(self.now);
             }
             if session_due.is_some_and(|t| t <= self.now) {
-                self.session.handle_timeout(self.now);
-                self.session.drain(&mut self.progress, &mut self.batch);
-                super::report::apply_all(&mut self.session);
+                self.input(Input::Timeout);
             }
         }
         self.now = self.now.max(until);
         self.exchange();
     }
 
-    /// Runs `f` on the session at `now` outside input (a command, housekeeping), then sends
-    /// what it produced, as `Cell::outside` does.
-    pub(super) fn outside(&mut self, f: impl FnOnce(&mut Session, &mut Progress, Instant)) {
-        f(&mut self.session, &mut self.progress, self.now);
-        self.session.drain(&mut self.progress, &mut self.batch);
-        super::report::apply_all(&mut self.session);
+    /// Runs `f` on the session's parts at `now` outside input (a command, housekeeping's
+    /// pieces), then takes what it produced, as the driver does after any input.
+    pub(super) fn outside(&mut self, f: impl FnOnce(&mut Core, &mut Progress, Instant)) {
+        let Session { core, progress } = &mut self.session;
+        f(core, progress, self.now);
+        core.drain(progress);
+        self.apply();
         self.exchange();
     }
 
-    /// The control task's housekeeping at `now` (caps read from the registry first).
+    /// The driver's housekeeping check of caps and timeouts at `now` (the caps given first).
     pub(super) fn check_limits(&mut self, now: Instant) {
-        super::report::refresh_limits(&mut self.session);
-        self.session.check_limits(&mut self.progress, now);
-        super::report::apply_all(&mut self.session);
+        self.session.handle_input(now, Input::Limits(self.limits));
+        let Session { core, progress } = &mut self.session;
+        core.check_limits(progress, now);
+        self.apply();
     }
 
-    /// The control task's statistics report for `elapsed` up to `now`.
+    /// The driver's statistics for `elapsed` up to `now` (the caps given first).
     pub(super) fn report_stats(&mut self, elapsed: Duration, now: Instant) {
-        super::report::refresh_limits(&mut self.session);
-        self.session.report_stats(&mut self.progress, elapsed, now);
-        super::report::apply_all(&mut self.session);
+        self.session.handle_input(now, Input::Limits(self.limits));
+        self.session.handle_input(now, Input::Stats { elapsed });
+        self.apply();
     }
 
     /// Runs both sides for `d` of simulated time.
@@ -329,7 +350,7 @@ impl Sim {
     /// Runs until both sides are connected (ICE, DTLS, SRTP); the simulated time it took.
     pub(super) fn connect(&mut self) -> Duration {
         let limit = self.now + Duration::from_secs(5);
-        while !(self.progress.connected && self.publisher.connected) {
+        while !(self.session.progress.connected && self.publisher.connected) {
             assert!(
                 self.now < limit,
                 "not connected after 5 s of simulated time"
@@ -395,29 +416,45 @@ impl Sim {
 
     /// The RTP the consumer received on the video (or audio) target since the last call.
     pub(super) fn forwarded(&mut self, video: bool) -> Vec<rtc::rtp::Packet> {
-        let (socket, _) = if video {
-            &self.sinks.video
+        let received = if video {
+            &mut self.consumer.video
         } else {
-            &self.sinks.audio
+            &mut self.consumer.audio
         };
-        datagrams(socket)
-            .into_iter()
-            .map(|mut d| rtc::rtp::Packet::unmarshal(&mut d).expect("forwarded RTP"))
-            .collect()
+        std::mem::take(received)
     }
 
     /// The Sender Reports the consumer received on the video (or audio) RTCP port since the
     /// last call.
     pub(super) fn forwarded_reports(&mut self, video: bool) -> Vec<SenderReport> {
-        let (_, socket) = if video {
-            &self.sinks.video
+        let received = if video {
+            &mut self.consumer.video_reports
         } else {
-            &self.sinks.audio
+            &mut self.consumer.audio_reports
         };
-        datagrams(socket)
-            .into_iter()
-            .map(|mut d| SenderReport::unmarshal(&mut d).expect("a Sender Report"))
-            .collect()
+        std::mem::take(received)
+    }
+}
+
+impl Consumer {
+    /// A forwarded packet crosses the wire: marshalled, then parsed as the consumer parses it.
+    fn receive(&mut self, kind: MediaKind, to: SocketAddr, packet: Forwarded) {
+        let (rtp_port, rtp, reports) = match kind {
+            MediaKind::Video => (VIDEO_TARGET, &mut self.video, &mut self.video_reports),
+            MediaKind::Audio => (AUDIO_TARGET, &mut self.audio, &mut self.audio_reports),
+        };
+        match packet {
+            Forwarded::Rtp(packet) => {
+                assert_eq!(to, rtp_port, "RTP to the kind's target");
+                let mut wire: BytesMut = packet.marshal().expect("marshal forwarded RTP");
+                rtp.push(rtc::rtp::Packet::unmarshal(&mut wire).expect("forwarded RTP"));
+            }
+            Forwarded::Rtcp(bytes) => {
+                assert_eq!(to.port(), rtp_port.port() + 1, "RTCP to the next port");
+                let mut wire = bytes;
+                reports.push(SenderReport::unmarshal(&mut wire).expect("a Sender Report"));
+            }
+        }
     }
 }
 

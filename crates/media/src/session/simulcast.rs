@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use super::session::Session;
+use super::Core;
 
 /// A new "highest" layer must carry this much more than the current one (hysteresis).
 const SWITCH_MARGIN: f64 = 1.2;
@@ -96,7 +96,7 @@ impl LayerSelector {
     }
 }
 
-impl Session {
+impl Core {
     /// The simulcast layer (RID) of a video SSRC; `None` without simulcast.
     pub(super) fn rid_of(&mut self, ssrc: u32) -> Option<String> {
         if self.plan.simulcast_rids.is_empty() {

@@ -1,22 +1,11 @@
 //! Offer checks and codec choice.
 
 use super::*;
-use crate::registry::Limits;
-use whipgate_media::codec::AudioCodec;
 
-fn spec(video: &[VideoCodec]) -> IngestSpec {
-    IngestSpec {
-        id: "x".into(),
-        video_target: None,
-        audio_target: None,
-        bearer_token: None,
-        labels: Default::default(),
-        video_codecs: video.to_vec(),
-        audio_codecs: AudioCodec::DEFAULT.to_vec(),
-        limits: Limits::default(),
-        redirect_url: None,
-        simulcast_layer: None,
-        replace_publisher: false,
+fn spec(video: &'static [VideoCodec]) -> Accepted<'static> {
+    Accepted {
+        video,
+        audio: AudioCodec::DEFAULT,
     }
 }
 
@@ -47,7 +36,7 @@ a=fmtp:106 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01
 
 #[test]
 fn the_ingest_preference_wins_over_the_offer_order() {
-    let plan = plan(BROWSER, &spec(VideoCodec::DEFAULT)).expect("plan");
+    let plan = plan(BROWSER, spec(VideoCodec::DEFAULT)).expect("plan");
     let video = plan.video.expect("video");
     assert_eq!(
         (video.codec, video.payload_type),
@@ -63,35 +52,29 @@ fn the_ingest_preference_wins_over_the_offer_order() {
 
 #[test]
 fn a_vp8_only_ingest_picks_vp8() {
-    let plan = plan(BROWSER, &spec(&[VideoCodec::Vp8])).expect("plan");
+    let plan = plan(BROWSER, spec(&[VideoCodec::Vp8])).expect("plan");
     assert_eq!(plan.video.as_ref().map(|v| v.payload_type), Some(96));
-    assert_eq!(
-        plan.kind_of(96),
-        Some(whipgate_media::codec::MediaKind::Video)
-    );
-    assert_eq!(
-        plan.kind_of(111),
-        Some(whipgate_media::codec::MediaKind::Audio)
-    );
+    assert_eq!(plan.kind_of(96), Some(crate::codec::MediaKind::Video));
+    assert_eq!(plan.kind_of(111), Some(crate::codec::MediaKind::Audio));
     assert_eq!(plan.kind_of(97), None);
 }
 
 #[test]
 fn unusable_offers_are_explained() {
     let only_mode0 = BROWSER.replace("packetization-mode=1", "packetization-mode=0");
-    let err = plan(&only_mode0, &spec(&[VideoCodec::H264])).expect_err("no mode 1");
+    let err = plan(&only_mode0, spec(&[VideoCodec::H264])).expect_err("no mode 1");
     assert!(
         err.to_string().contains("no supported video codec"),
         "{err}"
     );
     let recv = BROWSER.replace("a=sendonly", "a=recvonly");
-    assert!(plan(&recv, &spec(VideoCodec::DEFAULT)).is_err());
-    assert!(plan("garbage", &spec(VideoCodec::DEFAULT)).is_err());
+    assert!(plan(&recv, spec(VideoCodec::DEFAULT)).is_err());
+    assert!(plan("garbage", spec(VideoCodec::DEFAULT)).is_err());
     let two_videos = format!(
         "{BROWSER}{}",
         &BROWSER[BROWSER.find("m=video").expect("video")..]
     );
-    assert!(plan(&two_videos, &spec(VideoCodec::DEFAULT)).is_err());
+    assert!(plan(&two_videos, spec(VideoCodec::DEFAULT)).is_err());
 }
 
 /// A tiny deterministic generator, so the mutation test needs no dependency.
@@ -128,7 +111,7 @@ fn mutated_offers_never_panic() {
             }
         }
         let text = String::from_utf8_lossy(&bytes);
-        let _ = plan(&text, &spec);
+        let _ = plan(&text, spec);
     }
 }
 
@@ -138,10 +121,10 @@ fn simulcast_layers_are_read_from_the_send_list() {
         "a=rtpmap:96 VP8/90000\r\n",
         "a=rtpmap:96 VP8/90000\r\na=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;h;~f\r\n",
     );
-    let planned = plan(&offer, &spec(VideoCodec::DEFAULT)).expect("plan");
+    let planned = plan(&offer, spec(VideoCodec::DEFAULT)).expect("plan");
     assert_eq!(planned.simulcast_rids, ["q", "h", "f"]);
     assert!(
-        plan(BROWSER, &spec(VideoCodec::DEFAULT))
+        plan(BROWSER, spec(VideoCodec::DEFAULT))
             .expect("plan")
             .simulcast_rids
             .is_empty()
@@ -158,12 +141,12 @@ fn the_default_refuses_vp8_only_and_names_h264() {
         .replace("96 97 102 106", "96 97")
         .replace("a=rtpmap:102 H264", "a=rtpmap:102 X")
         .replace("a=rtpmap:106 H264", "a=rtpmap:106 X");
-    match plan(&vp8_only, &spec(VideoCodec::DEFAULT)) {
-        Err(Error::BadRequest(msg)) => assert!(msg.contains("accepted: H264"), "{msg}"),
+    match plan(&vp8_only, spec(VideoCodec::DEFAULT)) {
+        Err(OfferError(msg)) => assert!(msg.contains("accepted: H264"), "{msg}"),
         other => panic!("expected a 400, got {other:?}"),
     }
     assert_eq!(
-        plan(&vp8_only, &spec(BOTH))
+        plan(&vp8_only, spec(BOTH))
             .expect("plan")
             .video
             .map(|v| v.codec),
@@ -191,7 +174,7 @@ a=bundle-only\r\n\
 a=mid:1\r\n\
 a=sendonly\r\n\
 a=rtpmap:120 VP8/90000\r\n";
-    let planned = plan(offer, &spec(BOTH)).expect("plan");
+    let planned = plan(offer, spec(BOTH)).expect("plan");
     assert_eq!(
         planned
             .video
@@ -202,5 +185,5 @@ a=rtpmap:120 VP8/90000\r\n";
     assert!(planned.audio.is_some());
     // Port 0 without bundle-only still rejects the section.
     let rejected = offer.replace("a=bundle-only\r\n", "");
-    assert!(plan(&rejected, &spec(BOTH)).expect("plan").video.is_none());
+    assert!(plan(&rejected, spec(BOTH)).expect("plan").video.is_none());
 }

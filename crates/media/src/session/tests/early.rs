@@ -1,6 +1,6 @@
 //! The first DTLS flight of a publisher that starts DTLS before its nomination reached us
 //! (libdatachannel, OBS's WebRTC library: its ClientHello follows its first answered check,
-//! often ahead of USE-CANDIDATE). The gateway session is real and negotiated ([`crate::media::sim`]);
+//! often ahead of USE-CANDIDATE). The gateway session is real and negotiated ([`crate::session::sim`]);
 //! the publisher's side is made by hand so that the order on the wire is exactly the one under
 //! test: a connectivity check signed with the session's ICE password, a nominating one, and a
 //! ClientHello from a real DTLS client. Regression: the peer connection dropped every DTLS
@@ -25,11 +25,11 @@ use rtc::stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Message, Setter, Tran
 use rtc::stun::textattrs::TextAttribute;
 
 use super::core::MS;
-use crate::media::early::MAX_PER_SOURCE;
-use crate::media::mux::Datagram;
-use crate::media::session::SessionTimers;
-use crate::media::sim::{PUBLISHER, Sim};
-use crate::registry::Limits;
+use crate::session::Limits;
+use crate::session::SessionTimers;
+use crate::session::early::MAX_PER_SOURCE;
+use crate::session::sim::{PUBLISHER, Sim};
+use crate::session::{Datagram, Input, Output};
 
 fn sim() -> Sim {
     Sim::new(
@@ -100,9 +100,8 @@ fn datagram(data: BytesMut, at: Instant) -> Datagram {
 fn batch(sim: &mut Sim, datagrams: Vec<BytesMut>) {
     for data in datagrams {
         let d = datagram(data, sim.now);
-        sim.session.read(d, &mut sim.progress);
+        sim.session.handle_input(sim.now, Input::Datagram(d));
     }
-    sim.session.drain(&mut sim.progress, &mut sim.batch);
 }
 
 /// What the session sent to the publisher since the last call, by kind.
@@ -115,8 +114,8 @@ struct Sent {
 
 fn sent(sim: &mut Sim) -> Sent {
     let mut out = Sent::default();
-    while let Some(d) = sim.session.poll_transmit() {
-        if crate::media::early::is_dtls(&d.message) {
+    while let Some(d) = transmit(sim) {
+        if crate::session::early::is_dtls(&d.message) {
             out.dtls += 1;
             continue;
         }
@@ -132,12 +131,20 @@ fn sent(sim: &mut Sim) -> Sent {
     out
 }
 
+/// The session's next datagram for the publisher (its events are kept, as the driver would).
+fn transmit(sim: &mut Sim) -> Option<rtc::shared::TaggedBytesMut> {
+    loop {
+        match sim.session.poll_output() {
+            Output::Transmit(t) => return Some(t),
+            Output::Event(e) => sim.events.push(e),
+            Output::Forward(_) => {}
+            Output::Timeout(_) => return None,
+        }
+    }
+}
+
 fn records(sim: &Sim, outcome: &str) -> u64 {
-    sim.registry
-        .metrics()
-        .dtls_records_before_ice
-        .with_label_values(&[outcome])
-        .get()
+    sim.meter.get("dtls_before_ice", outcome)
 }
 
 #[test]
@@ -162,7 +169,7 @@ fn a_client_hello_in_the_batch_of_the_nominating_check_is_answered_at_once() {
         answer.dtls >= 1,
         "the ClientHello is answered in the same instant, not at the publisher's retransmit: {answer:?}"
     );
-    assert!(sim.progress.ice_selected);
+    assert!(sim.session.progress.ice_selected);
     assert_eq!(records(&sim, "deferred"), 1);
     assert_eq!(records(&sim, "dropped"), 0);
 }
@@ -176,7 +183,7 @@ fn a_client_hello_right_after_the_nominating_check_is_answered_at_once() {
     batch(&mut sim, data);
     assert_eq!(sent(&mut sim).stun_responses, 1);
     assert!(
-        sim.progress.ice_selected,
+        sim.session.progress.ice_selected,
         "a verified USE-CANDIDATE selects the pair at once"
     );
     sim.now += MS;
@@ -220,5 +227,5 @@ fn records_before_nomination_are_bounded_per_source() {
     batch(&mut sim, hellos);
     assert_eq!(records(&sim, "deferred"), MAX_PER_SOURCE as u64);
     assert_eq!(records(&sim, "dropped"), 3);
-    assert_eq!(sim.progress.early.len(), MAX_PER_SOURCE);
+    assert_eq!(sim.session.progress.early.len(), MAX_PER_SOURCE);
 }
