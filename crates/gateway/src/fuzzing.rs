@@ -1,9 +1,8 @@
 //! Entry points for the fuzz targets in `fuzz/` (cargo-fuzz, libFuzzer). Not an API: hidden
 //! from the docs, free to change. Each takes attacker-shaped bytes and must never panic.
 //!
-//! The session core's wrappers (offer planning and answering, ICE restart, forwarding, loss
-//! repair) live in `whipgate_media::fuzz`, the media router's (`stun_route`) in `media::fuzz`
-//! (a child of `media`, so nothing is widened); both are re-exported here. They are compiled
+//! The media core's wrappers (STUN routing, offer planning and answering, ICE restart,
+//! forwarding, loss repair) live in `whipgate_media::fuzz` and are re-exported here. They are compiled
 //! with the `_fuzz` feature (the fuzz crate enables it) and in unit tests, which run every
 //! target on its committed seeds; the ones over public code (`continuity`, the HTTP and store
 //! parsers) exist always.
@@ -14,11 +13,6 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use whipgate_media::continuity::{InputPacket, OutputStream};
-
-/// The ufrag the STUN and ICE-restart targets route (seeds carry it in USERNAME).
-pub const FUZZ_UFRAG: &str = "fuzzufrag";
-/// The ICE password that goes with [`FUZZ_UFRAG`] (seeds' MESSAGE-INTEGRITY uses it).
-pub const FUZZ_PWD: &str = "fuzzpasswordfuzzpassword";
 
 /// Output stream continuity driven by `data`, a program of 8-byte steps: `op, a, b, c, d, e,
 /// f, g`. op % 5: 0 a packet (`a`: one of four publisher SSRCs, `b c`: sequence number,
@@ -82,9 +76,10 @@ pub fn continuity(data: &[u8]) {
 }
 
 #[cfg(any(feature = "_fuzz", test))]
-pub use crate::media::fuzz::stun_route;
-#[cfg(any(feature = "_fuzz", test))]
-pub use whipgate_media::fuzz::{answer_offer, forward_rtp, ice_restart, loss_repair, plan_offer};
+pub use whipgate_media::fuzz::{
+    FUZZ_PWD, FUZZ_UFRAG, answer_offer, forward_rtp, ice_restart, loss_repair, plan_offer,
+    stun_route,
+};
 
 /// The read API's request parsing: `data` is split at its first newline into a
 /// `Last-Event-ID` value and a query string; both go through what `GET /events` runs (axum's

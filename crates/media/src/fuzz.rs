@@ -1,5 +1,6 @@
-//! Fuzz entry points over the session core's internals: the offer planner, the real
-//! negotiation, ICE restart, the forwarder with the ingest's continuity, loss repair and RED.
+//! Fuzz entry points over the media core's internals: the media port's routing (STUN
+//! authentication), the offer planner, the real negotiation, ICE restart, the forwarder with the
+//! ingest's continuity, loss repair and RED.
 //! Compiled with the `_fuzz` feature (the gateway's `_fuzz` feature enables it; the fuzz crate
 //! reaches these through `whipgate::fuzzing`) and in unit tests, so a change that breaks a
 //! wrapper breaks `cargo test`, not only the fuzz run. Each takes attacker-shaped bytes and must
@@ -22,8 +23,10 @@ use uuid::Uuid;
 
 use crate::codec::{AudioCodec, MediaKind, OfferPlan, VideoCodec};
 use crate::continuity::Continuity;
+use crate::ice_auth;
 use crate::offer::{self, Accepted};
 use crate::peer::{self, PeerFactory};
+use crate::route::Router;
 use crate::session::forward::{Forwarder, Targets};
 use crate::session::restart;
 use crate::{keyframe, red, repair};
@@ -101,6 +104,55 @@ fn factory() -> &'static PeerFactory {
         let udp = SocketAddr::from(([127, 0, 0, 1], 8189));
         PeerFactory::new(vec![udp], vec![udp]).expect("peer factory")
     })
+}
+
+/// The ufrag the STUN and ICE-restart targets route (seeds carry it in USERNAME).
+pub const FUZZ_UFRAG: &str = "fuzzufrag";
+/// The ICE password that goes with [`FUZZ_UFRAG`] (seeds' MESSAGE-INTEGRITY uses it).
+pub const FUZZ_PWD: &str = "fuzzpasswordfuzzpassword";
+
+/// The routing of one UDP datagram from anyone (`Router::dispatch`), then the same bytes as the
+/// first frame of an ICE-TCP connection (`Router::claim_tcp`). One session is routed for
+/// [`FUZZ_UFRAG`] / [`FUZZ_PWD`]. Checks that an address is bound, and a TCP connection
+/// claimed, only by a binding request whose MESSAGE-INTEGRITY verifies with that password; that
+/// a datagram from an unbound address is never delivered unless it bound it; and that dropping
+/// the route leaves nothing behind. Returns whether the datagram was routed.
+pub fn stun_route(packet: &[u8]) -> bool {
+    static ROUTER: OnceLock<Router<Uuid, u32>> = OnceLock::new();
+    let router = ROUTER.get_or_init(|| Router::new(factory().crypto()));
+    let session = Uuid::from_u128(7);
+    let route = router.route(FUZZ_UFRAG.to_owned(), FUZZ_PWD, session, session);
+    let from = SocketAddr::from(([127, 0, 0, 2], 40_000));
+    let dispatched = router.dispatch(packet, from, Instant::now());
+    let routed = dispatched.is_ok();
+    if let Ok(to) = dispatched {
+        assert_eq!(to, session, "routed to the one session");
+    }
+    let bound = router.session_of(from);
+    let claimed = router
+        .claim_tcp(packet, SocketAddr::from(([127, 0, 0, 3], 40_000)), 1)
+        .is_ok();
+    if routed || bound.is_some() || claimed {
+        assert!(
+            verifies(packet),
+            "routed, bound or claimed without a valid integrity"
+        );
+        assert_eq!(bound, Some(session), "a routed check binds its address");
+    }
+    drop(route);
+    assert_eq!(router.routes(), 0, "a dropped route leaves nothing behind");
+    routed
+}
+
+/// Whether `packet` is a binding request for [`FUZZ_UFRAG`] whose MESSAGE-INTEGRITY (and
+/// FINGERPRINT) verify with [`FUZZ_PWD`].
+fn verifies(packet: &[u8]) -> bool {
+    let Ok(Some(mut request)) = ice_auth::parse(packet) else {
+        return false;
+    };
+    let crypto = factory().crypto();
+    request.ufrag == FUZZ_UFRAG
+        && ice_auth::verify(&mut request, FUZZ_PWD.as_bytes(), crypto.crypto()).is_ok()
 }
 
 /// The offer planner, then (for an offer it accepts) the real negotiation: webrtc-rs parses

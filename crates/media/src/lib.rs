@@ -7,6 +7,7 @@
 //! | [`session`] | one publisher's session: `handle_input(now, Input)` / `poll_output() -> Output` |
 //! | [`offer`] | the offer check and codec choice |
 //! | [`peer`] | the ICE-lite, receive-only peer connection a publish negotiates |
+//! | [`route`] | the media port's routing table: sessions by ufrag and by authenticated source address |
 //! | [`ice_auth`] | authentication of ICE checks before they may route anything |
 //! | [`codec`] | the codec table, what an offer negotiated ([`codec::OfferPlan`]), the consumer SDP |
 //! | [`h264`] | the H.264 RTP payload format walked once (single NAL, STAP-A, FU-A) |
@@ -28,4 +29,5 @@ pub mod offer;
 pub mod peer;
 pub mod red;
 pub mod repair;
+pub mod route;
 pub mod session;

@@ -253,6 +253,7 @@ impl Driver {
         let etag = format!("\"{}\"", restarted.ufrag);
         self.net
             .mux
+            .router()
             .add_ufrag(restarted.ufrag, &restarted.pwd, self.admission.session_id);
         Ok(IceRestarted {
             fragment: restarted.fragment,

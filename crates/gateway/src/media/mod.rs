@@ -15,8 +15,6 @@
 mod batch;
 mod driver;
 mod forward;
-#[cfg(any(feature = "_fuzz", test))]
-pub(crate) mod fuzz;
 mod mux;
 mod negotiate;
 mod report;
@@ -185,12 +183,12 @@ impl Media {
 
     /// Routing entries of the media ports (diagnostics, leak checks): zero without sessions.
     pub fn routes(&self) -> usize {
-        self.mux.routes()
+        self.mux.router().routes()
     }
 
     /// The session a publisher address is routed to, if any (diagnostics, tests).
     pub fn routed_session(&self, addr: SocketAddr) -> Option<uuid::Uuid> {
-        self.mux.session_of(addr)
+        self.mux.router().session_of(addr)
     }
 
     /// The bound ICE-TCP address, if ICE-TCP is on.
@@ -295,7 +293,7 @@ impl Media {
             mux: self.mux.clone(),
         };
         let cell = Cell::new(session, admission, net, self.homes[home].clone());
-        let route = self.mux.route(
+        let route = self.mux.router().route(
             ufrag.clone(),
             &negotiated.pwd,
             session_id,

@@ -20,8 +20,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::batch::ForwardBatch;
+use super::driver::Cell;
 use super::forward::ForwardSockets;
-use super::mux::{Datagram, Sink, UdpMux};
+use super::mux::{Datagram, UdpMux};
 use super::setup::Setup;
 use crate::client::Slots;
 use crate::metrics::Metrics;
@@ -112,7 +113,7 @@ impl Connection {
         let (mut reader, mut writer) = stream.into_split();
         let (tx, mut outbound) = mpsc::channel::<Bytes>(WRITE_QUEUE);
         let mut tx = Some(tx);
-        let mut owner: Option<(Uuid, Sink)> = None;
+        let mut owner: Option<(Uuid, Arc<Cell>)> = None;
         let mut input = BytesMut::with_capacity(4096);
         let mut batch = ForwardBatch::new(self.sockets.clone(), &self.metrics);
         let mut deadline = tokio::time::Instant::now() + CLAIM_TIMEOUT;
@@ -146,7 +147,7 @@ impl Connection {
             }
         }
         if owner.is_some() {
-            self.mux.release_tcp(self.peer);
+            self.mux.router().release_tcp(self.peer);
         }
         let _ = tokio::time::timeout(WRITE_TIMEOUT, writer.shutdown()).await;
     }
@@ -156,7 +157,7 @@ impl Connection {
     fn frames(
         &self,
         input: &mut BytesMut,
-        owner: &mut Option<(Uuid, Sink)>,
+        owner: &mut Option<(Uuid, Arc<Cell>)>,
         writer: &mut Option<mpsc::Sender<Bytes>>,
         batch: &mut ForwardBatch,
     ) -> Result<(), DropReason> {
@@ -164,24 +165,23 @@ impl Connection {
             match owner {
                 None => {
                     let tx = writer.take().ok_or(DropReason::Unmatched)?;
-                    *owner = Some(self.mux.claim_tcp(&frame, self.peer, tx)?);
+                    *owner = Some(self.mux.router().claim_tcp(&frame, self.peer, tx)?);
                 }
                 Some((session, _)) => {
-                    if let Err(reason) = self.mux.check_tcp(&frame, *session) {
+                    if let Err(reason) = self.mux.router().check_tcp(&frame, *session) {
                         // A bad check on an authenticated connection is dropped, not fatal.
                         self.metrics.media_drop("tcp", reason.as_str());
                         continue;
                     }
                 }
             }
-            let Some((_, sink)) = owner else { continue };
+            let Some((_, cell)) = owner else { continue };
             let datagram = Datagram {
                 data: frame,
                 from: self.peer,
                 at: Instant::now(),
                 tcp: true,
             };
-            let cell = sink.cell();
             // Handshakes run on the setup threads, as for UDP (this is a tokio thread).
             if !cell.setting_up() {
                 cell.outside(batch, |live, _| live.input(datagram));

@@ -199,7 +199,7 @@ impl Worker {
         let mut count = 0;
         for (data, from) in datagrams {
             count += 1;
-            let cell = match self.mux.dispatch(data, from, now) {
+            let cell = match self.mux.router().dispatch(data, from, now) {
                 Ok(cell) => cell,
                 Err(reason) => {
                     self.metrics.media_drop("udp", reason.as_str());

@@ -1,17 +1,17 @@
 //! Routing-table tests: only verified checks bind addresses, and the table stays bounded.
 
 use super::*;
-use whipgate_media::fuzz::binding_request as request;
+use crate::fuzz::binding_request as request;
 
 const PWD_A: &str = "aaaaaaaaaaaaaaaaaaaaaa";
 const PWD_B: &str = "bbbbbbbbbbbbbbbbbbbbbb";
 
-/// A mux whose sessions are their ids: dispatch says which one a datagram went to.
-type TestMux = UdpMux<Uuid>;
+/// A table whose sessions are their ids (dispatch says which one a datagram went to) and whose
+/// ICE-TCP writers are numbers.
+type TestMux = Router<Uuid, u32>;
 
-async fn mux() -> TestMux {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    UdpMux::new(Arc::new(socket), rtc::crypto::default_provider().unwrap())
+fn mux() -> TestMux {
+    Router::new(rtc::crypto::default_provider().unwrap())
 }
 
 fn addr(port: u16) -> SocketAddr {
@@ -31,9 +31,9 @@ fn check(mux: &TestMux, username: &str, pwd: &str) -> Vec<u8> {
     request(username, Some(pwd), true, mux.crypto.crypto())
 }
 
-#[tokio::test]
-async fn unauthenticated_checks_never_bind_or_move_an_address() {
-    let mux = mux().await;
+#[test]
+fn unauthenticated_checks_never_bind_or_move_an_address() {
+    let mux = mux();
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let _ra = mux.route("ufragA".into(), PWD_A, a, a);
     let _rb = mux.route("ufragB".into(), PWD_B, b, b);
@@ -72,9 +72,9 @@ async fn unauthenticated_checks_never_bind_or_move_an_address() {
     assert_eq!(dispatch(&mux, b"\x80\x60media", b_addr, now), Ok(b));
 }
 
-#[tokio::test]
-async fn a_verified_check_of_another_session_cannot_take_a_fresh_address() {
-    let mux = mux().await;
+#[test]
+fn a_verified_check_of_another_session_cannot_take_a_fresh_address() {
+    let mux = mux();
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let _ra = mux.route("ufragA".into(), PWD_A, a, a);
     let _rb = mux.route("ufragB".into(), PWD_B, b, b);
@@ -92,9 +92,9 @@ async fn a_verified_check_of_another_session_cannot_take_a_fresh_address() {
     assert_eq!(mux.session_of(addr(5000)), Some(a));
 }
 
-#[tokio::test]
-async fn addresses_per_session_are_capped_and_routes_go_with_the_session() {
-    let mux = mux().await;
+#[test]
+fn addresses_per_session_are_capped_and_routes_go_with_the_session() {
+    let mux = mux();
     let a = Uuid::new_v4();
     let route = mux.route("ufragA".into(), PWD_A, a, a);
     let now = Instant::now();
@@ -115,9 +115,9 @@ async fn addresses_per_session_are_capped_and_routes_go_with_the_session() {
     assert_eq!(mux.routes(), 0);
 }
 
-#[tokio::test]
-async fn ice_restarts_keep_only_the_current_and_previous_ufrag() {
-    let mux = mux().await;
+#[test]
+fn ice_restarts_keep_only_the_current_and_previous_ufrag() {
+    let mux = mux();
     let a = Uuid::new_v4();
     let _route = mux.route("u0".into(), PWD_A, a, a);
     mux.add_ufrag("u1".into(), PWD_B, a);
@@ -148,27 +148,27 @@ async fn ice_restarts_keep_only_the_current_and_previous_ufrag() {
     assert_eq!(mux.routes(), 2 + 1 + 2);
 }
 
-#[tokio::test]
-async fn ice_tcp_connections_are_claimed_only_with_a_verified_check() {
-    let mux = mux().await;
+#[test]
+fn ice_tcp_connections_are_claimed_only_with_a_verified_check() {
+    let mux = mux();
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let route = mux.route("ufragA".into(), PWD_A, a, a);
     let _rb = mux.route("ufragB".into(), PWD_B, b, b);
-    let (tx, _rx) = mpsc::channel(1);
+    let tx = 1;
     let unsigned = request("ufragA:x", None, true, mux.crypto.crypto());
     assert_eq!(
-        mux.claim_tcp(&unsigned, addr(8000), tx.clone()).err(),
+        mux.claim_tcp(&unsigned, addr(8000), tx).err(),
         Some(DropReason::Unauthenticated)
     );
     assert_eq!(
-        mux.claim_tcp(b"\x16\xfe\xfd dtls", addr(8000), tx.clone())
-            .err(),
+        mux.claim_tcp(b"\x16\xfe\xfd dtls", addr(8000), tx).err(),
         Some(DropReason::Unmatched)
     );
     let (owner, _) = mux
         .claim_tcp(&check(&mux, "ufragA:x", PWD_A), addr(8000), tx)
         .unwrap();
     assert_eq!(owner, a);
+    assert_eq!(mux.tcp_writer(addr(8000)), Some(1));
     assert_eq!(mux.check_tcp(&check(&mux, "ufragA:y", PWD_A), a), Ok(()));
     assert_eq!(
         mux.check_tcp(&check(&mux, "ufragB:y", PWD_B), a),
