@@ -37,23 +37,16 @@ impl Forwarder {
         continuity: Arc<Mutex<Continuity>>,
         plan: &OfferPlan,
     ) -> Self {
+        let target = |addr, payload_type, clock_rate| Target {
+            addr,
+            payload_type,
+            clock_rate,
+        };
         Forwarder {
-            video: targets
-                .video
-                .zip(plan.video.as_ref())
-                .map(|(addr, chosen)| Target {
-                    addr,
-                    payload_type: chosen.codec.consumer_payload_type(),
-                    clock_rate: chosen.clock_rate,
-                }),
-            audio: targets
-                .audio
-                .zip(plan.audio.as_ref())
-                .map(|(addr, chosen)| Target {
-                    addr,
-                    payload_type: chosen.codec.consumer_payload_type(),
-                    clock_rate: chosen.clock_rate,
-                }),
+            video: (targets.video.zip(plan.video.as_ref()))
+                .map(|(addr, c)| target(addr, c.codec.consumer_payload_type(), c.clock_rate)),
+            audio: (targets.audio.zip(plan.audio.as_ref()))
+                .map(|(addr, c)| target(addr, c.codec.consumer_payload_type(), c.clock_rate)),
             session,
             continuity,
         }
