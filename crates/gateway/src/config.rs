@@ -617,7 +617,7 @@ impl Config {
                 )));
             }
         }
-        crate::tls::validate_pairs(self)?;
+        crate::net::tls::validate_pairs(self)?;
         for origin in &self.api_cors_origins {
             if origin == "*" {
                 return Err(Error::Config(

@@ -195,7 +195,7 @@ fn retry_after_secs(wait: std::time::Duration) -> u64 {
     whole.max(1)
 }
 
-pub use crate::untrusted::{Bounded, MAX_LOGGED_BYTES, bounded};
+pub use crate::net::untrusted::{Bounded, MAX_LOGGED_BYTES, bounded};
 
 /// The registry's refusals in the edge's terms: the status follows from the variant, the
 /// client-facing text is written here.

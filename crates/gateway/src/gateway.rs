@@ -6,7 +6,6 @@ mod idle;
 mod serve;
 
 use serve::GrpcIncoming;
-pub(crate) use serve::accept_bounded;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,7 +24,7 @@ use crate::error::Error;
 use crate::media::Media;
 use crate::metrics::Metrics;
 use crate::registry::{Caps, Registry};
-use crate::tls::{TlsReload, TlsSetup};
+use crate::net::tls::{TlsReload, TlsSetup};
 use crate::topology::{self, SharedTopology};
 use crate::whip::{self, WhipState};
 use whipgate_proto::pb::ingest_control_server::IngestControlServer;

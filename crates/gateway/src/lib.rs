@@ -24,7 +24,6 @@
 //! | `whipgate_media` (crate) | codecs and consumer SDP, keyframes, stream facts, output stream continuity, loss repair, RED: pure, no I/O |
 //! | `fuzzing` (hidden) | entry points for the cargo-fuzz targets in `fuzz/`; not an API |
 
-pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod control;
@@ -34,12 +33,11 @@ pub mod fuzzing;
 pub mod gateway;
 pub mod media;
 pub mod metrics;
+pub mod net;
 pub mod registry;
 pub mod secret;
 pub mod store;
-pub mod tls;
 pub mod topology;
-pub mod untrusted;
 pub mod whip;
 
 pub use config::Config;

@@ -24,7 +24,7 @@ use super::forward::ForwardSockets;
 use super::ice_auth::DropReason;
 use super::mux::{Datagram, Sink, UdpMux};
 use super::setup::Setup;
-use crate::client::Slots;
+use crate::net::client::Slots;
 use crate::metrics::Metrics;
 
 /// A connection must authenticate this soon.

@@ -296,7 +296,7 @@ impl Registry {
             None,
             EventPayload::PublishRejected {
                 reason,
-                detail: crate::untrusted::bounded(detail),
+                detail: crate::net::untrusted::bounded(detail),
                 count,
             },
         );

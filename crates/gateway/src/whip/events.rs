@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::access::{ReadAccess, Reader, TOKEN_TTL};
-use crate::client::{CloseConnection, Slots};
+use crate::net::client::{CloseConnection, Slots};
 use crate::control::{self, NodeInfo};
 use crate::error::Error;
 use crate::registry::{Registry, validate_ingest_id};

@@ -267,7 +267,7 @@ pub(crate) async fn answer_offer(
     let offer = std::str::from_utf8(&body).ok();
     // Taken before admission: a refused negotiation must not kick a REPLACE ingest's publisher.
     let client = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| {
-        crate::client::client_key(p.ip())
+        crate::net::client::client_key(p.ip())
     });
     let waited = std::time::Instant::now();
     let _negotiating = state
