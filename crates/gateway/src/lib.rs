@@ -25,12 +25,11 @@
 //! | `fuzzing` (hidden) | entry points for the cargo-fuzz targets in `fuzz/`; not an API |
 
 pub mod cluster;
-pub mod config;
+pub mod app;
 pub mod control;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod gateway;
 pub mod media;
 pub mod metrics;
 pub mod net;
@@ -40,9 +39,9 @@ pub mod store;
 pub mod topology;
 pub mod whip;
 
-pub use config::Config;
+pub use app::config::Config;
+pub use app::{Bound, Gateway};
 pub use error::Error;
-pub use gateway::{Bound, Gateway};
 
 //
 // A publish, end to end: `whip::publish` checks the request and the offer (`whip::offer`),

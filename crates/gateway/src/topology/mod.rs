@@ -8,7 +8,7 @@
 //! [`redis::RedisTopology`] answers for a member of a Redis cluster, and is the only user of
 //! [`crate::cluster::ClusterNode`] outside `cluster/` (that module stays the Redis
 //! implementation's internals: leases, node records, the event stream, routed calls).
-//! [`Plan`] builds one of the two from the configuration, once, in [`crate::gateway`], which
+//! [`Plan`] builds one of the two from the configuration, once, in [`crate::app`], which
 //! hands the same `Arc<dyn Topology>` to every edge.
 //!
 //! **Why a trait object.** An `Arc<dyn Topology>` is one field of the same type in every edge,
@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::config::Config;
+use crate::app::config::Config;
 use crate::control::NodeInfo;
 use crate::error::Error;
 use crate::metrics::Metrics;

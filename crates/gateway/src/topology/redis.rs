@@ -14,7 +14,7 @@ use super::{
 };
 use crate::cluster::feed::EventFeed;
 use crate::cluster::{ClusterError, ClusterNode, Keys, NodeSettings, Redis};
-use crate::config::Config;
+use crate::app::config::Config;
 use crate::control::NodeInfo;
 use crate::error::Error;
 use crate::metrics::Metrics;

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use super::WhipState;
 use super::queue::NegotiationQueue;
 use super::ratelimit::{self, RateLimiter};
-use crate::config::Config;
+use crate::app::config::Config;
 use crate::error::Error;
 
 /// The edge's limits, shared by every request.

@@ -27,7 +27,7 @@ use axum::{Extension, Router};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use uuid::Uuid;
 
-use crate::config::Config;
+use crate::app::config::Config;
 use crate::error::{Bounded, Error};
 use crate::media::Media;
 use crate::registry::{Admitted, Registry, RegistryError, SessionCommand};

@@ -1,6 +1,8 @@
-//! Binds every listener, wires the registry, the WHIP edge, the media path and the control
-//! plane together, and drains cleanly on shutdown.
+//! The application: its configuration ([`config`]), and the [`Gateway`] that binds every
+//! listener, wires the registry, the WHIP edge, the media path and the control plane
+//! together, runs them, and drains cleanly on shutdown.
 
+pub mod config;
 mod grpc_conns;
 mod idle;
 mod serve;
@@ -18,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use tonic::service::interceptor::InterceptedService;
 use tonic_health::server::HealthReporter;
 
-use crate::config::Config;
+use crate::app::config::Config;
 use crate::control::{self, ControlService};
 use crate::error::Error;
 use crate::media::Media;
