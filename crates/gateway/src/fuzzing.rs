@@ -64,7 +64,7 @@ pub fn ingest(selector: u8) -> IngestSpec {
 pub fn plan_offer(data: &[u8]) -> Option<(String, OfferPlan)> {
     let (&selector, offer) = data.split_first()?;
     let offer = std::str::from_utf8(offer).ok()?;
-    let plan = crate::whip::plan_offer(offer, &ingest(selector)).ok()?;
+    let plan = crate::edge::whip::plan_offer(offer, &ingest(selector)).ok()?;
     Some((offer.to_owned(), plan))
 }
 
@@ -153,12 +153,12 @@ pub fn events_query(data: &[u8]) {
     else {
         return;
     };
-    let _ = crate::whip::events::watch_request(&headers, &query);
+    let _ = crate::edge::events::watch_request(&headers, &query);
     if let Some(token) = query.get("token") {
-        let key = crate::whip::access::derive_token_key("fuzz-key");
-        let filter = crate::whip::events::filter_of(&query);
+        let key = crate::edge::whip::access::derive_token_key("fuzz-key");
+        let filter = crate::edge::events::filter_of(&query);
         let _ =
-            crate::whip::access::verify_token(&key, token, &filter, std::time::SystemTime::now());
+            crate::edge::whip::access::verify_token(&key, token, &filter, std::time::SystemTime::now());
     }
 }
 

@@ -27,6 +27,7 @@
 pub mod cluster;
 pub mod app;
 pub mod control;
+pub mod edge;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -37,7 +38,7 @@ pub mod registry;
 pub mod secret;
 pub mod store;
 pub mod topology;
-pub mod whip;
+
 
 pub use app::config::Config;
 pub use app::{Bound, Gateway};

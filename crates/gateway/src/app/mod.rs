@@ -25,10 +25,11 @@ use crate::control::{self, ControlService};
 use crate::error::Error;
 use crate::media::Media;
 use crate::metrics::Metrics;
+use crate::edge::events;
 use crate::registry::{Caps, Registry};
 use crate::net::tls::{TlsReload, TlsSetup};
 use crate::topology::{self, SharedTopology};
-use crate::whip::{self, WhipState};
+use crate::edge::whip::{self, WhipState};
 use whipgate_proto::pb::ingest_control_server::IngestControlServer;
 
 /// Addresses actually bound (ports resolved when the config asked for port 0).
@@ -200,7 +201,7 @@ impl Gateway {
         media.spawn_receiver(cancel.clone());
         tracker.spawn(registry.clone().run_checkpoints(cancel.clone()));
 
-        let events = whip::events::EventsHub::new(
+        let events = events::EventsHub::new(
             registry.clone(),
             whip::access::ReadAccess::new(config.api_key.as_deref(), config.public_dashboard),
             cancel.clone(),

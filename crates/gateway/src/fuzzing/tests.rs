@@ -141,7 +141,7 @@ mod seeds {
                 headers.insert("last-event-id", last.parse().unwrap());
             }
             assert!(
-                crate::whip::events::watch_request(&headers, &q).is_ok(),
+                crate::edge::events::watch_request(&headers, &q).is_ok(),
                 "{name}"
             );
             super::events_query(&data);

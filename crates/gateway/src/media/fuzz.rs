@@ -109,7 +109,7 @@ pub fn answer_offer(data: &[u8]) -> Option<String> {
 pub fn ice_restart(offer: &str, fragment: &[u8]) -> Option<bool> {
     let fragment = std::str::from_utf8(fragment).ok()?;
     let _ = peer::ice_credentials(fragment);
-    let plan = crate::whip::plan_offer(offer, &ingest(0)).ok()?;
+    let plan = crate::edge::whip::plan_offer(offer, &ingest(0)).ok()?;
     let now = Instant::now();
     let mut negotiated = factory().negotiate(offer.to_owned(), &plan, now).ok()?;
     Some(restart::restart(&mut negotiated.peer, fragment, now).is_ok())
@@ -134,7 +134,7 @@ pub fn forward_rtp(data: &[u8]) {
             "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=sendonly\r\n",
             "a=rtpmap:111 opus/48000/2\r\n",
         );
-        let plan = crate::whip::plan_offer(offer, &ingest(1)).expect("the fuzz offer plans");
+        let plan = crate::edge::whip::plan_offer(offer, &ingest(1)).expect("the fuzz offer plans");
         (sockets, metrics, plan)
     });
     let registry = Registry::new(Caps { max_publishers: 4 }, 16, Arc::clone(metrics));

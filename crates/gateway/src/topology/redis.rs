@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::Store;
-use crate::whip::RateLimiter;
+use crate::edge::whip::RateLimiter;
 use whipgate_media::continuity::Continuity;
 use whipgate_proto::pb;
 

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tower::ServiceExt;
 use whipgate::Config;
-use whipgate::whip::{self, WhipState};
+use whipgate::edge::whip::{self, WhipState};
 
 use crate::harness::{PATIENCE, TestGateway, UdpSink, eventually};
 use crate::publisher::{Publisher, Video};

@@ -4,7 +4,7 @@ use whipgate_media::codec::{AudioCodec, VideoCodec};
 const FIREFOX: &str = include_str!("../../../tests/it/fixtures/firefox-esr-153-vp8-offer.sdp");
 
 fn plan() -> OfferPlan {
-    crate::whip::plan_offer(FIREFOX, &plan_spec()).expect("Firefox's offer plans")
+    crate::edge::whip::plan_offer(FIREFOX, &plan_spec()).expect("Firefox's offer plans")
 }
 
 fn plan_spec() -> crate::registry::IngestSpec {
@@ -78,7 +78,7 @@ fn rtx_and_red_are_answered_when_offered_red_first() {
         video_codecs: vec![VideoCodec::H264],
         ..plan_spec()
     };
-    let plan = crate::whip::plan_offer(CHROMIUM, &spec).expect("Chromium's offer plans");
+    let plan = crate::edge::whip::plan_offer(CHROMIUM, &spec).expect("Chromium's offer plans");
     let video = plan.video.as_ref().expect("video");
     assert_eq!((video.codec, video.payload_type), (VideoCodec::H264, 102));
     assert_eq!(plan.video_rtx, Some(103), "RTX with apt=102");

@@ -157,7 +157,7 @@ impl Sim {
 
         let start = Instant::now();
         let (mut publisher, offer) = Publisher::new(start, consent, repair);
-        let plan = crate::whip::plan_offer(&offer, &spec).expect("the offer plans");
+        let plan = crate::edge::whip::plan_offer(&offer, &spec).expect("the offer plans");
         let Ok(Admitted::Session(admission, ())) = registry.admit(&spec.id, None, |_| Ok(()))
         else {
             panic!("not admitted");

@@ -27,10 +27,10 @@ fn negotiate_cost() {
     let n = 300;
     let t = Instant::now();
     for _ in 0..n {
-        let _ = crate::whip::plan_offer(offer, &spec).expect("fixture");
+        let _ = crate::edge::whip::plan_offer(offer, &spec).expect("fixture");
     }
     let plan_us = t.elapsed().as_micros() as f64 / n as f64;
-    let plan = crate::whip::plan_offer(offer, &spec).expect("fixture");
+    let plan = crate::edge::whip::plan_offer(offer, &spec).expect("fixture");
     let t = Instant::now();
     for _ in 0..n {
         let _ = factory

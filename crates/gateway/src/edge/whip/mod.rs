@@ -5,8 +5,6 @@
 //! [`crate::error::Error`].
 
 pub mod access;
-mod dashboard;
-pub mod events;
 mod guards;
 mod offer;
 pub mod proxy;
@@ -28,6 +26,7 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use uuid::Uuid;
 
 use crate::app::config::Config;
+use crate::edge::{dashboard, events};
 use crate::error::{Bounded, Error};
 use crate::media::Media;
 use crate::registry::{Admitted, Registry, RegistryError, SessionCommand};
@@ -569,7 +568,7 @@ async fn publish_page(Path(ingest_id): Path<String>) -> Result<Response, Error> 
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        include_str!("static/publish.html"),
+        include_str!("../static/publish.html"),
     )
         .into_response())
 }

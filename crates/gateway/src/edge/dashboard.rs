@@ -1,7 +1,7 @@
 //! The built-in live dashboard (`GET /dashboard`, self-contained like the publish page) and the
 //! JSON snapshot it starts from (`GET /api/ingests`; in cluster mode with every node and the
 //! live sessions other nodes hold); live updates come from `GET /events`. Who may read them,
-//! and what an anonymous reader sees, is [`super::access`].
+//! and what an anonymous reader sees, is [`super::whip::access`].
 
 use axum::Json;
 use axum::Router;
@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
-use super::access::Reader;
+use super::whip::access::Reader;
 use super::events::{self, EventsHub};
 use crate::error::Error;
 use whipgate_proto::json;

@@ -12,7 +12,7 @@ use tower::ServiceExt;
 use super::*;
 use crate::metrics::Metrics;
 use crate::registry::Caps;
-use crate::whip::access::ReadAccess;
+use crate::edge::whip::access::ReadAccess;
 
 const KEY: &str = "sekrit";
 
