@@ -168,11 +168,11 @@ pub fn routed_call(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(trust) = crate::cluster::trust::Trust::from_secret(&[7u8; 32]) {
-        let _ = crate::cluster::rpc::fuzz_check_envelope(&trust, "fuzz-node", text);
+    if let Ok(trust) = crate::topology::cluster::trust::Trust::from_secret(&[7u8; 32]) {
+        let _ = crate::topology::cluster::rpc::fuzz_check_envelope(&trust, "fuzz-node", text);
     }
-    let _ = crate::cluster::calls::decode(text);
-    let _ = serde_json::from_str::<crate::cluster::calls::Answer>(text);
+    let _ = crate::topology::cluster::calls::decode(text);
+    let _ = serde_json::from_str::<crate::topology::cluster::calls::Answer>(text);
 }
 
 /// A stored registration and output-stream record as a restart reads them back: decoded

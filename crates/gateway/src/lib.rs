@@ -24,7 +24,6 @@
 //! | `whipgate_media` (crate) | codecs and consumer SDP, keyframes, stream facts, output stream continuity, loss repair, RED: pure, no I/O |
 //! | `fuzzing` (hidden) | entry points for the cargo-fuzz targets in `fuzz/`; not an API |
 
-pub mod cluster;
 pub mod app;
 pub mod control;
 pub mod edge;

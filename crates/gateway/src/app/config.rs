@@ -472,8 +472,8 @@ impl Config {
 
     /// The cluster's keys: derived from `--cluster-secret-file`, or `--insecure-cluster`'s
     /// public ones; an error naming the flag when neither (or both) is given.
-    pub fn cluster_trust(&self) -> Result<crate::cluster::trust::Trust, Error> {
-        use crate::cluster::trust::{Trust, read_secret_file};
+    pub fn cluster_trust(&self) -> Result<crate::topology::cluster::trust::Trust, Error> {
+        use crate::topology::cluster::trust::{Trust, read_secret_file};
         match (&self.cluster_secret_file, self.insecure_cluster) {
             (Some(_), true) => Err(Error::Config(
                 "give --cluster-secret-file or --insecure-cluster, not both".into(),
@@ -513,11 +513,11 @@ impl Config {
             return Err(Error::Config("max_sdp_bytes must be at least 1024".into()));
         }
         if let Some(url) = &self.cluster_redis {
-            crate::cluster::RedisTarget::parse(url).map_err(|e| Error::Config(e.to_string()))?;
+            crate::topology::cluster::RedisTarget::parse(url).map_err(|e| Error::Config(e.to_string()))?;
             self.cluster_trust()?;
         }
         if let Some(id) = &self.node_id {
-            crate::cluster::validate_node_id(id)?;
+            crate::topology::cluster::validate_node_id(id)?;
         }
         if let Some(url) = &self.advertise_url
             && !(url.starts_with("http://") || url.starts_with("https://"))

@@ -107,8 +107,8 @@ mod seeds {
     fn routed_call_seeds_decode() {
         for (name, data) in seeds("routed_call") {
             let text = String::from_utf8(data).unwrap();
-            let ok = crate::cluster::calls::decode(&text).is_ok()
-                || serde_json::from_str::<crate::cluster::calls::Answer>(&text).is_ok();
+            let ok = crate::topology::cluster::calls::decode(&text).is_ok()
+                || serde_json::from_str::<crate::topology::cluster::calls::Answer>(&text).is_ok();
             assert!(ok, "{name}: {text}");
             super::routed_call(text.as_bytes());
         }

@@ -6,7 +6,7 @@
 //! refused publisher go, which events does a watcher read, which nodes are there) and acts on
 //! the answer. [`local::Local`] answers for a gateway alone, from its registry and without I/O;
 //! [`redis::RedisTopology`] answers for a member of a Redis cluster, and is the only user of
-//! [`crate::cluster::ClusterNode`] outside `cluster/` (that module stays the Redis
+//! [`cluster::ClusterNode`] outside [`cluster`] (that module stays the Redis
 //! implementation's internals: leases, node records, the event stream, routed calls).
 //! [`Plan`] builds one of the two from the configuration, once, in [`crate::app`], which
 //! hands the same `Arc<dyn Topology>` to every edge.
@@ -27,6 +27,7 @@
 //! methods, never across an await of their own. [`local::Local`] never awaits anything: each
 //! of its answers is immediate.
 
+pub mod cluster;
 pub mod local;
 pub mod redis;
 
@@ -47,7 +48,7 @@ use crate::store::Store;
 use whipgate_media::continuity::Continuity;
 use whipgate_proto::pb;
 
-pub use crate::cluster::calls::{Answer, ROUTE_TIMEOUT, RoutedCall, WhipCalls};
+pub use cluster::calls::{Answer, ROUTE_TIMEOUT, RoutedCall, WhipCalls};
 
 /// The topology the edges share.
 pub type SharedTopology = Arc<dyn Topology>;
