@@ -9,7 +9,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`app`] | the configuration ([`app::config`]: flags, environment, file), binding listeners, wiring, running, drain and shutdown |
+//! | [`app`] | the configuration ([`app::config`]: flags, environment, file; each component's settings converted from it once), binding listeners, wiring, running, drain and shutdown |
 //! | [`net`] | the bounded accept loop, HTTPS and gRPC TLS (rustls: PEM loading, the certificate swapped on reload, per-connection handshakes), per-client connection slots, outside strings bounded and escaped for logs and events |
 //! | [`edge`] | the HTTP-facing edges: [`edge::whip`] (routes, handlers, SDP offer checks, CORS, the publish page), [`edge::events`] (`/events`, SSE, and its hub), [`edge::dashboard`] (the dashboard and `/api/ingests`) |
 //! | [`control`] | the tonic `IngestControl` service and proto conversions (the wire types and their JSON form are `whipgate_proto`) |

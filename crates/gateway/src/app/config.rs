@@ -507,6 +507,35 @@ impl Config {
         }
     }
 
+    /// The WHIP edge's settings (`WhipState::new`, `whip::router`, `EdgeLimits::new`).
+    pub fn whip_settings(&self) -> crate::edge::whip::WhipSettings {
+        crate::edge::whip::WhipSettings {
+            ice_server_links: self.ice_servers.iter().map(IceServer::link_header).collect(),
+            api_key: self.api_key.clone(),
+            public_dashboard: self.public_dashboard,
+            cors_origins: self.cors_origins.clone(),
+            api_cors_origins: self.api_cors_origins.clone(),
+            max_sdp_bytes: self.max_sdp_bytes,
+            rate_limit_per_sec: self.rate_limit_per_sec,
+            rate_limit_burst: self.rate_limit_burst,
+            http_max_requests: self.http_max_requests,
+            http_request_timeout: self.http_request_timeout,
+            max_negotiations: self.max_negotiations,
+            negotiation_wait: self.negotiation_wait,
+            negotiation_queue: self.negotiation_queue,
+            negotiation_queue_per_client: self.negotiation_queue_per_client,
+        }
+    }
+
+    /// The control plane's settings (`ControlService::new`, the gRPC server).
+    pub fn control_settings(&self) -> crate::control::ControlSettings {
+        crate::control::ControlSettings {
+            api_key: self.api_key.clone(),
+            max_watchers: self.grpc_max_watchers,
+            max_streams: self.grpc_max_streams,
+        }
+    }
+
     /// Checks values that parse but cannot work, and refuses an open control plane.
     pub fn validate(&self) -> Result<(), Error> {
         if self.max_sdp_bytes < 1024 {

@@ -40,6 +40,18 @@ use whipgate_proto::pb;
 
 use pb::ingest_control_server::IngestControl;
 
+/// What the control plane is told at start (`Config::control_settings`).
+/// Not `Debug`: it holds the API key.
+#[derive(Clone)]
+pub struct ControlSettings {
+    /// `--api-key-file`: the key every call but health asks for (`None`: open).
+    pub api_key: Option<String>,
+    /// `--grpc-max-watchers`: concurrent WatchEvents streams.
+    pub max_watchers: usize,
+    /// `--grpc-max-streams`: concurrent streams per connection.
+    pub max_streams: u32,
+}
+
 /// The service implementation.
 #[derive(Clone)]
 pub struct ControlService {
@@ -53,9 +65,13 @@ pub struct ControlService {
 }
 
 impl ControlService {
-    /// A service over `registry` allowing `max_watchers` concurrent WatchEvents streams;
-    /// event streams end when `shutdown` is cancelled.
-    pub fn new(registry: Registry, shutdown: CancellationToken, max_watchers: usize) -> Self {
+    /// A service over `registry` allowing `settings.max_watchers` concurrent WatchEvents
+    /// streams; event streams end when `shutdown` is cancelled.
+    pub fn new(
+        registry: Registry,
+        shutdown: CancellationToken,
+        settings: &ControlSettings,
+    ) -> Self {
         ControlService {
             topology: Arc::new(crate::topology::local::Local::new(
                 registry.clone(),
@@ -63,7 +79,7 @@ impl ControlService {
             )),
             registry,
             shutdown,
-            watchers: Arc::new(Semaphore::new(max_watchers)),
+            watchers: Arc::new(Semaphore::new(settings.max_watchers)),
             routed: Arc::new(Semaphore::new(routed::MAX_ROUTED_IN_FLIGHT)),
         }
     }
