@@ -212,7 +212,7 @@ impl From<RegistryError> for Error {
             RegistryError::CapReached(live) => Error::CapReached(live),
             RegistryError::Draining => Error::Draining,
             RegistryError::Unauthorized => Error::Unauthorized,
-            RegistryError::BadOffer(reason) => Error::BadRequest(reason),
+            RegistryError::BadOffer(reason) => Error::BadRequest(reason.to_string()),
             RegistryError::SessionBusy => Error::Unprocessable("the session is busy; retry".into()),
             RegistryError::EventsGone { from_seq, oldest } => Error::OutOfRange(format!(
                 "from_seq {from_seq} is older than the event history (oldest held: {oldest})"

@@ -315,8 +315,8 @@ pub(crate) async fn answer_offer(
     // the topology for the claim anyway; this node's copy decides until then.
     state.topology.refresh(Some(ingest_id)).await;
     let plan = |spec: &crate::registry::IngestSpec| {
-        let offer = offer.ok_or_else(|| "SDP offer is not UTF-8".to_owned())?;
-        plan_offer(offer, spec).map_err(|err| err.to_string())
+        let offer = offer.ok_or_else(|| Error::BadRequest("SDP offer is not UTF-8".into()))?;
+        plan_offer(offer, spec)
     };
     let admitted = match bearer {
         Some(token) => state.registry.admit(ingest_id, token, plan),
