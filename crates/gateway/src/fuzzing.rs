@@ -157,8 +157,12 @@ pub fn events_query(data: &[u8]) {
     if let Some(token) = query.get("token") {
         let key = crate::edge::whip::access::derive_token_key("fuzz-key");
         let filter = crate::edge::events::filter_of(&query);
-        let _ =
-            crate::edge::whip::access::verify_token(&key, token, &filter, std::time::SystemTime::now());
+        let _ = crate::edge::whip::access::verify_token(
+            &key,
+            token,
+            &filter,
+            std::time::SystemTime::now(),
+        );
     }
 }
 

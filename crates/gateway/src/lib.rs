@@ -36,7 +36,6 @@ pub mod secret;
 pub mod store;
 pub mod topology;
 
-
 pub use app::config::Config;
 pub use app::{Bound, Gateway};
 pub use error::Error;

@@ -328,8 +328,7 @@ impl Engine {
     /// A plain publisher (no WebRTC) has no offer: it is "answered" at once.
     fn prepare(&self, i: u32) -> Result<(Publisher, Option<String>, String), LoadError> {
         let local = std::net::SocketAddr::new(self.cfg.publisher_ip(i), 0);
-        let socket =
-            super::udp_socket(local, 1 << 20).map_err(|e| LoadError::Socket(e.kind()))?;
+        let socket = super::udp_socket(local, 1 << 20).map_err(|e| LoadError::Socket(e.kind()))?;
         let plan = self.cfg.plan();
         if let Some(to) = &self.cfg.plain {
             let [video_to, audio_to] = to[..] else {
@@ -491,9 +490,7 @@ impl Poster {
             .map(String::from)
             .ok_or(LoadError::NoLocation)?;
         publisher.started = sent;
-        publisher
-            .set_answer(&answer)
-            .map_err(LoadError::Answer)?;
+        publisher.set_answer(&answer).map_err(LoadError::Answer)?;
         Ok((publisher, location, took))
     }
 }

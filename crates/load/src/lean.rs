@@ -131,8 +131,7 @@ impl Lean {
             .ok_or_else(|| LoadError::Lean("the answer's fingerprint is not sha-256".into()))?
             .trim()
             .to_ascii_lowercase();
-        let crypto =
-            rtc::crypto::default_provider().map_err(|e| LoadError::Lean(e.to_string()))?;
+        let crypto = rtc::crypto::default_provider().map_err(|e| LoadError::Lean(e.to_string()))?;
         let hasher = Arc::clone(&crypto);
         let verify: rtc::dtls::config::VerifyPeerCertificateFn = Arc::new(move |certs, _| {
             let cert = certs

@@ -510,7 +510,11 @@ impl Config {
     /// The WHIP edge's settings (`WhipState::new`, `whip::router`, `EdgeLimits::new`).
     pub fn whip_settings(&self) -> crate::edge::whip::WhipSettings {
         crate::edge::whip::WhipSettings {
-            ice_server_links: self.ice_servers.iter().map(IceServer::link_header).collect(),
+            ice_server_links: self
+                .ice_servers
+                .iter()
+                .map(IceServer::link_header)
+                .collect(),
             api_key: self.api_key.clone(),
             public_dashboard: self.public_dashboard,
             cors_origins: self.cors_origins.clone(),
@@ -542,7 +546,8 @@ impl Config {
             return Err(Error::Config("max_sdp_bytes must be at least 1024".into()));
         }
         if let Some(url) = &self.cluster_redis {
-            crate::topology::cluster::RedisTarget::parse(url).map_err(|e| Error::Config(e.to_string()))?;
+            crate::topology::cluster::RedisTarget::parse(url)
+                .map_err(|e| Error::Config(e.to_string()))?;
             self.cluster_trust()?;
         }
         if let Some(id) = &self.node_id {

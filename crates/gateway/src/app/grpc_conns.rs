@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::metrics::Metrics;
 use crate::net::accept::accept_bounded;
 use crate::net::client::{Slot, Slots};
-use crate::metrics::Metrics;
 use crate::net::tls::incoming::TlsOn;
 
 /// The gRPC listener's caps.

@@ -22,14 +22,14 @@ use tonic_health::server::HealthReporter;
 
 use crate::app::config::Config;
 use crate::control::{self, ControlService, ControlSettings};
+use crate::edge::events;
+use crate::edge::whip::{self, WhipSettings, WhipState};
 use crate::error::Error;
 use crate::media::Media;
 use crate::metrics::Metrics;
-use crate::edge::events;
-use crate::registry::{Caps, Registry};
 use crate::net::tls::{TlsReload, TlsSetup};
+use crate::registry::{Caps, Registry};
 use crate::topology::{self, SharedTopology};
-use crate::edge::whip::{self, WhipSettings, WhipState};
 use whipgate_proto::pb::ingest_control_server::IngestControlServer;
 
 /// Addresses actually bound (ports resolved when the config asked for port 0).

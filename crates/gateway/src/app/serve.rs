@@ -25,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::net::client::{CloseConnection, Slots};
 use crate::metrics::Metrics;
 use crate::net::accept::accept_bounded;
+use crate::net::client::{CloseConnection, Slots};
 use crate::net::tls::incoming::TlsOn;
 
 /// Connection-level limits of an HTTP listener.

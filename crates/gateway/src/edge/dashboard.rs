@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
-use super::whip::access::Reader;
 use super::events::{self, EventsHub};
+use super::whip::access::Reader;
 use crate::control::read;
 use crate::error::Error;
 use whipgate_proto::json;

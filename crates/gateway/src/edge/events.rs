@@ -37,9 +37,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::whip::access::{ReadAccess, Reader, TOKEN_TTL};
-use crate::net::client::{CloseConnection, Slots};
 use crate::control::{self, NodeInfo};
 use crate::error::Error;
+use crate::net::client::{CloseConnection, Slots};
 use crate::registry::{Registry, validate_ingest_id};
 use crate::topology::SharedTopology;
 use crate::topology::local::Local;

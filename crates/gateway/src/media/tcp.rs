@@ -24,8 +24,8 @@ use super::forward::ForwardSockets;
 use super::ice_auth::DropReason;
 use super::mux::{Datagram, Sink, UdpMux};
 use super::setup::Setup;
-use crate::net::client::Slots;
 use crate::metrics::Metrics;
+use crate::net::client::Slots;
 
 /// A connection must authenticate this soon.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(10);

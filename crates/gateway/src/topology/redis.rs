@@ -12,15 +12,15 @@ use super::{
     Answer, LiveEvents, Owner, Placement, RoutedCall, Subscription, Topology, TopologyError,
     UNKNOWN_LOOKUPS_PER_SEC, WhipCalls,
 };
-use crate::topology::cluster::feed::EventFeed;
-use crate::topology::cluster::{ClusterError, ClusterNode, Keys, NodeSettings, Redis};
 use crate::app::config::Config;
 use crate::control::NodeInfo;
+use crate::edge::whip::RateLimiter;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::Store;
-use crate::edge::whip::RateLimiter;
+use crate::topology::cluster::feed::EventFeed;
+use crate::topology::cluster::{ClusterError, ClusterNode, Keys, NodeSettings, Redis};
 use whipgate_media::continuity::Continuity;
 use whipgate_proto::pb;
 
@@ -55,10 +55,9 @@ impl Plan {
         };
         let redis =
             ClusterNode::connect(url, trust, ca).map_err(|e| Error::BadRequest(e.to_string()))?;
-        let node_id = config
-            .node_id
-            .clone()
-            .unwrap_or_else(|| crate::topology::cluster::node::default_node_id(config.http_listen.port()));
+        let node_id = config.node_id.clone().unwrap_or_else(|| {
+            crate::topology::cluster::node::default_node_id(config.http_listen.port())
+        });
         Ok(Plan {
             redis,
             url: url.to_owned(),

@@ -13,9 +13,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
-use super::{WhipSettings, WhipState};
 use super::queue::NegotiationQueue;
 use super::ratelimit::{self, RateLimiter};
+use super::{WhipSettings, WhipState};
 use crate::error::Error;
 
 /// The edge's limits, shared by every request.

@@ -242,7 +242,9 @@ fn one_admission_call_checks_in_order_and_plans_once() {
         0,
         "nothing is planned before the checks pass"
     );
-    let bad = r.admit("a", Some("t0ken"), |_| Err::<(), _>(Error::BadRequest("no codec".into())));
+    let bad = r.admit("a", Some("t0ken"), |_| {
+        Err::<(), _>(Error::BadRequest("no codec".into()))
+    });
     assert!(matches!(bad, Err(RegistryError::BadOffer(ref m)) if m.to_string() == "no codec"));
     let first = match r.admit("a", Some("t0ken"), plan) {
         Ok(Admitted::Session(admission, ())) => admission,
