@@ -1,4 +1,4 @@
-//! The network plumbing under the edges: the bounded accept loop ([`accept`]), TLS
+//! The network plumbing under the edges: the bounded accept loop (`accept`), TLS
 //! ([`tls`]), per-client connection slots ([`client`]) and bounding of outside strings
 //! ([`untrusted`]).
 
