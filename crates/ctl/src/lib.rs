@@ -166,10 +166,18 @@ struct Watch {
     kinds: Vec<String>,
 }
 
-fn parse_label(s: &str) -> Result<(String, String), String> {
+/// What `whipgate ctl` refuses before it calls the gateway (clap prints it with the flag).
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// A `--label` that is not `key=value`.
+    #[error("expected key=value, got {0:?}")]
+    Label(String),
+}
+
+fn parse_label(s: &str) -> Result<(String, String), CtlError> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("expected key=value, got {s:?}"))
+        .ok_or_else(|| CtlError::Label(s.to_owned()))
 }
 
 /// Adds `authorization: Bearer <key>` to every call.

@@ -195,7 +195,7 @@ fn retry_after_secs(wait: std::time::Duration) -> u64 {
     whole.max(1)
 }
 
-pub use crate::untrusted::{Bounded, MAX_LOGGED_BYTES, bounded};
+pub use crate::net::untrusted::{Bounded, MAX_LOGGED_BYTES, bounded};
 
 /// The registry's refusals in the edge's terms: the status follows from the variant, the
 /// client-facing text is written here.
@@ -212,7 +212,7 @@ impl From<RegistryError> for Error {
             RegistryError::CapReached(live) => Error::CapReached(live),
             RegistryError::Draining => Error::Draining,
             RegistryError::Unauthorized => Error::Unauthorized,
-            RegistryError::BadOffer(reason) => Error::BadRequest(reason),
+            RegistryError::BadOffer(reason) => Error::BadRequest(reason.to_string()),
             RegistryError::SessionBusy => Error::Unprocessable("the session is busy; retry".into()),
             RegistryError::EventsGone { from_seq, oldest } => Error::OutOfRange(format!(
                 "from_seq {from_seq} is older than the event history (oldest held: {oldest})"

@@ -102,12 +102,16 @@ pub fn events_query(data: &[u8]) {
     else {
         return;
     };
-    let _ = crate::whip::events::watch_request(&headers, &query);
+    let _ = crate::edge::events::watch_request(&headers, &query);
     if let Some(token) = query.get("token") {
-        let key = crate::whip::access::derive_token_key("fuzz-key");
-        let filter = crate::whip::events::filter_of(&query);
-        let _ =
-            crate::whip::access::verify_token(&key, token, &filter, std::time::SystemTime::now());
+        let key = crate::edge::whip::access::derive_token_key("fuzz-key");
+        let filter = crate::edge::events::filter_of(&query);
+        let _ = crate::edge::whip::access::verify_token(
+            &key,
+            token,
+            &filter,
+            std::time::SystemTime::now(),
+        );
     }
 }
 
@@ -117,11 +121,11 @@ pub fn routed_call(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(trust) = crate::cluster::trust::Trust::from_secret(&[7u8; 32]) {
-        let _ = crate::cluster::rpc::fuzz_check_envelope(&trust, "fuzz-node", text);
+    if let Ok(trust) = crate::topology::cluster::trust::Trust::from_secret(&[7u8; 32]) {
+        let _ = crate::topology::cluster::rpc::fuzz_check_envelope(&trust, "fuzz-node", text);
     }
-    let _ = crate::cluster::calls::decode(text);
-    let _ = serde_json::from_str::<crate::cluster::calls::Answer>(text);
+    let _ = crate::topology::cluster::calls::decode(text);
+    let _ = serde_json::from_str::<crate::topology::cluster::calls::Answer>(text);
 }
 
 /// A stored registration and output-stream record as a restart reads them back: decoded

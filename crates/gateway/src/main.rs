@@ -75,7 +75,7 @@ async fn run() -> anyhow::Result<()> {
 /// Reloads the TLS certificates on each SIGHUP (a bad file keeps the old certificate, logged
 /// by the handle), for `systemctl reload`; without TLS, SIGHUP is logged and ignored.
 #[cfg(unix)]
-fn reload_on_sighup(reload: whipgate::tls::TlsReload) -> tokio::task::JoinHandle<()> {
+fn reload_on_sighup(reload: whipgate::net::tls::TlsReload) -> tokio::task::JoinHandle<()> {
     use tokio::signal::unix::{SignalKind, signal};
     // Registered here, not in the task, so it is in place when this returns.
     let hangups = signal(SignalKind::hangup());
@@ -96,7 +96,7 @@ fn reload_on_sighup(reload: whipgate::tls::TlsReload) -> tokio::task::JoinHandle
 }
 
 #[cfg(not(unix))]
-fn reload_on_sighup(reload: whipgate::tls::TlsReload) -> tokio::task::JoinHandle<()> {
+fn reload_on_sighup(reload: whipgate::net::tls::TlsReload) -> tokio::task::JoinHandle<()> {
     drop(reload);
     tokio::spawn(async {})
 }

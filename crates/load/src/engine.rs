@@ -288,9 +288,7 @@ impl Engine {
                 };
                 async move {
                     let (publisher, offer, url) = prepared?;
-                    tokio::spawn(post.publish(publisher, offer, url))
-                        .await
-                        .map_err(|e| format!("task: {e}"))?
+                    tokio::spawn(post.publish(publisher, offer, url)).await?
                 }
             })
             .buffer_unordered(self.cfg.concurrency.max(1));
@@ -305,7 +303,7 @@ impl Engine {
                     next_worker += 1;
                     let _ = tx.send(Command::Add(Box::new(publisher)));
                 }
-                Err(label) => *batch.post_errors.entry(label).or_default() += 1,
+                Err(err) => *batch.post_errors.entry(err.to_string()).or_default() += 1,
             }
         }
         batch.setup = started.elapsed();
@@ -328,17 +326,18 @@ impl Engine {
 
     /// One publisher before its POST: socket, peer connection, offer, and the URL to POST to.
     /// A plain publisher (no WebRTC) has no offer: it is "answered" at once.
-    fn prepare(&self, i: u32) -> Result<(Publisher, Option<String>, String), String> {
+    fn prepare(&self, i: u32) -> Result<(Publisher, Option<String>, String), LoadError> {
         let local = std::net::SocketAddr::new(self.cfg.publisher_ip(i), 0);
-        let socket =
-            super::udp_socket(local, 1 << 20).map_err(|e| format!("socket: {}", e.kind()))?;
+        let socket = super::udp_socket(local, 1 << 20).map_err(|e| LoadError::Socket(e.kind()))?;
         let plan = self.cfg.plan();
         if let Some(to) = &self.cfg.plain {
             let [video_to, audio_to] = to[..] else {
-                return Err("--plain wants two addresses: VIDEO,AUDIO".into());
+                return Err(LoadError::Other(
+                    "--plain wants two addresses: VIDEO,AUDIO".into(),
+                ));
             };
             let p = Publisher::plain(i, socket, plan, video_to, audio_to)
-                .map_err(|e| format!("socket: {}", e.kind()))?;
+                .map_err(|e| LoadError::Socket(e.kind()))?;
             return Ok((p, None, String::new()));
         }
         let (publisher, offer) = Publisher::webrtc(
@@ -349,7 +348,7 @@ impl Engine {
             self.cfg.gso,
             !self.cfg.full_rtc,
         )
-        .map_err(|e| format!("offer: {e}"))?;
+        .map_err(LoadError::Offer)?;
         Ok((publisher, Some(offer), self.cfg.endpoint(i)))
     }
 }
@@ -440,7 +439,7 @@ impl Poster {
         mut publisher: Publisher,
         offer: Option<String>,
         url: String,
-    ) -> Result<(Publisher, String, Duration), String> {
+    ) -> Result<(Publisher, String, Duration), LoadError> {
         let Some(offer) = offer else {
             return Ok((publisher, String::new(), Duration::ZERO));
         };
@@ -484,16 +483,14 @@ impl Poster {
         let answer = response.text().await.map_err(error_label)?;
         let took = sent.elapsed();
         if status != reqwest::StatusCode::CREATED {
-            return Err(status.as_u16().to_string());
+            return Err(LoadError::Status(status.as_u16()));
         }
         let location = location
             .and_then(|l| reqwest::Url::parse(&url).ok()?.join(&l).ok())
             .map(String::from)
-            .ok_or_else(|| "201 without Location".to_owned())?;
+            .ok_or(LoadError::NoLocation)?;
         publisher.started = sent;
-        publisher
-            .set_answer(&answer)
-            .map_err(|e| format!("answer: {e}"))?;
+        publisher.set_answer(&answer).map_err(LoadError::Answer)?;
         Ok((publisher, location, took))
     }
 }
@@ -502,14 +499,14 @@ fn round(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
-fn error_label(e: reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timeout".into()
+fn error_label(e: reqwest::Error) -> LoadError {
+    LoadError::Unanswered(if e.is_timeout() {
+        "timeout"
     } else if e.is_connect() {
-        "connect".into()
+        "connect"
     } else {
-        "http error".into()
-    }
+        "http error"
+    })
 }
 
 impl Counters {

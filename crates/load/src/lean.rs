@@ -36,6 +36,8 @@ use rtc::stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Message, Setter, Tran
 use rtc::stun::textattrs::Username;
 use rtc::stun::xoraddr::XorMappedAddress;
 
+use crate::LoadError;
+
 /// STUN checks are retransmitted this often until one is answered.
 const CHECK_RETRY: Duration = Duration::from_millis(200);
 /// Consent checks once connected (RFC 7675 wants one at least every 5 s).
@@ -106,29 +108,30 @@ impl Lean {
         answer: &str,
         certificate: &RTCCertificate,
         now: Instant,
-    ) -> Result<Lean, String> {
+    ) -> Result<Lean, LoadError> {
         let field = |sdp: &str, name: &str| {
             attribute(sdp, name)
                 .map(str::to_owned)
-                .ok_or_else(|| format!("no a={name} in the SDP"))
+                .ok_or_else(|| LoadError::Lean(format!("no a={name} in the SDP")))
         };
         let local_ufrag = field(offer, "ice-ufrag")?;
         let local_pwd = field(offer, "ice-pwd")?;
         let remote_ufrag = field(answer, "ice-ufrag")?;
         let remote_pwd = field(answer, "ice-pwd")?;
         let fingerprint = field(answer, "fingerprint")?;
-        let remote = udp_candidate(answer, local).ok_or("no usable UDP candidate in the answer")?;
+        let remote = udp_candidate(answer, local)
+            .ok_or_else(|| LoadError::Lean("no usable UDP candidate in the answer".into()))?;
         if attribute(answer, "setup") == Some("active") {
-            return Err(
+            return Err(LoadError::Lean(
                 "the gateway wants to be the DTLS client (a=setup:active): use --full-rtc".into(),
-            );
+            ));
         }
         let expected = fingerprint
             .strip_prefix("sha-256 ")
-            .ok_or("the answer's fingerprint is not sha-256")?
+            .ok_or_else(|| LoadError::Lean("the answer's fingerprint is not sha-256".into()))?
             .trim()
             .to_ascii_lowercase();
-        let crypto = rtc::crypto::default_provider().map_err(|e| e.to_string())?;
+        let crypto = rtc::crypto::default_provider().map_err(|e| LoadError::Lean(e.to_string()))?;
         let hasher = Arc::clone(&crypto);
         let verify: rtc::dtls::config::VerifyPeerCertificateFn = Arc::new(move |certs, _| {
             let cert = certs
@@ -157,7 +160,7 @@ impl Lean {
             .with_verify_peer_certificate(Some(verify))
             .with_extended_master_secret(ExtendedMasterSecretType::Require)
             .build(true, None)
-            .map_err(|e| format!("DTLS: {e}"))?;
+            .map_err(|e| LoadError::Lean(format!("DTLS: {e}")))?;
         Ok(Lean {
             remote,
             username: format!("{remote_ufrag}:{local_ufrag}"),
@@ -397,11 +400,11 @@ impl Lean {
     }
 
     /// The SRTP contexts from the DTLS keying material (RFC 5764 4.2), as `rtc` derives them.
-    fn srtp_contexts(&self) -> Result<(Context, Context), String> {
+    fn srtp_contexts(&self) -> Result<(Context, Context), LoadError> {
         let state = self
             .dtls
             .get_connection_state(self.remote)
-            .ok_or("no DTLS state")?;
+            .ok_or_else(|| LoadError::Lean("no DTLS state".into()))?;
         let profile = match state.srtp_protection_profile() {
             SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm => ProtectionProfile::AeadAes128Gcm,
             SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm => ProtectionProfile::AeadAes256Gcm,
@@ -411,7 +414,7 @@ impl Lean {
             SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_32 => {
                 ProtectionProfile::Aes128CmHmacSha1_32
             }
-            other => return Err(format!("SRTP profile {other:?}")),
+            other => return Err(LoadError::Lean(format!("SRTP profile {other:?}"))),
         };
         let mut config = rtc::srtp::config::Config {
             profile,
@@ -423,10 +426,10 @@ impl Lean {
                 &[],
                 config.keying_material_len(),
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| LoadError::Lean(e.to_string()))?;
         config
             .set_session_keys_from_keying_material(material.as_ref(), state.is_client())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| LoadError::Lean(e.to_string()))?;
         let crypto = self.crypto.crypto();
         let local = Context::new(
             &config.keys.local_master_key,
@@ -436,7 +439,7 @@ impl Lean {
             None,
             crypto,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| LoadError::Lean(e.to_string()))?;
         let remote = Context::new(
             &config.keys.remote_master_key,
             &config.keys.remote_master_salt,
@@ -445,7 +448,7 @@ impl Lean {
             Some(rtc::srtp::option::srtcp_replay_protection(64)),
             crypto,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| LoadError::Lean(e.to_string()))?;
         Ok((local, remote))
     }
 }

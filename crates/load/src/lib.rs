@@ -269,7 +269,8 @@ pub fn udp_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::
     Ok(socket.into())
 }
 
-/// Errors of a load run.
+/// Errors of a load run. A publisher's setup and POST errors print as the report's
+/// `POST errors` labels (`timeout`, `503`, `201 without Location`, `answer: ...`).
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("I/O: {0}")]
@@ -284,6 +285,31 @@ pub enum LoadError {
     Rtc(#[from] rtc::shared::error::Error),
     #[error("{0}")]
     Other(String),
+    /// A publisher's socket could not be opened.
+    #[error("socket: {0}")]
+    Socket(std::io::ErrorKind),
+    /// A publisher's offer could not be made.
+    #[error("offer: {0}")]
+    Offer(rtc::shared::error::Error),
+    /// A POST got no answer: `timeout`, `connect` or `http error`.
+    #[error("{0}")]
+    Unanswered(&'static str),
+    /// The gateway answered a POST with this status instead of 201.
+    #[error("{0}")]
+    Status(u16),
+    /// A 201 without a Location header.
+    #[error("201 without Location")]
+    NoLocation,
+    /// The gateway's answer could not be applied.
+    #[error("answer: {0}")]
+    Answer(rtc::shared::error::Error),
+    /// A POST's task ended without its result.
+    #[error("task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// The lean transport cannot go on: what the SDP lacks, or its DTLS or SRTP setup (the
+    /// text says which).
+    #[error("{0}")]
+    Lean(String),
 }
 
 #[cfg(test)]

@@ -221,7 +221,7 @@ impl Publisher {
         if let Some(setup) = self.lean.take() {
             let now = Instant::now();
             let lean = Lean::new(self.local, &setup.offer, answer, &setup.certificate, now)
-                .map_err(rtc::shared::error::Error::Other)?;
+                .map_err(|e| rtc::shared::error::Error::Other(e.to_string()))?;
             self.transport = Transport::Lean(Box::new(lean));
             self.next_timeout = Some(now);
             return Ok(());

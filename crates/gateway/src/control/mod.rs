@@ -4,6 +4,7 @@ mod convert;
 mod facts;
 pub mod limits;
 mod node;
+pub mod read;
 mod routed;
 mod watch;
 
@@ -17,11 +18,6 @@ pub(crate) fn event_to_pb(event: &crate::registry::Event) -> pb::Event {
 /// The proto form of a live session (`node_id` empty: the caller names the node).
 pub(crate) fn session_to_pb(session: &crate::registry::SessionView) -> pb::Session {
     convert::session(session)
-}
-
-/// The proto form of an ingest view (for the HTTP snapshot).
-pub fn convert_ingest(view: &crate::registry::IngestView) -> pb::Ingest {
-    convert::ingest(view)
 }
 
 use std::pin::Pin;
@@ -44,6 +40,18 @@ use whipgate_proto::pb;
 
 use pb::ingest_control_server::IngestControl;
 
+/// What the control plane is told at start (`Config::control_settings`).
+/// Not `Debug`: it holds the API key.
+#[derive(Clone)]
+pub struct ControlSettings {
+    /// `--api-key-file`: the key every call but health asks for (`None`: open).
+    pub api_key: Option<String>,
+    /// `--grpc-max-watchers`: concurrent WatchEvents streams.
+    pub max_watchers: usize,
+    /// `--grpc-max-streams`: concurrent streams per connection.
+    pub max_streams: u32,
+}
+
 /// The service implementation.
 #[derive(Clone)]
 pub struct ControlService {
@@ -57,9 +65,13 @@ pub struct ControlService {
 }
 
 impl ControlService {
-    /// A service over `registry` allowing `max_watchers` concurrent WatchEvents streams;
-    /// event streams end when `shutdown` is cancelled.
-    pub fn new(registry: Registry, shutdown: CancellationToken, max_watchers: usize) -> Self {
+    /// A service over `registry` allowing `settings.max_watchers` concurrent WatchEvents
+    /// streams; event streams end when `shutdown` is cancelled.
+    pub fn new(
+        registry: Registry,
+        shutdown: CancellationToken,
+        settings: &ControlSettings,
+    ) -> Self {
         ControlService {
             topology: Arc::new(crate::topology::local::Local::new(
                 registry.clone(),
@@ -67,7 +79,7 @@ impl ControlService {
             )),
             registry,
             shutdown,
-            watchers: Arc::new(Semaphore::new(max_watchers)),
+            watchers: Arc::new(Semaphore::new(settings.max_watchers)),
             routed: Arc::new(Semaphore::new(routed::MAX_ROUTED_IN_FLIGHT)),
         }
     }
@@ -80,16 +92,9 @@ impl ControlService {
         self
     }
 
-    fn node(&self) -> &NodeInfo {
-        self.topology.node()
-    }
-
     /// Names this node as the holder of the ingest's live session.
-    fn stamp(&self, mut ingest: pb::Ingest) -> pb::Ingest {
-        if let Some(session) = &mut ingest.session {
-            session.node_id.clone_from(&self.node().id);
-        }
-        ingest
+    fn stamp(&self, ingest: pb::Ingest) -> pb::Ingest {
+        read::stamp(&*self.topology, ingest)
     }
 
     fn done<T>(&self, method: &str, result: Result<T, Error>) -> Result<Response<T>, Status> {
@@ -156,21 +161,13 @@ impl IngestControl for ControlService {
     ) -> Result<Response<pb::GetIngestResponse>, Status> {
         let ingest_id = request.into_inner().ingest_id;
         self.topology.refresh(Some(&ingest_id)).await;
-        let result = self
-            .registry
-            .get(&ingest_id)
-            .map(|v| self.stamp(convert::ingest(&v)))
-            .map_err(Error::from);
-        let result = match result {
-            Ok(ingest) => {
-                let mut one = [ingest];
-                self.fill_remote_sessions(&mut one).await;
-                let [ingest] = one;
-                Ok(pb::GetIngestResponse {
-                    ingest: Some(ingest),
-                })
-            }
-            Err(err) => Err(err),
+        let result = match self.registry.get(&ingest_id) {
+            Ok(view) => Ok(pb::GetIngestResponse {
+                ingest: read::ingests(&*self.topology, std::slice::from_ref(&view))
+                    .await
+                    .pop(),
+            }),
+            Err(err) => Err(Error::from(err)),
         };
         self.done("GetIngest", result)
     }
@@ -181,20 +178,11 @@ impl IngestControl for ControlService {
     ) -> Result<Response<pb::ListIngestsResponse>, Status> {
         let req = request.into_inner();
         self.topology.refresh(None).await;
-        let result = limits::page(self.registry.list(), req.page_size, &req.page_token).map(
-            |(page, next_page_token)| pb::ListIngestsResponse {
-                ingests: page
-                    .iter()
-                    .map(|v| self.stamp(convert::ingest(v)))
-                    .collect(),
+        let result = match limits::page(self.registry.list(), req.page_size, &req.page_token) {
+            Ok((page, next_page_token)) => Ok(pb::ListIngestsResponse {
+                ingests: read::ingests(&*self.topology, &page).await,
                 next_page_token,
-            },
-        );
-        let result = match result {
-            Ok(mut list) => {
-                self.fill_remote_sessions(&mut list.ingests).await;
-                Ok(list)
-            }
+            }),
             Err(err) => Err(err),
         };
         self.done("ListIngests", result)
@@ -293,9 +281,7 @@ impl IngestControl for ControlService {
         &self,
         _request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        let result = self
-            .topology
-            .nodes()
+        let result = read::nodes(&*self.topology)
             .await
             .map_err(|err| Error::Unavailable(format!("cluster store unavailable: {err}")));
         self.done(

@@ -190,14 +190,6 @@ impl ControlService {
     }
 }
 
-impl ControlService {
-    /// Fills `session` of the ingests without a local one from the node that holds it
-    /// ([`crate::topology::Topology::fill_sessions`]).
-    pub(super) async fn fill_remote_sessions(&self, ingests: &mut [pb::Ingest]) {
-        self.topology.fill_sessions(ingests).await;
-    }
-}
-
 fn unavailable(err: TopologyError) -> Error {
     Error::Unavailable(err.to_string())
 }

@@ -108,8 +108,8 @@ mod seeds {
     fn routed_call_seeds_decode() {
         for (name, data) in seeds("routed_call") {
             let text = String::from_utf8(data).unwrap();
-            let ok = crate::cluster::calls::decode(&text).is_ok()
-                || serde_json::from_str::<crate::cluster::calls::Answer>(&text).is_ok();
+            let ok = crate::topology::cluster::calls::decode(&text).is_ok()
+                || serde_json::from_str::<crate::topology::cluster::calls::Answer>(&text).is_ok();
             assert!(ok, "{name}: {text}");
             super::routed_call(text.as_bytes());
         }
@@ -142,7 +142,7 @@ mod seeds {
                 headers.insert("last-event-id", last.parse().unwrap());
             }
             assert!(
-                crate::whip::events::watch_request(&headers, &q).is_ok(),
+                crate::edge::events::watch_request(&headers, &q).is_ok(),
                 "{name}"
             );
             super::events_query(&data);

@@ -24,8 +24,8 @@ use super::driver::Cell;
 use super::forward::ForwardSockets;
 use super::mux::{Datagram, UdpMux};
 use super::setup::Setup;
-use crate::client::Slots;
 use crate::metrics::Metrics;
+use crate::net::client::Slots;
 use whipgate_media::ice_auth::DropReason;
 
 /// A connection must authenticate this soon.

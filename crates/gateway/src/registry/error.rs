@@ -33,9 +33,10 @@ pub enum RegistryError {
     /// Missing or wrong bearer token.
     #[error("missing or invalid bearer token")]
     Unauthorized,
-    /// The publisher's offer cannot be served by this ingest (the planner's reason).
+    /// The publisher's offer cannot be served by this ingest (the planner's reason; the edge
+    /// answers 400 with its text whatever the variant).
     #[error("{0}")]
-    BadOffer(String),
+    BadOffer(Box<crate::error::Error>),
     /// The session's command queue is full.
     #[error("session busy")]
     SessionBusy,

@@ -13,6 +13,7 @@ use super::{
     EndReason, EventPayload, IngestSpec, Registry, RegistryError, RejectReason, SessionCommand,
     SessionCounters, SessionEntry, SessionState, State,
 };
+use crate::error::Error;
 use whipgate_media::continuity::Continuity;
 
 /// A publish that won admission: what the session task needs to run.
@@ -110,7 +111,7 @@ impl Registry {
     /// slot is reserved in the same step, so two racing publishes can never both win.
     ///
     /// `plan` is the edge's pure offer check against the ingest's spec (codec matching on an
-    /// SDP bounded by `max_sdp_bytes`: microseconds); its error text is the publisher's 400.
+    /// SDP bounded by `max_sdp_bytes`: microseconds); its error's text is the publisher's 400.
     /// A refusal is recorded (publish-rejected event, metric) with its reason derived here.
     /// The slot is reserved silently; [`Registry::publish_accepted`] announces it once the
     /// answer exists, so a failed negotiation shows up as one publish-rejected event only.
@@ -118,7 +119,7 @@ impl Registry {
         &self,
         ingest_id: &str,
         bearer: Option<&str>,
-        plan: impl FnOnce(&IngestSpec) -> Result<P, String>,
+        plan: impl FnOnce(&IngestSpec) -> Result<P, Error>,
     ) -> Result<Admitted<P>, RegistryError> {
         self.admit_with(ingest_id, Some(bearer), plan)
     }
@@ -128,7 +129,7 @@ impl Registry {
     pub fn admit_vouched<P>(
         &self,
         ingest_id: &str,
-        plan: impl FnOnce(&IngestSpec) -> Result<P, String>,
+        plan: impl FnOnce(&IngestSpec) -> Result<P, Error>,
     ) -> Result<Admitted<P>, RegistryError> {
         self.admit_with(ingest_id, None, plan)
     }
@@ -138,7 +139,7 @@ impl Registry {
         &self,
         ingest_id: &str,
         bearer: Option<Option<&str>>,
-        plan: impl FnOnce(&IngestSpec) -> Result<P, String>,
+        plan: impl FnOnce(&IngestSpec) -> Result<P, Error>,
     ) -> Result<Admitted<P>, RegistryError> {
         match self.admit_locked(ingest_id, bearer, plan) {
             Ok((admitted, replaced)) => {
@@ -160,7 +161,7 @@ impl Registry {
         &self,
         ingest_id: &str,
         bearer: Option<Option<&str>>,
-        plan: impl FnOnce(&IngestSpec) -> Result<P, String>,
+        plan: impl FnOnce(&IngestSpec) -> Result<P, Error>,
     ) -> Result<(Admitted<P>, Option<CancellationToken>), RegistryError> {
         let mut state = self.lock();
         if state.draining {
@@ -182,7 +183,7 @@ impl Registry {
         }
         let mut spec = entry.spec.clone();
         spec.simulcast_layer = entry.simulcast_layer();
-        let planned = plan(&spec).map_err(RegistryError::BadOffer)?;
+        let planned = plan(&spec).map_err(|err| RegistryError::BadOffer(Box::new(err)))?;
         if entry.session.is_some() && !spec.replace_publisher {
             return Err(RegistryError::PublisherConflict(ingest_id.to_owned()));
         }
@@ -296,7 +297,7 @@ impl Registry {
             None,
             EventPayload::PublishRejected {
                 reason,
-                detail: crate::untrusted::bounded(detail),
+                detail: crate::net::untrusted::bounded(detail),
                 count,
             },
         );

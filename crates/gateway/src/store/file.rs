@@ -64,7 +64,7 @@ pub(super) fn prepare(dir: &Path, path: &Path) -> Result<Found, StoreError> {
         ))),
         Ok(meta) => {
             tighten(path, 0o600, "store file").map_err(|e| err(e.to_string()))?;
-            check_header(path, meta.len()).map_err(err)?;
+            check_header(path, meta.len())?;
             Ok(Found::Existing)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -188,27 +188,33 @@ fn create_private(path: &Path) -> io::Result<fs::File> {
 }
 
 /// Checks what redb would assert on: its magic number, a header, and a file at least as long
-/// as the layout its header describes.
-fn check_header(path: &Path, len: u64) -> Result<(), String> {
+/// as the layout its header describes. A failure is [`StoreError::Open`] of `path`.
+fn check_header(path: &Path, len: u64) -> Result<(), StoreError> {
+    let damaged = |detail: String| StoreError::Open {
+        path: path.display().to_string(),
+        detail,
+    };
     let mut header = [0u8; HEADER_LEN];
     let read = fs::File::open(path).and_then(|mut f| f.read_exact(&mut header));
     if len < HEADER_LEN as u64 || read.is_err() {
-        return Err(format!(
+        return Err(damaged(format!(
             "the store file is truncated ({len} bytes, shorter than a store header): {RECOVER}"
-        ));
+        )));
     }
     if header[..MAGIC.len()] != MAGIC {
-        return Err(format!(
+        return Err(damaged(format!(
             "not a whipgate store (no redb header), or damaged: {RECOVER}"
-        ));
+        )));
     }
     let expected = layout_len(&header).ok_or_else(|| {
-        format!("the store file's header is damaged (impossible layout): {RECOVER}")
+        damaged(format!(
+            "the store file's header is damaged (impossible layout): {RECOVER}"
+        ))
     })?;
     if len < expected {
-        return Err(format!(
+        return Err(damaged(format!(
             "the store file is truncated ({len} bytes, its header says {expected}): {RECOVER}"
-        ));
+        )));
     }
     Ok(())
 }

@@ -13,8 +13,8 @@
 pub mod embedded;
 pub mod file;
 mod records;
-/// The cluster-mode store lives with the rest of the Redis topology ([`crate::cluster::store`]).
-pub use crate::cluster::store as redis;
+/// The cluster-mode store lives with the rest of the Redis topology ([`crate::topology::cluster::store`]).
+pub use crate::topology::cluster::store as redis;
 
 use std::path::Path;
 use std::sync::Arc;

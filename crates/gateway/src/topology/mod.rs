@@ -6,9 +6,9 @@
 //! refused publisher go, which events does a watcher read, which nodes are there) and acts on
 //! the answer. [`local::Local`] answers for a gateway alone, from its registry and without I/O;
 //! [`redis::RedisTopology`] answers for a member of a Redis cluster, and is the only user of
-//! [`crate::cluster::ClusterNode`] outside `cluster/` (that module stays the Redis
+//! [`cluster::ClusterNode`] outside [`cluster`] (that module stays the Redis
 //! implementation's internals: leases, node records, the event stream, routed calls).
-//! [`Plan`] builds one of the two from the configuration, once, in [`crate::gateway`], which
+//! [`Plan`] builds one of the two from the configuration, once, in [`crate::app`], which
 //! hands the same `Arc<dyn Topology>` to every edge.
 //!
 //! **Why a trait object.** An `Arc<dyn Topology>` is one field of the same type in every edge,
@@ -27,6 +27,7 @@
 //! methods, never across an await of their own. [`local::Local`] never awaits anything: each
 //! of its answers is immediate.
 
+pub mod cluster;
 pub mod local;
 pub mod redis;
 
@@ -38,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::config::Config;
+use crate::app::config::Config;
 use crate::control::NodeInfo;
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -47,7 +48,7 @@ use crate::store::Store;
 use whipgate_media::continuity::Continuity;
 use whipgate_proto::pb;
 
-pub use crate::cluster::calls::{Answer, ROUTE_TIMEOUT, RoutedCall, WhipCalls};
+pub use cluster::calls::{Answer, ROUTE_TIMEOUT, RoutedCall, WhipCalls};
 
 /// The topology the edges share.
 pub type SharedTopology = Arc<dyn Topology>;

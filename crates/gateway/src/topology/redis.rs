@@ -1,4 +1,4 @@
-//! A member of a Redis cluster: answers from the cluster's shared state ([`crate::cluster`],
+//! A member of a Redis cluster: answers from the cluster's shared state ([`super::cluster`],
 //! this implementation's internals) and routes what another node must do to that node.
 
 use std::sync::{Arc, Mutex};
@@ -12,15 +12,15 @@ use super::{
     Answer, LiveEvents, Owner, Placement, RoutedCall, Subscription, Topology, TopologyError,
     UNKNOWN_LOOKUPS_PER_SEC, WhipCalls,
 };
-use crate::cluster::feed::EventFeed;
-use crate::cluster::{ClusterError, ClusterNode, Keys, NodeSettings, Redis};
-use crate::config::Config;
+use crate::app::config::Config;
 use crate::control::NodeInfo;
+use crate::edge::whip::RateLimiter;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::Store;
-use crate::whip::RateLimiter;
+use crate::topology::cluster::feed::EventFeed;
+use crate::topology::cluster::{ClusterError, ClusterNode, Keys, NodeSettings, Redis};
 use whipgate_media::continuity::Continuity;
 use whipgate_proto::pb;
 
@@ -55,10 +55,9 @@ impl Plan {
         };
         let redis =
             ClusterNode::connect(url, trust, ca).map_err(|e| Error::BadRequest(e.to_string()))?;
-        let node_id = config
-            .node_id
-            .clone()
-            .unwrap_or_else(|| crate::cluster::node::default_node_id(config.http_listen.port()));
+        let node_id = config.node_id.clone().unwrap_or_else(|| {
+            crate::topology::cluster::node::default_node_id(config.http_listen.port())
+        });
         Ok(Plan {
             redis,
             url: url.to_owned(),
@@ -85,7 +84,7 @@ impl Plan {
         let scheme = if https { "https" } else { "http" };
         let advertise_url = config.advertise_url.clone().unwrap_or_else(|| {
             if http.ip().is_unspecified() {
-                let host = crate::cluster::node::hostname();
+                let host = crate::topology::cluster::node::hostname();
                 format!("{scheme}://{host}:{}", http.port())
             } else {
                 format!("{scheme}://{http}")
@@ -115,7 +114,7 @@ impl Plan {
             cancel,
         )
         .await;
-        tracker.spawn(crate::cluster::invalidate::run(
+        tracker.spawn(crate::topology::cluster::invalidate::run(
             feed.receiver(),
             node_info.id.clone(),
             registry.clone(),
@@ -176,7 +175,7 @@ impl Topology for RedisTopology {
                 .clone()
                 .run(self.registry.clone(), cancel.clone()),
         );
-        tracker.spawn(crate::cluster::calls::serve(
+        tracker.spawn(crate::topology::cluster::calls::serve(
             self.cluster.clone(),
             self.registry.clone(),
             whip,
@@ -308,7 +307,7 @@ fn take_over_outputs(
     continuity: &Mutex<Continuity>,
 ) {
     let continued = stored.map(|record| {
-        record.is_some_and(|r| crate::cluster::takeover::continue_outputs(&r, continuity))
+        record.is_some_and(|r| crate::topology::cluster::takeover::continue_outputs(&r, continuity))
     });
     match continued {
         Ok(true) => {
@@ -321,7 +320,7 @@ fn take_over_outputs(
 }
 
 /// A node record as `ListNodes` and the dashboard report it.
-fn node_to_pb(r: &crate::cluster::nodes::NodeRecord) -> pb::Node {
+fn node_to_pb(r: &crate::topology::cluster::nodes::NodeRecord) -> pb::Node {
     let heartbeat = std::time::UNIX_EPOCH + Duration::from_millis(r.last_heartbeat_ms);
     pb::Node {
         node_id: r.id.clone(),

@@ -342,9 +342,9 @@ async fn patch_and_delete_on_another_nodes_session_are_carried_to_the_owner() ->
     assert!(deleted.status().is_success(), "{}", deleted.status());
     assert_eq!(b.registry.live_count(), 0);
     // No node holds it any more: a answers as a single node does.
-    let leases = whipgate::cluster::lease::Leases::new(
+    let leases = whipgate::topology::cluster::lease::Leases::new(
         crate::cluster_redis::node_handle(&redis.url()),
-        whipgate::cluster::Keys::default(),
+        whipgate::topology::cluster::Keys::default(),
     );
     eventually(PATIENCE, "the lease to be released", || async {
         leases.holder("cam").await.ok()?.is_none().then_some(())
@@ -443,8 +443,8 @@ async fn malformed_routed_calls_are_dropped_and_the_queue_keeps_serving() -> Res
     let lease_before: Option<String> = handle
         .query(redis::cmd("GET").arg("whipgate:lease:cam"))
         .await?;
-    let far = whipgate::cluster::now_ms() + 3_600_000;
-    let soon = whipgate::cluster::now_ms() + 5_000;
+    let far = whipgate::topology::cluster::now_ms() + 3_600_000;
+    let soon = whipgate::topology::cluster::now_ms() + 5_000;
     let teardown = r#"{"op":"teardown","ingest":"cam","detail":"forged"}"#;
     let forged = [
         "not json".to_string(),

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use whipgate::cluster::events::EventStream;
-use whipgate::cluster::lease::{Acquired, Holder, Leases};
-use whipgate::cluster::state::{SharedState, Table};
-use whipgate::cluster::{ClusterError, Keys};
+use whipgate::topology::cluster::events::EventStream;
+use whipgate::topology::cluster::lease::{Acquired, Holder, Leases};
+use whipgate::topology::cluster::state::{SharedState, Table};
+use whipgate::topology::cluster::{ClusterError, Keys};
 
 use crate::cluster_redis::node_handle;
 use crate::harness::eventually;

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use whipgate::cluster::Keys;
-use whipgate::cluster::lease::Leases;
-use whipgate::cluster::nodes::Nodes;
+use whipgate::topology::cluster::Keys;
+use whipgate::topology::cluster::lease::Leases;
+use whipgate::topology::cluster::nodes::Nodes;
 use whipgate_proto::pb;
 
 use crate::cluster_redis::node_handle;

@@ -4,13 +4,13 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use whipgate::cluster::events::EventStream;
-use whipgate::cluster::lease::{Acquired, Holder, Leases};
-use whipgate::cluster::nodes::{NodeRecord, Nodes, least_loaded};
-use whipgate::cluster::rpc::Rpc;
-use whipgate::cluster::state::{SharedState, Table};
-use whipgate::cluster::trust::Trust;
-use whipgate::cluster::{ClusterError, Keys, Redis, Timeouts};
+use whipgate::topology::cluster::events::EventStream;
+use whipgate::topology::cluster::lease::{Acquired, Holder, Leases};
+use whipgate::topology::cluster::nodes::{NodeRecord, Nodes, least_loaded};
+use whipgate::topology::cluster::rpc::Rpc;
+use whipgate::topology::cluster::state::{SharedState, Table};
+use whipgate::topology::cluster::trust::Trust;
+use whipgate::topology::cluster::{ClusterError, Keys, Redis, Timeouts};
 
 use crate::harness::eventually;
 use crate::redis_harness::RedisServer;
@@ -407,7 +407,11 @@ async fn tokens_in_redis_are_salted_hashes_and_clear_ones_are_migrated_on_read()
     // tokens were hashed (sealed: an unsealed record is not read at all).
     let old = r#"{"id":"old","video_target":"127.0.0.1:5004","bearer_token":"clear-t0ken",
         "labels":{},"video_codecs":["H264"],"audio_codecs":["opus"],"created_at_ms":1}"#;
-    let old = test_trust().seal(whipgate::cluster::trust::Record::Ingest, "old", old);
+    let old = test_trust().seal(
+        whipgate::topology::cluster::trust::Record::Ingest,
+        "old",
+        old,
+    );
     state.put(Table::Ingests, "old", &old).await?;
     let store = RedisStore::new(node_handle(&redis.url()), Keys::default(), "n1");
     let loaded = store.load().await?;

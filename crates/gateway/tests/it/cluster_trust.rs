@@ -7,12 +7,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use whipgate::cluster::calls::RoutedCall;
-use whipgate::cluster::lease::Leases;
-use whipgate::cluster::nodes::{NodeRecord, Nodes};
-use whipgate::cluster::rpc::Rpc;
-use whipgate::cluster::trust::{Record, Trust};
-use whipgate::cluster::{ClusterError, Keys, Redis, Timeouts, now_ms};
+use whipgate::topology::cluster::calls::RoutedCall;
+use whipgate::topology::cluster::lease::Leases;
+use whipgate::topology::cluster::nodes::{NodeRecord, Nodes};
+use whipgate::topology::cluster::rpc::Rpc;
+use whipgate::topology::cluster::trust::{Record, Trust};
+use whipgate::topology::cluster::{ClusterError, Keys, Redis, Timeouts, now_ms};
 use whipgate_proto::pb;
 
 use crate::cluster_gateway::node;

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tower::ServiceExt;
 use whipgate::Config;
-use whipgate::whip::{self, WhipState};
+use whipgate::edge::whip::{self, WhipState};
 
 use crate::harness::{PATIENCE, TestGateway, UdpSink, eventually};
 use crate::publisher::{Publisher, Video};
@@ -201,11 +201,12 @@ async fn saturated_negotiations_wait_then_get_503_with_retry_after_and_admit_not
         negotiation_wait: Duration::from_millis(300),
         ..Config::loopback()
     };
-    let state = WhipState::new(gw.registry.clone(), gw.media.clone(), &config)?;
+    let settings = config.whip_settings();
+    let state = WhipState::new(gw.registry.clone(), gw.media.clone(), &settings)?;
     let somebody = IpAddr::from([127, 0, 0, 9]);
     let held = state.limits.negotiations.acquire(somebody).await;
     let held = held.map_err(|r| anyhow::anyhow!(r.message()))?;
-    let app = whip::router(state.clone(), &config, true);
+    let app = whip::router(state.clone(), &settings, true);
     let post = |offer: String| {
         Request::post("/whip/busy")
             .header("content-type", "application/sdp")

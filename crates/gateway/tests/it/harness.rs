@@ -26,7 +26,7 @@ pub struct TestGateway {
     pub registry: Registry,
     pub media: whipgate::media::Media,
     /// The WHIP edge's limits (negotiation slots, rate limits), shared with the gateway.
-    pub limits: std::sync::Arc<whipgate::whip::EdgeLimits>,
+    pub limits: std::sync::Arc<whipgate::edge::whip::EdgeLimits>,
     pub http: reqwest::Client,
     pub grpc: IngestControlClient<Channel>,
     shutdown: Option<oneshot::Sender<()>>,

@@ -10,7 +10,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
-use whipgate::tls::TlsReload;
+use whipgate::net::tls::TlsReload;
 use whipgate::{Bound, Config, Gateway};
 use whipgate_proto::pb;
 use whipgate_proto::pb::ingest_control_client::IngestControlClient;

@@ -6,6 +6,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::error::Error;
 use crate::registry::*;
 use crate::store::embedded::EmbeddedStore;
 use whipgate_media::codec::{AudioCodec, VideoCodec};
@@ -221,7 +222,7 @@ fn one_admission_call_checks_in_order_and_plans_once() {
     let planned = std::cell::Cell::new(0);
     let plan = |_: &IngestSpec| {
         planned.set(planned.get() + 1);
-        Ok::<_, String>(())
+        Ok::<_, Error>(())
     };
     // The token before the redirect: its URL is not shown to whoever guesses the id.
     assert!(matches!(
@@ -241,8 +242,10 @@ fn one_admission_call_checks_in_order_and_plans_once() {
         0,
         "nothing is planned before the checks pass"
     );
-    let bad = r.admit("a", Some("t0ken"), |_| Err::<(), _>("no codec".to_owned()));
-    assert!(matches!(bad, Err(RegistryError::BadOffer(ref m)) if m == "no codec"));
+    let bad = r.admit("a", Some("t0ken"), |_| {
+        Err::<(), _>(Error::BadRequest("no codec".into()))
+    });
+    assert!(matches!(bad, Err(RegistryError::BadOffer(ref m)) if m.to_string() == "no codec"));
     let first = match r.admit("a", Some("t0ken"), plan) {
         Ok(Admitted::Session(admission, ())) => admission,
         _ => panic!("admitted"),

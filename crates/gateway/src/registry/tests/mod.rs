@@ -310,7 +310,7 @@ fn refusals_for_unknown_ingests_are_counted_not_announced() {
     }
     let detail = detail.expect("an event for a registered ingest");
     assert!(
-        detail.len() <= crate::untrusted::MAX_LOGGED_BYTES + 3,
+        detail.len() <= crate::net::untrusted::MAX_LOGGED_BYTES + 3,
         "bounded"
     );
     assert!(!detail.contains('\n'), "escaped");

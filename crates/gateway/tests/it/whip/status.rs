@@ -204,7 +204,7 @@ async fn cors_preflight_and_exposed_headers() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_ice_servers_are_offered_as_link_headers() -> Result<()> {
-    use whipgate::config::IceServer;
+    use whipgate::app::config::IceServer;
     let mut gw = TestGateway::start_with(|c| {
         c.ice_servers = vec![
             IceServer {

@@ -9,7 +9,7 @@
 //! read and written back with a compare-and-set, so a concurrent change by another node wins
 //! and every node converges on one stored hash.
 //!
-//! Every record is sealed ([`crate::cluster::trust`]): tagged with the cluster's record key and
+//! Every record is sealed ([`crate::topology::cluster::trust`]): tagged with the cluster's record key and
 //! bound to its ingest id. A record that does not verify (edited in Redis: another RTP target,
 //! token hash or redirect URL) is treated as absent, logged and counted, never applied.
 //!

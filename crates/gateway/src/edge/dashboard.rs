@@ -1,7 +1,7 @@
 //! The built-in live dashboard (`GET /dashboard`, self-contained like the publish page) and the
 //! JSON snapshot it starts from (`GET /api/ingests`; in cluster mode with every node and the
 //! live sessions other nodes hold); live updates come from `GET /events`. Who may read them,
-//! and what an anonymous reader sees, is [`super::access`].
+//! and what an anonymous reader sees, is [`super::whip::access`].
 
 use axum::Json;
 use axum::Router;
@@ -11,8 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
-use super::access::Reader;
 use super::events::{self, EventsHub};
+use super::whip::access::Reader;
+use crate::control::read;
 use crate::error::Error;
 use whipgate_proto::json;
 
@@ -62,28 +63,10 @@ async fn page() -> Response {
 /// JSON of the event stream.
 async fn snapshot(State(hub): State<EventsHub>, headers: HeaderMap) -> Result<Response, Error> {
     let reader = hub.access.check_key(&headers)?;
-    let mut ingests: Vec<_> = hub
-        .registry
-        .list()
-        .iter()
-        .map(|view| {
-            let mut ingest = crate::control::convert_ingest(view);
-            if let Some(session) = &mut ingest.session {
-                session.node_id.clone_from(&hub.topology.node().id);
-            }
-            ingest
-        })
-        .collect();
-    // Live sessions other nodes hold, and every node; unreadable: this node alone, as it
-    // sees itself.
-    hub.topology.fill_sessions(&mut ingests).await;
-    let nodes = match hub.topology.nodes().await {
-        Ok(nodes) => nodes,
-        Err(err) => {
-            tracing::debug!(%err, "node records unreadable");
-            vec![hub.topology.node().describe(&hub.registry)]
-        }
-    };
+    // The same listing as ListIngests and ListNodes (all of it, unpaginated); live sessions
+    // other nodes hold, and every node; unreadable: this node alone, as it sees itself.
+    let ingests = read::ingests(&*hub.topology, &hub.registry.list()).await;
+    let nodes = read::nodes_or_this_one(&*hub.topology, &hub.registry).await;
     let ingests: Vec<_> = ingests
         .iter()
         .map(|ingest| {

@@ -13,10 +13,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
-use super::WhipState;
 use super::queue::NegotiationQueue;
 use super::ratelimit::{self, RateLimiter};
-use crate::config::Config;
+use super::{WhipSettings, WhipState};
 use crate::error::Error;
 
 /// The edge's limits, shared by every request.
@@ -35,7 +34,7 @@ pub struct EdgeLimits {
 
 impl EdgeLimits {
     /// Limits as configured.
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &WhipSettings) -> Self {
         EdgeLimits {
             rate: RateLimiter::new(
                 config.rate_limit_per_sec,

@@ -10,9 +10,9 @@ use futures_util::StreamExt;
 use tower::ServiceExt;
 
 use super::*;
+use crate::edge::whip::access::ReadAccess;
 use crate::metrics::Metrics;
 use crate::registry::Caps;
-use crate::whip::access::ReadAccess;
 
 const KEY: &str = "sekrit";
 

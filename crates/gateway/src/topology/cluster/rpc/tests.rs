@@ -1,5 +1,5 @@
 use super::*;
-use crate::cluster::trust::Trust;
+use crate::topology::cluster::trust::Trust;
 
 /// Handles connect lazily: these tests never reach a server.
 fn rpc(node: &str, secret: u8) -> Rpc {

@@ -159,7 +159,7 @@ impl Trust {
     pub(crate) fn reject(&self, kind: &'static str, id: &str, why: &str) {
         tracing::warn!(
             kind,
-            id = %crate::untrusted::bounded(id),
+            id = %crate::net::untrusted::bounded(id),
             why,
             "ignored unauthenticated data from the cluster store"
         );

@@ -5,8 +5,6 @@
 //! [`crate::error::Error`].
 
 pub mod access;
-mod dashboard;
-pub mod events;
 mod guards;
 mod offer;
 pub mod proxy;
@@ -27,7 +25,7 @@ use axum::{Extension, Router};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use uuid::Uuid;
 
-use crate::config::Config;
+use crate::edge::{dashboard, events};
 use crate::error::{Bounded, Error};
 use crate::media::Media;
 use crate::registry::{Admitted, Registry, RegistryError, SessionCommand};
@@ -39,6 +37,38 @@ pub use ratelimit::RateLimiter;
 
 const SDP: &str = "application/sdp";
 const TRICKLE_ICE: &str = "application/trickle-ice-sdpfrag";
+
+/// What the WHIP edge is told at start (`Config::whip_settings`): the pages' and read API's
+/// access, CORS, body size, and the settings of its [`EdgeLimits`].
+/// Not `Debug`: it holds the API key.
+#[derive(Clone)]
+pub struct WhipSettings {
+    /// `--ice-server`: the `Link: rel="ice-server"` value of each configured server.
+    pub ice_server_links: Vec<String>,
+    /// `--api-key-file`: the key the read API (`/api/ingests`, `/events`) asks for.
+    pub api_key: Option<String>,
+    /// `--public-dashboard`: an anonymous reader gets the redacted view.
+    pub public_dashboard: bool,
+    /// `--cors-origins`: origins allowed to call WHIP.
+    pub cors_origins: Vec<String>,
+    /// `--api-cors-origins`: origins allowed to call the read API.
+    pub api_cors_origins: Vec<String>,
+    /// `--max-sdp-bytes`: the largest request body.
+    pub max_sdp_bytes: usize,
+    /// `--rate-limit-per-sec`, `--rate-limit-burst`: per-client token buckets (0: off).
+    pub rate_limit_per_sec: f64,
+    pub rate_limit_burst: u32,
+    /// `--http-max-requests`: requests in flight.
+    pub http_max_requests: usize,
+    /// `--http-request-timeout-secs`: the whole-request deadline.
+    pub http_request_timeout: std::time::Duration,
+    /// `--max-negotiations`, `--negotiation-wait-ms`, `--negotiation-queue`,
+    /// `--negotiation-queue-per-client`: negotiations in flight and the POSTs waiting.
+    pub max_negotiations: usize,
+    pub negotiation_wait: std::time::Duration,
+    pub negotiation_queue: usize,
+    pub negotiation_queue_per_client: usize,
+}
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -65,15 +95,15 @@ impl axum::extract::FromRef<WhipState> for events::EventsHub {
 
 impl WhipState {
     /// State for the router; `Link` headers are built once from the configured ICE servers.
-    pub fn new(registry: Registry, media: Media, config: &Config) -> Result<Self, Error> {
-        let links = config
-            .ice_servers
+    pub fn new(registry: Registry, media: Media, settings: &WhipSettings) -> Result<Self, Error> {
+        let links = settings
+            .ice_server_links
             .iter()
-            .map(|s| HeaderValue::from_str(&s.link_header()).map_err(Error::internal))
+            .map(|link| HeaderValue::from_str(link).map_err(Error::internal))
             .collect::<Result<Vec<_>, _>>()?;
         let events = events::EventsHub::new(
             registry.clone(),
-            access::ReadAccess::new(config.api_key.as_deref(), config.public_dashboard),
+            access::ReadAccess::new(settings.api_key.as_deref(), settings.public_dashboard),
             tokio_util::sync::CancellationToken::new(),
             crate::control::NodeInfo::default(),
         );
@@ -82,7 +112,7 @@ impl WhipState {
             registry,
             media,
             ice_server_links: links.into(),
-            limits: Arc::new(EdgeLimits::new(config)),
+            limits: Arc::new(EdgeLimits::new(settings)),
             events,
         })
     }
@@ -110,16 +140,16 @@ impl WhipState {
 /// routes answer CORS for `--cors-origins` (publishers on other origins need it); the read
 /// API (`/api/ingests`, `/events`, `/events/token`) for `--api-cors-origins` only (none by
 /// default: same-origin); pages, `/healthz` and `/metrics` for none.
-pub fn router(state: WhipState, config: &Config, with_metrics: bool) -> Router {
+pub fn router(state: WhipState, settings: &WhipSettings, with_metrics: bool) -> Router {
     let whip = Router::new()
         .route("/whip/{ingest_id}", post(publish).get(no_content))
         .route(
             "/whip/{ingest_id}/{session_id}",
             axum::routing::delete(stop).patch(patch).get(no_content),
         )
-        .layer(whip_cors(&config.cors_origins));
+        .layer(whip_cors(&settings.cors_origins));
     let mut api = dashboard::api_routes();
-    if let Some(cors) = api_cors(&config.api_cors_origins) {
+    if let Some(cors) = api_cors(&settings.api_cors_origins) {
         api = api.layer(cors);
     }
     let mut router = Router::new()
@@ -132,7 +162,7 @@ pub fn router(state: WhipState, config: &Config, with_metrics: bool) -> Router {
         router = router.route("/metrics", get(metrics));
     }
     router
-        .layer(DefaultBodyLimit::max(config.max_sdp_bytes))
+        .layer(DefaultBodyLimit::max(settings.max_sdp_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), guards::guard))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -267,7 +297,7 @@ pub(crate) async fn answer_offer(
     let offer = std::str::from_utf8(&body).ok();
     // Taken before admission: a refused negotiation must not kick a REPLACE ingest's publisher.
     let client = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| {
-        crate::client::client_key(p.ip())
+        crate::net::client::client_key(p.ip())
     });
     let waited = std::time::Instant::now();
     let _negotiating = state
@@ -285,8 +315,8 @@ pub(crate) async fn answer_offer(
     // the topology for the claim anyway; this node's copy decides until then.
     state.topology.refresh(Some(ingest_id)).await;
     let plan = |spec: &crate::registry::IngestSpec| {
-        let offer = offer.ok_or_else(|| "SDP offer is not UTF-8".to_owned())?;
-        plan_offer(offer, spec).map_err(|err| err.to_string())
+        let offer = offer.ok_or_else(|| Error::BadRequest("SDP offer is not UTF-8".into()))?;
+        plan_offer(offer, spec)
     };
     let admitted = match bearer {
         Some(token) => state.registry.admit(ingest_id, token, plan),
@@ -569,7 +599,7 @@ async fn publish_page(Path(ingest_id): Path<String>) -> Result<Response, Error> 
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        include_str!("static/publish.html"),
+        include_str!("../static/publish.html"),
     )
         .into_response())
 }

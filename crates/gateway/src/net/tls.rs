@@ -24,7 +24,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::Config;
+use crate::app::config::Config;
 use crate::error::Error;
 
 /// PEM files larger than this are refused (a chain of a few certificates is a few KiB).

@@ -472,8 +472,8 @@ impl Config {
 
     /// The cluster's keys: derived from `--cluster-secret-file`, or `--insecure-cluster`'s
     /// public ones; an error naming the flag when neither (or both) is given.
-    pub fn cluster_trust(&self) -> Result<crate::cluster::trust::Trust, Error> {
-        use crate::cluster::trust::{Trust, read_secret_file};
+    pub fn cluster_trust(&self) -> Result<crate::topology::cluster::trust::Trust, Error> {
+        use crate::topology::cluster::trust::{Trust, read_secret_file};
         match (&self.cluster_secret_file, self.insecure_cluster) {
             (Some(_), true) => Err(Error::Config(
                 "give --cluster-secret-file or --insecure-cluster, not both".into(),
@@ -507,17 +507,51 @@ impl Config {
         }
     }
 
+    /// The WHIP edge's settings (`WhipState::new`, `whip::router`, `EdgeLimits::new`).
+    pub fn whip_settings(&self) -> crate::edge::whip::WhipSettings {
+        crate::edge::whip::WhipSettings {
+            ice_server_links: self
+                .ice_servers
+                .iter()
+                .map(IceServer::link_header)
+                .collect(),
+            api_key: self.api_key.clone(),
+            public_dashboard: self.public_dashboard,
+            cors_origins: self.cors_origins.clone(),
+            api_cors_origins: self.api_cors_origins.clone(),
+            max_sdp_bytes: self.max_sdp_bytes,
+            rate_limit_per_sec: self.rate_limit_per_sec,
+            rate_limit_burst: self.rate_limit_burst,
+            http_max_requests: self.http_max_requests,
+            http_request_timeout: self.http_request_timeout,
+            max_negotiations: self.max_negotiations,
+            negotiation_wait: self.negotiation_wait,
+            negotiation_queue: self.negotiation_queue,
+            negotiation_queue_per_client: self.negotiation_queue_per_client,
+        }
+    }
+
+    /// The control plane's settings (`ControlService::new`, the gRPC server).
+    pub fn control_settings(&self) -> crate::control::ControlSettings {
+        crate::control::ControlSettings {
+            api_key: self.api_key.clone(),
+            max_watchers: self.grpc_max_watchers,
+            max_streams: self.grpc_max_streams,
+        }
+    }
+
     /// Checks values that parse but cannot work, and refuses an open control plane.
     pub fn validate(&self) -> Result<(), Error> {
         if self.max_sdp_bytes < 1024 {
             return Err(Error::Config("max_sdp_bytes must be at least 1024".into()));
         }
         if let Some(url) = &self.cluster_redis {
-            crate::cluster::RedisTarget::parse(url).map_err(|e| Error::Config(e.to_string()))?;
+            crate::topology::cluster::RedisTarget::parse(url)
+                .map_err(|e| Error::Config(e.to_string()))?;
             self.cluster_trust()?;
         }
         if let Some(id) = &self.node_id {
-            crate::cluster::validate_node_id(id)?;
+            crate::topology::cluster::validate_node_id(id)?;
         }
         if let Some(url) = &self.advertise_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -617,7 +651,7 @@ impl Config {
                 )));
             }
         }
-        crate::tls::validate_pairs(self)?;
+        crate::net::tls::validate_pairs(self)?;
         for origin in &self.api_cors_origins {
             if origin == "*" {
                 return Err(Error::Config(

@@ -1,12 +1,13 @@
-//! Binds every listener, wires the registry, the WHIP edge, the media path and the control
-//! plane together, and drains cleanly on shutdown.
+//! The application: its configuration ([`config`]), and the [`Gateway`] that binds every
+//! listener, wires the registry, the WHIP edge, the media path and the control plane
+//! together, runs them, and drains cleanly on shutdown.
 
+pub mod config;
 mod grpc_conns;
 mod idle;
 mod serve;
 
 use serve::GrpcIncoming;
-pub(crate) use serve::accept_bounded;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,15 +20,16 @@ use tokio_util::task::TaskTracker;
 use tonic::service::interceptor::InterceptedService;
 use tonic_health::server::HealthReporter;
 
-use crate::config::Config;
-use crate::control::{self, ControlService};
+use crate::app::config::Config;
+use crate::control::{self, ControlService, ControlSettings};
+use crate::edge::events;
+use crate::edge::whip::{self, WhipSettings, WhipState};
 use crate::error::Error;
 use crate::media::Media;
 use crate::metrics::Metrics;
+use crate::net::tls::{TlsReload, TlsSetup};
 use crate::registry::{Caps, Registry};
-use crate::tls::{TlsReload, TlsSetup};
 use crate::topology::{self, SharedTopology};
-use crate::whip::{self, WhipState};
 use whipgate_proto::pb::ingest_control_server::IngestControlServer;
 
 /// Addresses actually bound (ports resolved when the config asked for port 0).
@@ -48,6 +50,9 @@ pub struct Bound {
 /// A bound, not yet running gateway.
 pub struct Gateway {
     config: Config,
+    /// The WHIP edge's and the control plane's settings, converted from `config` once.
+    whip: WhipSettings,
+    control: ControlSettings,
     metrics: Arc<Metrics>,
     registry: Registry,
     media: Media,
@@ -126,9 +131,12 @@ impl Gateway {
                 &cancel,
             )
             .await?;
+        let whip = config.whip_settings();
         Ok(Gateway {
             topology,
-            limits: Arc::new(whip::EdgeLimits::new(&config)),
+            limits: Arc::new(whip::EdgeLimits::new(&whip)),
+            control: config.control_settings(),
+            whip,
             config,
             metrics,
             registry,
@@ -182,6 +190,8 @@ impl Gateway {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
         let Gateway {
             config,
+            whip: whip_settings,
+            control: control_settings,
             metrics,
             registry,
             media,
@@ -199,20 +209,23 @@ impl Gateway {
         media.spawn_receiver(cancel.clone());
         tracker.spawn(registry.clone().run_checkpoints(cancel.clone()));
 
-        let events = whip::events::EventsHub::new(
+        let events = events::EventsHub::new(
             registry.clone(),
-            whip::access::ReadAccess::new(config.api_key.as_deref(), config.public_dashboard),
+            whip::access::ReadAccess::new(
+                whip_settings.api_key.as_deref(),
+                whip_settings.public_dashboard,
+            ),
             cancel.clone(),
             topology.node().clone(),
         )
         .with_topology(topology.clone())
         .with_tracker(tracker.clone());
-        let state = WhipState::new(registry.clone(), media.clone(), &config)?
+        let state = WhipState::new(registry.clone(), media.clone(), &whip_settings)?
             .with_limits(limits)
             .with_events(events)
             .with_topology(topology.clone());
         topology.spawn(whip::proxy::answerer(state.clone()), &tracker, &cancel);
-        let app = whip::router(state.clone(), &config, metrics_listener.is_none());
+        let app = whip::router(state.clone(), &whip_settings, metrics_listener.is_none());
         let limits = serve::ConnLimits {
             header_timeout: config.http_header_timeout,
             max_connections: config.http_max_connections,
@@ -254,7 +267,7 @@ impl Gateway {
         };
         tracker.spawn(serve_grpc(
             grpc,
-            &config,
+            &control_settings,
             registry.clone(),
             topology,
             health_service,
@@ -302,7 +315,7 @@ impl Gateway {
 /// health open; bounded streams per connection, message sizes, watchers; HTTP/2 keepalive.
 fn serve_grpc(
     incoming: GrpcIncoming,
-    config: &Config,
+    settings: &ControlSettings,
     registry: Registry,
     topology: SharedTopology,
     health_service: tonic_health::pb::health_server::HealthServer<
@@ -317,13 +330,13 @@ fn serve_grpc(
     };
     let reflection_v1 = reflection().build_v1().map_err(Error::internal)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(Error::internal)?;
-    let service = ControlService::new(registry.clone(), cancel.clone(), config.grpc_max_watchers)
-        .with_topology(topology);
-    let interceptor = control::api_key_interceptor(config.api_key.as_deref(), registry);
+    let service =
+        ControlService::new(registry.clone(), cancel.clone(), settings).with_topology(topology);
+    let interceptor = control::api_key_interceptor(settings.api_key.as_deref(), registry);
     let control = IngestControlServer::new(service)
         .max_decoding_message_size(control::limits::MAX_MESSAGE_BYTES);
     let router = tonic::transport::Server::builder()
-        .max_concurrent_streams(config.grpc_max_streams)
+        .max_concurrent_streams(settings.max_streams)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .tcp_keepalive(Some(Duration::from_secs(60)))

@@ -22,10 +22,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use super::accept_bounded;
-use crate::client::{Slot, Slots};
 use crate::metrics::Metrics;
-use crate::tls::incoming::TlsOn;
+use crate::net::accept::accept_bounded;
+use crate::net::client::{Slot, Slots};
+use crate::net::tls::incoming::TlsOn;
 
 /// The gRPC listener's caps.
 #[derive(Clone, Copy, Debug)]

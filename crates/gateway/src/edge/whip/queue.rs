@@ -161,7 +161,7 @@ impl NegotiationQueue {
         }
     }
 
-    /// A slot for `client` (its [`crate::client::client_key`]), at once or after waiting.
+    /// A slot for `client` (its [`crate::net::client::client_key`]), at once or after waiting.
     pub async fn acquire(&self, client: IpAddr) -> Result<Slot, Refused> {
         let (ticket, granted) = {
             let mut slots = lock(&self.shared);

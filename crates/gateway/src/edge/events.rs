@@ -8,7 +8,7 @@
 //! point out of the history (OUT_OF_RANGE), a watcher that lagged (RESOURCE_EXHAUSTED, with
 //! where to resume), shutdown (UNAVAILABLE). The stream is the very one `WatchEvents` serves.
 //!
-//! Who may read it, and what they see, is [`super::access`]: the API key, a single-use
+//! Who may read it, and what they see, is [`super::whip::access`]: the API key, a single-use
 //! events token from `POST /events/token` (EventSource cannot set headers), or anyone,
 //! redacted, with `--public-dashboard`. Watchers are capped in total and per client (503
 //! beyond); each stream is fed by its own task through a short queue, with a heartbeat
@@ -36,10 +36,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::access::{ReadAccess, Reader, TOKEN_TTL};
-use crate::client::{CloseConnection, Slots};
+use super::whip::access::{ReadAccess, Reader, TOKEN_TTL};
 use crate::control::{self, NodeInfo};
 use crate::error::Error;
+use crate::net::client::{CloseConnection, Slots};
 use crate::registry::{Registry, validate_ingest_id};
 use crate::topology::SharedTopology;
 use crate::topology::local::Local;
@@ -144,7 +144,7 @@ pub(super) async fn token(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, Error> {
     if !hub.access.has_key() {
-        return Err(Error::Forbidden(super::access::OFF.into()));
+        return Err(Error::Forbidden(super::whip::access::OFF.into()));
     }
     if hub.access.check_key(&headers)? != Reader::Full {
         return Err(Error::Unauthorized);

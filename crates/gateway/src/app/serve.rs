@@ -3,8 +3,8 @@
 //! open connections (a semaphore permit per connection, taken before `accept`, so excess
 //! clients wait in the kernel backlog instead of costing memory), a cap per client (one
 //! address, or IPv6 /64, cannot hold every slot: its excess connections are closed at once,
-//! plaintext ones after a 503), backoff on accept errors
-//! (EMFILE), and graceful shutdown of every connection on cancel. With TLS, each connection
+//! plaintext ones after a 503), backoff on accept errors (EMFILE; both in
+//! [`crate::net::accept`]), and graceful shutdown of every connection on cancel. With TLS, each connection
 //! task runs the handshake (bounded by a timeout, inside the connection cap) and speaks
 //! HTTP/2 or HTTP/1.1 as ALPN chose; an HTTP/2 connection with no open request for the
 //! header-read timeout is closed too ([`super::idle`]).
@@ -19,15 +19,16 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::client::{CloseConnection, Slots};
 use crate::metrics::Metrics;
-use crate::tls::incoming::TlsOn;
+use crate::net::accept::accept_bounded;
+use crate::net::client::{CloseConnection, Slots};
+use crate::net::tls::incoming::TlsOn;
 
 /// Connection-level limits of an HTTP listener.
 #[derive(Clone, Copy, Debug)]
@@ -45,38 +46,6 @@ pub(crate) struct ConnLimits {
 const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: text/plain; charset=utf-8\r\nretry-after: 1\r\nconnection: close\r\n\
 content-length: 44\r\n\r\ntoo many open connections from your address\n";
-
-/// Takes a slot from `slots`, then accepts a connection (backing off on accept errors);
-/// `None` once `cancel` fires or `slots` is closed.
-pub(crate) async fn accept_bounded(
-    listener: &TcpListener,
-    slots: &Arc<Semaphore>,
-    cancel: &CancellationToken,
-    what: &'static str,
-) -> Option<(OwnedSemaphorePermit, TcpStream, SocketAddr)> {
-    let permit = tokio::select! {
-        permit = Arc::clone(slots).acquire_owned() => permit.ok()?,
-        () = cancel.cancelled() => return None,
-    };
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    return Some((permit, stream, peer));
-                }
-                Err(err) => {
-                    // Out of descriptors or similar: back off instead of spinning.
-                    tracing::warn!(%err, ?backoff, "{what} accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-            },
-            () = cancel.cancelled() => return None,
-        }
-    }
-}
 
 /// The gRPC listener, TLS on it, and its caps.
 pub(crate) struct GrpcIncoming {

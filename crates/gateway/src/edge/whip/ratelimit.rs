@@ -1,6 +1,6 @@
 //! Per-client rate limits on WHIP requests (RFC 9725 section 5): a token bucket per client
 //! address in a table of bounded size. IPv6 clients are keyed by their /64 (one subscriber's
-//! prefix), IPv4-mapped addresses as IPv4 ([`crate::client::client_key`]). When the table is
+//! prefix), IPv4-mapped addresses as IPv4 ([`crate::net::client::client_key`]). When the table is
 //! full, a newcomer looks at a few entries from a rotating cursor and takes the place of the
 //! first idle one (refilled to the burst): constant work under the lock, however large the
 //! table. If none of those is idle the newcomer is refused for now, which is what an
@@ -55,7 +55,7 @@ impl RateLimiter {
 
     /// Takes one request from `client`'s bucket, or says how long until one is available.
     pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
-        let key = crate::client::client_key(client);
+        let key = crate::net::client::client_key(client);
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         if !table.buckets.contains_key(&key) && table.buckets.len() >= self.max_clients {
             self.evict_one(&mut table, now)?;
