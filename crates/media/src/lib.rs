@@ -1,5 +1,5 @@
 //! whipgate-media: the media core, sans-IO. No sockets, no tokio, no registry, no clock: the
-//! gateway's media driver (`crates/gateway`, `media/`) feeds it datagrams and `Instant`s and
+//! gateway's media driver (`crates/gateway`, `driver/`) feeds it datagrams and `Instant`s and
 //! applies what it returns. Every module here is tested on simulated time or plain bytes.
 //!
 //! | module | owns |

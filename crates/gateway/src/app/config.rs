@@ -491,8 +491,8 @@ impl Config {
     }
 
     /// The media path's settings (`Media::bind`).
-    pub fn media_settings(&self) -> crate::media::MediaSettings {
-        crate::media::MediaSettings {
+    pub fn media_settings(&self) -> crate::driver::MediaSettings {
+        crate::driver::MediaSettings {
             udp_listen: self.udp_listen,
             tcp_listen: self.tcp_listen,
             public_ip: self.public_ip.clone(),

@@ -22,10 +22,10 @@ use tonic_health::server::HealthReporter;
 
 use crate::app::config::Config;
 use crate::control::{self, ControlService, ControlSettings};
+use crate::driver::{Media, Receivers};
 use crate::edge::events;
 use crate::edge::whip::{self, WhipSettings, WhipState};
 use crate::error::Error;
-use crate::media::Media;
 use crate::metrics::Metrics;
 use crate::net::tls::{TlsReload, TlsSetup};
 use crate::registry::{Caps, Registry};
@@ -56,6 +56,8 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     registry: Registry,
     media: Media,
+    /// The media ports' receive loops, started by `run`.
+    receivers: Receivers,
     http: TcpListener,
     grpc: TcpListener,
     metrics_listener: Option<TcpListener>,
@@ -90,7 +92,7 @@ impl Gateway {
         metrics
             .register_tasks(tracker.clone())
             .map_err(Error::internal)?;
-        let media = Media::bind(
+        let (media, receivers) = Media::bind(
             &config.media_settings(),
             Arc::clone(&metrics),
             tracker.clone(),
@@ -141,6 +143,7 @@ impl Gateway {
             metrics,
             registry,
             media,
+            receivers,
             http,
             grpc,
             metrics_listener,
@@ -195,6 +198,7 @@ impl Gateway {
             metrics,
             registry,
             media,
+            receivers,
             http,
             grpc,
             metrics_listener,
@@ -206,7 +210,7 @@ impl Gateway {
             ..
         } = self;
         let (http_tls, grpc_tls) = tls.listeners(&metrics);
-        media.spawn_receiver(cancel.clone());
+        receivers.spawn(&media, cancel.clone());
         tracker.spawn(registry.clone().run_checkpoints(cancel.clone()));
 
         let events = events::EventsHub::new(
@@ -220,10 +224,13 @@ impl Gateway {
         )
         .with_topology(topology.clone())
         .with_tracker(tracker.clone());
-        let state = WhipState::new(registry.clone(), media.clone(), &whip_settings)?
-            .with_limits(limits)
-            .with_events(events)
-            .with_topology(topology.clone());
+        let state = WhipState::new(
+            registry.clone(),
+            media.clone(),
+            events,
+            limits,
+            &whip_settings,
+        )?;
         topology.spawn(whip::proxy::answerer(state.clone()), &tracker, &cancel);
         let app = whip::router(state.clone(), &whip_settings, metrics_listener.is_none());
         let limits = serve::ConnLimits {

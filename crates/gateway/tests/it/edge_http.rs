@@ -202,7 +202,20 @@ async fn saturated_negotiations_wait_then_get_503_with_retry_after_and_admit_not
         ..Config::loopback()
     };
     let settings = config.whip_settings();
-    let state = WhipState::new(gw.registry.clone(), gw.media.clone(), &settings)?;
+    let events = whipgate::edge::events::EventsHub::new(
+        gw.registry.clone(),
+        whip::access::ReadAccess::new(None, false),
+        tokio_util::sync::CancellationToken::new(),
+        whipgate::control::NodeInfo::default(),
+    );
+    let limits = std::sync::Arc::new(whip::EdgeLimits::new(&settings));
+    let state = WhipState::new(
+        gw.registry.clone(),
+        gw.media.clone(),
+        events,
+        limits,
+        &settings,
+    )?;
     let somebody = IpAddr::from([127, 0, 0, 9]);
     let held = state.limits.negotiations.acquire(somebody).await;
     let held = held.map_err(|r| anyhow::anyhow!(r.message()))?;

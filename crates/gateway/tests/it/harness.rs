@@ -24,7 +24,7 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 pub struct TestGateway {
     pub bound: Bound,
     pub registry: Registry,
-    pub media: whipgate::media::Media,
+    pub media: whipgate::driver::Media,
     /// The WHIP edge's limits (negotiation slots, rate limits), shared with the gateway.
     pub limits: std::sync::Arc<whipgate::edge::whip::EdgeLimits>,
     pub http: reqwest::Client,

@@ -3,7 +3,7 @@
 //! streams. Its owner feeds it input with the time ([`Session::handle_input`]) and takes what
 //! it produced ([`Session::poll_output`]), in order: datagrams for the publisher, packets for the
 //! consumers, events for the registry, and finally when to call it again. It does no I/O and
-//! reads no clock: the gateway's driver (`crates/gateway`, `media/driver.rs`) owns the sockets
+//! reads no clock: the gateway's driver (`crates/gateway`, `driver/`) owns the sockets
 //! and the timers, and the tests here run whole sessions on simulated time (`sim`).
 //!
 //! A session ends on ICE failure, inactivity, a cap or the publisher's RTCP BYE ([`Session::end`]);

@@ -25,9 +25,9 @@ use axum::{Extension, Router};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use uuid::Uuid;
 
+use crate::driver::Media;
 use crate::edge::{dashboard, events};
 use crate::error::{Bounded, Error};
-use crate::media::Media;
 use crate::registry::{Admitted, Registry, RegistryError, SessionCommand};
 use crate::topology::{Placement, RoutedCall, SharedTopology};
 
@@ -94,45 +94,30 @@ impl axum::extract::FromRef<WhipState> for events::EventsHub {
 }
 
 impl WhipState {
-    /// State for the router; `Link` headers are built once from the configured ICE servers.
-    pub fn new(registry: Registry, media: Media, settings: &WhipSettings) -> Result<Self, Error> {
+    /// State for the router, built once everything it serves from exists: the registry, the
+    /// media path, the event hub (`/events`, `/api/ingests`, the dashboard; its topology is the
+    /// one publishers are placed, claimed and routed by) and the edge's limits (shared with
+    /// whoever else holds them). `Link` headers are built once from the configured ICE servers.
+    pub fn new(
+        registry: Registry,
+        media: Media,
+        events: events::EventsHub,
+        limits: Arc<EdgeLimits>,
+        settings: &WhipSettings,
+    ) -> Result<Self, Error> {
         let links = settings
             .ice_server_links
             .iter()
             .map(|link| HeaderValue::from_str(link).map_err(Error::internal))
             .collect::<Result<Vec<_>, _>>()?;
-        let events = events::EventsHub::new(
-            registry.clone(),
-            access::ReadAccess::new(settings.api_key.as_deref(), settings.public_dashboard),
-            tokio_util::sync::CancellationToken::new(),
-            crate::control::NodeInfo::default(),
-        );
         Ok(WhipState {
             topology: events.topology(),
             registry,
             media,
             ice_server_links: links.into(),
-            limits: Arc::new(EdgeLimits::new(settings)),
+            limits,
             events,
         })
-    }
-
-    /// Shares `limits` (built from the same configuration) with whoever else holds them.
-    pub fn with_limits(mut self, limits: Arc<EdgeLimits>) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    /// Serves `/events`, `/api/ingests` and `/dashboard` from `events` (API key, shutdown).
-    pub fn with_events(mut self, events: events::EventsHub) -> Self {
-        self.events = events;
-        self
-    }
-
-    /// Places, claims and routes publishers as `topology` says (default: this node alone).
-    pub fn with_topology(mut self, topology: SharedTopology) -> Self {
-        self.topology = topology;
-        self
     }
 }
 

@@ -20,7 +20,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::batch::ForwardBatch;
-use super::driver::Cell;
+use super::cell::Cell;
 use super::forward::ForwardSockets;
 use super::mux::{Datagram, UdpMux};
 use super::setup::Setup;

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::batch::ForwardBatch;
-use super::driver::{self, Cell};
+use super::cell::{self, Cell};
 use super::forward::ForwardSockets;
 use super::mux::{Datagram, UdpMux};
 use super::setup::Setup;
@@ -246,7 +246,7 @@ impl Worker {
             live.input(datagram);
         }
         let next = live.after_input(&mut self.batch);
-        driver::finished_input(&cell, &live);
+        cell::finished_input(&cell, &live);
         drop(live);
         if let Some(at) = next {
             self.timers.push(Due {
@@ -280,7 +280,7 @@ impl Worker {
             }
             let mut live = cell.lock();
             let next = live.on_timer(due.at, now, &mut self.batch);
-            driver::finished_input(&cell, &live);
+            cell::finished_input(&cell, &live);
             let closed = live.is_closed();
             drop(live);
             if let Some(at) = next.filter(|_| !closed) {

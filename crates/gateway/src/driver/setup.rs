@@ -14,7 +14,7 @@ use std::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use super::batch::ForwardBatch;
-use super::driver::Cell;
+use super::cell::Cell;
 use super::forward::ForwardSockets;
 use super::mux::Datagram;
 use crate::metrics::Metrics;

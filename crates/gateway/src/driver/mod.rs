@@ -9,11 +9,11 @@
 //! datagrams drives it directly and runs its timers (`driver`); forwarded RTP leaves for the
 //! ingest's UDP targets (`forward`) in batches (`batch`). Sessions still setting up (ICE, DTLS)
 //! are driven on low-priority `setup` threads, so that handshakes never stall media. A small
-//! control task per session (`driver::Control`) takes commands, caps and statistics, and closes
+//! control task per session (`cell::Control`) takes commands, caps and statistics, and closes
 //! it; its events go to the registry and its counters to Prometheus (`report`).
 
 mod batch;
-mod driver;
+mod cell;
 mod forward;
 mod mux;
 mod negotiate;
@@ -36,7 +36,7 @@ use tracing::Instrument;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::registry::Admission;
-use driver::{Cell, Control};
+use cell::{Cell, Control};
 use forward::ForwardSockets;
 use mux::UdpMux;
 use negotiate::{Negotiators, Refused};
@@ -58,13 +58,11 @@ pub struct Answer {
 #[derive(Clone)]
 pub struct Media {
     mux: UdpMux,
-    /// The workers until the receiver starts them.
-    workers: Arc<std::sync::Mutex<Vec<Worker>>>,
     /// Hands a new session's timers to a worker (round robin until its datagrams arrive).
     homes: Arc<[WorkerHandle]>,
     next_home: Arc<AtomicUsize>,
-    /// The ICE-TCP listener until the receiver starts.
-    tcp: Arc<std::sync::Mutex<Option<TcpListener>>>,
+    /// The bound ICE-TCP address, if ICE-TCP is on.
+    tcp_local: Option<SocketAddr>,
     factory: Arc<PeerFactory>,
     /// Threads that answer offers, in arrival order.
     negotiators: Negotiators,
@@ -100,13 +98,21 @@ pub struct MediaSettings {
     pub stats_interval: Duration,
 }
 
+/// What receives on the bound media ports, until [`Receivers::spawn`] starts it: the workers
+/// and the ICE-TCP listener.
+pub struct Receivers {
+    workers: Vec<Worker>,
+    tcp: Option<TcpListener>,
+}
+
 impl Media {
-    /// Binds the media port and prepares what every session shares.
+    /// Binds the media ports and prepares what every session shares; nothing runs until the
+    /// receivers are spawned.
     pub async fn bind(
         config: &MediaSettings,
         metrics: Arc<Metrics>,
         tracker: TaskTracker,
-    ) -> Result<Self, Error> {
+    ) -> Result<(Self, Receivers), Error> {
         let count = match config.media_workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -123,11 +129,12 @@ impl Media {
             ),
             None => None,
         };
-        let tcp_candidates = match &tcp {
-            Some(listener) => {
-                let tcp_local = listener.local_addr().map_err(Error::internal)?;
-                advertised_addrs(tcp_local, &config.public_ip, &config.interfaces)
-            }
+        let tcp_local = match &tcp {
+            Some(listener) => Some(listener.local_addr().map_err(Error::internal)?),
+            None => None,
+        };
+        let tcp_candidates = match tcp_local {
+            Some(tcp_local) => advertised_addrs(tcp_local, &config.public_ip, &config.interfaces),
             None => Vec::new(),
         };
         tracing::info!(udp = %local, workers = count, ?candidates, ?tcp_candidates, "media ports bound");
@@ -151,12 +158,11 @@ impl Media {
                 )
             })
             .unzip();
-        Ok(Media {
+        let media = Media {
             mux,
-            workers: Arc::new(std::sync::Mutex::new(workers)),
             homes: homes.into(),
             next_home: Arc::new(AtomicUsize::new(0)),
-            tcp: Arc::new(std::sync::Mutex::new(tcp)),
+            tcp_local,
             factory: Arc::new(factory),
             negotiators: Negotiators::start(count, config.max_negotiations, &tracker),
             forward,
@@ -168,7 +174,8 @@ impl Media {
             answer_timeout: config.answer_timeout,
             metrics,
             tracker,
-        })
+        };
+        Ok((media, Receivers { workers, tcp }))
     }
 
     /// Deadline for producing an answer (also used for ICE restarts).
@@ -193,43 +200,7 @@ impl Media {
 
     /// The bound ICE-TCP address, if ICE-TCP is on.
     pub fn tcp_local_addr(&self) -> Option<SocketAddr> {
-        let tcp = self.tcp.lock().unwrap_or_else(|p| p.into_inner());
-        tcp.as_ref().and_then(|l| l.local_addr().ok())
-    }
-
-    /// Starts the receive loops of the shared UDP socket and the ICE-TCP listener.
-    pub fn spawn_receiver(&self, cancel: CancellationToken) {
-        let negotiators = self.negotiators.clone();
-        let closing = cancel.clone();
-        self.tracker.spawn(async move {
-            closing.cancelled().await;
-            negotiators.close();
-        });
-        let metrics = Arc::clone(&self.metrics);
-        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
-        // Only the workers and the ICE-TCP tasks hold the setup queue: its threads end with them.
-        let setup = setup::Setup::start(workers.len(), &self.forward, &metrics, &self.tracker);
-        for (i, worker) in workers.into_iter().enumerate() {
-            self.tracker.spawn(
-                worker
-                    .run(setup.clone(), cancel.clone())
-                    .instrument(tracing::info_span!("media_worker", worker = i)),
-            );
-        }
-        let listener = self.tcp.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(listener) = listener {
-            let accept = tcp::accept(
-                listener,
-                self.mux.clone(),
-                self.forward.clone(),
-                setup.clone(),
-                metrics,
-                cancel,
-                self.tracker.clone(),
-            );
-            self.tracker
-                .spawn(accept.instrument(tracing::info_span!("ice_tcp")));
-        }
+        self.tcp_local
     }
 
     /// Negotiates an admitted publish and starts its session task. Dropping the admission on
@@ -288,7 +259,7 @@ impl Media {
         });
         let span = tracing::info_span!("session", ingest = %admission.spec.id, %session_id);
         let home = self.next_home.fetch_add(1, Ordering::Relaxed) % self.homes.len();
-        let net = driver::Net {
+        let net = cell::Net {
             socket: Arc::clone(self.mux.socket()),
             mux: self.mux.clone(),
         };
@@ -313,6 +284,42 @@ impl Media {
             sdp: negotiated.answer_sdp,
             etag: format!("\"{ufrag}\""),
         })
+    }
+}
+
+impl Receivers {
+    /// Starts the receive loops of the media port's workers and the ICE-TCP listener, and the
+    /// setup and negotiation threads' end at `cancel`.
+    pub fn spawn(self, media: &Media, cancel: CancellationToken) {
+        let negotiators = media.negotiators.clone();
+        let closing = cancel.clone();
+        media.tracker.spawn(async move {
+            closing.cancelled().await;
+            negotiators.close();
+        });
+        let metrics = Arc::clone(&media.metrics);
+        let tracker = &media.tracker;
+        // Only the workers and the ICE-TCP tasks hold the setup queue: its threads end with them.
+        let setup = setup::Setup::start(self.workers.len(), &media.forward, &metrics, tracker);
+        for (i, worker) in self.workers.into_iter().enumerate() {
+            tracker.spawn(
+                worker
+                    .run(setup.clone(), cancel.clone())
+                    .instrument(tracing::info_span!("media_worker", worker = i)),
+            );
+        }
+        if let Some(listener) = self.tcp {
+            let accept = tcp::accept(
+                listener,
+                media.mux.clone(),
+                media.forward.clone(),
+                setup.clone(),
+                metrics,
+                cancel,
+                tracker.clone(),
+            );
+            tracker.spawn(accept.instrument(tracing::info_span!("ice_tcp")));
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use whipgate_media::route::Router;
 
-use super::driver::Cell;
+use super::cell::Cell;
 
 /// One datagram (or one RFC 4571 frame of an ICE-TCP connection) for a session.
 pub(crate) use whipgate_media::session::Datagram;
