@@ -18,6 +18,9 @@ pub enum Error {
     /// Missing or wrong bearer token / API key.
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// A signed publish token that does not open this ingest (why, from a fixed set).
+    #[error("unauthorized: {0}")]
+    TokenRefused(&'static str),
     /// No ingest registered under this id.
     #[error("no such ingest: {0}")]
     IngestNotFound(String),
@@ -111,7 +114,7 @@ impl Error {
     pub fn http_status(&self) -> StatusCode {
         match self {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Unauthorized | Error::TokenRefused(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::IngestNotFound(_) | Error::SessionNotFound => StatusCode::NOT_FOUND,
             Error::PublisherConflict(_) | Error::IngestExists(_) => StatusCode::CONFLICT,
@@ -141,7 +144,7 @@ impl Error {
             Error::BadRequest(_) | Error::UnsupportedMediaType(_) | Error::Unprocessable(_) => {
                 Code::InvalidArgument
             }
-            Error::Unauthorized => Code::Unauthenticated,
+            Error::Unauthorized | Error::TokenRefused(_) => Code::Unauthenticated,
             Error::Forbidden(_) => Code::PermissionDenied,
             Error::IngestNotFound(_) | Error::SessionNotFound => Code::NotFound,
             Error::PublisherConflict(_) | Error::IngestExists(_) => Code::AlreadyExists,
@@ -164,7 +167,7 @@ impl Error {
         match self {
             Error::CapReached(_) => RejectReason::Cap,
             Error::PublisherConflict(_) => RejectReason::Conflict,
-            Error::Unauthorized => RejectReason::Auth,
+            Error::Unauthorized | Error::TokenRefused(_) => RejectReason::Auth,
             Error::IngestNotFound(_) => RejectReason::NotFound,
             Error::BadRequest(_) | Error::Unprocessable(_) | Error::UnsupportedMediaType(_) => {
                 RejectReason::BadSdp

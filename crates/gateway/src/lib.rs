@@ -37,7 +37,7 @@ pub mod store;
 pub mod topology;
 
 pub use app::config::Config;
-pub use app::{Bound, Gateway};
+pub use app::{Bound, Gateway, Reloader};
 pub use error::Error;
 
 //

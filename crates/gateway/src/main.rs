@@ -1,5 +1,5 @@
 //! The `whipgate` binary: parse configuration, init logging, run until SIGINT/SIGTERM;
-//! SIGHUP re-reads the TLS certificates.
+//! SIGHUP re-reads the TLS certificates and the signed-token keys.
 //! `whipgate ctl ...` is the control-plane client instead ([`whipgate_ctl`]).
 
 use std::process::ExitCode;
@@ -56,7 +56,7 @@ async fn run() -> anyhow::Result<()> {
     let gateway = Gateway::bind(config).await.context("starting")?;
     let bound = gateway.bound();
     // Before the ready line: a SIGHUP from then on reloads instead of killing the process.
-    let reload = reload_on_sighup(gateway.tls_reload());
+    let reload = reload_on_sighup(gateway.reloader());
     // One machine-readable line on stdout, for scripts that start whipgate on port 0.
     println!(
         "{}",
@@ -72,10 +72,10 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reloads the TLS certificates on each SIGHUP (a bad file keeps the old certificate, logged
-/// by the handle), for `systemctl reload`; without TLS, SIGHUP is logged and ignored.
+/// Reloads the TLS certificates and the signed-token keys on each SIGHUP (a bad file keeps
+/// what was loaded, logged by the handle), for `systemctl reload`.
 #[cfg(unix)]
-fn reload_on_sighup(reload: whipgate::net::tls::TlsReload) -> tokio::task::JoinHandle<()> {
+fn reload_on_sighup(reload: whipgate::Reloader) -> tokio::task::JoinHandle<()> {
     use tokio::signal::unix::{SignalKind, signal};
     // Registered here, not in the task, so it is in place when this returns.
     let hangups = signal(SignalKind::hangup());
@@ -88,15 +88,15 @@ fn reload_on_sighup(reload: whipgate::net::tls::TlsReload) -> tokio::task::JoinH
             }
         };
         while hangups.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading TLS certificates");
-            // Failures are logged by the handle; the old certificate stays.
+            tracing::info!("SIGHUP: reloading TLS certificates and signed-token keys");
+            // Failures are logged; what was loaded stays.
             let _ = reload.reload();
         }
     })
 }
 
 #[cfg(not(unix))]
-fn reload_on_sighup(reload: whipgate::net::tls::TlsReload) -> tokio::task::JoinHandle<()> {
+fn reload_on_sighup(reload: whipgate::Reloader) -> tokio::task::JoinHandle<()> {
     drop(reload);
     tokio::spawn(async {})
 }

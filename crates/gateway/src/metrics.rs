@@ -20,6 +20,8 @@ pub struct Metrics {
     pub whip_request_duration: HistogramVec,
     /// Refused publishes by reason.
     pub publish_rejections: IntCounterVec,
+    /// Signed publish tokens checked, by result (`accepted` or why refused).
+    pub signed_tokens: IntCounterVec,
     /// WHIP requests refused by the per-client rate limit.
     pub whip_rate_limited: IntCounter,
     /// HTTP connections open now.
@@ -223,6 +225,12 @@ impl Metrics {
                 "whipgate_publish_rejections_total",
                 "Refused publishes by reason (cap, conflict, auth, not_found, bad_sdp, draining, internal)",
                 &["reason"],
+            )?,
+            signed_tokens: counter_vec(
+                &r,
+                "whipgate_signed_tokens_total",
+                "Signed publish tokens checked, by result (accepted, malformed, unknown_key, wrong_algorithm, bad_signature, expired, not_yet_valid, wrong_audience, wrong_scope, wrong_subject)",
+                &["result"],
             )?,
             ice_connect_duration: histogram_vec(
                 &r,

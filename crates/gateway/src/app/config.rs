@@ -108,6 +108,17 @@ pub struct Config {
     #[arg(long, env = "WHIPGATE_API_KEY_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_file: Option<PathBuf>,
+    /// JWKS file (RFC 7517) of the keys publish tokens are signed with (`oct`: HS256, `EC`
+    /// P-256: ES256, `OKP` Ed25519: EdDSA; `kid` picks the key). A publisher's bearer may then
+    /// be a signed token (`sub`: the ingest, `scope`: publish, `exp`), and an ingest registered
+    /// without a static token needs one. SIGHUP re-reads the file.
+    #[arg(long, env = "WHIPGATE_TOKEN_KEYS_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_keys_file: Option<PathBuf>,
+    /// The audience signed tokens must name in `aud` when they carry one.
+    #[arg(long, env = "WHIPGATE_TOKEN_AUDIENCE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_audience: Option<String>,
     /// Allow a non-loopback gRPC address without an API key (anyone reaching it controls
     /// routing: only behind a trusted network boundary).
     #[arg(long, env = "WHIPGATE_INSECURE_CONTROL")]

@@ -24,6 +24,7 @@ use crate::app::config::Config;
 use crate::control::{self, ControlService, ControlSettings};
 use crate::driver::{Media, Receivers};
 use crate::edge::events;
+use crate::edge::tokens::SignedTokens;
 use crate::edge::whip::{self, WhipSettings, WhipState};
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -47,6 +48,36 @@ pub struct Bound {
     pub metrics: Option<SocketAddr>,
 }
 
+/// Re-reads what can change without a restart (the binary calls it on SIGHUP): the TLS
+/// certificates and the signed-token keys. A file that does not load keeps what was loaded
+/// before; live sessions are untouched.
+#[derive(Clone)]
+pub struct Reloader {
+    tls: TlsReload,
+    tokens: Option<Arc<SignedTokens>>,
+}
+
+impl Reloader {
+    /// Reloads everything; the failures, joined (each also logged).
+    pub fn reload(&self) -> Result<(), Error> {
+        let mut failures = Vec::new();
+        if let Err(err) = self.tls.reload() {
+            failures.push(err.to_string());
+        }
+        if let Some(tokens) = &self.tokens
+            && let Err(err) = tokens.reload()
+        {
+            tracing::error!(%err, "signed-token keys reload failed: keeping the current keys");
+            failures.push(err.to_string());
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Config(failures.join("; ")))
+        }
+    }
+}
+
 /// A bound, not yet running gateway.
 pub struct Gateway {
     config: Config,
@@ -67,6 +98,8 @@ pub struct Gateway {
     topology: SharedTopology,
     tls: TlsSetup,
     limits: Arc<whip::EdgeLimits>,
+    /// Keys of signed publish tokens (`--token-keys-file`).
+    tokens: Option<Arc<SignedTokens>>,
 }
 
 impl Gateway {
@@ -74,6 +107,13 @@ impl Gateway {
     pub async fn bind(config: Config) -> Result<Self, Error> {
         config.validate()?;
         let tls = TlsSetup::from_config(&config)?;
+        let tokens = match &config.token_keys_file {
+            Some(file) => Some(Arc::new(SignedTokens::load(
+                file,
+                config.token_audience.clone(),
+            )?)),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::new(config.metrics_ingest_label).map_err(Error::internal)?);
         // The store is read back before any listener opens; the topology picks it (cluster
         // mode keeps the same records in Redis instead of the data dir).
@@ -137,6 +177,7 @@ impl Gateway {
         Ok(Gateway {
             topology,
             limits: Arc::new(whip::EdgeLimits::new(&whip)),
+            tokens,
             control: config.control_settings(),
             whip,
             config,
@@ -158,6 +199,14 @@ impl Gateway {
     /// no TLS configured, reloading does nothing.
     pub fn tls_reload(&self) -> TlsReload {
         self.tls.reload.clone()
+    }
+
+    /// What SIGHUP re-reads: the TLS certificates and the signed-token keys.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            tls: self.tls.reload.clone(),
+            tokens: self.tokens.clone(),
+        }
     }
 
     /// The bound addresses.
@@ -207,6 +256,7 @@ impl Gateway {
             topology,
             tls,
             limits,
+            tokens,
             ..
         } = self;
         let (http_tls, grpc_tls) = tls.listeners(&metrics);
@@ -229,6 +279,7 @@ impl Gateway {
             media.clone(),
             events,
             limits,
+            tokens,
             &whip_settings,
         )?;
         topology.spawn(whip::proxy::answerer(state.clone()), &tracker, &cancel);

@@ -5,4 +5,5 @@
 
 pub mod dashboard;
 pub mod events;
+pub mod tokens;
 pub mod whip;

@@ -5,7 +5,7 @@ use super::*;
 fn reaction(err: &Error) -> (&'static str, u16) {
     match err {
         Error::BadRequest(_) => ("fix the request", 400),
-        Error::Unauthorized => ("send the right token", 401),
+        Error::Unauthorized | Error::TokenRefused(_) => ("send the right token", 401),
         Error::Forbidden(_) => ("ask the operator to turn it on", 403),
         Error::IngestNotFound(_) | Error::SessionNotFound => ("wrong URL", 404),
         Error::PublisherConflict(_) | Error::IngestExists(_) | Error::SessionEnded => {
@@ -32,6 +32,7 @@ fn every_variant() -> Vec<Error> {
         Error::Forbidden("off".into()),
         Error::BadRequest("x".into()),
         Error::Unauthorized,
+        Error::TokenRefused("expired"),
         Error::IngestNotFound("x".into()),
         Error::SessionNotFound,
         Error::PublisherConflict("x".into()),

@@ -100,6 +100,17 @@ impl Registry {
         state.sessions.len() < state.caps.max_publishers && token_matches(&state, ingest_id, bearer)
     }
 
+    /// Whether `ingest_id` is registered here without a static token (with signed-token keys
+    /// configured, a signed token opens it).
+    pub fn is_open(&self, ingest_id: &str) -> bool {
+        (self.lock().ingests.get(ingest_id)).is_some_and(|entry| entry.token.is_none())
+    }
+
+    /// Whether `ingest_id` is registered here.
+    pub fn contains(&self, ingest_id: &str) -> bool {
+        self.lock().ingests.contains_key(ingest_id)
+    }
+
     /// Whether `bearer` is the token of the token-protected ingest `ingest_id` (a session's
     /// PATCH and DELETE: its publisher, at any load).
     pub fn token_matches(&self, ingest_id: &str, bearer: &str) -> bool {

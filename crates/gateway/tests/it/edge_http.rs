@@ -214,6 +214,7 @@ async fn saturated_negotiations_wait_then_get_503_with_retry_after_and_admit_not
         gw.media.clone(),
         events,
         limits,
+        None,
         &settings,
     )?;
     let somebody = IpAddr::from([127, 0, 0, 9]);

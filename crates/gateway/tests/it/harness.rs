@@ -27,6 +27,8 @@ pub struct TestGateway {
     pub media: whipgate::driver::Media,
     /// The WHIP edge's limits (negotiation slots, rate limits), shared with the gateway.
     pub limits: std::sync::Arc<whipgate::edge::whip::EdgeLimits>,
+    /// What SIGHUP re-reads (TLS certificates, signed-token keys).
+    pub reloader: whipgate::Reloader,
     pub http: reqwest::Client,
     pub grpc: IngestControlClient<Channel>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -101,6 +103,7 @@ impl TestGateway {
         let registry = gateway.registry().clone();
         let media = gateway.media().clone();
         let limits = gateway.edge_limits();
+        let reloader = gateway.reloader();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = gateway
@@ -118,6 +121,7 @@ impl TestGateway {
             registry,
             media,
             limits,
+            reloader,
             http: reqwest::Client::new(),
             grpc: IngestControlClient::new(channel),
             shutdown: Some(tx),

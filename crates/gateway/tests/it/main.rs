@@ -34,5 +34,6 @@ mod spoof;
 mod tls;
 mod tls_binary;
 mod tls_pki;
+mod tokens;
 mod whip;
 mod workers;

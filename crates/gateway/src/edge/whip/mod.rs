@@ -26,6 +26,7 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use uuid::Uuid;
 
 use crate::driver::Media;
+use crate::edge::tokens::{self, Scope, SignedTokens};
 use crate::edge::{dashboard, events};
 use crate::error::{Bounded, Error};
 use crate::registry::{Admitted, Registry, RegistryError, SessionCommand};
@@ -85,6 +86,8 @@ pub struct WhipState {
     pub events: events::EventsHub,
     /// What this node knows of the others: placement, publisher claims, session owners.
     pub topology: SharedTopology,
+    /// Keys of signed publish tokens (`--token-keys-file`), if configured.
+    pub tokens: Option<Arc<SignedTokens>>,
 }
 
 impl axum::extract::FromRef<WhipState> for events::EventsHub {
@@ -103,6 +106,7 @@ impl WhipState {
         media: Media,
         events: events::EventsHub,
         limits: Arc<EdgeLimits>,
+        tokens: Option<Arc<SignedTokens>>,
         settings: &WhipSettings,
     ) -> Result<Self, Error> {
         let links = settings
@@ -117,6 +121,7 @@ impl WhipState {
             ice_server_links: links.into(),
             limits,
             events,
+            tokens,
         })
     }
 }
@@ -261,21 +266,38 @@ async fn publish_inner(
     }
     // A valid id before anything uses it (an event, a lookup, a redirect).
     crate::registry::validate_ingest_id(ingest_id)?;
-    let token = bearer(headers);
-    authenticate(state, ingest_id, token).await?;
-    answer_offer(state, ingest_id, peer, body, Some(token)).await
+    let credential = authenticate(state, ingest_id, bearer(headers)).await?;
+    answer_offer(state, ingest_id, peer, body, credential).await
 }
 
-/// Admission, negotiation and the 201 of a POST authenticated here (`bearer`: `Some`, the
-/// token checked again in the admission step) or by the node that routed it here (`None`,
-/// cluster mode). A client's POST that finds this node full or draining goes on to a node
-/// with room (a routed POST never does: no loops).
+/// How a POST proved it may publish.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Credential<'a> {
+    /// Its bearer (or none), checked against the registration again at admission.
+    Bearer(Option<&'a str>),
+    /// A signed token for this ingest, verified at the edge.
+    Signed,
+    /// Another node of the cluster authenticated it and routed it here.
+    Routed,
+}
+
+impl Credential<'_> {
+    /// A publisher's own POST (not routed here): one a full node may hand to another.
+    fn is_client(self) -> bool {
+        !matches!(self, Credential::Routed)
+    }
+}
+
+/// Admission, negotiation and the 201 of a POST authenticated here (a bearer, checked again
+/// in the admission step, or a signed token) or by the node that routed it here (cluster
+/// mode). A client's POST that finds this node full or draining goes on to a node with room
+/// (a routed POST never does: no loops).
 pub(crate) async fn answer_offer(
     state: &WhipState,
     ingest_id: &str,
     peer: Option<SocketAddr>,
     body: Bytes,
-    bearer: Option<Option<&str>>,
+    credential: Credential<'_>,
 ) -> Result<Response, Error> {
     // One admission call: every registry check once, the offer planned against the spec in
     // the same step (pure codec matching, no I/O).
@@ -303,15 +325,15 @@ pub(crate) async fn answer_offer(
         let offer = offer.ok_or_else(|| Error::BadRequest("SDP offer is not UTF-8".into()))?;
         plan_offer(offer, spec)
     };
-    let admitted = match bearer {
-        Some(token) => state.registry.admit(ingest_id, token, plan),
-        None => state.registry.admit_vouched(ingest_id, plan),
+    let admitted = match credential {
+        Credential::Bearer(token) => state.registry.admit(ingest_id, token, plan),
+        Credential::Signed | Credential::Routed => state.registry.admit_vouched(ingest_id, plan),
     };
     let admitted = match admitted {
         Ok(admitted) => admitted,
         Err(err @ (RegistryError::CapReached(_) | RegistryError::Draining)) => {
             // A full or draining node hands the publisher to one with room, if there is one.
-            if bearer.is_some() {
+            if credential.is_client() {
                 match state.topology.placement(ingest_id).await {
                     Some(Placement::Redirect(url)) => return redirect(&url),
                     Some(Placement::Route(node)) => {
@@ -387,24 +409,97 @@ pub(crate) async fn answer_offer(
 /// mode an ingest this node has not heard of yet (registered elsewhere a moment ago) is read
 /// from Redis and checked against its token hash there, at most [`UNKNOWN_LOOKUPS_PER_SEC`]
 /// times a second per node, whoever asks.
-async fn authenticate(
+async fn authenticate<'a>(
     state: &WhipState,
     ingest_id: &str,
-    token: Option<&str>,
-) -> Result<(), Error> {
+    token: Option<&'a str>,
+) -> Result<Credential<'a>, Error> {
+    if let Some(signed) = signed_token(state, ingest_id, token) {
+        signed.map_err(|err| refused(state, ingest_id, err))?;
+        // The ingest must exist (here, or on another node of the cluster).
+        return match state.registry.authenticate_publish(ingest_id, None) {
+            Ok(()) | Err(RegistryError::Unauthorized) => Ok(Credential::Signed),
+            Err(err @ RegistryError::IngestNotFound(_)) => {
+                match state.topology.learn(ingest_id, None).await {
+                    None => Err(refused(state, ingest_id, err.into())),
+                    Some(Ok(_)) if state.registry.contains(ingest_id) => Ok(Credential::Signed),
+                    Some(Ok(_)) => Err(Error::IngestNotFound(ingest_id.to_owned())),
+                    Some(Err(err)) => Err(refused(state, ingest_id, err)),
+                }
+            }
+            Err(err) => Err(refused(state, ingest_id, err.into())),
+        };
+    }
+    if state.tokens.is_some() && state.registry.is_open(ingest_id) {
+        // With keys configured, an ingest without a static token needs a signed one.
+        return Err(refused(
+            state,
+            ingest_id,
+            Error::TokenRefused("this ingest needs a signed publish token"),
+        ));
+    }
     match state.registry.authenticate_publish(ingest_id, token) {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(Credential::Bearer(token)),
         Err(err @ RegistryError::IngestNotFound(_)) => {
             match state.topology.learn(ingest_id, token).await {
                 // Nowhere else to look.
                 None => Err(refused(state, ingest_id, err.into())),
-                Some(Ok(true)) => Ok(()),
+                Some(Ok(true)) if state.tokens.is_some() && state.registry.is_open(ingest_id) => {
+                    Err(refused(
+                        state,
+                        ingest_id,
+                        Error::TokenRefused("this ingest needs a signed publish token"),
+                    ))
+                }
+                Some(Ok(true)) => Ok(Credential::Bearer(token)),
                 Some(Ok(false)) => Err(Error::IngestNotFound(ingest_id.to_owned())),
                 Some(Err(err)) => Err(refused(state, ingest_id, err)),
             }
         }
         Err(err) => Err(refused(state, ingest_id, err.into())),
     }
+}
+
+/// With signed-token keys configured, a bearer shaped like a signed token is checked as one
+/// (`None`: not one, or no keys). A static token that happens to verify as nothing falls back to
+/// the registration's own token, when the ingest has one and it matches.
+fn signed_token(
+    state: &WhipState,
+    ingest_id: &str,
+    token: Option<&str>,
+) -> Option<Result<(), Error>> {
+    let tokens = state.tokens.as_ref()?;
+    let token = token.filter(|t| tokens::looks_signed(t))?;
+    let metrics = state.registry.metrics();
+    match tokens.verify(token, ingest_id, Scope::Publish) {
+        Ok(()) => {
+            metrics.signed_tokens.with_label_values(&["accepted"]).inc();
+            Some(Ok(()))
+        }
+        Err(_) if state.registry.token_matches(ingest_id, token) => None,
+        Err(refusal) => {
+            metrics
+                .signed_tokens
+                .with_label_values(&[refusal.as_str()])
+                .inc();
+            Some(Err(Error::TokenRefused(refusal.message())))
+        }
+    }
+}
+
+/// A session's DELETE or PATCH: the ingest's static token, or a signed token for it; with keys
+/// configured an ingest without a static token needs a signed one here too (a leaked session
+/// URL cannot end or restart a stream).
+fn authorize_session(state: &WhipState, ingest_id: &str, token: Option<&str>) -> Result<(), Error> {
+    if let Some(signed) = signed_token(state, ingest_id, token) {
+        return signed;
+    }
+    if state.tokens.is_some() && state.registry.is_open(ingest_id) {
+        return Err(Error::TokenRefused(
+            "this ingest needs a signed publish token",
+        ));
+    }
+    Ok(state.registry.authorize_session(ingest_id, token)?)
 }
 
 pub use crate::topology::UNKNOWN_LOOKUPS_PER_SEC;
@@ -429,9 +524,7 @@ async fn stop(
     Path((ingest_id, session_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    state
-        .registry
-        .authorize_session(&ingest_id, bearer(&headers))?;
+    authorize_session(&state, &ingest_id, bearer(&headers))?;
     let Ok(id) = Uuid::parse_str(&session_id) else {
         return Ok(deleted());
     };
@@ -476,9 +569,7 @@ async fn patch(
     if !content_type_is(&headers, TRICKLE_ICE) {
         return Err(Error::UnsupportedMediaType(TRICKLE_ICE));
     }
-    state
-        .registry
-        .authorize_session(&ingest_id, bearer(&headers))?;
+    authorize_session(&state, &ingest_id, bearer(&headers))?;
     let id = Uuid::parse_str(&session_id).map_err(|_| Error::SessionNotFound)?;
     let if_match = headers
         .get(header::IF_MATCH)

@@ -175,7 +175,14 @@ impl WhipCalls for Answerer {
                 peer,
             } => {
                 tracing::info!(ingest = %ingest, "publish routed here by another node");
-                super::answer_offer(state, &ingest, peer, Bytes::from(offer), None).await
+                super::answer_offer(
+                    state,
+                    &ingest,
+                    peer,
+                    Bytes::from(offer),
+                    super::Credential::Routed,
+                )
+                .await
             }
             RoutedCall::WhipPatch {
                 ingest,
