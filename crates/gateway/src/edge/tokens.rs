@@ -246,7 +246,9 @@ impl SignedTokens {
 
 /// Reads a JWKS file into usable keys; refuses a file with none, or with a key it cannot use.
 fn load_keys(file: &Path) -> Result<KeySet, Error> {
-    let bad = |what: String| Error::Config(format!("--token-keys-file {}: {what}", file.display()));
+    let bad = |what: String| -> Error {
+        Error::Config(format!("--token-keys-file {}: {what}", file.display()))
+    };
     let text = std::fs::read_to_string(file).map_err(|e| bad(e.to_string()))?;
     let set: JwkSet =
         serde_json::from_str(&text).map_err(|e| bad(format!("not a JWKS document: {e}")))?;
@@ -259,7 +261,7 @@ fn load_keys(file: &Path) -> Result<KeySet, Error> {
     let keys = set
         .keys
         .iter()
-        .map(|jwk| key_of(jwk).map_err(&bad))
+        .map(|jwk| key_of(jwk, bad))
         .collect::<Result<Vec<_>, _>>()?;
     if keys.len() > 1 && keys.iter().any(|k| k.kid.is_none()) {
         return Err(bad("with several keys, each needs a kid".into()));
@@ -267,8 +269,8 @@ fn load_keys(file: &Path) -> Result<KeySet, Error> {
     Ok(KeySet { keys })
 }
 
-/// One JWK as a key, with the algorithm its type implies.
-fn key_of(jwk: &Jwk) -> Result<Key, String> {
+/// One JWK as a key, with the algorithm its type implies; `bad` says what is wrong with it.
+fn key_of(jwk: &Jwk, bad: impl Fn(String) -> Error) -> Result<Key, Error> {
     let kid = jwk.common.key_id.clone();
     let name = kid.as_deref().unwrap_or("(no kid)").to_owned();
     let algorithm = match &jwk.algorithm {
@@ -280,29 +282,29 @@ fn key_of(jwk: &Jwk) -> Result<Key, String> {
             Algorithm::EdDSA
         }
         _ => {
-            return Err(format!(
+            return Err(bad(format!(
                 "key {name}: only oct (HS256), EC P-256 (ES256) and OKP Ed25519 (EdDSA) keys are read"
-            ));
+            )));
         }
     };
     if let Some(declared) = jwk.common.key_algorithm {
         let declared = format!("{declared:?}");
         if declared != format!("{algorithm:?}") {
-            return Err(format!(
+            return Err(bad(format!(
                 "key {name}: its alg {declared} is not what its type is for ({algorithm:?})"
-            ));
+            )));
         }
     }
     if let AlgorithmParameters::OctetKey(oct) = &jwk.algorithm {
         // RFC 7518 section 3.2: an HS256 key has at least 256 bits.
         let bytes = base64_len(&oct.value);
         if bytes < 32 {
-            return Err(format!(
+            return Err(bad(format!(
                 "key {name}: an HS256 key needs at least 32 bytes ({bytes})"
-            ));
+            )));
         }
     }
-    let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {name}: {e}"))?;
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| bad(format!("key {name}: {e}")))?;
     Ok(Key {
         kid,
         algorithm,
